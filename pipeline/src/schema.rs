@@ -1,0 +1,244 @@
+//! The files people write, as serde types: `release-trains/<channel>.toml`,
+//! `release-trains/components.toml` and `base-images.lock`.
+//!
+//! These types depend on nothing but [`crate::model`]; they refuse unknown keys
+//! (`deny_unknown_fields`) and use `BTreeMap` so anything serialized from them is ordered.
+//! Validation across fields (skew, pins, paths) happens in [`crate::config`], which names the
+//! file and key of every refusal.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Channel, Digest, Platform, PinnedRef, Version};
+
+/// `release-trains/<channel>.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Train {
+    pub channel: Channel,
+    /// What the spec says of this channel, for humans.
+    pub description: String,
+    pub cadence: Cadence,
+    /// How long a release of this channel is supported, in days.
+    pub support_window_days: u32,
+    /// Whether `release` of this channel needs a `v<version>` tag on the released commit.
+    pub require_tag: bool,
+    #[serde(default)]
+    pub promotion: Option<Promotion>,
+    pub kit: KitContents,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cadence {
+    Weekly,
+    Monthly,
+    Quarterly,
+}
+
+/// Where a release of this channel may be promoted, and when.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Promotion {
+    pub to: Channel,
+    /// Minimum days a release spends on this channel before promotion.
+    pub min_days: u32,
+}
+
+/// What the channel's offline kit holds (spec §3.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KitContents {
+    /// Component names, or `["*"]` for every component of the bundle.
+    pub components: Vec<String>,
+    /// Directories of the kit: a subset of images, sboms, attest, charts, compose, plugins, policy.
+    pub sections: Vec<KitSection>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KitSection {
+    Images,
+    Sboms,
+    Attest,
+    Charts,
+    Compose,
+    Plugins,
+    Policy,
+}
+
+/// `release-trains/components.toml`: the bundle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Bundle {
+    pub release: ReleaseSection,
+    #[serde(rename = "skew-rule", default)]
+    pub skew_rules: Vec<SkewRule>,
+    #[serde(rename = "component")]
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReleaseSection {
+    /// `MAJOR.MINOR.PATCH`, or `MAJOR.MINOR.PATCH (YYYY.MM)` whose calendar must then match
+    /// SOURCE_DATE_EPOCH.
+    pub version: String,
+    /// Where images are published: `host/namespace`.
+    pub registry: String,
+}
+
+/// One skew rule of spec §1.3: the minor versions of `left` and `right` groups differ by at
+/// most `max-minor-distance` (and the majors are equal). With only `left`, the rule applies
+/// among the members of `left`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SkewRule {
+    pub id: String,
+    pub description: String,
+    pub left: Vec<String>,
+    #[serde(default)]
+    pub right: Vec<String>,
+    pub max_minor_distance: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Component {
+    pub name: String,
+    pub version: Version,
+    /// Skew group named by the skew rules (`trust`, `scanner`, `feeds`, `ui`, ...).
+    pub skew_group: String,
+    pub platforms: Vec<Platform>,
+    /// Name of a base in `base-images.lock`.
+    pub base: String,
+    pub source: Source,
+    pub recipe: Recipe,
+}
+
+/// Where a component's source is: a directory of this repository, or a git repository at a
+/// pinned commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Source {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub git: Option<String>,
+    /// Full 40-hex commit id (with `git`).
+    #[serde(default)]
+    pub rev: Option<String>,
+    /// Directory inside the git repository (with `git`).
+    #[serde(default)]
+    pub subdir: Option<String>,
+}
+
+/// How the daemonless builder assembles the component: an optional build command, then one
+/// layer per `layer` entry on top of the base.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    /// Command run in a copy of the source before layering, with `OUT` (a fresh directory),
+    /// `SOURCE_DATE_EPOCH`, `STELLAOPS_PLATFORM` and `STELLAOPS_VERSION` set. Optional.
+    #[serde(default)]
+    pub build: Vec<String>,
+    #[serde(rename = "layer")]
+    pub layers: Vec<LayerSpec>,
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// Command run inside the container to check health (Docker `HEALTHCHECK CMD`).
+    #[serde(default)]
+    pub healthcheck: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// A Dockerfile for the BuildKit backend, relative to the source.
+    #[serde(default)]
+    pub dockerfile: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LayerSpec {
+    /// Directory relative to the source (or `$OUT/...` for the build command's output).
+    pub from: String,
+    /// Absolute path in the image where the directory's content goes.
+    pub to: String,
+}
+
+/// `base-images.lock`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BaseLock {
+    pub lock_version: u32,
+    #[serde(rename = "base", default)]
+    pub bases: Vec<Base>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Base {
+    pub name: String,
+    pub source: BaseSource,
+    /// Debian suite the packages come from (`source = "debian"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    /// Modification time of every entry of an assembled base layer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// Symlinks added after the packages are unpacked: path in the image -> target.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub symlinks: BTreeMap<String, String>,
+    /// Empty directories added after the packages are unpacked (e.g. `tmp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub directories: Vec<String>,
+    #[serde(rename = "platform")]
+    pub platforms: BTreeMap<Platform, BasePin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaseSource {
+    /// Assembled from pinned Debian packages.
+    Debian,
+    /// An image in a local OCI layout.
+    OciLayout,
+    /// An image in a registry, by digest.
+    Registry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BasePin {
+    /// Digest of the base image manifest for this platform.
+    pub digest: Digest,
+    /// `source = "registry"`: where to fetch it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<PinnedRef>,
+    /// `source = "oci-layout"`: the layout directory, relative to the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// `source = "debian"`: every package, pinned by sha256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<DebPin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DebPin {
+    pub name: String,
+    pub arch: String,
+    /// Filled in by `cargo xtask lock`.
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub sha256: String,
+    /// Path in the archive's pool (from the Packages index).
+    #[serde(default)]
+    pub filename: String,
+}

@@ -1,0 +1,205 @@
+//! `cargo xtask bench`: layer writing and hashing measured against the machine's own tools on
+//! the same input, in one run, as ratios. Not a test: numbers vary between machines; ratios
+//! measured together are what to compare.
+//!
+//! 1. make a directory tree of mixed files (`--size-mib`, 1 GiB by default), warm the cache;
+//! 2. write a layer from it with the pipeline's writer (tar + gzip-6 + diff_id + digest) and
+//!    with `tar --sort=name -c | gzip -6` (and `pigz -6` when installed);
+//! 3. hash the layer with the pipeline's sha256 and with `sha256sum` and `openssl dgst`;
+//! 4. peak memory of the layer writer on the full tree and on an eighth of it (a child
+//!    process each, VmHWM), to show it stays flat as the input grows.
+#![allow(clippy::print_stdout)]
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use pipeline::layer::{HashingReader, LayerWriter, Modes};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Size of the generated tree in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Where to put the tree and the layers (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
+    #[arg(long, hide = true, value_name = "DIR")]
+    layer_only: Option<PathBuf>,
+}
+
+/// Fills `dir` with about `bytes` of files: sizes from 4 KiB to 8 MiB, content half text-like
+/// (compressible) and half noise, from a fixed seed (the same tree every run).
+fn make_tree(dir: &Path, bytes: u64) -> Result<u64> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let words: Vec<&[u8]> = [&b"release "[..], b"layer ", b"digest ", b"sha256 ", b"stellaops ", b"component\n", b"{\"k\": 1} "].to_vec();
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let mut buf = Vec::with_capacity(8 << 20);
+    while written < bytes {
+        let size = 4096u64 << (next() % 12);
+        let size = size.min(bytes - written).max(1);
+        buf.clear();
+        while (buf.len() as u64) < size {
+            if next() % 2 == 0 {
+                for _ in 0..64 {
+                    buf.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+                }
+            } else {
+                for _ in 0..64 {
+                    buf.extend_from_slice(&next().to_le_bytes());
+                }
+            }
+        }
+        buf.truncate(size as usize);
+        let sub = dir.join(format!("d{:02}/e{:02}", i % 17, i % 5));
+        fs::create_dir_all(&sub)?;
+        fs::write(sub.join(format!("f{i:05}.bin")), &buf)?;
+        written += size;
+        i += 1;
+    }
+    Ok(written)
+}
+
+fn layer_of(tree: &Path, out: &Path) -> Result<pipeline::layer::LayerInfo> {
+    let f = io::BufWriter::with_capacity(1 << 20, fs::File::create(out)?);
+    let mut w = LayerWriter::new(f, 1_700_000_000);
+    w.add_tree(tree, "/", Modes::Normalize)?;
+    let (mut f, info) = w.finish()?;
+    f.flush()?;
+    Ok(info)
+}
+
+fn peak_rss_kib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn time_shell(script: &str) -> Result<f64> {
+    let t = Instant::now();
+    let status = Command::new("sh").arg("-c").arg(script).status().with_context(|| format!("run `{script}`"))?;
+    if !status.success() {
+        bail!("`{script}` failed with {status}");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().is_ok_and(|s| s.success())
+}
+
+fn child_peak(tree: &Path) -> Result<u64> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe).arg("bench").arg("--layer-only").arg(tree).output()?;
+    if !out.status.success() {
+        bail!("layer child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(tree) = &args.layer_only {
+        let tmp = tempfile::NamedTempFile::new()?;
+        layer_of(tree, tmp.path())?;
+        println!("{}", peak_rss_kib());
+        return Ok(());
+    }
+    let holder;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            holder = tempfile::tempdir()?;
+            holder.path().to_owned()
+        }
+    };
+    let tree = dir.join("tree");
+    let small = dir.join("small");
+    let _ = fs::remove_dir_all(&tree);
+    let _ = fs::remove_dir_all(&small);
+    let size = args.size_mib << 20;
+    eprintln_("bench: making a {} MiB tree in {}", args.size_mib, tree.display());
+    let bytes = make_tree(&tree, size)?;
+    make_tree(&small, size / 8)?;
+    // Warm the page cache for both sides alike.
+    time_shell(&format!("tar -C '{}' -cf - . | cat > /dev/null", tree.display()))?;
+    let mb = bytes as f64 / 1e6;
+
+    let ours_out = dir.join("ours.tar.gz");
+    let t = Instant::now();
+    let info = layer_of(&tree, &ours_out)?;
+    let ours = t.elapsed().as_secs_f64();
+
+    let gzip = time_shell(&format!("tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'", tree.display(), dir.join("peer.tar.gz").display()))?;
+    let pigz = if have("pigz") {
+        Some(time_shell(&format!("tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'", tree.display(), dir.join("pigz.tar.gz").display()))?)
+    } else {
+        None
+    };
+
+    // Hashing the finished layer: ours, sha256sum, openssl.
+    let layer_mb = info.size as f64 / 1e6;
+    let t = Instant::now();
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, fs::File::open(&ours_out)?));
+    io::copy(&mut r, &mut io::sink())?;
+    let (d, _) = r.finish();
+    let ours_sha = t.elapsed().as_secs_f64();
+    if d != info.digest {
+        bail!("the layer on disk hashes to {d}, the writer said {}", info.digest);
+    }
+    let sha256sum = time_shell(&format!("sha256sum '{}' > /dev/null", ours_out.display()))?;
+    let openssl = if have("openssl") { Some(time_shell(&format!("openssl dgst -sha256 '{}' > /dev/null", ours_out.display()))?) } else { None };
+
+    let peak_small = child_peak(&small)?;
+    let peak_full = child_peak(&tree)?;
+
+    let report = serde_json::json!({
+        "input_mb": mb,
+        "layer": {
+            "ours_mb_s": mb / ours, "gzip6_mb_s": mb / gzip, "ratio_vs_tar_gzip6": gzip / ours,
+            "pigz6_mb_s": pigz.map(|p| mb / p), "ratio_vs_tar_pigz6": pigz.map(|p| p / ours),
+            "compressed_mb": layer_mb,
+        },
+        "sha256": {
+            "ours_mb_s": layer_mb / ours_sha, "sha256sum_mb_s": layer_mb / sha256sum, "ratio_vs_sha256sum": sha256sum / ours_sha,
+            "openssl_mb_s": openssl.map(|o| layer_mb / o), "ratio_vs_openssl": openssl.map(|o| o / ours_sha),
+        },
+        "peak_rss_kib": { "eighth_input": peak_small, "full_input": peak_full },
+        "compressor": pipeline::layer::COMPRESSOR,
+        "page_cache": "warm",
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})", pipeline::layer::COMPRESSOR);
+        println!("layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x", mb / ours, mb / gzip, gzip / ours);
+        if let Some(p) = pigz {
+            println!("             tar|pigz -6 {:.1} MB/s | ratio {:.2}x", mb / p, p / ours);
+        }
+        println!("sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x", layer_mb / ours_sha, layer_mb / sha256sum, sha256sum / ours_sha);
+        if let Some(o) = openssl {
+            println!("             openssl {:.0} MB/s | ratio {:.2}x", layer_mb / o, o / ours_sha);
+        }
+        println!("peak memory  {} KiB for 1/8 of the input, {} KiB for all of it", peak_small, peak_full);
+    }
+    Ok(())
+}
+
+fn eprintln_(fmt: &str, a: impl std::fmt::Display, b: impl std::fmt::Display) {
+    let msg = fmt.replacen("{}", &a.to_string(), 1).replacen("{}", &b.to_string(), 1);
+    crate::progress::eprint(&msg);
+}

@@ -1,0 +1,330 @@
+//! `cargo xtask`: the command line of the Stella Ops release pipeline.
+//!
+//! Thin by design: parse flags, set up logging and progress, call `pipeline`, render the
+//! result or the error, return the exit code. Everything else lives in the `pipeline` crate.
+
+mod bench;
+mod progress;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeline::model::Channel;
+use pipeline::plan::{PlanOptions, Tree};
+use pipeline::release::{self, RunOptions};
+
+use crate::progress::{Mode, Progress};
+
+/// Exit code of a command line that does not parse.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    about = "Cut, reproduce and check Stella Ops releases",
+    long_about = "Cut, reproduce and check Stella Ops releases.\n\n\
+        A release is a pure function of the git tree at the tag, the lock files frozen there, \
+        base-images.lock, release-trains/ and the toolchain. The embedded daemonless builder \
+        needs no Docker engine and no registry.",
+    after_help = "Exit codes: 0 success; 1 refused (bad input, failed check, reproducibility \
+        mismatch); 2 internal error (a bug); 3 environment (I/O, network, missing tool); \
+        64 bad command line."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress output; errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what would be released: version, epoch, components x platforms, pinned bases,
+    /// outputs. No side effects.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// Print the plan as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a release into target/releases/<version>-<channel>/ (refuses a dirty tree).
+    Release {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        build: BuildFlags,
+        /// Release directory (default: target/releases/<version>-<channel>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Emit progress events and the result as JSON lines on stdout (for CI).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the images of HEAD into DIR without the checks of a release (used by `repro`;
+    /// uncommitted changes are not built).
+    Build {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        build: BuildFlags,
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the release twice under different TZ, locale, umask, thread count and temporary
+    /// directory, and compare every index, manifest, config and layer digest.
+    Repro {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        build: BuildFlags,
+        /// Keep both builds under DIR/build-1 and DIR/build-2 for inspection (diffoscope).
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh base-images.lock: resolve each pinned package in the mirror, fetch it, assemble
+    /// the base and pin its digest. Review the diff before committing it.
+    Lock {
+        /// Repository root (default: the current directory's repository).
+        #[arg(long, value_name = "DIR")]
+        source: Option<PathBuf>,
+        /// Debian mirror base URL (default: the host's apt sources).
+        #[arg(long, value_name = "URL", env = "STELLAOPS_APT_MIRROR")]
+        apt_mirror: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure layer writing and hashing against `tar | gzip -6`, `pigz -6` and `sha256sum` on
+    /// the same input, in one run; report ratios and peak memory.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// Release channel.
+    #[arg(long, value_enum, default_value = "edge")]
+    channel: ChannelArg,
+    /// Repository root (default: the current directory's repository).
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BuildFlags {
+    /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
+    #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
+    deb_dir: Option<PathBuf>,
+    /// Debian mirror base URL (default: the host's apt sources).
+    #[arg(long, value_name = "URL", env = "STELLAOPS_APT_MIRROR")]
+    apt_mirror: Option<String>,
+    /// Cache of fetched packages and sources (default: target/stellaops-cache).
+    #[arg(long, value_name = "DIR", env = "STELLAOPS_CACHE")]
+    cache: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ChannelArg {
+    Lts,
+    Stable,
+    Edge,
+}
+impl From<ChannelArg> for Channel {
+    fn from(c: ChannelArg) -> Channel {
+        match c {
+            ChannelArg::Lts => Channel::Lts,
+            ChannelArg::Stable => Channel::Stable,
+            ChannelArg::Edge => Channel::Edge,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, _) => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .without_time()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, message }) => {
+            progress::eprint(&format!("error: {message}"));
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<pipeline::Error> for Failure {
+    fn from(e: pipeline::Error) -> Self {
+        Failure { code: e.exit_code() as u8, message: e.to_string().trim_end().to_owned() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{e:#}") }
+    }
+}
+
+fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
+    let dir = match source {
+        Some(s) => s,
+        None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
+    };
+    // The repository root: the nearest ancestor holding release-trains/.
+    let mut at = dir.as_path();
+    loop {
+        if at.join("release-trains").is_dir() {
+            return Ok(at.to_owned());
+        }
+        match at.parent() {
+            Some(p) => at = p,
+            None => return Ok(dir),
+        }
+    }
+}
+
+fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<PathBuf>) -> Result<RunOptions, Failure> {
+    let root = root_of(target.source.clone())?;
+    Ok(RunOptions {
+        plan: PlanOptions { root, channel: target.channel.into(), tree, out },
+        debs: release::deb_source(build.deb_dir.clone(), build.apt_mirror.clone())?,
+        cache: build.cache.clone(),
+        jobs: build.jobs,
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    progress::out(&text);
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let mode = |json: bool| if json { Mode::Json } else if cli.quiet { Mode::Quiet } else { Mode::Auto };
+    match cli.command {
+        Command::Plan { target, json } => {
+            let root = root_of(target.source.clone())?;
+            let plan = release::plan_only(&PlanOptions { root, channel: target.channel.into(), tree: Tree::MayBeDirty, out: None })?;
+            if json {
+                progress::out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
+            } else {
+                progress::out(&progress::render_plan(&plan));
+            }
+            Ok(())
+        }
+        Command::Release { target, build, out, json } => {
+            let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
+            let reporter = Progress::new(mode(json));
+            let outcome = release::release(&opts, &reporter);
+            reporter.finish();
+            let outcome = outcome?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "release": outcome}));
+            } else {
+                progress::out(&progress::render_outcome(&outcome));
+            }
+            Ok(())
+        }
+        Command::Build { target, build, out, json } => {
+            let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
+            let reporter = Progress::new(mode(json));
+            let outcome = release::release(&opts, &reporter);
+            reporter.finish();
+            let outcome = outcome?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "build": outcome}));
+            } else {
+                progress::out(&progress::render_outcome(&outcome));
+            }
+            Ok(())
+        }
+        Command::Repro { target, build, keep, json } => {
+            let root = root_of(target.source.clone())?;
+            let exe = std::env::current_exe().map_err(|e| Failure { code: 3, message: format!("cannot find this program: {e}") })?;
+            let mut args: Vec<OsString> = vec!["--quiet".into(), "build".into(), "--channel".into(), target.channel_name().into(), "--source".into(), root.into()];
+            if let Some(d) = &build.deb_dir {
+                args.extend(["--deb-dir".into(), d.into()]);
+            }
+            if let Some(m) = &build.apt_mirror {
+                args.extend(["--apt-mirror".into(), m.into()]);
+            }
+            if let Some(c) = &build.cache {
+                args.extend(["--cache".into(), c.into()]);
+            }
+            if !cli.quiet && !json {
+                progress::eprint("repro: building twice (varied TZ, locale, umask, threads, temp dirs)...");
+            }
+            let result = pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
+            match (&result, json) {
+                (Ok(report), true) => print_json(&serde_json::json!({"event": "result", "reproducible": true, "report": report})),
+                (Ok(report), false) => progress::out(&format!(
+                    "reproducible: {} images, {} blobs compared, identical digests under\n  1: {}\n  2: {}",
+                    report.images, report.blobs_compared, report.conditions[0], report.conditions[1]
+                )),
+                (Err(pipeline::Error::Repro(pipeline::repro::ReproError::Mismatch(m))), true) => {
+                    print_json(&serde_json::json!({"event": "result", "reproducible": false, "mismatches": m}))
+                }
+                _ => {}
+            }
+            result.map(|_| ()).map_err(Failure::from)
+        }
+        Command::Lock { source, apt_mirror, json } => {
+            let root = root_of(source)?;
+            let cache = release::default_cache(&root);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let report = pipeline::lock::lock(&root, apt_mirror.as_deref(), &cache, now).map_err(pipeline::Error::from)?;
+            if json {
+                print_json(&report);
+            } else {
+                let mut s = format!("{}: {} pin(s) unchanged, {} changed", report.file.display(), report.unchanged, report.changes.len());
+                for c in &report.changes {
+                    s += &format!("\n  {} {}: {} -> {}", c.base, c.platform, c.before, c.after);
+                }
+                progress::out(&s);
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(&args).map_err(Failure::from),
+    }
+}
+
+impl Target {
+    fn channel_name(&self) -> &'static str {
+        Channel::from(self.channel).as_str()
+    }
+}

@@ -1,0 +1,146 @@
+//! Drawing progress and results: indicatif bars on a terminal, plain lines on stderr
+//! otherwise, JSON lines on stdout with `--json`. stdout carries data only.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline::plan::Plan;
+use pipeline::release::Outcome;
+use pipeline::report::{Event, Reporter, Stage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Bars when stderr is a terminal, plain lines otherwise.
+    Auto,
+    Json,
+    Quiet,
+}
+
+pub struct Progress {
+    mode: Mode,
+    bars: Option<MultiProgress>,
+    stages: Mutex<BTreeMap<Stage, ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new(mode: Mode) -> Progress {
+        let bars = (mode == Mode::Auto && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Progress { mode, bars, stages: Mutex::new(BTreeMap::new()) }
+    }
+
+    pub fn finish(&self) {
+        if let Ok(stages) = self.stages.lock() {
+            for bar in stages.values() {
+                if !bar.is_finished() {
+                    bar.abandon();
+                }
+            }
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn event(&self, event: Event) {
+        match self.mode {
+            Mode::Quiet => {}
+            Mode::Json => out(&serde_json::to_string(&event).unwrap_or_default()),
+            Mode::Auto => match &self.bars {
+                None => plain(&event),
+                Some(multi) => {
+                    let Ok(mut stages) = self.stages.lock() else { return };
+                    match event {
+                        Event::StageStarted { stage, jobs } => {
+                            let bar = multi.add(ProgressBar::new(jobs as u64));
+                            bar.set_style(
+                                ProgressStyle::with_template("{prefix:>8.bold} [{bar:30}] {pos}/{len} {wide_msg}")
+                                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                    .progress_chars("=> "),
+                            );
+                            bar.set_prefix(stage.as_str());
+                            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                            stages.insert(stage, bar);
+                        }
+                        Event::JobStarted { stage, job } => {
+                            if let Some(b) = stages.get(&stage) {
+                                b.set_message(job);
+                            }
+                        }
+                        Event::JobFinished { stage, job, .. } => {
+                            if let Some(b) = stages.get(&stage) {
+                                b.inc(1);
+                                b.set_message(format!("{job} done"));
+                            }
+                        }
+                        Event::StageFinished { stage } => {
+                            if let Some(b) = stages.get(&stage) {
+                                b.finish_with_message("done");
+                            }
+                        }
+                        Event::Note { message } => {
+                            let _ = multi.println(message);
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn plain(event: &Event) {
+    match event {
+        Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
+        Event::JobStarted { .. } => {}
+        Event::JobFinished { stage, job, detail } => eprint(&format!("[{}] {job}: {detail}", stage.as_str())),
+        Event::StageFinished { stage } => eprint(&format!("[{}] done", stage.as_str())),
+        Event::Note { message } => eprint(message),
+    }
+}
+
+/// A line of data on stdout.
+pub fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}");
+}
+
+/// A message on stderr.
+pub fn eprint(text: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{text}");
+}
+
+pub fn render_plan(plan: &Plan) -> String {
+    let mut s = String::new();
+    s += &format!("release   {} on {}\n", plan.version, plan.channel);
+    s += &format!(
+        "source    {}{} (SOURCE_DATE_EPOCH {} = {})\n",
+        &plan.source.commit[..12],
+        plan.source.tag.as_deref().map(|t| format!(" tag {t}")).unwrap_or_else(|| " (untagged)".into()),
+        plan.source_date_epoch,
+        plan.created
+    );
+    if !plan.source.dirty.is_empty() {
+        s += &format!("warning   {} uncommitted change(s): `release` will refuse; HEAD is what gets built\n", plan.source.dirty.len());
+    }
+    s += &format!("builder   {} ({})\n", plan.backend, plan.compressor);
+    s += &format!("output    {}\n", plan.output.display());
+    s += "components\n";
+    for c in &plan.components {
+        s += &format!("  {:<16} {:<8} {}{}\n", c.name, c.version, c.repository, if c.in_kit { "" } else { "  (not in this channel's kit)" });
+        for i in &c.images {
+            s += &format!("    {:<12} base {} {}\n", i.platform.as_str(), i.base, i.base_digest);
+        }
+    }
+    s.trim_end().to_owned()
+}
+
+pub fn render_outcome(o: &Outcome) -> String {
+    let mut s = format!("release {} ({}) written to {}\n", o.version, o.channel, o.output.display());
+    for (name, c) in &o.images.components {
+        s += &format!("  {:<16} {}@{}\n", name, c.repository, c.index.digest);
+    }
+    s.trim_end().to_owned()
+}

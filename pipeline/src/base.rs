@@ -29,7 +29,12 @@ pub enum BaseError {
         source: DebError,
     },
     #[error("base `{base}` ({platform}) assembles to `{actual}` but `base-images.lock` pins `{expected}`\n  hint: if the change is intended (new packages, new pipeline version), run `cargo xtask lock` and review the diff")]
-    DigestMismatch { base: String, platform: Platform, expected: Digest, actual: Digest },
+    DigestMismatch {
+        base: String,
+        platform: Platform,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("base `{base}` ({platform}): {source}")]
     Layer {
         base: String,
@@ -53,9 +58,20 @@ pub enum BaseError {
         source: io::Error,
     },
     #[error("base `{base}` ({platform}): a `{source_kind}` base cannot be fetched by the daemonless builder yet\n  hint: copy it into a local OCI layout (`skopeo copy docker://REF oci:DIR`) and pin it as `source = \"oci-layout\"`")]
-    Unsupported { base: String, platform: Platform, source_kind: &'static str },
-    #[error("base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest")]
-    NotAManifest { base: String, platform: Platform, digest: Digest, what: String },
+    Unsupported {
+        base: String,
+        platform: Platform,
+        source_kind: &'static str,
+    },
+    #[error(
+        "base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest"
+    )]
+    NotAManifest {
+        base: String,
+        platform: Platform,
+        digest: Digest,
+        what: String,
+    },
 }
 
 /// A base image present in a layout.
@@ -78,44 +94,94 @@ pub struct Fetch {
 }
 
 /// Makes the base `base` for `platform` present in `layout` and checks it against its pin.
-pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
+pub fn materialize(
+    base: &Base,
+    platform: Platform,
+    fetch: &Fetch,
+    layout: &Layout,
+) -> Result<BaseImage, BaseError> {
     let pin = &base.platforms[&platform];
     let img = match base.source {
         BaseSource::Debian => assemble_debian(base, platform, fetch, layout)?,
-        BaseSource::OciLayout => copy_from_layout(base, platform, &fetch.root.join(pin.layout.as_deref().unwrap_or("")), &pin.digest, layout)?,
+        BaseSource::OciLayout => copy_from_layout(
+            base,
+            platform,
+            &fetch.root.join(pin.layout.as_deref().unwrap_or("")),
+            &pin.digest,
+            layout,
+        )?,
         BaseSource::Registry => {
-            return Err(BaseError::Unsupported { base: base.name.clone(), platform, source_kind: source_name(base.source) })
+            return Err(BaseError::Unsupported {
+                base: base.name.clone(),
+                platform,
+                source_kind: source_name(base.source),
+            })
         }
     };
     if img.digest != pin.digest {
-        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, expected: pin.digest.clone(), actual: img.digest });
+        return Err(BaseError::DigestMismatch {
+            base: base.name.clone(),
+            platform,
+            expected: pin.digest.clone(),
+            actual: img.digest,
+        });
     }
     Ok(img)
 }
 
 /// Assembles a Debian base (also used by `cargo xtask lock`, which records the digest).
-pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
+pub fn assemble_debian(
+    base: &Base,
+    platform: Platform,
+    fetch: &Fetch,
+    layout: &Layout,
+) -> Result<BaseImage, BaseError> {
     let name = &base.name;
     let pin = &base.platforms[&platform];
     let epoch = base.epoch.unwrap_or(0);
     let io_err = |path: &Path| {
         let path = path.to_owned();
         let base = name.clone();
-        move |source| BaseError::Io { base, platform, path, source }
+        move |source| BaseError::Io {
+            base,
+            platform,
+            path,
+            source,
+        }
     };
-    let scratch = tempfile::Builder::new().prefix("stellaops-base-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stellaops-base-")
+        .tempdir()
+        .map_err(io_err(Path::new("$TMPDIR")))?;
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
     for p in &pin.packages {
-        let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
-        debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
+        let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb {
+            base: name.clone(),
+            platform,
+            source,
+        })?;
+        debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
+            base: name.clone(),
+            platform,
+            source,
+        })?;
     }
-    let layer_err = |source| BaseError::Layer { base: name.clone(), platform, source };
-    let layout_err = |source| BaseError::Layout { base: name.clone(), platform, source };
+    let layer_err = |source| BaseError::Layer {
+        base: name.clone(),
+        platform,
+        source,
+    };
+    let layout_err = |source| BaseError::Layout {
+        base: name.clone(),
+        platform,
+        source,
+    };
     let (digest, size, info) = layout
         .put_blob_with(|w| {
             let mut lw = LayerWriter::new(w, epoch);
-            lw.add_tree(&rootfs, "/", Modes::Preserve).map_err(io::Error::other)?;
+            lw.add_tree(&rootfs, "/", Modes::Preserve)
+                .map_err(io::Error::other)?;
             for d in &base.directories {
                 lw.add_dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
             }
@@ -132,25 +198,40 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
             other => layout_err(other),
         })?;
     debug_assert_eq!(digest, info.digest);
-    let packages = pin.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect::<Vec<_>>().join(" ");
+    let packages = pin
+        .packages
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect::<Vec<_>>()
+        .join(" ");
     let config = ImageConfig {
         created: rfc3339(epoch),
         architecture: platform.arch().to_owned(),
         os: platform.os().to_owned(),
         variant: oci::PlatformSpec::from(platform).variant,
         config: oci::RunConfig {
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
+            env: vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            ],
             ..Default::default()
         },
-        rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids: vec![info.diff_id.clone()] },
+        rootfs: oci::RootFs {
+            kind: "layers".to_owned(),
+            diff_ids: vec![info.diff_id.clone()],
+        },
         history: vec![oci::History {
             created: rfc3339(epoch),
-            created_by: format!("stellaops base `{name}`: debian {} {packages}", base.suite.as_deref().unwrap_or("")),
+            created_by: format!(
+                "stellaops base `{name}`: debian {} {packages}",
+                base.suite.as_deref().unwrap_or("")
+            ),
             comment: None,
             empty_layer: false,
         }],
     };
-    let config_desc = layout.put_json(oci::MEDIA_CONFIG, &config).map_err(layout_err)?;
+    let config_desc = layout
+        .put_json(oci::MEDIA_CONFIG, &config)
+        .map_err(layout_err)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
@@ -166,27 +247,69 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
         subject: None,
         annotations: Default::default(),
     };
-    let desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
-    Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, manifest, config })
+    let desc = layout
+        .put_json(oci::MEDIA_MANIFEST, &manifest)
+        .map_err(layout_err)?;
+    Ok(BaseImage {
+        name: name.clone(),
+        platform,
+        digest: desc.digest,
+        manifest,
+        config,
+    })
 }
 
-fn copy_from_layout(base: &Base, platform: Platform, src: &Path, digest: &Digest, dst: &Layout) -> Result<BaseImage, BaseError> {
-    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
+fn copy_from_layout(
+    base: &Base,
+    platform: Platform,
+    src: &Path,
+    digest: &Digest,
+    dst: &Layout,
+) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout {
+        base: base.name.clone(),
+        platform,
+        source,
+    };
     let from = Layout::open(src).map_err(layout_err)?;
     let bytes = from.read_blob(digest).map_err(layout_err)?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let media = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+    let media = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
     if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
-        return Err(BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what: format!("`{media}`") });
+        return Err(BaseError::NotAManifest {
+            base: base.name.clone(),
+            platform,
+            digest: digest.clone(),
+            what: format!("`{media}`"),
+        });
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|source| layout_err(LayoutError::Json { path: from.blob_path(digest), what: "an image manifest", source }))?;
+    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| {
+        layout_err(LayoutError::Json {
+            path: from.blob_path(digest),
+            what: "an image manifest",
+            source,
+        })
+    })?;
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         copy_blob(&from, dst, &d.digest).map_err(layout_err)?;
     }
-    let (d, _, ()) = dst.put_blob_with(|w| io::Write::write_all(w, &bytes)).map_err(layout_err)?;
-    let config: ImageConfig = dst.read_json(&manifest.config.digest, "an image config").map_err(layout_err)?;
-    Ok(BaseImage { name: base.name.clone(), platform, digest: d, manifest, config })
+    let (d, _, ()) = dst
+        .put_blob_with(|w| io::Write::write_all(w, &bytes))
+        .map_err(layout_err)?;
+    let config: ImageConfig = dst
+        .read_json(&manifest.config.digest, "an image config")
+        .map_err(layout_err)?;
+    Ok(BaseImage {
+        name: base.name.clone(),
+        platform,
+        digest: d,
+        manifest,
+        config,
+    })
 }
 
 /// Copies one blob between layouts, streaming and checking its digest.
@@ -195,11 +318,18 @@ pub fn copy_blob(from: &Layout, to: &Layout, digest: &Digest) -> Result<(), Layo
         return Ok(());
     }
     let path = from.blob_path(digest);
-    let mut f = fs::File::open(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
+    let mut f = fs::File::open(&path).map_err(|source| LayoutError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let (actual, _, _) = to.put_blob_with(|w| io::copy(&mut f, w))?;
     if &actual != digest {
         let _ = fs::remove_file(to.blob_path(&actual));
-        return Err(LayoutError::DigestMismatch { path, expected: digest.clone(), actual });
+        return Err(LayoutError::DigestMismatch {
+            path,
+            expected: digest.clone(),
+            actual,
+        });
     }
     Ok(())
 }

@@ -19,11 +19,28 @@ use crate::schema::DebPin;
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
     #[error("`{name}` {version} ({arch}): the .deb from `{from}` has sha256 `{actual}` but `base-images.lock` pins `{expected}`\n  hint: the mirror serves other bytes than were locked; if the change is intended, run `cargo xtask lock` and review the diff")]
-    Sha256Mismatch { name: String, version: String, arch: String, from: String, expected: String, actual: String },
+    Sha256Mismatch {
+        name: String,
+        version: String,
+        arch: String,
+        from: String,
+        expected: String,
+        actual: String,
+    },
     #[error("`{name}` {version} ({arch}): cannot fetch `{url}`: {message}\n  hint: check the mirror (`--apt-mirror`) or give a directory of .deb files (`--deb-dir`)")]
-    Fetch { name: String, version: String, arch: String, url: String, message: String },
+    Fetch {
+        name: String,
+        version: String,
+        arch: String,
+        url: String,
+        message: String,
+    },
     #[error("`{name}` ({arch}) is not in `{url}`")]
-    NotInIndex { name: String, arch: String, url: String },
+    NotInIndex {
+        name: String,
+        arch: String,
+        url: String,
+    },
     #[error("no apt mirror found in `/etc/apt/sources.list` or `/etc/apt/sources.list.d/`\n  hint: pass `--apt-mirror http://...` or `--deb-dir DIR`")]
     NoMirror,
     #[error("`{path}`: not a Debian package: {message}")]
@@ -37,7 +54,10 @@ pub enum DebError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DebError + '_ {
-    move |source| DebError::Io { path: path.to_owned(), source }
+    move |source| DebError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Where `.deb` files come from.
@@ -60,15 +80,23 @@ pub fn host_mirror() -> Result<String, DebError> {
         files.extend(more);
     }
     for f in files {
-        let Ok(text) = fs::read_to_string(&f) else { continue };
+        let Ok(text) = fs::read_to_string(&f) else {
+            continue;
+        };
         let ext = f.extension().and_then(|e| e.to_str()).unwrap_or_default();
         if ext == "sources" {
             for stanza in text.split("\n\n") {
                 let field = |k: &str| {
-                    stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned()))
+                    stanza.lines().find_map(|l| {
+                        l.strip_prefix(k)
+                            .and_then(|r| r.strip_prefix(':'))
+                            .map(|v| v.trim().to_owned())
+                    })
                 };
                 let enabled = field("Enabled").is_none_or(|v| v != "no");
-                if enabled && field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb")) {
+                if enabled
+                    && field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
+                {
                     if let Some(uris) = field("URIs") {
                         candidates.extend(uris.split_whitespace().map(str::to_owned));
                     }
@@ -87,7 +115,11 @@ pub fn host_mirror() -> Result<String, DebError> {
     }
     candidates
         .into_iter()
-        .find(|u| u.starts_with("http") && !u.contains("security") && u.trim_end_matches('/').ends_with("/debian"))
+        .find(|u| {
+            u.starts_with("http")
+                && !u.contains("security")
+                && u.trim_end_matches('/').ends_with("/debian")
+        })
         .map(|u| u.trim_end_matches('/').to_owned())
         .ok_or(DebError::NoMirror)
 }
@@ -152,7 +184,10 @@ pub fn fetch(pin: &DebPin, source: &DebSource, cache: &Path) -> Result<PathBuf, 
             actual: digest.hex().to_owned(),
         });
     }
-    tmp.persist(&cached).map_err(|e| DebError::Io { path: cached.clone(), source: e.error })?;
+    tmp.persist(&cached).map_err(|e| DebError::Io {
+        path: cached.clone(),
+        source: e.error,
+    })?;
     Ok(cached)
 }
 
@@ -175,7 +210,10 @@ fn sha256_file(path: &Path) -> Result<String, DebError> {
 /// Unpacks the `data.tar.{xz,gz}` member of the `.deb` at `deb` into `root`. Entries that
 /// would leave `root` are refused by the tar crate's `unpack_in`.
 pub fn unpack(deb: &Path, root: &Path) -> Result<(), DebError> {
-    let bad = |message: String| DebError::BadDeb { path: deb.to_owned(), message };
+    let bad = |message: String| DebError::BadDeb {
+        path: deb.to_owned(),
+        message,
+    };
     let file = fs::File::open(deb).map_err(io_at(deb))?;
     let mut archive = ar::Archive::new(file);
     while let Some(entry) = archive.next_entry() {
@@ -194,14 +232,20 @@ pub fn unpack(deb: &Path, root: &Path) -> Result<(), DebError> {
                     });
                     let r = unpack_tar(&mut reader, root, deb);
                     drop(reader);
-                    let decoded = t.join().map_err(|_| bad("the xz decoder panicked".into()))?;
+                    let decoded = t
+                        .join()
+                        .map_err(|_| bad("the xz decoder panicked".into()))?;
                     r?;
                     decoded.map_err(|e| bad(format!("data.tar.xz: {e}")))
                 });
             }
             "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
             "data.tar" => Box::new(entry),
-            n if n.starts_with("data.tar") => return Err(bad(format!("`{n}`: only xz, gzip and plain data members are read"))),
+            n if n.starts_with("data.tar") => {
+                return Err(bad(format!(
+                    "`{n}`: only xz, gzip and plain data members are read"
+                )))
+            }
             _ => continue,
         };
         return unpack_tar(data, root, deb);
@@ -218,11 +262,20 @@ fn unpack_tar(data: impl Read, root: &Path, deb: &Path) -> Result<(), DebError> 
     for entry in tar.entries().map_err(io_at(deb))? {
         let mut entry = entry.map_err(io_at(deb))?;
         match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink | tar::EntryType::Link => {}
+            tar::EntryType::Regular
+            | tar::EntryType::Directory
+            | tar::EntryType::Symlink
+            | tar::EntryType::Link => {}
             other => {
                 return Err(DebError::BadDeb {
                     path: deb.to_owned(),
-                    message: format!("entry `{}` has type {other:?}, which a base layer does not carry", entry.path().map(|p| p.display().to_string()).unwrap_or_default()),
+                    message: format!(
+                        "entry `{}` has type {other:?}, which a base layer does not carry",
+                        entry
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    ),
                 })
             }
         }
@@ -240,8 +293,15 @@ pub struct IndexEntry {
 }
 
 /// Reads `dists/<suite>/main/binary-<arch>/Packages.xz` from `mirror`: name -> entry.
-pub fn read_index(mirror: &str, suite: &str, arch: &str) -> Result<(String, BTreeMap<String, IndexEntry>), DebError> {
-    let url = format!("{}/dists/{suite}/main/binary-{arch}/Packages.xz", mirror.trim_end_matches('/'));
+pub fn read_index(
+    mirror: &str,
+    suite: &str,
+    arch: &str,
+) -> Result<(String, BTreeMap<String, IndexEntry>), DebError> {
+    let url = format!(
+        "{}/dists/{suite}/main/binary-{arch}/Packages.xz",
+        mirror.trim_end_matches('/')
+    );
     let fetch_err = |message: String| DebError::Fetch {
         name: "Packages.xz".into(),
         version: suite.into(),
@@ -251,13 +311,32 @@ pub fn read_index(mirror: &str, suite: &str, arch: &str) -> Result<(String, BTre
     };
     let reader = http_get(&url).map_err(fetch_err)?;
     let mut text = Vec::new();
-    lzma_rs::xz_decompress(&mut io::BufReader::new(reader), &mut text).map_err(|e| fetch_err(e.to_string()))?;
+    lzma_rs::xz_decompress(&mut io::BufReader::new(reader), &mut text)
+        .map_err(|e| fetch_err(e.to_string()))?;
     let text = String::from_utf8_lossy(&text);
     let mut out = BTreeMap::new();
     for stanza in text.split("\n\n") {
-        let field = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(": ")).map(str::to_owned));
-        if let (Some(name), Some(version), Some(filename), Some(sha256)) = (field("Package"), field("Version"), field("Filename"), field("SHA256")) {
-            out.insert(name, IndexEntry { version, filename, sha256 });
+        let field = |k: &str| {
+            stanza.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .and_then(|r| r.strip_prefix(": "))
+                    .map(str::to_owned)
+            })
+        };
+        if let (Some(name), Some(version), Some(filename), Some(sha256)) = (
+            field("Package"),
+            field("Version"),
+            field("Filename"),
+            field("SHA256"),
+        ) {
+            out.insert(
+                name,
+                IndexEntry {
+                    version,
+                    filename,
+                    sha256,
+                },
+            );
         }
     }
     Ok((url, out))

@@ -50,7 +50,10 @@ pub enum LayerError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
-    move |source| LayerError::Io { path: path.to_owned(), source }
+    move |source| LayerError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What a finished layer is.
@@ -75,10 +78,18 @@ pub struct HashingWriter<W> {
 }
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest::from_sha256(&self.hasher.finalize()), self.count)
+        (
+            self.inner,
+            Digest::from_sha256(&self.hasher.finalize()),
+            self.count,
+        )
     }
 }
 impl<W: Write> Write for HashingWriter<W> {
@@ -102,7 +113,11 @@ pub struct HashingReader<R> {
 }
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
     pub fn finish(self) -> (Digest, u64) {
         (Digest::from_sha256(&self.hasher.finalize()), self.count)
@@ -130,7 +145,9 @@ pub struct LayerWriter<W: Write> {
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerWriter").field("epoch", &self.epoch).finish_non_exhaustive()
+        f.debug_struct("LayerWriter")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,12 +156,19 @@ impl<W: Write> LayerWriter<W> {
         let gz = flate2::GzBuilder::new()
             .mtime(0)
             .operating_system(255)
-            .write(HashingWriter::new(sink), flate2::Compression::new(GZIP_LEVEL));
+            .write(
+                HashingWriter::new(sink),
+                flate2::Compression::new(GZIP_LEVEL),
+            );
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Deterministic);
         tar.follow_symlinks(false);
         tar.sparse(false);
-        LayerWriter { tar, epoch: epoch.max(0) as u64, dirs: Default::default() }
+        LayerWriter {
+            tar,
+            epoch: epoch.max(0) as u64,
+            dirs: Default::default(),
+        }
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -163,7 +187,8 @@ impl<W: Write> LayerWriter<W> {
             return Ok(());
         }
         let mut h = self.header(tar::EntryType::Directory, mode, 0);
-        self.tar.append_data(&mut h, format!("{path}/"), io::empty())
+        self.tar
+            .append_data(&mut h, format!("{path}/"), io::empty())
     }
 
     /// Writes the parents of `path` (`a`, `a/b` for `a/b/c`) as 0755 directories.
@@ -186,10 +211,16 @@ impl<W: Write> LayerWriter<W> {
         }
         // One read buffer for the whole tree: allocating one per file halves hashing speed.
         let mut buf = vec![0u8; 256 * 1024];
-        for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(src)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(src).to_owned();
-                LayerError::Io { path, source: e.into() }
+                LayerError::Io {
+                    path,
+                    source: e.into(),
+                }
             })?;
             let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
             let rel = rel.to_str().ok_or_else(|| LayerError::Unsupported {
@@ -202,7 +233,10 @@ impl<W: Write> LayerWriter<W> {
                 (false, true) => prefix.clone(),
                 (false, false) => format!("{prefix}/{rel}"),
             };
-            let meta = entry.path().symlink_metadata().map_err(io_at(entry.path()))?;
+            let meta = entry
+                .path()
+                .symlink_metadata()
+                .map_err(io_at(entry.path()))?;
             let ft = meta.file_type();
             let mode = file_mode(&meta, modes);
             if ft.is_dir() {
@@ -211,12 +245,21 @@ impl<W: Write> LayerWriter<W> {
             } else if ft.is_symlink() {
                 let target = fs::read_link(entry.path()).map_err(io_at(entry.path()))?;
                 let mut h = self.header(tar::EntryType::Symlink, 0o777, 0);
-                self.tar.append_link(&mut h, &path, &target).map_err(io_at(entry.path()))?;
+                self.tar
+                    .append_link(&mut h, &path, &target)
+                    .map_err(io_at(entry.path()))?;
             } else if ft.is_file() {
                 let file = fs::File::open(entry.path()).map_err(io_at(entry.path()))?;
                 let mut h = self.header(tar::EntryType::Regular, mode, meta.len());
-                let reader = BufReaderWith { inner: file, buf: &mut buf, pos: 0, len: 0 };
-                self.tar.append_data(&mut h, &path, reader).map_err(io_at(entry.path()))?;
+                let reader = BufReaderWith {
+                    inner: file,
+                    buf: &mut buf,
+                    pos: 0,
+                    len: 0,
+                };
+                self.tar
+                    .append_data(&mut h, &path, reader)
+                    .map_err(io_at(entry.path()))?;
             } else {
                 use std::os::unix::fs::FileTypeExt;
                 let kind = if ft.is_fifo() {
@@ -226,7 +269,10 @@ impl<W: Write> LayerWriter<W> {
                 } else {
                     "a device file"
                 };
-                return Err(LayerError::Unsupported { path: entry.path().to_owned(), kind });
+                return Err(LayerError::Unsupported {
+                    path: entry.path().to_owned(),
+                    kind,
+                });
             }
         }
         Ok(())
@@ -261,7 +307,15 @@ impl<W: Write> LayerWriter<W> {
         let (gz, diff_id, tar_size) = tar_hash.finish();
         let blob = gz.finish()?;
         let (sink, digest, size) = blob.finish();
-        Ok((sink, LayerInfo { digest, diff_id, size, tar_size }))
+        Ok((
+            sink,
+            LayerInfo {
+                digest,
+                diff_id,
+                size,
+                tar_size,
+            },
+        ))
     }
 }
 
@@ -305,7 +359,11 @@ fn normalize_dest(dest: &str) -> Result<String, LayerError> {
     if !dest.starts_with('/') || dest.split('/').any(|c| c == ".." || c == ".") {
         return Err(LayerError::BadDestination(dest.to_owned()));
     }
-    Ok(dest.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/"))
+    Ok(dest
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join("/"))
 }
 
 #[cfg(test)]
@@ -345,17 +403,34 @@ mod tests {
             assert_eq!(e.header().uid().unwrap(), 0);
             names.push(e.path().unwrap().to_string_lossy().into_owned());
         }
-        assert_eq!(names, ["opt/", "opt/app/", "opt/app/a", "opt/app/l", "opt/app/z/", "opt/app/z/y/", "opt/app/z/y/f"]);
+        assert_eq!(
+            names,
+            [
+                "opt/",
+                "opt/app/",
+                "opt/app/a",
+                "opt/app/l",
+                "opt/app/z/",
+                "opt/app/z/y/",
+                "opt/app/z/y/f"
+            ]
+        );
     }
 
     #[test]
     fn a_fifo_is_refused_by_name() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("pipe");
-        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(status.success());
         let mut w = LayerWriter::new(io::sink(), 0);
         let e = w.add_tree(d.path(), "/", Modes::Normalize).unwrap_err();
-        assert!(e.to_string().contains("pipe") && e.to_string().contains("FIFO"), "{e}");
+        assert!(
+            e.to_string().contains("pipe") && e.to_string().contains("FIFO"),
+            "{e}"
+        );
     }
 }

@@ -79,15 +79,34 @@ impl Error {
             Error::Source(source::SourceError::Git { .. }) => exit::ENVIRONMENT,
             Error::Source(_) => exit::REJECTED,
             Error::Build(e) => match e {
-                E::Base(B::Deb { source: debian::DebError::Sha256Mismatch { .. } | debian::DebError::BadDeb { .. } | debian::DebError::NotInIndex { .. }, .. })
-                | E::Base(B::DigestMismatch { .. } | B::Unsupported { .. } | B::NotAManifest { .. })
+                E::Base(B::Deb {
+                    source:
+                        debian::DebError::Sha256Mismatch { .. }
+                        | debian::DebError::BadDeb { .. }
+                        | debian::DebError::NotInIndex { .. },
+                    ..
+                })
+                | E::Base(
+                    B::DigestMismatch { .. } | B::Unsupported { .. } | B::NotAManifest { .. },
+                )
                 | E::Command { .. }
                 | E::MissingLayerSource { .. }
-                | E::Layer { source: layer::LayerError::Unsupported { .. } | layer::LayerError::BadDestination(_), .. } => exit::REJECTED,
-                E::Source { source: source::SourceError::Unsupported { .. }, .. } => exit::REJECTED,
+                | E::Layer {
+                    source:
+                        layer::LayerError::Unsupported { .. } | layer::LayerError::BadDestination(_),
+                    ..
+                } => exit::REJECTED,
+                E::Source {
+                    source: source::SourceError::Unsupported { .. },
+                    ..
+                } => exit::REJECTED,
                 _ => exit::ENVIRONMENT,
             },
-            Error::Layout(oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::NoSuchRef { .. }) => exit::REJECTED,
+            Error::Layout(
+                oci::LayoutError::DigestMismatch { .. }
+                | oci::LayoutError::NotALayout(_)
+                | oci::LayoutError::NoSuchRef { .. },
+            ) => exit::REJECTED,
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
             Error::Repro(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),

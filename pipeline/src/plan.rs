@@ -71,7 +71,11 @@ pub struct PlannedComponent {
 pub enum PlannedSource {
     /// A directory of this repository, read from commit `commit`.
     Path { path: String, commit: String },
-    Git { url: String, commit: String, subdir: String },
+    Git {
+        url: String,
+        commit: String,
+        subdir: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,7 +125,12 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
     }
     // Lock files are frozen at the release tag, wherever it points.
     if let Some(tag) = facts.tag.as_ref().or(facts.tag_elsewhere.as_ref()) {
-        let dirs: Vec<&str> = cfg.bundle.components.iter().filter_map(|c| c.source.path.as_deref()).collect();
+        let dirs: Vec<&str> = cfg
+            .bundle
+            .components
+            .iter()
+            .filter_map(|c| c.source.path.as_deref())
+            .collect();
         source::check_frozen(&cfg.root, tag, &dirs)?;
     }
     let violations = crate::skew::check(&cfg.bundle);
@@ -138,7 +147,10 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
         .map(|c| {
             let base = cfg.base(&c.base).expect("validated by config::load");
             let source = match (&c.source.path, &c.source.git) {
-                (Some(p), _) => PlannedSource::Path { path: p.clone(), commit: facts.commit.clone() },
+                (Some(p), _) => PlannedSource::Path {
+                    path: p.clone(),
+                    commit: facts.commit.clone(),
+                },
                 (None, Some(url)) => PlannedSource::Git {
                     url: url.clone(),
                     commit: c.source.rev.clone().unwrap_or_default(),
@@ -167,7 +179,10 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
             }
         })
         .collect();
-    let output = opts.out.clone().unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
+    let output = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
     let plan = Plan {
         version,
         channel: opts.channel,
@@ -186,5 +201,6 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
 
 /// `<root>/target/releases/<version>-<channel>`.
 pub fn release_dir(root: &Path, version: &ReleaseVersion, channel: Channel) -> PathBuf {
-    root.join("target/releases").join(format!("{}-{channel}", version.version))
+    root.join("target/releases")
+        .join(format!("{}-{channel}", version.version))
 }

@@ -28,11 +28,13 @@ pub fn deb_source(deb_dir: Option<PathBuf>, mirror: Option<String>) -> Result<De
     Ok(match (deb_dir, mirror) {
         (Some(d), _) => DebSource::Dir(d),
         (None, Some(m)) => DebSource::Mirror(m),
-        (None, None) => DebSource::Mirror(debian::host_mirror().map_err(|e| Error::Build(build::BuildError::Base(crate::base::BaseError::Deb {
-            base: "*".into(),
-            platform: crate::model::Platform::LinuxAmd64,
-            source: e,
-        })))?),
+        (None, None) => DebSource::Mirror(debian::host_mirror().map_err(|e| {
+            Error::Build(build::BuildError::Base(crate::base::BaseError::Deb {
+                base: "*".into(),
+                platform: crate::model::Platform::LinuxAmd64,
+                source: e,
+            }))
+        })?),
     })
 }
 
@@ -55,33 +57,75 @@ pub struct Outcome {
 
 /// `cargo xtask release`: plan, then build into the release directory.
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
-    reporter.event(Event::StageStarted { stage: Stage::Plan, jobs: 1 });
+    reporter.event(Event::StageStarted {
+        stage: Stage::Plan,
+        jobs: 1,
+    });
     let (plan, cfg) = plan::plan(&opts.plan)?;
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
-    fs::create_dir_all(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    fs::create_dir_all(&parent).map_err(|source| Error::Io {
+        path: parent.clone(),
+        source,
+    })?;
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(&parent)
-        .map_err(|source| Error::Io { path: parent.clone(), source })?;
+        .map_err(|source| Error::Io {
+            path: parent.clone(),
+            source,
+        })?;
 
     let layout = Layout::create(&staging.path().join("images"))?;
-    let fetch = Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
-    let images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, &Daemonless, reporter)?;
+    let fetch = Fetch {
+        debs: opts.debs.clone(),
+        cache: opts
+            .cache
+            .clone()
+            .unwrap_or_else(|| default_cache(&plan.root)),
+        root: plan.root.clone(),
+    };
+    let images = build::build(
+        &plan,
+        &cfg,
+        &layout,
+        &BuildOptions {
+            fetch,
+            jobs: opts.jobs,
+        },
+        &Daemonless,
+        reporter,
+    )?;
 
-    reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });
+    reporter.event(Event::StageStarted {
+        stage: Stage::Write,
+        jobs: 2,
+    });
     write_json(&staging.path().join("plan.json"), &plan)?;
     write_json(&staging.path().join("images.json"), &images)?;
     publish_dir(staging.keep(), &out)?;
-    reporter.event(Event::StageFinished { stage: Stage::Write });
-    Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images })
+    reporter.event(Event::StageFinished {
+        stage: Stage::Write,
+    });
+    Ok(Outcome {
+        version: plan.version.to_string(),
+        channel: plan.channel.to_string(),
+        output: out,
+        images,
+    })
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Io { path: path.to_owned(), source: e.into() })?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e.into(),
+    })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes).map_err(|source| Error::Io { path: path.to_owned(), source })
+    write_atomic(path, &bytes).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Moves a finished staging directory to `dest`, replacing a previous one.
@@ -91,7 +135,12 @@ fn publish_dir(staging: PathBuf, dest: &Path) -> Result<(), Error> {
         move |source| Error::Io { path, source }
     };
     if dest.exists() {
-        let old = dest.with_file_name(format!(".old-{}", dest.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+        let old = dest.with_file_name(format!(
+            ".old-{}",
+            dest.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("release")
+        ));
         let _ = fs::remove_dir_all(&old);
         fs::rename(dest, &old).map_err(io(dest))?;
         fs::rename(&staging, dest).map_err(io(dest))?;

@@ -32,13 +32,27 @@ impl Stage {
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     /// A stage begins with `jobs` units of work.
-    StageStarted { stage: Stage, jobs: usize },
-    JobStarted { stage: Stage, job: String },
+    StageStarted {
+        stage: Stage,
+        jobs: usize,
+    },
+    JobStarted {
+        stage: Stage,
+        job: String,
+    },
     /// A unit of work is done; `detail` is what it made (usually a digest).
-    JobFinished { stage: Stage, job: String, detail: String },
-    StageFinished { stage: Stage },
+    JobFinished {
+        stage: Stage,
+        job: String,
+        detail: String,
+    },
+    StageFinished {
+        stage: Stage,
+    },
     /// Something a user should read, that is not an error.
-    Note { message: String },
+    Note {
+        message: String,
+    },
 }
 
 /// Receives progress. Implementations must be cheap: stages call them from worker threads.

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, Digest, Platform, PinnedRef, Version};
+use crate::model::{Channel, Digest, PinnedRef, Platform, Version};
 
 /// `release-trains/<channel>.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,7 +19,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.allowed == 0 { "the same minor".to_owned() } else { format!("at most {} minor apart", self.allowed) };
+        let what = if self.allowed == 0 {
+            "the same minor".to_owned()
+        } else {
+            format!("at most {} minor apart", self.allowed)
+        };
         write!(
             f,
             "skew rule `{}` ({}): `{}` is `{}` and `{}` is `{}`; they must be {what} on the same major",
@@ -33,10 +37,18 @@ pub fn check(bundle: &Bundle) -> Vec<Violation> {
     let mut out = Vec::new();
     for rule in &bundle.skew_rules {
         let members = |groups: &[String]| {
-            bundle.components.iter().filter(|c| groups.contains(&c.skew_group)).collect::<Vec<_>>()
+            bundle
+                .components
+                .iter()
+                .filter(|c| groups.contains(&c.skew_group))
+                .collect::<Vec<_>>()
         };
         let left = members(&rule.left);
-        let right = if rule.right.is_empty() { left.clone() } else { members(&rule.right) };
+        let right = if rule.right.is_empty() {
+            left.clone()
+        } else {
+            members(&rule.right)
+        };
         for (i, a) in left.iter().enumerate() {
             for (j, b) in right.iter().enumerate() {
                 // Within one side, look at each unordered pair once.

@@ -1,1 +1,12 @@
+//! End-to-end tests of `cargo xtask`: one test binary (link time), topic modules.
+//!
+//! They run the real binary against a scratch git repository, real Debian packages (fetched
+//! from the apt mirror once, then cached), and other people's tools (umoci, skopeo, Docker's
+//! engine) started by `tests/run.sh`. A test whose tool is missing fails under `CI`.
+#![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod docker;
+mod oci_tools;
+mod refusals;
+mod release;
+mod support;

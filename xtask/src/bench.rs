@@ -45,7 +45,16 @@ fn make_tree(dir: &Path, bytes: u64) -> Result<u64> {
         state ^= state << 17;
         state
     };
-    let words: Vec<&[u8]> = [&b"release "[..], b"layer ", b"digest ", b"sha256 ", b"stellaops ", b"component\n", b"{\"k\": 1} "].to_vec();
+    let words: Vec<&[u8]> = [
+        &b"release "[..],
+        b"layer ",
+        b"digest ",
+        b"sha256 ",
+        b"stellaops ",
+        b"component\n",
+        b"{\"k\": 1} ",
+    ]
+    .to_vec();
     let mut written = 0u64;
     let mut i = 0u64;
     let mut buf = Vec::with_capacity(8 << 20);
@@ -86,13 +95,21 @@ fn layer_of(tree: &Path, out: &Path) -> Result<pipeline::layer::LayerInfo> {
 fn peak_rss_kib() -> u64 {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn time_shell(script: &str) -> Result<f64> {
     let t = Instant::now();
-    let status = Command::new("sh").arg("-c").arg(script).status().with_context(|| format!("run `{script}`"))?;
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .with_context(|| format!("run `{script}`"))?;
     if !status.success() {
         bail!("`{script}` failed with {status}");
     }
@@ -100,14 +117,25 @@ fn time_shell(script: &str) -> Result<f64> {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool} >/dev/null"))
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn child_peak(tree: &Path) -> Result<u64> {
     let exe = std::env::current_exe()?;
-    let out = Command::new(exe).arg("bench").arg("--layer-only").arg(tree).output()?;
+    let out = Command::new(exe)
+        .arg("bench")
+        .arg("--layer-only")
+        .arg(tree)
+        .output()?;
     if !out.status.success() {
-        bail!("layer child failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "layer child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
@@ -132,11 +160,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _ = fs::remove_dir_all(&tree);
     let _ = fs::remove_dir_all(&small);
     let size = args.size_mib << 20;
-    eprintln_("bench: making a {} MiB tree in {}", args.size_mib, tree.display());
+    eprintln_(
+        "bench: making a {} MiB tree in {}",
+        args.size_mib,
+        tree.display(),
+    );
     let bytes = make_tree(&tree, size)?;
     make_tree(&small, size / 8)?;
     // Warm the page cache for both sides alike.
-    time_shell(&format!("tar -C '{}' -cf - . | cat > /dev/null", tree.display()))?;
+    time_shell(&format!(
+        "tar -C '{}' -cf - . | cat > /dev/null",
+        tree.display()
+    ))?;
     let mb = bytes as f64 / 1e6;
 
     let ours_out = dir.join("ours.tar.gz");
@@ -144,9 +179,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let info = layer_of(&tree, &ours_out)?;
     let ours = t.elapsed().as_secs_f64();
 
-    let gzip = time_shell(&format!("tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'", tree.display(), dir.join("peer.tar.gz").display()))?;
+    let gzip = time_shell(&format!(
+        "tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'",
+        tree.display(),
+        dir.join("peer.tar.gz").display()
+    ))?;
     let pigz = if have("pigz") {
-        Some(time_shell(&format!("tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'", tree.display(), dir.join("pigz.tar.gz").display()))?)
+        Some(time_shell(&format!(
+            "tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'",
+            tree.display(),
+            dir.join("pigz.tar.gz").display()
+        ))?)
     } else {
         None
     };
@@ -154,15 +197,28 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Hashing the finished layer: ours, sha256sum, openssl.
     let layer_mb = info.size as f64 / 1e6;
     let t = Instant::now();
-    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, fs::File::open(&ours_out)?));
+    let mut r = HashingReader::new(io::BufReader::with_capacity(
+        1 << 20,
+        fs::File::open(&ours_out)?,
+    ));
     io::copy(&mut r, &mut io::sink())?;
     let (d, _) = r.finish();
     let ours_sha = t.elapsed().as_secs_f64();
     if d != info.digest {
-        bail!("the layer on disk hashes to {d}, the writer said {}", info.digest);
+        bail!(
+            "the layer on disk hashes to {d}, the writer said {}",
+            info.digest
+        );
     }
     let sha256sum = time_shell(&format!("sha256sum '{}' > /dev/null", ours_out.display()))?;
-    let openssl = if have("openssl") { Some(time_shell(&format!("openssl dgst -sha256 '{}' > /dev/null", ours_out.display()))?) } else { None };
+    let openssl = if have("openssl") {
+        Some(time_shell(&format!(
+            "openssl dgst -sha256 '{}' > /dev/null",
+            ours_out.display()
+        ))?)
+    } else {
+        None
+    };
 
     let peak_small = child_peak(&small)?;
     let peak_full = child_peak(&tree)?;
@@ -185,21 +241,47 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        println!("input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})", pipeline::layer::COMPRESSOR);
-        println!("layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x", mb / ours, mb / gzip, gzip / ours);
+        println!(
+            "input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})",
+            pipeline::layer::COMPRESSOR
+        );
+        println!(
+            "layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x",
+            mb / ours,
+            mb / gzip,
+            gzip / ours
+        );
         if let Some(p) = pigz {
-            println!("             tar|pigz -6 {:.1} MB/s | ratio {:.2}x", mb / p, p / ours);
+            println!(
+                "             tar|pigz -6 {:.1} MB/s | ratio {:.2}x",
+                mb / p,
+                p / ours
+            );
         }
-        println!("sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x", layer_mb / ours_sha, layer_mb / sha256sum, sha256sum / ours_sha);
+        println!(
+            "sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x",
+            layer_mb / ours_sha,
+            layer_mb / sha256sum,
+            sha256sum / ours_sha
+        );
         if let Some(o) = openssl {
-            println!("             openssl {:.0} MB/s | ratio {:.2}x", layer_mb / o, o / ours_sha);
+            println!(
+                "             openssl {:.0} MB/s | ratio {:.2}x",
+                layer_mb / o,
+                o / ours_sha
+            );
         }
-        println!("peak memory  {} KiB for 1/8 of the input, {} KiB for all of it", peak_small, peak_full);
+        println!(
+            "peak memory  {} KiB for 1/8 of the input, {} KiB for all of it",
+            peak_small, peak_full
+        );
     }
     Ok(())
 }
 
 fn eprintln_(fmt: &str, a: impl std::fmt::Display, b: impl std::fmt::Display) {
-    let msg = fmt.replacen("{}", &a.to_string(), 1).replacen("{}", &b.to_string(), 1);
+    let msg = fmt
+        .replacen("{}", &a.to_string(), 1)
+        .replacen("{}", &b.to_string(), 1);
     crate::progress::eprint(&msg);
 }

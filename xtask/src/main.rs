@@ -191,20 +191,29 @@ struct Failure {
 
 impl From<pipeline::Error> for Failure {
     fn from(e: pipeline::Error) -> Self {
-        Failure { code: e.exit_code() as u8, message: e.to_string().trim_end().to_owned() }
+        Failure {
+            code: e.exit_code() as u8,
+            message: e.to_string().trim_end().to_owned(),
+        }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{e:#}") }
+        Failure {
+            code: pipeline::exit::ENVIRONMENT as u8,
+            message: format!("{e:#}"),
+        }
     }
 }
 
 fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     let dir = match source {
         Some(s) => s,
-        None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
+        None => std::env::current_dir().map_err(|e| Failure {
+            code: 3,
+            message: format!("cannot read the current directory: {e}"),
+        })?,
     };
     // The repository root: the nearest ancestor holding release-trains/.
     let mut at = dir.as_path();
@@ -219,10 +228,20 @@ fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<PathBuf>) -> Result<RunOptions, Failure> {
+fn run_options(
+    target: &Target,
+    build: &BuildFlags,
+    tree: Tree,
+    out: Option<PathBuf>,
+) -> Result<RunOptions, Failure> {
     let root = root_of(target.source.clone())?;
     Ok(RunOptions {
-        plan: PlanOptions { root, channel: target.channel.into(), tree, out },
+        plan: PlanOptions {
+            root,
+            channel: target.channel.into(),
+            tree,
+            out,
+        },
         debs: release::deb_source(build.deb_dir.clone(), build.apt_mirror.clone())?,
         cache: build.cache.clone(),
         jobs: build.jobs,
@@ -235,11 +254,24 @@ fn print_json(value: &impl serde::Serialize) {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let mode = |json: bool| if json { Mode::Json } else if cli.quiet { Mode::Quiet } else { Mode::Auto };
+    let mode = |json: bool| {
+        if json {
+            Mode::Json
+        } else if cli.quiet {
+            Mode::Quiet
+        } else {
+            Mode::Auto
+        }
+    };
     match cli.command {
         Command::Plan { target, json } => {
             let root = root_of(target.source.clone())?;
-            let plan = release::plan_only(&PlanOptions { root, channel: target.channel.into(), tree: Tree::MayBeDirty, out: None })?;
+            let plan = release::plan_only(&PlanOptions {
+                root,
+                channel: target.channel.into(),
+                tree: Tree::MayBeDirty,
+                out: None,
+            })?;
             if json {
                 progress::out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
             } else {
@@ -247,7 +279,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, json } => {
+        Command::Release {
+            target,
+            build,
+            out,
+            json,
+        } => {
             let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
@@ -260,7 +297,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Build { target, build, out, json } => {
+        Command::Build {
+            target,
+            build,
+            out,
+            json,
+        } => {
             let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
@@ -273,10 +315,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Repro { target, build, keep, json } => {
+        Command::Repro {
+            target,
+            build,
+            keep,
+            json,
+        } => {
             let root = root_of(target.source.clone())?;
-            let exe = std::env::current_exe().map_err(|e| Failure { code: 3, message: format!("cannot find this program: {e}") })?;
-            let mut args: Vec<OsString> = vec!["--quiet".into(), "build".into(), "--channel".into(), target.channel_name().into(), "--source".into(), root.into()];
+            let exe = std::env::current_exe().map_err(|e| Failure {
+                code: 3,
+                message: format!("cannot find this program: {e}"),
+            })?;
+            let mut args: Vec<OsString> = vec![
+                "--quiet".into(),
+                "build".into(),
+                "--channel".into(),
+                target.channel_name().into(),
+                "--source".into(),
+                root.into(),
+            ];
             if let Some(d) = &build.deb_dir {
                 args.extend(["--deb-dir".into(), d.into()]);
             }
@@ -287,9 +344,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 args.extend(["--cache".into(), c.into()]);
             }
             if !cli.quiet && !json {
-                progress::eprint("repro: building twice (varied TZ, locale, umask, threads, temp dirs)...");
+                progress::eprint(
+                    "repro: building twice (varied TZ, locale, umask, threads, temp dirs)...",
+                );
             }
-            let result = pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
+            let result =
+                pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
             match (&result, json) {
                 (Ok(report), true) => print_json(&serde_json::json!({"event": "result", "reproducible": true, "report": report})),
                 (Ok(report), false) => progress::out(&format!(
@@ -303,15 +363,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             result.map(|_| ()).map_err(Failure::from)
         }
-        Command::Lock { source, apt_mirror, json } => {
+        Command::Lock {
+            source,
+            apt_mirror,
+            json,
+        } => {
             let root = root_of(source)?;
             let cache = release::default_cache(&root);
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-            let report = pipeline::lock::lock(&root, apt_mirror.as_deref(), &cache, now).map_err(pipeline::Error::from)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let report = pipeline::lock::lock(&root, apt_mirror.as_deref(), &cache, now)
+                .map_err(pipeline::Error::from)?;
             if json {
                 print_json(&report);
             } else {
-                let mut s = format!("{}: {} pin(s) unchanged, {} changed", report.file.display(), report.unchanged, report.changes.len());
+                let mut s = format!(
+                    "{}: {} pin(s) unchanged, {} changed",
+                    report.file.display(),
+                    report.unchanged,
+                    report.changes.len()
+                );
                 for c in &report.changes {
                     s += &format!("\n  {} {}: {} -> {}", c.base, c.platform, c.before, c.after);
                 }

@@ -1,0 +1,196 @@
+//! Releases: reproducible digests, `repro`, the release directory, `--json`, labels.
+
+use std::fs;
+
+use crate::support::{digests, Repo, EPOCH};
+
+#[test]
+fn two_releases_of_the_same_tree_give_identical_digests_and_repro_passes() {
+    let repo = Repo::new();
+    let a = repo.path().join("target/a");
+    let b = repo.path().join("target/b");
+    repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--out",
+        a.to_str().unwrap(),
+        "-j",
+        "1",
+    ])
+    .ok();
+    repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--out",
+        b.to_str().unwrap(),
+        "-j",
+        "3",
+    ])
+    .ok();
+    let (da, db) = (digests(&a.join("images")), digests(&b.join("images")));
+    // 8 components: one index and two platform manifests each.
+    assert_eq!(da.len(), 24, "{da:?}");
+    assert_eq!(da, db);
+    let r = repo.xtask(&["repro", "--json"]);
+    r.ok();
+    let v = r.json();
+    assert_eq!(v["reproducible"], true);
+    assert_eq!(v["report"]["images"], 24);
+}
+
+#[test]
+fn release_writes_the_release_directory_with_labels_calendar_and_json_events() {
+    let repo = Repo::new();
+    let run = repo.xtask(&["release", "--channel", "edge", "--json"]);
+    run.ok();
+    // Every stdout line is a JSON event; the last one is the result.
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines
+        .iter()
+        .any(|e| e["event"] == "job-finished" && e["stage"] == "build"));
+    let result = run.json();
+    assert_eq!(result["release"]["version"], "2.4.1 (2027.06)");
+    let dir = repo.releases().join("2.4.1-edge");
+    assert_eq!(result["release"]["output"], dir.to_str().unwrap());
+    for f in [
+        "images/index.json",
+        "images/oci-layout",
+        "plan.json",
+        "images.json",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    // No staging directory is left beside it.
+    let left: Vec<_> = fs::read_dir(repo.releases())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("2.4.1-edge")]);
+
+    // The config of one image: the six labels of spec §6.2 and created = SOURCE_DATE_EPOCH.
+    let images: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let signer = &images["components"]["concelier"]["images"][1];
+    assert_eq!(signer["platform"], "linux/arm64");
+    let config_digest = signer["config"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let config: serde_json::Value = serde_json::from_slice(
+        &fs::read(dir.join("images/blobs/sha256").join(config_digest)).unwrap(),
+    )
+    .unwrap();
+    let labels = &config["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.version"], "2.4.0");
+    assert_eq!(
+        labels["org.opencontainers.image.created"],
+        "2027-06-20T12:00:00Z"
+    );
+    assert_eq!(labels["org.stellaops.release.calendar"], "2027.06");
+    assert_eq!(labels["org.stellaops.release.channel"], "edge");
+    assert_eq!(
+        labels["org.opencontainers.image.revision"]
+            .as_str()
+            .unwrap(),
+        repo.git(&["rev-parse", "HEAD"])
+    );
+    assert!(labels["org.stellaops.build.slsaProvenance"]
+        .as_str()
+        .unwrap()
+        .starts_with("oci://"));
+    assert_eq!(config["created"], "2027-06-20T12:00:00Z");
+    assert_eq!(config["architecture"], "arm64");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["source_date_epoch"], EPOCH);
+}
+
+#[test]
+fn a_second_commit_changes_the_epoch_and_the_digests_but_not_the_bases() {
+    let repo = Repo::new();
+    let a = repo.path().join("target/a");
+    repo.xtask(&["build", "--out", a.to_str().unwrap()]).ok();
+    repo.commit_all("later", EPOCH + 86_400 * 40);
+    let b = repo.path().join("target/b");
+    let run = repo.xtask(&["build", "--out", b.to_str().unwrap(), "--json"]);
+    run.ok();
+    assert_eq!(run.json()["build"]["version"], "2.4.1 (2027.07)");
+    let (da, db) = (digests(&a.join("images")), digests(&b.join("images")));
+    assert_ne!(
+        da["authority"], db["authority"],
+        "the epoch is part of every image"
+    );
+    let bases = |dir: &std::path::Path| -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+        v["components"]["authority"]["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["base"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        bases(&a),
+        bases(&b),
+        "bases are pinned, whatever the release epoch"
+    );
+}
+
+#[test]
+fn repro_names_the_file_that_is_not_reproducible() {
+    let repo = Repo::new();
+    // A component whose build command stamps the wall clock into a file.
+    let text = repo.read("release-trains/components.toml");
+    repo.write(
+        "release-trains/components.toml",
+        &format!(
+            "{text}\n[[component]]\nname = \"stamper\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/standin\" }}\n\n[component.recipe]\nbuild = [\"sh\", \"-c\", \"mkdir -p $OUT/share && date +%s%N > $OUT/share/built-at\"]\nentrypoint = [\"/bin/sh\"]\n\n[[component.recipe.layer]]\nfrom = \"$OUT/share\"\nto = \"/usr/share/stamper\"\n"
+        ),
+    );
+    repo.commit_all("add a stamping component", EPOCH);
+    let run = repo.xtask(&["repro"]);
+    run.refused(&[
+        "component `stamper` linux/amd64",
+        "layer 1",
+        "usr/share/stamper/built-at",
+        "content",
+    ]);
+    // The other components are reproducible and not listed.
+    assert!(
+        !run.stderr.contains("component `authority`"),
+        "{}",
+        run.stderr
+    );
+    let json = repo.xtask(&["repro", "--json"]);
+    assert_eq!(json.code, 1);
+    let v = json.json();
+    assert_eq!(v["reproducible"], false);
+    let m = &v["mismatches"][0];
+    assert_eq!(m["what"]["file"], "usr/share/stamper/built-at");
+    assert_eq!(m["what"]["field"], "content");
+}
+
+#[test]
+fn repro_names_the_header_field_when_a_symlink_target_leaks_from_the_build() {
+    let repo = Repo::new();
+    let text = repo.read("release-trains/components.toml");
+    // The build writes a file whose mtime is "now" (layers set every mtime to the epoch, so
+    // that one is reproducible) and a symlink whose target is the build's PID (not
+    // reproducible, and named as such).
+    repo.write(
+        "release-trains/components.toml",
+        &format!(
+            "{text}\n[[component]]\nname = \"linker\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/standin\" }}\n\n[component.recipe]\nbuild = [\"sh\", \"-c\", \"mkdir -p $OUT/d && touch $OUT/d/fresh && ln -s /proc/$$ $OUT/d/pid\"]\nentrypoint = [\"/bin/sh\"]\n\n[[component.recipe.layer]]\nfrom = \"$OUT/d\"\nto = \"/opt/linker\"\n"
+        ),
+    );
+    repo.commit_all("add a linking component", EPOCH);
+    repo.xtask(&["repro"])
+        .refused(&["component `linker`", "opt/linker/pid", "link target"]);
+}

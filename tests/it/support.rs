@@ -1,0 +1,242 @@
+//! Shared test support: a scratch git repository holding a copy of this project's release
+//! configuration and stand-ins, and a runner for the real `cargo xtask` binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root (where `release-trains/` is).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_owned()
+}
+
+/// One cache of fetched `.deb` files for every test (entries are content-addressed and
+/// written atomically, so tests may share it).
+pub fn cache() -> PathBuf {
+    workspace().join("target/stellaops-cache")
+}
+
+/// A scratch repository: `release-trains/`, `base-images.lock` and `components/` copied from
+/// the workspace and committed at a fixed time.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+/// Commit time of the first commit: 2027-06-20T12:00:00Z (the spec's example date).
+pub const EPOCH: i64 = 1_813_492_800;
+
+impl Repo {
+    pub fn new() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("stellaops-it-")
+            .tempdir()
+            .expect("temp dir");
+        let root = workspace();
+        for item in ["release-trains", "components", "base-images.lock"] {
+            copy(&root.join(item), &dir.path().join(item));
+        }
+        fs::write(dir.path().join(".gitignore"), "/target\n").expect("write .gitignore");
+        let repo = Repo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.commit_all("initial", EPOCH);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "it")
+            .env("GIT_AUTHOR_EMAIL", "it@example.invalid")
+            .env("GIT_COMMITTER_NAME", "it")
+            .env("GIT_COMMITTER_EMAIL", "it@example.invalid")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Commits everything with author and committer time `epoch`.
+    pub fn commit_all(&self, message: &str, epoch: i64) {
+        self.git(&["add", "-A"]);
+        let date = format!("@{epoch} +0000");
+        let out = Command::new("git")
+            .args(["commit", "-q", "--allow-empty", "-m", message])
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "it")
+            .env("GIT_AUTHOR_EMAIL", "it@example.invalid")
+            .env("GIT_COMMITTER_NAME", "it")
+            .env("GIT_COMMITTER_EMAIL", "it@example.invalid")
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .expect("run git commit");
+        assert!(
+            out.status.success(),
+            "git commit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path().join(rel)).expect("read file")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write file");
+    }
+
+    /// Replaces `from` by `to` in `rel`, asserting that `from` was there.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "`{from}` not in {rel}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// Runs `cargo xtask ARGS` with `--source` this repository and the shared cache.
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        let mut cmd = xtask_cmd();
+        cmd.args(args).arg("--source").arg(self.path());
+        Run::of(cmd.output().expect("run xtask"))
+    }
+
+    pub fn releases(&self) -> PathBuf {
+        self.path().join("target/releases")
+    }
+}
+
+/// The `cargo xtask` binary with the shared cache and no terminal.
+pub fn xtask_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.env("STELLAOPS_CACHE", cache())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Asserts a refusal (exit 1) whose message contains every one of `needles`.
+    #[track_caller]
+    pub fn refused(&self, needles: &[&str]) -> &Run {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks `{n}`:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let last = self.stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    let meta = fs::symlink_metadata(from).expect("stat");
+    if meta.is_dir() {
+        fs::create_dir_all(to).expect("mkdir");
+        for e in fs::read_dir(from).expect("read dir") {
+            let e = e.expect("dir entry");
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        fs::copy(from, to).expect("copy file");
+    }
+}
+
+/// A tool other people wrote, or `None` with a loud message. Under `CI` a missing tool fails
+/// the test: a skip is never a pass there.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = format!("`{name}` is not installed: run the README's test command (tests/run.sh), which installs it");
+        assert!(std::env::var_os("CI").is_none(), "{msg}");
+        eprintln!("SKIPPED (not a pass): {msg}");
+    }
+    found
+}
+
+/// Runs a command and asserts success; returns stdout.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Digests by ref name from a release's `images/index.json`.
+pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index.json"))
+            .expect("json");
+    index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|d| {
+            (
+                d["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .expect("ref name")
+                    .to_owned(),
+                d["digest"].as_str().expect("digest").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The test command of the README. On a fresh Debian 12 machine it:
+#   1. installs what the tests need (Debian packages: Docker's engine, a registry, skopeo, umoci);
+#   2. starts dockerd (its embedded BuildKit) and a registry on loopback, each with its own
+#      socket, data directory and pid, and stops them on exit;
+#   3. runs the checks of CI: rustfmt, clippy -D warnings, the pinned deflate backend, and
+#      every test with --locked.
+# Under CI=true a test whose service or tool is missing fails; it never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+say() { printf '== %s\n' "$*" >&2; }
+
+# 1. Packages. (root here; sudo for a developer who is not)
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
+packages=(docker.io docker-registry skopeo umoci git curl ca-certificates python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The toolchain is pinned by rust-toolchain.toml; where the machine's stable toolchain is that
+# version under another name, link it rather than download it.
+want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$want-"; then
+  if rustc +stable --version 2>/dev/null | grep -q " $want "; then
+    rustup toolchain link "$want" "$(rustc +stable --print sysroot)"
+  fi
+fi
+
+# 2. Services, private to this run.
+run_dir=$(mktemp -d /tmp/stellaops-test-XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$run_dir" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { # what, command...
+  local what=$1; shift
+  for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  say "$what did not start; its log:"; cat "$run_dir"/*.log >&2 || true; return 1
+}
+
+say "starting dockerd (vfs, no bridge) in $run_dir"
+dockerd --iptables=false --ip-masq=false --bridge=none --storage-driver=vfs \
+  --data-root "$run_dir/docker-data" --exec-root "$run_dir/docker-exec" \
+  --pidfile "$run_dir/docker.pid" --host "unix://$run_dir/docker.sock" >"$run_dir/dockerd.log" 2>&1 &
+pids+=($!)
+export DOCKER_HOST="unix://$run_dir/docker.sock"
+wait_for dockerd docker version
+
+port=$(free_port)
+say "starting a registry on 127.0.0.1:$port"
+mkdir -p "$run_dir/registry"
+cat >"$run_dir/registry.yml" <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $run_dir/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+docker-registry serve "$run_dir/registry.yml" >"$run_dir/registry.log" 2>&1 &
+pids+=($!)
+export STELLAOPS_TEST_REGISTRY="127.0.0.1:$port"
+wait_for registry curl -fsS "http://$STELLAOPS_TEST_REGISTRY/v2/"
+
+# 3. Checks and tests.
+say "rustfmt"
+cargo fmt --all -- --check
+say "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "deflate backend pinned (layer digests depend on it)"
+tree=$(cargo tree --locked -e features -i flate2 2>/dev/null)
+grep -q 'flate2 feature "zlib-rs"' <<<"$tree" || { say "flate2 is not on its zlib-rs backend"; exit 1; }
+if grep -q 'miniz_oxide' <<<"$(cargo tree --locked -e normal -p pipeline 2>/dev/null)"; then
+  say "miniz_oxide is linked: another deflate backend would change layer bytes"; exit 1
+fi
+say "tests"
+cargo test --workspace --locked "$@"

@@ -12,7 +12,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::source_name;
 use crate::debian::{self, DebError, DebSource};
 use crate::layer::{LayerError, LayerWriter, Modes};
 use crate::model::{rfc3339, Digest, Platform};
@@ -57,11 +56,12 @@ pub enum BaseError {
         #[source]
         source: io::Error,
     },
-    #[error("base `{base}` ({platform}): a `{source_kind}` base cannot be fetched by the daemonless builder yet\n  hint: copy it into a local OCI layout (`skopeo copy docker://REF oci:DIR`) and pin it as `source = \"oci-layout\"`")]
-    Unsupported {
+    #[error("base `{base}` ({platform}): {source}")]
+    Registry {
         base: String,
         platform: Platform,
-        source_kind: &'static str,
+        #[source]
+        source: crate::registry::RegistryError,
     },
     #[error(
         "base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest"
@@ -111,11 +111,8 @@ pub fn materialize(
             layout,
         )?,
         BaseSource::Registry => {
-            return Err(BaseError::Unsupported {
-                base: base.name.clone(),
-                platform,
-                source_kind: source_name(base.source),
-            })
+            let reference = pin.reference.as_ref().expect("validated by config::load");
+            pull_from_registry(base, platform, reference, layout)?
         }
     };
     if img.digest != pin.digest {
@@ -259,6 +256,82 @@ pub fn assemble_debian(
     })
 }
 
+fn pull_from_registry(
+    base: &Base,
+    platform: Platform,
+    reference: &crate::model::PinnedRef,
+    layout: &Layout,
+) -> Result<BaseImage, BaseError> {
+    let bytes = crate::registry::pull_manifest(reference, layout).map_err(|source| {
+        BaseError::Registry {
+            base: base.name.clone(),
+            platform,
+            source,
+        }
+    })?;
+    image_from_manifest(base, platform, &bytes, &reference.digest, layout)
+}
+
+/// The base image whose manifest (`bytes`, digest `digest`) and blobs are in `layout`.
+fn image_from_manifest(
+    base: &Base,
+    platform: Platform,
+    bytes: &[u8],
+    digest: &Digest,
+    layout: &Layout,
+) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout {
+        base: base.name.clone(),
+        platform,
+        source,
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let media = value
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
+        return Err(BaseError::NotAManifest {
+            base: base.name.clone(),
+            platform,
+            digest: digest.clone(),
+            what: format!("`{media}`"),
+        });
+    }
+    let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|source| {
+        layout_err(LayoutError::Json {
+            path: layout.blob_path(digest),
+            what: "an image manifest",
+            source,
+        })
+    })?;
+    // Docker's media types name the same bytes; images built on the base are OCI throughout.
+    for l in &mut manifest.layers {
+        if l.media_type == oci::MEDIA_DOCKER_LAYER {
+            l.media_type = oci::MEDIA_LAYER_GZIP.to_owned();
+        }
+    }
+    let config: ImageConfig = layout
+        .read_json(&manifest.config.digest, "an image config")
+        .map_err(layout_err)?;
+    if config.architecture != platform.arch() || config.os != platform.os() {
+        return Err(BaseError::NotAManifest {
+            base: base.name.clone(),
+            platform,
+            digest: digest.clone(),
+            what: format!("an image for {}/{}", config.os, config.architecture),
+        });
+    }
+    Ok(BaseImage {
+        name: base.name.clone(),
+        platform,
+        digest: digest.clone(),
+        manifest,
+        config,
+    })
+}
+
 fn copy_from_layout(
     base: &Base,
     platform: Platform,
@@ -273,20 +346,6 @@ fn copy_from_layout(
     };
     let from = Layout::open(src).map_err(layout_err)?;
     let bytes = from.read_blob(digest).map_err(layout_err)?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let media = value
-        .get("mediaType")
-        .and_then(|m| m.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
-        return Err(BaseError::NotAManifest {
-            base: base.name.clone(),
-            platform,
-            digest: digest.clone(),
-            what: format!("`{media}`"),
-        });
-    }
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| {
         layout_err(LayoutError::Json {
             path: from.blob_path(digest),
@@ -300,16 +359,7 @@ fn copy_from_layout(
     let (d, _, ()) = dst
         .put_blob_with(|w| io::Write::write_all(w, &bytes))
         .map_err(layout_err)?;
-    let config: ImageConfig = dst
-        .read_json(&manifest.config.digest, "an image config")
-        .map_err(layout_err)?;
-    Ok(BaseImage {
-        name: base.name.clone(),
-        platform,
-        digest: d,
-        manifest,
-        config,
-    })
+    image_from_manifest(base, platform, &bytes, &d, dst)
 }
 
 /// Copies one blob between layouts, streaming and checking its digest.

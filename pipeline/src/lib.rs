@@ -24,6 +24,7 @@ pub mod lock;
 pub mod model;
 pub mod oci;
 pub mod plan;
+pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
@@ -86,9 +87,18 @@ impl Error {
                         | debian::DebError::NotInIndex { .. },
                     ..
                 })
-                | E::Base(
-                    B::DigestMismatch { .. } | B::Unsupported { .. } | B::NotAManifest { .. },
-                )
+                | E::Base(B::DigestMismatch { .. } | B::NotAManifest { .. })
+                | E::Base(B::Layout {
+                    source:
+                        oci::LayoutError::DigestMismatch { .. }
+                        | oci::LayoutError::NotALayout(_)
+                        | oci::LayoutError::Json { .. },
+                    ..
+                })
+                | E::Base(B::Registry {
+                    source: registry::RegistryError::DigestMismatch { .. },
+                    ..
+                })
                 | E::Command { .. }
                 | E::MissingLayerSource { .. }
                 | E::Layer {

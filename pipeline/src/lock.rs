@@ -153,7 +153,10 @@ pub fn lock(
                         })?;
                     pin.digest.clone()
                 }
-                BaseSource::Registry => before.clone(),
+                BaseSource::Registry => {
+                    // Re-verified: the manifest and every blob are fetched and hashed.
+                    base::materialize(b, platform, &fetch, &layout)?.digest
+                }
             };
             if after == before {
                 unchanged += 1;

@@ -101,6 +101,8 @@ pub struct PinnedRef {
     pub registry: String,
     /// Repository path inside the registry.
     pub repository: String,
+    /// A tag kept as a comment of where the digest came from; never used to fetch.
+    pub tag: Option<String>,
     pub digest: Digest,
 }
 
@@ -124,9 +126,9 @@ impl FromStr for PinnedRef {
             )));
         }
         // Drop a tag kept as a comment (`repo:tag@sha256:...`).
-        let repository = match path.rsplit_once(':') {
-            Some((repo, _tag)) => repo,
-            None => path,
+        let (repository, tag) = match path.rsplit_once(':') {
+            Some((repo, tag)) => (repo, Some(tag.to_owned())),
+            None => (path, None),
         };
         let valid = !repository.is_empty()
             && repository.split('/').all(|c| {
@@ -143,6 +145,7 @@ impl FromStr for PinnedRef {
         Ok(PinnedRef {
             registry: registry.to_owned(),
             repository: repository.to_owned(),
+            tag,
             digest,
         })
     }
@@ -160,7 +163,14 @@ impl From<PinnedRef> for String {
 }
 impl fmt::Display for PinnedRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}@{}", self.registry, self.repository, self.digest)
+        match &self.tag {
+            Some(t) => write!(
+                f,
+                "{}/{}:{t}@{}",
+                self.registry, self.repository, self.digest
+            ),
+            None => write!(f, "{}/{}@{}", self.registry, self.repository, self.digest),
+        }
     }
 }
 
@@ -465,6 +475,10 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(r.repository, "base/busybox");
-        assert_eq!(r.to_string(), format!("127.0.0.1:5000/base/busybox@{d}"));
+        assert_eq!(r.tag.as_deref(), Some("1.36"));
+        assert_eq!(
+            r.to_string(),
+            format!("127.0.0.1:5000/base/busybox:1.36@{d}")
+        );
     }
 }

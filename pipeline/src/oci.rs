@@ -230,11 +230,9 @@ impl Layout {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
-    /// Streams a blob in through `write`, hashing as it goes; the blob lands under its digest.
-    pub fn put_blob_with<T>(
-        &self,
-        write: impl FnOnce(&mut HashingWriter<io::BufWriter<fs::File>>) -> io::Result<T>,
-    ) -> Result<(Digest, u64, T), LayoutError> {
+    /// Starts a blob: write to it, then [`BlobWriter::commit`]. Dropped uncommitted, it leaves
+    /// nothing behind.
+    pub fn blob_writer(&self) -> Result<BlobWriter, LayoutError> {
         let dir = self.root.join("blobs/sha256");
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| LayoutError::Io {
             path: dir.clone(),
@@ -244,21 +242,24 @@ impl Layout {
             path: tmp.path().to_owned(),
             source,
         })?;
-        let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file));
-        let out = write(&mut w).map_err(|source| LayoutError::Io {
-            path: tmp.path().to_owned(),
+        Ok(BlobWriter {
+            layout: self.clone(),
+            tmp,
+            w: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Streams a blob in through `write`, hashing as it goes; the blob lands under its digest.
+    pub fn put_blob_with<T>(
+        &self,
+        write: impl FnOnce(&mut HashingWriter<io::BufWriter<fs::File>>) -> io::Result<T>,
+    ) -> Result<(Digest, u64, T), LayoutError> {
+        let mut bw = self.blob_writer()?;
+        let out = write(&mut bw.w).map_err(|source| LayoutError::Io {
+            path: bw.tmp.path().to_owned(),
             source,
         })?;
-        let (mut buf, digest, size) = w.finish();
-        buf.flush().map_err(|source| LayoutError::Io {
-            path: tmp.path().to_owned(),
-            source,
-        })?;
-        let dest = self.blob_path(&digest);
-        tmp.persist(&dest).map_err(|e| LayoutError::Io {
-            path: dest,
-            source: e.error,
-        })?;
+        let (digest, size) = bw.commit(None)?;
         Ok((digest, size, out))
     }
 
@@ -357,6 +358,58 @@ impl Layout {
     }
 }
 
+/// A blob being written into a layout.
+#[derive(Debug)]
+pub struct BlobWriter {
+    layout: Layout,
+    tmp: tempfile::NamedTempFile,
+    w: HashingWriter<io::BufWriter<fs::File>>,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Moves the blob under its digest. With `expect`, a blob of another digest is discarded
+    /// and refused.
+    pub fn commit(self, expect: Option<&Digest>) -> Result<(Digest, u64), LayoutError> {
+        let BlobWriter { layout, tmp, w } = self;
+        let (mut buf, digest, size) = w.finish();
+        buf.flush().map_err(|source| LayoutError::Io {
+            path: tmp.path().to_owned(),
+            source,
+        })?;
+        if let Some(e) = expect {
+            if e != &digest {
+                return Err(LayoutError::DigestMismatch {
+                    path: tmp.path().to_owned(),
+                    expected: e.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let dest = layout.blob_path(&digest);
+        tmp.persist(&dest).map_err(|e| LayoutError::Io {
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        set_readable(&dest).map_err(|source| LayoutError::Io { path: dest, source })?;
+        Ok((digest, size))
+    }
+}
+
+/// Blobs and small files are readable by everyone, whatever the umask (tempfile creates 0600).
+fn set_readable(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+}
+
 /// Writes `path` through a temporary file in the same directory and renames it into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -364,5 +417,5 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    set_readable(path)
 }

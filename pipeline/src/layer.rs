@@ -6,8 +6,10 @@
 //! - every mtime set to the layer's epoch; uid/gid 0, empty user and group names; no
 //!   atime/ctime, no xattrs (tar `default-features = false`), no sparse files;
 //! - modes normalized ([`Modes::Normalize`]) or kept from a pinned input ([`Modes::Preserve`]);
-//! - gzip: flate2 with the zlib-rs backend at level 6 ([`COMPRESSOR`]), header mtime 0, no
-//!   file name, OS byte 255. Another deflate implementation gives other bytes.
+//! - gzip: [`crate::pgzip`] (128 KiB blocks deflated in parallel by flate2's zlib-rs backend at
+//!   level 6, each primed with the previous 32 KiB), header mtime 0, no file name, OS byte 255
+//!   ([`COMPRESSOR`]). The bytes do not depend on the thread count; another deflate
+//!   implementation, level or block size gives other bytes.
 //!
 //! Nothing is held in memory: the tar stream goes through two hashing writers into the sink.
 
@@ -18,10 +20,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::model::Digest;
+use crate::pgzip::ParallelGzEncoder;
 
 /// The compressor pinned by the determinism contract; recorded in the build output and (later)
 /// in provenance.
-pub const COMPRESSOR: &str = "gzip level 6 (flate2 1.1.11, zlib-rs backend)";
+pub const COMPRESSOR: &str =
+    "gzip level 6, 128 KiB blocks with 32 KiB dictionaries, in parallel (flate2 1.1.11, zlib-rs backend)";
 const GZIP_LEVEL: u32 = 6;
 
 /// How file modes are written.
@@ -132,7 +136,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-type Stack<W> = tar::Builder<HashingWriter<flate2::write::GzEncoder<HashingWriter<W>>>>;
+type Stack<W> = tar::Builder<HashingWriter<ParallelGzEncoder<HashingWriter<W>>>>;
 
 /// Writes one layer into `sink`. Add trees with [`LayerWriter::add_tree`], then
 /// [`LayerWriter::finish`].
@@ -153,13 +157,7 @@ impl<W: Write> std::fmt::Debug for LayerWriter<W> {
 
 impl<W: Write> LayerWriter<W> {
     pub fn new(sink: W, epoch: i64) -> Self {
-        let gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(
-                HashingWriter::new(sink),
-                flate2::Compression::new(GZIP_LEVEL),
-            );
+        let gz = ParallelGzEncoder::new(HashingWriter::new(sink), GZIP_LEVEL);
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Deterministic);
         tar.follow_symlinks(false);

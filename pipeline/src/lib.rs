@@ -23,6 +23,7 @@ pub mod layer;
 pub mod lock;
 pub mod model;
 pub mod oci;
+pub mod pgzip;
 pub mod plan;
 pub mod registry;
 pub mod release;

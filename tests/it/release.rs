@@ -201,18 +201,45 @@ fn a_fresh_clone_of_this_repository_cuts_an_edge_release_without_docker_or_regis
     // cache of its own and no uncommitted change).
     let tmp = tempfile::tempdir().unwrap();
     let clone = tmp.path().join("clone");
-    crate::support::run_ok(std::process::Command::new("git").args(["clone", "--quiet"]).arg(crate::support::workspace()).arg(&clone));
+    crate::support::run_ok(
+        std::process::Command::new("git")
+            .args(["clone", "--quiet"])
+            .arg(crate::support::workspace())
+            .arg(&clone),
+    );
     let mut cmd = crate::support::xtask_cmd();
     // No Docker engine, no registry: whatever the test environment has, the release does not
     // reach for them.
-    cmd.env_remove("DOCKER_HOST").env_remove("STELLAOPS_TEST_REGISTRY").env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-    cmd.args(["release", "--channel", "edge", "--source"]).arg(&clone);
+    cmd.env_remove("DOCKER_HOST")
+        .env_remove("STELLAOPS_TEST_REGISTRY")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    cmd.args(["release", "--channel", "edge", "--source"])
+        .arg(&clone);
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let releases: Vec<_> = fs::read_dir(clone.join("target/releases")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let releases: Vec<_> = fs::read_dir(clone.join("target/releases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(releases.len(), 1, "{releases:?}");
     let refs = digests(&releases[0].join("images"));
-    for name in ["authority", "signer", "attestor", "scanner-web", "scanner-worker", "concelier", "excititor", "web-ui"] {
-        assert!(refs.contains_key(name) && refs.contains_key(&format!("{name}-linux-arm64")), "{name} missing: {refs:?}");
+    for name in [
+        "authority",
+        "signer",
+        "attestor",
+        "scanner-web",
+        "scanner-worker",
+        "concelier",
+        "excititor",
+        "web-ui",
+    ] {
+        assert!(
+            refs.contains_key(name) && refs.contains_key(&format!("{name}-linux-arm64")),
+            "{name} missing: {refs:?}"
+        );
     }
 }

@@ -1,0 +1,290 @@
+//! Parallel gzip whose bytes do not depend on the number of threads.
+//!
+//! Compression is the bottleneck of image building (shared/PERFORMANCE.md: tar and sha256 run
+//! at over 1 GB/s, deflate level 6 at about 55 MB/s on one core). As pigz does, the input is
+//! cut into fixed 128 KiB blocks; each block is deflated on its own, primed with the last
+//! 32 KiB of the input before it as dictionary, and ended with a sync flush (the last with
+//! finish). The blocks are concatenated in order into one gzip member. Since the output of a
+//! block depends only on its input, its dictionary, the level and whether it is last, the
+//! stream is the same for one thread or many.
+//!
+//! flate2 does the deflating (zlib-rs backend); this module only splits, schedules and
+//! frames, which neither flate2 nor any maintained crate does deterministically (gzp's
+//! output depends on its buffer flushing; zune/libdeflate are single-block APIs).
+//!
+//! Compression runs on a dedicated pool: a writer waits for its blocks, so the workers must
+//! never be threads that could themselves be waiting on a writer (a shared rayon pool could
+//! deadlock when every worker is inside a layer writer).
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+
+/// Input bytes per block.
+pub const BLOCK: usize = 128 * 1024;
+/// Dictionary carried from one block to the next (deflate's window).
+const DICT: usize = 32 * 1024;
+
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("stellaops-gzip-{i}"))
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .expect("a one-thread pool")
+            })
+    })
+}
+
+thread_local! {
+    static DEFLATE: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Deflates one block. Pure: the output depends only on the arguments.
+fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    DEFLATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match slot.as_mut() {
+            Some((l, c)) if *l == level => {
+                c.reset();
+                c
+            }
+            _ => {
+                *slot = Some((level, Compress::new(Compression::new(level), false)));
+                &mut slot.as_mut().expect("just set").1
+            }
+        };
+        if !dict.is_empty() {
+            c.set_dictionary(dict).map_err(io::Error::other)?;
+        }
+        let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+        let flush = if last {
+            FlushCompress::Finish
+        } else {
+            FlushCompress::Sync
+        };
+        let mut consumed = 0usize;
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(out.capacity().max(64 * 1024));
+            }
+            let before = c.total_in();
+            let status = c
+                .compress_vec(&data[consumed..], &mut out, flush)
+                .map_err(io::Error::other)?;
+            consumed += (c.total_in() - before) as usize;
+            let done = match status {
+                Status::StreamEnd => true,
+                // A sync flush is complete when all input is taken and the output had room.
+                Status::Ok | Status::BufError => {
+                    !last && consumed == data.len() && out.capacity() > out.len()
+                }
+            };
+            if done {
+                return Ok(out);
+            }
+        }
+    })
+}
+
+/// A gzip writer that deflates blocks in parallel, deterministically.
+pub struct ParallelGzEncoder<W: Write> {
+    inner: Option<W>,
+    level: u32,
+    /// The block being filled.
+    buf: Vec<u8>,
+    /// The last `DICT` bytes of the previous block.
+    dict: Vec<u8>,
+    crc: Crc,
+    next_seq: u64,
+    written_seq: u64,
+    tx: mpsc::Sender<(u64, io::Result<Vec<u8>>)>,
+    rx: mpsc::Receiver<(u64, io::Result<Vec<u8>>)>,
+    done: BTreeMap<u64, Vec<u8>>,
+    max_in_flight: u64,
+    header_written: bool,
+}
+
+impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParallelGzEncoder")
+            .field("level", &self.level)
+            .field("blocks", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> ParallelGzEncoder<W> {
+    pub fn new(inner: W, level: u32) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let threads = pool().current_num_threads() as u64;
+        ParallelGzEncoder {
+            inner: Some(inner),
+            level,
+            buf: Vec::with_capacity(BLOCK),
+            dict: Vec::new(),
+            crc: Crc::new(),
+            next_seq: 0,
+            written_seq: 0,
+            tx,
+            rx,
+            done: BTreeMap::new(),
+            // Memory stays bounded: at most this many blocks are compressing or waiting.
+            max_in_flight: threads * 2 + 2,
+            header_written: false,
+        }
+    }
+
+    fn sink(&mut self) -> &mut W {
+        self.inner.as_mut().expect("used after finish")
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            // ID1 ID2, CM=deflate, FLG=0, MTIME=0, XFL=0, OS=255 (unknown): no name, no time.
+            self.sink()
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let dict = std::mem::take(&mut self.dict);
+        // Every block but the last is BLOCK long (> DICT), so the next dictionary is the tail
+        // of this block alone.
+        self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let tx = self.tx.clone();
+        let level = self.level;
+        pool().spawn(move || {
+            let _ = tx.send((seq, deflate_block(level, &dict, &data, last)));
+        });
+        while self.next_seq - self.written_seq >= self.max_in_flight {
+            self.drain_one()?;
+        }
+        self.write_ready()
+    }
+
+    /// Waits for one finished block.
+    fn drain_one(&mut self) -> io::Result<()> {
+        let (seq, out) = self
+            .rx
+            .recv()
+            .map_err(|_| io::Error::other("a compression worker stopped"))?;
+        self.done.insert(seq, out?);
+        self.write_ready()
+    }
+
+    /// Writes finished blocks, in order.
+    fn write_ready(&mut self) -> io::Result<()> {
+        self.write_header()?;
+        while let Some(out) = self.done.remove(&self.written_seq) {
+            self.sink().write_all(&out)?;
+            self.written_seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the member (last block, CRC32, size) and returns the sink.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        while self.written_seq < self.next_seq {
+            self.drain_one()?;
+        }
+        let crc = self.crc.sum();
+        let size = self.crc.amount();
+        let mut w = self.inner.take().expect("finish once");
+        w.write_all(&crc.to_le_bytes())?;
+        w.write_all(&size.to_le_bytes())?;
+        Ok(w)
+    }
+}
+
+impl<W: Write> Write for ParallelGzEncoder<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(BLOCK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        self.crc.update(&data[..n]);
+        if self.buf.len() == BLOCK {
+            self.dispatch(false)?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x: u32 = 1;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if i % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    b"stellaops layer "[i % 16]
+                }
+            })
+            .collect()
+    }
+
+    fn gz(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut e = ParallelGzEncoder::new(Vec::new(), 6);
+        for c in data.chunks(chunk.max(1)) {
+            e.write_all(c).unwrap();
+        }
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_does_not_depend_on_write_sizes() {
+        for n in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 777] {
+            let data = sample(n);
+            let a = gz(&data, 4096);
+            let b = gz(&data, 100_003);
+            assert_eq!(a, b, "n={n}");
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&a[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "n={n}");
+        }
+    }
+
+    #[test]
+    fn the_same_bytes_from_another_pool_size() {
+        let data = sample(5 * BLOCK + 3);
+        let here = gz(&data, 65536);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        // Blocks are compressed on the module's own pool; the caller's pool must not matter.
+        let there = one.install(|| gz(&data, 65536));
+        assert_eq!(here, there);
+        // And each block is a pure function of its inputs.
+        let b1 = deflate_block(6, &data[..DICT], &data[DICT..DICT + BLOCK], false).unwrap();
+        let b2 = deflate_block(6, &data[..DICT], &data[DICT..DICT + BLOCK], false).unwrap();
+        assert_eq!(b1, b2);
+    }
+}

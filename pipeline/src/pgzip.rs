@@ -47,24 +47,13 @@ fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
-thread_local! {
-    static DEFLATE: std::cell::RefCell<Option<(u32, Compress)>> = const { std::cell::RefCell::new(None) };
-}
-
 /// Deflates one block. Pure: the output depends only on the arguments.
 fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    DEFLATE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let c = match slot.as_mut() {
-            Some((l, c)) if *l == level => {
-                c.reset();
-                c
-            }
-            _ => {
-                *slot = Some((level, Compress::new(Compression::new(level), false)));
-                &mut slot.as_mut().expect("just set").1
-            }
-        };
+    // A fresh state per block: reusing one through `reset` was seen to carry state from one
+    // block to the next with the zlib-rs backend, and output then depended on which thread
+    // had compressed what before.
+    let mut c = Compress::new(Compression::new(level), false);
+    {
         if !dict.is_empty() {
             c.set_dictionary(dict).map_err(io::Error::other)?;
         }
@@ -95,7 +84,7 @@ fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result
                 return Ok(out);
             }
         }
-    })
+    }
 }
 
 /// A gzip writer that deflates blocks in parallel, deterministically.
@@ -286,5 +275,19 @@ mod tests {
         let b1 = deflate_block(6, &data[..DICT], &data[DICT..DICT + BLOCK], false).unwrap();
         let b2 = deflate_block(6, &data[..DICT], &data[DICT..DICT + BLOCK], false).unwrap();
         assert_eq!(b1, b2);
+    }
+
+    #[test]
+    fn regression_a_block_does_not_depend_on_what_its_thread_compressed_before() {
+        let data = sample(6 * BLOCK + 11);
+        let first = gz(&data, 65536);
+        // Interleave other streams on the shared pool, then compress the same input again.
+        let others: Vec<Vec<u8>> = (0..4).map(|i| sample(3 * BLOCK + i * 1000).into_iter().rev().collect()).collect();
+        std::thread::scope(|s| {
+            for o in &others {
+                s.spawn(move || gz(o, 4096));
+            }
+        });
+        assert_eq!(gz(&data, 65536), first);
     }
 }

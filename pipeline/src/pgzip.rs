@@ -282,7 +282,9 @@ mod tests {
         let data = sample(6 * BLOCK + 11);
         let first = gz(&data, 65536);
         // Interleave other streams on the shared pool, then compress the same input again.
-        let others: Vec<Vec<u8>> = (0..4).map(|i| sample(3 * BLOCK + i * 1000).into_iter().rev().collect()).collect();
+        let others: Vec<Vec<u8>> = (0..4)
+            .map(|i| sample(3 * BLOCK + i * 1000).into_iter().rev().collect())
+            .collect();
         std::thread::scope(|s| {
             for o in &others {
                 s.spawn(move || gz(o, 4096));

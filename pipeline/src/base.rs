@@ -82,6 +82,67 @@ pub struct BaseImage {
     pub digest: Digest,
     pub manifest: Manifest,
     pub config: ImageConfig,
+    /// The packages the base was assembled from (Debian bases); empty for bases taken whole
+    /// from a layout or a registry.
+    pub packages: Vec<BasePackage>,
+}
+
+/// A package of a base, as pinned and as its own control file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BasePackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// sha256 of the `.deb` (the pin).
+    pub deb_sha256: String,
+    /// Debian source package, when it differs from the binary's name.
+    pub source: Option<String>,
+    /// Names of the packages it depends on (alternatives and versions dropped).
+    pub depends: Vec<String>,
+    /// Its paths, as dpkg's `.list` has them.
+    pub files: Vec<String>,
+}
+
+/// Writes dpkg's database for the unpacked packages: `var/lib/dpkg/status` and, per package,
+/// `info/<name>.list` and `info/<name>.md5sums` (`<name>:<arch>` for `Multi-Arch: same`), so
+/// that the base carries the same package facts as one installed by dpkg.
+fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io::Result<()> {
+    let info_dir = rootfs.join("var/lib/dpkg/info");
+    fs::create_dir_all(&info_dir)?;
+    let mut sorted: Vec<&(String, debian::DebInfo)> = infos.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut status = String::new();
+    for (name, info) in sorted {
+        for (i, line) in info.control.lines().enumerate() {
+            status.push_str(line);
+            status.push('\n');
+            if i == 0 {
+                status.push_str("Status: install ok installed\n");
+            }
+        }
+        status.push('\n');
+        let arch = info.field("Architecture").unwrap_or("all");
+        let key = if info.field("Multi-Arch") == Some("same") {
+            format!("{name}:{arch}")
+        } else {
+            name.clone()
+        };
+        fs::write(
+            info_dir.join(format!("{key}.list")),
+            info.paths.join("\n") + "\n",
+        )?;
+        if let Some(m) = &info.md5sums {
+            fs::write(info_dir.join(format!("{key}.md5sums")), m)?;
+        }
+    }
+    fs::write(rootfs.join("var/lib/dpkg/status"), status)?;
+    use std::os::unix::fs::PermissionsExt;
+    for e in walkdir::WalkDir::new(rootfs.join("var/lib/dpkg")) {
+        let e = e.map_err(io::Error::other)?;
+        let mode = if e.file_type().is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// Options for fetching bases.
@@ -152,18 +213,41 @@ pub fn assemble_debian(
         .map_err(io_err(Path::new("$TMPDIR")))?;
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
+    let mut infos = Vec::new();
+    let mut packages = Vec::new();
     for p in &pin.packages {
         let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb {
             base: name.clone(),
             platform,
             source,
         })?;
-        debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
+        let info = debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
             base: name.clone(),
             platform,
             source,
         })?;
+        let depends = info
+            .field("Depends")
+            .into_iter()
+            .chain(info.field("Pre-Depends"))
+            .flat_map(|d| d.split(','))
+            .filter_map(|d| d.split('|').next()?.split_whitespace().next())
+            .map(|d| d.split(':').next().unwrap_or(d).to_owned())
+            .collect();
+        packages.push(BasePackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: info.field("Architecture").unwrap_or(&p.arch).to_owned(),
+            deb_sha256: p.sha256.clone(),
+            source: info
+                .field("Source")
+                .map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
+            depends,
+            files: info.paths.clone(),
+        });
+        infos.push((p.name.clone(), info));
     }
+    write_dpkg_database(&rootfs, &infos).map_err(io_err(&rootfs.join("var/lib/dpkg")))?;
     let layer_err = |source| BaseError::Layer {
         base: name.clone(),
         platform,
@@ -195,7 +279,7 @@ pub fn assemble_debian(
             other => layout_err(other),
         })?;
     debug_assert_eq!(digest, info.digest);
-    let packages = pin
+    let package_list = pin
         .packages
         .iter()
         .map(|p| format!("{}={}", p.name, p.version))
@@ -219,7 +303,7 @@ pub fn assemble_debian(
         history: vec![oci::History {
             created: rfc3339(epoch),
             created_by: format!(
-                "stellaops base `{name}`: debian {} {packages}",
+                "stellaops base `{name}`: debian {} {package_list}",
                 base.suite.as_deref().unwrap_or("")
             ),
             comment: None,
@@ -253,6 +337,7 @@ pub fn assemble_debian(
         digest: desc.digest,
         manifest,
         config,
+        packages,
     })
 }
 
@@ -329,6 +414,7 @@ fn image_from_manifest(
         digest: digest.clone(),
         manifest,
         config,
+        packages: Vec::new(),
     })
 }
 

@@ -107,8 +107,17 @@ pub struct BasePackage {
 /// `info/<name>.list` and `info/<name>.md5sums` (`<name>:<arch>` for `Multi-Arch: same`), so
 /// that the base carries the same package facts as one installed by dpkg.
 fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io::Result<()> {
-    let info_dir = rootfs.join("var/lib/dpkg/info");
-    fs::create_dir_all(&info_dir)?;
+    // Directories made here get 0755 whatever the umask: the layer keeps modes as found.
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = rootfs.to_owned();
+    for part in ["var", "lib", "dpkg", "info"] {
+        dir.push(part);
+        if !dir.is_dir() {
+            fs::create_dir(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    let info_dir = dir;
     let mut sorted: Vec<&(String, debian::DebInfo)> = infos.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut status = String::new();
@@ -136,7 +145,6 @@ fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io
         }
     }
     fs::write(rootfs.join("var/lib/dpkg/status"), status)?;
-    use std::os::unix::fs::PermissionsExt;
     for e in walkdir::WalkDir::new(rootfs.join("var/lib/dpkg")) {
         let e = e.map_err(io::Error::other)?;
         let mode = if e.file_type().is_dir() { 0o755 } else { 0o644 };

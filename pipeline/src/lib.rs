@@ -29,6 +29,7 @@ pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
+pub mod sbom;
 pub mod schema;
 pub mod skew;
 pub mod source;
@@ -101,6 +102,7 @@ impl Error {
                     ..
                 })
                 | E::Command { .. }
+                | E::LockFile { .. }
                 | E::MissingLayerSource { .. }
                 | E::Layer {
                     source:

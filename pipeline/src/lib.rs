@@ -19,17 +19,21 @@ pub mod base;
 pub mod build;
 pub mod config;
 pub mod debian;
+pub mod drift;
+pub mod evidence;
 pub mod layer;
 pub mod lock;
 pub mod model;
 pub mod oci;
 pub mod pgzip;
 pub mod plan;
+pub mod provenance;
 pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
 pub mod sbom;
+pub mod scan;
 pub mod schema;
 pub mod skew;
 pub mod source;
@@ -52,6 +56,8 @@ pub enum Error {
     Layout(#[from] oci::LayoutError),
     #[error(transparent)]
     Repro(#[from] repro::ReproError),
+    #[error(transparent)]
+    Evidence(#[from] evidence::EvidenceError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("`{path}`: {source}")]
@@ -122,6 +128,7 @@ impl Error {
             ) => exit::REJECTED,
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
             Error::Repro(e) => e.exit_code(),
+            Error::Evidence(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
         }
     }

@@ -15,6 +15,7 @@ use crate::debian::{self, DebSource};
 use crate::oci::{write_atomic, Layout};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::report::{Event, Reporter, Stage};
+use crate::provenance::RunTimes;
 use crate::Error;
 
 /// Where `.deb` files and fetched git sources are cached: `<root>/target/stellaops-cache`.
@@ -53,10 +54,18 @@ pub struct Outcome {
     pub channel: String,
     pub output: PathBuf,
     pub images: Images,
+    pub evidence: crate::evidence::Evidence,
 }
 
-/// `cargo xtask release`: plan, then build into the release directory.
+/// The wall clock, as RFC 3339: read only for provenance run times.
+fn now() -> (i64, String) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    (secs, crate::model::rfc3339(secs))
+}
+
+/// `cargo xtask release`: plan, build, evidence, into the release directory.
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+    let (started_secs, started) = now();
     reporter.event(Event::StageStarted {
         stage: Stage::Plan,
         jobs: 1,
@@ -97,6 +106,15 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         &Daemonless,
         reporter,
     )?;
+    let (_, finished) = now();
+    let times = RunTimes {
+        invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())),
+        started,
+        finished,
+    };
+    let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+    let _ = fs::remove_file(&failed_report);
+    let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, staging.path(), &failed_report, &times, reporter)?;
 
     reporter.event(Event::StageStarted {
         stage: Stage::Write,
@@ -113,7 +131,15 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         channel: plan.channel.to_string(),
         output: out,
         images,
+        evidence,
     })
+}
+
+/// An invocation id: a UUID derived from the commit, the process and the start time.
+fn uuid_of(seed: &str) -> String {
+    let d = crate::model::Digest::of(seed.as_bytes());
+    let h = d.hex();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {

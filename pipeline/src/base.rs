@@ -93,8 +93,8 @@ pub struct BasePackage {
     pub name: String,
     pub version: String,
     pub arch: String,
-    /// sha256 of the `.deb` (the pin).
-    pub deb_sha256: String,
+    /// sha256 of the `.deb` (the pin), for bases assembled from packages.
+    pub deb_sha256: Option<String>,
     /// Debian source package, when it differs from the binary's name.
     pub source: Option<String>,
     /// Names of the packages it depends on (alternatives and versions dropped).
@@ -246,7 +246,7 @@ pub fn assemble_debian(
             name: p.name.clone(),
             version: p.version.clone(),
             arch: info.field("Architecture").unwrap_or(&p.arch).to_owned(),
-            deb_sha256: p.sha256.clone(),
+            deb_sha256: Some(p.sha256.clone()),
             source: info
                 .field("Source")
                 .map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
@@ -408,6 +408,7 @@ fn image_from_manifest(
     let config: ImageConfig = layout
         .read_json(&manifest.config.digest, "an image config")
         .map_err(layout_err)?;
+    let manifest_for_db = manifest.clone();
     if config.architecture != platform.arch() || config.os != platform.os() {
         return Err(BaseError::NotAManifest {
             base: base.name.clone(),
@@ -422,7 +423,7 @@ fn image_from_manifest(
         digest: digest.clone(),
         manifest,
         config,
-        packages: Vec::new(),
+        packages: read_dpkg_database(layout, &manifest_for_db)?,
     })
 }
 
@@ -476,4 +477,85 @@ pub fn copy_blob(from: &Layout, to: &Layout, digest: &Digest) -> Result<(), Layo
         });
     }
     Ok(())
+}
+
+/// The packages of a base taken whole (from a layout or a registry), from the dpkg database it
+/// carries: `var/lib/dpkg/status` and `info/*.list`, as the base's last layer holding each has
+/// them. This is what the build knows of such a base; the post-build scan reads the finished
+/// image on its own.
+fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePackage>, BaseError> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for l in &manifest.layers {
+        let path = layout.blob_path(&l.digest);
+        let io_err = |source: io::Error| BaseError::Layout {
+            base: String::new(),
+            platform: Platform::LinuxAmd64,
+            source: LayoutError::Io {
+                path: path.clone(),
+                source,
+            },
+        };
+        let f = fs::File::open(&path).map_err(io_err)?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
+        for e in ar.entries().map_err(io_err)? {
+            let mut e = e.map_err(io_err)?;
+            let p = e
+                .path()
+                .map_err(io_err)?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
+            if p == "var/lib/dpkg/status"
+                || (p.starts_with("var/lib/dpkg/info/") && p.ends_with(".list"))
+            {
+                let mut text = String::new();
+                e.read_to_string(&mut text).map_err(io_err)?;
+                texts.insert(p, text);
+            }
+        }
+    }
+    let Some(status) = texts.get("var/lib/dpkg/status") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let field = |k: &str| debian::control_field(stanza, k).map(str::to_owned);
+        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
+            continue;
+        };
+        if !field("Status").is_none_or(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let arch = field("Architecture").unwrap_or_else(|| "all".into());
+        let list = texts
+            .get(&format!("var/lib/dpkg/info/{name}.list"))
+            .or_else(|| texts.get(&format!("var/lib/dpkg/info/{name}:{arch}.list")));
+        out.push(BasePackage {
+            depends: field("Depends")
+                .into_iter()
+                .flat_map(|d| {
+                    d.split(',')
+                        .filter_map(|x| {
+                            x.split('|')
+                                .next()?
+                                .split_whitespace()
+                                .next()
+                                .map(|n| n.split(':').next().unwrap_or(n).to_owned())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            source: field("Source").map(|s| s.split_whitespace().next().unwrap_or(&s).to_owned()),
+            files: list
+                .map(|l| l.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            name,
+            version,
+            arch,
+            deb_sha256: None,
+        });
+    }
+    Ok(out)
 }

@@ -92,7 +92,14 @@ fn sha(hex: &str) -> BTreeMap<String, String> {
 }
 
 /// The statement of one image.
-pub fn statement(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, index: &Digest, toolchain: &str, times: &RunTimes) -> Statement {
+pub fn statement(
+    plan: &Plan,
+    component: &PlannedComponent,
+    image: &BuiltImage,
+    index: &Digest,
+    toolchain: &str,
+    times: &RunTimes,
+) -> Statement {
     let known = &image.known;
     let mut deps = vec![ResourceDescriptor {
         uri: format!("git+file://{}@{}", plan.root.display(), plan.source.commit),
@@ -100,20 +107,45 @@ pub fn statement(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, 
         name: plan.source.tag.clone(),
     }];
     deps.push(ResourceDescriptor {
-        uri: format!("oci://stellaops-base/{}@{}", component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).unwrap_or(""), image.base),
+        uri: format!(
+            "oci://stellaops-base/{}@{}",
+            component
+                .images
+                .iter()
+                .find(|i| i.platform == image.platform)
+                .map(|i| i.base.as_str())
+                .unwrap_or(""),
+            image.base
+        ),
         digest: sha(image.base.hex()),
         name: Some("base image".to_owned()),
     });
-    let distro = known.base_suite.as_deref().and_then(crate::sbom::generate::debian_distro);
-    for p in &known.base_packages {
+    let distro = known
+        .base_suite
+        .as_deref()
+        .and_then(crate::sbom::generate::debian_distro);
+    for p in known
+        .base_packages
+        .iter()
+        .filter(|p| p.deb_sha256.is_some())
+    {
         deps.push(ResourceDescriptor {
-            uri: crate::sbom::locks::Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro),
-            digest: sha(&p.deb_sha256),
+            uri: crate::sbom::locks::Ecosystem::Deb.purl(
+                &p.name,
+                &p.version,
+                Some(&p.arch),
+                distro,
+            ),
+            digest: sha(p.deb_sha256.as_deref().unwrap_or_default()),
             name: Some(format!("{}.deb", p.name)),
         });
     }
     for lf in &image.lock_files {
-        deps.push(ResourceDescriptor { uri: format!("file:{}/{}", component.name, lf.path), digest: sha(&lf.sha256), name: Some("lock file".to_owned()) });
+        deps.push(ResourceDescriptor {
+            uri: format!("file:{}/{}", component.name, lf.path),
+            digest: sha(&lf.sha256),
+            name: Some("lock file".to_owned()),
+        });
     }
     deps.push(ResourceDescriptor {
         uri: format!("rust-toolchain:{toolchain}"),
@@ -122,13 +154,23 @@ pub fn statement(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, 
     });
     let (source_kind, source_ref) = match &component.source {
         crate::plan::PlannedSource::Path { path, commit } => ("path", format!("{path}@{commit}")),
-        crate::plan::PlannedSource::Git { url, commit, subdir } => ("git", format!("{url}@{commit}#{subdir}")),
+        crate::plan::PlannedSource::Git {
+            url,
+            commit,
+            subdir,
+        } => ("git", format!("{url}@{commit}#{subdir}")),
     };
     Statement {
         kind: STATEMENT_TYPE.to_owned(),
         subject: vec![
-            Subject { name: format!("{}@{}", component.repository, image.manifest.digest), digest: sha(image.manifest.digest.hex()) },
-            Subject { name: format!("{}:{}", component.repository, component.version), digest: sha(index.hex()) },
+            Subject {
+                name: format!("{}@{}", component.repository, image.manifest.digest),
+                digest: sha(image.manifest.digest.hex()),
+            },
+            Subject {
+                name: format!("{}:{}", component.repository, component.version),
+                digest: sha(index.hex()),
+            },
         ],
         predicate_type: PREDICATE_TYPE.to_owned(),
         predicate: Provenance {
@@ -151,7 +193,13 @@ pub fn statement(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, 
                 resolved_dependencies: deps,
             },
             run_details: RunDetails {
-                builder: Builder { id: BUILDER_ID.to_owned(), version: BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]) },
+                builder: Builder {
+                    id: BUILDER_ID.to_owned(),
+                    version: BTreeMap::from([(
+                        "xtask".to_owned(),
+                        env!("CARGO_PKG_VERSION").to_owned(),
+                    )]),
+                },
                 metadata: RunMetadata {
                     invocation_id: times.invocation_id.clone(),
                     started_on: times.started.clone(),

@@ -14,8 +14,8 @@ use crate::build::{self, BuildOptions, Daemonless, Images};
 use crate::debian::{self, DebSource};
 use crate::oci::{write_atomic, Layout};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::report::{Event, Reporter, Stage};
 use crate::provenance::RunTimes;
+use crate::report::{Event, Reporter, Stage};
 use crate::Error;
 
 /// Where `.deb` files and fetched git sources are cached: `<root>/target/stellaops-cache`.
@@ -59,7 +59,10 @@ pub struct Outcome {
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
 fn now() -> (i64, String) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     (secs, crate::model::rfc3339(secs))
 }
 
@@ -108,13 +111,27 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     )?;
     let (_, finished) = now();
     let times = RunTimes {
-        invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())),
+        invocation_id: uuid_of(&format!(
+            "{}:{}:{started_secs}",
+            plan.source.commit,
+            std::process::id()
+        )),
         started,
         finished,
     };
-    let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+    let failed_report = parent.join(format!(
+        "{}.drift-rejected.json",
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("release")
+    ));
     let _ = fs::remove_file(&failed_report);
-    let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, staging.path(), &failed_report, &times, reporter)?;
+    let outputs = crate::evidence::Outputs {
+        dir: staging.path(),
+        failed_report: &failed_report,
+        times: &times,
+    };
+    let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
 
     reporter.event(Event::StageStarted {
         stage: Stage::Write,
@@ -139,7 +156,14 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
 fn uuid_of(seed: &str) -> String {
     let d = crate::model::Digest::of(seed.as_bytes());
     let h = d.hex();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {

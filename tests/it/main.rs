@@ -7,6 +7,7 @@
 
 mod bases;
 mod docker;
+mod evidence;
 mod oci_tools;
 mod refusals;
 mod release;

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 use super::locks::{Ecosystem, LockedPackage};
-use super::{purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property, Tools, SCHEMA, SPEC_VERSION};
+use super::{
+    purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property,
+    Tools, SCHEMA, SPEC_VERSION,
+};
 use crate::build::BuiltImage;
 use crate::model::Digest;
 use crate::plan::{Plan, PlannedComponent};
@@ -38,11 +41,19 @@ pub fn image_purl(repository: &str, digest: &Digest, arch: Option<&str>) -> Stri
         q.push(format!("arch={}", purl_encode(a)));
     }
     q.push(format!("repository_url={}", purl_encode(repository)));
-    format!("pkg:oci/{}@{}?{}", purl_encode(name), purl_encode(digest.as_str()), q.join("&"))
+    format!(
+        "pkg:oci/{}@{}?{}",
+        purl_encode(name),
+        purl_encode(digest.as_str()),
+        q.join("&")
+    )
 }
 
 fn prop(name: &str, value: impl Into<String>) -> Property {
-    Property { name: name.to_owned(), value: value.into() }
+    Property {
+        name: name.to_owned(),
+        value: value.into(),
+    }
 }
 
 fn package_component(p: &LockedPackage, lock_file: &str, evidence: &str) -> Component {
@@ -53,15 +64,31 @@ fn package_component(p: &LockedPackage, lock_file: &str, evidence: &str) -> Comp
         name: p.name.clone(),
         version: p.version.clone(),
         description: None,
-        hashes: p.checksum.iter().map(|(alg, hex)| Hash { alg: alg.clone(), content: hex.clone() }).collect(),
+        hashes: p
+            .checksum
+            .iter()
+            .map(|(alg, hex)| Hash {
+                alg: alg.clone(),
+                content: hex.clone(),
+            })
+            .collect(),
         licenses: p.license.iter().map(|l| License::from_stated(l)).collect(),
         purl: Some(purl),
-        properties: vec![prop(ECOSYSTEM, p.ecosystem.as_str()), prop(EVIDENCE, evidence), prop("stellaops:lock-file", lock_file)],
+        properties: vec![
+            prop(ECOSYSTEM, p.ecosystem.as_str()),
+            prop(EVIDENCE, evidence),
+            prop("stellaops:lock-file", lock_file),
+        ],
     }
 }
 
 /// The build-time SBOM of one image.
-pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, index: &Digest) -> Bom {
+pub fn build_time(
+    plan: &Plan,
+    component: &PlannedComponent,
+    image: &BuiltImage,
+    index: &Digest,
+) -> Bom {
     let known = &image.known;
     let arch = image.platform.arch();
     let image_ref = "image".to_owned();
@@ -74,7 +101,11 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
     for p in &known.base_packages {
         let purl = Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro);
         deb_refs.insert(p.name.as_str(), purl.clone());
-        let mut properties = vec![prop(ECOSYSTEM, "deb"), prop(EVIDENCE, "image"), prop("stellaops:base", image.base.as_str())];
+        let mut properties = vec![
+            prop(ECOSYSTEM, "deb"),
+            prop(EVIDENCE, "image"),
+            prop("stellaops:base", image.base.as_str()),
+        ];
         if let Some(s) = &p.source {
             properties.push(prop("stellaops:deb-source", s.as_str()));
         }
@@ -84,28 +115,45 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
             name: p.name.clone(),
             version: p.version.clone(),
             description: None,
-            hashes: vec![Hash::sha256(&p.deb_sha256)],
+            hashes: p.deb_sha256.iter().map(|h| Hash::sha256(h)).collect(),
             licenses: Vec::new(),
             purl: Some(purl),
             properties,
         });
     }
     for p in &known.base_packages {
-        let on = p.depends.iter().filter_map(|d| deb_refs.get(d.as_str()).cloned()).collect();
+        let on = p
+            .depends
+            .iter()
+            .filter_map(|d| deb_refs.get(d.as_str()).cloned())
+            .collect();
         deps.insert(deb_refs[p.name.as_str()].clone(), on);
     }
 
     // 2. The lock files' packages.
     for lf in &image.lock_files {
-        let evidence = if lf.image_path.is_some() { "image" } else { "build-input" };
-        let refs: BTreeMap<&str, Vec<String>> = lf.packages.iter().fold(BTreeMap::new(), |mut m, p| {
-            m.entry(p.name.as_str()).or_default().push(p.ecosystem.purl(&p.name, &p.version, None, None));
-            m
-        });
+        let evidence = if lf.image_path.is_some() {
+            "image"
+        } else {
+            "build-input"
+        };
+        let refs: BTreeMap<&str, Vec<String>> =
+            lf.packages.iter().fold(BTreeMap::new(), |mut m, p| {
+                m.entry(p.name.as_str())
+                    .or_default()
+                    .push(p.ecosystem.purl(&p.name, &p.version, None, None));
+                m
+            });
         for p in &lf.packages {
             let c = package_component(p, &lf.path, evidence);
-            let on = p.depends.iter().flat_map(|d| refs.get(d.as_str()).cloned().unwrap_or_default()).collect();
-            deps.entry(c.bom_ref.clone()).or_default().extend::<Vec<String>>(on);
+            let on = p
+                .depends
+                .iter()
+                .flat_map(|d| refs.get(d.as_str()).cloned().unwrap_or_default())
+                .collect();
+            deps.entry(c.bom_ref.clone())
+                .or_default()
+                .extend::<Vec<String>>(on);
             components.push(c);
         }
     }
@@ -122,11 +170,17 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
             hashes: vec![Hash::sha256(&f.sha256)],
             licenses: Vec::new(),
             purl: None,
-            properties: vec![prop(EVIDENCE, "image"), prop("stellaops:mode", format!("{:o}", f.mode))],
+            properties: vec![
+                prop(EVIDENCE, "image"),
+                prop("stellaops:mode", format!("{:o}", f.mode)),
+            ],
         });
         deps.entry(r).or_default();
     }
-    deps.insert(image_ref.clone(), components.iter().map(|c| c.bom_ref.clone()).collect());
+    deps.insert(
+        image_ref.clone(),
+        components.iter().map(|c| c.bom_ref.clone()).collect(),
+    );
 
     let mut bom = Bom {
         schema: SCHEMA.to_owned(),
@@ -142,7 +196,9 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
                     bom_ref: TOOL_NAME.to_owned(),
                     name: TOOL_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    description: Some("Stella Ops release pipeline (cargo xtask), build-time SBOM".to_owned()),
+                    description: Some(
+                        "Stella Ops release pipeline (cargo xtask), build-time SBOM".to_owned(),
+                    ),
                     hashes: Vec::new(),
                     licenses: Vec::new(),
                     purl: None,
@@ -157,7 +213,11 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
                 description: None,
                 hashes: vec![Hash::sha256(image.manifest.digest.hex())],
                 licenses: Vec::new(),
-                purl: Some(image_purl(&component.repository, &image.manifest.digest, Some(arch))),
+                purl: Some(image_purl(
+                    &component.repository,
+                    &image.manifest.digest,
+                    Some(arch),
+                )),
                 properties: vec![
                     prop("stellaops:component", component.name.as_str()),
                     prop("stellaops:platform", image.platform.as_str()),
@@ -171,7 +231,13 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
             properties: vec![prop("stellaops:sbom-kind", "build-time")],
         },
         components,
-        dependencies: deps.into_iter().map(|(reference, depends_on)| Dependency { reference, depends_on }).collect(),
+        dependencies: deps
+            .into_iter()
+            .map(|(reference, depends_on)| Dependency {
+                reference,
+                depends_on,
+            })
+            .collect(),
     };
     bom.seal();
     bom

@@ -7,7 +7,7 @@
 //! - Alpine packages from `lib/apk/db/installed`;
 //! - the OS from `etc/os-release` or `usr/lib/os-release`;
 //! - Rust crates from `Cargo.lock` files; npm packages from `node_modules/**/package.json`;
-//!   Python distributions from `*.dist-info/METADATA`;
+//!   Python distributions from `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
 //! - every regular file no package owns (outside the package databases), with its sha256.
 //!
 //! Layers are streamed: memory holds one entry per path and the package files' text, never a
@@ -80,11 +80,18 @@ fn keep_text(path: &str) -> bool {
         || path == "usr/lib/os-release"
         || name == "Cargo.lock"
         || (name == "package.json" && path.contains("node_modules/"))
-        || (name == "METADATA"
-            && path
-                .rsplit('/')
-                .nth(1)
-                .is_some_and(|d| d.ends_with(".dist-info")))
+        || python_metadata(path)
+}
+
+/// Python distribution metadata: `*.dist-info/METADATA`, `*.egg-info/PKG-INFO`, or a
+/// single-file `*.egg-info`.
+fn python_metadata(path: &str) -> bool {
+    let mut parts = path.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    let parent = parts.next().unwrap_or_default();
+    (name == "METADATA" && parent.ends_with(".dist-info"))
+        || (name == "PKG-INFO" && parent.ends_with(".egg-info"))
+        || name.ends_with(".egg-info")
 }
 
 /// Scans the image whose manifest is `manifest`, in `layout`.
@@ -339,13 +346,14 @@ fn catalog(
                     location: format!("/{path}"),
                 });
             }
-        } else if path.ends_with("/METADATA") {
+        } else if python_metadata(path) {
             // RFC 822 headers up to the first blank line.
             let head = text.split("\n\n").next().unwrap_or_default();
             if let (Some(n), Some(ver)) = (field(head, "Name"), field(head, "Version")) {
                 out.packages.insert(Found {
                     kind: "python".into(),
-                    name: n.into(),
+                    // PEP 503 names, as indexes and scanners compare them.
+                    name: crate::sbom::locks::python_name(n),
                     version: ver.into(),
                     location: format!("/{path}"),
                 });

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Measure SBOM + scan of a realistic root file system (this machine's dpkg database and
+    /// docs, Python and npm packages, this workspace's Cargo.lock) against `syft dir:` instead.
+    #[arg(long)]
+    sbom: bool,
     /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
     #[arg(long, hide = true, value_name = "DIR")]
     layer_only: Option<PathBuf>,
@@ -140,6 +144,186 @@ fn child_peak(tree: &Path) -> Result<u64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
+/// Copies `from` (a file or a tree) to `to`, skipping what cannot be read; symlinks as such.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(from)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let rel = e.path().strip_prefix(from).unwrap_or(e.path());
+        let dest = if rel.as_os_str().is_empty() {
+            to.to_owned()
+        } else {
+            to.join(rel)
+        };
+        let ft = e.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dest)?;
+        } else if ft.is_symlink() {
+            if let Ok(t) = fs::read_link(e.path()) {
+                let _ = std::os::unix::fs::symlink(t, &dest);
+            }
+        } else if ft.is_file() {
+            fs::create_dir_all(dest.parent().unwrap_or(to))?;
+            let _ = fs::copy(e.path(), &dest);
+        }
+    }
+    Ok(())
+}
+
+fn syft_path() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("STELLAOPS_VERIFY_SYFT").map(PathBuf::from),
+        Some(PathBuf::from("target/verifiers/venv/bin/syft")),
+        Some(PathBuf::from("/usr/local/bin/syft")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// SBOM + scan of a realistic root file system against `syft dir:`, in one run.
+fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
+    use pipeline::oci;
+    let rootfs = dir.join("rootfs");
+    let _ = fs::remove_dir_all(&rootfs);
+    for (from, to) in [
+        ("/var/lib/dpkg/status", "var/lib/dpkg/status"),
+        ("/var/lib/dpkg/info", "var/lib/dpkg/info"),
+        ("/usr/share/doc", "usr/share/doc"),
+        (
+            "/usr/lib/python3/dist-packages",
+            "usr/lib/python3/dist-packages",
+        ),
+        ("/usr/lib/node_modules", "usr/lib/node_modules"),
+        ("/etc/os-release", "etc/os-release"),
+        ("/usr/lib/os-release", "usr/lib/os-release"),
+        ("Cargo.lock", "app/Cargo.lock"),
+    ] {
+        if Path::new(from).exists() {
+            copy_tree(Path::new(from), &rootfs.join(to))?;
+        }
+    }
+    // Keep only dpkg's .list files and status: what an image carries.
+    for e in fs::read_dir(rootfs.join("var/lib/dpkg/info"))?.flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".list") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    let files = walkdir::WalkDir::new(&rootfs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count();
+    let layout = oci::Layout::create(&dir.join("layout"))?;
+    let (digest, size, _info) = layout.put_blob_with(|w| {
+        let mut lw = LayerWriter::new(w, 1_700_000_000);
+        lw.add_tree(&rootfs, "/", Modes::Preserve)
+            .map_err(io::Error::other)?;
+        lw.finish().map(|(_, i)| i)
+    })?;
+    let config = layout.put_json(
+        oci::MEDIA_CONFIG,
+        &oci::ImageConfig {
+            created: pipeline::model::rfc3339(1_700_000_000),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+            config: Default::default(),
+            rootfs: oci::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![_info.diff_id.clone()],
+            },
+            history: Vec::new(),
+        },
+    )?;
+    let manifest = oci::Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.into()),
+        config,
+        layers: vec![oci::Descriptor {
+            media_type: oci::MEDIA_LAYER_GZIP.into(),
+            digest,
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: Default::default(),
+        }],
+        subject: None,
+        annotations: Default::default(),
+    };
+    // Ours: scan the layer (hashing every file), make the CycloneDX document, encode both ways.
+    let t = Instant::now();
+    let result = pipeline::scan::scan(&layout, &manifest)?;
+    let bom = pipeline::sbom::generate::from_scan(&result, &manifest);
+    let (j, pb) = (bom.to_json(), pipeline::sbom::proto::encode(&bom));
+    let ours = t.elapsed().as_secs_f64();
+    let ours_count = result.packages.len();
+    let Some(syft) = syft_path() else {
+        bail!("syft is not installed: run tests/run.sh once (it installs the verifiers into target/verifiers)")
+    };
+    let mdesc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
+    let mut named = mdesc.clone();
+    named
+        .annotations
+        .insert(oci::ANNOTATION_REF_NAME.into(), "bench".into());
+    layout.write_index(&oci::Index {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_INDEX.into()),
+        manifests: vec![named],
+        annotations: Default::default(),
+    })?;
+    // syft on the same image (its image catalogers, plus Cargo.lock as the scan reads it).
+    let t = Instant::now();
+    let out = Command::new(&syft)
+        .arg(format!("oci-dir:{}", layout.root().display()))
+        .args([
+            "-q",
+            "-o",
+            "json",
+            "--select-catalogers",
+            "+rust-cargo-lock-cataloger",
+        ])
+        .env("SYFT_CHECK_FOR_APP_UPDATE", "false")
+        .output()?;
+    let theirs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("syft failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let theirs_count = v["artifacts"].as_array().map(Vec::len).unwrap_or(0);
+    let mut by_type: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for a in v["artifacts"].as_array().into_iter().flatten() {
+        by_type
+            .entry(a["type"].as_str().unwrap_or("?").to_owned())
+            .or_default()
+            .1 += 1;
+    }
+    for p in &result.packages {
+        by_type.entry(p.kind.clone()).or_default().0 += 1;
+    }
+    let report = serde_json::json!({
+        "rootfs_files": files,
+        "ours_seconds": ours, "syft_seconds": theirs, "speedup_vs_syft": theirs / ours,
+        "ours_packages": ours_count, "syft_packages": theirs_count, "packages_by_type_ours_syft": by_type,
+        "sbom_json_bytes": j.len(), "sbom_protobuf_bytes": pb.len(),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!("rootfs: {files} files (dpkg status + lists, docs, Python and npm packages, a Cargo.lock)");
+        println!("scan + SBOM  ours {ours:.2} s ({ours_count} packages) | syft oci-dir: {theirs:.2} s ({theirs_count} packages) | {:.1}x", theirs / ours);
+        println!(
+            "SBOM size    JSON {} KiB, protobuf {} KiB",
+            j.len() / 1024,
+            pb.len() / 1024
+        );
+        for (t, (o, s)) in &by_type {
+            println!("  {t:<12} ours {o:>5} | syft {s:>5}");
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(tree) = &args.layer_only {
         let tmp = tempfile::NamedTempFile::new()?;
@@ -155,6 +339,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             holder.path().to_owned()
         }
     };
+    if args.sbom {
+        return bench_sbom(&dir, args.json);
+    }
     let tree = dir.join("tree");
     let small = dir.join("small");
     let _ = fs::remove_dir_all(&tree);

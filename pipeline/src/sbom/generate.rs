@@ -242,3 +242,77 @@ pub fn build_time(
     bom.seal();
     bom
 }
+
+/// A CycloneDX document of a scan alone (for `cargo xtask bench --sbom` and for scans of
+/// images this pipeline did not build): the packages and unowned files found.
+pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest) -> Bom {
+    let digest = crate::model::Digest::of(&serde_json::to_vec(manifest).unwrap_or_default());
+    let mut components: Vec<Component> = scan
+        .packages
+        .iter()
+        .map(|p| {
+            let eco = Ecosystem::parse(&p.kind);
+            let purl = eco.map(|e| e.purl(&p.name, &p.version, None, None));
+            Component {
+                kind: ComponentType::Library,
+                bom_ref: purl
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version)),
+                name: p.name.clone(),
+                version: p.version.clone(),
+                description: None,
+                hashes: Vec::new(),
+                licenses: Vec::new(),
+                purl,
+                properties: vec![
+                    prop(ECOSYSTEM, p.kind.as_str()),
+                    prop("stellaops:location", p.location.as_str()),
+                ],
+            }
+        })
+        .collect();
+    components.extend(scan.files.iter().map(|(path, sha)| Component {
+        kind: ComponentType::File,
+        bom_ref: format!("file:{path}"),
+        name: path.clone(),
+        version: String::new(),
+        description: None,
+        hashes: vec![Hash::sha256(sha)],
+        licenses: Vec::new(),
+        purl: None,
+        properties: Vec::new(),
+    }));
+    let all: Vec<String> = components.iter().map(|c| c.bom_ref.clone()).collect();
+    let mut bom = Bom {
+        schema: SCHEMA.to_owned(),
+        bom_format: "CycloneDX".to_owned(),
+        spec_version: SPEC_VERSION.to_owned(),
+        serial_number: String::new(),
+        version: 1,
+        metadata: Metadata {
+            timestamp: crate::model::rfc3339(0),
+            tools: Tools {
+                components: Vec::new(),
+            },
+            component: Component {
+                kind: ComponentType::Container,
+                bom_ref: "image".into(),
+                name: "scanned-image".into(),
+                version: String::new(),
+                description: None,
+                hashes: vec![Hash::sha256(digest.hex())],
+                licenses: Vec::new(),
+                purl: None,
+                properties: Vec::new(),
+            },
+            properties: vec![prop("stellaops:sbom-kind", "scan")],
+        },
+        components,
+        dependencies: vec![Dependency {
+            reference: "image".into(),
+            depends_on: all,
+        }],
+    };
+    bom.seal();
+    bom
+}

@@ -88,6 +88,12 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+    #[error("component `{component}` has no recipe layers, only a Dockerfile\n  hint: build it with `--backend buildkit`")]
+    NeedsBuildKit { component: String },
+    #[error("refused before building: {} problem{} in Dockerfiles\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"))]
+    Dockerfile(Vec<crate::dockerfile::Problem>),
+    #[error(transparent)]
+    BuildKit(#[from] crate::buildkit::BuildKitError),
 }
 
 /// What one job made.
@@ -99,6 +105,10 @@ pub struct BuiltImage {
     pub config: Digest,
     pub layers: Vec<Digest>,
     pub base: Digest,
+    /// How BuildKit built it (endpoint, Dockerfile, build arguments with secrets redacted);
+    /// absent for the daemonless backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buildkit: Option<crate::buildkit::Record>,
 }
 
 /// What the build stage made: per component, its index and its images.
@@ -130,6 +140,12 @@ pub struct Job<'a> {
 /// A builder backend: turns one component x platform into an image in `layout`.
 pub trait Backend: Sync {
     fn name(&self) -> &'static str;
+    /// Checks and preparation for all jobs at once, before any job starts (bases are in
+    /// `layout` by then): refusals that need no build happen here.
+    fn prepare(&self, cfg: &Config, jobs: &[Job<'_>], layout: &Layout) -> Result<(), BuildError> {
+        let _ = (cfg, layout);
+        Daemonless.check(jobs)
+    }
     fn build(&self, job: &Job<'_>, layout: &Layout) -> Result<BuiltImage, BuildError>;
 }
 
@@ -250,6 +266,7 @@ fn build_in_pool(
             })
         })
         .collect();
+    backend.prepare(cfg, &jobs, layout)?;
     reporter.event(Event::StageStarted {
         stage: Stage::Build,
         jobs: jobs.len(),
@@ -373,6 +390,24 @@ fn build_env(job: &Job<'_>, out: &Path, home: &Path) -> Vec<(String, String)> {
     ]
 }
 
+impl Daemonless {
+    /// A component with only a Dockerfile cannot be built without BuildKit.
+    pub fn check<'a, 'b: 'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a Job<'b>>,
+    ) -> Result<(), BuildError> {
+        match jobs
+            .into_iter()
+            .find(|j| j.component.recipe.layers.is_empty())
+        {
+            Some(j) => Err(BuildError::NeedsBuildKit {
+                component: j.component.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Backend for Daemonless {
     fn name(&self) -> &'static str {
         "daemonless"
@@ -494,6 +529,31 @@ impl Backend for Daemonless {
             });
         }
 
+        assemble(job, layout, layers, diff_ids, history, None)
+    }
+}
+
+/// The config and manifest of one image whose layers are in `layout` (the base's, then the
+/// component's): the base's config plus the recipe, the pipeline's variables and the six
+/// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
+/// in their layers.
+pub(crate) fn assemble(
+    job: &Job<'_>,
+    layout: &Layout,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<Digest>,
+    history: Vec<oci::History>,
+    buildkit: Option<crate::buildkit::Record>,
+) -> Result<BuiltImage, BuildError> {
+    let c = job.component;
+    let platform = job.image.platform;
+    let plan = job.plan;
+    let layout_err = |source| BuildError::Layout {
+        component: c.name.clone(),
+        platform,
+        source,
+    };
+    {
         // 4. Config: the base's, plus the recipe, the pipeline's variables and labels.
         let r = &c.recipe;
         let mut env: BTreeMap<String, String> = job
@@ -596,6 +656,7 @@ impl Backend for Daemonless {
             config: config_desc.digest,
             layers: layers.into_iter().map(|l| l.digest).collect(),
             base: job.base.digest.clone(),
+            buildkit,
         })
     }
 }

@@ -17,8 +17,10 @@
 
 pub mod base;
 pub mod build;
+pub mod buildkit;
 pub mod config;
 pub mod debian;
+pub mod dockerfile;
 pub mod layer;
 pub mod lock;
 pub mod model;
@@ -29,6 +31,7 @@ pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
+pub mod rootfs;
 pub mod schema;
 pub mod skew;
 pub mod source;
@@ -111,6 +114,8 @@ impl Error {
                     source: source::SourceError::Unsupported { .. },
                     ..
                 } => exit::REJECTED,
+                E::NeedsBuildKit { .. } | E::Dockerfile(_) => exit::REJECTED,
+                E::BuildKit(e) => e.exit_code(),
                 _ => exit::ENVIRONMENT,
             },
             Error::Layout(

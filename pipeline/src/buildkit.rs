@@ -51,6 +51,8 @@ use crate::schema::BaseSource;
 const LOG_TAIL: usize = 20;
 /// How long a health check may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Transport failures of one job before its endpoint is dropped even though it answers pings.
+const MAX_TRANSPORT_FAILURES: u32 = 3;
 /// The value recorded for secret build arguments.
 pub const REDACTED: &str = "<redacted>";
 
@@ -285,6 +287,25 @@ fn ping(endpoint: &str) -> Result<(), String> {
     rt.block_on(connect(endpoint)).map(|_| ())
 }
 
+/// Build arguments: as passed to BuildKit, and as recorded (secrets redacted).
+struct BuildArgs {
+    passed: BTreeMap<String, String>,
+    recorded: BTreeMap<String, String>,
+}
+
+/// One build, as sent to an endpoint.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    job_name: &'a str,
+    /// The build context: a gzip tar of the source.
+    context: &'a [u8],
+    dockerfile: &'a str,
+    platform: Platform,
+    args: &'a BTreeMap<String, String>,
+    /// Where the `tar` exporter writes the rootfs.
+    export: &'a Path,
+}
+
 /// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
 enum Attempt {
     Endpoint(String),
@@ -385,10 +406,7 @@ impl<'r> BuildKit<'r> {
         }
     }
 
-    fn build_args(
-        &self,
-        job: &Job<'_>,
-    ) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), BuildKitError> {
+    fn build_args(&self, job: &Job<'_>) -> Result<BuildArgs, BuildKitError> {
         let c = job.component;
         let plan = job.plan;
         let platform = job.image.platform;
@@ -423,20 +441,22 @@ impl<'r> BuildKit<'r> {
             args.insert(name.clone(), value);
             recorded.insert(name.clone(), REDACTED.to_owned());
         }
-        Ok((args, recorded))
+        Ok(BuildArgs {
+            passed: args,
+            recorded,
+        })
     }
 
     /// One build on one endpoint: the exported rootfs lands in `export`.
-    async fn attempt(
-        &self,
-        endpoint: &str,
-        job_name: &str,
-        context: Vec<u8>,
-        dockerfile: &str,
-        platform: Platform,
-        args: &BTreeMap<String, String>,
-        export: &Path,
-    ) -> Result<(), Attempt> {
+    async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<(), Attempt> {
+        let Request {
+            job_name,
+            context,
+            dockerfile,
+            platform,
+            args,
+            export,
+        } = *req;
         let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
         let session = format!(
@@ -458,8 +478,11 @@ impl<'r> BuildKit<'r> {
             outputs: Some(ImageBuildOutput::Tar(export.display().to_string())),
             ..Default::default()
         };
-        let mut stream =
-            docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        let mut stream = docker.build_image(
+            options,
+            None,
+            Some(bollard::body_full(context.to_vec().into())),
+        );
         let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
@@ -713,29 +736,38 @@ impl Backend for BuildKit<'_> {
                 })?;
             lw.finish().map_err(io_err(&src))?.0
         };
-        let (args, recorded) = self.build_args(job)?;
+        let BuildArgs { passed, recorded } = self.build_args(job)?;
         let export = scratch.path().join("rootfs.tar");
+        let request = Request {
+            job_name: &job_name,
+            context: &context,
+            dockerfile: &dockerfile,
+            platform,
+            args: &passed,
+            export: &export,
+        };
 
         // 2. On the pool, retrying elsewhere when an endpoint fails under us.
         let rt = runtime()?;
+        let mut transport_failures = 0;
         let endpoint = loop {
             let i = self.pool.acquire()?;
             let endpoint = self.pool.names[i].clone();
             let _ = fs::remove_file(&export);
-            let result = rt.block_on(self.attempt(
-                &endpoint,
-                &job_name,
-                context.clone(),
-                &dockerfile,
-                platform,
-                &args,
-                &export,
-            ));
+            let result = rt.block_on(self.attempt(&endpoint, &request));
             self.pool.release(i);
             match result {
                 Ok(()) => break endpoint,
                 Err(Attempt::Endpoint(why)) => {
-                    if self.pool.drop_endpoint(i, &why) {
+                    // The health check decides: an endpoint that still answers keeps its place
+                    // (a transient failure), up to a bound on retries of this job.
+                    transport_failures += 1;
+                    let health = ping(&endpoint);
+                    if health.is_ok() && transport_failures < MAX_TRANSPORT_FAILURES {
+                        self.note(format!(
+                            "builder `{endpoint}` failed `{job_name}` ({why}) but answers its health check: retrying"
+                        ));
+                    } else if self.pool.drop_endpoint(i, &why) {
                         self.note(format!(
                             "builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"
                         ));

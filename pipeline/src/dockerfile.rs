@@ -27,6 +27,21 @@ use crate::schema::BaseLock;
 /// The build argument carrying the component's pinned base reference.
 pub const BASE_ARG: &str = "STELLAOPS_BASE";
 
+/// Instructions that set only the image config, with the recipe key that does it instead. The
+/// `tar` exporter returns a filesystem only; the config of every image is made from the recipe
+/// (`build::assemble`), so these would be dropped silently: they are refused instead.
+const CONFIG_ONLY: &[(&str, &str)] = &[
+    ("ENTRYPOINT", "recipe.entrypoint"),
+    ("CMD", "recipe.cmd"),
+    ("EXPOSE", "recipe.ports"),
+    ("HEALTHCHECK", "recipe.healthcheck"),
+    ("LABEL", "recipe.env (labels are the pipeline's)"),
+    ("VOLUME", "recipe (volumes are the deployment's)"),
+    ("STOPSIGNAL", "recipe"),
+    ("ONBUILD", "recipe"),
+    ("MAINTAINER", "recipe"),
+];
+
 /// One refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -70,9 +85,13 @@ pub struct Stage {
     pub from: Origin,
 }
 
-/// Instructions with the line each starts on (continuations joined, comments dropped), and
-/// the parser directives at the top.
-fn instructions(text: &str) -> (Vec<(usize, String)>, Vec<(usize, String, String)>) {
+/// An instruction (continuations joined) and the line it starts on.
+type Instruction = (usize, String);
+/// A parser directive (`# key=value` at the top): line, key, value.
+type Directive = (usize, String, String);
+
+/// Instructions with the line each starts on (comments dropped), and the parser directives.
+fn instructions(text: &str) -> (Vec<Instruction>, Vec<Directive>) {
     let mut out = Vec::new();
     let mut directives = Vec::new();
     let mut in_directives = true;
@@ -161,6 +180,18 @@ pub fn check(
             base_declared |= words
                 .next()
                 .is_some_and(|a| a.split('=').next() == Some(BASE_ARG));
+            continue;
+        }
+        if let Some(recipe_key) = CONFIG_ONLY
+            .iter()
+            .find(|(k, _)| keyword.eq_ignore_ascii_case(k))
+            .map(|(_, r)| *r)
+        {
+            problems.push(problem(
+                *line,
+                format!("`{}` only sets image config, which the pipeline takes from the recipe, not from the Dockerfile", keyword.to_ascii_uppercase()),
+                Some(&format!("remove it and set `{recipe_key}` in the component's recipe in `{}`", crate::config::BUNDLE_FILE)),
+            ));
             continue;
         }
         if !keyword.eq_ignore_ascii_case("FROM") {
@@ -369,6 +400,18 @@ mod tests {
         assert!(text[4].contains("line 7") && text[4].contains("only `${STELLAOPS_BASE}`"));
         assert!(text[5].contains("line 8") && text[5].contains("--platform"));
         assert!(text.iter().all(|t| t.starts_with("`c/Dockerfile` line ")));
+    }
+
+    #[test]
+    fn config_only_instructions_are_refused_with_the_recipe_key() {
+        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nEXPOSE 80\nentrypoint [\"/x\"]\n")
+            .unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!((p[0].line, p[1].line), (3, 4));
+        assert!(p[1]
+            .message
+            .starts_with("`ENTRYPOINT` only sets image config"));
+        assert!(p[1].hint.as_deref().unwrap().contains("recipe.entrypoint"));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! - [`config`] reads and validates `release-trains/` and `base-images.lock` ([`schema`] types);
 //! - [`plan`] decides everything before any work ([`source`] for git facts, [`skew`] rules);
 //! - [`build`] turns each component x platform into an OCI image ([`base`], [`debian`],
-//!   [`layer`], [`oci`]) through a [`build::Backend`];
+//!   [`layer`], [`oci`]) through a [`build::Backend`]: daemonless, or [`buildkit`] for
+//!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
+//!   BuildKit's exported filesystem into a deterministic layer);
 //! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].

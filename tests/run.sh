@@ -14,11 +14,13 @@ say() { printf '== %s\n' "$*" >&2; }
 # 1. Packages. (root here; sudo for a developer who is not)
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
-packages=(docker.io docker-registry skopeo umoci git curl ca-certificates python3)
+packages=(docker.io docker-registry skopeo umoci git curl ca-certificates python3 python3-venv protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# Node.js: Debian's, unless the machine already has one (e.g. from NodeSource, with its npm).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   $sudo apt-get update -qq
@@ -32,6 +34,25 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$want-"; 
     rustup toolchain link "$want" "$(rustc +stable --print sysroot)"
   fi
 fi
+
+# Independent checkers (shared/VERIFIERS.md), pinned, in target/verifiers (reused when present).
+verifiers=$root/target/verifiers
+if [ ! -x "$verifiers/venv/bin/syft" ] || [ ! -f "$verifiers/pins" ] || ! cmp -s "$verifiers/pins" tests/verifiers/pins; then
+  say "installing the verifiers (Python venv, npm package)"
+  rm -rf "$verifiers" && mkdir -p "$verifiers"
+  python3 -m venv "$verifiers/venv"
+  grep '^pip ' tests/verifiers/pins | cut -d' ' -f2- | xargs "$verifiers/venv/bin/pip" install -q
+  grep '^npm ' tests/verifiers/pins | cut -d' ' -f2- | (cd "$verifiers" && xargs npm install --silent --no-audit --no-fund >/dev/null)
+  cp tests/verifiers/pins "$verifiers/pins"
+fi
+export STELLAOPS_VERIFY_PYTHON=$verifiers/venv/bin/python
+export STELLAOPS_VERIFY_SYFT=$verifiers/venv/bin/syft
+# ES modules resolve packages from the script's own directory: run it from beside node_modules.
+cp tests/verifiers/cdx_pb2json.mjs "$verifiers/"
+export STELLAOPS_VERIFY_PB2JSON=$verifiers/cdx_pb2json.mjs
+export STELLAOPS_VERIFY_SCRIPTS=$root/tests/verifiers
+export STELLAOPS_VERIFY_CDX_PROTO=$verifiers/node_modules/@appthreat/cdx-proto/specification
+export SYFT_CHECK_FOR_APP_UPDATE=false
 
 # 2. Services, private to this run.
 run_dir=$(mktemp -d /tmp/stellaops-test-XXXXXX)

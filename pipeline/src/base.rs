@@ -82,6 +82,75 @@ pub struct BaseImage {
     pub digest: Digest,
     pub manifest: Manifest,
     pub config: ImageConfig,
+    /// The packages the base was assembled from (Debian bases); empty for bases taken whole
+    /// from a layout or a registry.
+    pub packages: Vec<BasePackage>,
+}
+
+/// A package of a base, as pinned and as its own control file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BasePackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// sha256 of the `.deb` (the pin), for bases assembled from packages.
+    pub deb_sha256: Option<String>,
+    /// Debian source package, when it differs from the binary's name.
+    pub source: Option<String>,
+    /// Names of the packages it depends on (alternatives and versions dropped).
+    pub depends: Vec<String>,
+    /// Its paths, as dpkg's `.list` has them.
+    pub files: Vec<String>,
+}
+
+/// Writes dpkg's database for the unpacked packages: `var/lib/dpkg/status` and, per package,
+/// `info/<name>.list` and `info/<name>.md5sums` (`<name>:<arch>` for `Multi-Arch: same`), so
+/// that the base carries the same package facts as one installed by dpkg.
+fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io::Result<()> {
+    // Directories made here get 0755 whatever the umask: the layer keeps modes as found.
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = rootfs.to_owned();
+    for part in ["var", "lib", "dpkg", "info"] {
+        dir.push(part);
+        if !dir.is_dir() {
+            fs::create_dir(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    let info_dir = dir;
+    let mut sorted: Vec<&(String, debian::DebInfo)> = infos.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut status = String::new();
+    for (name, info) in sorted {
+        for (i, line) in info.control.lines().enumerate() {
+            status.push_str(line);
+            status.push('\n');
+            if i == 0 {
+                status.push_str("Status: install ok installed\n");
+            }
+        }
+        status.push('\n');
+        let arch = info.field("Architecture").unwrap_or("all");
+        let key = if info.field("Multi-Arch") == Some("same") {
+            format!("{name}:{arch}")
+        } else {
+            name.clone()
+        };
+        fs::write(
+            info_dir.join(format!("{key}.list")),
+            info.paths.join("\n") + "\n",
+        )?;
+        if let Some(m) = &info.md5sums {
+            fs::write(info_dir.join(format!("{key}.md5sums")), m)?;
+        }
+    }
+    fs::write(rootfs.join("var/lib/dpkg/status"), status)?;
+    for e in walkdir::WalkDir::new(rootfs.join("var/lib/dpkg")) {
+        let e = e.map_err(io::Error::other)?;
+        let mode = if e.file_type().is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 /// Options for fetching bases.
@@ -152,18 +221,41 @@ pub fn assemble_debian(
         .map_err(io_err(Path::new("$TMPDIR")))?;
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
+    let mut infos = Vec::new();
+    let mut packages = Vec::new();
     for p in &pin.packages {
         let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb {
             base: name.clone(),
             platform,
             source,
         })?;
-        debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
+        let info = debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
             base: name.clone(),
             platform,
             source,
         })?;
+        let depends = info
+            .field("Depends")
+            .into_iter()
+            .chain(info.field("Pre-Depends"))
+            .flat_map(|d| d.split(','))
+            .filter_map(|d| d.split('|').next()?.split_whitespace().next())
+            .map(|d| d.split(':').next().unwrap_or(d).to_owned())
+            .collect();
+        packages.push(BasePackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: info.field("Architecture").unwrap_or(&p.arch).to_owned(),
+            deb_sha256: Some(p.sha256.clone()),
+            source: info
+                .field("Source")
+                .map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
+            depends,
+            files: info.paths.clone(),
+        });
+        infos.push((p.name.clone(), info));
     }
+    write_dpkg_database(&rootfs, &infos).map_err(io_err(&rootfs.join("var/lib/dpkg")))?;
     let layer_err = |source| BaseError::Layer {
         base: name.clone(),
         platform,
@@ -195,7 +287,7 @@ pub fn assemble_debian(
             other => layout_err(other),
         })?;
     debug_assert_eq!(digest, info.digest);
-    let packages = pin
+    let package_list = pin
         .packages
         .iter()
         .map(|p| format!("{}={}", p.name, p.version))
@@ -219,7 +311,7 @@ pub fn assemble_debian(
         history: vec![oci::History {
             created: rfc3339(epoch),
             created_by: format!(
-                "stellaops base `{name}`: debian {} {packages}",
+                "stellaops base `{name}`: debian {} {package_list}",
                 base.suite.as_deref().unwrap_or("")
             ),
             comment: None,
@@ -253,6 +345,7 @@ pub fn assemble_debian(
         digest: desc.digest,
         manifest,
         config,
+        packages,
     })
 }
 
@@ -315,6 +408,7 @@ fn image_from_manifest(
     let config: ImageConfig = layout
         .read_json(&manifest.config.digest, "an image config")
         .map_err(layout_err)?;
+    let manifest_for_db = manifest.clone();
     if config.architecture != platform.arch() || config.os != platform.os() {
         return Err(BaseError::NotAManifest {
             base: base.name.clone(),
@@ -329,6 +423,7 @@ fn image_from_manifest(
         digest: digest.clone(),
         manifest,
         config,
+        packages: read_dpkg_database(layout, &manifest_for_db)?,
     })
 }
 
@@ -382,4 +477,85 @@ pub fn copy_blob(from: &Layout, to: &Layout, digest: &Digest) -> Result<(), Layo
         });
     }
     Ok(())
+}
+
+/// The packages of a base taken whole (from a layout or a registry), from the dpkg database it
+/// carries: `var/lib/dpkg/status` and `info/*.list`, as the base's last layer holding each has
+/// them. This is what the build knows of such a base; the post-build scan reads the finished
+/// image on its own.
+fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePackage>, BaseError> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for l in &manifest.layers {
+        let path = layout.blob_path(&l.digest);
+        let io_err = |source: io::Error| BaseError::Layout {
+            base: String::new(),
+            platform: Platform::LinuxAmd64,
+            source: LayoutError::Io {
+                path: path.clone(),
+                source,
+            },
+        };
+        let f = fs::File::open(&path).map_err(io_err)?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
+        for e in ar.entries().map_err(io_err)? {
+            let mut e = e.map_err(io_err)?;
+            let p = e
+                .path()
+                .map_err(io_err)?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
+            if p == "var/lib/dpkg/status"
+                || (p.starts_with("var/lib/dpkg/info/") && p.ends_with(".list"))
+            {
+                let mut text = String::new();
+                e.read_to_string(&mut text).map_err(io_err)?;
+                texts.insert(p, text);
+            }
+        }
+    }
+    let Some(status) = texts.get("var/lib/dpkg/status") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let field = |k: &str| debian::control_field(stanza, k).map(str::to_owned);
+        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
+            continue;
+        };
+        if !field("Status").is_none_or(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let arch = field("Architecture").unwrap_or_else(|| "all".into());
+        let list = texts
+            .get(&format!("var/lib/dpkg/info/{name}.list"))
+            .or_else(|| texts.get(&format!("var/lib/dpkg/info/{name}:{arch}.list")));
+        out.push(BasePackage {
+            depends: field("Depends")
+                .into_iter()
+                .flat_map(|d| {
+                    d.split(',')
+                        .filter_map(|x| {
+                            x.split('|')
+                                .next()?
+                                .split_whitespace()
+                                .next()
+                                .map(|n| n.split(':').next().unwrap_or(n).to_owned())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            source: field("Source").map(|s| s.split_whitespace().next().unwrap_or(&s).to_owned()),
+            files: list
+                .map(|l| l.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            name,
+            version,
+            arch,
+            deb_sha256: None,
+        });
+    }
+    Ok(out)
 }

@@ -60,6 +60,13 @@ pub enum BuildError {
         status: String,
         stderr: String,
     },
+    #[error("component `{component}` ({platform}): {source}")]
+    LockFile {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: crate::sbom::locks::LockFileError,
+    },
     #[error("component `{component}` ({platform}): recipe layer `{from}` is not a directory in the source (or `$OUT`)")]
     MissingLayerSource {
         component: String,
@@ -105,10 +112,41 @@ pub struct BuiltImage {
     pub config: Digest,
     pub layers: Vec<Digest>,
     pub base: Digest,
+    /// The lock files of the component's source (and of what its build produced).
+    pub lock_files: Vec<LockFile>,
+    /// What the build knew, for the build-time SBOM (not repeated in images.json).
+    #[serde(skip)]
+    pub known: Known,
     /// How BuildKit built it (endpoint, Dockerfile, build arguments with secrets redacted);
     /// absent for the daemonless backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buildkit: Option<crate::buildkit::Record>,
+}
+
+/// What a build knew about what it put in an image.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The base's packages (from its pins).
+    pub base_packages: Vec<crate::base::BasePackage>,
+    /// The Debian suite of the base, when it is a Debian base.
+    pub base_suite: Option<String>,
+    /// Regular files the build's own layers added.
+    pub files: Vec<crate::layer::FileRecord>,
+    /// Number of layers that are the base's.
+    pub base_layers: usize,
+}
+
+/// A lock file of a component: where it is, its sha256, where it lands in the image (when a
+/// layer carries it) and the packages it pins.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockFile {
+    /// Path relative to the component's source (`$OUT/...` for build output).
+    pub path: String,
+    pub sha256: String,
+    /// Absolute path in the image, when a layer carries it.
+    pub image_path: Option<String>,
+    #[serde(skip)]
+    pub packages: Vec<crate::sbom::locks::LockedPackage>,
 }
 
 /// What the build stage made: per component, its index and its images.
@@ -131,6 +169,8 @@ pub struct Job<'a> {
     pub component: &'a PlannedComponent,
     pub image: &'a PlannedImage,
     pub base: &'a BaseImage,
+    /// Debian suite of the base, for package URLs.
+    pub base_suite: Option<String>,
     /// Repository holding the component's source and the commit to read.
     pub repo: &'a Path,
     pub commit: &'a str,
@@ -260,6 +300,7 @@ fn build_in_pool(
                 component: c,
                 image,
                 base: base_of(&image.base, image.platform),
+                base_suite: cfg.base(&image.base).and_then(|b| b.suite.clone()),
                 repo,
                 commit,
                 subdir,
@@ -358,6 +399,70 @@ fn build_in_pool(
         stage: Stage::Index,
     });
     Ok(Images { components })
+}
+
+/// Finds the lock files of the component's source and of its build output, with where each
+/// lands in the image, and parses those the SBOM reads. A malformed one is refused.
+pub(crate) fn find_lock_files(
+    c: &PlannedComponent,
+    platform: Platform,
+    src: &Path,
+    out: &Path,
+) -> Result<Vec<LockFile>, BuildError> {
+    use crate::sbom::locks;
+    let mut found = Vec::new();
+    for (root, prefix) in [(src, ""), (out, "$OUT/")] {
+        for e in walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let name = e.file_name().to_string_lossy();
+            let wanted = crate::source::LOCK_FILE_NAMES.contains(&name.as_ref())
+                || locks::READ.contains(&name.as_ref());
+            if !e.file_type().is_file() || !wanted {
+                continue;
+            }
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(e.path())
+                .to_string_lossy()
+                .into_owned();
+            let path = format!("{prefix}{rel}");
+            let bytes = fs::read(e.path()).map_err(|source| BuildError::Io {
+                path: e.path().to_owned(),
+                source,
+            })?;
+            let text = String::from_utf8_lossy(&bytes);
+            let label = format!("{} {path}", c.name);
+            let packages = locks::parse(&label, &text).map_err(|source| BuildError::LockFile {
+                component: c.name.clone(),
+                platform,
+                source,
+            })?;
+            // Where a recipe layer puts it, if one does.
+            let image_path = c.recipe.layers.iter().find_map(|l| {
+                let from = l.from.trim_end_matches('/');
+                let inside = if from == "." || from == "$OUT" {
+                    Some(path.trim_start_matches("$OUT/"))
+                } else {
+                    path.strip_prefix(&format!("{from}/"))
+                };
+                let keep = (from.starts_with("$OUT") == path.starts_with("$OUT/")) || from == ".";
+                inside
+                    .filter(|_| keep)
+                    .map(|r| format!("{}/{r}", l.to.trim_end_matches('/')))
+            });
+            found.push(LockFile {
+                path,
+                sha256: crate::model::Digest::of(&bytes).hex().to_owned(),
+                image_path,
+                packages,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The embedded default backend: no daemon, no registry.
@@ -482,6 +587,8 @@ impl Backend for Daemonless {
         let mut layers = job.base.manifest.layers.clone();
         let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
         let mut history = job.base.config.history.clone();
+        let lock_files = find_lock_files(c, platform, &src, &out)?;
+        let mut files = Vec::new();
         for spec in &c.recipe.layers {
             let dir = match spec.from.strip_prefix("$OUT") {
                 Some(rest) => out.join(rest.trim_start_matches('/')),
@@ -497,6 +604,7 @@ impl Backend for Daemonless {
             let (digest, size, info) = layout
                 .put_blob_with(|w| {
                     let mut lw = LayerWriter::new(w, plan.source_date_epoch);
+                    lw.record_files();
                     lw.add_tree(&dir, &spec.to, Modes::Normalize)
                         .map_err(io::Error::other)?;
                     lw.finish().map(|(_, info)| info)
@@ -512,6 +620,7 @@ impl Backend for Daemonless {
                     },
                     other => layout_err(other),
                 })?;
+            files.extend(info.files.iter().cloned());
             layers.push(Descriptor {
                 media_type: oci::MEDIA_LAYER_GZIP.to_owned(),
                 digest,
@@ -529,8 +638,31 @@ impl Backend for Daemonless {
             });
         }
 
-        assemble(job, layout, layers, diff_ids, history, None)
+        assemble(
+            job,
+            layout,
+            Made {
+                layers,
+                diff_ids,
+                history,
+                lock_files,
+                files,
+                buildkit: None,
+            },
+        )
     }
+}
+
+/// What a backend made, for [`assemble`].
+pub(crate) struct Made {
+    /// Every layer: the base's, then the component's.
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    pub history: Vec<oci::History>,
+    pub lock_files: Vec<LockFile>,
+    /// Regular files the component's layers added (for the build-time SBOM).
+    pub files: Vec<crate::layer::FileRecord>,
+    pub buildkit: Option<crate::buildkit::Record>,
 }
 
 /// The config and manifest of one image whose layers are in `layout` (the base's, then the
@@ -540,11 +672,16 @@ impl Backend for Daemonless {
 pub(crate) fn assemble(
     job: &Job<'_>,
     layout: &Layout,
-    layers: Vec<Descriptor>,
-    diff_ids: Vec<Digest>,
-    history: Vec<oci::History>,
-    buildkit: Option<crate::buildkit::Record>,
+    made: Made,
 ) -> Result<BuiltImage, BuildError> {
+    let Made {
+        layers,
+        diff_ids,
+        history,
+        lock_files,
+        files,
+        buildkit,
+    } = made;
     let c = job.component;
     let platform = job.image.platform;
     let plan = job.plan;
@@ -656,6 +793,13 @@ pub(crate) fn assemble(
             config: config_desc.digest,
             layers: layers.into_iter().map(|l| l.digest).collect(),
             base: job.base.digest.clone(),
+            lock_files,
+            known: Known {
+                base_packages: job.base.packages.clone(),
+                base_suite: job.base_suite.clone(),
+                files,
+                base_layers: job.base.manifest.layers.len(),
+            },
             buildkit,
         })
     }

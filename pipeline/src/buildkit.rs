@@ -810,21 +810,28 @@ impl Backend for BuildKit<'_> {
             comment: None,
             empty_layer: false,
         });
+        // Lock files of the source, for the evidence stage (where they land in the image is
+        // the Dockerfile's business, so it is not recorded).
+        let lock_files = build::find_lock_files(c, platform, &src, &scratch.path().join("out"))?;
         build::assemble(
             job,
             layout,
-            layers,
-            diff_ids,
-            history,
-            Some(Record {
-                endpoint,
-                dockerfile,
-                exporter: "tar",
-                network: "none",
-                build_args: recorded,
-                changed_paths: diff.changed,
-                removed_paths: diff.removed,
-            }),
+            build::Made {
+                layers,
+                diff_ids,
+                history,
+                lock_files,
+                files: diff.info.files.clone(),
+                buildkit: Some(Record {
+                    endpoint,
+                    dockerfile,
+                    exporter: "tar",
+                    network: "none",
+                    build_args: recorded,
+                    changed_paths: diff.changed,
+                    removed_paths: diff.removed,
+                }),
+            },
         )
     }
 }

@@ -207,58 +207,138 @@ fn sha256_file(path: &Path) -> Result<String, DebError> {
     Ok(r.finish().0.hex().to_owned())
 }
 
-/// Unpacks the `data.tar.{xz,gz}` member of the `.deb` at `deb` into `root`. Entries that
-/// would leave `root` are refused by the tar crate's `unpack_in`.
-pub fn unpack(deb: &Path, root: &Path) -> Result<(), DebError> {
+/// What a package is, read from its own control member and file list while unpacking: what
+/// dpkg would record in its database.
+#[derive(Debug, Clone, Default)]
+pub struct DebInfo {
+    /// The `control` stanza, as in the package.
+    pub control: String,
+    /// `md5sums`, when the package has one.
+    pub md5sums: Option<String>,
+    /// Every path of `data.tar` in dpkg's `.list` form (`/.`, `/bin`, `/bin/busybox`).
+    pub paths: Vec<String>,
+}
+
+impl DebInfo {
+    /// A field of the control stanza (first line only).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        control_field(&self.control, name)
+    }
+}
+
+/// A field of a deb822 stanza (first line only).
+pub fn control_field<'a>(stanza: &'a str, name: &str) -> Option<&'a str> {
+    stanza.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k == name).then(|| v.trim())
+    })
+}
+
+/// Runs `f` over a member decompressed by its name's extension. xz goes through a pipe thread
+/// (lzma-rs decodes into a writer) so that nothing is held in memory whole.
+fn with_member<T>(
+    name: &str,
+    entry: impl Read + Send,
+    deb: &Path,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, DebError>,
+) -> Result<T, DebError> {
+    let bad = |message: String| DebError::BadDeb {
+        path: deb.to_owned(),
+        message,
+    };
+    if name.ends_with(".xz") {
+        let (mut reader, writer) = io::pipe().map_err(io_at(deb))?;
+        let mut input = io::BufReader::new(entry);
+        std::thread::scope(|s| {
+            let t = s.spawn(move || {
+                let mut w = writer;
+                lzma_rs::xz_decompress(&mut input, &mut w).map_err(|e| e.to_string())
+            });
+            let r = f(&mut reader);
+            // Drain what the consumer left (tar padding), so the decoder can finish.
+            let _ = io::copy(&mut reader, &mut io::sink());
+            drop(reader);
+            let decoded = t
+                .join()
+                .map_err(|_| bad("the xz decoder panicked".into()))?;
+            let out = r?;
+            decoded.map_err(|e| bad(format!("{name}: {e}")))?;
+            Ok(out)
+        })
+    } else if name.ends_with(".gz") {
+        f(&mut flate2::read::GzDecoder::new(entry))
+    } else if name.ends_with(".tar") {
+        let mut e = entry;
+        f(&mut e)
+    } else {
+        Err(bad(format!(
+            "`{name}`: only xz, gzip and plain members are read"
+        )))
+    }
+}
+
+/// Unpacks the `data.tar.*` member of the `.deb` at `deb` into `root`, and reads its
+/// `control.tar.*` member. Entries that would leave `root` are refused by the tar crate's
+/// `unpack_in`.
+pub fn unpack(deb: &Path, root: &Path) -> Result<DebInfo, DebError> {
     let bad = |message: String| DebError::BadDeb {
         path: deb.to_owned(),
         message,
     };
     let file = fs::File::open(deb).map_err(io_at(deb))?;
     let mut archive = ar::Archive::new(file);
+    let mut info = DebInfo::default();
+    let mut saw_data = false;
     while let Some(entry) = archive.next_entry() {
         let entry = entry.map_err(|e| bad(e.to_string()))?;
         let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let data: Box<dyn Read> = match name.as_str() {
-            "data.tar.xz" => {
-                // lzma-rs decodes into a writer; a pipe thread turns it into a reader so the
-                // package is never held in memory whole.
-                let (mut reader, writer) = io::pipe().map_err(io_at(deb))?;
-                let mut input = io::BufReader::new(entry);
-                return std::thread::scope(|s| {
-                    let t = s.spawn(move || {
-                        let mut w = writer;
-                        lzma_rs::xz_decompress(&mut input, &mut w).map_err(|e| e.to_string())
-                    });
-                    let r = unpack_tar(&mut reader, root, deb);
-                    drop(reader);
-                    let decoded = t
-                        .join()
-                        .map_err(|_| bad("the xz decoder panicked".into()))?;
-                    r?;
-                    decoded.map_err(|e| bad(format!("data.tar.xz: {e}")))
-                });
-            }
-            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
-            "data.tar" => Box::new(entry),
-            n if n.starts_with("data.tar") => {
-                return Err(bad(format!(
-                    "`{n}`: only xz, gzip and plain data members are read"
-                )))
-            }
-            _ => continue,
-        };
-        return unpack_tar(data, root, deb);
+        if name.starts_with("control.tar") {
+            with_member(&name, entry, deb, |r| {
+                let mut tar = tar::Archive::new(r);
+                for e in tar.entries().map_err(io_at(deb))? {
+                    let mut e = e.map_err(io_at(deb))?;
+                    let path = e
+                        .path()
+                        .map_err(io_at(deb))?
+                        .to_string_lossy()
+                        .trim_start_matches("./")
+                        .to_owned();
+                    let mut text = String::new();
+                    match path.as_str() {
+                        "control" => {
+                            e.read_to_string(&mut text).map_err(io_at(deb))?;
+                            info.control = text.trim_end().to_owned();
+                        }
+                        "md5sums" => {
+                            e.read_to_string(&mut text).map_err(io_at(deb))?;
+                            info.md5sums = Some(text);
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            })?;
+        } else if name.starts_with("data.tar") {
+            info.paths = with_member(&name, entry, deb, |r| unpack_tar(r, root, deb))?;
+            saw_data = true;
+        }
     }
-    Err(bad("no `data.tar` member".into()))
+    if !saw_data {
+        return Err(bad("no `data.tar` member".into()));
+    }
+    if info.control.is_empty() {
+        return Err(bad("no `control` file in its `control.tar` member".into()));
+    }
+    Ok(info)
 }
 
-fn unpack_tar(data: impl Read, root: &Path, deb: &Path) -> Result<(), DebError> {
+fn unpack_tar(data: &mut dyn Read, root: &Path, deb: &Path) -> Result<Vec<String>, DebError> {
     let mut tar = tar::Archive::new(data);
     tar.set_preserve_permissions(true);
     tar.set_preserve_mtime(false);
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
+    let mut paths = Vec::new();
     for entry in tar.entries().map_err(io_at(deb))? {
         let mut entry = entry.map_err(io_at(deb))?;
         match entry.header().entry_type() {
@@ -279,9 +359,20 @@ fn unpack_tar(data: impl Read, root: &Path, deb: &Path) -> Result<(), DebError> 
                 })
             }
         }
+        let p = entry
+            .path()
+            .map_err(io_at(deb))?
+            .to_string_lossy()
+            .into_owned();
+        let p = p.trim_start_matches('.').trim_end_matches('/');
+        paths.push(if p.is_empty() {
+            "/.".to_owned()
+        } else {
+            p.to_owned()
+        });
         entry.unpack_in(root).map_err(io_at(deb))?;
     }
-    Ok(())
+    Ok(paths)
 }
 
 /// One package of a `Packages` index.

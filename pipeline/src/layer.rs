@@ -71,6 +71,19 @@ pub struct LayerInfo {
     pub size: u64,
     /// Size of the tar stream.
     pub tar_size: u64,
+    /// Regular files written, when recording was asked for ([`LayerWriter::record_files`]).
+    #[serde(skip)]
+    pub files: Vec<FileRecord>,
+}
+
+/// A regular file as written into a layer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    /// Absolute path in the image.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    pub mode: u32,
 }
 
 /// A writer that hashes and counts what passes through.
@@ -145,6 +158,7 @@ pub struct LayerWriter<W: Write> {
     epoch: u64,
     /// Directories already written (so parents are written once).
     dirs: std::collections::BTreeSet<String>,
+    files: Option<Vec<FileRecord>>,
 }
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
@@ -166,7 +180,13 @@ impl<W: Write> LayerWriter<W> {
             tar,
             epoch: epoch.max(0) as u64,
             dirs: Default::default(),
+            files: None,
         }
+    }
+
+    /// Records every regular file written (path, sha256, size, mode), for the build-time SBOM.
+    pub fn record_files(&mut self) {
+        self.files.get_or_insert_with(Vec::new);
     }
 
     fn header(&self, kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -255,9 +275,19 @@ impl<W: Write> LayerWriter<W> {
                     pos: 0,
                     len: 0,
                 };
+                let mut reader = HashingReader::new(reader);
                 self.tar
-                    .append_data(&mut h, &path, reader)
+                    .append_data(&mut h, &path, &mut reader)
                     .map_err(io_at(entry.path()))?;
+                if let Some(files) = &mut self.files {
+                    let (digest, size) = reader.finish();
+                    files.push(FileRecord {
+                        path: format!("/{path}"),
+                        sha256: digest.hex().to_owned(),
+                        size,
+                        mode,
+                    });
+                }
             } else {
                 use std::os::unix::fs::FileTypeExt;
                 let kind = if ft.is_fifo() {
@@ -281,7 +311,17 @@ impl<W: Write> LayerWriter<W> {
         let path = path.trim_start_matches('/');
         self.parents(path)?;
         let mut h = self.header(tar::EntryType::Regular, mode, data.len() as u64);
-        self.tar.append_data(&mut h, path, data)
+        self.tar.append_data(&mut h, path, data)?;
+        if let Some(files) = &mut self.files {
+            let d = Digest::of(data);
+            files.push(FileRecord {
+                path: format!("/{path}"),
+                sha256: d.hex().to_owned(),
+                size: data.len() as u64,
+                mode,
+            });
+        }
+        Ok(())
     }
 
     /// Adds one symlink.
@@ -330,7 +370,20 @@ impl<W: Write> LayerWriter<W> {
                 self.tar
                     .append_data(&mut h, format!("{path}/"), io::empty())
             }
-            EntryData::File { data, .. } => self.tar.append_data(&mut h, path, data),
+            EntryData::File { data, .. } => {
+                let mut reader = HashingReader::new(data);
+                self.tar.append_data(&mut h, path, &mut reader)?;
+                if let Some(files) = &mut self.files {
+                    let (digest, size) = reader.finish();
+                    files.push(FileRecord {
+                        path: format!("/{path}"),
+                        sha256: digest.hex().to_owned(),
+                        size,
+                        mode: mode & 0o7777,
+                    });
+                }
+                Ok(())
+            }
             EntryData::Symlink(target) => self.tar.append_link(&mut h, path, target),
             EntryData::Hardlink(target) => {
                 self.tar
@@ -341,6 +394,7 @@ impl<W: Write> LayerWriter<W> {
 
     /// Ends the tar stream and the gzip member; returns the sink and what was written.
     pub fn finish(self) -> io::Result<(W, LayerInfo)> {
+        let files = self.files.unwrap_or_default();
         let tar_hash = self.tar.into_inner()?;
         let (gz, diff_id, tar_size) = tar_hash.finish();
         let blob = gz.finish()?;
@@ -352,6 +406,7 @@ impl<W: Write> LayerWriter<W> {
                 diff_id,
                 size,
                 tar_size,
+                files,
             },
         ))
     }

@@ -23,17 +23,22 @@ pub mod buildkit;
 pub mod config;
 pub mod debian;
 pub mod dockerfile;
+pub mod drift;
+pub mod evidence;
 pub mod layer;
 pub mod lock;
 pub mod model;
 pub mod oci;
 pub mod pgzip;
 pub mod plan;
+pub mod provenance;
 pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
 pub mod rootfs;
+pub mod sbom;
+pub mod scan;
 pub mod schema;
 pub mod skew;
 pub mod source;
@@ -56,6 +61,8 @@ pub enum Error {
     Layout(#[from] oci::LayoutError),
     #[error(transparent)]
     Repro(#[from] repro::ReproError),
+    #[error(transparent)]
+    Evidence(#[from] evidence::EvidenceError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("`{path}`: {source}")]
@@ -106,6 +113,7 @@ impl Error {
                     ..
                 })
                 | E::Command { .. }
+                | E::LockFile { .. }
                 | E::MissingLayerSource { .. }
                 | E::Layer {
                     source:
@@ -127,6 +135,7 @@ impl Error {
             ) => exit::REJECTED,
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
             Error::Repro(e) => e.exit_code(),
+            Error::Evidence(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
         }
     }

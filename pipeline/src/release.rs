@@ -15,6 +15,7 @@ use crate::buildkit::{BuildKit, BuildKitOptions};
 use crate::debian::{self, DebSource};
 use crate::oci::{write_atomic, Layout};
 use crate::plan::{self, Plan, PlanOptions};
+use crate::provenance::RunTimes;
 use crate::report::{Event, Reporter, Stage};
 use crate::Error;
 
@@ -64,10 +65,21 @@ pub struct Outcome {
     pub channel: String,
     pub output: PathBuf,
     pub images: Images,
+    pub evidence: crate::evidence::Evidence,
 }
 
-/// `cargo xtask release`: plan, then build into the release directory.
+/// The wall clock, as RFC 3339: read only for provenance run times.
+fn now() -> (i64, String) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    (secs, crate::model::rfc3339(secs))
+}
+
+/// `cargo xtask release`: plan, build, evidence, into the release directory.
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
+    let (started_secs, started) = now();
     reporter.event(Event::StageStarted {
         stage: Stage::Plan,
         jobs: 1,
@@ -117,6 +129,29 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         backend,
         reporter,
     )?;
+    let (_, finished) = now();
+    let times = RunTimes {
+        invocation_id: uuid_of(&format!(
+            "{}:{}:{started_secs}",
+            plan.source.commit,
+            std::process::id()
+        )),
+        started,
+        finished,
+    };
+    let failed_report = parent.join(format!(
+        "{}.drift-rejected.json",
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("release")
+    ));
+    let _ = fs::remove_file(&failed_report);
+    let outputs = crate::evidence::Outputs {
+        dir: staging.path(),
+        failed_report: &failed_report,
+        times: &times,
+    };
+    let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
 
     reporter.event(Event::StageStarted {
         stage: Stage::Write,
@@ -133,7 +168,22 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         channel: plan.channel.to_string(),
         output: out,
         images,
+        evidence,
     })
+}
+
+/// An invocation id: a UUID derived from the commit, the process and the start time.
+fn uuid_of(seed: &str) -> String {
+    let d = crate::model::Digest::of(seed.as_bytes());
+    let h = d.hex();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {

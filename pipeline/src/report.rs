@@ -11,6 +11,7 @@ pub enum Stage {
     Bases,
     Build,
     Index,
+    Evidence,
     Write,
     Compare,
 }
@@ -22,6 +23,7 @@ impl Stage {
             Stage::Bases => "bases",
             Stage::Build => "build",
             Stage::Index => "index",
+            Stage::Evidence => "evidence",
             Stage::Write => "write",
             Stage::Compare => "compare",
         }

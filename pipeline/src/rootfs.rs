@@ -347,6 +347,7 @@ pub fn diff_layer(
     let (digest, size, info) = layout
         .put_blob_with(|w| {
             let mut lw = LayerWriter::new(w, epoch);
+            lw.record_files();
             let mut done: BTreeSet<String> = BTreeSet::new();
             for (path, op) in &ops {
                 // Parents first, as they are in the result.

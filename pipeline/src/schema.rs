@@ -27,6 +27,44 @@ pub struct Train {
     #[serde(default)]
     pub promotion: Option<Promotion>,
     pub kit: KitContents,
+    /// Differences between the build-time SBOM and the scan that this channel accepts.
+    #[serde(default)]
+    pub drift: DriftPolicy,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DriftPolicy {
+    #[serde(default)]
+    pub accept: Vec<AcceptedDrift>,
+}
+
+/// One accepted difference: exactly this change of exactly this item, with why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AcceptedDrift {
+    /// `added` (in the image, not declared), `removed` (declared, not in the image), `changed`.
+    pub change: DriftChange,
+    /// `file`, or a package type: deb, rust-crate, npm, python, go-module, dotnet.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Package name, or absolute file path.
+    pub name: String,
+    /// Package version or file sha256 as found; any when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Only for this component; any when absent.
+    #[serde(default)]
+    pub component: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftChange {
+    Added,
+    Removed,
+    Changed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 mod bases;
 mod buildkit;
 mod docker;
+mod evidence;
 mod oci_tools;
 mod refusals;
 mod release;

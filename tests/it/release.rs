@@ -33,6 +33,25 @@ fn two_releases_of_the_same_tree_give_identical_digests_and_repro_passes() {
     // 8 components: one index and two platform manifests each.
     assert_eq!(da.len(), 24, "{da:?}");
     assert_eq!(da, db);
+    // The evidence too: SBOMs in both encodings and the drift report, byte for byte.
+    let mut compared = 0;
+    for sub in ["sboms", "scans"] {
+        for e in walkdir(&a.join(sub)) {
+            let rel = e.strip_prefix(&a).unwrap();
+            assert_eq!(
+                fs::read(&e).unwrap(),
+                fs::read(b.join(rel)).unwrap(),
+                "{} differs",
+                rel.display()
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 48, "16 images x (JSON, protobuf, scan)");
+    assert_eq!(
+        fs::read(a.join("drift.json")).unwrap(),
+        fs::read(b.join("drift.json")).unwrap()
+    );
     let r = repo.xtask(&["repro", "--json"]);
     r.ok();
     let v = r.json();
@@ -242,4 +261,18 @@ fn a_fresh_clone_of_this_repository_cuts_an_edge_release_without_docker_or_regis
             "{name} missing: {refs:?}"
         );
     }
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

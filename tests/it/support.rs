@@ -240,3 +240,19 @@ pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// An independent checker installed by tests/run.sh, named by its environment variable, or
+/// `None` with a loud message (a failure under `CI`).
+pub fn verifier(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            let msg = format!(
+                "`{var}` is not set: run the tests with tests/run.sh, which installs the verifiers"
+            );
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED (not a pass): {msg}");
+            None
+        }
+    }
+}

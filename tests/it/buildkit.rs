@@ -40,6 +40,20 @@ RUN /bin/busybox mkdir -p /var/lib/bkdemo/cache \
 
 const SECRET: &str = "s3cr3t-value-never-recorded";
 
+/// Every regular file under `dir`.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir_files(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A repository with one more component, `bkdemo` (amd64), built from `dockerfile`.
 fn repo_with(dockerfile: &str) -> Repo {
     let repo = Repo::new();
@@ -143,6 +157,31 @@ fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
         .as_str()
         .unwrap()
         .starts_with(&format!("{mirror}/busybox@sha256:")));
+    // The provenance says BuildKit built it, with the same redacted build arguments; the
+    // secret is nowhere in the release directory (images, SBOMs, provenance, JSON).
+    let prov: serde_json::Value = serde_json::from_slice(
+        &fs::read(dir.join("provenance/bkdemo/linux-amd64.intoto.json")).unwrap(),
+    )
+    .unwrap();
+    let def = &prov["predicate"]["buildDefinition"];
+    assert_eq!(
+        def["buildType"],
+        "https://stella-ops.org/release-pipeline/buildkit/v1"
+    );
+    assert_eq!(def["internalParameters"]["builder"], "buildkit");
+    assert_eq!(
+        def["internalParameters"]["buildkit"]["build_args"]["BKDEMO_TOKEN"],
+        "<redacted>"
+    );
+    assert!(dir.join("sboms/bkdemo/linux-amd64.cdx.json").is_file());
+    for e in walkdir_files(&dir) {
+        let bytes = fs::read(&e).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "the secret leaked into {}",
+            e.display()
+        );
+    }
     // Daemonless components carry no BuildKit record.
     assert!(images["components"]["signer"]["images"][0]
         .get("buildkit")

@@ -835,3 +835,53 @@ impl Backend for BuildKit<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_spreads_jobs_bounds_each_endpoint_and_names_every_endpoint_when_all_are_down() {
+        let pool = Pool::new(vec!["unix:///a".into(), "unix:///b".into()], 2);
+        // Least busy first, ties by order: a, b, a, b.
+        let got: Vec<usize> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+        assert_eq!(got, [0, 1, 0, 1]);
+        // Both at their limit: the next acquire waits until one is released.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| pool.acquire().unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "acquire did not wait at the limit");
+            pool.release(1);
+            assert_eq!(waiter.join().unwrap(), 1);
+        });
+        // A dropped endpoint gets no more jobs; its busy slots do not matter.
+        assert!(pool.drop_endpoint(0, "socket gone"));
+        assert!(!pool.drop_endpoint(0, "socket gone"), "dropped twice");
+        pool.release(1);
+        assert_eq!(pool.acquire().unwrap(), 1);
+        assert!(pool.drop_endpoint(1, "no answer to ping"));
+        let e = pool.acquire().unwrap_err().to_string();
+        assert!(
+            e.contains("`unix:///a`: socket gone") && e.contains("`unix:///b`: no answer to ping"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn endpoints_are_unix_sockets() {
+        assert_eq!(socket_of("unix:///run/d.sock").unwrap(), "/run/d.sock");
+        assert_eq!(socket_of("/run/d.sock").unwrap(), "/run/d.sock");
+        let e = socket_of("tcp://10.0.0.1:1234").unwrap_err();
+        assert_eq!(e.exit_code(), crate::exit::REJECTED);
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn rel_paths_join_without_dots() {
+        assert_eq!(join_rel(".", "Dockerfile"), "Dockerfile");
+        assert_eq!(
+            join_rel("components/x", "./docker/Dockerfile"),
+            "components/x/docker/Dockerfile"
+        );
+    }
+}

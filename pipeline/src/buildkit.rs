@@ -60,7 +60,7 @@ pub const REDACTED: &str = "<redacted>";
 pub enum BuildKitError {
     #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
     NoEndpoint(Vec<(String, String)>),
-    #[error("endpoint `{0}` is not a Docker engine socket (`unix:///path`)\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
+    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock`\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
     BadEndpoint(String),
     #[error("base `{base}` ({platform}) is not in a registry BuildKit can pull from\n  hint: pass `--base-mirror HOST:PORT/PATH` (the pipeline pushes the pinned base there by digest), or pin the base with `source = \"registry\"`")]
     NoBaseSource { base: String, platform: Platform },
@@ -175,14 +175,36 @@ struct EndpointState {
 
 #[derive(Debug)]
 struct Pool {
+    /// Endpoint addresses (`unix:///...`).
     names: Vec<String>,
+    /// The platforms each endpoint builds; `None` for every platform.
+    platforms: Vec<Option<BTreeSet<Platform>>>,
     state: Mutex<Vec<EndpointState>>,
     freed: Condvar,
     per_endpoint: usize,
 }
 
+/// `[PLATFORM[,PLATFORM]=]ENDPOINT`: an endpoint, optionally keyed by the platforms it builds
+/// (`linux/arm64=unix:///srv/arm/docker.sock` for a native arm64 engine).
+pub fn parse_endpoint(spec: &str) -> Result<(String, Option<BTreeSet<Platform>>), BuildKitError> {
+    let (platforms, address) = match spec.split_once('=') {
+        Some((p, a)) => {
+            let set = p
+                .split(',')
+                .map(|x| x.trim().parse::<Platform>())
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(|_| BuildKitError::BadEndpoint(spec.to_owned()))?;
+            (Some(set), a)
+        }
+        None => (None, spec),
+    };
+    socket_of(address)?;
+    Ok((address.to_owned(), platforms))
+}
+
 impl Pool {
-    fn new(names: Vec<String>, per_endpoint: usize) -> Pool {
+    fn new(specs: Vec<(String, Option<BTreeSet<Platform>>)>, per_endpoint: usize) -> Pool {
+        let (names, platforms): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
         let state = names
             .iter()
             .map(|_| EndpointState {
@@ -193,31 +215,71 @@ impl Pool {
             .collect();
         Pool {
             names,
+            platforms,
             state: Mutex::new(state),
             freed: Condvar::new(),
             per_endpoint: per_endpoint.max(1),
         }
     }
 
-    fn down_list(&self, state: &[EndpointState]) -> Vec<(String, String)> {
+    fn serves(&self, i: usize, platform: Platform) -> bool {
+        self.platforms[i]
+            .as_ref()
+            .is_none_or(|set| set.contains(&platform))
+    }
+
+    /// Every endpoint and why it cannot build `platform` (or why it is down).
+    fn down_list(
+        &self,
+        state: &[EndpointState],
+        platform: Option<Platform>,
+    ) -> Vec<(String, String)> {
         self.names
             .iter()
+            .enumerate()
             .zip(state)
-            .map(|(n, s)| (n.clone(), s.why_down.clone()))
+            .map(|((i, n), s)| {
+                let why = match (platform, &self.platforms[i]) {
+                    (Some(p), Some(set)) if !set.contains(&p) => format!(
+                        "builds only {}, not {p}",
+                        set.iter()
+                            .map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => s.why_down.clone(),
+                };
+                (n.clone(), why)
+            })
             .collect()
     }
 
-    /// The least busy endpoint that is up, waiting while all are at their limit.
-    fn acquire(&self) -> Result<usize, BuildKitError> {
+    /// Whether some endpoint that is up builds `platform`.
+    fn can_build(&self, platform: Platform) -> Result<(), BuildKitError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if (0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
+            Ok(())
+        } else {
+            Err(BuildKitError::NoEndpoint(
+                self.down_list(&state, Some(platform)),
+            ))
+        }
+    }
+
+    /// The least busy endpoint that is up and builds `platform`, waiting while all are at their
+    /// limit.
+    fn acquire(&self, platform: Platform) -> Result<usize, BuildKitError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if state.iter().all(|s| !s.up) {
-                return Err(BuildKitError::NoEndpoint(self.down_list(&state)));
+            if !(0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
+                return Err(BuildKitError::NoEndpoint(
+                    self.down_list(&state, Some(platform)),
+                ));
             }
             let best = state
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.up && s.busy < self.per_endpoint)
+                .filter(|(i, s)| s.up && s.busy < self.per_endpoint && self.serves(*i, platform))
                 .min_by_key(|(i, s)| (s.busy, *i))
                 .map(|(i, _)| i);
             if let Some(i) = best {
@@ -329,7 +391,14 @@ struct Vertex {
 
 impl<'r> BuildKit<'r> {
     pub fn new(opts: BuildKitOptions, reporter: &'r dyn Reporter) -> BuildKit<'r> {
-        let pool = Pool::new(opts.endpoints.clone(), opts.per_endpoint);
+        // Specs are checked in `prepare` (health check); one that does not parse is kept as
+        // its own address and refused there.
+        let specs = opts
+            .endpoints
+            .iter()
+            .map(|e| parse_endpoint(e).unwrap_or_else(|_| (e.clone(), None)))
+            .collect();
+        let pool = Pool::new(specs, opts.per_endpoint);
         BuildKit {
             opts,
             pool,
@@ -350,8 +419,9 @@ impl<'r> BuildKit<'r> {
                 "no endpoint given and `DOCKER_HOST` is not set".to_owned(),
             )]));
         }
-        for (i, e) in self.opts.endpoints.iter().enumerate() {
-            socket_of(e)?;
+        for (i, spec) in self.opts.endpoints.iter().enumerate() {
+            parse_endpoint(spec)?;
+            let e = &self.pool.names[i];
             match ping(e) {
                 Ok(()) => self.note(format!("builder `{e}`: up")),
                 Err(why) => {
@@ -364,7 +434,7 @@ impl<'r> BuildKit<'r> {
         }
         let state = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.iter().all(|s| !s.up) {
-            return Err(BuildKitError::NoEndpoint(self.pool.down_list(&state)));
+            return Err(BuildKitError::NoEndpoint(self.pool.down_list(&state, None)));
         }
         Ok(())
     }
@@ -676,8 +746,13 @@ impl Backend for BuildKit<'_> {
         if !problems.is_empty() {
             return Err(BuildError::Dockerfile(problems));
         }
-        // 2. The pool: endpoints that do not answer are dropped now.
+        // 2. The pool: endpoints that do not answer are dropped now; every platform to build
+        //    needs an endpoint that is up and builds it.
         self.health_check()?;
+        let platforms: BTreeSet<Platform> = docker_jobs.iter().map(|j| j.image.platform).collect();
+        for p in platforms {
+            self.pool.can_build(p)?;
+        }
         // 3. Bases where BuildKit can pull them by digest.
         for j in &docker_jobs {
             let key = (j.base.name.clone(), j.image.platform);
@@ -751,7 +826,7 @@ impl Backend for BuildKit<'_> {
         let rt = runtime()?;
         let mut transport_failures = 0;
         let endpoint = loop {
-            let i = self.pool.acquire()?;
+            let i = self.pool.acquire(platform)?;
             let endpoint = self.pool.names[i].clone();
             let _ = fs::remove_file(&export);
             let result = rt.block_on(self.attempt(&endpoint, &request));
@@ -842,13 +917,17 @@ mod tests {
 
     #[test]
     fn the_pool_spreads_jobs_bounds_each_endpoint_and_names_every_endpoint_when_all_are_down() {
-        let pool = Pool::new(vec!["unix:///a".into(), "unix:///b".into()], 2);
+        let pool = Pool::new(
+            vec![("unix:///a".into(), None), ("unix:///b".into(), None)],
+            2,
+        );
+        let amd = Platform::LinuxAmd64;
         // Least busy first, ties by order: a, b, a, b.
-        let got: Vec<usize> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+        let got: Vec<usize> = (0..4).map(|_| pool.acquire(amd).unwrap()).collect();
         assert_eq!(got, [0, 1, 0, 1]);
         // Both at their limit: the next acquire waits until one is released.
         std::thread::scope(|s| {
-            let waiter = s.spawn(|| pool.acquire().unwrap());
+            let waiter = s.spawn(|| pool.acquire(amd).unwrap());
             std::thread::sleep(Duration::from_millis(50));
             assert!(!waiter.is_finished(), "acquire did not wait at the limit");
             pool.release(1);
@@ -858,13 +937,32 @@ mod tests {
         assert!(pool.drop_endpoint(0, "socket gone"));
         assert!(!pool.drop_endpoint(0, "socket gone"), "dropped twice");
         pool.release(1);
-        assert_eq!(pool.acquire().unwrap(), 1);
+        assert_eq!(pool.acquire(amd).unwrap(), 1);
         assert!(pool.drop_endpoint(1, "no answer to ping"));
-        let e = pool.acquire().unwrap_err().to_string();
+        let e = pool.acquire(amd).unwrap_err().to_string();
         assert!(
             e.contains("`unix:///a`: socket gone") && e.contains("`unix:///b`: no answer to ping"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_endpoint_keyed_by_platform_builds_only_that_platform() {
+        let (addr, only) = parse_endpoint("linux/arm64=unix:///arm.sock").unwrap();
+        assert_eq!(addr, "unix:///arm.sock");
+        let pool = Pool::new(vec![("unix:///any".into(), None), (addr, only)], 1);
+        assert_eq!(pool.acquire(Platform::LinuxArm64).unwrap(), 0);
+        pool.release(0);
+        pool.drop_endpoint(0, "gone");
+        assert_eq!(pool.acquire(Platform::LinuxArm64).unwrap(), 1);
+        let e = pool.acquire(Platform::LinuxAmd64).unwrap_err().to_string();
+        assert!(
+            e.contains("`unix:///any`: gone")
+                && e.contains("`unix:///arm.sock`: builds only linux/arm64, not linux/amd64"),
+            "{e}"
+        );
+        assert!(pool.can_build(Platform::LinuxAmd64).is_err());
+        assert!(parse_endpoint("linux/s390x=unix:///x").is_err());
     }
 
     #[test]

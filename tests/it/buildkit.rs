@@ -308,6 +308,31 @@ fn a_down_endpoint_is_dropped_and_the_release_completes_on_the_other() {
 }
 
 #[test]
+fn an_endpoint_keyed_to_another_platform_does_not_take_the_job() {
+    let Some((docker_host, registry)) = services() else {
+        return;
+    };
+    let repo = repo_with(DOCKERFILE);
+    let run = release(
+        &repo,
+        &[
+            "--builder",
+            &format!("linux/arm64={docker_host}"),
+            "--base-mirror",
+            &format!("{registry}/stellaops-it-bases"),
+        ],
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "`{docker_host}`: builds only linux/arm64, not linux/amd64"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn with_every_endpoint_down_the_error_names_each_one() {
     // Needs no service: both endpoints are bogus on purpose.
     let repo = repo_with(DOCKERFILE);

@@ -145,8 +145,9 @@ struct BuildFlags {
         env = "STELLAOPS_BACKEND"
     )]
     backend: BackendArg,
-    /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`. Repeat for a
-    /// pool (default: `DOCKER_HOST`).
+    /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`, optionally
+    /// keyed by the platforms it builds (`linux/arm64=unix:///srv/arm/docker.sock`). Repeat for
+    /// a pool (default: `DOCKER_HOST`).
     #[arg(long = "builder", value_name = "ENDPOINT")]
     builders: Vec<String>,
     /// BuildKit builds at once per endpoint.

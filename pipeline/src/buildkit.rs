@@ -20,8 +20,9 @@
 //! 3. Progress: BuildKit's status stream (vertices, logs) goes to the [`Reporter`]; a failed
 //!    step is reported with the tail of its log.
 //!
-//! Endpoints are Docker engine sockets (`unix:///path` or a path). A standalone buildkitd
-//! (its Control API over gRPC) is not supported yet.
+//! Endpoints are Docker engine sockets (`unix:///path` or a path), optionally keyed by the
+//! platforms they build (`linux/arm64=unix:///...`). A standalone buildkitd (its Control API
+//! over gRPC, `tcp://` with mTLS) is not supported yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -95,6 +95,12 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+    #[error("component `{component}` has no recipe layers, only a Dockerfile\n  hint: build it with `--backend buildkit`")]
+    NeedsBuildKit { component: String },
+    #[error("refused before building: {} problem{} in Dockerfiles\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"))]
+    Dockerfile(Vec<crate::dockerfile::Problem>),
+    #[error(transparent)]
+    BuildKit(#[from] crate::buildkit::BuildKitError),
 }
 
 /// What one job made.
@@ -111,6 +117,10 @@ pub struct BuiltImage {
     /// What the build knew, for the build-time SBOM (not repeated in images.json).
     #[serde(skip)]
     pub known: Known,
+    /// How BuildKit built it (endpoint, Dockerfile, build arguments with secrets redacted);
+    /// absent for the daemonless backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buildkit: Option<crate::buildkit::Record>,
 }
 
 /// What a build knew about what it put in an image.
@@ -170,6 +180,12 @@ pub struct Job<'a> {
 /// A builder backend: turns one component x platform into an image in `layout`.
 pub trait Backend: Sync {
     fn name(&self) -> &'static str;
+    /// Checks and preparation for all jobs at once, before any job starts (bases are in
+    /// `layout` by then): refusals that need no build happen here.
+    fn prepare(&self, cfg: &Config, jobs: &[Job<'_>], layout: &Layout) -> Result<(), BuildError> {
+        let _ = (cfg, layout);
+        Daemonless.check(jobs)
+    }
     fn build(&self, job: &Job<'_>, layout: &Layout) -> Result<BuiltImage, BuildError>;
 }
 
@@ -291,6 +307,7 @@ fn build_in_pool(
             })
         })
         .collect();
+    backend.prepare(cfg, &jobs, layout)?;
     reporter.event(Event::StageStarted {
         stage: Stage::Build,
         jobs: jobs.len(),
@@ -386,7 +403,7 @@ fn build_in_pool(
 
 /// Finds the lock files of the component's source and of its build output, with where each
 /// lands in the image, and parses those the SBOM reads. A malformed one is refused.
-fn find_lock_files(
+pub(crate) fn find_lock_files(
     c: &PlannedComponent,
     platform: Platform,
     src: &Path,
@@ -476,6 +493,24 @@ fn build_env(job: &Job<'_>, out: &Path, home: &Path) -> Vec<(String, String)> {
         ("STELLAOPS_ARCH".into(), job.image.platform.arch().into()),
         ("STELLAOPS_CHANNEL".into(), plan.channel.to_string()),
     ]
+}
+
+impl Daemonless {
+    /// A component with only a Dockerfile cannot be built without BuildKit.
+    pub fn check<'a, 'b: 'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a Job<'b>>,
+    ) -> Result<(), BuildError> {
+        match jobs
+            .into_iter()
+            .find(|j| j.component.recipe.layers.is_empty())
+        {
+            Some(j) => Err(BuildError::NeedsBuildKit {
+                component: j.component.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Backend for Daemonless {
@@ -603,6 +638,59 @@ impl Backend for Daemonless {
             });
         }
 
+        assemble(
+            job,
+            layout,
+            Made {
+                layers,
+                diff_ids,
+                history,
+                lock_files,
+                files,
+                buildkit: None,
+            },
+        )
+    }
+}
+
+/// What a backend made, for [`assemble`].
+pub(crate) struct Made {
+    /// Every layer: the base's, then the component's.
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    pub history: Vec<oci::History>,
+    pub lock_files: Vec<LockFile>,
+    /// Regular files the component's layers added (for the build-time SBOM).
+    pub files: Vec<crate::layer::FileRecord>,
+    pub buildkit: Option<crate::buildkit::Record>,
+}
+
+/// The config and manifest of one image whose layers are in `layout` (the base's, then the
+/// component's): the base's config plus the recipe, the pipeline's variables and the six
+/// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
+/// in their layers.
+pub(crate) fn assemble(
+    job: &Job<'_>,
+    layout: &Layout,
+    made: Made,
+) -> Result<BuiltImage, BuildError> {
+    let Made {
+        layers,
+        diff_ids,
+        history,
+        lock_files,
+        files,
+        buildkit,
+    } = made;
+    let c = job.component;
+    let platform = job.image.platform;
+    let plan = job.plan;
+    let layout_err = |source| BuildError::Layout {
+        component: c.name.clone(),
+        platform,
+        source,
+    };
+    {
         // 4. Config: the base's, plus the recipe, the pipeline's variables and labels.
         let r = &c.recipe;
         let mut env: BTreeMap<String, String> = job
@@ -712,6 +800,7 @@ impl Backend for Daemonless {
                 files,
                 base_layers: job.base.manifest.layers.len(),
             },
+            buildkit,
         })
     }
 }

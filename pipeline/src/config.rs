@@ -323,11 +323,44 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
             )),
         }
         let r = &c.recipe;
-        if r.layers.is_empty() {
+        if r.layers.is_empty() && r.dockerfile.is_none() {
             problems.push(problem(
                 BUNDLE_FILE,
                 key("recipe.layer"),
-                "the recipe adds no layer",
+                "the recipe adds no layer (and has no `dockerfile`)",
+            ));
+        }
+        if let Some(d) = &r.dockerfile {
+            if !is_relative_inside(d) {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key("recipe.dockerfile"),
+                    format!("`{d}` must be relative to the component's source, without `..`"),
+                ));
+            }
+        }
+        let mut arg_names = BTreeSet::new();
+        for k in r.build_args.keys().chain(&r.secret_build_args) {
+            if k.starts_with("STELLAOPS_") || k == "SOURCE_DATE_EPOCH" {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.build-args.{k}")),
+                    "`STELLAOPS_*` and `SOURCE_DATE_EPOCH` are set by the pipeline",
+                ));
+            }
+            if !arg_names.insert(k.as_str()) {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.secret-build-args.{k}")),
+                    "is also a plain build argument",
+                ));
+            }
+        }
+        if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {
+            problems.push(problem(
+                BUNDLE_FILE,
+                key("recipe.build-args"),
+                "build arguments go with a `dockerfile`",
             ));
         }
         for (j, l) in r.layers.iter().enumerate() {

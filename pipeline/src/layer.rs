@@ -339,6 +339,59 @@ impl<W: Write> LayerWriter<W> {
         self.dir_entry(path, mode)
     }
 
+    /// Adds one entry whose metadata the caller already normalized (the BuildKit backend's
+    /// rootfs diff): `path` relative to the image root, permission bits `mode` and numeric
+    /// owners kept as given; mtime = the layer's epoch, owner names empty. Parents not yet
+    /// written are written as 0755 directories owned by root, so callers that care about a
+    /// parent's mode add it first (entries must come in the sorted walk order).
+    pub fn add_entry(
+        &mut self,
+        path: &str,
+        mode: u32,
+        owner: (u64, u64),
+        data: EntryData<'_>,
+    ) -> io::Result<()> {
+        let path = path.trim_matches('/');
+        self.parents(path)?;
+        let (kind, size) = match &data {
+            EntryData::Dir => (tar::EntryType::Directory, 0),
+            EntryData::File { size, .. } => (tar::EntryType::Regular, *size),
+            EntryData::Symlink(_) => (tar::EntryType::Symlink, 0),
+            EntryData::Hardlink(_) => (tar::EntryType::Link, 0),
+        };
+        let mut h = self.header(kind, mode & 0o7777, size);
+        h.set_uid(owner.0);
+        h.set_gid(owner.1);
+        match data {
+            EntryData::Dir => {
+                if !self.dirs.insert(path.to_owned()) {
+                    return Ok(());
+                }
+                self.tar
+                    .append_data(&mut h, format!("{path}/"), io::empty())
+            }
+            EntryData::File { data, .. } => {
+                let mut reader = HashingReader::new(data);
+                self.tar.append_data(&mut h, path, &mut reader)?;
+                if let Some(files) = &mut self.files {
+                    let (digest, size) = reader.finish();
+                    files.push(FileRecord {
+                        path: format!("/{path}"),
+                        sha256: digest.hex().to_owned(),
+                        size,
+                        mode: mode & 0o7777,
+                    });
+                }
+                Ok(())
+            }
+            EntryData::Symlink(target) => self.tar.append_link(&mut h, path, target),
+            EntryData::Hardlink(target) => {
+                self.tar
+                    .append_link(&mut h, path, target.trim_start_matches('/'))
+            }
+        }
+    }
+
     /// Ends the tar stream and the gzip member; returns the sink and what was written.
     pub fn finish(self) -> io::Result<(W, LayerInfo)> {
         let files = self.files.unwrap_or_default();
@@ -356,6 +409,30 @@ impl<W: Write> LayerWriter<W> {
                 files,
             },
         ))
+    }
+}
+
+/// What an entry of [`LayerWriter::add_entry`] is.
+pub enum EntryData<'a> {
+    Dir,
+    /// A regular file of `size` bytes read from `data`.
+    File {
+        size: u64,
+        data: &'a mut dyn Read,
+    },
+    Symlink(&'a str),
+    /// A hard link to an entry written earlier in the same layer (path from the image root).
+    Hardlink(&'a str),
+}
+
+impl std::fmt::Debug for EntryData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryData::Dir => f.write_str("Dir"),
+            EntryData::File { size, .. } => write!(f, "File({size} bytes)"),
+            EntryData::Symlink(t) => write!(f, "Symlink({t})"),
+            EntryData::Hardlink(t) => write!(f, "Hardlink({t})"),
+        }
     }
 }
 

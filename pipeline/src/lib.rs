@@ -10,15 +10,19 @@
 //! - [`config`] reads and validates `release-trains/` and `base-images.lock` ([`schema`] types);
 //! - [`plan`] decides everything before any work ([`source`] for git facts, [`skew`] rules);
 //! - [`build`] turns each component x platform into an OCI image ([`base`], [`debian`],
-//!   [`layer`], [`oci`]) through a [`build::Backend`];
+//!   [`layer`], [`oci`]) through a [`build::Backend`]: daemonless, or [`buildkit`] for
+//!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
+//!   BuildKit's exported filesystem into a deterministic layer);
 //! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].
 
 pub mod base;
 pub mod build;
+pub mod buildkit;
 pub mod config;
 pub mod debian;
+pub mod dockerfile;
 pub mod drift;
 pub mod evidence;
 pub mod layer;
@@ -32,6 +36,7 @@ pub mod registry;
 pub mod release;
 pub mod report;
 pub mod repro;
+pub mod rootfs;
 pub mod sbom;
 pub mod scan;
 pub mod schema;
@@ -119,6 +124,8 @@ impl Error {
                     source: source::SourceError::Unsupported { .. },
                     ..
                 } => exit::REJECTED,
+                E::NeedsBuildKit { .. } | E::Dockerfile(_) => exit::REJECTED,
+                E::BuildKit(e) => e.exit_code(),
                 _ => exit::ENVIRONMENT,
             },
             Error::Layout(

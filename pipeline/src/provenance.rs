@@ -17,6 +17,8 @@ use crate::plan::{Plan, PlannedComponent};
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 pub const BUILD_TYPE: &str = "https://stella-ops.org/release-pipeline/daemonless/v1";
+/// Images built by BuildKit from a Dockerfile and normalized by the pipeline.
+pub const BUILD_TYPE_BUILDKIT: &str = "https://stella-ops.org/release-pipeline/buildkit/v1";
 pub const BUILDER_ID: &str = "https://stella-ops.org/release-pipeline/cargo-xtask";
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,7 +177,11 @@ pub fn statement(
         predicate_type: PREDICATE_TYPE.to_owned(),
         predicate: Provenance {
             build_definition: BuildDefinition {
-                build_type: BUILD_TYPE.to_owned(),
+                build_type: match image.buildkit {
+                    Some(_) => BUILD_TYPE_BUILDKIT,
+                    None => BUILD_TYPE,
+                }
+                .to_owned(),
                 external_parameters: serde_json::json!({
                     "channel": plan.channel.as_str(),
                     "version": plan.version.to_string(),
@@ -184,12 +190,21 @@ pub fn statement(
                     "platform": image.platform.as_str(),
                     "source": { "kind": source_kind, "ref": source_ref, "tag": plan.source.tag },
                 }),
-                internal_parameters: serde_json::json!({
-                    "builder": plan.backend,
-                    "sourceDateEpoch": plan.source_date_epoch,
-                    "compressor": plan.compressor,
-                    "recipe": component.recipe,
-                }),
+                internal_parameters: {
+                    let mut p = serde_json::json!({
+                        // The backend that built this image (with `--backend buildkit`,
+                        // components without a Dockerfile are still built daemonless).
+                        "builder": if image.buildkit.is_some() { "buildkit" } else { "daemonless" },
+                        "sourceDateEpoch": plan.source_date_epoch,
+                        "compressor": plan.compressor,
+                        "recipe": component.recipe,
+                    });
+                    // BuildKit: endpoint, exporter, network, build arguments (secrets redacted).
+                    if let Some(bk) = &image.buildkit {
+                        p["buildkit"] = serde_json::json!(bk);
+                    }
+                    p
+                },
                 resolved_dependencies: deps,
             },
             run_details: RunDetails {

@@ -140,3 +140,72 @@ pub fn pull_manifest(r: &PinnedRef, layout: &Layout) -> Result<Vec<u8>, Registry
         Ok(bytes.to_vec())
     })
 }
+
+/// Pushes the image manifest `digest` of `layout` (its config and layers first) into
+/// `repository` (`host[:port]/path`) by digest: the bytes land unchanged, so the registry
+/// serves the same digest. Blobs the registry already has are not sent again. Used to seed a
+/// mirror from which BuildKit pulls pinned bases; the release's own images are published by
+/// the publish stage.
+pub fn push_manifest(
+    layout: &Layout,
+    digest: &Digest,
+    repository: &str,
+) -> Result<(), RegistryError> {
+    let name = format!("{repository}@{digest}");
+    let fetch = |message: String| RegistryError::Fetch {
+        reference: name.clone(),
+        message,
+    };
+    let (registry, repo) = repository
+        .split_once('/')
+        .ok_or_else(|| fetch("is not `host/repository`".to_owned()))?;
+    let layout_err = |source| RegistryError::Layout {
+        reference: name.clone(),
+        source,
+    };
+    let bytes = layout.read_blob(digest).map_err(layout_err)?;
+    let manifest: oci::Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| fetch(format!("not an image manifest: {e}")))?;
+    let rt = runtime(&name)?;
+    let c = client(registry);
+    let reference =
+        Reference::with_digest(registry.to_owned(), repo.to_owned(), digest.to_string());
+    rt.block_on(async {
+        c.auth(
+            &reference,
+            &RegistryAuth::Anonymous,
+            oci_client::RegistryOperation::Push,
+        )
+        .await
+        .map_err(|e| fetch(e.to_string()))?;
+        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            if c.blob_exists(&reference, d.digest.as_str())
+                .await
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            // Bases are pinned, verified blobs of modest size; one blob at a time in memory.
+            let blob = std::fs::read(layout.blob_path(&d.digest)).map_err(|source| {
+                layout_err(LayoutError::Io {
+                    path: layout.blob_path(&d.digest),
+                    source,
+                })
+            })?;
+            c.push_blob(&reference, blob, d.digest.as_str())
+                .await
+                .map_err(|e| fetch(format!("push blob {}: {e}", d.digest)))?;
+        }
+        let media = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| oci::MEDIA_MANIFEST.to_owned());
+        let content_type = media
+            .parse()
+            .map_err(|e| fetch(format!("media type `{media}`: {e}")))?;
+        c.push_manifest_raw(&reference, bytes, content_type)
+            .await
+            .map_err(|e| fetch(format!("push manifest: {e}")))?;
+        Ok(())
+    })
+}

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::base::Fetch;
-use crate::build::{self, BuildOptions, Daemonless, Images};
+use crate::build::{self, Backend, BuildOptions, Daemonless, Images};
+use crate::buildkit::{BuildKit, BuildKitOptions};
 use crate::debian::{self, DebSource};
 use crate::oci::{write_atomic, Layout};
 use crate::plan::{self, Plan, PlanOptions};
@@ -45,6 +46,16 @@ pub struct RunOptions {
     pub debs: DebSource,
     pub cache: Option<PathBuf>,
     pub jobs: Option<usize>,
+    pub backend: BackendChoice,
+}
+
+/// Which builder builds the components (`--backend`).
+#[derive(Debug, Clone)]
+pub enum BackendChoice {
+    /// Every component from its recipe layers, with no daemon.
+    Daemonless,
+    /// Components with a `dockerfile` by BuildKit, the others daemonless.
+    BuildKit(BuildKitOptions),
 }
 
 /// What a release (or a build) wrote.
@@ -73,7 +84,16 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         stage: Stage::Plan,
         jobs: 1,
     });
-    let (plan, cfg) = plan::plan(&opts.plan)?;
+    let (mut plan, cfg) = plan::plan(&opts.plan)?;
+    let buildkit;
+    let backend: &dyn Backend = match &opts.backend {
+        BackendChoice::Daemonless => &Daemonless,
+        BackendChoice::BuildKit(o) => {
+            buildkit = BuildKit::new(o.clone(), reporter);
+            &buildkit
+        }
+    };
+    plan.backend = backend.name();
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
@@ -106,7 +126,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
             fetch,
             jobs: opts.jobs,
         },
-        &Daemonless,
+        backend,
         reporter,
     )?;
     let (_, finished) = now();

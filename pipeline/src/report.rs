@@ -55,6 +55,19 @@ pub enum Event {
     Note {
         message: String,
     },
+    /// A step of a BuildKit build (a vertex: `[2/3] RUN make`) changed state: `started`,
+    /// `cached`, `done` or `failed`.
+    Step {
+        job: String,
+        step: String,
+        status: String,
+    },
+    /// A line a BuildKit step wrote.
+    Log {
+        job: String,
+        step: String,
+        line: String,
+    },
 }
 
 /// Receives progress. Implementations must be cheap: stages call them from worker threads.

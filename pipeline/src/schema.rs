@@ -181,7 +181,7 @@ pub struct Recipe {
     /// `SOURCE_DATE_EPOCH`, `STELLAOPS_PLATFORM` and `STELLAOPS_VERSION` set. Optional.
     #[serde(default)]
     pub build: Vec<String>,
-    #[serde(rename = "layer")]
+    #[serde(rename = "layer", default)]
     pub layers: Vec<LayerSpec>,
     pub entrypoint: Vec<String>,
     #[serde(default)]
@@ -195,9 +195,18 @@ pub struct Recipe {
     pub healthcheck: Vec<String>,
     #[serde(default)]
     pub workdir: Option<String>,
-    /// A Dockerfile for the BuildKit backend, relative to the source.
+    /// A Dockerfile for the BuildKit backend, relative to the source. With `--backend
+    /// buildkit` the component is built from it (its filesystem; the image config still comes
+    /// from this recipe); otherwise from `layer`. One of the two must be there.
     #[serde(default)]
     pub dockerfile: Option<String>,
+    /// Build arguments passed to BuildKit (recorded in `images.json`).
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Build arguments whose values come from the pipeline's environment variable of the same
+    /// name; recorded as `<redacted>`.
+    #[serde(default)]
+    pub secret_build_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod bases;
+mod buildkit;
 mod docker;
 mod evidence;
 mod oci_tools;

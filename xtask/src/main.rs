@@ -136,6 +136,72 @@ struct BuildFlags {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
+    /// Builder: `daemonless` builds every component from its recipe layers; `buildkit` builds
+    /// components whose recipe has a `dockerfile` with BuildKit (the others daemonless).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "daemonless",
+        env = "STELLAOPS_BACKEND"
+    )]
+    backend: BackendArg,
+    /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`, optionally
+    /// keyed by the platforms it builds (`linux/arm64=unix:///srv/arm/docker.sock`). Repeat for
+    /// a pool (default: `DOCKER_HOST`).
+    #[arg(long = "builder", value_name = "ENDPOINT")]
+    builders: Vec<String>,
+    /// BuildKit builds at once per endpoint.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    builds_per_builder: usize,
+    /// Registry `HOST:PORT/PATH` into which pinned bases are pushed by digest for BuildKit to
+    /// pull (needed for bases that are not in a registry, e.g. Debian-assembled ones).
+    #[arg(long, value_name = "REPO", env = "STELLAOPS_BASE_MIRROR")]
+    base_mirror: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Daemonless,
+    Buildkit,
+}
+
+impl BuildFlags {
+    fn backend(&self) -> release::BackendChoice {
+        match self.backend {
+            BackendArg::Daemonless => release::BackendChoice::Daemonless,
+            BackendArg::Buildkit => {
+                let endpoints = if self.builders.is_empty() {
+                    std::env::var("DOCKER_HOST").into_iter().collect()
+                } else {
+                    self.builders.clone()
+                };
+                release::BackendChoice::BuildKit(pipeline::buildkit::BuildKitOptions {
+                    endpoints,
+                    per_endpoint: self.builds_per_builder,
+                    base_mirror: self.base_mirror.clone(),
+                })
+            }
+        }
+    }
+
+    /// The flags again, for the child processes of `repro`.
+    fn backend_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        if self.backend == BackendArg::Buildkit {
+            args.extend(["--backend".into(), "buildkit".into()]);
+            for b in &self.builders {
+                args.extend(["--builder".into(), b.into()]);
+            }
+            args.extend([
+                "--builds-per-builder".into(),
+                self.builds_per_builder.to_string().into(),
+            ]);
+            if let Some(m) = &self.base_mirror {
+                args.extend(["--base-mirror".into(), m.into()]);
+            }
+        }
+        args
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -245,6 +311,7 @@ fn run_options(
         debs: release::deb_source(build.deb_dir.clone(), build.apt_mirror.clone())?,
         cache: build.cache.clone(),
         jobs: build.jobs,
+        backend: build.backend(),
     })
 }
 
@@ -343,6 +410,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(c) = &build.cache {
                 args.extend(["--cache".into(), c.into()]);
             }
+            args.extend(build.backend_args());
             if !cli.quiet && !json {
                 progress::eprint(
                     "repro: building twice (varied TZ, locale, umask, threads, temp dirs)...",

@@ -91,6 +91,12 @@ impl Reporter for Progress {
                         Event::Note { message } => {
                             let _ = multi.println(message);
                         }
+                        Event::Step { job, step, status } => {
+                            if let Some(b) = stages.get(&pipeline::report::Stage::Build) {
+                                b.set_message(format!("{job}: {step} {status}"));
+                            }
+                        }
+                        Event::Log { .. } => {}
                     }
                 }
             },
@@ -109,6 +115,11 @@ fn plain(event: &Event) {
         }
         Event::StageFinished { stage } => eprint(&format!("[{}] done", stage.as_str())),
         Event::Note { message } => eprint(message),
+        // BuildKit steps as they finish; their logs only in `--json` (a failure shows the tail).
+        Event::Step { job, step, status } if status != "started" => {
+            eprint(&format!("[build] {job}: {step} {status}"))
+        }
+        Event::Step { .. } | Event::Log { .. } => {}
     }
 }
 

@@ -25,6 +25,7 @@ pub mod debian;
 pub mod dockerfile;
 pub mod drift;
 pub mod evidence;
+pub mod keys;
 pub mod layer;
 pub mod lock;
 pub mod model;

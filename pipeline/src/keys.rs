@@ -269,19 +269,13 @@ impl SigningKey {
                 return Err(KeyError::Exists(p.to_owned()));
             }
         }
-        let pem = match &self.inner {
-            Inner::P256(k) => {
-                k.to_pkcs8_encrypted_pem(OsRng, passphrase.0.as_bytes(), LineEnding::LF)
-            }
-            Inner::Ed(k) => {
-                k.to_pkcs8_encrypted_pem(OsRng, passphrase.0.as_bytes(), LineEnding::LF)
-            }
-        }
-        .map_err(|e| KeyError::Format {
-            path: private.to_owned(),
-            what: "key to encrypt",
-            message: e.to_string(),
-        })?;
+        let pem = self
+            .encrypted_pem(passphrase)
+            .map_err(|e| KeyError::Format {
+                path: private.to_owned(),
+                what: "key to encrypt",
+                message: e.to_string(),
+            })?;
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let io = |p: &Path| {
@@ -300,6 +294,26 @@ impl SigningKey {
         f.write_all(pem.as_bytes()).map_err(io(private))?;
         std::fs::write(public, &self.public.pem).map_err(io(public))?;
         Ok(())
+    }
+
+    /// PBES2 with PBKDF2-HMAC-SHA256 (600 000 iterations) and AES-256-CBC: what openssl reads
+    /// by default (pkcs8's default, scrypt, exceeds openssl's memory limit for scrypt).
+    fn encrypted_pem(&self, passphrase: &Secret) -> Result<String, pkcs8::Error> {
+        use rand_core::RngCore;
+        let (mut salt, mut iv) = ([0u8; 16], [0u8; 16]);
+        OsRng.fill_bytes(&mut salt);
+        OsRng.fill_bytes(&mut iv);
+        let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv)
+            .map_err(pkcs8::Error::from)?;
+        let plain = match &self.inner {
+            Inner::P256(k) => k.to_pkcs8_der()?,
+            Inner::Ed(k) => k.to_pkcs8_der()?,
+        };
+        let info = pkcs8::PrivateKeyInfo::try_from(plain.as_bytes())?;
+        let enc = info.encrypt_with_params(params, passphrase.0.as_bytes())?;
+        Ok(enc
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)?
+            .to_string())
     }
 
     /// Loads an encrypted PKCS#8 PEM private key.

@@ -28,6 +28,7 @@ pub mod evidence;
 pub mod keys;
 pub mod layer;
 pub mod lock;
+pub mod manifest;
 pub mod model;
 pub mod oci;
 pub mod pgzip;
@@ -41,8 +42,11 @@ pub mod rootfs;
 pub mod sbom;
 pub mod scan;
 pub mod schema;
+pub mod sign;
 pub mod skew;
 pub mod source;
+pub mod trust;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -64,6 +68,10 @@ pub enum Error {
     Repro(#[from] repro::ReproError),
     #[error(transparent)]
     Evidence(#[from] evidence::EvidenceError),
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("`{path}`: {source}")]
@@ -137,6 +145,8 @@ impl Error {
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
             Error::Repro(e) => e.exit_code(),
             Error::Evidence(e) => e.exit_code(),
+            Error::Trust(e) => e.exit_code(),
+            Error::Key(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
         }
     }

@@ -47,6 +47,45 @@ pub struct RunOptions {
     pub cache: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub backend: BackendChoice,
+    /// The signing key (encrypted PKCS#8 PEM); `None` for the development key under
+    /// `target/keys/` (made on first use).
+    pub key: Option<PathBuf>,
+    pub fips: crate::keys::Fips,
+}
+
+/// The development key: `<root>/target/keys/dev.key` (and `.pub`), made on first use,
+/// encrypted with `STELLAOPS_KEY_PASSPHRASE` (empty when unset). For local releases only: a
+/// real release names its key with `--key`.
+pub fn dev_key_path(root: &Path) -> PathBuf {
+    root.join("target/keys/dev.key")
+}
+
+fn load_key(
+    opts: &RunOptions,
+    root: &Path,
+    reporter: &dyn Reporter,
+) -> Result<crate::keys::SigningKey, Error> {
+    use crate::keys::{KeyKind, Secret, SigningKey};
+    let pass = Secret::from_env();
+    let key = match &opts.key {
+        Some(p) => SigningKey::load(p, &pass)?,
+        None => {
+            let path = dev_key_path(root);
+            if !path.exists() {
+                SigningKey::generate(KeyKind::EcdsaP256).write(
+                    &path,
+                    &path.with_extension("pub"),
+                    &pass,
+                )?;
+            }
+            reporter.event(Event::Note {
+                message: format!("signing with the development key `{}` (public key beside it); pass `--key` for a real release", path.display()),
+            });
+            SigningKey::load(&path, &pass)?
+        }
+    };
+    key.public().check_fips(opts.fips, "the signing key")?;
+    Ok(key)
 }
 
 /// Which builder builds the components (`--backend`).
@@ -66,6 +105,7 @@ pub struct Outcome {
     pub output: PathBuf,
     pub images: Images,
     pub evidence: crate::evidence::Evidence,
+    pub signed: crate::trust::Signed,
 }
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
@@ -152,6 +192,16 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         times: &times,
     };
     let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
+    let key = load_key(opts, &plan.root, reporter)?;
+    let deployables = crate::trust::Deployables::default();
+    let made = crate::trust::Made {
+        plan: &plan,
+        layout: &layout,
+        images: &images,
+        evidence: &evidence,
+        deployables: &deployables,
+    };
+    let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
 
     reporter.event(Event::StageStarted {
         stage: Stage::Write,
@@ -169,6 +219,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         output: out,
         images,
         evidence,
+        signed,
     })
 }
 

@@ -12,6 +12,7 @@ pub enum Stage {
     Build,
     Index,
     Evidence,
+    Sign,
     Write,
     Compare,
 }
@@ -24,6 +25,7 @@ impl Stage {
             Stage::Build => "build",
             Stage::Index => "index",
             Stage::Evidence => "evidence",
+            Stage::Sign => "sign",
             Stage::Write => "write",
             Stage::Compare => "compare",
         }

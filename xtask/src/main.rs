@@ -110,6 +110,46 @@ enum Command {
     /// Measure layer writing and hashing against `tar | gzip -6`, `pigz -6` and `sha256sum` on
     /// the same input, in one run; report ratios and peak memory.
     Bench(bench::BenchArgs),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Verify a release directory offline with a pinned public key: release.yaml's signature,
+    /// bundle and checksum, every image blob, signature and label, every SBOM and provenance
+    /// envelope. Prints a checklist; exits 1 if any check fails.
+    Verify {
+        /// The release directory (target/releases/<version>-<channel>).
+        dir: PathBuf,
+        /// The release's public key (SPKI PEM), obtained out of band.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// FIPS mode: refuse anything but ES256.
+        #[arg(long)]
+        fips: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new key pair: FILE (encrypted PKCS#8 PEM, mode 0600, passphrase from
+    /// STELLAOPS_KEY_PASSPHRASE) and FILE.pub (SPKI PEM). Never overwrites.
+    Generate {
+        /// Private key path; the public key goes to the same path with `.pub`.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        algorithm: Algorithm,
+        /// FIPS mode: ES256 only.
+        #[arg(long)]
+        fips: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Algorithm {
+    EcdsaP256,
+    Ed25519,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +164,14 @@ struct Target {
 
 #[derive(Debug, Args)]
 struct BuildFlags {
+    /// Signing key: passphrase-encrypted PKCS#8 PEM (`cargo xtask keys generate`); its
+    /// passphrase comes from STELLAOPS_KEY_PASSPHRASE. Default: a development key made under
+    /// target/keys/ on first use.
+    #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+    key: Option<PathBuf>,
+    /// FIPS mode: ES256 (ECDSA P-256) keys only.
+    #[arg(long)]
+    fips: bool,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
     #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
     deb_dir: Option<PathBuf>,
@@ -312,6 +360,12 @@ fn run_options(
         cache: build.cache.clone(),
         jobs: build.jobs,
         backend: build.backend(),
+        key: build.key.clone(),
+        fips: if build.fips {
+            pipeline::keys::Fips::On
+        } else {
+            pipeline::keys::Fips::Off
+        },
     })
 }
 
@@ -461,6 +515,75 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
+        Command::Keys(KeysCommand::Generate {
+            out,
+            algorithm,
+            fips,
+        }) => {
+            use pipeline::keys::{KeyKind, Secret, SigningKey};
+            let kind = match algorithm {
+                Algorithm::EcdsaP256 => KeyKind::EcdsaP256,
+                Algorithm::Ed25519 => KeyKind::Ed25519,
+            };
+            let key = SigningKey::generate(kind);
+            let fips = if fips {
+                pipeline::keys::Fips::On
+            } else {
+                pipeline::keys::Fips::Off
+            };
+            key.public()
+                .check_fips(fips, "the requested key")
+                .map_err(pipeline::Error::from)?;
+            if std::env::var_os(pipeline::keys::PASSPHRASE_ENV).is_none() {
+                progress::eprint(&format!(
+                    "warning: {} is not set: the private key is encrypted with an empty passphrase",
+                    pipeline::keys::PASSPHRASE_ENV
+                ));
+            }
+            let public = out.with_extension("pub");
+            key.write(&out, &public, &Secret::from_env())
+                .map_err(pipeline::Error::from)?;
+            progress::out(&format!(
+                "{}\n{}\nkey id {}",
+                out.display(),
+                public.display(),
+                key.public().key_id()
+            ));
+            Ok(())
+        }
+        Command::Verify {
+            dir,
+            key,
+            fips,
+            json,
+        } => {
+            let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let fips = if fips {
+                pipeline::keys::Fips::On
+            } else {
+                pipeline::keys::Fips::Off
+            };
+            let report = pipeline::verify::verify(&dir, &public, fips);
+            if json {
+                print_json(
+                    &serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}),
+                );
+            } else {
+                progress::out(&report.render());
+            }
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: pipeline::exit::REJECTED as u8,
+                    message: format!(
+                        "`{}` does not verify ({} failed checks)",
+                        dir.display(),
+                        report.checks.iter().filter(|c| !c.ok).count()
+                    ),
+                })
+            }
+        }
     }
 }
 

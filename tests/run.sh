@@ -48,8 +48,9 @@ fi
 export STELLAOPS_VERIFY_PYTHON=$verifiers/venv/bin/python
 export STELLAOPS_VERIFY_SYFT=$verifiers/venv/bin/syft
 # ES modules resolve packages from the script's own directory: run it from beside node_modules.
-cp tests/verifiers/cdx_pb2json.mjs "$verifiers/"
+cp tests/verifiers/cdx_pb2json.mjs tests/verifiers/sigstore_verify.mjs "$verifiers/"
 export STELLAOPS_VERIFY_PB2JSON=$verifiers/cdx_pb2json.mjs
+export STELLAOPS_VERIFY_SIGSTORE=$verifiers/sigstore_verify.mjs
 export STELLAOPS_VERIFY_SCRIPTS=$root/tests/verifiers
 export STELLAOPS_VERIFY_CDX_PROTO=$verifiers/node_modules/@appthreat/cdx-proto/specification
 export SYFT_CHECK_FOR_APP_UPDATE=false

@@ -243,6 +243,48 @@ fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
 }
 
 #[test]
+fn the_release_yaml_bundle_verifies_with_sigstore_js_offline() {
+    let Some(script) = verifier("STELLAOPS_VERIFY_SIGSTORE") else {
+        return;
+    };
+    let repo = Repo::new();
+    let (key, public) = keygen(&repo, "release", "ecdsa-p256");
+    let (_, other) = keygen(&repo, "other", "ecdsa-p256");
+    release_with(&repo, &key, &[]).ok();
+    let dir = repo.releases().join("2.4.1-edge");
+    let bundle = dir.join("release.yaml.sigstore.json");
+    let out = run_ok(
+        Command::new("node")
+            .arg(&script)
+            .arg(&bundle)
+            .arg(dir.join("release.yaml"))
+            .arg(&public),
+    );
+    assert!(out.contains("bundle verified"));
+    // Another key, or another byte, and it refuses.
+    let bad = Command::new("node")
+        .arg(&script)
+        .arg(&bundle)
+        .arg(dir.join("release.yaml"))
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let tampered = repo.path().join("target/release.yaml");
+    fs::copy(dir.join("release.yaml"), &tampered).unwrap();
+    flip_byte(&tampered, 20);
+    let bad = Command::new("node")
+        .arg(&script)
+        .arg(&bundle)
+        .arg(&tampered)
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("signature verification failed"));
+}
+
+#[test]
 fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() {
     let repo = Repo::new();
     let (key, _) = keygen(&repo, "release", "ecdsa-p256");

@@ -28,12 +28,7 @@ pub enum BaseError {
         source: DebError,
     },
     #[error("base `{base}` ({platform}) assembles to `{actual}` but `base-images.lock` pins `{expected}`\n  hint: if the change is intended (new packages, new pipeline version), run `cargo xtask lock` and review the diff")]
-    DigestMismatch {
-        base: String,
-        platform: Platform,
-        expected: Digest,
-        actual: Digest,
-    },
+    DigestMismatch { base: String, platform: Platform, expected: Digest, actual: Digest },
     #[error("base `{base}` ({platform}): {source}")]
     Layer {
         base: String,
@@ -63,15 +58,8 @@ pub enum BaseError {
         #[source]
         source: crate::registry::RegistryError,
     },
-    #[error(
-        "base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest"
-    )]
-    NotAManifest {
-        base: String,
-        platform: Platform,
-        digest: Digest,
-        what: String,
-    },
+    #[error("base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest")]
+    NotAManifest { base: String, platform: Platform, digest: Digest, what: String },
 }
 
 /// A base image present in a layout.
@@ -131,15 +119,8 @@ fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io
         }
         status.push('\n');
         let arch = info.field("Architecture").unwrap_or("all");
-        let key = if info.field("Multi-Arch") == Some("same") {
-            format!("{name}:{arch}")
-        } else {
-            name.clone()
-        };
-        fs::write(
-            info_dir.join(format!("{key}.list")),
-            info.paths.join("\n") + "\n",
-        )?;
+        let key = if info.field("Multi-Arch") == Some("same") { format!("{name}:{arch}") } else { name.clone() };
+        fs::write(info_dir.join(format!("{key}.list")), info.paths.join("\n") + "\n")?;
         if let Some(m) = &info.md5sums {
             fs::write(info_dir.join(format!("{key}.md5sums")), m)?;
         }
@@ -163,77 +144,42 @@ pub struct Fetch {
 }
 
 /// Makes the base `base` for `platform` present in `layout` and checks it against its pin.
-pub fn materialize(
-    base: &Base,
-    platform: Platform,
-    fetch: &Fetch,
-    layout: &Layout,
-) -> Result<BaseImage, BaseError> {
+pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
     let pin = &base.platforms[&platform];
     let img = match base.source {
         BaseSource::Debian => assemble_debian(base, platform, fetch, layout)?,
-        BaseSource::OciLayout => copy_from_layout(
-            base,
-            platform,
-            &fetch.root.join(pin.layout.as_deref().unwrap_or("")),
-            &pin.digest,
-            layout,
-        )?,
+        BaseSource::OciLayout => {
+            copy_from_layout(base, platform, &fetch.root.join(pin.layout.as_deref().unwrap_or("")), &pin.digest, layout)?
+        }
         BaseSource::Registry => {
             let reference = pin.reference.as_ref().expect("validated by config::load");
             pull_from_registry(base, platform, reference, layout)?
         }
     };
     if img.digest != pin.digest {
-        return Err(BaseError::DigestMismatch {
-            base: base.name.clone(),
-            platform,
-            expected: pin.digest.clone(),
-            actual: img.digest,
-        });
+        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, expected: pin.digest.clone(), actual: img.digest });
     }
     Ok(img)
 }
 
 /// Assembles a Debian base (also used by `cargo xtask lock`, which records the digest).
-pub fn assemble_debian(
-    base: &Base,
-    platform: Platform,
-    fetch: &Fetch,
-    layout: &Layout,
-) -> Result<BaseImage, BaseError> {
+pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
     let name = &base.name;
     let pin = &base.platforms[&platform];
     let epoch = base.epoch.unwrap_or(0);
     let io_err = |path: &Path| {
         let path = path.to_owned();
         let base = name.clone();
-        move |source| BaseError::Io {
-            base,
-            platform,
-            path,
-            source,
-        }
+        move |source| BaseError::Io { base, platform, path, source }
     };
-    let scratch = tempfile::Builder::new()
-        .prefix("stellaops-base-")
-        .tempdir()
-        .map_err(io_err(Path::new("$TMPDIR")))?;
+    let scratch = tempfile::Builder::new().prefix("stellaops-base-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
     let mut infos = Vec::new();
     let mut packages = Vec::new();
     for p in &pin.packages {
-        let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb {
-            base: name.clone(),
-            platform,
-            source,
-        })?;
-        let info = debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb {
-            base: name.clone(),
-            platform,
-            source,
-        })?;
+        let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
+        let info = debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
         let depends = info
             .field("Depends")
             .into_iter()
@@ -247,30 +193,19 @@ pub fn assemble_debian(
             version: p.version.clone(),
             arch: info.field("Architecture").unwrap_or(&p.arch).to_owned(),
             deb_sha256: Some(p.sha256.clone()),
-            source: info
-                .field("Source")
-                .map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
+            source: info.field("Source").map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
             depends,
             files: info.paths.clone(),
         });
         infos.push((p.name.clone(), info));
     }
     write_dpkg_database(&rootfs, &infos).map_err(io_err(&rootfs.join("var/lib/dpkg")))?;
-    let layer_err = |source| BaseError::Layer {
-        base: name.clone(),
-        platform,
-        source,
-    };
-    let layout_err = |source| BaseError::Layout {
-        base: name.clone(),
-        platform,
-        source,
-    };
+    let layer_err = |source| BaseError::Layer { base: name.clone(), platform, source };
+    let layout_err = |source| BaseError::Layout { base: name.clone(), platform, source };
     let (digest, size, info) = layout
         .put_blob_with(|w| {
             let mut lw = LayerWriter::new(w, epoch);
-            lw.add_tree(&rootfs, "/", Modes::Preserve)
-                .map_err(io::Error::other)?;
+            lw.add_tree(&rootfs, "/", Modes::Preserve).map_err(io::Error::other)?;
             for d in &base.directories {
                 lw.add_dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
             }
@@ -287,40 +222,25 @@ pub fn assemble_debian(
             other => layout_err(other),
         })?;
     debug_assert_eq!(digest, info.digest);
-    let package_list = pin
-        .packages
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.version))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let package_list = pin.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect::<Vec<_>>().join(" ");
     let config = ImageConfig {
         created: rfc3339(epoch),
         architecture: platform.arch().to_owned(),
         os: platform.os().to_owned(),
         variant: oci::PlatformSpec::from(platform).variant,
         config: oci::RunConfig {
-            env: vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
-            ],
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
             ..Default::default()
         },
-        rootfs: oci::RootFs {
-            kind: "layers".to_owned(),
-            diff_ids: vec![info.diff_id.clone()],
-        },
+        rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids: vec![info.diff_id.clone()] },
         history: vec![oci::History {
             created: rfc3339(epoch),
-            created_by: format!(
-                "stellaops base `{name}`: debian {} {package_list}",
-                base.suite.as_deref().unwrap_or("")
-            ),
+            created_by: format!("stellaops base `{name}`: debian {} {package_list}", base.suite.as_deref().unwrap_or("")),
             comment: None,
             empty_layer: false,
         }],
     };
-    let config_desc = layout
-        .put_json(oci::MEDIA_CONFIG, &config)
-        .map_err(layout_err)?;
+    let config_desc = layout.put_json(oci::MEDIA_CONFIG, &config).map_err(layout_err)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
@@ -336,17 +256,8 @@ pub fn assemble_debian(
         subject: None,
         annotations: Default::default(),
     };
-    let desc = layout
-        .put_json(oci::MEDIA_MANIFEST, &manifest)
-        .map_err(layout_err)?;
-    Ok(BaseImage {
-        name: name.clone(),
-        platform,
-        digest: desc.digest,
-        manifest,
-        config,
-        packages,
-    })
+    let desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
+    Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, manifest, config, packages })
 }
 
 fn pull_from_registry(
@@ -355,59 +266,31 @@ fn pull_from_registry(
     reference: &crate::model::PinnedRef,
     layout: &Layout,
 ) -> Result<BaseImage, BaseError> {
-    let bytes = crate::registry::pull_manifest(reference, layout).map_err(|source| {
-        BaseError::Registry {
-            base: base.name.clone(),
-            platform,
-            source,
-        }
+    let bytes = crate::registry::pull_manifest(reference, layout).map_err(|source| BaseError::Registry {
+        base: base.name.clone(),
+        platform,
+        source,
     })?;
     image_from_manifest(base, platform, &bytes, &reference.digest, layout)
 }
 
 /// The base image whose manifest (`bytes`, digest `digest`) and blobs are in `layout`.
-fn image_from_manifest(
-    base: &Base,
-    platform: Platform,
-    bytes: &[u8],
-    digest: &Digest,
-    layout: &Layout,
-) -> Result<BaseImage, BaseError> {
-    let layout_err = |source| BaseError::Layout {
-        base: base.name.clone(),
-        platform,
-        source,
-    };
+fn image_from_manifest(base: &Base, platform: Platform, bytes: &[u8], digest: &Digest, layout: &Layout) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
     let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let media = value
-        .get("mediaType")
-        .and_then(|m| m.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let media = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
     if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
-        return Err(BaseError::NotAManifest {
-            base: base.name.clone(),
-            platform,
-            digest: digest.clone(),
-            what: format!("`{media}`"),
-        });
+        return Err(BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what: format!("`{media}`") });
     }
-    let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|source| {
-        layout_err(LayoutError::Json {
-            path: layout.blob_path(digest),
-            what: "an image manifest",
-            source,
-        })
-    })?;
+    let mut manifest: Manifest = serde_json::from_slice(bytes)
+        .map_err(|source| layout_err(LayoutError::Json { path: layout.blob_path(digest), what: "an image manifest", source }))?;
     // Docker's media types name the same bytes; images built on the base are OCI throughout.
     for l in &mut manifest.layers {
         if l.media_type == oci::MEDIA_DOCKER_LAYER {
             l.media_type = oci::MEDIA_LAYER_GZIP.to_owned();
         }
     }
-    let config: ImageConfig = layout
-        .read_json(&manifest.config.digest, "an image config")
-        .map_err(layout_err)?;
+    let config: ImageConfig = layout.read_json(&manifest.config.digest, "an image config").map_err(layout_err)?;
     let manifest_for_db = manifest.clone();
     if config.architecture != platform.arch() || config.os != platform.os() {
         return Err(BaseError::NotAManifest {
@@ -427,33 +310,16 @@ fn image_from_manifest(
     })
 }
 
-fn copy_from_layout(
-    base: &Base,
-    platform: Platform,
-    src: &Path,
-    digest: &Digest,
-    dst: &Layout,
-) -> Result<BaseImage, BaseError> {
-    let layout_err = |source| BaseError::Layout {
-        base: base.name.clone(),
-        platform,
-        source,
-    };
+fn copy_from_layout(base: &Base, platform: Platform, src: &Path, digest: &Digest, dst: &Layout) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
     let from = Layout::open(src).map_err(layout_err)?;
     let bytes = from.read_blob(digest).map_err(layout_err)?;
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| {
-        layout_err(LayoutError::Json {
-            path: from.blob_path(digest),
-            what: "an image manifest",
-            source,
-        })
-    })?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|source| layout_err(LayoutError::Json { path: from.blob_path(digest), what: "an image manifest", source }))?;
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         copy_blob(&from, dst, &d.digest).map_err(layout_err)?;
     }
-    let (d, _, ()) = dst
-        .put_blob_with(|w| io::Write::write_all(w, &bytes))
-        .map_err(layout_err)?;
+    let (d, _, ()) = dst.put_blob_with(|w| io::Write::write_all(w, &bytes)).map_err(layout_err)?;
     image_from_manifest(base, platform, &bytes, &d, dst)
 }
 
@@ -463,18 +329,11 @@ pub fn copy_blob(from: &Layout, to: &Layout, digest: &Digest) -> Result<(), Layo
         return Ok(());
     }
     let path = from.blob_path(digest);
-    let mut f = fs::File::open(&path).map_err(|source| LayoutError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let mut f = fs::File::open(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
     let (actual, _, _) = to.put_blob_with(|w| io::copy(&mut f, w))?;
     if &actual != digest {
         let _ = fs::remove_file(to.blob_path(&actual));
-        return Err(LayoutError::DigestMismatch {
-            path,
-            expected: digest.clone(),
-            actual,
-        });
+        return Err(LayoutError::DigestMismatch { path, expected: digest.clone(), actual });
     }
     Ok(())
 }
@@ -492,24 +351,14 @@ fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePa
         let io_err = |source: io::Error| BaseError::Layout {
             base: String::new(),
             platform: Platform::LinuxAmd64,
-            source: LayoutError::Io {
-                path: path.clone(),
-                source,
-            },
+            source: LayoutError::Io { path: path.clone(), source },
         };
         let f = fs::File::open(&path).map_err(io_err)?;
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
         for e in ar.entries().map_err(io_err)? {
             let mut e = e.map_err(io_err)?;
-            let p = e
-                .path()
-                .map_err(io_err)?
-                .to_string_lossy()
-                .trim_start_matches("./")
-                .to_owned();
-            if p == "var/lib/dpkg/status"
-                || (p.starts_with("var/lib/dpkg/info/") && p.ends_with(".list"))
-            {
+            let p = e.path().map_err(io_err)?.to_string_lossy().trim_start_matches("./").to_owned();
+            if p == "var/lib/dpkg/status" || (p.starts_with("var/lib/dpkg/info/") && p.ends_with(".list")) {
                 let mut text = String::new();
                 e.read_to_string(&mut text).map_err(io_err)?;
                 texts.insert(p, text);
@@ -529,28 +378,19 @@ fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePa
             continue;
         }
         let arch = field("Architecture").unwrap_or_else(|| "all".into());
-        let list = texts
-            .get(&format!("var/lib/dpkg/info/{name}.list"))
-            .or_else(|| texts.get(&format!("var/lib/dpkg/info/{name}:{arch}.list")));
+        let list =
+            texts.get(&format!("var/lib/dpkg/info/{name}.list")).or_else(|| texts.get(&format!("var/lib/dpkg/info/{name}:{arch}.list")));
         out.push(BasePackage {
             depends: field("Depends")
                 .into_iter()
                 .flat_map(|d| {
                     d.split(',')
-                        .filter_map(|x| {
-                            x.split('|')
-                                .next()?
-                                .split_whitespace()
-                                .next()
-                                .map(|n| n.split(':').next().unwrap_or(n).to_owned())
-                        })
+                        .filter_map(|x| x.split('|').next()?.split_whitespace().next().map(|n| n.split(':').next().unwrap_or(n).to_owned()))
                         .collect::<Vec<_>>()
                 })
                 .collect(),
             source: field("Source").map(|s| s.split_whitespace().next().unwrap_or(&s).to_owned()),
-            files: list
-                .map(|l| l.lines().map(str::to_owned).collect())
-                .unwrap_or_default(),
+            files: list.map(|l| l.lines().map(str::to_owned).collect()).unwrap_or_default(),
             name,
             version,
             arch,

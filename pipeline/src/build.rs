@@ -53,13 +53,7 @@ pub enum BuildError {
         source: SourceError,
     },
     #[error("component `{component}` ({platform}): build command `{command}` {status}\n{stderr}")]
-    Command {
-        component: String,
-        platform: Platform,
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { component: String, platform: Platform, command: String, status: String, stderr: String },
     #[error("component `{component}` ({platform}): {source}")]
     LockFile {
         component: String,
@@ -68,11 +62,7 @@ pub enum BuildError {
         source: crate::sbom::locks::LockFileError,
     },
     #[error("component `{component}` ({platform}): recipe layer `{from}` is not a directory in the source (or `$OUT`)")]
-    MissingLayerSource {
-        component: String,
-        platform: Platform,
-        from: String,
-    },
+    MissingLayerSource { component: String, platform: Platform, from: String },
     #[error("component `{component}` ({platform}): {source}")]
     Layer {
         component: String,
@@ -209,10 +199,7 @@ pub fn build(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.unwrap_or(0))
         .build()
-        .map_err(|e| BuildError::Io {
-            path: PathBuf::from("<thread pool>"),
-            source: io::Error::other(e),
-        })?;
+        .map_err(|e| BuildError::Io { path: PathBuf::from("<thread pool>"), source: io::Error::other(e) })?;
     pool.install(|| build_in_pool(plan, cfg, layout, opts, backend, reporter))
 }
 
@@ -225,55 +212,31 @@ fn build_in_pool(
     reporter: &dyn Reporter,
 ) -> Result<Images, BuildError> {
     // 1. Bases: each (base, platform) once, verified against its pin.
-    let mut wanted: Vec<(String, Platform)> = plan
-        .components
-        .iter()
-        .flat_map(|c| c.images.iter().map(|i| (i.base.clone(), i.platform)))
-        .collect();
+    let mut wanted: Vec<(String, Platform)> =
+        plan.components.iter().flat_map(|c| c.images.iter().map(|i| (i.base.clone(), i.platform))).collect();
     wanted.sort();
     wanted.dedup();
-    reporter.event(Event::StageStarted {
-        stage: Stage::Bases,
-        jobs: wanted.len(),
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Bases, jobs: wanted.len() });
     let bases: Vec<BaseImage> = wanted
         .par_iter()
         .map(|(name, platform)| {
             let job = format!("{name} {platform}");
-            reporter.event(Event::JobStarted {
-                stage: Stage::Bases,
-                job: job.clone(),
-            });
+            reporter.event(Event::JobStarted { stage: Stage::Bases, job: job.clone() });
             let b = cfg.base(name).expect("planned bases exist");
             let img = base::materialize(b, *platform, &opts.fetch, layout)?;
-            reporter.event(Event::JobFinished {
-                stage: Stage::Bases,
-                job,
-                detail: img.digest.to_string(),
-            });
+            reporter.event(Event::JobFinished { stage: Stage::Bases, job, detail: img.digest.to_string() });
             Ok(img)
         })
         .collect::<Result<_, BuildError>>()?;
-    reporter.event(Event::StageFinished {
-        stage: Stage::Bases,
-    });
-    let base_of = |name: &str, p: Platform| {
-        bases
-            .iter()
-            .find(|b| b.name == name && b.platform == p)
-            .expect("fetched above")
-    };
+    reporter.event(Event::StageFinished { stage: Stage::Bases });
+    let base_of = |name: &str, p: Platform| bases.iter().find(|b| b.name == name && b.platform == p).expect("fetched above");
 
     // 2. Git sources are fetched once, before the parallel jobs.
     let mut repos: BTreeMap<&str, PathBuf> = BTreeMap::new();
     for c in &plan.components {
         if let PlannedSource::Git { url, commit, .. } = &c.source {
-            let path = source::fetch_git(url, commit, &opts.fetch.cache).map_err(|source| {
-                BuildError::Fetch {
-                    component: c.name.clone(),
-                    source,
-                }
-            })?;
+            let path = source::fetch_git(url, commit, &opts.fetch.cache)
+                .map_err(|source| BuildError::Fetch { component: c.name.clone(), source })?;
             repos.insert(&c.name, path);
         }
     }
@@ -284,16 +247,8 @@ fn build_in_pool(
         .iter()
         .flat_map(|c| {
             let (repo, commit, subdir) = match &c.source {
-                PlannedSource::Path { path, commit } => (
-                    plan.source.workdir.as_path(),
-                    commit.as_str(),
-                    path.as_str(),
-                ),
-                PlannedSource::Git { commit, subdir, .. } => (
-                    repos[c.name.as_str()].as_path(),
-                    commit.as_str(),
-                    subdir.as_str(),
-                ),
+                PlannedSource::Path { path, commit } => (plan.source.workdir.as_path(), commit.as_str(), path.as_str()),
+                PlannedSource::Git { commit, subdir, .. } => (repos[c.name.as_str()].as_path(), commit.as_str(), subdir.as_str()),
             };
             c.images.iter().map(move |image| Job {
                 plan,
@@ -308,44 +263,25 @@ fn build_in_pool(
         })
         .collect();
     backend.prepare(cfg, &jobs, layout)?;
-    reporter.event(Event::StageStarted {
-        stage: Stage::Build,
-        jobs: jobs.len(),
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Build, jobs: jobs.len() });
     let built: Vec<BuiltImage> = jobs
         .par_iter()
         .map(|job| {
             let name = format!("{} {}", job.component.name, job.image.platform);
-            reporter.event(Event::JobStarted {
-                stage: Stage::Build,
-                job: name.clone(),
-            });
+            reporter.event(Event::JobStarted { stage: Stage::Build, job: name.clone() });
             let img = backend.build(job, layout)?;
-            reporter.event(Event::JobFinished {
-                stage: Stage::Build,
-                job: name,
-                detail: img.manifest.digest.to_string(),
-            });
+            reporter.event(Event::JobFinished { stage: Stage::Build, job: name, detail: img.manifest.digest.to_string() });
             Ok(img)
         })
         .collect::<Result<_, BuildError>>()?;
-    reporter.event(Event::StageFinished {
-        stage: Stage::Build,
-    });
+    reporter.event(Event::StageFinished { stage: Stage::Build });
 
     // 4. One index per component; the layout's index.json names every index and manifest.
-    reporter.event(Event::StageStarted {
-        stage: Stage::Index,
-        jobs: plan.components.len(),
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Index, jobs: plan.components.len() });
     let mut components = BTreeMap::new();
     let mut top = Vec::new();
     for c in &plan.components {
-        let images: Vec<BuiltImage> = built
-            .iter()
-            .filter(|b| b.component == c.name)
-            .cloned()
-            .collect();
+        let images: Vec<BuiltImage> = built.iter().filter(|b| b.component == c.name).cloned().collect();
         let index = Index {
             schema_version: 2,
             media_type: Some(oci::MEDIA_INDEX.to_owned()),
@@ -356,36 +292,18 @@ fn build_in_pool(
                 (LABEL_VERSION.to_owned(), c.version.clone()),
             ]),
         };
-        let mut desc = layout
-            .put_json(oci::MEDIA_INDEX, &index)
-            .map_err(BuildError::Index)?;
-        reporter.event(Event::JobFinished {
-            stage: Stage::Index,
-            job: c.name.clone(),
-            detail: desc.digest.to_string(),
-        });
+        let mut desc = layout.put_json(oci::MEDIA_INDEX, &index).map_err(BuildError::Index)?;
+        reporter.event(Event::JobFinished { stage: Stage::Index, job: c.name.clone(), detail: desc.digest.to_string() });
         let mut named = desc.clone();
-        named
-            .annotations
-            .insert(oci::ANNOTATION_REF_NAME.to_owned(), c.name.clone());
+        named.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), c.name.clone());
         top.push(named);
         for (i, planned) in images.iter().zip(&c.images) {
             let mut m = i.manifest.clone();
-            m.annotations.insert(
-                oci::ANNOTATION_REF_NAME.to_owned(),
-                planned.ref_name.clone(),
-            );
+            m.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), planned.ref_name.clone());
             top.push(m);
         }
         desc.annotations.clear();
-        components.insert(
-            c.name.clone(),
-            ComponentImages {
-                repository: c.repository.clone(),
-                index: desc,
-                images,
-            },
-        );
+        components.insert(c.name.clone(), ComponentImages { repository: c.repository.clone(), index: desc, images });
     }
     layout
         .write_index(&Index {
@@ -395,52 +313,29 @@ fn build_in_pool(
             annotations: BTreeMap::new(),
         })
         .map_err(BuildError::Index)?;
-    reporter.event(Event::StageFinished {
-        stage: Stage::Index,
-    });
+    reporter.event(Event::StageFinished { stage: Stage::Index });
     Ok(Images { components })
 }
 
 /// Finds the lock files of the component's source and of its build output, with where each
 /// lands in the image, and parses those the SBOM reads. A malformed one is refused.
-pub(crate) fn find_lock_files(
-    c: &PlannedComponent,
-    platform: Platform,
-    src: &Path,
-    out: &Path,
-) -> Result<Vec<LockFile>, BuildError> {
+pub(crate) fn find_lock_files(c: &PlannedComponent, platform: Platform, src: &Path, out: &Path) -> Result<Vec<LockFile>, BuildError> {
     use crate::sbom::locks;
     let mut found = Vec::new();
     for (root, prefix) in [(src, ""), (out, "$OUT/")] {
-        for e in walkdir::WalkDir::new(root)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(Result::ok)
-        {
+        for e in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(Result::ok) {
             let name = e.file_name().to_string_lossy();
-            let wanted = crate::source::LOCK_FILE_NAMES.contains(&name.as_ref())
-                || locks::READ.contains(&name.as_ref());
+            let wanted = crate::source::LOCK_FILE_NAMES.contains(&name.as_ref()) || locks::READ.contains(&name.as_ref());
             if !e.file_type().is_file() || !wanted {
                 continue;
             }
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap_or(e.path())
-                .to_string_lossy()
-                .into_owned();
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path()).to_string_lossy().into_owned();
             let path = format!("{prefix}{rel}");
-            let bytes = fs::read(e.path()).map_err(|source| BuildError::Io {
-                path: e.path().to_owned(),
-                source,
-            })?;
+            let bytes = fs::read(e.path()).map_err(|source| BuildError::Io { path: e.path().to_owned(), source })?;
             let text = String::from_utf8_lossy(&bytes);
             let label = format!("{} {path}", c.name);
-            let packages = locks::parse(&label, &text).map_err(|source| BuildError::LockFile {
-                component: c.name.clone(),
-                platform,
-                source,
-            })?;
+            let packages =
+                locks::parse(&label, &text).map_err(|source| BuildError::LockFile { component: c.name.clone(), platform, source })?;
             // Where a recipe layer puts it, if one does.
             let image_path = c.recipe.layers.iter().find_map(|l| {
                 let from = l.from.trim_end_matches('/');
@@ -450,16 +345,9 @@ pub(crate) fn find_lock_files(
                     path.strip_prefix(&format!("{from}/"))
                 };
                 let keep = (from.starts_with("$OUT") == path.starts_with("$OUT/")) || from == ".";
-                inside
-                    .filter(|_| keep)
-                    .map(|r| format!("{}/{r}", l.to.trim_end_matches('/')))
+                inside.filter(|_| keep).map(|r| format!("{}/{r}", l.to.trim_end_matches('/')))
             });
-            found.push(LockFile {
-                path,
-                sha256: crate::model::Digest::of(&bytes).hex().to_owned(),
-                image_path,
-                packages,
-            });
+            found.push(LockFile { path, sha256: crate::model::Digest::of(&bytes).hex().to_owned(), image_path, packages });
         }
     }
     Ok(found)
@@ -475,17 +363,11 @@ pub struct Daemonless;
 fn build_env(job: &Job<'_>, out: &Path, home: &Path) -> Vec<(String, String)> {
     let plan = job.plan;
     vec![
-        (
-            "PATH".into(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        ),
+        ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
         ("HOME".into(), home.display().to_string()),
         ("TZ".into(), "UTC".into()),
         ("LC_ALL".into(), "C".into()),
-        (
-            "SOURCE_DATE_EPOCH".into(),
-            plan.source_date_epoch.to_string(),
-        ),
+        ("SOURCE_DATE_EPOCH".into(), plan.source_date_epoch.to_string()),
         ("OUT".into(), out.display().to_string()),
         ("STELLAOPS_COMPONENT".into(), job.component.name.clone()),
         ("STELLAOPS_VERSION".into(), job.component.version.clone()),
@@ -497,17 +379,9 @@ fn build_env(job: &Job<'_>, out: &Path, home: &Path) -> Vec<(String, String)> {
 
 impl Daemonless {
     /// A component with only a Dockerfile cannot be built without BuildKit.
-    pub fn check<'a, 'b: 'a>(
-        &self,
-        jobs: impl IntoIterator<Item = &'a Job<'b>>,
-    ) -> Result<(), BuildError> {
-        match jobs
-            .into_iter()
-            .find(|j| j.component.recipe.layers.is_empty())
-        {
-            Some(j) => Err(BuildError::NeedsBuildKit {
-                component: j.component.name.clone(),
-            }),
+    pub fn check<'a, 'b: 'a>(&self, jobs: impl IntoIterator<Item = &'a Job<'b>>) -> Result<(), BuildError> {
+        match jobs.into_iter().find(|j| j.component.recipe.layers.is_empty()) {
+            Some(j) => Err(BuildError::NeedsBuildKit { component: j.component.name.clone() }),
             None => Ok(()),
         }
     }
@@ -527,19 +401,14 @@ impl Backend for Daemonless {
             move |source| BuildError::Io { path, source }
         };
         // 1. The source, from git objects, into a scratch directory of this job alone.
-        let scratch = tempfile::Builder::new()
-            .prefix("stellaops-build-")
-            .tempdir()
-            .map_err(io_err(Path::new("$TMPDIR")))?;
+        let scratch = tempfile::Builder::new().prefix("stellaops-build-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
         let src = scratch.path().join("src");
         let out = scratch.path().join("out");
         let home = scratch.path().join("home");
-        source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| {
-            BuildError::Source {
-                component: c.name.clone(),
-                platform,
-                source,
-            }
+        source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| BuildError::Source {
+            component: c.name.clone(),
+            platform,
+            source,
         })?;
         fs::create_dir_all(&out).map_err(io_err(&out))?;
         fs::create_dir_all(&home).map_err(io_err(&home))?;
@@ -568,22 +437,13 @@ impl Backend for Daemonless {
                     platform,
                     command: c.recipe.build.join(" "),
                     status: format!("failed with {}", output.status),
-                    stderr: tail
-                        .into_iter()
-                        .rev()
-                        .map(|l| format!("  | {l}"))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
+                    stderr: tail.into_iter().rev().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"),
                 });
             }
         }
 
         // 3. One deterministic layer per recipe entry.
-        let layout_err = |source| BuildError::Layout {
-            component: c.name.clone(),
-            platform,
-            source,
-        };
+        let layout_err = |source| BuildError::Layout { component: c.name.clone(), platform, source };
         let mut layers = job.base.manifest.layers.clone();
         let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
         let mut history = job.base.config.history.clone();
@@ -595,27 +455,18 @@ impl Backend for Daemonless {
                 None => src.join(&spec.from),
             };
             if !dir.is_dir() {
-                return Err(BuildError::MissingLayerSource {
-                    component: c.name.clone(),
-                    platform,
-                    from: spec.from.clone(),
-                });
+                return Err(BuildError::MissingLayerSource { component: c.name.clone(), platform, from: spec.from.clone() });
             }
             let (digest, size, info) = layout
                 .put_blob_with(|w| {
                     let mut lw = LayerWriter::new(w, plan.source_date_epoch);
                     lw.record_files();
-                    lw.add_tree(&dir, &spec.to, Modes::Normalize)
-                        .map_err(io::Error::other)?;
+                    lw.add_tree(&dir, &spec.to, Modes::Normalize).map_err(io::Error::other)?;
                     lw.finish().map(|(_, info)| info)
                 })
                 .map_err(|e| match e {
                     LayoutError::Io { path, source } => match source.downcast::<LayerError>() {
-                        Ok(le) => BuildError::Layer {
-                            component: c.name.clone(),
-                            platform,
-                            source: le,
-                        },
+                        Ok(le) => BuildError::Layer { component: c.name.clone(), platform, source: le },
                         Err(source) => layout_err(LayoutError::Io { path, source }),
                     },
                     other => layout_err(other),
@@ -638,18 +489,7 @@ impl Backend for Daemonless {
             });
         }
 
-        assemble(
-            job,
-            layout,
-            Made {
-                layers,
-                diff_ids,
-                history,
-                lock_files,
-                files,
-                buildkit: None,
-            },
-        )
+        assemble(job, layout, Made { layers, diff_ids, history, lock_files, files, buildkit: None })
     }
 }
 
@@ -669,50 +509,23 @@ pub(crate) struct Made {
 /// component's): the base's config plus the recipe, the pipeline's variables and the six
 /// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
 /// in their layers.
-pub(crate) fn assemble(
-    job: &Job<'_>,
-    layout: &Layout,
-    made: Made,
-) -> Result<BuiltImage, BuildError> {
-    let Made {
-        layers,
-        diff_ids,
-        history,
-        lock_files,
-        files,
-        buildkit,
-    } = made;
+pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<BuiltImage, BuildError> {
+    let Made { layers, diff_ids, history, lock_files, files, buildkit } = made;
     let c = job.component;
     let platform = job.image.platform;
     let plan = job.plan;
-    let layout_err = |source| BuildError::Layout {
-        component: c.name.clone(),
-        platform,
-        source,
-    };
+    let layout_err = |source| BuildError::Layout { component: c.name.clone(), platform, source };
     {
         // 4. Config: the base's, plus the recipe, the pipeline's variables and labels.
         let r = &c.recipe;
-        let mut env: BTreeMap<String, String> = job
-            .base
-            .config
-            .config
-            .env
-            .iter()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            })
-            .collect();
+        let mut env: BTreeMap<String, String> =
+            job.base.config.config.env.iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
         env.extend(r.env.clone());
         env.insert("STELLAOPS_COMPONENT".into(), c.name.clone());
         env.insert("STELLAOPS_VERSION".into(), c.version.clone());
         env.insert("STELLAOPS_RELEASE".into(), plan.version.to_string());
         env.insert("STELLAOPS_CHANNEL".into(), plan.channel.to_string());
-        env.insert(
-            "STELLAOPS_CALENDAR".into(),
-            plan.version.calendar.to_string(),
-        );
+        env.insert("STELLAOPS_CALENDAR".into(), plan.version.calendar.to_string());
         let labels = BTreeMap::from([
             (LABEL_VERSION.to_owned(), c.version.clone()),
             (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
@@ -721,13 +534,7 @@ pub(crate) fn assemble(
             (LABEL_CHANNEL.to_owned(), plan.channel.to_string()),
             // The provenance is made after the image and names the image's digest, so the
             // image can only point at where its referrers live, not at one digest.
-            (
-                LABEL_PROVENANCE.to_owned(),
-                format!(
-                    "oci://{}/referrers?artifactType=application/vnd.in-toto+json",
-                    c.repository
-                ),
-            ),
+            (LABEL_PROVENANCE.to_owned(), format!("oci://{}/referrers?artifactType=application/vnd.in-toto+json", c.repository)),
         ]);
         let config = oci::ImageConfig {
             created: plan.created.clone(),
@@ -740,30 +547,19 @@ pub(crate) fn assemble(
                 entrypoint: r.entrypoint.clone(),
                 cmd: r.cmd.clone(),
                 working_dir: r.workdir.clone().unwrap_or_default(),
-                exposed_ports: r
-                    .ports
-                    .iter()
-                    .map(|p| (format!("{p}/tcp"), serde_json::json!({})))
-                    .collect(),
+                exposed_ports: r.ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect(),
                 labels,
                 healthcheck: (!r.healthcheck.is_empty()).then(|| oci::Healthcheck {
-                    test: std::iter::once("CMD".to_owned())
-                        .chain(r.healthcheck.iter().cloned())
-                        .collect(),
+                    test: std::iter::once("CMD".to_owned()).chain(r.healthcheck.iter().cloned()).collect(),
                     interval: 5_000_000_000,
                     timeout: 3_000_000_000,
                     retries: 3,
                 }),
             },
-            rootfs: oci::RootFs {
-                kind: "layers".to_owned(),
-                diff_ids,
-            },
+            rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids },
             history,
         };
-        let config_desc = layout
-            .put_json(oci::MEDIA_CONFIG, &config)
-            .map_err(layout_err)?;
+        let config_desc = layout.put_json(oci::MEDIA_CONFIG, &config).map_err(layout_err)?;
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
@@ -771,20 +567,12 @@ pub(crate) fn assemble(
             layers: layers.clone(),
             subject: None,
             annotations: BTreeMap::from([
-                (
-                    "org.opencontainers.image.base.digest".to_owned(),
-                    job.base.digest.to_string(),
-                ),
-                (
-                    "org.opencontainers.image.base.name".to_owned(),
-                    format!("stellaops-base/{}", job.base.name),
-                ),
+                ("org.opencontainers.image.base.digest".to_owned(), job.base.digest.to_string()),
+                ("org.opencontainers.image.base.name".to_owned(), format!("stellaops-base/{}", job.base.name)),
                 (LABEL_CREATED.to_owned(), plan.created.clone()),
             ]),
         };
-        let mut desc = layout
-            .put_json(oci::MEDIA_MANIFEST, &manifest)
-            .map_err(layout_err)?;
+        let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
         desc.platform = Some(platform.into());
         Ok(BuiltImage {
             component: c.name.clone(),

@@ -74,24 +74,10 @@ pub enum BuildKitError {
     },
     #[error("`{BUNDLE_FILE}`: component `{component}`: `recipe.secret-build-args`: `{name}` is not set in the environment")]
     MissingSecret { component: String, name: String },
-    #[error(
-        "component `{component}` ({platform}): cannot read its Dockerfile `{file}`: {message}"
-    )]
-    Dockerfile {
-        component: String,
-        platform: Platform,
-        file: String,
-        message: String,
-    },
+    #[error("component `{component}` ({platform}): cannot read its Dockerfile `{file}`: {message}")]
+    Dockerfile { component: String, platform: Platform, file: String, message: String },
     #[error("component `{component}` ({platform}) on `{endpoint}`: {}{message}{}", .step.as_ref().map(|s| format!("step `{s}` failed: ")).unwrap_or_default(), if .log.is_empty() { String::new() } else { format!("\n  log tail:\n{}", .log.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")) })]
-    Failed {
-        component: String,
-        platform: Platform,
-        endpoint: String,
-        step: Option<String>,
-        message: String,
-        log: Vec<String>,
-    },
+    Failed { component: String, platform: Platform, endpoint: String, step: Option<String>, message: String, log: Vec<String> },
     #[error("component `{component}` ({platform}): {source}")]
     Rootfs {
         component: String,
@@ -115,10 +101,7 @@ impl BuildKitError {
             | BuildKitError::NoBaseSource { .. }
             | BuildKitError::MissingSecret { .. }
             | BuildKitError::Failed { .. }
-            | BuildKitError::Rootfs {
-                source: RootfsError::Unsupported { .. },
-                ..
-            } => exit::REJECTED,
+            | BuildKitError::Rootfs { source: RootfsError::Unsupported { .. }, .. } => exit::REJECTED,
             _ => exit::ENVIRONMENT,
         }
     }
@@ -161,9 +144,7 @@ pub struct BuildKit<'r> {
 
 impl std::fmt::Debug for BuildKit<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuildKit")
-            .field("opts", &self.opts)
-            .finish_non_exhaustive()
+        f.debug_struct("BuildKit").field("opts", &self.opts).finish_non_exhaustive()
     }
 }
 
@@ -206,48 +187,25 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<BTreeSet<Platform>>)
 impl Pool {
     fn new(specs: Vec<(String, Option<BTreeSet<Platform>>)>, per_endpoint: usize) -> Pool {
         let (names, platforms): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
-        let state = names
-            .iter()
-            .map(|_| EndpointState {
-                up: true,
-                busy: 0,
-                why_down: String::new(),
-            })
-            .collect();
-        Pool {
-            names,
-            platforms,
-            state: Mutex::new(state),
-            freed: Condvar::new(),
-            per_endpoint: per_endpoint.max(1),
-        }
+        let state = names.iter().map(|_| EndpointState { up: true, busy: 0, why_down: String::new() }).collect();
+        Pool { names, platforms, state: Mutex::new(state), freed: Condvar::new(), per_endpoint: per_endpoint.max(1) }
     }
 
     fn serves(&self, i: usize, platform: Platform) -> bool {
-        self.platforms[i]
-            .as_ref()
-            .is_none_or(|set| set.contains(&platform))
+        self.platforms[i].as_ref().is_none_or(|set| set.contains(&platform))
     }
 
     /// Every endpoint and why it cannot build `platform` (or why it is down).
-    fn down_list(
-        &self,
-        state: &[EndpointState],
-        platform: Option<Platform>,
-    ) -> Vec<(String, String)> {
+    fn down_list(&self, state: &[EndpointState], platform: Option<Platform>) -> Vec<(String, String)> {
         self.names
             .iter()
             .enumerate()
             .zip(state)
             .map(|((i, n), s)| {
                 let why = match (platform, &self.platforms[i]) {
-                    (Some(p), Some(set)) if !set.contains(&p) => format!(
-                        "builds only {}, not {p}",
-                        set.iter()
-                            .map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    (Some(p), Some(set)) if !set.contains(&p) => {
+                        format!("builds only {}, not {p}", set.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                    }
                     _ => s.why_down.clone(),
                 };
                 (n.clone(), why)
@@ -261,9 +219,7 @@ impl Pool {
         if (0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
             Ok(())
         } else {
-            Err(BuildKitError::NoEndpoint(
-                self.down_list(&state, Some(platform)),
-            ))
+            Err(BuildKitError::NoEndpoint(self.down_list(&state, Some(platform))))
         }
     }
 
@@ -273,9 +229,7 @@ impl Pool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if !(0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
-                return Err(BuildKitError::NoEndpoint(
-                    self.down_list(&state, Some(platform)),
-                ));
+                return Err(BuildKitError::NoEndpoint(self.down_list(&state, Some(platform))));
             }
             let best = state
                 .iter()
@@ -323,16 +277,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, BuildKitError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| BuildKitError::Io {
-            path: PathBuf::from("<tokio runtime>"),
-            source,
-        })
+        .map_err(|source| BuildKitError::Io { path: PathBuf::from("<tokio runtime>"), source })
 }
 
 async fn connect(endpoint: &str) -> Result<Docker, String> {
     let path = socket_of(endpoint).map_err(|e| e.to_string())?;
-    let docker = Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| e.to_string())?;
+    let docker = Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION).map_err(|e| e.to_string())?;
     let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
         .await
         .map_err(|_| format!("no answer within {}s", PING_TIMEOUT.as_secs()))?
@@ -372,11 +322,7 @@ struct Request<'a> {
 /// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
 enum Attempt {
     Endpoint(String),
-    Build {
-        step: Option<String>,
-        message: String,
-        log: Vec<String>,
-    },
+    Build { step: Option<String>, message: String, log: Vec<String> },
 }
 
 /// One vertex (step) of the build, as the status stream tells it.
@@ -394,18 +340,9 @@ impl<'r> BuildKit<'r> {
     pub fn new(opts: BuildKitOptions, reporter: &'r dyn Reporter) -> BuildKit<'r> {
         // Specs are checked in `prepare` (health check); one that does not parse is kept as
         // its own address and refused there.
-        let specs = opts
-            .endpoints
-            .iter()
-            .map(|e| parse_endpoint(e).unwrap_or_else(|_| (e.clone(), None)))
-            .collect();
+        let specs = opts.endpoints.iter().map(|e| parse_endpoint(e).unwrap_or_else(|_| (e.clone(), None))).collect();
         let pool = Pool::new(specs, opts.per_endpoint);
-        BuildKit {
-            opts,
-            pool,
-            reporter,
-            base_refs: Mutex::new(BTreeMap::new()),
-        }
+        BuildKit { opts, pool, reporter, base_refs: Mutex::new(BTreeMap::new()) }
     }
 
     fn note(&self, message: String) {
@@ -427,9 +364,7 @@ impl<'r> BuildKit<'r> {
                 Ok(()) => self.note(format!("builder `{e}`: up")),
                 Err(why) => {
                     self.pool.drop_endpoint(i, &why);
-                    self.note(format!(
-                        "builder `{e}` is down ({why}): dropped from the pool"
-                    ));
+                    self.note(format!("builder `{e}` is down ({why}): dropped from the pool"));
                 }
             }
         }
@@ -451,29 +386,17 @@ impl<'r> BuildKit<'r> {
     ) -> Result<String, BuildKitError> {
         if let Some(mirror) = &self.opts.base_mirror {
             let repo = format!("{}/{base}", mirror.trim_end_matches('/'));
-            crate::registry::push_manifest(layout, digest, &repo).map_err(|source| {
-                BuildKitError::Mirror {
-                    base: base.to_owned(),
-                    platform,
-                    source,
-                }
+            crate::registry::push_manifest(layout, digest, &repo).map_err(|source| BuildKitError::Mirror {
+                base: base.to_owned(),
+                platform,
+                source,
             })?;
             return Ok(format!("{repo}@{digest}"));
         }
         let b = cfg.base(base).expect("planned bases exist");
-        match (
-            b.source,
-            b.platforms
-                .get(&platform)
-                .and_then(|p| p.reference.as_ref()),
-        ) {
-            (BaseSource::Registry, Some(r)) => {
-                Ok(format!("{}/{}@{}", r.registry, r.repository, r.digest))
-            }
-            _ => Err(BuildKitError::NoBaseSource {
-                base: base.to_owned(),
-                platform,
-            }),
+        match (b.source, b.platforms.get(&platform).and_then(|p| p.reference.as_ref())) {
+            (BaseSource::Registry, Some(r)) => Ok(format!("{}/{}@{}", r.registry, r.repository, r.digest)),
+            _ => Err(BuildKitError::NoBaseSource { base: base.to_owned(), platform }),
         }
     }
 
@@ -482,12 +405,7 @@ impl<'r> BuildKit<'r> {
         let plan = job.plan;
         let platform = job.image.platform;
         let mut args: BTreeMap<String, String> = c.recipe.build_args.clone();
-        let base_ref = self
-            .base_refs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(job.base.name.clone(), platform))
-            .cloned();
+        let base_ref = self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).get(&(job.base.name.clone(), platform)).cloned();
         if let Some(r) = base_ref {
             args.insert(BASE_ARG.to_owned(), r);
         }
@@ -505,36 +423,19 @@ impl<'r> BuildKit<'r> {
         }
         let mut recorded = args.clone();
         for name in &c.recipe.secret_build_args {
-            let value = std::env::var(name).map_err(|_| BuildKitError::MissingSecret {
-                component: c.name.clone(),
-                name: name.clone(),
-            })?;
+            let value = std::env::var(name).map_err(|_| BuildKitError::MissingSecret { component: c.name.clone(), name: name.clone() })?;
             args.insert(name.clone(), value);
             recorded.insert(name.clone(), REDACTED.to_owned());
         }
-        Ok(BuildArgs {
-            passed: args,
-            recorded,
-        })
+        Ok(BuildArgs { passed: args, recorded })
     }
 
     /// One build on one endpoint: the exported rootfs lands in `export`.
     async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<(), Attempt> {
-        let Request {
-            job_name,
-            context,
-            dockerfile,
-            platform,
-            args,
-            export,
-        } = *req;
+        let Request { job_name, context, dockerfile, platform, args, export } = *req;
         let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
-        let session = format!(
-            "stellaops-{}-{}",
-            std::process::id(),
-            SESSIONS.fetch_add(1, Ordering::Relaxed)
-        );
+        let session = format!("stellaops-{}-{}", std::process::id(), SESSIONS.fetch_add(1, Ordering::Relaxed));
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_owned(),
             // Hermetic: RUN steps get no network; a release never reuses a builder's cache.
@@ -549,11 +450,7 @@ impl<'r> BuildKit<'r> {
             outputs: Some(ImageBuildOutput::Tar(export.display().to_string())),
             ..Default::default()
         };
-        let mut stream = docker.build_image(
-            options,
-            None,
-            Some(bollard::body_full(context.to_vec().into())),
-        );
+        let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.to_vec().into())));
         let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
@@ -589,20 +486,12 @@ impl<'r> BuildKit<'r> {
                 entry.name = v.name.clone();
                 if v.cached && !entry.done {
                     entry.done = true;
-                    self.reporter.event(Event::Step {
-                        job: job_name.to_owned(),
-                        step: v.name.clone(),
-                        status: "cached".to_owned(),
-                    });
+                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
                     continue;
                 }
                 if v.started.is_some() && !entry.started {
                     entry.started = true;
-                    self.reporter.event(Event::Step {
-                        job: job_name.to_owned(),
-                        step: v.name.clone(),
-                        status: "started".to_owned(),
-                    });
+                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "started".to_owned() });
                 }
                 if v.completed.is_some() && !entry.done {
                     entry.done = true;
@@ -610,11 +499,7 @@ impl<'r> BuildKit<'r> {
                     self.reporter.event(Event::Step {
                         job: job_name.to_owned(),
                         step: v.name.clone(),
-                        status: if v.error.is_empty() {
-                            "done".to_owned()
-                        } else {
-                            "failed".to_owned()
-                        },
+                        status: if v.error.is_empty() { "done".to_owned() } else { "failed".to_owned() },
                     });
                 }
             }
@@ -627,11 +512,7 @@ impl<'r> BuildKit<'r> {
                 while let Some(i) = entry.partial.find('\n') {
                     let line: String = entry.partial.drain(..=i).collect();
                     let line = line.trim_end().to_owned();
-                    self.reporter.event(Event::Log {
-                        job: job_name.to_owned(),
-                        step: entry.name.clone(),
-                        line: line.clone(),
-                    });
+                    self.reporter.event(Event::Log { job: job_name.to_owned(), step: entry.name.clone(), line: line.clone() });
                     entry.log.push(line);
                     if entry.log.len() > LOG_TAIL {
                         entry.log.remove(0);
@@ -639,31 +520,18 @@ impl<'r> BuildKit<'r> {
                 }
             }
         }
-        let failed_vertex = order
-            .iter()
-            .filter_map(|d| vertices.get(d))
-            .find(|v| !v.error.is_empty());
+        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty());
         match (failure, failed_vertex) {
             (None, None) if export.is_file() => Ok(()),
-            (None, None) => Err(Attempt::Endpoint(
-                "the build ended without a result (connection lost?)".to_owned(),
-            )),
+            (None, None) => Err(Attempt::Endpoint("the build ended without a result (connection lost?)".to_owned())),
             (message, Some(v)) => {
                 let mut log = v.log.clone();
                 if !v.partial.trim().is_empty() {
                     log.push(v.partial.trim_end().to_owned());
                 }
-                Err(Attempt::Build {
-                    step: Some(v.name.clone()),
-                    message: message.unwrap_or_else(|| v.error.clone()),
-                    log,
-                })
+                Err(Attempt::Build { step: Some(v.name.clone()), message: message.unwrap_or_else(|| v.error.clone()), log })
             }
-            (Some(message), None) => Err(Attempt::Build {
-                step: None,
-                message,
-                log: Vec::new(),
-            }),
+            (Some(message), None) => Err(Attempt::Build { step: None, message, log: Vec::new() }),
         }
     }
 }
@@ -672,30 +540,15 @@ impl<'r> BuildKit<'r> {
 fn read_git_file(repo: &Path, commit: &str, path: &str) -> Result<String, String> {
     let r = git2::Repository::open(repo).map_err(|e| e.message().to_owned())?;
     let oid = git2::Oid::from_str(commit).map_err(|e| e.message().to_owned())?;
-    let tree = r
-        .find_commit(oid)
-        .and_then(|c| c.tree())
-        .map_err(|e| e.message().to_owned())?;
-    let entry = tree.get_path(Path::new(path)).map_err(|_| {
-        format!(
-            "`{path}` is not in commit `{}`",
-            &commit[..12.min(commit.len())]
-        )
-    })?;
-    let blob = r
-        .find_blob(entry.id())
-        .map_err(|e| e.message().to_owned())?;
+    let tree = r.find_commit(oid).and_then(|c| c.tree()).map_err(|e| e.message().to_owned())?;
+    let entry = tree.get_path(Path::new(path)).map_err(|_| format!("`{path}` is not in commit `{}`", &commit[..12.min(commit.len())]))?;
+    let blob = r.find_blob(entry.id()).map_err(|e| e.message().to_owned())?;
     String::from_utf8(blob.content().to_vec()).map_err(|_| "is not UTF-8".to_owned())
 }
 
 /// `subdir/file` with `.` and empty parts dropped.
 fn join_rel(subdir: &str, file: &str) -> String {
-    subdir
-        .split('/')
-        .chain(file.split('/'))
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect::<Vec<_>>()
-        .join("/")
+    subdir.split('/').chain(file.split('/')).filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>().join("/")
 }
 
 impl Backend for BuildKit<'_> {
@@ -704,9 +557,7 @@ impl Backend for BuildKit<'_> {
     }
 
     fn prepare(&self, cfg: &Config, jobs: &[Job<'_>], layout: &Layout) -> Result<(), BuildError> {
-        let (docker_jobs, plain): (Vec<&Job<'_>>, Vec<&Job<'_>>) = jobs
-            .iter()
-            .partition(|j| j.component.recipe.dockerfile.is_some());
+        let (docker_jobs, plain): (Vec<&Job<'_>>, Vec<&Job<'_>>) = jobs.iter().partition(|j| j.component.recipe.dockerfile.is_some());
         Daemonless.check(plain)?;
         if docker_jobs.is_empty() {
             return Ok(());
@@ -721,13 +572,11 @@ impl Backend for BuildKit<'_> {
                 crate::plan::PlannedSource::Path { .. } => in_repo.clone(),
                 crate::plan::PlannedSource::Git { url, .. } => format!("{url}#{in_repo}"),
             };
-            let text = read_git_file(j.repo, j.commit, &in_repo).map_err(|message| {
-                BuildKitError::Dockerfile {
-                    component: j.component.name.clone(),
-                    platform: j.image.platform,
-                    file: shown.clone(),
-                    message,
-                }
+            let text = read_git_file(j.repo, j.commit, &in_repo).map_err(|message| BuildKitError::Dockerfile {
+                component: j.component.name.clone(),
+                platform: j.image.platform,
+                file: shown.clone(),
+                message,
             })?;
             match dockerfile::check(&shown, &text, j.image.platform, &j.base.name, &cfg.lock) {
                 Ok(stages) => {
@@ -760,19 +609,11 @@ impl Backend for BuildKit<'_> {
             if !uses_base.contains(&key) {
                 continue;
             }
-            if self
-                .base_refs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&key)
-            {
+            if self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
                 continue;
             }
             let r = self.base_ref(cfg, &j.base.name, j.image.platform, layout, &j.base.digest)?;
-            self.base_refs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key, r);
+            self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r);
         }
         Ok(())
     }
@@ -790,38 +631,21 @@ impl Backend for BuildKit<'_> {
             move |source| BuildKitError::Io { path, source }
         };
         // 1. The source from git objects, and the build context made from it.
-        let scratch = tempfile::Builder::new()
-            .prefix("stellaops-buildkit-")
-            .tempdir()
-            .map_err(io_err(Path::new("$TMPDIR")))?;
+        let scratch = tempfile::Builder::new().prefix("stellaops-buildkit-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
         let src = scratch.path().join("src");
-        crate::source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| {
-            BuildError::Source {
-                component: c.name.clone(),
-                platform,
-                source,
-            }
+        crate::source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| BuildError::Source {
+            component: c.name.clone(),
+            platform,
+            source,
         })?;
         let context = {
             let mut lw = LayerWriter::new(Vec::new(), plan.source_date_epoch);
-            lw.add_tree(&src, "/", Modes::Normalize)
-                .map_err(|source| BuildError::Layer {
-                    component: c.name.clone(),
-                    platform,
-                    source,
-                })?;
+            lw.add_tree(&src, "/", Modes::Normalize).map_err(|source| BuildError::Layer { component: c.name.clone(), platform, source })?;
             lw.finish().map_err(io_err(&src))?.0
         };
         let BuildArgs { passed, recorded } = self.build_args(job)?;
         let export = scratch.path().join("rootfs.tar");
-        let request = Request {
-            job_name: &job_name,
-            context: &context,
-            dockerfile: &dockerfile,
-            platform,
-            args: &passed,
-            export: &export,
-        };
+        let request = Request { job_name: &job_name, context: &context, dockerfile: &dockerfile, platform, args: &passed, export: &export };
 
         // 2. On the pool, retrying elsewhere when an endpoint fails under us.
         let rt = runtime()?;
@@ -840,41 +664,20 @@ impl Backend for BuildKit<'_> {
                     transport_failures += 1;
                     let health = ping(&endpoint);
                     if health.is_ok() && transport_failures < MAX_TRANSPORT_FAILURES {
-                        self.note(format!(
-                            "builder `{endpoint}` failed `{job_name}` ({why}) but answers its health check: retrying"
-                        ));
+                        self.note(format!("builder `{endpoint}` failed `{job_name}` ({why}) but answers its health check: retrying"));
                     } else if self.pool.drop_endpoint(i, &why) {
-                        self.note(format!(
-                            "builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"
-                        ));
+                        self.note(format!("builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"));
                     }
                 }
                 Err(Attempt::Build { step, message, log }) => {
-                    return Err(BuildKitError::Failed {
-                        component: c.name.clone(),
-                        platform,
-                        endpoint,
-                        step,
-                        message,
-                        log,
-                    }
-                    .into())
+                    return Err(BuildKitError::Failed { component: c.name.clone(), platform, endpoint, step, message, log }.into())
                 }
             }
         };
 
         // 3. Normalization: the base's layers as pinned, plus the difference as one layer.
-        let diff = rootfs::diff_layer(
-            layout,
-            &job.base.manifest.layers,
-            &export,
-            plan.source_date_epoch,
-        )
-        .map_err(|source| BuildKitError::Rootfs {
-            component: c.name.clone(),
-            platform,
-            source,
-        })?;
+        let diff = rootfs::diff_layer(layout, &job.base.manifest.layers, &export, plan.source_date_epoch)
+            .map_err(|source| BuildKitError::Rootfs { component: c.name.clone(), platform, source })?;
         let mut layers = job.base.manifest.layers.clone();
         let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
         let mut history = job.base.config.history.clone();
@@ -918,10 +721,7 @@ mod tests {
 
     #[test]
     fn the_pool_spreads_jobs_bounds_each_endpoint_and_names_every_endpoint_when_all_are_down() {
-        let pool = Pool::new(
-            vec![("unix:///a".into(), None), ("unix:///b".into(), None)],
-            2,
-        );
+        let pool = Pool::new(vec![("unix:///a".into(), None), ("unix:///b".into(), None)], 2);
         let amd = Platform::LinuxAmd64;
         // Least busy first, ties by order: a, b, a, b.
         let got: Vec<usize> = (0..4).map(|_| pool.acquire(amd).unwrap()).collect();
@@ -941,10 +741,7 @@ mod tests {
         assert_eq!(pool.acquire(amd).unwrap(), 1);
         assert!(pool.drop_endpoint(1, "no answer to ping"));
         let e = pool.acquire(amd).unwrap_err().to_string();
-        assert!(
-            e.contains("`unix:///a`: socket gone") && e.contains("`unix:///b`: no answer to ping"),
-            "{e}"
-        );
+        assert!(e.contains("`unix:///a`: socket gone") && e.contains("`unix:///b`: no answer to ping"), "{e}");
     }
 
     #[test]
@@ -957,11 +754,7 @@ mod tests {
         pool.drop_endpoint(0, "gone");
         assert_eq!(pool.acquire(Platform::LinuxArm64).unwrap(), 1);
         let e = pool.acquire(Platform::LinuxAmd64).unwrap_err().to_string();
-        assert!(
-            e.contains("`unix:///any`: gone")
-                && e.contains("`unix:///arm.sock`: builds only linux/arm64, not linux/amd64"),
-            "{e}"
-        );
+        assert!(e.contains("`unix:///any`: gone") && e.contains("`unix:///arm.sock`: builds only linux/arm64, not linux/amd64"), "{e}");
         assert!(pool.can_build(Platform::LinuxAmd64).is_err());
         assert!(parse_endpoint("linux/s390x=unix:///x").is_err());
     }
@@ -978,9 +771,6 @@ mod tests {
     #[test]
     fn rel_paths_join_without_dots() {
         assert_eq!(join_rel(".", "Dockerfile"), "Dockerfile");
-        assert_eq!(
-            join_rel("components/x", "./docker/Dockerfile"),
-            "components/x/docker/Dockerfile"
-        );
+        assert_eq!(join_rel("components/x", "./docker/Dockerfile"), "components/x/docker/Dockerfile");
     }
 }

@@ -47,11 +47,7 @@ pub struct ConfigError(pub Vec<Problem>);
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(
-            f,
-            "the release configuration has {n} problem{}",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "the release configuration has {n} problem{}", if n == 1 { "" } else { "s" })?;
         for p in &self.0 {
             writeln!(f, "- {p}")?;
         }
@@ -84,19 +80,10 @@ impl Config {
 }
 
 fn problem(file: &str, key: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        file: file.to_owned(),
-        key: key.into(),
-        message: message.into(),
-        hint: None,
-    }
+    Problem { file: file.to_owned(), key: key.into(), message: message.into(), hint: None }
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(
-    root: &Path,
-    file: &str,
-    problems: &mut Vec<Problem>,
-) -> Option<T> {
+fn read_toml<T: serde::de::DeserializeOwned>(root: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<T> {
     let path = root.join(file);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -105,10 +92,7 @@ fn read_toml<T: serde::de::DeserializeOwned>(
                 file: file.to_owned(),
                 key: String::new(),
                 message: format!("cannot be read: {e}"),
-                hint: Some(format!(
-                    "run from the repository root or pass `--source`; expected `{}`",
-                    path.display()
-                )),
+                hint: Some(format!("run from the repository root or pass `--source`; expected `{}`", path.display())),
             });
             return None;
         }
@@ -118,16 +102,8 @@ fn read_toml<T: serde::de::DeserializeOwned>(
         Err(e) => {
             // toml's message carries the line, the column and, for an unknown key, its name and
             // the keys that are allowed.
-            let key = e
-                .span()
-                .map(|s| text[s].lines().next().unwrap_or_default().to_owned())
-                .unwrap_or_default();
-            problems.push(Problem {
-                file: file.to_owned(),
-                key,
-                message: e.message().to_owned() + &line_of(&text, e.span()),
-                hint: None,
-            });
+            let key = e.span().map(|s| text[s].lines().next().unwrap_or_default().to_owned()).unwrap_or_default();
+            problems.push(Problem { file: file.to_owned(), key, message: e.message().to_owned() + &line_of(&text, e.span()), hint: None });
             None
         }
     }
@@ -141,10 +117,7 @@ fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-')
 }
 
 fn is_relative_inside(p: &str) -> bool {
@@ -161,19 +134,11 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
         let file = format!("{TRAINS_DIR}/{channel}.toml");
         if let Some(t) = read_toml::<Train>(&root, &file, &mut problems) {
             if t.channel != channel {
-                problems.push(problem(
-                    &file,
-                    "channel",
-                    format!("is `{}` but the file is for `{channel}`", t.channel),
-                ));
+                problems.push(problem(&file, "channel", format!("is `{}` but the file is for `{channel}`", t.channel)));
             }
             if let Some(p) = &t.promotion {
                 if p.to == channel {
-                    problems.push(problem(
-                        &file,
-                        "promotion.to",
-                        "a channel cannot promote to itself",
-                    ));
+                    problems.push(problem(&file, "promotion.to", "a channel cannot promote to itself"));
                 }
             }
             trains.insert(channel, t);
@@ -190,30 +155,24 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     // The release version: `MAJOR.MINOR.PATCH`, or with a calendar tag to be checked later.
     let (version, declared) = match bundle.release.version.parse::<ReleaseVersion>() {
         Ok(rv) => (Some(rv.version), Some(rv)),
-        Err(full) => match bundle.release.version.parse::<Version>() {
-            Ok(v) if !bundle.release.version.contains('(') => (Some(v), None),
-            _ => {
-                problems.push(Problem {
+        Err(full) => {
+            match bundle.release.version.parse::<Version>() {
+                Ok(v) if !bundle.release.version.contains('(') => (Some(v), None),
+                _ => {
+                    problems.push(Problem {
                     file: BUNDLE_FILE.to_owned(),
                     key: "release.version".to_owned(),
                     message: full.0,
                     hint: Some("write `MAJOR.MINOR.PATCH` (the calendar tag is derived from SOURCE_DATE_EPOCH) or `MAJOR.MINOR.PATCH (YYYY.MM)`".to_owned()),
                 });
-                (None, None)
+                    (None, None)
+                }
             }
-        },
+        }
     };
     let registry = &bundle.release.registry;
-    if registry.is_empty()
-        || registry.contains('@')
-        || registry.ends_with('/')
-        || !registry.contains('/')
-    {
-        problems.push(problem(
-            BUNDLE_FILE,
-            "release.registry",
-            format!("`{registry}` is not `HOST/NAMESPACE`"),
-        ));
+    if registry.is_empty() || registry.contains('@') || registry.ends_with('/') || !registry.contains('/') {
+        problems.push(problem(BUNDLE_FILE, "release.registry", format!("`{registry}` is not `HOST/NAMESPACE`")));
     }
 
     let mut names = BTreeSet::new();
@@ -221,38 +180,24 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     for (i, c) in bundle.components.iter().enumerate() {
         let key = |k: &str| format!("components[{i}].{k}");
         if !is_name(&c.name) {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("name"),
-                format!("`{}` is not a lowercase name (a-z, 0-9, -)", c.name),
-            ));
+            problems.push(problem(BUNDLE_FILE, key("name"), format!("`{}` is not a lowercase name (a-z, 0-9, -)", c.name)));
         }
         if !names.insert(c.name.as_str()) {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("name"),
-                format!("`{}` appears twice", c.name),
-            ));
+            problems.push(problem(BUNDLE_FILE, key("name"), format!("`{}` appears twice", c.name)));
         }
         groups.insert(c.skew_group.as_str());
         if c.platforms.is_empty() {
             problems.push(problem(BUNDLE_FILE, key("platforms"), "lists no platform"));
         }
         if c.platforms.iter().collect::<BTreeSet<_>>().len() != c.platforms.len() {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("platforms"),
-                "lists a platform twice",
-            ));
+            problems.push(problem(BUNDLE_FILE, key("platforms"), "lists a platform twice"));
         }
         match lock.bases.iter().find(|b| b.name == c.base) {
             None => problems.push(Problem {
                 file: BUNDLE_FILE.to_owned(),
                 key: key("base"),
                 message: format!("`{}` is not a base of `{LOCK_FILE}`", c.base),
-                hint: Some(format!(
-                    "add it to `{LOCK_FILE}` and run `cargo xtask lock`"
-                )),
+                hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
             }),
             Some(b) => {
                 for p in &c.platforms {
@@ -276,59 +221,33 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                         format!("`{p}` must be relative to the repository, without `..`"),
                     ));
                 } else if !root.join(p).is_dir() {
-                    problems.push(problem(
-                        BUNDLE_FILE,
-                        key("source.path"),
-                        format!("`{p}` is not a directory"),
-                    ));
+                    problems.push(problem(BUNDLE_FILE, key("source.path"), format!("`{p}` is not a directory")));
                 }
                 if s.rev.is_some() || s.subdir.is_some() {
-                    problems.push(problem(
-                        BUNDLE_FILE,
-                        key("source"),
-                        "`rev` and `subdir` go with `git`, not `path`",
-                    ));
+                    problems.push(problem(BUNDLE_FILE, key("source"), "`rev` and `subdir` go with `git`, not `path`"));
                 }
             }
             (None, Some(_)) => {
-                let ok = s
-                    .rev
-                    .as_deref()
-                    .is_some_and(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+                let ok = s.rev.as_deref().is_some_and(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()));
                 if !ok {
                     problems.push(Problem {
                         file: BUNDLE_FILE.to_owned(),
                         key: key("source.rev"),
-                        message: format!(
-                            "`{}` is not a full 40-hex commit id",
-                            s.rev.as_deref().unwrap_or("")
-                        ),
+                        message: format!("`{}` is not a full 40-hex commit id", s.rev.as_deref().unwrap_or("")),
                         hint: Some("a branch or tag can move: pin the commit".to_owned()),
                     });
                 }
                 if let Some(sub) = &s.subdir {
                     if !is_relative_inside(sub) {
-                        problems.push(problem(
-                            BUNDLE_FILE,
-                            key("source.subdir"),
-                            format!("`{sub}` must be relative, without `..`"),
-                        ));
+                        problems.push(problem(BUNDLE_FILE, key("source.subdir"), format!("`{sub}` must be relative, without `..`")));
                     }
                 }
             }
-            _ => problems.push(problem(
-                BUNDLE_FILE,
-                key("source"),
-                "give exactly one of `path` or `git`",
-            )),
+            _ => problems.push(problem(BUNDLE_FILE, key("source"), "give exactly one of `path` or `git`")),
         }
         let r = &c.recipe;
         if r.layers.is_empty() && r.dockerfile.is_none() {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("recipe.layer"),
-                "the recipe adds no layer (and has no `dockerfile`)",
-            ));
+            problems.push(problem(BUNDLE_FILE, key("recipe.layer"), "the recipe adds no layer (and has no `dockerfile`)"));
         }
         if let Some(d) = &r.dockerfile {
             if !is_relative_inside(d) {
@@ -349,25 +268,14 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                 ));
             }
             if !arg_names.insert(k.as_str()) {
-                problems.push(problem(
-                    BUNDLE_FILE,
-                    key(&format!("recipe.secret-build-args.{k}")),
-                    "is also a plain build argument",
-                ));
+                problems.push(problem(BUNDLE_FILE, key(&format!("recipe.secret-build-args.{k}")), "is also a plain build argument"));
             }
         }
         if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("recipe.build-args"),
-                "build arguments go with a `dockerfile`",
-            ));
+            problems.push(problem(BUNDLE_FILE, key("recipe.build-args"), "build arguments go with a `dockerfile`"));
         }
         for (j, l) in r.layers.iter().enumerate() {
-            let from =
-                l.from
-                    .strip_prefix("$OUT/")
-                    .or(if l.from == "$OUT" { Some(".") } else { None });
+            let from = l.from.strip_prefix("$OUT/").or(if l.from == "$OUT" { Some(".") } else { None });
             let from_ok = match from {
                 Some(rest) => rest == "." || is_relative_inside(rest),
                 None => l.from == "." || is_relative_inside(&l.from),
@@ -376,10 +284,7 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                 problems.push(problem(
                     BUNDLE_FILE,
                     key(&format!("recipe.layer[{j}].from")),
-                    format!(
-                        "`{}` must be relative (or start with `$OUT/`), without `..`",
-                        l.from
-                    ),
+                    format!("`{}` must be relative (or start with `$OUT/`), without `..`", l.from),
                 ));
             }
             if from.is_some() && r.build.is_empty() {
@@ -398,19 +303,11 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
             }
         }
         if r.entrypoint.is_empty() {
-            problems.push(problem(
-                BUNDLE_FILE,
-                key("recipe.entrypoint"),
-                "is empty: the image would not start anything",
-            ));
+            problems.push(problem(BUNDLE_FILE, key("recipe.entrypoint"), "is empty: the image would not start anything"));
         }
         for k in r.env.keys() {
             if k.starts_with("STELLAOPS_") {
-                problems.push(problem(
-                    BUNDLE_FILE,
-                    key(&format!("recipe.env.{k}")),
-                    "`STELLAOPS_*` variables are set by the pipeline",
-                ));
+                problems.push(problem(BUNDLE_FILE, key(&format!("recipe.env.{k}")), "`STELLAOPS_*` variables are set by the pipeline"));
             }
         }
     }
@@ -440,56 +337,30 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     }
 
     match version {
-        Some(version) if problems.is_empty() => Ok(Config {
-            root,
-            trains,
-            bundle,
-            lock,
-            version,
-            declared,
-        }),
+        Some(version) if problems.is_empty() => Ok(Config { root, trains, bundle, lock, version, declared }),
         _ => Err(ConfigError(problems)),
     }
 }
 
 fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
     if lock.lock_version != 1 {
-        problems.push(problem(
-            LOCK_FILE,
-            "lock-version",
-            format!(
-                "`{}` is not a lock format this tool reads (1)",
-                lock.lock_version
-            ),
-        ));
+        problems.push(problem(LOCK_FILE, "lock-version", format!("`{}` is not a lock format this tool reads (1)", lock.lock_version)));
     }
     let mut names = BTreeSet::new();
     for (i, b) in lock.bases.iter().enumerate() {
         let key = |k: &str| format!("base[{i}].{k}");
         if !names.insert(b.name.as_str()) {
-            problems.push(problem(
-                LOCK_FILE,
-                key("name"),
-                format!("`{}` appears twice", b.name),
-            ));
+            problems.push(problem(LOCK_FILE, key("name"), format!("`{}` appears twice", b.name)));
         }
         if b.platforms.is_empty() {
             problems.push(problem(LOCK_FILE, key("platform"), "pins no platform"));
         }
         if b.source == BaseSource::Debian {
             if b.suite.is_none() {
-                problems.push(problem(
-                    LOCK_FILE,
-                    key("suite"),
-                    "a Debian base needs its suite (e.g. `bookworm`)",
-                ));
+                problems.push(problem(LOCK_FILE, key("suite"), "a Debian base needs its suite (e.g. `bookworm`)"));
             }
             if b.epoch.is_none() {
-                problems.push(problem(
-                    LOCK_FILE,
-                    key("epoch"),
-                    "a Debian base needs the epoch of its layer (run `cargo xtask lock`)",
-                ));
+                problems.push(problem(LOCK_FILE, key("epoch"), "a Debian base needs the epoch of its layer (run `cargo xtask lock`)"));
             }
         }
         for (k, v) in &b.symlinks {
@@ -503,22 +374,14 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
         }
         for d in &b.directories {
             if !is_relative_inside(d) {
-                problems.push(problem(
-                    LOCK_FILE,
-                    key("directories"),
-                    format!("`{d}` must be relative to the image root, without `..`"),
-                ));
+                problems.push(problem(LOCK_FILE, key("directories"), format!("`{d}` must be relative to the image root, without `..`")));
             }
         }
         for (platform, pin) in &b.platforms {
             let pkey = |k: &str| format!("base[{i}].platform.\"{platform}\".{k}");
             let need = |present: bool, field: &str, problems: &mut Vec<Problem>| {
                 if !present {
-                    problems.push(problem(
-                        LOCK_FILE,
-                        pkey(field),
-                        format!("a `{}` base needs `{field}`", source_name(b.source)),
-                    ));
+                    problems.push(problem(LOCK_FILE, pkey(field), format!("a `{}` base needs `{field}`", source_name(b.source))));
                 }
             };
             match b.source {
@@ -539,12 +402,7 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
             }
             for (j, p) in pin.packages.iter().enumerate() {
                 let pk = pkey(&format!("packages[{j}]"));
-                if p.sha256.len() != 64
-                    || !p
-                        .sha256
-                        .bytes()
-                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-                {
+                if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
                     problems.push(Problem {
                         file: LOCK_FILE.to_owned(),
                         key: format!("{pk}.sha256"),
@@ -553,18 +411,10 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
                     });
                 }
                 if p.arch != platform.deb_arch() && p.arch != "all" {
-                    problems.push(problem(
-                        LOCK_FILE,
-                        format!("{pk}.arch"),
-                        format!("`{}` does not match platform `{platform}`", p.arch),
-                    ));
+                    problems.push(problem(LOCK_FILE, format!("{pk}.arch"), format!("`{}` does not match platform `{platform}`", p.arch)));
                 }
                 if !is_relative_inside(&p.filename) {
-                    problems.push(problem(
-                        LOCK_FILE,
-                        format!("{pk}.filename"),
-                        format!("`{}` is not a pool path", p.filename),
-                    ));
+                    problems.push(problem(LOCK_FILE, format!("{pk}.filename"), format!("`{}` is not a pool path", p.filename)));
                 }
             }
         }

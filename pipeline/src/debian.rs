@@ -19,28 +19,11 @@ use crate::schema::DebPin;
 #[derive(Debug, thiserror::Error)]
 pub enum DebError {
     #[error("`{name}` {version} ({arch}): the .deb from `{from}` has sha256 `{actual}` but `base-images.lock` pins `{expected}`\n  hint: the mirror serves other bytes than were locked; if the change is intended, run `cargo xtask lock` and review the diff")]
-    Sha256Mismatch {
-        name: String,
-        version: String,
-        arch: String,
-        from: String,
-        expected: String,
-        actual: String,
-    },
+    Sha256Mismatch { name: String, version: String, arch: String, from: String, expected: String, actual: String },
     #[error("`{name}` {version} ({arch}): cannot fetch `{url}`: {message}\n  hint: check the mirror (`--apt-mirror`) or give a directory of .deb files (`--deb-dir`)")]
-    Fetch {
-        name: String,
-        version: String,
-        arch: String,
-        url: String,
-        message: String,
-    },
+    Fetch { name: String, version: String, arch: String, url: String, message: String },
     #[error("`{name}` ({arch}) is not in `{url}`")]
-    NotInIndex {
-        name: String,
-        arch: String,
-        url: String,
-    },
+    NotInIndex { name: String, arch: String, url: String },
     #[error("no apt mirror found in `/etc/apt/sources.list` or `/etc/apt/sources.list.d/`\n  hint: pass `--apt-mirror http://...` or `--deb-dir DIR`")]
     NoMirror,
     #[error("`{path}`: not a Debian package: {message}")]
@@ -54,10 +37,7 @@ pub enum DebError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> DebError + '_ {
-    move |source| DebError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| DebError::Io { path: path.to_owned(), source }
 }
 
 /// Where `.deb` files come from.
@@ -86,17 +66,10 @@ pub fn host_mirror() -> Result<String, DebError> {
         let ext = f.extension().and_then(|e| e.to_str()).unwrap_or_default();
         if ext == "sources" {
             for stanza in text.split("\n\n") {
-                let field = |k: &str| {
-                    stanza.lines().find_map(|l| {
-                        l.strip_prefix(k)
-                            .and_then(|r| r.strip_prefix(':'))
-                            .map(|v| v.trim().to_owned())
-                    })
-                };
+                let field =
+                    |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_owned()));
                 let enabled = field("Enabled").is_none_or(|v| v != "no");
-                if enabled
-                    && field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
-                {
+                if enabled && field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb")) {
                     if let Some(uris) = field("URIs") {
                         candidates.extend(uris.split_whitespace().map(str::to_owned));
                     }
@@ -115,11 +88,7 @@ pub fn host_mirror() -> Result<String, DebError> {
     }
     candidates
         .into_iter()
-        .find(|u| {
-            u.starts_with("http")
-                && !u.contains("security")
-                && u.trim_end_matches('/').ends_with("/debian")
-        })
+        .find(|u| u.starts_with("http") && !u.contains("security") && u.trim_end_matches('/').ends_with("/debian"))
         .map(|u| u.trim_end_matches('/').to_owned())
         .ok_or(DebError::NoMirror)
 }
@@ -184,18 +153,12 @@ pub fn fetch(pin: &DebPin, source: &DebSource, cache: &Path) -> Result<PathBuf, 
             actual: digest.hex().to_owned(),
         });
     }
-    tmp.persist(&cached).map_err(|e| DebError::Io {
-        path: cached.clone(),
-        source: e.error,
-    })?;
+    tmp.persist(&cached).map_err(|e| DebError::Io { path: cached.clone(), source: e.error })?;
     Ok(cached)
 }
 
 fn http_get(url: &str) -> Result<Box<dyn Read>, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_secs(300)))
-        .build()
-        .into();
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(std::time::Duration::from_secs(300))).build().into();
     let resp = agent.get(url).call().map_err(|e| e.to_string())?;
     Ok(Box::new(resp.into_body().into_reader()))
 }
@@ -242,10 +205,7 @@ fn with_member<T>(
     deb: &Path,
     f: impl FnOnce(&mut dyn Read) -> Result<T, DebError>,
 ) -> Result<T, DebError> {
-    let bad = |message: String| DebError::BadDeb {
-        path: deb.to_owned(),
-        message,
-    };
+    let bad = |message: String| DebError::BadDeb { path: deb.to_owned(), message };
     if name.ends_with(".xz") {
         let (mut reader, writer) = io::pipe().map_err(io_at(deb))?;
         let mut input = io::BufReader::new(entry);
@@ -258,9 +218,7 @@ fn with_member<T>(
             // Drain what the consumer left (tar padding), so the decoder can finish.
             let _ = io::copy(&mut reader, &mut io::sink());
             drop(reader);
-            let decoded = t
-                .join()
-                .map_err(|_| bad("the xz decoder panicked".into()))?;
+            let decoded = t.join().map_err(|_| bad("the xz decoder panicked".into()))?;
             let out = r?;
             decoded.map_err(|e| bad(format!("{name}: {e}")))?;
             Ok(out)
@@ -271,9 +229,7 @@ fn with_member<T>(
         let mut e = entry;
         f(&mut e)
     } else {
-        Err(bad(format!(
-            "`{name}`: only xz, gzip and plain members are read"
-        )))
+        Err(bad(format!("`{name}`: only xz, gzip and plain members are read")))
     }
 }
 
@@ -281,10 +237,7 @@ fn with_member<T>(
 /// `control.tar.*` member. Entries that would leave `root` are refused by the tar crate's
 /// `unpack_in`.
 pub fn unpack(deb: &Path, root: &Path) -> Result<DebInfo, DebError> {
-    let bad = |message: String| DebError::BadDeb {
-        path: deb.to_owned(),
-        message,
-    };
+    let bad = |message: String| DebError::BadDeb { path: deb.to_owned(), message };
     let file = fs::File::open(deb).map_err(io_at(deb))?;
     let mut archive = ar::Archive::new(file);
     let mut info = DebInfo::default();
@@ -297,12 +250,7 @@ pub fn unpack(deb: &Path, root: &Path) -> Result<DebInfo, DebError> {
                 let mut tar = tar::Archive::new(r);
                 for e in tar.entries().map_err(io_at(deb))? {
                     let mut e = e.map_err(io_at(deb))?;
-                    let path = e
-                        .path()
-                        .map_err(io_at(deb))?
-                        .to_string_lossy()
-                        .trim_start_matches("./")
-                        .to_owned();
+                    let path = e.path().map_err(io_at(deb))?.to_string_lossy().trim_start_matches("./").to_owned();
                     let mut text = String::new();
                     match path.as_str() {
                         "control" => {
@@ -342,34 +290,20 @@ fn unpack_tar(data: &mut dyn Read, root: &Path, deb: &Path) -> Result<Vec<String
     for entry in tar.entries().map_err(io_at(deb))? {
         let mut entry = entry.map_err(io_at(deb))?;
         match entry.header().entry_type() {
-            tar::EntryType::Regular
-            | tar::EntryType::Directory
-            | tar::EntryType::Symlink
-            | tar::EntryType::Link => {}
+            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink | tar::EntryType::Link => {}
             other => {
                 return Err(DebError::BadDeb {
                     path: deb.to_owned(),
                     message: format!(
                         "entry `{}` has type {other:?}, which a base layer does not carry",
-                        entry
-                            .path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
+                        entry.path().map(|p| p.display().to_string()).unwrap_or_default()
                     ),
                 })
             }
         }
-        let p = entry
-            .path()
-            .map_err(io_at(deb))?
-            .to_string_lossy()
-            .into_owned();
+        let p = entry.path().map_err(io_at(deb))?.to_string_lossy().into_owned();
         let p = p.trim_start_matches('.').trim_end_matches('/');
-        paths.push(if p.is_empty() {
-            "/.".to_owned()
-        } else {
-            p.to_owned()
-        });
+        paths.push(if p.is_empty() { "/.".to_owned() } else { p.to_owned() });
         entry.unpack_in(root).map_err(io_at(deb))?;
     }
     Ok(paths)
@@ -384,15 +318,8 @@ pub struct IndexEntry {
 }
 
 /// Reads `dists/<suite>/main/binary-<arch>/Packages.xz` from `mirror`: name -> entry.
-pub fn read_index(
-    mirror: &str,
-    suite: &str,
-    arch: &str,
-) -> Result<(String, BTreeMap<String, IndexEntry>), DebError> {
-    let url = format!(
-        "{}/dists/{suite}/main/binary-{arch}/Packages.xz",
-        mirror.trim_end_matches('/')
-    );
+pub fn read_index(mirror: &str, suite: &str, arch: &str) -> Result<(String, BTreeMap<String, IndexEntry>), DebError> {
+    let url = format!("{}/dists/{suite}/main/binary-{arch}/Packages.xz", mirror.trim_end_matches('/'));
     let fetch_err = |message: String| DebError::Fetch {
         name: "Packages.xz".into(),
         version: suite.into(),
@@ -402,32 +329,15 @@ pub fn read_index(
     };
     let reader = http_get(&url).map_err(fetch_err)?;
     let mut text = Vec::new();
-    lzma_rs::xz_decompress(&mut io::BufReader::new(reader), &mut text)
-        .map_err(|e| fetch_err(e.to_string()))?;
+    lzma_rs::xz_decompress(&mut io::BufReader::new(reader), &mut text).map_err(|e| fetch_err(e.to_string()))?;
     let text = String::from_utf8_lossy(&text);
     let mut out = BTreeMap::new();
     for stanza in text.split("\n\n") {
-        let field = |k: &str| {
-            stanza.lines().find_map(|l| {
-                l.strip_prefix(k)
-                    .and_then(|r| r.strip_prefix(": "))
-                    .map(str::to_owned)
-            })
-        };
-        if let (Some(name), Some(version), Some(filename), Some(sha256)) = (
-            field("Package"),
-            field("Version"),
-            field("Filename"),
-            field("SHA256"),
-        ) {
-            out.insert(
-                name,
-                IndexEntry {
-                    version,
-                    filename,
-                    sha256,
-                },
-            );
+        let field = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(": ")).map(str::to_owned));
+        if let (Some(name), Some(version), Some(filename), Some(sha256)) =
+            (field("Package"), field("Version"), field("Filename"), field("SHA256"))
+        {
+            out.insert(name, IndexEntry { version, filename, sha256 });
         }
     }
     Ok((url, out))

@@ -142,28 +142,16 @@ fn instructions(text: &str) -> (Vec<Instruction>, Vec<Directive>) {
 
 /// Checks every `FROM` of `text` (the Dockerfile `file`) for `platform`; `base` is the
 /// component's base in the lock.
-pub fn check(
-    file: &str,
-    text: &str,
-    platform: Platform,
-    base: &str,
-    lock: &BaseLock,
-) -> Result<Vec<Stage>, Vec<Problem>> {
+pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &BaseLock) -> Result<Vec<Stage>, Vec<Problem>> {
     let mut problems = Vec::new();
-    let problem = |line: usize, message: String, hint: Option<&str>| Problem {
-        file: file.to_owned(),
-        line,
-        message,
-        hint: hint.map(str::to_owned),
-    };
+    let problem =
+        |line: usize, message: String, hint: Option<&str>| Problem { file: file.to_owned(), line, message, hint: hint.map(str::to_owned) };
     let (instructions, directives) = instructions(text);
     for (line, key, value) in directives {
         if key == "syntax" {
             problems.push(problem(
                 line,
-                format!(
-                    "the `# syntax={value}` directive pulls a frontend image that nothing pins"
-                ),
+                format!("the `# syntax={value}` directive pulls a frontend image that nothing pins"),
                 Some("remove it: the builder's own Dockerfile frontend is used"),
             ));
         }
@@ -177,19 +165,16 @@ pub fn check(
             continue;
         };
         if keyword.eq_ignore_ascii_case("ARG") && stages.is_empty() {
-            base_declared |= words
-                .next()
-                .is_some_and(|a| a.split('=').next() == Some(BASE_ARG));
+            base_declared |= words.next().is_some_and(|a| a.split('=').next() == Some(BASE_ARG));
             continue;
         }
-        if let Some(recipe_key) = CONFIG_ONLY
-            .iter()
-            .find(|(k, _)| keyword.eq_ignore_ascii_case(k))
-            .map(|(_, r)| *r)
-        {
+        if let Some(recipe_key) = CONFIG_ONLY.iter().find(|(k, _)| keyword.eq_ignore_ascii_case(k)).map(|(_, r)| *r) {
             problems.push(problem(
                 *line,
-                format!("`{}` only sets image config, which the pipeline takes from the recipe, not from the Dockerfile", keyword.to_ascii_uppercase()),
+                format!(
+                    "`{}` only sets image config, which the pipeline takes from the recipe, not from the Dockerfile",
+                    keyword.to_ascii_uppercase()
+                ),
                 Some(&format!("remove it and set `{recipe_key}` in the component's recipe in `{}`", crate::config::BUNDLE_FILE)),
             ));
             continue;
@@ -210,27 +195,16 @@ pub fn check(
             [image] => (*image, None),
             [image, as_, name] if as_.eq_ignore_ascii_case("AS") => (*image, Some(*name)),
             _ => {
-                problems.push(problem(
-                    *line,
-                    format!("cannot read `{ins}`"),
-                    Some("write `FROM <image> [AS <name>]`"),
-                ));
+                problems.push(problem(*line, format!("cannot read `{ins}`"), Some("write `FROM <image> [AS <name>]`")));
                 continue;
             }
         };
         let from = if image == "scratch" {
             Some(Origin::Scratch)
-        } else if let Some(i) = stages.iter().position(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(image))
-        }) {
+        } else if let Some(i) = stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(image))) {
             Some(Origin::Stage(i))
         } else if image.contains('$') {
-            let var = image
-                .strip_prefix("${")
-                .and_then(|v| v.strip_suffix('}'))
-                .or_else(|| image.strip_prefix('$'));
+            let var = image.strip_prefix("${").and_then(|v| v.strip_suffix('}')).or_else(|| image.strip_prefix('$'));
             if var == Some(BASE_ARG) && !base_declared {
                 problems.push(problem(
                     *line,
@@ -251,29 +225,17 @@ pub fn check(
         } else if let Some((_, digest)) = image.split_once('@') {
             match digest.parse::<Digest>() {
                 Err(_) => {
-                    problems.push(problem(
-                        *line,
-                        format!("`{image}`: `{digest}` is not a sha256 digest"),
-                        None,
-                    ));
+                    problems.push(problem(*line, format!("`{image}`: `{digest}` is not a sha256 digest"), None));
                     None
                 }
                 Ok(d) => {
-                    let here = lock
+                    let here = lock.bases.iter().find(|b| b.platforms.get(&platform).is_some_and(|p| p.digest == d));
+                    let elsewhere = lock
                         .bases
                         .iter()
-                        .find(|b| b.platforms.get(&platform).is_some_and(|p| p.digest == d));
-                    let elsewhere = lock.bases.iter().find_map(|b| {
-                        b.platforms
-                            .iter()
-                            .find(|(_, p)| p.digest == d)
-                            .map(|(pl, _)| (b.name.clone(), *pl))
-                    });
+                        .find_map(|b| b.platforms.iter().find(|(_, p)| p.digest == d).map(|(pl, _)| (b.name.clone(), *pl)));
                     match (here, elsewhere) {
-                        (Some(b), _) => Some(Origin::Pinned {
-                            base: b.name.clone(),
-                            digest: d,
-                        }),
+                        (Some(b), _) => Some(Origin::Pinned { base: b.name.clone(), digest: d }),
                         (None, Some((b, other))) => {
                             problems.push(problem(
                                 *line,
@@ -329,7 +291,9 @@ pub fn check(
                 problems.push(problem(
                     last.line,
                     format!("the last stage must stand on the component's base `{base}`"),
-                    Some(&format!("write `FROM ${{{BASE_ARG}}}` for the last stage; earlier stages may use other pinned bases or `scratch`")),
+                    Some(&format!(
+                        "write `FROM ${{{BASE_ARG}}}` for the last stage; earlier stages may use other pinned bases or `scratch`"
+                    )),
                 ));
             }
         }
@@ -356,13 +320,7 @@ mod tests {
     }
 
     fn run(text: &str) -> Result<Vec<Stage>, Vec<Problem>> {
-        check(
-            "c/Dockerfile",
-            text,
-            Platform::LinuxAmd64,
-            "busybox",
-            &lock(),
-        )
+        check("c/Dockerfile", text, Platform::LinuxAmd64, "busybox", &lock())
     }
 
     #[test]
@@ -394,9 +352,7 @@ mod tests {
         assert!(text[0].contains("line 1") && text[0].contains("syntax"));
         assert!(text[1].contains("line 3") && text[1].contains("not pinned by digest"));
         assert!(text[2].contains("line 4") && text[2].contains("is not pinned in"));
-        assert!(
-            text[3].contains("line 5") && text[3].contains("for linux/arm64, not for linux/amd64")
-        );
+        assert!(text[3].contains("line 5") && text[3].contains("for linux/arm64, not for linux/amd64"));
         assert!(text[4].contains("line 7") && text[4].contains("only `${STELLAOPS_BASE}`"));
         assert!(text[5].contains("line 8") && text[5].contains("--platform"));
         assert!(text.iter().all(|t| t.starts_with("`c/Dockerfile` line ")));
@@ -404,22 +360,16 @@ mod tests {
 
     #[test]
     fn config_only_instructions_are_refused_with_the_recipe_key() {
-        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nEXPOSE 80\nentrypoint [\"/x\"]\n")
-            .unwrap_err();
+        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nEXPOSE 80\nentrypoint [\"/x\"]\n").unwrap_err();
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!((p[0].line, p[1].line), (3, 4));
-        assert!(p[1]
-            .message
-            .starts_with("`ENTRYPOINT` only sets image config"));
+        assert!(p[1].message.starts_with("`ENTRYPOINT` only sets image config"));
         assert!(p[1].hint.as_deref().unwrap().contains("recipe.entrypoint"));
     }
 
     #[test]
     fn the_last_stage_must_stand_on_the_component_base() {
-        let p = run(
-            "ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE} AS b\nFROM scratch\nCOPY --from=b / /\n",
-        )
-        .unwrap_err();
+        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE} AS b\nFROM scratch\nCOPY --from=b / /\n").unwrap_err();
         assert_eq!(p[0].line, 3, "{p:?}");
         assert!(p[0].message.contains("component's base `busybox`"));
         assert!(run("").unwrap_err()[0].message.contains("no `FROM`"));

@@ -53,31 +53,15 @@ type Items = BTreeMap<(String, String), BTreeSet<String>>;
 fn declared(bom: &Bom) -> (Items, Items) {
     let (mut packages, mut files) = (Items::new(), Items::new());
     for c in &bom.components {
-        let prop = |n: &str| {
-            c.properties
-                .iter()
-                .find(|p| p.name == n)
-                .map(|p| p.value.as_str())
-        };
+        let prop = |n: &str| c.properties.iter().find(|p| p.name == n).map(|p| p.value.as_str());
         if prop(EVIDENCE) != Some("image") {
             continue;
         }
         if c.kind == ComponentType::File {
-            let sha = c
-                .hashes
-                .iter()
-                .find(|h| h.alg == "SHA-256")
-                .map(|h| h.content.clone())
-                .unwrap_or_default();
-            files
-                .entry(("file".into(), c.name.clone()))
-                .or_default()
-                .insert(sha);
+            let sha = c.hashes.iter().find(|h| h.alg == "SHA-256").map(|h| h.content.clone()).unwrap_or_default();
+            files.entry(("file".into(), c.name.clone())).or_default().insert(sha);
         } else if let Some(eco) = prop(ECOSYSTEM) {
-            packages
-                .entry((eco.to_owned(), c.name.clone()))
-                .or_default()
-                .insert(c.version.clone());
+            packages.entry((eco.to_owned(), c.name.clone())).or_default().insert(c.version.clone());
         }
     }
     (packages, files)
@@ -86,16 +70,10 @@ fn declared(bom: &Bom) -> (Items, Items) {
 fn found(scan: &ScanResult) -> (Items, Items) {
     let (mut packages, mut files) = (Items::new(), Items::new());
     for p in &scan.packages {
-        packages
-            .entry((p.kind.clone(), p.name.clone()))
-            .or_default()
-            .insert(p.version.clone());
+        packages.entry((p.kind.clone(), p.name.clone())).or_default().insert(p.version.clone());
     }
     for (path, sha) in &scan.files {
-        files
-            .entry(("file".into(), path.clone()))
-            .or_default()
-            .insert(sha.clone());
+        files.entry(("file".into(), path.clone())).or_default().insert(sha.clone());
     }
     (packages, files)
 }
@@ -113,9 +91,7 @@ fn diff(declared: &Items, found: &Items, out: &mut Vec<Difference>) {
             accepted: None,
         };
         match (d, f) {
-            (Some(d), None) => {
-                out.extend(d.iter().map(|v| mk(DriftChange::Removed, Some(v), None)))
-            }
+            (Some(d), None) => out.extend(d.iter().map(|v| mk(DriftChange::Removed, Some(v), None))),
             (None, Some(f)) => out.extend(f.iter().map(|v| mk(DriftChange::Added, None, Some(v)))),
             (Some(d), Some(f)) if d != f => {
                 let only_d: Vec<&String> = d.difference(f).collect();
@@ -123,16 +99,8 @@ fn diff(declared: &Items, found: &Items, out: &mut Vec<Difference>) {
                 if only_d.len() == 1 && only_f.len() == 1 {
                     out.push(mk(DriftChange::Changed, Some(only_d[0]), Some(only_f[0])));
                 } else {
-                    out.extend(
-                        only_d
-                            .into_iter()
-                            .map(|v| mk(DriftChange::Removed, Some(v), None)),
-                    );
-                    out.extend(
-                        only_f
-                            .into_iter()
-                            .map(|v| mk(DriftChange::Added, None, Some(v))),
-                    );
+                    out.extend(only_d.into_iter().map(|v| mk(DriftChange::Removed, Some(v), None)));
+                    out.extend(only_f.into_iter().map(|v| mk(DriftChange::Added, None, Some(v))));
                 }
             }
             _ => {}
@@ -141,13 +109,7 @@ fn diff(declared: &Items, found: &Items, out: &mut Vec<Difference>) {
 }
 
 /// Compares one image's build-time SBOM with its scan under the channel's `policy`.
-pub fn compare(
-    component: &str,
-    platform: &str,
-    bom: &Bom,
-    scan: &ScanResult,
-    policy: &[AcceptedDrift],
-) -> DriftReport {
+pub fn compare(component: &str, platform: &str, bom: &Bom, scan: &ScanResult, policy: &[AcceptedDrift]) -> DriftReport {
     let (dp, df) = declared(bom);
     let (fp, ff) = found(scan);
     let mut differences = Vec::new();
@@ -190,15 +152,7 @@ pub fn table(reports: &[DriftReport]) -> String {
     for r in reports {
         for d in &r.differences {
             let short = |v: &Option<String>| {
-                v.as_deref()
-                    .map(|v| {
-                        if v.len() > 22 {
-                            format!("{}…", &v[..21])
-                        } else {
-                            v.to_owned()
-                        }
-                    })
-                    .unwrap_or_else(|| "-".into())
+                v.as_deref().map(|v| if v.len() > 22 { format!("{}…", &v[..21]) } else { v.to_owned() }).unwrap_or_else(|| "-".into())
             };
             let change = match d.change {
                 DriftChange::Added => "added",
@@ -215,10 +169,7 @@ pub fn table(reports: &[DriftReport]) -> String {
                 d.name,
                 short(&d.declared),
                 short(&d.found),
-                d.accepted
-                    .as_deref()
-                    .map(|a| format!("accepted: {a}"))
-                    .unwrap_or_else(|| "REJECTED".into())
+                d.accepted.as_deref().map(|a| format!("accepted: {a}")).unwrap_or_else(|| "REJECTED".into())
             );
         }
     }

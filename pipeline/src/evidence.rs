@@ -45,26 +45,16 @@ pub enum EvidenceError {
     #[error(transparent)]
     Layout(#[from] crate::oci::LayoutError),
     #[error("drift between the build-time SBOM and the scan of the image ({count} difference{} not accepted by the `{channel}` policy); report: `{}`\n{table}  hint: fix the build, or accept the exact difference with a reason in `release-trains/{channel}.toml` ([[drift.accept]])", if *.count == 1 { "" } else { "s" }, .report.display())]
-    Drift {
-        count: usize,
-        channel: String,
-        table: String,
-        report: PathBuf,
-    },
+    Drift { count: usize, channel: String, table: String, report: PathBuf },
 }
 
 impl EvidenceError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            EvidenceError::Scan {
-                source: scan::ScanError::Malformed { .. },
-                ..
+            EvidenceError::Scan { source: scan::ScanError::Malformed { .. }, .. } | EvidenceError::Drift { .. } => crate::exit::REJECTED,
+            EvidenceError::Scan { source: scan::ScanError::Layout(crate::oci::LayoutError::DigestMismatch { .. }), .. } => {
+                crate::exit::REJECTED
             }
-            | EvidenceError::Drift { .. } => crate::exit::REJECTED,
-            EvidenceError::Scan {
-                source: scan::ScanError::Layout(crate::oci::LayoutError::DigestMismatch { .. }),
-                ..
-            } => crate::exit::REJECTED,
             _ => crate::exit::ENVIRONMENT,
         }
     }
@@ -91,15 +81,9 @@ pub struct Evidence {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
-    let io = |source| EvidenceError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| EvidenceError::Io { path: path.to_owned(), source };
     fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
-    write_atomic(path, bytes).map_err(|source| EvidenceError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    write_atomic(path, bytes).map_err(|source| EvidenceError::Io { path: path.to_owned(), source })
 }
 
 /// Where the stage writes, and the run's times.
@@ -127,18 +111,9 @@ pub fn run(
     let policy = &cfg.train(plan.channel).drift.accept;
     let toolchain = fs::read_to_string(plan.root.join("rust-toolchain.toml"))
         .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("channel = ")
-                    .map(|v| v.trim_matches('"').to_owned())
-            })
-        })
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("channel = ").map(|v| v.trim_matches('"').to_owned())))
         .unwrap_or_else(|| "unknown".to_owned());
-    let jobs: Vec<(
-        &crate::plan::PlannedComponent,
-        &BuiltImage,
-        &crate::model::Digest,
-    )> = plan
+    let jobs: Vec<(&crate::plan::PlannedComponent, &BuiltImage, &crate::model::Digest)> = plan
         .components
         .iter()
         .flat_map(|c| {
@@ -146,25 +121,15 @@ pub fn run(
             ci.images.iter().map(move |i| (c, i, &ci.index.digest))
         })
         .collect();
-    reporter.event(Event::StageStarted {
-        stage: Stage::Evidence,
-        jobs: jobs.len(),
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Evidence, jobs: jobs.len() });
     let results: Vec<(ImageEvidence, DriftReport)> = jobs
         .par_iter()
         .map(|(c, image, index)| {
             let job = format!("{} {}", c.name, image.platform);
-            reporter.event(Event::JobStarted {
-                stage: Stage::Evidence,
-                job: job.clone(),
-            });
+            reporter.event(Event::JobStarted { stage: Stage::Evidence, job: job.clone() });
             let slug = image.platform.slug();
-            let manifest: Manifest =
-                layout.read_json(&image.manifest.digest, "an image manifest")?;
-            let (bom, scanned) = rayon::join(
-                || generate::build_time(plan, c, image, index),
-                || scan::scan(layout, &manifest),
-            );
+            let manifest: Manifest = layout.read_json(&image.manifest.digest, "an image manifest")?;
+            let (bom, scanned) = rayon::join(|| generate::build_time(plan, c, image, index), || scan::scan(layout, &manifest));
             let scanned = scanned.map_err(|source| EvidenceError::Scan {
                 component: c.name.clone(),
                 platform: image.platform.to_string(),
@@ -176,14 +141,8 @@ pub fn run(
             let files = [
                 (rel("sboms", "cdx.json"), bom.to_json()),
                 (rel("sboms", "cdx.pb"), proto::encode(&bom)),
-                (
-                    rel("scans", "json"),
-                    serde_json::to_vec_pretty(&scanned).unwrap_or_default(),
-                ),
-                (
-                    rel("provenance", "intoto.json"),
-                    serde_json::to_vec_pretty(&statement).unwrap_or_default(),
-                ),
+                (rel("scans", "json"), serde_json::to_vec_pretty(&scanned).unwrap_or_default()),
+                (rel("provenance", "intoto.json"), serde_json::to_vec_pretty(&statement).unwrap_or_default()),
             ];
             for (path, bytes) in &files {
                 write(&out.join(path), bytes)?;
@@ -191,11 +150,7 @@ pub fn run(
             reporter.event(Event::JobFinished {
                 stage: Stage::Evidence,
                 job,
-                detail: format!(
-                    "{} components, {} differences",
-                    bom.components.len(),
-                    report.differences.len()
-                ),
+                detail: format!("{} components, {} differences", bom.components.len(), report.differences.len()),
             });
             Ok((
                 ImageEvidence {
@@ -207,24 +162,20 @@ pub fn run(
                     provenance: files[3].0.clone(),
                     packages: scanned.packages.len(),
                     files: scanned.files.len(),
-                    accepted_drift: report
-                        .differences
-                        .iter()
-                        .filter(|d| d.accepted.is_some())
-                        .count(),
+                    accepted_drift: report.differences.iter().filter(|d| d.accepted.is_some()).count(),
                 },
                 report,
             ))
         })
         .collect::<Result<_, EvidenceError>>()?;
     let (evidence, reports): (Vec<ImageEvidence>, Vec<DriftReport>) = results.into_iter().unzip();
-    let mut doc = serde_json::to_vec_pretty(&serde_json::json!({ "channel": plan.channel.as_str(), "version": plan.version.to_string(), "images": reports }))
-        .unwrap_or_default();
+    let mut doc = serde_json::to_vec_pretty(
+        &serde_json::json!({ "channel": plan.channel.as_str(), "version": plan.version.to_string(), "images": reports }),
+    )
+    .unwrap_or_default();
     doc.push(b'\n');
     let rejected: usize = reports.iter().map(|r| r.rejected().count()).sum();
-    reporter.event(Event::StageFinished {
-        stage: Stage::Evidence,
-    });
+    reporter.event(Event::StageFinished { stage: Stage::Evidence });
     if rejected > 0 {
         write(failed_report, &doc)?;
         return Err(EvidenceError::Drift {
@@ -235,8 +186,5 @@ pub fn run(
         });
     }
     write(&out.join("drift.json"), &doc)?;
-    Ok(Evidence {
-        images: evidence,
-        drift: out.join("drift.json"),
-    })
+    Ok(Evidence { images: evidence, drift: out.join("drift.json") })
 }

@@ -24,8 +24,7 @@ use crate::pgzip::ParallelGzEncoder;
 
 /// The compressor pinned by the determinism contract; recorded in the build output and (later)
 /// in provenance.
-pub const COMPRESSOR: &str =
-    "gzip level 6, 128 KiB blocks with 32 KiB dictionaries, in parallel (flate2 1.1.11, zlib-rs backend)";
+pub const COMPRESSOR: &str = "gzip level 6, 128 KiB blocks with 32 KiB dictionaries, in parallel (flate2 1.1.11, zlib-rs backend)";
 const GZIP_LEVEL: u32 = 6;
 
 /// How file modes are written.
@@ -54,10 +53,7 @@ pub enum LayerError {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
-    move |source| LayerError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| LayerError::Io { path: path.to_owned(), source }
 }
 
 /// What a finished layer is.
@@ -95,18 +91,10 @@ pub struct HashingWriter<W> {
 }
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
     }
     pub fn finish(self) -> (W, Digest, u64) {
-        (
-            self.inner,
-            Digest::from_sha256(&self.hasher.finalize()),
-            self.count,
-        )
+        (self.inner, Digest::from_sha256(&self.hasher.finalize()), self.count)
     }
 }
 impl<W: Write> Write for HashingWriter<W> {
@@ -130,11 +118,7 @@ pub struct HashingReader<R> {
 }
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingReader { inner, hasher: Sha256::new(), count: 0 }
     }
     pub fn finish(self) -> (Digest, u64) {
         (Digest::from_sha256(&self.hasher.finalize()), self.count)
@@ -163,9 +147,7 @@ pub struct LayerWriter<W: Write> {
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LayerWriter")
-            .field("epoch", &self.epoch)
-            .finish_non_exhaustive()
+        f.debug_struct("LayerWriter").field("epoch", &self.epoch).finish_non_exhaustive()
     }
 }
 
@@ -176,12 +158,7 @@ impl<W: Write> LayerWriter<W> {
         tar.mode(tar::HeaderMode::Deterministic);
         tar.follow_symlinks(false);
         tar.sparse(false);
-        LayerWriter {
-            tar,
-            epoch: epoch.max(0) as u64,
-            dirs: Default::default(),
-            files: None,
-        }
+        LayerWriter { tar, epoch: epoch.max(0) as u64, dirs: Default::default(), files: None }
     }
 
     /// Records every regular file written (path, sha256, size, mode), for the build-time SBOM.
@@ -205,8 +182,7 @@ impl<W: Write> LayerWriter<W> {
             return Ok(());
         }
         let mut h = self.header(tar::EntryType::Directory, mode, 0);
-        self.tar
-            .append_data(&mut h, format!("{path}/"), io::empty())
+        self.tar.append_data(&mut h, format!("{path}/"), io::empty())
     }
 
     /// Writes the parents of `path` (`a`, `a/b` for `a/b/c`) as 0755 directories.
@@ -229,32 +205,22 @@ impl<W: Write> LayerWriter<W> {
         }
         // One read buffer for the whole tree: allocating one per file halves hashing speed.
         let mut buf = vec![0u8; 256 * 1024];
-        for entry in walkdir::WalkDir::new(src)
-            .follow_links(false)
-            .sort_by_file_name()
-        {
+        for entry in walkdir::WalkDir::new(src).follow_links(false).sort_by_file_name() {
             let entry = entry.map_err(|e| {
                 let path = e.path().unwrap_or(src).to_owned();
-                LayerError::Io {
-                    path,
-                    source: e.into(),
-                }
+                LayerError::Io { path, source: e.into() }
             })?;
             let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
-            let rel = rel.to_str().ok_or_else(|| LayerError::Unsupported {
-                path: entry.path().to_owned(),
-                kind: "a file name that is not UTF-8",
-            })?;
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| LayerError::Unsupported { path: entry.path().to_owned(), kind: "a file name that is not UTF-8" })?;
             let path = match (prefix.is_empty(), rel.is_empty()) {
                 (true, true) => continue,
                 (true, false) => rel.to_owned(),
                 (false, true) => prefix.clone(),
                 (false, false) => format!("{prefix}/{rel}"),
             };
-            let meta = entry
-                .path()
-                .symlink_metadata()
-                .map_err(io_at(entry.path()))?;
+            let meta = entry.path().symlink_metadata().map_err(io_at(entry.path()))?;
             let ft = meta.file_type();
             let mode = file_mode(&meta, modes);
             if ft.is_dir() {
@@ -263,30 +229,16 @@ impl<W: Write> LayerWriter<W> {
             } else if ft.is_symlink() {
                 let target = fs::read_link(entry.path()).map_err(io_at(entry.path()))?;
                 let mut h = self.header(tar::EntryType::Symlink, 0o777, 0);
-                self.tar
-                    .append_link(&mut h, &path, &target)
-                    .map_err(io_at(entry.path()))?;
+                self.tar.append_link(&mut h, &path, &target).map_err(io_at(entry.path()))?;
             } else if ft.is_file() {
                 let file = fs::File::open(entry.path()).map_err(io_at(entry.path()))?;
                 let mut h = self.header(tar::EntryType::Regular, mode, meta.len());
-                let reader = BufReaderWith {
-                    inner: file,
-                    buf: &mut buf,
-                    pos: 0,
-                    len: 0,
-                };
+                let reader = BufReaderWith { inner: file, buf: &mut buf, pos: 0, len: 0 };
                 let mut reader = HashingReader::new(reader);
-                self.tar
-                    .append_data(&mut h, &path, &mut reader)
-                    .map_err(io_at(entry.path()))?;
+                self.tar.append_data(&mut h, &path, &mut reader).map_err(io_at(entry.path()))?;
                 if let Some(files) = &mut self.files {
                     let (digest, size) = reader.finish();
-                    files.push(FileRecord {
-                        path: format!("/{path}"),
-                        sha256: digest.hex().to_owned(),
-                        size,
-                        mode,
-                    });
+                    files.push(FileRecord { path: format!("/{path}"), sha256: digest.hex().to_owned(), size, mode });
                 }
             } else {
                 use std::os::unix::fs::FileTypeExt;
@@ -297,10 +249,7 @@ impl<W: Write> LayerWriter<W> {
                 } else {
                     "a device file"
                 };
-                return Err(LayerError::Unsupported {
-                    path: entry.path().to_owned(),
-                    kind,
-                });
+                return Err(LayerError::Unsupported { path: entry.path().to_owned(), kind });
             }
         }
         Ok(())
@@ -314,12 +263,7 @@ impl<W: Write> LayerWriter<W> {
         self.tar.append_data(&mut h, path, data)?;
         if let Some(files) = &mut self.files {
             let d = Digest::of(data);
-            files.push(FileRecord {
-                path: format!("/{path}"),
-                sha256: d.hex().to_owned(),
-                size: data.len() as u64,
-                mode,
-            });
+            files.push(FileRecord { path: format!("/{path}"), sha256: d.hex().to_owned(), size: data.len() as u64, mode });
         }
         Ok(())
     }
@@ -344,13 +288,7 @@ impl<W: Write> LayerWriter<W> {
     /// owners kept as given; mtime = the layer's epoch, owner names empty. Parents not yet
     /// written are written as 0755 directories owned by root, so callers that care about a
     /// parent's mode add it first (entries must come in the sorted walk order).
-    pub fn add_entry(
-        &mut self,
-        path: &str,
-        mode: u32,
-        owner: (u64, u64),
-        data: EntryData<'_>,
-    ) -> io::Result<()> {
+    pub fn add_entry(&mut self, path: &str, mode: u32, owner: (u64, u64), data: EntryData<'_>) -> io::Result<()> {
         let path = path.trim_matches('/');
         self.parents(path)?;
         let (kind, size) = match &data {
@@ -367,28 +305,19 @@ impl<W: Write> LayerWriter<W> {
                 if !self.dirs.insert(path.to_owned()) {
                     return Ok(());
                 }
-                self.tar
-                    .append_data(&mut h, format!("{path}/"), io::empty())
+                self.tar.append_data(&mut h, format!("{path}/"), io::empty())
             }
             EntryData::File { data, .. } => {
                 let mut reader = HashingReader::new(data);
                 self.tar.append_data(&mut h, path, &mut reader)?;
                 if let Some(files) = &mut self.files {
                     let (digest, size) = reader.finish();
-                    files.push(FileRecord {
-                        path: format!("/{path}"),
-                        sha256: digest.hex().to_owned(),
-                        size,
-                        mode: mode & 0o7777,
-                    });
+                    files.push(FileRecord { path: format!("/{path}"), sha256: digest.hex().to_owned(), size, mode: mode & 0o7777 });
                 }
                 Ok(())
             }
             EntryData::Symlink(target) => self.tar.append_link(&mut h, path, target),
-            EntryData::Hardlink(target) => {
-                self.tar
-                    .append_link(&mut h, path, target.trim_start_matches('/'))
-            }
+            EntryData::Hardlink(target) => self.tar.append_link(&mut h, path, target.trim_start_matches('/')),
         }
     }
 
@@ -399,16 +328,7 @@ impl<W: Write> LayerWriter<W> {
         let (gz, diff_id, tar_size) = tar_hash.finish();
         let blob = gz.finish()?;
         let (sink, digest, size) = blob.finish();
-        Ok((
-            sink,
-            LayerInfo {
-                digest,
-                diff_id,
-                size,
-                tar_size,
-                files,
-            },
-        ))
+        Ok((sink, LayerInfo { digest, diff_id, size, tar_size, files }))
     }
 }
 
@@ -476,11 +396,7 @@ fn normalize_dest(dest: &str) -> Result<String, LayerError> {
     if !dest.starts_with('/') || dest.split('/').any(|c| c == ".." || c == ".") {
         return Err(LayerError::BadDestination(dest.to_owned()));
     }
-    Ok(dest
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join("/"))
+    Ok(dest.split('/').filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/"))
 }
 
 #[cfg(test)]
@@ -520,34 +436,17 @@ mod tests {
             assert_eq!(e.header().uid().unwrap(), 0);
             names.push(e.path().unwrap().to_string_lossy().into_owned());
         }
-        assert_eq!(
-            names,
-            [
-                "opt/",
-                "opt/app/",
-                "opt/app/a",
-                "opt/app/l",
-                "opt/app/z/",
-                "opt/app/z/y/",
-                "opt/app/z/y/f"
-            ]
-        );
+        assert_eq!(names, ["opt/", "opt/app/", "opt/app/a", "opt/app/l", "opt/app/z/", "opt/app/z/y/", "opt/app/z/y/f"]);
     }
 
     #[test]
     fn a_fifo_is_refused_by_name() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("pipe");
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(status.success());
         let mut w = LayerWriter::new(io::sink(), 0);
         let e = w.add_tree(d.path(), "/", Modes::Normalize).unwrap_err();
-        assert!(
-            e.to_string().contains("pipe") && e.to_string().contains("FIFO"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("pipe") && e.to_string().contains("FIFO"), "{e}");
     }
 }

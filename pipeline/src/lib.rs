@@ -103,44 +103,26 @@ impl Error {
             Error::Source(_) => exit::REJECTED,
             Error::Build(e) => match e {
                 E::Base(B::Deb {
-                    source:
-                        debian::DebError::Sha256Mismatch { .. }
-                        | debian::DebError::BadDeb { .. }
-                        | debian::DebError::NotInIndex { .. },
+                    source: debian::DebError::Sha256Mismatch { .. } | debian::DebError::BadDeb { .. } | debian::DebError::NotInIndex { .. },
                     ..
                 })
                 | E::Base(B::DigestMismatch { .. } | B::NotAManifest { .. })
                 | E::Base(B::Layout {
-                    source:
-                        oci::LayoutError::DigestMismatch { .. }
-                        | oci::LayoutError::NotALayout(_)
-                        | oci::LayoutError::Json { .. },
+                    source: oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::Json { .. },
                     ..
                 })
-                | E::Base(B::Registry {
-                    source: registry::RegistryError::DigestMismatch { .. },
-                    ..
-                })
+                | E::Base(B::Registry { source: registry::RegistryError::DigestMismatch { .. }, .. })
                 | E::Command { .. }
                 | E::LockFile { .. }
                 | E::MissingLayerSource { .. }
-                | E::Layer {
-                    source:
-                        layer::LayerError::Unsupported { .. } | layer::LayerError::BadDestination(_),
-                    ..
-                } => exit::REJECTED,
-                E::Source {
-                    source: source::SourceError::Unsupported { .. },
-                    ..
-                } => exit::REJECTED,
+                | E::Layer { source: layer::LayerError::Unsupported { .. } | layer::LayerError::BadDestination(_), .. } => exit::REJECTED,
+                E::Source { source: source::SourceError::Unsupported { .. }, .. } => exit::REJECTED,
                 E::NeedsBuildKit { .. } | E::Dockerfile(_) => exit::REJECTED,
                 E::BuildKit(e) => e.exit_code(),
                 _ => exit::ENVIRONMENT,
             },
             Error::Layout(
-                oci::LayoutError::DigestMismatch { .. }
-                | oci::LayoutError::NotALayout(_)
-                | oci::LayoutError::NoSuchRef { .. },
+                oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::NoSuchRef { .. },
             ) => exit::REJECTED,
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
             Error::Repro(e) => e.exit_code(),

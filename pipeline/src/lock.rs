@@ -39,9 +39,7 @@ impl LockError {
     pub fn exit_code(&self) -> i32 {
         match self {
             LockError::Parse(_) | LockError::Resolve { .. } => crate::exit::REJECTED,
-            LockError::Deb(DebError::NotInIndex { .. } | DebError::Sha256Mismatch { .. }) => {
-                crate::exit::REJECTED
-            }
+            LockError::Deb(DebError::NotInIndex { .. } | DebError::Sha256Mismatch { .. }) => crate::exit::REJECTED,
             _ => crate::exit::ENVIRONMENT,
         }
     }
@@ -69,37 +67,19 @@ const HEADER: &str = "\
 ";
 
 /// Refreshes the lock at `<root>/base-images.lock`. `now` is the epoch given to a new base.
-pub fn lock(
-    root: &Path,
-    mirror: Option<&str>,
-    cache: &Path,
-    now: i64,
-) -> Result<LockReport, LockError> {
+pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result<LockReport, LockError> {
     let path = root.join(LOCK_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|source| LockError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LockError::Io { path: path.clone(), source })?;
     let mut lock: BaseLock = toml::from_str(&text).map_err(|e| LockError::Parse(e.to_string()))?;
     let mirror = match mirror {
         Some(m) => m.to_owned(),
         None => debian::host_mirror()?,
     };
-    let scratch = tempfile::tempdir().map_err(|source| LockError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    let layout = Layout::create(scratch.path()).map_err(|e| LockError::Io {
-        path: scratch.path().to_owned(),
-        source: std::io::Error::other(e),
-    })?;
-    let fetch = Fetch {
-        debs: DebSource::Mirror(mirror.clone()),
-        cache: cache.to_owned(),
-        root: root.to_owned(),
-    };
-    let mut indexes: BTreeMap<(String, String), (String, BTreeMap<String, debian::IndexEntry>)> =
-        BTreeMap::new();
+    let scratch = tempfile::tempdir().map_err(|source| LockError::Io { path: std::env::temp_dir(), source })?;
+    let layout =
+        Layout::create(scratch.path()).map_err(|e| LockError::Io { path: scratch.path().to_owned(), source: std::io::Error::other(e) })?;
+    let fetch = Fetch { debs: DebSource::Mirror(mirror.clone()), cache: cache.to_owned(), root: root.to_owned() };
+    let mut indexes: BTreeMap<(String, String), (String, BTreeMap<String, debian::IndexEntry>)> = BTreeMap::new();
     let (mut changes, mut unchanged) = (Vec::new(), 0);
     for (i, b) in lock.bases.iter_mut().enumerate() {
         if b.source == BaseSource::Debian && b.epoch.is_none() {
@@ -116,15 +96,10 @@ pub fn lock(
                     })?;
                     let pin = b.platforms.get_mut(&platform).expect("listed above");
                     for (j, p) in pin.packages.iter_mut().enumerate() {
-                        let arch = if p.arch == "all" {
-                            platform.deb_arch().to_owned()
-                        } else {
-                            p.arch.clone()
-                        };
+                        let arch = if p.arch == "all" { platform.deb_arch().to_owned() } else { p.arch.clone() };
                         let key = (suite.clone(), arch.clone());
                         if !indexes.contains_key(&key) {
-                            indexes
-                                .insert(key.clone(), debian::read_index(&mirror, &suite, &arch)?);
+                            indexes.insert(key.clone(), debian::read_index(&mirror, &suite, &arch)?);
                         }
                         let (url, index) = &indexes[&key];
                         let entry = index.get(&p.name).ok_or_else(|| DebError::NotInIndex {
@@ -141,16 +116,14 @@ pub fn lock(
                 }
                 BaseSource::OciLayout => {
                     let pin = &b.platforms[&platform];
-                    let from = Layout::open(&root.join(pin.layout.as_deref().unwrap_or("")))
-                        .map_err(|e| LockError::Resolve {
-                            key: format!("base[{i}].platform.\"{platform}\".layout"),
-                            message: e.to_string(),
-                        })?;
-                    from.read_blob(&pin.digest)
-                        .map_err(|e| LockError::Resolve {
-                            key: format!("base[{i}].platform.\"{platform}\".digest"),
-                            message: e.to_string(),
-                        })?;
+                    let from = Layout::open(&root.join(pin.layout.as_deref().unwrap_or(""))).map_err(|e| LockError::Resolve {
+                        key: format!("base[{i}].platform.\"{platform}\".layout"),
+                        message: e.to_string(),
+                    })?;
+                    from.read_blob(&pin.digest).map_err(|e| LockError::Resolve {
+                        key: format!("base[{i}].platform.\"{platform}\".digest"),
+                        message: e.to_string(),
+                    })?;
                     pin.digest.clone()
                 }
                 BaseSource::Registry => {
@@ -161,26 +134,12 @@ pub fn lock(
             if after == before {
                 unchanged += 1;
             } else {
-                changes.push(LockChange {
-                    base: b.name.clone(),
-                    platform,
-                    before,
-                    after: after.clone(),
-                });
+                changes.push(LockChange { base: b.name.clone(), platform, before, after: after.clone() });
             }
             b.platforms.get_mut(&platform).expect("listed above").digest = after;
         }
     }
     let body = toml::to_string_pretty(&lock).map_err(|e| LockError::Parse(e.to_string()))?;
-    write_atomic(&path, format!("{HEADER}\n{body}").as_bytes()).map_err(|source| {
-        LockError::Io {
-            path: path.clone(),
-            source,
-        }
-    })?;
-    Ok(LockReport {
-        file: path,
-        changes,
-        unchanged,
-    })
+    write_atomic(&path, format!("{HEADER}\n{body}").as_bytes()).map_err(|source| LockError::Io { path: path.clone(), source })?;
+    Ok(LockReport { file: path, changes, unchanged })
 }

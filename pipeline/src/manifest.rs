@@ -108,19 +108,10 @@ fn body(doc: &ReleaseYaml) -> String {
     } else {
         s += "charts:\n";
         for c in &doc.charts {
-            s += &format!(
-                "  - name: {}\n    version: {}\n    digest: {}\n",
-                q(&c.name),
-                q(&c.version),
-                q(&c.digest)
-            );
+            s += &format!("  - name: {}\n    version: {}\n    digest: {}\n", q(&c.name), q(&c.version), q(&c.digest));
         }
     }
-    s += &format!(
-        "compose:\n  file: {}\n  digest: {}\n",
-        q(&doc.compose.file),
-        q(&doc.compose.digest)
-    );
+    s += &format!("compose:\n  file: {}\n  digest: {}\n", q(&doc.compose.file), q(&doc.compose.digest));
     s
 }
 
@@ -134,19 +125,14 @@ pub fn render(doc: &mut ReleaseYaml) -> Vec<u8> {
 /// Recomputes the checksum of a release.yaml's bytes: (stated, computed).
 pub fn checksum(bytes: &[u8]) -> Result<(String, String), String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "release.yaml is not UTF-8".to_owned())?;
-    let at = text
-        .find("\nchecksums:\n")
-        .ok_or("release.yaml has no `checksums:` section")?
-        + 1;
+    let at = text.find("\nchecksums:\n").ok_or("release.yaml has no `checksums:` section")? + 1;
     let computed = Digest::of(&bytes[..at]).hex().to_owned();
-    let doc: ReleaseYaml = serde_norway::from_str(text)
-        .map_err(|e| format!("release.yaml does not have the shape of spec §6.1: {e}"))?;
+    let doc: ReleaseYaml = serde_norway::from_str(text).map_err(|e| format!("release.yaml does not have the shape of spec §6.1: {e}"))?;
     Ok((doc.checksums.sha256, computed))
 }
 
 pub fn parse(bytes: &[u8]) -> Result<ReleaseYaml, String> {
-    serde_norway::from_slice(bytes)
-        .map_err(|e| format!("release.yaml does not have the shape of spec §6.1: {e}"))
+    serde_norway::from_slice(bytes).map_err(|e| format!("release.yaml does not have the shape of spec §6.1: {e}"))
 }
 
 /// `release.yaml.sig`: base64 of the signature over the file.
@@ -173,10 +159,7 @@ pub fn bundle(key: &SigningKey, bytes: &[u8], signature_b64: &str) -> serde_json
 
 /// Checks `release.yaml.sig` over `bytes`.
 pub fn verify_blob(key: &PublicKey, bytes: &[u8], signature_b64: &str) -> bool {
-    base64::engine::general_purpose::STANDARD
-        .decode(signature_b64.trim())
-        .map(|s| key.verify(bytes, &s))
-        .unwrap_or(false)
+    base64::engine::general_purpose::STANDARD.decode(signature_b64.trim()).map(|s| key.verify(bytes, &s)).unwrap_or(false)
 }
 
 trait DigestBytes {

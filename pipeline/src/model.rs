@@ -47,30 +47,20 @@ impl Digest {
 /// review than it saves.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 impl FromStr for Digest {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let Some(h) = s.strip_prefix("sha256:") else {
-            return Err(err(format!(
-                "`{s}` is not a digest: expected `sha256:` and 64 hex digits"
-            )));
+            return Err(err(format!("`{s}` is not a digest: expected `sha256:` and 64 hex digits")));
         };
-        if h.len() != 64
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(err(format!(
-                "`{s}` is not a digest: expected `sha256:` and 64 lowercase hex digits"
-            )));
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(err(format!("`{s}` is not a digest: expected `sha256:` and 64 lowercase hex digits")));
         }
         Ok(Digest(s.to_owned()))
     }
@@ -116,14 +106,10 @@ impl FromStr for PinnedRef {
         };
         let digest: Digest = digest.parse()?;
         let Some((registry, path)) = name.split_once('/') else {
-            return Err(err(format!(
-                "`{s}` has no registry host: write `HOST/REPOSITORY@sha256:...`"
-            )));
+            return Err(err(format!("`{s}` has no registry host: write `HOST/REPOSITORY@sha256:...`")));
         };
         if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
-            return Err(err(format!(
-                "`{s}` has no registry host: write `HOST/REPOSITORY@sha256:...`"
-            )));
+            return Err(err(format!("`{s}` has no registry host: write `HOST/REPOSITORY@sha256:...`")));
         }
         // Drop a tag kept as a comment (`repo:tag@sha256:...`).
         let (repository, tag) = match path.rsplit_once(':') {
@@ -131,23 +117,13 @@ impl FromStr for PinnedRef {
             None => (path, None),
         };
         let valid = !repository.is_empty()
-            && repository.split('/').all(|c| {
-                !c.is_empty()
-                    && c.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                    })
-            });
+            && repository
+                .split('/')
+                .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)));
         if !valid {
-            return Err(err(format!(
-                "`{s}`: repository `{repository}` is not a valid OCI repository name"
-            )));
+            return Err(err(format!("`{s}`: repository `{repository}` is not a valid OCI repository name")));
         }
-        Ok(PinnedRef {
-            registry: registry.to_owned(),
-            repository: repository.to_owned(),
-            tag,
-            digest,
-        })
+        Ok(PinnedRef { registry: registry.to_owned(), repository: repository.to_owned(), tag, digest })
     }
 }
 impl TryFrom<String> for PinnedRef {
@@ -164,11 +140,7 @@ impl From<PinnedRef> for String {
 impl fmt::Display for PinnedRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.tag {
-            Some(t) => write!(
-                f,
-                "{}/{}:{t}@{}",
-                self.registry, self.repository, self.digest
-            ),
+            Some(t) => write!(f, "{}/{}:{t}@{}", self.registry, self.repository, self.digest),
             None => write!(f, "{}/{}@{}", self.registry, self.repository, self.digest),
         }
     }
@@ -218,9 +190,7 @@ impl FromStr for Platform {
         match s {
             "linux/amd64" => Ok(Platform::LinuxAmd64),
             "linux/arm64" | "linux/arm64/v8" => Ok(Platform::LinuxArm64),
-            _ => Err(err(format!(
-                "`{s}` is not a supported platform: use `linux/amd64` or `linux/arm64`"
-            ))),
+            _ => Err(err(format!("`{s}` is not a supported platform: use `linux/amd64` or `linux/arm64`"))),
         }
     }
 }
@@ -266,9 +236,7 @@ impl FromStr for Channel {
             "lts" => Ok(Channel::Lts),
             "stable" => Ok(Channel::Stable),
             "edge" => Ok(Channel::Edge),
-            _ => Err(err(format!(
-                "`{s}` is not a channel: use `lts`, `stable` or `edge`"
-            ))),
+            _ => Err(err(format!("`{s}` is not a channel: use `lts`, `stable` or `edge`"))),
         }
     }
 }
@@ -288,16 +256,11 @@ pub struct Version {
 }
 
 fn number(part: &str, what: &str, whole: &str) -> Result<u64, ParseError> {
-    let ok = !part.is_empty()
-        && part.bytes().all(|b| b.is_ascii_digit())
-        && (part == "0" || !part.starts_with('0'));
+    let ok = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'));
     if !ok {
-        return Err(err(format!(
-            "`{whole}`: {what} `{part}` is not a number without leading zeros"
-        )));
+        return Err(err(format!("`{whole}`: {what} `{part}` is not a number without leading zeros")));
     }
-    part.parse()
-        .map_err(|_| err(format!("`{whole}`: {what} `{part}` is too large")))
+    part.parse().map_err(|_| err(format!("`{whole}`: {what} `{part}` is too large")))
 }
 
 impl FromStr for Version {
@@ -305,15 +268,9 @@ impl FromStr for Version {
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let parts: Vec<&str> = s.split('.').collect();
         let [major, minor, patch] = parts[..] else {
-            return Err(err(format!(
-                "`{s}` is not MAJOR.MINOR.PATCH (three numbers, e.g. `2.4.1`)"
-            )));
+            return Err(err(format!("`{s}` is not MAJOR.MINOR.PATCH (three numbers, e.g. `2.4.1`)")));
         };
-        Ok(Version {
-            major: number(major, "MAJOR", s)?,
-            minor: number(minor, "MINOR", s)?,
-            patch: number(patch, "PATCH", s)?,
-        })
+        Ok(Version { major: number(major, "MAJOR", s)?, minor: number(minor, "MINOR", s)?, patch: number(patch, "PATCH", s)? })
     }
 }
 impl TryFrom<String> for Version {
@@ -342,22 +299,14 @@ pub struct Calendar {
 impl Calendar {
     /// The UTC year and month of a unix time.
     pub fn from_epoch(epoch: i64) -> Calendar {
-        let t = time::OffsetDateTime::from_unix_timestamp(epoch)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        Calendar {
-            year: t.year().clamp(0, 9999) as u16,
-            month: u8::from(t.month()),
-        }
+        let t = time::OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        Calendar { year: t.year().clamp(0, 9999) as u16, month: u8::from(t.month()) }
     }
 }
 impl FromStr for Calendar {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let bad = || {
-            err(format!(
-                "calendar tag `{s}` is not YYYY.MM (four-digit year, two-digit month 01-12)"
-            ))
-        };
+        let bad = || err(format!("calendar tag `{s}` is not YYYY.MM (four-digit year, two-digit month 01-12)"));
         let (y, m) = s.split_once('.').ok_or_else(bad)?;
         if y.len() != 4 || m.len() != 2 || !y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -366,10 +315,7 @@ impl FromStr for Calendar {
         if !(1..=12).contains(&month) {
             return Err(bad());
         }
-        Ok(Calendar {
-            year: y.parse().map_err(|_| bad())?,
-            month,
-        })
+        Ok(Calendar { year: y.parse().map_err(|_| bad())?, month })
     }
 }
 impl fmt::Display for Calendar {
@@ -388,26 +334,17 @@ pub struct ReleaseVersion {
 impl ReleaseVersion {
     /// The version with the calendar tag of `epoch`.
     pub fn at(version: Version, epoch: i64) -> Self {
-        ReleaseVersion {
-            version,
-            calendar: Calendar::from_epoch(epoch),
-        }
+        ReleaseVersion { version, calendar: Calendar::from_epoch(epoch) }
     }
 }
 impl FromStr for ReleaseVersion {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
-        let shape = || {
-            err(format!("`{s}` is not a release version: expected `MAJOR.MINOR.PATCH (YYYY.MM)`, e.g. `2.4.1 (2027.06)`"))
-        };
+        let shape = || err(format!("`{s}` is not a release version: expected `MAJOR.MINOR.PATCH (YYYY.MM)`, e.g. `2.4.1 (2027.06)`"));
         let (v, rest) = s.split_once(" (").ok_or_else(shape)?;
         let cal = rest.strip_suffix(')').ok_or_else(shape)?;
-        let version: Version = v
-            .parse()
-            .map_err(|e: ParseError| err(format!("{}; {}", shape().0, e.0)))?;
-        let calendar: Calendar = cal
-            .parse()
-            .map_err(|e: ParseError| err(format!("{}; {}", shape().0, e.0)))?;
+        let version: Version = v.parse().map_err(|e: ParseError| err(format!("{}; {}", shape().0, e.0)))?;
+        let calendar: Calendar = cal.parse().map_err(|e: ParseError| err(format!("{}; {}", shape().0, e.0)))?;
         Ok(ReleaseVersion { version, calendar })
     }
 }
@@ -430,11 +367,9 @@ impl fmt::Display for ReleaseVersion {
 
 /// RFC 3339 UTC time of a unix timestamp, second precision (`2027-06-20T12:00:00Z`).
 pub fn rfc3339(epoch: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(epoch)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+    t.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
 }
 
 #[cfg(test)]
@@ -445,14 +380,7 @@ mod tests {
     fn release_versions_round_trip_and_refuse_short_forms() {
         let v: ReleaseVersion = "2.4.1 (2027.06)".parse().unwrap();
         assert_eq!(v.to_string(), "2.4.1 (2027.06)");
-        for bad in [
-            "2.4 (2027.6)",
-            "2.4.1 (2027.6)",
-            "2.4.1",
-            "02.4.1 (2027.06)",
-            "2.4.1 (2027.13)",
-            "2.4.1(2027.06)",
-        ] {
+        for bad in ["2.4 (2027.6)", "2.4.1 (2027.6)", "2.4.1", "02.4.1 (2027.06)", "2.4.1 (2027.13)", "2.4.1(2027.06)"] {
             assert!(bad.parse::<ReleaseVersion>().is_err(), "{bad} accepted");
         }
     }
@@ -467,18 +395,11 @@ mod tests {
     #[test]
     fn pinned_refs_refuse_tags() {
         assert!("debian:12".parse::<PinnedRef>().is_err());
-        assert!("127.0.0.1:5000/base/busybox:1.36"
-            .parse::<PinnedRef>()
-            .is_err());
+        assert!("127.0.0.1:5000/base/busybox:1.36".parse::<PinnedRef>().is_err());
         let d = format!("sha256:{}", "a".repeat(64));
-        let r: PinnedRef = format!("127.0.0.1:5000/base/busybox:1.36@{d}")
-            .parse()
-            .unwrap();
+        let r: PinnedRef = format!("127.0.0.1:5000/base/busybox:1.36@{d}").parse().unwrap();
         assert_eq!(r.repository, "base/busybox");
         assert_eq!(r.tag.as_deref(), Some("1.36"));
-        assert_eq!(
-            r.to_string(),
-            format!("127.0.0.1:5000/base/busybox:1.36@{d}")
-        );
+        assert_eq!(r.to_string(), format!("127.0.0.1:5000/base/busybox:1.36@{d}"));
     }
 }

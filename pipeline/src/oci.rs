@@ -107,25 +107,13 @@ pub struct RunConfig {
     pub entrypoint: Vec<String>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Vec::is_empty")]
     pub cmd: Vec<String>,
-    #[serde(
-        rename = "WorkingDir",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
+    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
     pub working_dir: String,
-    #[serde(
-        rename = "ExposedPorts",
-        default,
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
+    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exposed_ports: BTreeMap<String, serde_json::Value>,
     #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    #[serde(
-        rename = "Healthcheck",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
 }
 
@@ -175,11 +163,7 @@ pub enum LayoutError {
         source: serde_json::Error,
     },
     #[error("`{path}`: blob `{expected}` hashes to `{actual}`; the layout is corrupt")]
-    DigestMismatch {
-        path: PathBuf,
-        expected: Digest,
-        actual: Digest,
-    },
+    DigestMismatch { path: PathBuf, expected: Digest, actual: Digest },
     #[error("`{0}`: not an OCI image layout (no `oci-layout` file)")]
     NotALayout(PathBuf),
     #[error("`{layout}`: no image named `{name}` in `index.json`")]
@@ -196,20 +180,10 @@ impl Layout {
     /// Creates (or reuses) a layout at `root`.
     pub fn create(root: &Path) -> Result<Layout, LayoutError> {
         let blobs = root.join("blobs/sha256");
-        fs::create_dir_all(&blobs).map_err(|source| LayoutError::Io {
-            path: blobs.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&blobs).map_err(|source| LayoutError::Io { path: blobs.clone(), source })?;
         let marker = root.join("oci-layout");
-        fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|source| {
-            LayoutError::Io {
-                path: marker,
-                source,
-            }
-        })?;
-        Ok(Layout {
-            root: root.to_owned(),
-        })
+        fs::write(&marker, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(|source| LayoutError::Io { path: marker, source })?;
+        Ok(Layout { root: root.to_owned() })
     }
 
     /// Opens an existing layout.
@@ -217,9 +191,7 @@ impl Layout {
         if !root.join("oci-layout").is_file() {
             return Err(LayoutError::NotALayout(root.to_owned()));
         }
-        Ok(Layout {
-            root: root.to_owned(),
-        })
+        Ok(Layout { root: root.to_owned() })
     }
 
     pub fn root(&self) -> &Path {
@@ -234,19 +206,9 @@ impl Layout {
     /// nothing behind.
     pub fn blob_writer(&self) -> Result<BlobWriter, LayoutError> {
         let dir = self.root.join("blobs/sha256");
-        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| LayoutError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let file = tmp.reopen().map_err(|source| LayoutError::Io {
-            path: tmp.path().to_owned(),
-            source,
-        })?;
-        Ok(BlobWriter {
-            layout: self.clone(),
-            tmp,
-            w: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
-        })
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| LayoutError::Io { path: dir.clone(), source })?;
+        let file = tmp.reopen().map_err(|source| LayoutError::Io { path: tmp.path().to_owned(), source })?;
+        Ok(BlobWriter { layout: self.clone(), tmp, w: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)) })
     }
 
     /// Streams a blob in through `write`, hashing as it goes; the blob lands under its digest.
@@ -255,10 +217,7 @@ impl Layout {
         write: impl FnOnce(&mut HashingWriter<io::BufWriter<fs::File>>) -> io::Result<T>,
     ) -> Result<(Digest, u64, T), LayoutError> {
         let mut bw = self.blob_writer()?;
-        let out = write(&mut bw.w).map_err(|source| LayoutError::Io {
-            path: bw.tmp.path().to_owned(),
-            source,
-        })?;
+        let out = write(&mut bw.w).map_err(|source| LayoutError::Io { path: bw.tmp.path().to_owned(), source })?;
         let (digest, size) = bw.commit(None)?;
         Ok((digest, size, out))
     }
@@ -277,72 +236,39 @@ impl Layout {
     }
 
     /// Stores a JSON document (compact serde_json, field order as declared).
-    pub fn put_json<T: Serialize>(
-        &self,
-        media_type: &str,
-        value: &T,
-    ) -> Result<Descriptor, LayoutError> {
-        let bytes = serde_json::to_vec(value).map_err(|source| LayoutError::Json {
-            path: self.root.clone(),
-            what: "JSON",
-            source,
-        })?;
+    pub fn put_json<T: Serialize>(&self, media_type: &str, value: &T) -> Result<Descriptor, LayoutError> {
+        let bytes = serde_json::to_vec(value).map_err(|source| LayoutError::Json { path: self.root.clone(), what: "JSON", source })?;
         self.put_blob(media_type, &bytes)
     }
 
     /// Reads a small blob (a manifest, index or config) and checks its digest.
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {
         let path = self.blob_path(digest);
-        let bytes = fs::read(&path).map_err(|source| LayoutError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = fs::read(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(LayoutError::DigestMismatch {
-                path,
-                expected: digest.clone(),
-                actual,
-            });
+            return Err(LayoutError::DigestMismatch { path, expected: digest.clone(), actual });
         }
         Ok(bytes)
     }
 
-    pub fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        digest: &Digest,
-        what: &'static str,
-    ) -> Result<T, LayoutError> {
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, digest: &Digest, what: &'static str) -> Result<T, LayoutError> {
         let bytes = self.read_blob(digest)?;
-        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json {
-            path: self.blob_path(digest),
-            what,
-            source,
-        })
+        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json { path: self.blob_path(digest), what, source })
     }
 
     /// Writes `index.json` atomically.
     pub fn write_index(&self, index: &Index) -> Result<(), LayoutError> {
         let path = self.root.join("index.json");
-        let bytes = serde_json::to_vec_pretty(index).map_err(|source| LayoutError::Json {
-            path: path.clone(),
-            what: "an index",
-            source,
-        })?;
+        let bytes =
+            serde_json::to_vec_pretty(index).map_err(|source| LayoutError::Json { path: path.clone(), what: "an index", source })?;
         write_atomic(&path, &bytes).map_err(|source| LayoutError::Io { path, source })
     }
 
     pub fn index(&self) -> Result<Index, LayoutError> {
         let path = self.root.join("index.json");
-        let bytes = fs::read(&path).map_err(|source| LayoutError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json {
-            path,
-            what: "an image index",
-            source,
-        })
+        let bytes = fs::read(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| LayoutError::Json { path, what: "an image index", source })
     }
 
     /// The descriptor in `index.json` whose ref name is `name`.
@@ -351,10 +277,7 @@ impl Layout {
             .manifests
             .into_iter()
             .find(|d| d.annotations.get(ANNOTATION_REF_NAME).map(String::as_str) == Some(name))
-            .ok_or_else(|| LayoutError::NoSuchRef {
-                layout: self.root.clone(),
-                name: name.to_owned(),
-            })
+            .ok_or_else(|| LayoutError::NoSuchRef { layout: self.root.clone(), name: name.to_owned() })
     }
 }
 
@@ -381,24 +304,14 @@ impl BlobWriter {
     pub fn commit(self, expect: Option<&Digest>) -> Result<(Digest, u64), LayoutError> {
         let BlobWriter { layout, tmp, w } = self;
         let (mut buf, digest, size) = w.finish();
-        buf.flush().map_err(|source| LayoutError::Io {
-            path: tmp.path().to_owned(),
-            source,
-        })?;
+        buf.flush().map_err(|source| LayoutError::Io { path: tmp.path().to_owned(), source })?;
         if let Some(e) = expect {
             if e != &digest {
-                return Err(LayoutError::DigestMismatch {
-                    path: tmp.path().to_owned(),
-                    expected: e.clone(),
-                    actual: digest,
-                });
+                return Err(LayoutError::DigestMismatch { path: tmp.path().to_owned(), expected: e.clone(), actual: digest });
             }
         }
         let dest = layout.blob_path(&digest);
-        tmp.persist(&dest).map_err(|e| LayoutError::Io {
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        tmp.persist(&dest).map_err(|e| LayoutError::Io { path: dest.clone(), source: e.error })?;
         set_readable(&dest).map_err(|source| LayoutError::Io { path: dest, source })?;
         Ok((digest, size))
     }

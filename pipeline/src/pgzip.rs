@@ -31,19 +31,12 @@ const DICT: usize = 32 * 1024;
 fn pool() -> &'static rayon::ThreadPool {
     static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("stellaops-gzip-{i}"))
             .build()
-            .unwrap_or_else(|_| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .build()
-                    .expect("a one-thread pool")
-            })
+            .unwrap_or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool"))
     })
 }
 
@@ -58,27 +51,19 @@ fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result
             c.set_dictionary(dict).map_err(io::Error::other)?;
         }
         let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-        let flush = if last {
-            FlushCompress::Finish
-        } else {
-            FlushCompress::Sync
-        };
+        let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
         let mut consumed = 0usize;
         loop {
             if out.capacity() - out.len() < 1024 {
                 out.reserve(out.capacity().max(64 * 1024));
             }
             let before = c.total_in();
-            let status = c
-                .compress_vec(&data[consumed..], &mut out, flush)
-                .map_err(io::Error::other)?;
+            let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
             consumed += (c.total_in() - before) as usize;
             let done = match status {
                 Status::StreamEnd => true,
                 // A sync flush is complete when all input is taken and the output had room.
-                Status::Ok | Status::BufError => {
-                    !last && consumed == data.len() && out.capacity() > out.len()
-                }
+                Status::Ok | Status::BufError => !last && consumed == data.len() && out.capacity() > out.len(),
             };
             if done {
                 return Ok(out);
@@ -107,10 +92,7 @@ pub struct ParallelGzEncoder<W: Write> {
 
 impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParallelGzEncoder")
-            .field("level", &self.level)
-            .field("blocks", &self.next_seq)
-            .finish_non_exhaustive()
+        f.debug_struct("ParallelGzEncoder").field("level", &self.level).field("blocks", &self.next_seq).finish_non_exhaustive()
     }
 }
 
@@ -142,8 +124,7 @@ impl<W: Write> ParallelGzEncoder<W> {
     fn write_header(&mut self) -> io::Result<()> {
         if !self.header_written {
             // ID1 ID2, CM=deflate, FLG=0, MTIME=0, XFL=0, OS=255 (unknown): no name, no time.
-            self.sink()
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+            self.sink().write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
             self.header_written = true;
         }
         Ok(())
@@ -170,10 +151,7 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Waits for one finished block.
     fn drain_one(&mut self) -> io::Result<()> {
-        let (seq, out) = self
-            .rx
-            .recv()
-            .map_err(|_| io::Error::other("a compression worker stopped"))?;
+        let (seq, out) = self.rx.recv().map_err(|_| io::Error::other("a compression worker stopped"))?;
         self.done.insert(seq, out?);
         self.write_ready()
     }
@@ -253,9 +231,7 @@ mod tests {
             let b = gz(&data, 100_003);
             assert_eq!(a, b, "n={n}");
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&a[..])
-                .read_to_end(&mut back)
-                .unwrap();
+            flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut back).unwrap();
             assert_eq!(back, data, "n={n}");
         }
     }
@@ -264,10 +240,7 @@ mod tests {
     fn the_same_bytes_from_another_pool_size() {
         let data = sample(5 * BLOCK + 3);
         let here = gz(&data, 65536);
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
         // Blocks are compressed on the module's own pool; the caller's pool must not matter.
         let there = one.install(|| gz(&data, 65536));
         assert_eq!(here, there);
@@ -282,9 +255,7 @@ mod tests {
         let data = sample(6 * BLOCK + 11);
         let first = gz(&data, 65536);
         // Interleave other streams on the shared pool, then compress the same input again.
-        let others: Vec<Vec<u8>> = (0..4)
-            .map(|i| sample(3 * BLOCK + i * 1000).into_iter().rev().collect())
-            .collect();
+        let others: Vec<Vec<u8>> = (0..4).map(|i| sample(3 * BLOCK + i * 1000).into_iter().rev().collect()).collect();
         std::thread::scope(|s| {
             for o in &others {
                 s.spawn(move || gz(o, 4096));

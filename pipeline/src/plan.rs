@@ -70,7 +70,10 @@ pub struct PlannedComponent {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum PlannedSource {
     /// A directory of this repository, read from commit `commit`.
-    Path { path: String, commit: String },
+    Path {
+        path: String,
+        commit: String,
+    },
     Git {
         url: String,
         commit: String,
@@ -125,12 +128,7 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
     }
     // Lock files are frozen at the release tag, wherever it points.
     if let Some(tag) = facts.tag.as_ref().or(facts.tag_elsewhere.as_ref()) {
-        let dirs: Vec<&str> = cfg
-            .bundle
-            .components
-            .iter()
-            .filter_map(|c| c.source.path.as_deref())
-            .collect();
+        let dirs: Vec<&str> = cfg.bundle.components.iter().filter_map(|c| c.source.path.as_deref()).collect();
         source::check_frozen(&cfg.root, tag, &dirs)?;
     }
     let violations = crate::skew::check(&cfg.bundle);
@@ -147,10 +145,7 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
         .map(|c| {
             let base = cfg.base(&c.base).expect("validated by config::load");
             let source = match (&c.source.path, &c.source.git) {
-                (Some(p), _) => PlannedSource::Path {
-                    path: p.clone(),
-                    commit: facts.commit.clone(),
-                },
+                (Some(p), _) => PlannedSource::Path { path: p.clone(), commit: facts.commit.clone() },
                 (None, Some(url)) => PlannedSource::Git {
                     url: url.clone(),
                     commit: c.source.rev.clone().unwrap_or_default(),
@@ -179,10 +174,7 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
             }
         })
         .collect();
-    let output = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
+    let output = opts.out.clone().unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
     let plan = Plan {
         version,
         channel: opts.channel,
@@ -201,6 +193,5 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
 
 /// `<root>/target/releases/<version>-<channel>`.
 pub fn release_dir(root: &Path, version: &ReleaseVersion, channel: Channel) -> PathBuf {
-    root.join("target/releases")
-        .join(format!("{}-{channel}", version.version))
+    root.join("target/releases").join(format!("{}-{channel}", version.version))
 }

@@ -111,33 +111,16 @@ pub fn statement(
     deps.push(ResourceDescriptor {
         uri: format!(
             "oci://stellaops-base/{}@{}",
-            component
-                .images
-                .iter()
-                .find(|i| i.platform == image.platform)
-                .map(|i| i.base.as_str())
-                .unwrap_or(""),
+            component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).unwrap_or(""),
             image.base
         ),
         digest: sha(image.base.hex()),
         name: Some("base image".to_owned()),
     });
-    let distro = known
-        .base_suite
-        .as_deref()
-        .and_then(crate::sbom::generate::debian_distro);
-    for p in known
-        .base_packages
-        .iter()
-        .filter(|p| p.deb_sha256.is_some())
-    {
+    let distro = known.base_suite.as_deref().and_then(crate::sbom::generate::debian_distro);
+    for p in known.base_packages.iter().filter(|p| p.deb_sha256.is_some()) {
         deps.push(ResourceDescriptor {
-            uri: crate::sbom::locks::Ecosystem::Deb.purl(
-                &p.name,
-                &p.version,
-                Some(&p.arch),
-                distro,
-            ),
+            uri: crate::sbom::locks::Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro),
             digest: sha(p.deb_sha256.as_deref().unwrap_or_default()),
             name: Some(format!("{}.deb", p.name)),
         });
@@ -156,23 +139,13 @@ pub fn statement(
     });
     let (source_kind, source_ref) = match &component.source {
         crate::plan::PlannedSource::Path { path, commit } => ("path", format!("{path}@{commit}")),
-        crate::plan::PlannedSource::Git {
-            url,
-            commit,
-            subdir,
-        } => ("git", format!("{url}@{commit}#{subdir}")),
+        crate::plan::PlannedSource::Git { url, commit, subdir } => ("git", format!("{url}@{commit}#{subdir}")),
     };
     Statement {
         kind: STATEMENT_TYPE.to_owned(),
         subject: vec![
-            Subject {
-                name: format!("{}@{}", component.repository, image.manifest.digest),
-                digest: sha(image.manifest.digest.hex()),
-            },
-            Subject {
-                name: format!("{}:{}", component.repository, component.version),
-                digest: sha(index.hex()),
-            },
+            Subject { name: format!("{}@{}", component.repository, image.manifest.digest), digest: sha(image.manifest.digest.hex()) },
+            Subject { name: format!("{}:{}", component.repository, component.version), digest: sha(index.hex()) },
         ],
         predicate_type: PREDICATE_TYPE.to_owned(),
         predicate: Provenance {
@@ -210,10 +183,7 @@ pub fn statement(
             run_details: RunDetails {
                 builder: Builder {
                     id: BUILDER_ID.to_owned(),
-                    version: BTreeMap::from([(
-                        "xtask".to_owned(),
-                        env!("CARGO_PKG_VERSION").to_owned(),
-                    )]),
+                    version: BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
                 },
                 metadata: RunMetadata {
                     invocation_id: times.invocation_id.clone(),

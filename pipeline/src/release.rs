@@ -60,11 +60,7 @@ pub fn dev_key_path(root: &Path) -> PathBuf {
     root.join("target/keys/dev.key")
 }
 
-fn load_key(
-    opts: &RunOptions,
-    root: &Path,
-    reporter: &dyn Reporter,
-) -> Result<crate::keys::SigningKey, Error> {
+fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<crate::keys::SigningKey, Error> {
     use crate::keys::{KeyKind, Secret, SigningKey};
     let pass = Secret::from_env();
     let key = match &opts.key {
@@ -72,14 +68,13 @@ fn load_key(
         None => {
             let path = dev_key_path(root);
             if !path.exists() {
-                SigningKey::generate(KeyKind::EcdsaP256).write(
-                    &path,
-                    &path.with_extension("pub"),
-                    &pass,
-                )?;
+                SigningKey::generate(KeyKind::EcdsaP256).write(&path, &path.with_extension("pub"), &pass)?;
             }
             reporter.event(Event::Note {
-                message: format!("signing with the development key `{}` (public key beside it); pass `--key` for a real release", path.display()),
+                message: format!(
+                    "signing with the development key `{}` (public key beside it); pass `--key` for a real release",
+                    path.display()
+                ),
             });
             SigningKey::load(&path, &pass)?
         }
@@ -110,20 +105,14 @@ pub struct Outcome {
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
 fn now() -> (i64, String) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     (secs, crate::model::rfc3339(secs))
 }
 
 /// `cargo xtask release`: plan, build, evidence, into the release directory.
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
     let (started_secs, started) = now();
-    reporter.event(Event::StageStarted {
-        stage: Stage::Plan,
-        jobs: 1,
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Plan, jobs: 1 });
     let (mut plan, cfg) = plan::plan(&opts.plan)?;
     let buildkit;
     let backend: &dyn Backend = match &opts.backend {
@@ -137,116 +126,45 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
-    fs::create_dir_all(&parent).map_err(|source| Error::Io {
-        path: parent.clone(),
-        source,
-    })?;
-    let staging = tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(&parent)
-        .map_err(|source| Error::Io {
-            path: parent.clone(),
-            source,
-        })?;
+    fs::create_dir_all(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    let staging =
+        tempfile::Builder::new().prefix(".staging-").tempdir_in(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
 
     let layout = Layout::create(&staging.path().join("images"))?;
-    let fetch = Fetch {
-        debs: opts.debs.clone(),
-        cache: opts
-            .cache
-            .clone()
-            .unwrap_or_else(|| default_cache(&plan.root)),
-        root: plan.root.clone(),
-    };
-    let images = build::build(
-        &plan,
-        &cfg,
-        &layout,
-        &BuildOptions {
-            fetch,
-            jobs: opts.jobs,
-        },
-        backend,
-        reporter,
-    )?;
+    let fetch =
+        Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
+    let images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter)?;
     let (_, finished) = now();
-    let times = RunTimes {
-        invocation_id: uuid_of(&format!(
-            "{}:{}:{started_secs}",
-            plan.source.commit,
-            std::process::id()
-        )),
-        started,
-        finished,
-    };
-    let failed_report = parent.join(format!(
-        "{}.drift-rejected.json",
-        out.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("release")
-    ));
+    let times =
+        RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
+    let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
-    let outputs = crate::evidence::Outputs {
-        dir: staging.path(),
-        failed_report: &failed_report,
-        times: &times,
-    };
+    let outputs = crate::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
     let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
     let key = load_key(opts, &plan.root, reporter)?;
     let deployables = crate::trust::Deployables::default();
-    let made = crate::trust::Made {
-        plan: &plan,
-        layout: &layout,
-        images: &images,
-        evidence: &evidence,
-        deployables: &deployables,
-    };
+    let made = crate::trust::Made { plan: &plan, layout: &layout, images: &images, evidence: &evidence, deployables: &deployables };
     let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
 
-    reporter.event(Event::StageStarted {
-        stage: Stage::Write,
-        jobs: 2,
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });
     write_json(&staging.path().join("plan.json"), &plan)?;
     write_json(&staging.path().join("images.json"), &images)?;
     publish_dir(staging.keep(), &out)?;
-    reporter.event(Event::StageFinished {
-        stage: Stage::Write,
-    });
-    Ok(Outcome {
-        version: plan.version.to_string(),
-        channel: plan.channel.to_string(),
-        output: out,
-        images,
-        evidence,
-        signed,
-    })
+    reporter.event(Event::StageFinished { stage: Stage::Write });
+    Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images, evidence, signed })
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.
 fn uuid_of(seed: &str) -> String {
     let d = crate::model::Digest::of(seed.as_bytes());
     let h = d.hex();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Io {
-        path: path.to_owned(),
-        source: e.into(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Io { path: path.to_owned(), source: e.into() })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })
+    write_atomic(path, &bytes).map_err(|source| Error::Io { path: path.to_owned(), source })
 }
 
 /// Moves a finished staging directory to `dest`, replacing a previous one.
@@ -256,12 +174,7 @@ fn publish_dir(staging: PathBuf, dest: &Path) -> Result<(), Error> {
         move |source| Error::Io { path, source }
     };
     if dest.exists() {
-        let old = dest.with_file_name(format!(
-            ".old-{}",
-            dest.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("release")
-        ));
+        let old = dest.with_file_name(format!(".old-{}", dest.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
         let _ = fs::remove_dir_all(&old);
         fs::rename(dest, &old).map_err(io(dest))?;
         fs::rename(&staging, dest).map_err(io(dest))?;

@@ -24,12 +24,7 @@ pub enum ReproError {
     #[error("the two builds differ ({} difference{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
     Mismatch(Vec<Mismatch>),
     #[error("build {run} ({conditions}) failed with exit code {code}:\n{stderr}")]
-    BuildFailed {
-        run: usize,
-        conditions: String,
-        code: i32,
-        stderr: String,
-    },
+    BuildFailed { run: usize, conditions: String, code: i32, stderr: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error("`{path}`: {source}")]
@@ -66,15 +61,7 @@ pub enum What {
     /// The image is in one layout only.
     Missing { in_first: bool },
     /// A layer differs: `file` and `field` name the first difference inside it.
-    Layer {
-        index: usize,
-        first: Digest,
-        second: Digest,
-        file: String,
-        field: String,
-        a: String,
-        b: String,
-    },
+    Layer { index: usize, first: Digest, second: Digest, file: String, field: String, a: String, b: String },
     /// The config differs at `path`.
     Config { path: String, a: String, b: String },
     /// The manifest differs outside config and layers (annotations, media type...).
@@ -83,18 +70,13 @@ pub enum What {
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let platform = self
-            .platform
-            .as_deref()
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
+        let platform = self.platform.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
         write!(f, "component `{}`{platform}: ", self.component)?;
         match &self.what {
             What::Missing { in_first } => write!(f, "only in the {} build", if *in_first { "first" } else { "second" }),
-            What::Layer { index, first, second, file, field, a, b } => write!(
-                f,
-                "layer {index} ({first} vs {second}): first difference at file `{file}`, {field}: `{a}` vs `{b}`"
-            ),
+            What::Layer { index, first, second, file, field, a, b } => {
+                write!(f, "layer {index} ({first} vs {second}): first difference at file `{file}`, {field}: `{a}` vs `{b}`")
+            }
             What::Config { path, a, b } => write!(f, "config at `{path}`: `{a}` vs `{b}`"),
             What::Manifest { path, a, b } => write!(f, "manifest at `{path}`: `{a}` vs `{b}`"),
         }
@@ -112,36 +94,16 @@ pub struct Conditions {
 
 impl fmt::Display for Conditions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "TZ={} LANG={} umask {} {} thread{}",
-            self.tz,
-            self.lang,
-            self.umask,
-            self.jobs,
-            if self.jobs == 1 { "" } else { "s" }
-        )
+        write!(f, "TZ={} LANG={} umask {} {} thread{}", self.tz, self.lang, self.umask, self.jobs, if self.jobs == 1 { "" } else { "s" })
     }
 }
 
 /// The two sets of conditions `repro` uses.
 pub fn variations() -> [Conditions; 2] {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     [
-        Conditions {
-            tz: "UTC".into(),
-            lang: "C.UTF-8".into(),
-            umask: "0022".into(),
-            jobs: 1,
-        },
-        Conditions {
-            tz: "Pacific/Kiritimati".into(),
-            lang: "fr_FR.UTF-8".into(),
-            umask: "0077".into(),
-            jobs: (cores * 2).max(3),
-        },
+        Conditions { tz: "UTC".into(), lang: "C.UTF-8".into(), umask: "0022".into(), jobs: 1 },
+        Conditions { tz: "Pacific/Kiritimati".into(), lang: "fr_FR.UTF-8".into(), umask: "0077".into(), jobs: (cores * 2).max(3) },
     ]
 }
 
@@ -166,20 +128,10 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
         let tmp = tempfile::Builder::new()
             .prefix(&format!("stellaops-repro-{}-", i + 1))
             .tempdir()
-            .map_err(|source| ReproError::Io {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-        let out = if i == 0 {
-            tmp.path().join("out")
-        } else {
-            tmp.path().join("a/deeper/place/out")
-        };
+            .map_err(|source| ReproError::Io { path: std::env::temp_dir(), source })?;
+        let out = if i == 0 { tmp.path().join("out") } else { tmp.path().join("a/deeper/place/out") };
         let tmpdir = tmp.path().join("tmp");
-        fs::create_dir_all(&tmpdir).map_err(|source| ReproError::Io {
-            path: tmpdir.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&tmpdir).map_err(|source| ReproError::Io { path: tmpdir.clone(), source })?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(format!("umask {} && exec \"$0\" \"$@\"", cond.umask))
@@ -196,10 +148,7 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
             .env("RAYON_NUM_THREADS", cond.jobs.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
-        let output = cmd.output().map_err(|source| ReproError::Io {
-            path: exe.to_owned(),
-            source,
-        })?;
+        let output = cmd.output().map_err(|source| ReproError::Io { path: exe.to_owned(), source })?;
         if !output.status.success() {
             return Err(ReproError::BuildFailed {
                 run: i + 1,
@@ -218,26 +167,15 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
         for (i, out) in outs.iter().enumerate() {
             let dest = keep.join(format!("build-{}", i + 1));
             let _ = fs::remove_dir_all(&dest);
-            fs::create_dir_all(keep).map_err(|source| ReproError::Io {
-                path: keep.to_owned(),
-                source,
-            })?;
-            fs::rename(out, &dest).map_err(|source| ReproError::Io {
-                path: dest.clone(),
-                source,
-            })?;
+            fs::create_dir_all(keep).map_err(|source| ReproError::Io { path: keep.to_owned(), source })?;
+            fs::rename(out, &dest).map_err(|source| ReproError::Io { path: dest.clone(), source })?;
         }
     }
     let (mismatches, digests, blobs) = result?;
     if !mismatches.is_empty() {
         return Err(ReproError::Mismatch(mismatches));
     }
-    Ok(ReproReport {
-        conditions,
-        images: digests.len(),
-        blobs_compared: blobs,
-        digests,
-    })
+    Ok(ReproReport { conditions, images: digests.len(), blobs_compared: blobs, digests })
 }
 
 type Compared = (Vec<Mismatch>, BTreeMap<String, Digest>, usize);
@@ -245,16 +183,7 @@ type Compared = (Vec<Mismatch>, BTreeMap<String, Digest>, usize);
 /// Compares two layouts image by image (by ref name).
 pub fn compare(a: &Layout, b: &Layout) -> Result<Compared, ReproError> {
     let named = |l: &Layout| -> Result<BTreeMap<String, Descriptor>, ReproError> {
-        Ok(l.index()?
-            .manifests
-            .into_iter()
-            .filter_map(|d| {
-                d.annotations
-                    .get(oci::ANNOTATION_REF_NAME)
-                    .cloned()
-                    .map(|n| (n, d))
-            })
-            .collect())
+        Ok(l.index()?.manifests.into_iter().filter_map(|d| d.annotations.get(oci::ANNOTATION_REF_NAME).cloned().map(|n| (n, d))).collect())
     };
     let (ia, ib) = (named(a)?, named(b)?);
     let mut out = Vec::new();
@@ -263,12 +192,7 @@ pub fn compare(a: &Layout, b: &Layout) -> Result<Compared, ReproError> {
     for (name, da) in &ia {
         let component = name.split("-linux-").next().unwrap_or(name).to_owned();
         let Some(db) = ib.get(name) else {
-            out.push(Mismatch {
-                image: name.clone(),
-                component,
-                platform: None,
-                what: What::Missing { in_first: true },
-            });
+            out.push(Mismatch { image: name.clone(), component, platform: None, what: What::Missing { in_first: true } });
             continue;
         };
         blobs += 1;
@@ -281,20 +205,13 @@ pub fn compare(a: &Layout, b: &Layout) -> Result<Compared, ReproError> {
         if da.media_type == oci::MEDIA_INDEX {
             let xa: Index = a.read_json(&da.digest, "an image index")?;
             let xb: Index = b.read_json(&db.digest, "an image index")?;
-            let same_children = xa
-                .manifests
-                .iter()
-                .map(|m| &m.digest)
-                .eq(xb.manifests.iter().map(|m| &m.digest));
+            let same_children = xa.manifests.iter().map(|m| &m.digest).eq(xb.manifests.iter().map(|m| &m.digest));
             if same_children {
                 out.push(json_mismatch(name, &component, None, &xa, &xb, true));
             }
             continue;
         }
-        let platform = da
-            .platform
-            .as_ref()
-            .map(|p| format!("{}/{}", p.os, p.architecture));
+        let platform = da.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture));
         let ma: Manifest = a.read_json(&da.digest, "an image manifest")?;
         let mb: Manifest = b.read_json(&db.digest, "an image manifest")?;
         if ma.config.digest != mb.config.digest {
@@ -319,30 +236,16 @@ pub fn compare(a: &Layout, b: &Layout) -> Result<Compared, ReproError> {
         for (i, (la, lb)) in ma.layers.iter().zip(&mb.layers).enumerate() {
             blobs += 1;
             if la.digest != lb.digest {
-                let (file, field, x, y) =
-                    first_tar_difference(&a.blob_path(&la.digest), &b.blob_path(&lb.digest))?;
+                let (file, field, x, y) = first_tar_difference(&a.blob_path(&la.digest), &b.blob_path(&lb.digest))?;
                 out.push(Mismatch {
                     image: name.clone(),
                     component: component.clone(),
                     platform: platform.clone(),
-                    what: What::Layer {
-                        index: i,
-                        first: la.digest.clone(),
-                        second: lb.digest.clone(),
-                        file,
-                        field,
-                        a: x,
-                        b: y,
-                    },
+                    what: What::Layer { index: i, first: la.digest.clone(), second: lb.digest.clone(), file, field, a: x, b: y },
                 });
             }
         }
-        let layers_same = ma.layers.len() == mb.layers.len()
-            && ma
-                .layers
-                .iter()
-                .zip(&mb.layers)
-                .all(|(x, y)| x.digest == y.digest);
+        let layers_same = ma.layers.len() == mb.layers.len() && ma.layers.iter().zip(&mb.layers).all(|(x, y)| x.digest == y.digest);
         if ma.config.digest == mb.config.digest && layers_same {
             out.push(json_mismatch(name, &component, platform, &ma, &mb, false));
         } else if ma.layers.len() != mb.layers.len() {
@@ -360,57 +263,28 @@ pub fn compare(a: &Layout, b: &Layout) -> Result<Compared, ReproError> {
     }
     for name in ib.keys().filter(|n| !ia.contains_key(*n)) {
         let component = name.split("-linux-").next().unwrap_or(name).to_owned();
-        out.push(Mismatch {
-            image: name.clone(),
-            component,
-            platform: None,
-            what: What::Missing { in_first: false },
-        });
+        out.push(Mismatch { image: name.clone(), component, platform: None, what: What::Missing { in_first: false } });
     }
     Ok((out, digests, blobs))
 }
 
-fn json_mismatch<T: Serialize>(
-    name: &str,
-    component: &str,
-    platform: Option<String>,
-    a: &T,
-    b: &T,
-    _index: bool,
-) -> Mismatch {
+fn json_mismatch<T: Serialize>(name: &str, component: &str, platform: Option<String>, a: &T, b: &T, _index: bool) -> Mismatch {
     let va = serde_json::to_value(a).unwrap_or_default();
     let vb = serde_json::to_value(b).unwrap_or_default();
-    let (path, x, y) = first_json_difference(&va, &vb, "$".into()).unwrap_or_else(|| {
-        (
-            "$".into(),
-            "(same value, other bytes)".into(),
-            String::new(),
-        )
-    });
-    Mismatch {
-        image: name.to_owned(),
-        component: component.to_owned(),
-        platform,
-        what: What::Manifest { path, a: x, b: y },
-    }
+    let (path, x, y) =
+        first_json_difference(&va, &vb, "$".into()).unwrap_or_else(|| ("$".into(), "(same value, other bytes)".into(), String::new()));
+    Mismatch { image: name.to_owned(), component: component.to_owned(), platform, what: What::Manifest { path, a: x, b: y } }
 }
 
 /// The first path where two JSON values differ, with both values (compact).
-pub fn first_json_difference(
-    a: &serde_json::Value,
-    b: &serde_json::Value,
-    path: String,
-) -> Option<(String, String, String)> {
+pub fn first_json_difference(a: &serde_json::Value, b: &serde_json::Value, path: String) -> Option<(String, String, String)> {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let p = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    format!("{path}.{k}")
-                } else {
-                    format!("{path}[{k:?}]")
-                };
+                let p =
+                    if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') { format!("{path}.{k}") } else { format!("{path}[{k:?}]") };
                 match (x.get(k), y.get(k)) {
                     (Some(u), Some(v)) => {
                         if let Some(d) = first_json_difference(u, v, p) {
@@ -428,48 +302,24 @@ pub fn first_json_difference(
                     return Some(d);
                 }
             }
-            (x.len() != y.len()).then(|| {
-                (
-                    format!("{path}.length"),
-                    x.len().to_string(),
-                    y.len().to_string(),
-                )
-            })
+            (x.len() != y.len()).then(|| (format!("{path}.length"), x.len().to_string(), y.len().to_string()))
         }
         _ => (a != b).then(|| (path, a.to_string(), b.to_string())),
     }
 }
 
 fn show(v: Option<&serde_json::Value>) -> String {
-    v.map(|v| v.to_string())
-        .unwrap_or_else(|| "(absent)".into())
+    v.map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into())
 }
 
 /// The first difference between two gzip'd tar layers: (file, field, a, b). Streams both.
-pub fn first_tar_difference(
-    a: &Path,
-    b: &Path,
-) -> Result<(String, String, String, String), ReproError> {
-    let open = |p: &Path| -> Result<
-        tar::Archive<flate2::read::GzDecoder<io::BufReader<fs::File>>>,
-        ReproError,
-    > {
-        let f = fs::File::open(p).map_err(|source| ReproError::Io {
-            path: p.to_owned(),
-            source,
-        })?;
-        Ok(tar::Archive::new(flate2::read::GzDecoder::new(
-            io::BufReader::new(f),
-        )))
+pub fn first_tar_difference(a: &Path, b: &Path) -> Result<(String, String, String, String), ReproError> {
+    let open = |p: &Path| -> Result<tar::Archive<flate2::read::GzDecoder<io::BufReader<fs::File>>>, ReproError> {
+        let f = fs::File::open(p).map_err(|source| ReproError::Io { path: p.to_owned(), source })?;
+        Ok(tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f))))
     };
-    let io_a = |source| ReproError::Io {
-        path: a.to_owned(),
-        source,
-    };
-    let io_b = |source| ReproError::Io {
-        path: b.to_owned(),
-        source,
-    };
+    let io_a = |source| ReproError::Io { path: a.to_owned(), source };
+    let io_b = |source| ReproError::Io { path: b.to_owned(), source };
     let (mut ta, mut tb) = (open(a)?, open(b)?);
     let mut ea = ta.entries().map_err(io_a)?;
     let mut eb = tb.entries().map_err(io_b)?;
@@ -485,21 +335,11 @@ pub fn first_tar_difference(
             }
             (Some(x), None) => {
                 let x = x.map_err(io_a)?;
-                return Ok((
-                    path_of(&x),
-                    "presence".into(),
-                    "present".into(),
-                    "absent".into(),
-                ));
+                return Ok((path_of(&x), "presence".into(), "present".into(), "absent".into()));
             }
             (None, Some(y)) => {
                 let y = y.map_err(io_b)?;
-                return Ok((
-                    path_of(&y),
-                    "presence".into(),
-                    "absent".into(),
-                    "present".into(),
-                ));
+                return Ok((path_of(&y), "presence".into(), "absent".into(), "present".into()));
             }
             (Some(x), Some(y)) => {
                 let mut x = x.map_err(io_a)?;
@@ -510,11 +350,7 @@ pub fn first_tar_difference(
                 }
                 let (hx, hy) = (x.header().clone(), y.header().clone());
                 let fields: [(&str, String, String); 8] = [
-                    (
-                        "type",
-                        format!("{:?}", hx.entry_type()),
-                        format!("{:?}", hy.entry_type()),
-                    ),
+                    ("type", format!("{:?}", hx.entry_type()), format!("{:?}", hy.entry_type())),
                     ("mtime", fmt_opt(hx.mtime()), fmt_opt(hy.mtime())),
                     (
                         "mode",
@@ -523,16 +359,8 @@ pub fn first_tar_difference(
                     ),
                     ("owner (uid)", fmt_opt(hx.uid()), fmt_opt(hy.uid())),
                     ("owner (gid)", fmt_opt(hx.gid()), fmt_opt(hy.gid())),
-                    (
-                        "owner (user name)",
-                        format!("{:?}", hx.username()),
-                        format!("{:?}", hy.username()),
-                    ),
-                    (
-                        "link target",
-                        format!("{:?}", x.link_name().ok().flatten()),
-                        format!("{:?}", y.link_name().ok().flatten()),
-                    ),
+                    ("owner (user name)", format!("{:?}", hx.username()), format!("{:?}", hy.username())),
+                    ("link target", format!("{:?}", x.link_name().ok().flatten()), format!("{:?}", y.link_name().ok().flatten())),
                     ("size", fmt_opt(hx.size()), fmt_opt(hy.size())),
                 ];
                 for (field, u, v) in fields {
@@ -540,20 +368,12 @@ pub fn first_tar_difference(
                         return Ok((px, field.into(), u, v));
                     }
                 }
-                let (cx, cy) = (
-                    content_digest(&mut x).map_err(io_a)?,
-                    content_digest(&mut y).map_err(io_b)?,
-                );
+                let (cx, cy) = (content_digest(&mut x).map_err(io_a)?, content_digest(&mut y).map_err(io_b)?);
                 if cx != cy {
                     return Ok((px, "content".into(), cx.to_string(), cy.to_string()));
                 }
                 if hx.as_bytes()[..] != hy.as_bytes()[..] {
-                    return Ok((
-                        px,
-                        "header bytes".into(),
-                        "other tar header".into(),
-                        "other tar header".into(),
-                    ));
+                    return Ok((px, "header bytes".into(), "other tar header".into(), "other tar header".into()));
                 }
             }
         }
@@ -561,14 +381,11 @@ pub fn first_tar_difference(
 }
 
 fn path_of<R: Read>(e: &tar::Entry<'_, R>) -> String {
-    e.path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<bad path>".into())
+    e.path().map(|p| p.display().to_string()).unwrap_or_else(|_| "<bad path>".into())
 }
 
 fn fmt_opt<T: fmt::Display>(v: io::Result<T>) -> String {
-    v.map(|v| v.to_string())
-        .unwrap_or_else(|e| format!("<{e}>"))
+    v.map(|v| v.to_string()).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 fn content_digest(r: &mut impl Read) -> io::Result<Digest> {

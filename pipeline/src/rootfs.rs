@@ -71,10 +71,7 @@ struct Exported {
 /// `./a/b/` -> `a/b`.
 fn clean(path: &[u8]) -> String {
     let s = String::from_utf8_lossy(path);
-    s.trim_start_matches("./")
-        .trim_matches('/')
-        .trim_start_matches("./")
-        .to_owned()
+    s.trim_start_matches("./").trim_matches('/').trim_start_matches("./").to_owned()
 }
 
 /// Sort key of the walk order: each directory's children by name bytes, parents first.
@@ -108,29 +105,19 @@ fn unsupported(kind: tar::EntryType) -> Option<&'static str> {
 }
 
 /// The root filesystem that the base's layers make, applying whiteouts.
-fn base_index(
-    layout: &Layout,
-    layers: &[Descriptor],
-) -> Result<BTreeMap<String, Meta>, RootfsError> {
+fn base_index(layout: &Layout, layers: &[Descriptor]) -> Result<BTreeMap<String, Meta>, RootfsError> {
     let mut fs: BTreeMap<String, Meta> = BTreeMap::new();
     for l in layers {
         let path = layout.blob_path(&l.digest);
-        let io_err = |source| RootfsError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| RootfsError::Io { path: path.clone(), source };
         let file = File::open(&path).map_err(io_err)?;
-        let reader: Box<dyn Read> =
-            if l.media_type == oci::MEDIA_LAYER_GZIP || l.media_type == oci::MEDIA_DOCKER_LAYER {
-                Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)))
-            } else if l.media_type == "application/vnd.oci.image.layer.v1.tar" {
-                Box::new(io::BufReader::new(file))
-            } else {
-                return Err(RootfsError::LayerType {
-                    digest: l.digest.clone(),
-                    media_type: l.media_type.clone(),
-                });
-            };
+        let reader: Box<dyn Read> = if l.media_type == oci::MEDIA_LAYER_GZIP || l.media_type == oci::MEDIA_DOCKER_LAYER {
+            Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file)))
+        } else if l.media_type == "application/vnd.oci.image.layer.v1.tar" {
+            Box::new(io::BufReader::new(file))
+        } else {
+            return Err(RootfsError::LayerType { digest: l.digest.clone(), media_type: l.media_type.clone() });
+        };
         let mut ar = tar::Archive::new(reader);
         let mut links: Vec<(String, String)> = Vec::new();
         for e in ar.entries().map_err(io_err)? {
@@ -156,18 +143,12 @@ fn base_index(
                 continue;
             }
             let h = e.header();
-            let (mode, uid, gid) = (
-                h.mode().map_err(io_err)? & 0o7777,
-                h.uid().map_err(io_err)?,
-                h.gid().map_err(io_err)?,
-            );
+            let (mode, uid, gid) = (h.mode().map_err(io_err)? & 0o7777, h.uid().map_err(io_err)?, h.gid().map_err(io_err)?);
             let kind = match h.entry_type() {
                 tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink(
-                    e.link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default(),
-                ),
+                tar::EntryType::Symlink => {
+                    Kind::Symlink(e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+                }
                 tar::EntryType::Link => {
                     let target = e.link_name_bytes().map(|b| clean(&b)).unwrap_or_default();
                     links.push((p.clone(), target));
@@ -175,15 +156,7 @@ fn base_index(
                 }
                 _ => Kind::File(sha256_of(&mut e).map_err(io_err)?),
             };
-            fs.insert(
-                p,
-                Meta {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                },
-            );
+            fs.insert(p, Meta { kind, mode, uid, gid });
         }
         for (p, target) in links {
             if let Some(m) = fs.get(&target).cloned() {
@@ -196,10 +169,7 @@ fn base_index(
 
 /// Indexes the exported rootfs tar: metadata, content digests and offsets.
 fn export_index(export: &Path) -> Result<BTreeMap<String, Exported>, RootfsError> {
-    let io_err = |source| RootfsError::Io {
-        path: export.to_owned(),
-        source,
-    };
+    let io_err = |source| RootfsError::Io { path: export.to_owned(), source };
     let file = File::open(export).map_err(io_err)?;
     let mut ar = tar::Archive::new(io::BufReader::new(file));
     let mut out: BTreeMap<String, Exported> = BTreeMap::new();
@@ -215,21 +185,12 @@ fn export_index(export: &Path) -> Result<BTreeMap<String, Exported>, RootfsError
         if let Some(k) = unsupported(kind) {
             return Err(RootfsError::Unsupported { path: p, kind: k });
         }
-        let (mode, uid, gid) = (
-            h.mode().map_err(io_err)? & 0o7777,
-            h.uid().map_err(io_err)?,
-            h.gid().map_err(io_err)?,
-        );
+        let (mode, uid, gid) = (h.mode().map_err(io_err)? & 0o7777, h.uid().map_err(io_err)?, h.gid().map_err(io_err)?);
         let (k, data) = match kind {
             tar::EntryType::Directory => (Kind::Dir, None),
-            tar::EntryType::Symlink => (
-                Kind::Symlink(
-                    e.link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default(),
-                ),
-                None,
-            ),
+            tar::EntryType::Symlink => {
+                (Kind::Symlink(e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()), None)
+            }
             tar::EntryType::Link => {
                 let target = e.link_name_bytes().map(|b| clean(&b)).unwrap_or_default();
                 links.push((p, target, mode, uid, gid));
@@ -238,41 +199,14 @@ fn export_index(export: &Path) -> Result<BTreeMap<String, Exported>, RootfsError
             _ => {
                 let offset = e.raw_file_position();
                 let size = e.size();
-                (
-                    Kind::File(sha256_of(&mut e).map_err(io_err)?),
-                    Some((offset, size)),
-                )
+                (Kind::File(sha256_of(&mut e).map_err(io_err)?), Some((offset, size)))
             }
         };
-        out.insert(
-            p,
-            Exported {
-                meta: Meta {
-                    kind: k,
-                    mode,
-                    uid,
-                    gid,
-                },
-                data,
-                link: None,
-            },
-        );
+        out.insert(p, Exported { meta: Meta { kind: k, mode, uid, gid }, data, link: None });
     }
     for (p, target, mode, uid, gid) in links {
         if let Some(t) = out.get(&target).cloned() {
-            out.insert(
-                p,
-                Exported {
-                    meta: Meta {
-                        kind: t.meta.kind,
-                        mode,
-                        uid,
-                        gid,
-                    },
-                    data: t.data,
-                    link: Some(target),
-                },
-            );
+            out.insert(p, Exported { meta: Meta { kind: t.meta.kind, mode, uid, gid }, data: t.data, link: Some(target) });
         }
     }
     Ok(out)
@@ -290,12 +224,7 @@ pub struct DiffLayer {
 
 /// Writes into `layout` the layer that turns the base (`base_layers`) into the exported
 /// rootfs `export`, with every mtime = `epoch`.
-pub fn diff_layer(
-    layout: &Layout,
-    base_layers: &[Descriptor],
-    export: &Path,
-    epoch: i64,
-) -> Result<DiffLayer, RootfsError> {
+pub fn diff_layer(layout: &Layout, base_layers: &[Descriptor], export: &Path, epoch: i64) -> Result<DiffLayer, RootfsError> {
     let base = base_index(layout, base_layers)?;
     let exported = export_index(export)?;
 
@@ -357,26 +286,13 @@ pub fn diff_layer(
                     at += i + 1;
                     if done.insert(dir.to_owned()) {
                         if let Some(e) = exported.get(dir) {
-                            lw.add_entry(
-                                dir,
-                                e.meta.mode,
-                                (e.meta.uid, e.meta.gid),
-                                EntryData::Dir,
-                            )?;
+                            lw.add_entry(dir, e.meta.mode, (e.meta.uid, e.meta.gid), EntryData::Dir)?;
                         }
                     }
                 }
                 match op {
                     Op::Whiteout(p) => {
-                        lw.add_entry(
-                            p,
-                            0o644,
-                            (0, 0),
-                            EntryData::File {
-                                size: 0,
-                                data: &mut io::empty(),
-                            },
-                        )?;
+                        lw.add_entry(p, 0o644, (0, 0), EntryData::File { size: 0, data: &mut io::empty() })?;
                     }
                     Op::Put(p, e) => {
                         let owner = (e.meta.uid, e.meta.gid);
@@ -387,28 +303,15 @@ pub fn diff_layer(
                                     lw.add_entry(p, mode, owner, EntryData::Dir)?;
                                 }
                             }
-                            (Kind::Symlink(t), _) => {
-                                lw.add_entry(p, mode, owner, EntryData::Symlink(t))?
-                            }
-                            (Kind::File(_), Some(target))
-                                if written.contains(target.as_str())
-                                    && walk_key(target) < walk_key(p) =>
-                            {
+                            (Kind::Symlink(t), _) => lw.add_entry(p, mode, owner, EntryData::Symlink(t))?,
+                            (Kind::File(_), Some(target)) if written.contains(target.as_str()) && walk_key(target) < walk_key(p) => {
                                 lw.add_entry(p, mode, owner, EntryData::Hardlink(target))?
                             }
                             (Kind::File(_), _) => {
                                 let (offset, size) = e.data.unwrap_or((0, 0));
                                 tar_file.seek(SeekFrom::Start(offset))?;
                                 let mut data = (&mut tar_file).take(size);
-                                lw.add_entry(
-                                    p,
-                                    mode,
-                                    owner,
-                                    EntryData::File {
-                                        size,
-                                        data: &mut data,
-                                    },
-                                )?;
+                                lw.add_entry(p, mode, owner, EntryData::File { size, data: &mut data })?;
                             }
                         }
                     }
@@ -420,10 +323,7 @@ pub fn diff_layer(
         })
         .map_err(|e| match e {
             oci::LayoutError::Io { path, source } => RootfsError::Io { path, source },
-            other => RootfsError::Io {
-                path: layout.root().to_owned(),
-                source: io::Error::other(other.to_string()),
-            },
+            other => RootfsError::Io { path: layout.root().to_owned(), source: io::Error::other(other.to_string()) },
         })?;
     Ok(DiffLayer {
         descriptor: Descriptor {
@@ -455,8 +355,7 @@ mod tests {
             h.set_gid(0);
             if *kind == tar::EntryType::Symlink {
                 h.set_size(0);
-                b.append_link(&mut h, path, std::str::from_utf8(data).unwrap())
-                    .unwrap();
+                b.append_link(&mut h, path, std::str::from_utf8(data).unwrap()).unwrap();
             } else {
                 h.set_size(data.len() as u64);
                 b.append_data(&mut h, path, *data).unwrap();
@@ -479,9 +378,7 @@ mod tests {
         ]);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&raw).unwrap();
-        let desc = layout
-            .put_blob(oci::MEDIA_LAYER_GZIP, &gz.finish().unwrap())
-            .unwrap();
+        let desc = layout.put_blob(oci::MEDIA_LAYER_GZIP, &gz.finish().unwrap()).unwrap();
         (layout, desc)
     }
 
@@ -494,12 +391,7 @@ mod tests {
                 let mut e = e.unwrap();
                 let mut s = String::new();
                 let _ = e.read_to_string(&mut s);
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    e.header().mode().unwrap(),
-                    e.header().mtime().unwrap(),
-                    s,
-                )
+                (e.path().unwrap().to_string_lossy().into_owned(), e.header().mode().unwrap(), e.header().mtime().unwrap(), s)
             })
             .collect()
     }
@@ -530,10 +422,7 @@ mod tests {
             tar_of(&e)
         };
         let mut digests = Vec::new();
-        for (i, (mtime, flip)) in [(1_900_000_000, false), (1_900_000_777, true)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (mtime, flip)) in [(1_900_000_000, false), (1_900_000_777, true)].into_iter().enumerate() {
             let p = d.path().join(format!("export-{i}.tar"));
             std::fs::write(&p, export(mtime, flip)).unwrap();
             let l = diff_layer(&layout, std::slice::from_ref(&desc), &p, 1_800_000_000).unwrap();

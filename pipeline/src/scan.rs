@@ -36,11 +36,7 @@ pub enum ScanError {
         source: io::Error,
     },
     #[error("image file `{file}`: line {line}: {message}")]
-    Malformed {
-        file: String,
-        line: usize,
-        message: String,
-    },
+    Malformed { file: String, line: usize, message: String },
 }
 
 /// A package found in the image.
@@ -100,11 +96,7 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
     let mut texts: BTreeMap<String, String> = BTreeMap::new();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let path = layout.blob_path(&layer.digest);
-        let read_err = |source| ScanError::Read {
-            path: path.clone(),
-            layer: i,
-            source,
-        };
+        let read_err = |source| ScanError::Read { path: path.clone(), layer: i, source };
         let f = fs::File::open(&path).map_err(read_err)?;
         // The blob is checked against its digest while it is read.
         let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
@@ -112,27 +104,14 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
             let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&mut blob));
             for e in ar.entries().map_err(read_err)? {
                 let mut e = e.map_err(read_err)?;
-                let p = e
-                    .path()
-                    .map_err(read_err)?
-                    .to_string_lossy()
-                    .trim_start_matches("./")
-                    .trim_end_matches('/')
-                    .to_owned();
-                let (dir, name) = p
-                    .rsplit_once('/')
-                    .map(|(d, n)| (d.to_owned(), n))
-                    .unwrap_or((String::new(), p.as_str()));
+                let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
+                let (dir, name) = p.rsplit_once('/').map(|(d, n)| (d.to_owned(), n)).unwrap_or((String::new(), p.as_str()));
                 if name == ".wh..wh..opq" {
                     remove_under(&mut tree, &mut texts, &dir, false);
                     continue;
                 }
                 if let Some(hidden) = name.strip_prefix(".wh.") {
-                    let target = if dir.is_empty() {
-                        hidden.to_owned()
-                    } else {
-                        format!("{dir}/{hidden}")
-                    };
+                    let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
                     remove_under(&mut tree, &mut texts, &target, true);
                     continue;
                 }
@@ -146,33 +125,17 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                             h.read_to_string(&mut s).map_err(read_err)?;
                             let (d, _) = h.finish();
                             texts.insert(p.clone(), s);
-                            tree.insert(
-                                p,
-                                Node::File {
-                                    sha256: d.hex().to_owned(),
-                                },
-                            );
+                            tree.insert(p, Node::File { sha256: d.hex().to_owned() });
                         } else {
                             let mut h = HashingReader::new(&mut e);
                             io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
-                            tree.insert(
-                                p,
-                                Node::File {
-                                    sha256: h.finish().0.hex().to_owned(),
-                                },
-                            );
+                            tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
                         }
                     }
                     tar::EntryType::Link => {
                         // A hard link: the same content as its target.
-                        let target = e
-                            .link_name()
-                            .ok()
-                            .flatten()
-                            .map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
-                        let node = target
-                            .and_then(|t| tree.get(&t).cloned())
-                            .unwrap_or(Node::Other);
+                        let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
+                        let node = target.and_then(|t| tree.get(&t).cloned()).unwrap_or(Node::Other);
                         tree.insert(p, node);
                     }
                     _ => {
@@ -188,33 +151,15 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         io::copy(&mut blob, &mut io::sink()).map_err(read_err)?;
         let (d, _) = blob.finish();
         if d != layer.digest {
-            return Err(LayoutError::DigestMismatch {
-                path,
-                expected: layer.digest.clone(),
-                actual: d,
-            }
-            .into());
+            return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
         }
     }
     catalog(&tree, &texts)
 }
 
-fn remove_under(
-    tree: &mut BTreeMap<String, Node>,
-    texts: &mut BTreeMap<String, String>,
-    path: &str,
-    itself: bool,
-) {
-    let prefix = if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path}/")
-    };
-    let doomed: Vec<String> = tree
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, _)| k.clone())
-        .collect();
+fn remove_under(tree: &mut BTreeMap<String, Node>, texts: &mut BTreeMap<String, String>, path: &str, itself: bool) {
+    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    let doomed: Vec<String> = tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
     for k in doomed {
         tree.remove(&k);
         texts.remove(&k);
@@ -226,38 +171,19 @@ fn remove_under(
 }
 
 fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
-    stanza
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+    stanza.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
 }
 
-fn catalog(
-    tree: &BTreeMap<String, Node>,
-    texts: &BTreeMap<String, String>,
-) -> Result<ScanResult, ScanError> {
+fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> Result<ScanResult, ScanError> {
     let mut out = ScanResult::default();
     let mut owned: BTreeSet<String> = BTreeSet::new();
     for (path, text) in texts {
         if path == "etc/os-release" || (path == "usr/lib/os-release" && out.os.is_none()) {
-            let get = |k: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-                    .map(|v| v.trim_matches('"').to_owned())
-            };
-            out.os = Some(
-                format!(
-                    "{} {}",
-                    get("ID").unwrap_or_default(),
-                    get("VERSION_ID").unwrap_or_default()
-                )
-                .trim()
-                .to_owned(),
-            );
+            let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_owned());
+            out.os = Some(format!("{} {}", get("ID").unwrap_or_default(), get("VERSION_ID").unwrap_or_default()).trim().to_owned());
         } else if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
             for stanza in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
-                let (Some(name), Some(version)) =
-                    (field(stanza, "Package"), field(stanza, "Version"))
-                else {
+                let (Some(name), Some(version)) = (field(stanza, "Package"), field(stanza, "Version")) else {
                     return Err(ScanError::Malformed {
                         file: format!("/{path}"),
                         line: 1,
@@ -278,19 +204,9 @@ fn catalog(
             owned.extend(text.lines().map(|l| l.trim_start_matches('/').to_owned()));
         } else if path == "lib/apk/db/installed" {
             for stanza in text.split("\n\n") {
-                let get = |k: &str| {
-                    stanza
-                        .lines()
-                        .find_map(|l| l.strip_prefix(k))
-                        .map(str::to_owned)
-                };
+                let get = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k)).map(str::to_owned);
                 if let (Some(n), Some(v)) = (get("P:"), get("V:")) {
-                    out.packages.insert(Found {
-                        kind: "apk".into(),
-                        name: n,
-                        version: v,
-                        location: format!("/{path}"),
-                    });
+                    out.packages.insert(Found { kind: "apk".into(), name: n, version: v, location: format!("/{path}") });
                 }
                 let mut dir = String::new();
                 for l in stanza.lines() {
@@ -304,22 +220,11 @@ fn catalog(
         } else if path.ends_with("Cargo.lock") {
             let v: toml::Value = toml::from_str(text).map_err(|e| ScanError::Malformed {
                 file: format!("/{path}"),
-                line: e
-                    .span()
-                    .map(|s| text[..s.start].matches('\n').count() + 1)
-                    .unwrap_or(1),
+                line: e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1),
                 message: e.message().to_owned(),
             })?;
-            for p in v
-                .get("package")
-                .and_then(|p| p.as_array())
-                .into_iter()
-                .flatten()
-            {
-                if let (Some(n), Some(ver)) = (
-                    p.get("name").and_then(|x| x.as_str()),
-                    p.get("version").and_then(|x| x.as_str()),
-                ) {
+            for p in v.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+                if let (Some(n), Some(ver)) = (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str())) {
                     out.packages.insert(Found {
                         kind: "rust-crate".into(),
                         name: n.into(),
@@ -329,22 +234,13 @@ fn catalog(
                 }
             }
         } else if path.ends_with("package.json") {
-            let v: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| ScanError::Malformed {
-                    file: format!("/{path}"),
-                    line: e.line(),
-                    message: e.to_string(),
-                })?;
-            if let (Some(n), Some(ver)) = (
-                v.get("name").and_then(|x| x.as_str()),
-                v.get("version").and_then(|x| x.as_str()),
-            ) {
-                out.packages.insert(Found {
-                    kind: "npm".into(),
-                    name: n.into(),
-                    version: ver.into(),
-                    location: format!("/{path}"),
-                });
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ScanError::Malformed {
+                file: format!("/{path}"),
+                line: e.line(),
+                message: e.to_string(),
+            })?;
+            if let (Some(n), Some(ver)) = (v.get("name").and_then(|x| x.as_str()), v.get("version").and_then(|x| x.as_str())) {
+                out.packages.insert(Found { kind: "npm".into(), name: n.into(), version: ver.into(), location: format!("/{path}") });
             }
         } else if python_metadata(path) {
             // RFC 822 headers up to the first blank line.

@@ -48,13 +48,7 @@ pub struct EnvelopeSignature {
 
 /// DSSE's pre-authentication encoding.
 pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {} {} ",
-        payload_type.len(),
-        payload_type,
-        body.len()
-    )
-    .into_bytes();
+    let mut out = format!("DSSEv1 {} {} {} ", payload_type.len(), payload_type, body.len()).into_bytes();
     out.extend_from_slice(body);
     out
 }
@@ -64,25 +58,15 @@ pub fn sign_envelope(key: &SigningKey, payload_type: &str, body: &[u8]) -> Envel
     Envelope {
         payload_type: payload_type.to_owned(),
         payload: b64().encode(body),
-        signatures: vec![EnvelopeSignature {
-            keyid: key.public().key_id(),
-            sig: b64().encode(sig),
-        }],
+        signatures: vec![EnvelopeSignature { keyid: key.public().key_id(), sig: b64().encode(sig) }],
     }
 }
 
 /// The payload of an envelope one of whose signatures `key` verifies, or why not.
 pub fn verify_envelope(key: &PublicKey, env: &Envelope) -> Result<Vec<u8>, String> {
-    let body = b64()
-        .decode(&env.payload)
-        .map_err(|e| format!("payload is not base64: {e}"))?;
+    let body = b64().decode(&env.payload).map_err(|e| format!("payload is not base64: {e}"))?;
     let msg = pae(&env.payload_type, &body);
-    let ok = env.signatures.iter().any(|s| {
-        b64()
-            .decode(&s.sig)
-            .map(|sig| key.verify(&msg, &sig))
-            .unwrap_or(false)
-    });
+    let ok = env.signatures.iter().any(|s| b64().decode(&s.sig).map(|sig| key.verify(&msg, &sig)).unwrap_or(false));
     if !ok {
         return Err("no signature verifies with the given public key".to_owned());
     }
@@ -90,15 +74,9 @@ pub fn verify_envelope(key: &PublicKey, env: &Envelope) -> Result<Vec<u8>, Strin
 }
 
 /// An in-toto Statement v1 around any predicate.
-pub fn statement(
-    subjects: &[(String, &Digest)],
-    predicate_type: &str,
-    predicate: serde_json::Value,
-) -> Vec<u8> {
-    let subject: Vec<serde_json::Value> = subjects
-        .iter()
-        .map(|(name, d)| serde_json::json!({ "name": name, "digest": { "sha256": d.hex() } }))
-        .collect();
+pub fn statement(subjects: &[(String, &Digest)], predicate_type: &str, predicate: serde_json::Value) -> Vec<u8> {
+    let subject: Vec<serde_json::Value> =
+        subjects.iter().map(|(name, d)| serde_json::json!({ "name": name, "digest": { "sha256": d.hex() } })).collect();
     let mut v = serde_json::to_vec(&serde_json::json!({
         "_type": crate::provenance::STATEMENT_TYPE,
         "subject": subject,
@@ -130,21 +108,14 @@ pub fn signature_tag(digest: &Digest) -> String {
 
 /// Signs `digest` (a manifest or an index of `repository`) and stores the cosign signature
 /// artifact in `layout`; returns its manifest descriptor (not yet named in `index.json`).
-pub fn sign_image(
-    key: &SigningKey,
-    layout: &Layout,
-    repository: &str,
-    digest: &Digest,
-) -> Result<Descriptor, LayoutError> {
+pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &Digest) -> Result<Descriptor, LayoutError> {
     let payload = simple_signing_payload(repository, digest);
     let sig = b64().encode(key.sign(&payload));
     let mut layer = layout.put_blob(SIMPLESIGNING, &payload)?;
     layer.annotations.insert(COSIGN_SIGNATURE.to_owned(), sig);
     // cosign's signature images carry an (almost) empty config.
-    let config = layout.put_blob(
-        oci::MEDIA_CONFIG,
-        br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#,
-    )?;
+    let config =
+        layout.put_blob(oci::MEDIA_CONFIG, br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
@@ -154,19 +125,14 @@ pub fn sign_image(
         annotations: BTreeMap::new(),
     };
     let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
-    desc.annotations
-        .insert(oci::ANNOTATION_REF_NAME.to_owned(), signature_tag(digest));
+    desc.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), signature_tag(digest));
     Ok(desc)
 }
 
 /// Checks the cosign signature artifact of `digest` in `layout` with `key`.
 pub fn verify_image(key: &PublicKey, layout: &Layout, digest: &Digest) -> Result<(), String> {
-    let desc = layout
-        .find_ref(&signature_tag(digest))
-        .map_err(|_| format!("no signature `{}`", signature_tag(digest)))?;
-    let m: Manifest = layout
-        .read_json(&desc.digest, "a signature manifest")
-        .map_err(|e| e.to_string())?;
+    let desc = layout.find_ref(&signature_tag(digest)).map_err(|_| format!("no signature `{}`", signature_tag(digest)))?;
+    let m: Manifest = layout.read_json(&desc.digest, "a signature manifest").map_err(|e| e.to_string())?;
     let mut problems = Vec::new();
     for l in m.layers.iter().filter(|l| l.media_type == SIMPLESIGNING) {
         let payload = match layout.read_blob(&l.digest) {
@@ -176,32 +142,20 @@ pub fn verify_image(key: &PublicKey, layout: &Layout, digest: &Digest) -> Result
                 continue;
             }
         };
-        let sig = l
-            .annotations
-            .get(COSIGN_SIGNATURE)
-            .and_then(|s| b64().decode(s).ok())
-            .unwrap_or_default();
+        let sig = l.annotations.get(COSIGN_SIGNATURE).and_then(|s| b64().decode(s).ok()).unwrap_or_default();
         if !key.verify(&payload, &sig) {
             problems.push("the signature does not verify with the given public key".to_owned());
             continue;
         }
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-        let named = v["critical"]["image"]["docker-manifest-digest"]
-            .as_str()
-            .unwrap_or_default();
+        let named = v["critical"]["image"]["docker-manifest-digest"].as_str().unwrap_or_default();
         if named != digest.as_str() || v["critical"]["type"] != "cosign container image signature" {
-            problems.push(format!(
-                "the signed payload names `{named}`, not `{digest}`"
-            ));
+            problems.push(format!("the signed payload names `{named}`, not `{digest}`"));
             continue;
         }
         return Ok(());
     }
-    Err(if problems.is_empty() {
-        "no simple-signing layer".to_owned()
-    } else {
-        problems.join("; ")
-    })
+    Err(if problems.is_empty() { "no simple-signing layer".to_owned() } else { problems.join("; ") })
 }
 
 /// Writes `value` as pretty JSON plus a newline, atomically, creating directories.

@@ -19,11 +19,7 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.allowed == 0 {
-            "the same minor".to_owned()
-        } else {
-            format!("at most {} minor apart", self.allowed)
-        };
+        let what = if self.allowed == 0 { "the same minor".to_owned() } else { format!("at most {} minor apart", self.allowed) };
         write!(
             f,
             "skew rule `{}` ({}): `{}` is `{}` and `{}` is `{}`; they must be {what} on the same major",
@@ -36,19 +32,9 @@ impl fmt::Display for Violation {
 pub fn check(bundle: &Bundle) -> Vec<Violation> {
     let mut out = Vec::new();
     for rule in &bundle.skew_rules {
-        let members = |groups: &[String]| {
-            bundle
-                .components
-                .iter()
-                .filter(|c| groups.contains(&c.skew_group))
-                .collect::<Vec<_>>()
-        };
+        let members = |groups: &[String]| bundle.components.iter().filter(|c| groups.contains(&c.skew_group)).collect::<Vec<_>>();
         let left = members(&rule.left);
-        let right = if rule.right.is_empty() {
-            left.clone()
-        } else {
-            members(&rule.right)
-        };
+        let right = if rule.right.is_empty() { left.clone() } else { members(&rule.right) };
         for (i, a) in left.iter().enumerate() {
             for (j, b) in right.iter().enumerate() {
                 // Within one side, look at each unordered pair once.
@@ -58,8 +44,7 @@ pub fn check(bundle: &Bundle) -> Vec<Violation> {
                 if a.name == b.name {
                     continue;
                 }
-                let ok = a.version.major == b.version.major
-                    && a.version.minor.abs_diff(b.version.minor) <= rule.max_minor_distance;
+                let ok = a.version.major == b.version.major && a.version.minor.abs_diff(b.version.minor) <= rule.max_minor_distance;
                 if !ok {
                     out.push(Violation {
                         rule: rule.id.clone(),

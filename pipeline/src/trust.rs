@@ -17,10 +17,7 @@ use serde::Serialize;
 use crate::build::Images;
 use crate::evidence::Evidence;
 use crate::keys::SigningKey;
-use crate::manifest::{
-    self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, ReleaseInfo, ReleaseYaml,
-    SignatureEntry,
-};
+use crate::manifest::{self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, ReleaseInfo, ReleaseYaml, SignatureEntry};
 use crate::model::{rfc3339, Digest};
 use crate::oci::{write_atomic, Layout, LayoutError};
 use crate::plan::Plan;
@@ -51,10 +48,7 @@ impl TrustError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {
-    move |source| TrustError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| TrustError::Io { path: path.to_owned(), source }
 }
 
 /// Chart and compose file rendered for the release (when the templates stage ran).
@@ -83,47 +77,19 @@ pub struct Made<'a> {
 }
 
 /// Runs both stages into `out` (the staging release directory).
-pub fn run(
-    made: &Made<'_>,
-    key: &SigningKey,
-    out: &Path,
-    reporter: &dyn Reporter,
-) -> Result<Signed, TrustError> {
-    let Made {
-        plan,
-        layout,
-        images,
-        evidence,
-        deployables,
-    } = *made;
+pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporter) -> Result<Signed, TrustError> {
+    let Made { plan, layout, images, evidence, deployables } = *made;
     // 1. Image signatures.
     let mut sigs = Vec::new();
     for c in images.components.values() {
         for i in &c.images {
-            sigs.push(sign::sign_image(
-                key,
-                layout,
-                &c.repository,
-                &i.manifest.digest,
-            )?);
+            sigs.push(sign::sign_image(key, layout, &c.repository, &i.manifest.digest)?);
         }
-        sigs.push(sign::sign_image(
-            key,
-            layout,
-            &c.repository,
-            &c.index.digest,
-        )?);
+        sigs.push(sign::sign_image(key, layout, &c.repository, &c.index.digest)?);
     }
-    reporter.event(Event::StageStarted {
-        stage: Stage::Sign,
-        jobs: sigs.len(),
-    });
+    reporter.event(Event::StageStarted { stage: Stage::Sign, jobs: sigs.len() });
     let mut index = layout.index()?;
-    index.manifests.retain(|d| {
-        !d.annotations
-            .get(crate::oci::ANNOTATION_REF_NAME)
-            .is_some_and(|n| n.ends_with(".sig"))
-    });
+    index.manifests.retain(|d| !d.annotations.get(crate::oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")));
     let image_signatures = sigs.len();
     index.manifests.extend(sigs);
     layout.write_index(&index)?;
@@ -133,50 +99,27 @@ pub fn run(
     let mut subjects: Vec<(String, Digest)> = Vec::new();
     for e in &evidence.images {
         let c = &images.components[&e.component];
-        let image = c
-            .images
-            .iter()
-            .find(|i| i.platform.as_str() == e.platform)
-            .expect("evidence names built images");
+        let image = c.images.iter().find(|i| i.platform.as_str() == e.platform).expect("evidence names built images");
         let name = format!("{}@{}", c.repository, image.manifest.digest);
         subjects.push((name.clone(), image.manifest.digest.clone()));
         let sbom_path = out.join(&e.sbom_json);
         let sbom: serde_json::Value =
-            serde_json::from_slice(&fs::read(&sbom_path).map_err(io(&sbom_path))?)
-                .map_err(|e| io(&sbom_path)(e.into()))?;
-        let statement = sign::statement(
-            &[(name.clone(), &image.manifest.digest)],
-            sign::SBOM_PREDICATE,
-            sbom,
-        );
+            serde_json::from_slice(&fs::read(&sbom_path).map_err(io(&sbom_path))?).map_err(|e| io(&sbom_path)(e.into()))?;
+        let statement = sign::statement(&[(name.clone(), &image.manifest.digest)], sign::SBOM_PREDICATE, sbom);
         let slug = image.platform.slug();
         let dir = out.join("attest").join(&e.component);
-        write_envelope(
-            &dir.join(format!("{slug}.sbom.dsse.json")),
-            &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement),
-        )?;
+        write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement))?;
         let prov_path = out.join(&e.provenance);
         let prov = fs::read(&prov_path).map_err(io(&prov_path))?;
-        write_envelope(
-            &dir.join(format!("{slug}.provenance.dsse.json")),
-            &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov),
-        )?;
+        write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov))?;
         envelopes += 2;
-        reporter.event(Event::JobFinished {
-            stage: Stage::Sign,
-            job: format!("{} {}", e.component, e.platform),
-            detail: "signed".into(),
-        });
+        reporter.event(Event::JobFinished { stage: Stage::Sign, job: format!("{} {}", e.component, e.platform), detail: "signed".into() });
     }
     let drift: serde_json::Value =
-        serde_json::from_slice(&fs::read(&evidence.drift).map_err(io(&evidence.drift))?)
-            .map_err(|e| io(&evidence.drift)(e.into()))?;
+        serde_json::from_slice(&fs::read(&evidence.drift).map_err(io(&evidence.drift))?).map_err(|e| io(&evidence.drift)(e.into()))?;
     let refs: Vec<(String, &Digest)> = subjects.iter().map(|(n, d)| (n.clone(), d)).collect();
     let drift_statement = sign::statement(&refs, sign::DRIFT_PREDICATE, drift);
-    write_envelope(
-        &out.join("attest/drift.dsse.json"),
-        &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement),
-    )?;
+    write_envelope(&out.join("attest/drift.dsse.json"), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement))?;
     envelopes += 1;
     reporter.event(Event::StageFinished { stage: Stage::Sign });
 
@@ -195,44 +138,21 @@ pub fn run(
                 let c = &images.components[&pc.name];
                 let first = evidence.images.iter().find(|e| e.component == pc.name);
                 let digest_of = |rel: Option<&String>| {
-                    rel.and_then(|r| fs::read(out.join(r)).ok())
-                        .map(|b| Digest::of(&b).to_string())
-                        .unwrap_or_default()
+                    rel.and_then(|r| fs::read(out.join(r)).ok()).map(|b| Digest::of(&b).to_string()).unwrap_or_default()
                 };
-                let prov_env = first.map(|e| {
-                    format!(
-                        "attest/{}/{}.provenance.dsse.json",
-                        e.component,
-                        e.platform.replace('/', "-")
-                    )
-                });
+                let prov_env = first.map(|e| format!("attest/{}/{}.provenance.dsse.json", e.component, e.platform.replace('/', "-")));
                 ComponentEntry {
                     name: pc.name.clone(),
                     image: format!("{}@{}", c.repository, c.index.digest),
-                    sbom: format!(
-                        "oci://{}/referrers/cdx-json@{}",
-                        c.repository,
-                        digest_of(first.map(|e| &e.sbom_json))
-                    ),
-                    provenance: format!(
-                        "oci://{}/attest/provenance@{}",
-                        c.repository,
-                        digest_of(prov_env.as_ref())
-                    ),
-                    signature: SignatureEntry {
-                        rekor_uuid: "none".into(),
-                    },
+                    sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, digest_of(first.map(|e| &e.sbom_json))),
+                    provenance: format!("oci://{}/attest/provenance@{}", c.repository, digest_of(prov_env.as_ref())),
+                    signature: SignatureEntry { rekor_uuid: "none".into() },
                 }
             })
             .collect(),
         charts: deployables.charts.clone(),
-        compose: deployables.compose.clone().unwrap_or(ComposeEntry {
-            file: String::new(),
-            digest: String::new(),
-        }),
-        checksums: Checksums {
-            sha256: String::new(),
-        },
+        compose: deployables.compose.clone().unwrap_or(ComposeEntry { file: String::new(), digest: String::new() }),
+        checksums: Checksums { sha256: String::new() },
     };
     let bytes = manifest::render(&mut doc);
     let path = out.join("release.yaml");
@@ -241,14 +161,8 @@ pub fn run(
     let sig_path = out.join("release.yaml.sig");
     write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(&sig_path))?;
     let bundle_path = out.join("release.yaml.sigstore.json");
-    sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig))
-        .map_err(io(&bundle_path))?;
-    Ok(Signed {
-        key_id: key.public().key_id(),
-        image_signatures,
-        envelopes,
-        release_yaml: path,
-    })
+    sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig)).map_err(io(&bundle_path))?;
+    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, release_yaml: path })
 }
 
 fn write_envelope(path: &Path, env: &sign::Envelope) -> Result<(), TrustError> {

@@ -19,9 +19,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::build::{
-    LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION,
-};
+use crate::build::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
 use crate::keys::{Fips, PublicKey};
 use crate::layer::HashingReader;
 use crate::manifest;
@@ -47,18 +45,10 @@ impl VerifyReport {
         self.checks.iter().all(|c| c.ok)
     }
     fn pass(&mut self, what: impl Into<String>) {
-        self.checks.push(Check {
-            ok: true,
-            what: what.into(),
-            detail: String::new(),
-        });
+        self.checks.push(Check { ok: true, what: what.into(), detail: String::new() });
     }
     fn fail(&mut self, what: impl Into<String>, detail: impl Into<String>) {
-        self.checks.push(Check {
-            ok: false,
-            what: what.into(),
-            detail: detail.into(),
-        });
+        self.checks.push(Check { ok: false, what: what.into(), detail: detail.into() });
     }
     fn check(&mut self, what: impl Into<String>, r: Result<(), String>) {
         match r {
@@ -85,8 +75,7 @@ impl VerifyReport {
 
 fn read_envelope(path: &Path) -> Result<Envelope, String> {
     let bytes = fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("`{}`: not a DSSE envelope: {e}", path.display()))
+    serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: not a DSSE envelope: {e}", path.display()))
 }
 
 /// Hashes a blob by streaming it; checks digest and size.
@@ -100,9 +89,7 @@ fn check_blob(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String>
         return Err(format!("blob `{digest}` hashes to `{actual}`"));
     }
     if n != size {
-        return Err(format!(
-            "blob `{digest}` is {n} bytes, its descriptor says {size}"
-        ));
+        return Err(format!("blob `{digest}` is {n} bytes, its descriptor says {size}"));
     }
     Ok(())
 }
@@ -113,17 +100,13 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
     // 1. The key.
     r.check(
         format!("public key {} ({})", &key.key_id()[..16], key.kind.scheme()),
-        key.check_fips(fips, "the public key")
-            .map_err(|e| e.to_string()),
+        key.check_fips(fips, "the public key").map_err(|e| e.to_string()),
     );
 
     // 2. release.yaml, its signature and bundle, its checksum.
     let yaml_path = dir.join("release.yaml");
     let Ok(yaml) = fs::read(&yaml_path) else {
-        r.fail(
-            "release.yaml",
-            format!("`{}` is missing: not a release", yaml_path.display()),
-        );
+        r.fail("release.yaml", format!("`{}` is missing: not a release", yaml_path.display()));
         return r;
     };
     let sig = fs::read_to_string(dir.join("release.yaml.sig")).unwrap_or_default();
@@ -137,19 +120,14 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
             Err("does not verify with the given public key".into())
         },
     );
-    r.check(
-        "release.yaml sigstore bundle (release.yaml.sigstore.json)",
-        check_bundle(&dir.join("release.yaml.sigstore.json"), key, &yaml),
-    );
+    r.check("release.yaml sigstore bundle (release.yaml.sigstore.json)", check_bundle(&dir.join("release.yaml.sigstore.json"), key, &yaml));
     r.check(
         "release.yaml checksum",
         manifest::checksum(&yaml).and_then(|(stated, computed)| {
             if stated == computed {
                 Ok(())
             } else {
-                Err(format!(
-                    "states `{stated}`, the file hashes to `{computed}`"
-                ))
+                Err(format!("states `{stated}`, the file hashes to `{computed}`"))
             }
         }),
     );
@@ -175,30 +153,18 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
     let named = layout.index().map(|i| i.manifests).unwrap_or_default();
     for c in &doc.components {
         let Some((repository, digest)) = c.image.split_once('@') else {
-            r.fail(
-                format!("{}: image reference", c.name),
-                format!("`{}` is not pinned by digest", c.image),
-            );
+            r.fail(format!("{}: image reference", c.name), format!("`{}` is not pinned by digest", c.image));
             continue;
         };
         let Ok(index_digest) = digest.parse::<Digest>() else {
-            r.fail(
-                format!("{}: image reference", c.name),
-                format!("`{digest}` is not a digest"),
-            );
+            r.fail(format!("{}: image reference", c.name), format!("`{digest}` is not a digest"));
             continue;
         };
-        let in_layout = named.iter().any(|d| {
-            d.digest == index_digest
-                && d.annotations.get(crate::oci::ANNOTATION_REF_NAME) == Some(&c.name)
-        });
+        let in_layout =
+            named.iter().any(|d| d.digest == index_digest && d.annotations.get(crate::oci::ANNOTATION_REF_NAME) == Some(&c.name));
         r.check(
             format!("{}: index {index_digest} in the layout", c.name),
-            if in_layout {
-                Ok(())
-            } else {
-                Err("not named in images/index.json".into())
-            },
+            if in_layout { Ok(()) } else { Err("not named in images/index.json".into()) },
         );
         let index: Index = match layout.read_json(&index_digest, "an image index") {
             Ok(i) => i,
@@ -207,20 +173,9 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
                 continue;
             }
         };
-        r.check(
-            format!("{}: index signature", c.name),
-            sign::verify_image(key, &layout, &index_digest),
-        );
-        for m in index
-            .manifests
-            .iter()
-            .filter(|m| m.media_type != MEDIA_INDEX)
-        {
-            let platform = m
-                .platform
-                .as_ref()
-                .map(|p| format!("{}/{}", p.os, p.architecture))
-                .unwrap_or_default();
+        r.check(format!("{}: index signature", c.name), sign::verify_image(key, &layout, &index_digest));
+        for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {
+            let platform = m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default();
             let label = format!("{} {platform}", c.name);
             let manifest: Manifest = match layout.read_json(&m.digest, "an image manifest") {
                 Ok(x) => x,
@@ -235,21 +190,9 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
                 .collect::<Vec<_>>()
                 .into_iter()
                 .collect();
-            r.check(
-                format!(
-                    "{label}: {} blobs match their digests",
-                    manifest.layers.len() + 1
-                ),
-                blobs,
-            );
-            r.check(
-                format!("{label}: image signature"),
-                sign::verify_image(key, &layout, &m.digest),
-            );
-            r.check(
-                format!("{label}: labels of spec §6.2"),
-                check_labels(&layout, &manifest, &doc),
-            );
+            r.check(format!("{label}: {} blobs match their digests", manifest.layers.len() + 1), blobs);
+            r.check(format!("{label}: image signature"), sign::verify_image(key, &layout, &m.digest));
+            r.check(format!("{label}: labels of spec §6.2"), check_labels(&layout, &manifest, &doc));
             // 4. Its SBOM and provenance envelopes.
             let slug = platform.replace('/', "-");
             let subject = format!("{repository}@{}", m.digest);
@@ -277,51 +220,32 @@ pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
             );
         }
         // 5. The digests release.yaml states.
-        r.check(
-            format!("{}: SBOM digest in release.yaml", c.name),
-            stated_digest(dir, &c.sbom, &format!("sboms/{}", c.name), ".cdx.json"),
-        );
+        r.check(format!("{}: SBOM digest in release.yaml", c.name), stated_digest(dir, &c.sbom, &format!("sboms/{}", c.name), ".cdx.json"));
         r.check(
             format!("{}: provenance digest in release.yaml", c.name),
-            stated_digest(
-                dir,
-                &c.provenance,
-                &format!("attest/{}", c.name),
-                ".provenance.dsse.json",
-            ),
+            stated_digest(dir, &c.provenance, &format!("attest/{}", c.name), ".provenance.dsse.json"),
         );
     }
     r.check("drift report signed", {
-        read_envelope(&dir.join("attest/drift.dsse.json"))
-            .and_then(|env| sign::verify_envelope(key, &env))
-            .and_then(|body| {
-                let st: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-                let file: serde_json::Value = serde_json::from_slice(
-                    &fs::read(dir.join("drift.json")).map_err(|e| e.to_string())?,
-                )
-                .map_err(|e| e.to_string())?;
-                if st["predicate"] == file {
-                    Ok(())
-                } else {
-                    Err("drift.json is not the signed report".into())
-                }
-            })
+        read_envelope(&dir.join("attest/drift.dsse.json")).and_then(|env| sign::verify_envelope(key, &env)).and_then(|body| {
+            let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let file: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.join("drift.json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            if st["predicate"] == file {
+                Ok(())
+            } else {
+                Err("drift.json is not the signed report".into())
+            }
+        })
     });
     for ch in &doc.charts {
         let path = dir.join(format!("charts/{}-{}.tgz", ch.name, ch.version));
-        r.check(
-            format!("chart {} {}", ch.name, ch.version),
-            file_digest(&path, &ch.digest),
-        );
+        r.check(format!("chart {} {}", ch.name, ch.version), file_digest(&path, &ch.digest));
     }
     if !doc.compose.file.is_empty() {
         r.check(
             format!("compose file {}", doc.compose.file),
-            file_digest(
-                &dir.join("compose").join(&doc.compose.file),
-                &doc.compose.digest,
-            ),
+            file_digest(&dir.join("compose").join(&doc.compose.file), &doc.compose.digest),
         );
     }
     r
@@ -333,29 +257,19 @@ fn file_digest(path: &Path, stated: &str) -> Result<(), String> {
     if d.as_str() == stated {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` hashes to `{d}`, release.yaml states `{stated}`",
-            path.display()
-        ))
+        Err(format!("`{}` hashes to `{d}`, release.yaml states `{stated}`", path.display()))
     }
 }
 
 /// The digest at the end of an `oci://...@sha256:...` reference is one of the files under
 /// `dir/sub` ending in `suffix`.
 fn stated_digest(dir: &Path, reference: &str, sub: &str, suffix: &str) -> Result<(), String> {
-    let stated = reference
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .ok_or_else(|| format!("`{reference}` names no digest"))?;
+    let stated = reference.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| format!("`{reference}` names no digest"))?;
     let found = fs::read_dir(dir.join(sub))
         .map_err(|e| format!("`{sub}`: {e}"))?
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
-        .any(|e| {
-            fs::read(e.path())
-                .map(|b| Digest::of(&b).as_str() == stated)
-                .unwrap_or(false)
-        });
+        .any(|e| fs::read(e.path()).map(|b| Digest::of(&b).as_str() == stated).unwrap_or(false));
     if found {
         Ok(())
     } else {
@@ -365,9 +279,7 @@ fn stated_digest(dir: &Path, reference: &str, sub: &str, suffix: &str) -> Result
 
 fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String> {
     use base64::Engine as _;
-    let v: serde_json::Value =
-        serde_json::from_slice(&fs::read(path).map_err(|e| format!("missing: {e}"))?)
-            .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(path).map_err(|e| format!("missing: {e}"))?).map_err(|e| e.to_string())?;
     if v["mediaType"] != "application/vnd.dev.sigstore.bundle.v0.3+json" {
         return Err(format!("media type `{}`", v["mediaType"]));
     }
@@ -375,24 +287,12 @@ fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String>
         return Err("its public-key hint names another key".into());
     }
     let b64 = base64::engine::general_purpose::STANDARD;
-    let digest = b64
-        .decode(
-            v["messageSignature"]["messageDigest"]["digest"]
-                .as_str()
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default();
+    let digest = b64.decode(v["messageSignature"]["messageDigest"]["digest"].as_str().unwrap_or_default()).unwrap_or_default();
     use sha2::Digest as _;
     if digest.as_slice() != sha2::Sha256::digest(yaml).as_slice() {
         return Err("its message digest is not release.yaml's".into());
     }
-    let sig = b64
-        .decode(
-            v["messageSignature"]["signature"]
-                .as_str()
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default();
+    let sig = b64.decode(v["messageSignature"]["signature"].as_str().unwrap_or_default()).unwrap_or_default();
     if key.verify(yaml, &sig) {
         Ok(())
     } else {
@@ -401,21 +301,12 @@ fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String>
 }
 
 fn check_labels(layout: &Layout, m: &Manifest, doc: &manifest::ReleaseYaml) -> Result<(), String> {
-    let config: crate::oci::ImageConfig = layout
-        .read_json(&m.config.digest, "an image config")
-        .map_err(|e| e.to_string())?;
+    let config: crate::oci::ImageConfig = layout.read_json(&m.config.digest, "an image config").map_err(|e| e.to_string())?;
     let labels = &config.config.labels;
-    let mut missing: Vec<&str> = [
-        LABEL_VERSION,
-        LABEL_REVISION,
-        LABEL_CREATED,
-        LABEL_CALENDAR,
-        LABEL_CHANNEL,
-        LABEL_PROVENANCE,
-    ]
-    .into_iter()
-    .filter(|l| !labels.contains_key(*l))
-    .collect();
+    let mut missing: Vec<&str> = [LABEL_VERSION, LABEL_REVISION, LABEL_CREATED, LABEL_CALENDAR, LABEL_CHANNEL, LABEL_PROVENANCE]
+        .into_iter()
+        .filter(|l| !labels.contains_key(*l))
+        .collect();
     if labels.get(LABEL_CHANNEL) != Some(&doc.release.channel) {
         missing.push("channel matching release.yaml");
     }
@@ -441,28 +332,20 @@ fn check_attestation(
 ) -> Result<(), String> {
     let env = read_envelope(envelope)?;
     let body = sign::verify_envelope(key, &env)?;
-    let st: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("payload is not a statement: {e}"))?;
-    let first = st["subject"][0]["digest"]["sha256"]
-        .as_str()
-        .unwrap_or_default();
+    let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("payload is not a statement: {e}"))?;
+    let first = st["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
     if first != digest.hex() {
         return Err(format!("its subject is `sha256:{first}`, not this image"));
     }
     let file = fs::read(content).map_err(|e| format!("`{}`: {e}", content.display()))?;
     let same = if predicate {
-        serde_json::from_slice::<serde_json::Value>(&file)
-            .map(|f| f == st["predicate"])
-            .unwrap_or(false)
+        serde_json::from_slice::<serde_json::Value>(&file).map(|f| f == st["predicate"]).unwrap_or(false)
     } else {
         file == body
     };
     if same {
         Ok(())
     } else {
-        Err(format!(
-            "`{}` is not the signed document",
-            content.display()
-        ))
+        Err(format!("`{}` is not the signed document", content.display()))
     }
 }

@@ -12,14 +12,8 @@ use crate::support::{run_ok, tool, Repo, EPOCH};
 
 /// The base digests (amd64, arm64) that a release of `repo` used for `component`.
 fn bases_of(release: &Path, component: &str) -> Vec<String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
-    v["components"][component]["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["base"].as_str().unwrap().to_owned())
-        .collect()
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
+    v["components"][component]["images"].as_array().unwrap().iter().map(|i| i["base"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Copies the base image `digest` (manifest, config, layers) from a release layout into a new
@@ -29,10 +23,7 @@ fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
     let dst = Layout::create(dest).unwrap();
     let d: Digest = digest.parse().unwrap();
     let manifest: pipeline::oci::Manifest = src.read_json(&d, "manifest").unwrap();
-    for blob in std::iter::once(&manifest.config.digest)
-        .chain(manifest.layers.iter().map(|l| &l.digest))
-        .chain([&d])
-    {
+    for blob in std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest)).chain([&d]) {
         pipeline::base::copy_blob(&src, &dst, blob).unwrap();
     }
     let mut desc = pipeline::oci::Descriptor {
@@ -43,8 +34,7 @@ fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
         artifact_type: None,
         annotations: Default::default(),
     };
-    desc.annotations
-        .insert(ANNOTATION_REF_NAME.into(), name.into());
+    desc.annotations.insert(ANNOTATION_REF_NAME.into(), name.into());
     let mut index = dst.index().unwrap_or(Index {
         schema_version: 2,
         media_type: Some(MEDIA_INDEX.into()),
@@ -57,10 +47,7 @@ fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
 
 /// Adds a base to the lock and points `authority` at it.
 fn use_base(repo: &Repo, block: &str) {
-    repo.write(
-        "base-images.lock",
-        &format!("{}\n{block}", repo.read("base-images.lock")),
-    );
+    repo.write("base-images.lock", &format!("{}\n{block}", repo.read("base-images.lock")));
     repo.edit("release-trains/components.toml", "name = \"authority\"\nversion = \"2.4.1\"\nskew-group = \"trust\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nbase = \"busybox\"", "name = \"authority\"\nversion = \"2.4.1\"\nskew-group = \"trust\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nbase = \"other\"");
 }
 
@@ -80,27 +67,20 @@ fn a_base_from_a_local_oci_layout_is_copied_and_verified() {
 
     // A corrupted blob in that layout is refused, naming the blob.
     let d: Digest = amd.parse().unwrap();
-    let manifest: pipeline::oci::Manifest =
-        Layout::open(&layout).unwrap().read_json(&d, "m").unwrap();
-    let config = layout
-        .join("blobs/sha256")
-        .join(manifest.config.digest.hex());
+    let manifest: pipeline::oci::Manifest = Layout::open(&layout).unwrap().read_json(&d, "m").unwrap();
+    let config = layout.join("blobs/sha256").join(manifest.config.digest.hex());
     fs::write(&config, b"{}").unwrap();
-    repo.xtask(&[
-        "build",
-        "--out",
-        repo.path().join("target/x").to_str().unwrap(),
-    ])
-    .refused(&["base `other`", manifest.config.digest.hex(), "corrupt"]);
+    repo.xtask(&["build", "--out", repo.path().join("target/x").to_str().unwrap()]).refused(&[
+        "base `other`",
+        manifest.config.digest.hex(),
+        "corrupt",
+    ]);
 }
 
 #[test]
 fn a_base_from_a_registry_is_pulled_by_digest_and_verified() {
     let Ok(registry) = std::env::var("STELLAOPS_TEST_REGISTRY") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "STELLAOPS_TEST_REGISTRY is not set: run tests/run.sh"
-        );
+        assert!(std::env::var_os("CI").is_none(), "STELLAOPS_TEST_REGISTRY is not set: run tests/run.sh");
         eprintln!("SKIPPED (not a pass): STELLAOPS_TEST_REGISTRY is not set");
         return;
     };
@@ -115,12 +95,7 @@ fn a_base_from_a_registry_is_pulled_by_digest_and_verified() {
     for arch in ["amd64", "arm64"] {
         run_ok(
             Command::new(&skopeo)
-                .args([
-                    "copy",
-                    "--preserve-digests",
-                    "--quiet",
-                    "--dest-tls-verify=false",
-                ])
+                .args(["copy", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
                 .arg(format!("oci:{}:{arch}", layout.display()))
                 .arg(format!("docker://{registry}/base/busybox:{arch}")),
         );
@@ -133,33 +108,18 @@ fn a_base_from_a_registry_is_pulled_by_digest_and_verified() {
     // `lock` re-verifies the registry pins and changes nothing.
     let lock = repo.xtask(&["lock", "--json"]);
     lock.ok();
-    assert_eq!(
-        lock.json()["changes"].as_array().unwrap().len(),
-        0,
-        "{}",
-        lock.stdout
-    );
+    assert_eq!(lock.json()["changes"].as_array().unwrap().len(), 0, "{}", lock.stdout);
 
     // A digest the registry does not have is refused.
     let missing = format!("sha256:{}", "e".repeat(64));
     let lock = repo.read("base-images.lock");
     let (head, other) = lock.split_at(lock.find("name = \"other\"").unwrap());
-    assert!(
-        other.contains(&format!("{registry}/base/busybox:amd64@{amd}")),
-        "lock lost the tag comment:\n{other}"
-    );
-    repo.write(
-        "base-images.lock",
-        &format!("{head}{}", other.replacen(&amd, &missing, 2)),
-    );
+    assert!(other.contains(&format!("{registry}/base/busybox:amd64@{amd}")), "lock lost the tag comment:\n{other}");
+    repo.write("base-images.lock", &format!("{head}{}", other.replacen(&amd, &missing, 2)));
     repo.commit_all("pin a digest that is not there", EPOCH);
     let run = repo.xtask(&["release"]);
     assert_ne!(run.code, 0);
-    assert!(
-        run.stderr.contains("base `other`") && run.stderr.contains(&missing),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("base `other`") && run.stderr.contains(&missing), "{}", run.stderr);
 }
 
 #[test]
@@ -180,17 +140,13 @@ fn a_component_from_a_git_repository_at_a_pinned_commit() {
     };
     repo.write("release-trains/components.toml", &component("main"));
     repo.commit_all("extra by branch", EPOCH);
-    repo.xtask(&["plan"]).refused(&[
-        "`components[8].source.rev`",
-        "`main` is not a full 40-hex commit id",
-    ]);
+    repo.xtask(&["plan"]).refused(&["`components[8].source.rev`", "`main` is not a full 40-hex commit id"]);
 
     repo.write("release-trains/components.toml", &component(&rev));
     repo.commit_all("extra pinned", EPOCH);
     repo.xtask(&["release"]).ok();
     let release = repo.releases().join("2.4.1-edge");
-    let v: serde_json::Value =
-        serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
     let layer = v["components"]["extra"]["images"][0]["layers"]
         .as_array()
         .unwrap()

@@ -10,13 +10,11 @@ use crate::support::{digests, run_ok, tool, Repo, EPOCH};
 
 /// `DOCKER_HOST` and the registry, or `None` with a loud message (a failure under `CI`).
 fn services() -> Option<(String, String)> {
-    match (
-        std::env::var("DOCKER_HOST").ok(),
-        std::env::var("STELLAOPS_TEST_REGISTRY").ok(),
-    ) {
+    match (std::env::var("DOCKER_HOST").ok(), std::env::var("STELLAOPS_TEST_REGISTRY").ok()) {
         (Some(d), Some(r)) => Some((d, r)),
         _ => {
-            let msg = "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
+            let msg =
+                "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
             assert!(std::env::var_os("CI").is_none(), "{msg}");
             eprintln!("SKIPPED (not a pass): {msg}");
             None
@@ -58,16 +56,9 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn repo_with(dockerfile: &str) -> Repo {
     let repo = Repo::new();
     repo.write("components/bkdemo/Dockerfile", dockerfile);
-    repo.write(
-        "components/bkdemo/bin/stellaops-standin",
-        &repo.read("components/standin/bin/stellaops-standin"),
-    );
+    repo.write("components/bkdemo/bin/stellaops-standin", &repo.read("components/standin/bin/stellaops-standin"));
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(
-        repo.path().join("components/bkdemo/bin/stellaops-standin"),
-        fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
+    fs::set_permissions(repo.path().join("components/bkdemo/bin/stellaops-standin"), fs::Permissions::from_mode(0o755)).unwrap();
     let bundle = repo.read("release-trains/components.toml");
     repo.write(
         "release-trains/components.toml",
@@ -84,10 +75,7 @@ fn release(repo: &Repo, extra: &[&str]) -> crate::support::Run {
     let mut args = vec!["release", "--channel", "edge", "--backend", "buildkit"];
     args.extend_from_slice(extra);
     let mut cmd = crate::support::xtask_cmd();
-    cmd.args(&args)
-        .arg("--source")
-        .arg(repo.path())
-        .env("BKDEMO_TOKEN", SECRET);
+    cmd.args(&args).arg("--source").arg(repo.path()).env("BKDEMO_TOKEN", SECRET);
     crate::support::Run::of(cmd.output().unwrap())
 }
 
@@ -101,45 +89,26 @@ fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
     };
     let repo = repo_with(DOCKERFILE);
     let mirror = format!("{registry}/stellaops-it-bases");
-    let run = release(
-        &repo,
-        &["--builder", &docker_host, "--base-mirror", &mirror],
-    );
+    let run = release(&repo, &["--builder", &docker_host, "--base-mirror", &mirror]);
     run.ok();
     // BuildKit's steps reached the reporter.
-    assert!(
-        run.stderr.contains("RUN /bin/busybox mkdir"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("RUN /bin/busybox mkdir"), "{}", run.stderr);
     let dir = repo.releases().join("2.4.1-edge");
     let first = digests(&dir.join("images"));
 
     // Built again twice under varied TZ, locale, umask, threads and wall clock: same digests.
     let mut cmd = crate::support::xtask_cmd();
-    cmd.args([
-        "repro",
-        "--json",
-        "--backend",
-        "buildkit",
-        "--builder",
-        &docker_host,
-    ])
-    .args(["--base-mirror", &mirror])
-    .arg("--source")
-    .arg(repo.path())
-    .env("BKDEMO_TOKEN", SECRET);
+    cmd.args(["repro", "--json", "--backend", "buildkit", "--builder", &docker_host])
+        .args(["--base-mirror", &mirror])
+        .arg("--source")
+        .arg(repo.path())
+        .env("BKDEMO_TOKEN", SECRET);
     let r = crate::support::Run::of(cmd.output().unwrap());
     r.ok();
     let report = r.json();
     assert_eq!(report["reproducible"], true, "{}", r.stdout);
     for name in ["bkdemo", "bkdemo-linux-amd64"] {
-        assert_eq!(
-            report["report"]["digests"][name].as_str(),
-            Some(first[name].as_str()),
-            "{name}: {}",
-            r.stdout
-        );
+        assert_eq!(report["report"]["digests"][name].as_str(), Some(first[name].as_str()), "{name}: {}", r.stdout);
     }
 
     // images.json records how BuildKit built it; the secret is redacted.
@@ -153,112 +122,55 @@ fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
     assert_eq!(bk["build_args"]["BKDEMO_TOKEN"], "<redacted>");
     assert_eq!(bk["build_args"]["GREETING"], "hello");
     assert_eq!(bk["build_args"]["SOURCE_DATE_EPOCH"], EPOCH.to_string());
-    assert!(bk["build_args"]["STELLAOPS_BASE"]
-        .as_str()
-        .unwrap()
-        .starts_with(&format!("{mirror}/busybox@sha256:")));
+    assert!(bk["build_args"]["STELLAOPS_BASE"].as_str().unwrap().starts_with(&format!("{mirror}/busybox@sha256:")));
     // The provenance says BuildKit built it, with the same redacted build arguments; the
     // secret is nowhere in the release directory (images, SBOMs, provenance, JSON).
-    let prov: serde_json::Value = serde_json::from_slice(
-        &fs::read(dir.join("provenance/bkdemo/linux-amd64.intoto.json")).unwrap(),
-    )
-    .unwrap();
+    let prov: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("provenance/bkdemo/linux-amd64.intoto.json")).unwrap()).unwrap();
     let def = &prov["predicate"]["buildDefinition"];
-    assert_eq!(
-        def["buildType"],
-        "https://stella-ops.org/release-pipeline/buildkit/v1"
-    );
+    assert_eq!(def["buildType"], "https://stella-ops.org/release-pipeline/buildkit/v1");
     assert_eq!(def["internalParameters"]["builder"], "buildkit");
-    assert_eq!(
-        def["internalParameters"]["buildkit"]["build_args"]["BKDEMO_TOKEN"],
-        "<redacted>"
-    );
+    assert_eq!(def["internalParameters"]["buildkit"]["build_args"]["BKDEMO_TOKEN"], "<redacted>");
     assert!(dir.join("sboms/bkdemo/linux-amd64.cdx.json").is_file());
     for e in walkdir_files(&dir) {
         let bytes = fs::read(&e).unwrap();
-        assert!(
-            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
-            "the secret leaked into {}",
-            e.display()
-        );
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret leaked into {}", e.display());
     }
     // Daemonless components carry no BuildKit record.
-    assert!(images["components"]["signer"]["images"][0]
-        .get("buildkit")
-        .is_none());
+    assert!(images["components"]["signer"]["images"][0].get("buildkit").is_none());
 
     // The component layer: clamped times, the Dockerfile's modes, only what changed.
-    let layer = img["layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap();
-    let blob = fs::File::open(
-        dir.join("images/blobs/sha256")
-            .join(layer.trim_start_matches("sha256:")),
-    )
-    .unwrap();
+    let layer = img["layers"].as_array().unwrap().last().unwrap().as_str().unwrap();
+    let blob = fs::File::open(dir.join("images/blobs/sha256").join(layer.trim_start_matches("sha256:"))).unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
     let mut entries = Vec::new();
     for e in tar.entries().unwrap() {
         let e = e.unwrap();
         let h = e.header();
         assert_eq!(h.mtime().unwrap(), EPOCH as u64, "{:?}", e.path());
-        entries.push((
-            e.path().unwrap().to_string_lossy().into_owned(),
-            h.mode().unwrap(),
-        ));
+        entries.push((e.path().unwrap().to_string_lossy().into_owned(), h.mode().unwrap()));
     }
     let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
     assert!(names.contains(&"usr/bin/stellaops-standin"), "{names:?}");
     assert!(names.contains(&"var/lib/bkdemo/greeting"), "{names:?}");
-    assert!(
-        !names.contains(&"bin/busybox"),
-        "base file copied: {names:?}"
-    );
-    assert!(
-        entries.contains(&("var/lib/bkdemo/".to_owned(), 0o750)),
-        "{entries:?}"
-    );
+    assert!(!names.contains(&"bin/busybox"), "base file copied: {names:?}");
+    assert!(entries.contains(&("var/lib/bkdemo/".to_owned(), 0o750)), "{entries:?}");
     let mut sorted = names.clone();
-    sorted.sort_by_key(|p| {
-        p.trim_end_matches('/')
-            .split('/')
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-    });
+    sorted.sort_by_key(|p| p.trim_end_matches('/').split('/').map(str::to_owned).collect::<Vec<_>>());
     assert_eq!(names, sorted, "entries are not in walk order");
 
     // The image runs with no network and says its version and channel.
     let tag = format!("{registry}/stellaops-it/bkdemo:edge");
     run_ok(
         Command::new(&skopeo)
-            .args([
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--quiet",
-                "--dest-tls-verify=false",
-            ])
+            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
             .arg(format!("oci:{}:bkdemo", dir.join("images").display()))
             .arg(format!("docker://{tag}")),
     );
     let by_digest = format!("{registry}/stellaops-it/bkdemo@{}", first["bkdemo"]);
     run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
-    let out = run_ok(Command::new(&docker).args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        &by_digest,
-        "version",
-    ]));
-    assert_eq!(
-        out.trim(),
-        "bkdemo 2.4.1 channel=edge release=\"2.4.1 (2027.06)\" calendar=2027.06"
-    );
+    let out = run_ok(Command::new(&docker).args(["run", "--rm", "--network", "none", &by_digest, "version"]));
+    assert_eq!(out.trim(), "bkdemo 2.4.1 channel=edge release=\"2.4.1 (2027.06)\" calendar=2027.06");
     let out = run_ok(Command::new(&docker).args([
         "run",
         "--rm",
@@ -280,31 +192,11 @@ fn a_down_endpoint_is_dropped_and_the_release_completes_on_the_other() {
     };
     let repo = repo_with(DOCKERFILE);
     let bogus = format!("unix://{}/no-such-docker.sock", repo.path().display());
-    let run = release(
-        &repo,
-        &[
-            "--builder",
-            &bogus,
-            "--builder",
-            &docker_host,
-            "--base-mirror",
-            &format!("{registry}/stellaops-it-bases"),
-        ],
-    );
+    let run = release(&repo, &["--builder", &bogus, "--builder", &docker_host, "--base-mirror", &format!("{registry}/stellaops-it-bases")]);
     run.ok();
-    assert!(
-        run.stderr.contains(&format!("builder `{bogus}` is down"))
-            && run.stderr.contains("dropped from the pool"),
-        "{}",
-        run.stderr
-    );
-    let images: serde_json::Value =
-        serde_json::from_slice(&fs::read(repo.releases().join("2.4.1-edge/images.json")).unwrap())
-            .unwrap();
-    assert_eq!(
-        images["components"]["bkdemo"]["images"][0]["buildkit"]["endpoint"],
-        docker_host.as_str()
-    );
+    assert!(run.stderr.contains(&format!("builder `{bogus}` is down")) && run.stderr.contains("dropped from the pool"), "{}", run.stderr);
+    let images: serde_json::Value = serde_json::from_slice(&fs::read(repo.releases().join("2.4.1-edge/images.json")).unwrap()).unwrap();
+    assert_eq!(images["components"]["bkdemo"]["images"][0]["buildkit"]["endpoint"], docker_host.as_str());
 }
 
 #[test]
@@ -313,23 +205,10 @@ fn an_endpoint_keyed_to_another_platform_does_not_take_the_job() {
         return;
     };
     let repo = repo_with(DOCKERFILE);
-    let run = release(
-        &repo,
-        &[
-            "--builder",
-            &format!("linux/arm64={docker_host}"),
-            "--base-mirror",
-            &format!("{registry}/stellaops-it-bases"),
-        ],
-    );
+    let run =
+        release(&repo, &["--builder", &format!("linux/arm64={docker_host}"), "--base-mirror", &format!("{registry}/stellaops-it-bases")]);
     assert_eq!(run.code, 3, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(&format!(
-            "`{docker_host}`: builds only linux/arm64, not linux/amd64"
-        )),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&format!("`{docker_host}`: builds only linux/arm64, not linux/amd64")), "{}", run.stderr);
 }
 
 #[test]
@@ -338,17 +217,7 @@ fn with_every_endpoint_down_the_error_names_each_one() {
     let repo = repo_with(DOCKERFILE);
     let a = format!("unix://{}/a.sock", repo.path().display());
     let b = format!("unix://{}/b.sock", repo.path().display());
-    let run = release(
-        &repo,
-        &[
-            "--builder",
-            &a,
-            "--builder",
-            &b,
-            "--base-mirror",
-            "127.0.0.1:9/x",
-        ],
-    );
+    let run = release(&repo, &["--builder", &a, "--builder", &b, "--base-mirror", "127.0.0.1:9/x"]);
     assert_eq!(run.code, 3, "{}", run.stderr);
     assert!(
         run.stderr.contains("no BuildKit endpoint is usable")
@@ -368,23 +237,13 @@ fn a_failing_run_step_fails_the_release_with_its_log_tail_and_no_partial_image()
     let repo = repo_with(
         "ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nCOPY bin/ /usr/bin/\nRUN /bin/busybox echo 'compiling the thing' && /bin/busybox echo 'error: the thing is broken' && /bin/busybox false\n",
     );
-    let run = release(
-        &repo,
-        &[
-            "--builder",
-            &docker_host,
-            "--base-mirror",
-            &format!("{registry}/stellaops-it-bases"),
-        ],
-    );
+    let run = release(&repo, &["--builder", &docker_host, "--base-mirror", &format!("{registry}/stellaops-it-bases")]);
     run.refused(&[
         "component `bkdemo` (linux/amd64)",
         "step `[3/3] RUN /bin/busybox echo 'compiling the thing'",
         "  | error: the thing is broken",
     ]);
-    let left: Vec<_> = fs::read_dir(repo.releases())
-        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
-        .unwrap_or_default();
+    let left: Vec<_> = fs::read_dir(repo.releases()).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -393,44 +252,27 @@ fn unpinned_from_lines_are_refused_before_building_naming_dockerfile_and_line() 
     // Refused before any endpoint is contacted: the endpoint here does not exist.
     let lock = Repo::new().read("base-images.lock");
     let pin = |platform: &str| {
-        let at = lock
-            .find(&format!("[base.platform.\"{platform}\"]"))
-            .unwrap();
-        let line = lock[at..]
-            .lines()
-            .find(|l| l.starts_with("digest"))
-            .unwrap();
+        let at = lock.find(&format!("[base.platform.\"{platform}\"]")).unwrap();
+        let line = lock[at..].lines().find(|l| l.starts_with("digest")).unwrap();
         line.split('"').nth(1).unwrap().to_owned()
     };
     let arm64 = pin("linux/arm64");
     let missing = format!("sha256:{}", "e".repeat(64));
     for (from, needle) in [
-        (
-            "busybox:1.36".to_owned(),
-            "is not pinned by digest".to_owned(),
-        ),
-        (
-            format!("127.0.0.1:5000/base/busybox@{missing}"),
-            format!("digest `{missing}` is not pinned in `base-images.lock`"),
-        ),
-        (
-            format!("127.0.0.1:5000/base/busybox@{arm64}"),
-            "as base `busybox` for linux/arm64, not for linux/amd64".to_owned(),
-        ),
+        ("busybox:1.36".to_owned(), "is not pinned by digest".to_owned()),
+        (format!("127.0.0.1:5000/base/busybox@{missing}"), format!("digest `{missing}` is not pinned in `base-images.lock`")),
+        (format!("127.0.0.1:5000/base/busybox@{arm64}"), "as base `busybox` for linux/arm64, not for linux/amd64".to_owned()),
     ] {
         let repo = repo_with(&format!("# demo\nFROM {from}\nCOPY bin/ /usr/bin/\n"));
         let run = release(&repo, &["--builder", "unix:///nonexistent/docker.sock"]);
         run.refused(&["`components/bkdemo/Dockerfile` line 2", &needle]);
         assert!(!run.stderr.contains("endpoint"), "{}", run.stderr);
-        assert!(
-            !repo.releases().exists() || fs::read_dir(repo.releases()).unwrap().next().is_none()
-        );
+        assert!(!repo.releases().exists() || fs::read_dir(repo.releases()).unwrap().next().is_none());
     }
 }
 
 #[test]
 fn a_dockerfile_only_component_needs_the_buildkit_backend() {
     let repo = repo_with(DOCKERFILE);
-    repo.xtask(&["release", "--channel", "edge"])
-        .refused(&["component `bkdemo`", "--backend buildkit"]);
+    repo.xtask(&["release", "--channel", "edge"]).refused(&["component `bkdemo`", "--backend buildkit"]);
 }

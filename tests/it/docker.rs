@@ -8,14 +8,12 @@ use std::time::{Duration, Instant};
 use crate::support::{digests, run_ok, tool, Repo};
 
 fn services() -> Option<String> {
-    let (docker, registry) = (
-        std::env::var("DOCKER_HOST").ok(),
-        std::env::var("STELLAOPS_TEST_REGISTRY").ok(),
-    );
+    let (docker, registry) = (std::env::var("DOCKER_HOST").ok(), std::env::var("STELLAOPS_TEST_REGISTRY").ok());
     match (docker, registry) {
         (Some(_), Some(r)) => Some(r),
         _ => {
-            let msg = "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
+            let msg =
+                "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
             assert!(std::env::var_os("CI").is_none(), "{msg}");
             eprintln!("SKIPPED (not a pass): {msg}");
             None
@@ -34,63 +32,31 @@ fn docker_runs_every_component_by_digest_and_it_says_its_version_and_channel() {
     let layout = repo.releases().join("2.4.1-edge/images");
     let refs = digests(&layout);
     let bundle = repo.read("release-trains/components.toml");
-    for name in [
-        "authority",
-        "signer",
-        "attestor",
-        "scanner-web",
-        "scanner-worker",
-        "concelier",
-        "excititor",
-        "web-ui",
-    ] {
+    for name in ["authority", "signer", "attestor", "scanner-web", "scanner-worker", "concelier", "excititor", "web-ui"] {
         let index = &refs[name];
         let tag = format!("{registry}/stellaops-it/{name}:edge");
         run_ok(
             Command::new(&skopeo)
-                .args([
-                    "copy",
-                    "--all",
-                    "--preserve-digests",
-                    "--quiet",
-                    "--dest-tls-verify=false",
-                ])
+                .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
                 .arg(format!("oci:{}:{name}", layout.display()))
                 .arg(format!("docker://{tag}")),
         );
         // Pull by digest only (spec §3.1): the index digest resolves to the amd64 image.
         let by_digest = format!("{registry}/stellaops-it/{name}@{index}");
         run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
-        let out = run_ok(Command::new(&docker).args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            &by_digest,
-            "version",
-        ]));
-        let version = if matches!(name, "concelier" | "excititor") {
-            "2.4.0"
-        } else {
-            "2.4.1"
-        };
-        let expected =
-            format!("{name} {version} channel=edge release=\"2.4.1 (2027.06)\" calendar=2027.06");
+        let out = run_ok(Command::new(&docker).args(["run", "--rm", "--network", "none", &by_digest, "version"]));
+        let version = if matches!(name, "concelier" | "excititor") { "2.4.0" } else { "2.4.1" };
+        let expected = format!("{name} {version} channel=edge release=\"2.4.1 (2027.06)\" calendar=2027.06");
         assert_eq!(out.trim(), expected, "{name}");
         assert!(bundle.contains(&format!("name = \"{name}\"")));
     }
 
     // Started with its default command, a component answers its health check.
     let by_digest = format!("{registry}/stellaops-it/authority@{}", refs["authority"]);
-    let id = run_ok(Command::new(&docker).args(["run", "-d", "--network", "none", &by_digest]))
-        .trim()
-        .to_owned();
+    let id = run_ok(Command::new(&docker).args(["run", "-d", "--network", "none", &by_digest])).trim().to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
-        let out = Command::new(&docker)
-            .args(["exec", &id, "/usr/bin/stellaops-standin", "health"])
-            .output()
-            .unwrap();
+        let out = Command::new(&docker).args(["exec", &id, "/usr/bin/stellaops-standin", "health"]).output().unwrap();
         if out.status.success() || Instant::now() > deadline {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
@@ -98,12 +64,6 @@ fn docker_runs_every_component_by_digest_and_it_says_its_version_and_channel() {
     };
     let logs = run_ok(Command::new(&docker).args(["logs", &id]));
     let _ = Command::new(&docker).args(["rm", "-f", &id]).output();
-    assert!(
-        health.contains("\"status\":\"ok\"") && health.contains("\"channel\":\"edge\""),
-        "health: {health}"
-    );
-    assert!(
-        logs.contains("authority 2.4.1 channel=edge"),
-        "logs: {logs}"
-    );
+    assert!(health.contains("\"status\":\"ok\"") && health.contains("\"channel\":\"edge\""), "health: {health}");
+    assert!(logs.contains("authority 2.4.1 channel=edge"), "logs: {logs}");
 }

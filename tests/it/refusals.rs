@@ -7,8 +7,7 @@ use crate::support::{Repo, EPOCH};
 /// directory (nor staging directory) left behind.
 #[track_caller]
 fn refused(repo: &Repo, needles: &[&str]) {
-    repo.xtask(&["release", "--channel", "edge"])
-        .refused(needles);
+    repo.xtask(&["release", "--channel", "edge"]).refused(needles);
     assert_nothing_released(repo);
 }
 
@@ -19,11 +18,7 @@ fn assert_nothing_released(repo: &Repo) {
         Ok(dir) => dir.map(|e| e.unwrap().file_name()).collect(),
         Err(_) => Vec::new(),
     };
-    assert!(
-        left.is_empty(),
-        "a refused release left {left:?} in {}",
-        repo.releases().display()
-    );
+    assert!(left.is_empty(), "a refused release left {left:?} in {}", repo.releases().display());
 }
 
 #[test]
@@ -38,14 +33,7 @@ fn a_tag_only_base_is_refused() {
         ),
     );
     repo.commit_all("add a tag-only base", EPOCH);
-    refused(
-        &repo,
-        &[
-            "`base-images.lock`",
-            "`127.0.0.1:5000/library/debian:12` is not pinned by digest",
-            "line",
-        ],
-    );
+    refused(&repo, &["`base-images.lock`", "`127.0.0.1:5000/library/debian:12` is not pinned by digest", "line"]);
 }
 
 #[test]
@@ -57,11 +45,7 @@ fn a_deb_whose_sha256_differs_from_the_lock_is_refused() {
     let lock = repo.read("base-images.lock");
     for file in lock.lines().filter(|l| l.starts_with("filename")) {
         let name = file.rsplit('/').next().unwrap().trim_end_matches('"');
-        std::fs::write(
-            debs.join(name),
-            b"!<arch>\nnot the package that was locked\n",
-        )
-        .unwrap();
+        std::fs::write(debs.join(name), b"!<arch>\nnot the package that was locked\n").unwrap();
     }
     let run = repo.xtask(&[
         "release",
@@ -80,13 +64,7 @@ fn a_deb_whose_sha256_differs_from_the_lock_is_refused() {
 fn a_dirty_tree_is_refused() {
     let repo = Repo::new();
     repo.write("components/standin/bin/new-tool", "#!/bin/sh\n");
-    refused(
-        &repo,
-        &[
-            "uncommitted changes",
-            "components/standin/bin/new-tool (new)",
-        ],
-    );
+    refused(&repo, &["uncommitted changes", "components/standin/bin/new-tool (new)"]);
     // plan still works (no side effects) and warns.
     let plan = repo.xtask(&["plan"]);
     plan.ok();
@@ -96,67 +74,37 @@ fn a_dirty_tree_is_refused() {
 #[test]
 fn a_lock_file_changed_since_the_tag_is_refused() {
     let repo = Repo::new();
-    repo.write(
-        "components/standin/package-lock.json",
-        "{\"lockfileVersion\": 3, \"packages\": {}}\n",
-    );
+    repo.write("components/standin/package-lock.json", "{\"lockfileVersion\": 3, \"packages\": {}}\n");
     repo.commit_all("add a lock file", EPOCH);
     repo.git(&["tag", "v2.4.1"]);
-    repo.write(
-        "components/standin/package-lock.json",
-        "{\"lockfileVersion\": 3, \"packages\": {\"x\": {}}}\n",
-    );
+    repo.write("components/standin/package-lock.json", "{\"lockfileVersion\": 3, \"packages\": {\"x\": {}}}\n");
     repo.commit_all("bump a dependency after the tag", EPOCH + 60);
-    refused(
-        &repo,
-        &[
-            "tag `v2.4.1`",
-            "components/standin/package-lock.json (changed since the tag)",
-        ],
-    );
+    refused(&repo, &["tag `v2.4.1`", "components/standin/package-lock.json (changed since the tag)"]);
 }
 
 #[test]
 fn stable_needs_the_release_tag_on_the_commit() {
     let repo = Repo::new();
-    repo.xtask(&["release", "--channel", "stable"])
-        .refused(&["channel `stable`", "tag `v2.4.1`"]);
+    repo.xtask(&["release", "--channel", "stable"]).refused(&["channel `stable`", "tag `v2.4.1`"]);
     assert_nothing_released(&repo);
     repo.git(&["tag", "v2.4.1"]);
     repo.xtask(&["release", "--channel", "stable"]).ok();
-    assert!(repo
-        .releases()
-        .join("2.4.1-stable/images/index.json")
-        .is_file());
+    assert!(repo.releases().join("2.4.1-stable/images/index.json").is_file());
 }
 
 #[test]
 fn a_skew_violation_is_refused() {
     let repo = Repo::new();
-    repo.edit(
-        "release-trains/components.toml",
-        "name = \"signer\"\nversion = \"2.4.1\"",
-        "name = \"signer\"\nversion = \"2.5.0\"",
-    );
+    repo.edit("release-trains/components.toml", "name = \"signer\"\nversion = \"2.4.1\"", "name = \"signer\"\nversion = \"2.5.0\"");
     repo.commit_all("signer ahead", EPOCH);
-    refused(
-        &repo,
-        &[
-            "skew rule `trust-triangle`",
-            "`signer` is `2.5.0`",
-            "same minor",
-        ],
-    );
+    refused(&repo, &["skew rule `trust-triangle`", "`signer` is `2.5.0`", "same minor"]);
 }
 
 #[test]
 fn an_unknown_key_in_any_config_file_is_refused() {
     for (file, anchor) in [
         ("release-trains/edge.toml", "cadence = \"weekly\""),
-        (
-            "release-trains/components.toml",
-            "registry = \"registry.stella-ops.org/stellaops\"",
-        ),
+        ("release-trains/components.toml", "registry = \"registry.stella-ops.org/stellaops\""),
         ("base-images.lock", "suite = \"bookworm\""),
     ] {
         let repo = Repo::new();
@@ -169,58 +117,24 @@ fn an_unknown_key_in_any_config_file_is_refused() {
 #[test]
 fn a_version_without_patch_or_with_a_short_month_is_refused() {
     let repo = Repo::new();
-    repo.edit(
-        "release-trains/components.toml",
-        "version = \"2.4.1\"\nregistry",
-        "version = \"2.4 (2027.6)\"\nregistry",
-    );
+    repo.edit("release-trains/components.toml", "version = \"2.4.1\"\nregistry", "version = \"2.4 (2027.6)\"\nregistry");
     repo.commit_all("bad version", EPOCH);
-    refused(
-        &repo,
-        &[
-            "`release-trains/components.toml`",
-            "`release.version`",
-            "`2.4 (2027.6)` is not a release version",
-        ],
-    );
+    refused(&repo, &["`release-trains/components.toml`", "`release.version`", "`2.4 (2027.6)` is not a release version"]);
 }
 
 #[test]
 fn a_calendar_tag_that_disagrees_with_the_commit_time_is_refused() {
     let repo = Repo::new();
-    repo.edit(
-        "release-trains/components.toml",
-        "version = \"2.4.1\"\nregistry",
-        "version = \"2.4.1 (2027.05)\"\nregistry",
-    );
+    repo.edit("release-trains/components.toml", "version = \"2.4.1\"\nregistry", "version = \"2.4.1 (2027.05)\"\nregistry");
     repo.commit_all("wrong month", EPOCH);
-    refused(
-        &repo,
-        &["`release.version`", "calendar `2027.05`", "`2027.06`"],
-    );
+    refused(&repo, &["`release.version`", "calendar `2027.05`", "`2027.06`"]);
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
     let repo = Repo::new();
-    repo.edit(
-        "release-trains/components.toml",
-        "base = \"busybox\"",
-        "base = \"nonexistent\"",
-    );
-    repo.edit(
-        "release-trains/components.toml",
-        "to = \"/usr/bin\"",
-        "to = \"usr/bin\"",
-    );
+    repo.edit("release-trains/components.toml", "base = \"busybox\"", "base = \"nonexistent\"");
+    repo.edit("release-trains/components.toml", "to = \"/usr/bin\"", "to = \"usr/bin\"");
     repo.commit_all("two mistakes", EPOCH);
-    refused(
-        &repo,
-        &[
-            "2 problems",
-            "`components[0].base`",
-            "`nonexistent` is not a base",
-            "`components[0].recipe.layer[0].to`",
-        ],
-    );
+    refused(&repo, &["2 problems", "`components[0].base`", "`nonexistent` is not a base", "`components[0].recipe.layer[0].to`"]);
 }

@@ -9,26 +9,8 @@ fn two_releases_of_the_same_tree_give_identical_digests_and_repro_passes() {
     let repo = Repo::new();
     let a = repo.path().join("target/a");
     let b = repo.path().join("target/b");
-    repo.xtask(&[
-        "release",
-        "--channel",
-        "edge",
-        "--out",
-        a.to_str().unwrap(),
-        "-j",
-        "1",
-    ])
-    .ok();
-    repo.xtask(&[
-        "release",
-        "--channel",
-        "edge",
-        "--out",
-        b.to_str().unwrap(),
-        "-j",
-        "3",
-    ])
-    .ok();
+    repo.xtask(&["release", "--channel", "edge", "--out", a.to_str().unwrap(), "-j", "1"]).ok();
+    repo.xtask(&["release", "--channel", "edge", "--out", b.to_str().unwrap(), "-j", "3"]).ok();
     let (da, db) = (digests(&a.join("images")), digests(&b.join("images")));
     // 8 components: one index and two platform manifests each.
     assert_eq!(da.len(), 24, "{da:?}");
@@ -38,20 +20,12 @@ fn two_releases_of_the_same_tree_give_identical_digests_and_repro_passes() {
     for sub in ["sboms", "scans"] {
         for e in walkdir(&a.join(sub)) {
             let rel = e.strip_prefix(&a).unwrap();
-            assert_eq!(
-                fs::read(&e).unwrap(),
-                fs::read(b.join(rel)).unwrap(),
-                "{} differs",
-                rel.display()
-            );
+            assert_eq!(fs::read(&e).unwrap(), fs::read(b.join(rel)).unwrap(), "{} differs", rel.display());
             compared += 1;
         }
     }
     assert_eq!(compared, 48, "16 images x (JSON, protobuf, scan)");
-    assert_eq!(
-        fs::read(a.join("drift.json")).unwrap(),
-        fs::read(b.join("drift.json")).unwrap()
-    );
+    assert_eq!(fs::read(a.join("drift.json")).unwrap(), fs::read(b.join("drift.json")).unwrap());
     let r = repo.xtask(&["repro", "--json"]);
     r.ok();
     let v = r.json();
@@ -65,68 +39,36 @@ fn release_writes_the_release_directory_with_labels_calendar_and_json_events() {
     let run = repo.xtask(&["release", "--channel", "edge", "--json"]);
     run.ok();
     // Every stdout line is a JSON event; the last one is the result.
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(lines
-        .iter()
-        .any(|e| e["event"] == "job-finished" && e["stage"] == "build"));
+    let lines: Vec<serde_json::Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().any(|e| e["event"] == "job-finished" && e["stage"] == "build"));
     let result = run.json();
     assert_eq!(result["release"]["version"], "2.4.1 (2027.06)");
     let dir = repo.releases().join("2.4.1-edge");
     assert_eq!(result["release"]["output"], dir.to_str().unwrap());
-    for f in [
-        "images/index.json",
-        "images/oci-layout",
-        "plan.json",
-        "images.json",
-    ] {
+    for f in ["images/index.json", "images/oci-layout", "plan.json", "images.json"] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
     // No staging directory is left beside it.
-    let left: Vec<_> = fs::read_dir(repo.releases())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = fs::read_dir(repo.releases()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, [std::ffi::OsString::from("2.4.1-edge")]);
 
     // The config of one image: the six labels of spec §6.2 and created = SOURCE_DATE_EPOCH.
-    let images: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let images: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
     let signer = &images["components"]["concelier"]["images"][1];
     assert_eq!(signer["platform"], "linux/arm64");
-    let config_digest = signer["config"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:");
-    let config: serde_json::Value = serde_json::from_slice(
-        &fs::read(dir.join("images/blobs/sha256").join(config_digest)).unwrap(),
-    )
-    .unwrap();
+    let config_digest = signer["config"].as_str().unwrap().trim_start_matches("sha256:");
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("images/blobs/sha256").join(config_digest)).unwrap()).unwrap();
     let labels = &config["config"]["Labels"];
     assert_eq!(labels["org.opencontainers.image.version"], "2.4.0");
-    assert_eq!(
-        labels["org.opencontainers.image.created"],
-        "2027-06-20T12:00:00Z"
-    );
+    assert_eq!(labels["org.opencontainers.image.created"], "2027-06-20T12:00:00Z");
     assert_eq!(labels["org.stellaops.release.calendar"], "2027.06");
     assert_eq!(labels["org.stellaops.release.channel"], "edge");
-    assert_eq!(
-        labels["org.opencontainers.image.revision"]
-            .as_str()
-            .unwrap(),
-        repo.git(&["rev-parse", "HEAD"])
-    );
-    assert!(labels["org.stellaops.build.slsaProvenance"]
-        .as_str()
-        .unwrap()
-        .starts_with("oci://"));
+    assert_eq!(labels["org.opencontainers.image.revision"].as_str().unwrap(), repo.git(&["rev-parse", "HEAD"]));
+    assert!(labels["org.stellaops.build.slsaProvenance"].as_str().unwrap().starts_with("oci://"));
     assert_eq!(config["created"], "2027-06-20T12:00:00Z");
     assert_eq!(config["architecture"], "arm64");
-    let plan: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["source_date_epoch"], EPOCH);
 }
 
@@ -141,25 +83,12 @@ fn a_second_commit_changes_the_epoch_and_the_digests_but_not_the_bases() {
     run.ok();
     assert_eq!(run.json()["build"]["version"], "2.4.1 (2027.07)");
     let (da, db) = (digests(&a.join("images")), digests(&b.join("images")));
-    assert_ne!(
-        da["authority"], db["authority"],
-        "the epoch is part of every image"
-    );
+    assert_ne!(da["authority"], db["authority"], "the epoch is part of every image");
     let bases = |dir: &std::path::Path| -> Vec<String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
-        v["components"]["authority"]["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["base"].as_str().unwrap().to_owned())
-            .collect()
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+        v["components"]["authority"]["images"].as_array().unwrap().iter().map(|i| i["base"].as_str().unwrap().to_owned()).collect()
     };
-    assert_eq!(
-        bases(&a),
-        bases(&b),
-        "bases are pinned, whatever the release epoch"
-    );
+    assert_eq!(bases(&a), bases(&b), "bases are pinned, whatever the release epoch");
 }
 
 #[test]
@@ -175,18 +104,9 @@ fn repro_names_the_file_that_is_not_reproducible() {
     );
     repo.commit_all("add a stamping component", EPOCH);
     let run = repo.xtask(&["repro"]);
-    run.refused(&[
-        "component `stamper` linux/amd64",
-        "layer 1",
-        "usr/share/stamper/built-at",
-        "content",
-    ]);
+    run.refused(&["component `stamper` linux/amd64", "layer 1", "usr/share/stamper/built-at", "content"]);
     // The other components are reproducible and not listed.
-    assert!(
-        !run.stderr.contains("component `authority`"),
-        "{}",
-        run.stderr
-    );
+    assert!(!run.stderr.contains("component `authority`"), "{}", run.stderr);
     let json = repo.xtask(&["repro", "--json"]);
     assert_eq!(json.code, 1);
     let v = json.json();
@@ -210,8 +130,7 @@ fn repro_names_the_header_field_when_a_symlink_target_leaks_from_the_build() {
         ),
     );
     repo.commit_all("add a linking component", EPOCH);
-    repo.xtask(&["repro"])
-        .refused(&["component `linker`", "opt/linker/pid", "link target"]);
+    repo.xtask(&["repro"]).refused(&["component `linker`", "opt/linker/pid", "link target"]);
 }
 
 #[test]
@@ -220,46 +139,19 @@ fn a_fresh_clone_of_this_repository_cuts_an_edge_release_without_docker_or_regis
     // cache of its own and no uncommitted change).
     let tmp = tempfile::tempdir().unwrap();
     let clone = tmp.path().join("clone");
-    crate::support::run_ok(
-        std::process::Command::new("git")
-            .args(["clone", "--quiet"])
-            .arg(crate::support::workspace())
-            .arg(&clone),
-    );
+    crate::support::run_ok(std::process::Command::new("git").args(["clone", "--quiet"]).arg(crate::support::workspace()).arg(&clone));
     let mut cmd = crate::support::xtask_cmd();
     // No Docker engine, no registry: whatever the test environment has, the release does not
     // reach for them.
-    cmd.env_remove("DOCKER_HOST")
-        .env_remove("STELLAOPS_TEST_REGISTRY")
-        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-    cmd.args(["release", "--channel", "edge", "--source"])
-        .arg(&clone);
+    cmd.env_remove("DOCKER_HOST").env_remove("STELLAOPS_TEST_REGISTRY").env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    cmd.args(["release", "--channel", "edge", "--source"]).arg(&clone);
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let releases: Vec<_> = fs::read_dir(clone.join("target/releases"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let releases: Vec<_> = fs::read_dir(clone.join("target/releases")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(releases.len(), 1, "{releases:?}");
     let refs = digests(&releases[0].join("images"));
-    for name in [
-        "authority",
-        "signer",
-        "attestor",
-        "scanner-web",
-        "scanner-worker",
-        "concelier",
-        "excititor",
-        "web-ui",
-    ] {
-        assert!(
-            refs.contains_key(name) && refs.contains_key(&format!("{name}-linux-arm64")),
-            "{name} missing: {refs:?}"
-        );
+    for name in ["authority", "signer", "attestor", "scanner-web", "scanner-worker", "concelier", "excititor", "web-ui"] {
+        assert!(refs.contains_key(name) && refs.contains_key(&format!("{name}-linux-arm64")), "{name} missing: {refs:?}");
     }
 }
 

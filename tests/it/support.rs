@@ -7,10 +7,7 @@ use std::process::{Command, Output};
 
 /// The workspace root (where `release-trains/` is).
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_owned()
 }
 
 /// One cache of fetched `.deb` files for every test (entries are content-addressed and
@@ -30,10 +27,7 @@ pub const EPOCH: i64 = 1_813_492_800;
 
 impl Repo {
     pub fn new() -> Repo {
-        let dir = tempfile::Builder::new()
-            .prefix("stellaops-it-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("stellaops-it-").tempdir().expect("temp dir");
         let root = workspace();
         for item in ["release-trains", "components", "base-images.lock"] {
             copy(&root.join(item), &dir.path().join(item));
@@ -59,11 +53,7 @@ impl Repo {
             .env("GIT_COMMITTER_EMAIL", "it@example.invalid")
             .output()
             .expect("run git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -82,11 +72,7 @@ impl Repo {
             .env("GIT_COMMITTER_DATE", &date)
             .output()
             .expect("run git commit");
-        assert!(
-            out.status.success(),
-            "git commit: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git commit: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn read(&self, rel: &str) -> String {
@@ -121,9 +107,7 @@ impl Repo {
 /// The `cargo xtask` binary with the shared cache and no terminal.
 pub fn xtask_cmd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    cmd.env("STELLAOPS_CACHE", cache())
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null());
+    cmd.env("STELLAOPS_CACHE", cache()).env("NO_COLOR", "1").stdin(std::process::Stdio::null());
     cmd
 }
 
@@ -145,28 +129,16 @@ impl Run {
 
     #[track_caller]
     pub fn ok(&self) -> &Run {
-        assert_eq!(
-            self.code, 0,
-            "expected success\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
     /// Asserts a refusal (exit 1) whose message contains every one of `needles`.
     #[track_caller]
     pub fn refused(&self, needles: &[&str]) -> &Run {
-        assert_eq!(
-            self.code, 1,
-            "expected exit 1\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, 1, "expected exit 1\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         for n in needles {
-            assert!(
-                self.stderr.contains(n),
-                "stderr lacks `{n}`:\n{}",
-                self.stderr
-            );
+            assert!(self.stderr.contains(n), "stderr lacks `{n}`:\n{}", self.stderr);
         }
         self
     }
@@ -193,11 +165,7 @@ fn copy(from: &Path, to: &Path) {
 /// A tool other people wrote, or `None` with a loud message. Under `CI` a missing tool fails
 /// the test: a skip is never a pass there.
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
     if found.is_none() {
         let msg = format!("`{name}` is not installed: run the README's test command (tests/run.sh), which installs it");
         assert!(std::env::var_os("CI").is_none(), "{msg}");
@@ -222,19 +190,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Digests by ref name from a release's `images/index.json`.
 pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index.json"))
-            .expect("json");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index.json")).expect("json");
     index["manifests"]
         .as_array()
         .expect("manifests")
         .iter()
         .map(|d| {
             (
-                d["annotations"]["org.opencontainers.image.ref.name"]
-                    .as_str()
-                    .expect("ref name")
-                    .to_owned(),
+                d["annotations"]["org.opencontainers.image.ref.name"].as_str().expect("ref name").to_owned(),
                 d["digest"].as_str().expect("digest").to_owned(),
             )
         })
@@ -247,9 +210,7 @@ pub fn verifier(var: &str) -> Option<PathBuf> {
     match std::env::var_os(var) {
         Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
         _ => {
-            let msg = format!(
-                "`{var}` is not set: run the tests with tests/run.sh, which installs the verifiers"
-            );
+            let msg = format!("`{var}` is not set: run the tests with tests/run.sh, which installs the verifiers");
             assert!(std::env::var_os("CI").is_none(), "{msg}");
             eprintln!("SKIPPED (not a pass): {msg}");
             None

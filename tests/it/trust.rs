@@ -21,11 +21,7 @@ fn keygen(repo: &Repo, name: &str, algorithm: &str) -> (PathBuf, PathBuf) {
         .env("STELLAOPS_KEY_PASSPHRASE", PASS)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (key.clone(), key.with_extension("pub"))
 }
 
@@ -42,22 +38,14 @@ fn release_with(repo: &Repo, key: &Path, extra: &[&str]) -> Run {
 
 fn verify(dir: &Path, public: &Path, extra: &[&str]) -> Run {
     let mut cmd = xtask_cmd();
-    cmd.arg("verify")
-        .arg(dir)
-        .arg("--key")
-        .arg(public)
-        .args(extra);
+    cmd.arg("verify").arg(dir).arg("--key").arg(public).args(extra);
     Run::of(cmd.output().unwrap())
 }
 
 /// Exit 1 with every needle in the checklist (stdout) or the error (stderr).
 #[track_caller]
 fn rejected(run: &Run, needles: &[&str]) {
-    assert_eq!(
-        run.code, 1,
-        "expected exit 1\nstdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    assert_eq!(run.code, 1, "expected exit 1\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     let all = format!("{}{}", run.stdout, run.stderr);
     for n in needles {
         assert!(all.contains(n), "output lacks `{n}`:\n{all}");
@@ -80,39 +68,21 @@ fn keys_are_encrypted_0600_and_never_printed() {
     let repo = Repo::new();
     let (key, public) = keygen(&repo, "release", "ecdsa-p256");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     let pem = fs::read_to_string(&key).unwrap();
     assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
     // openssl reads it with the passphrase, and derives the same public key.
-    let der = run_ok(
-        Command::new("openssl")
-            .args(["pkey", "-pubout", "-passin", &format!("pass:{PASS}"), "-in"])
-            .arg(&key),
-    );
+    let der = run_ok(Command::new("openssl").args(["pkey", "-pubout", "-passin", &format!("pass:{PASS}"), "-in"]).arg(&key));
     assert_eq!(der.trim(), fs::read_to_string(&public).unwrap().trim());
     // A wrong passphrase is refused with the variable to set, and nothing secret is printed.
     let mut cmd = xtask_cmd();
-    cmd.args(["release", "--key"])
-        .arg(&key)
-        .arg("--source")
-        .arg(repo.path())
-        .env("STELLAOPS_KEY_PASSPHRASE", "wrong");
+    cmd.args(["release", "--key"]).arg(&key).arg("--source").arg(repo.path()).env("STELLAOPS_KEY_PASSPHRASE", "wrong");
     let run = Run::of(cmd.output().unwrap());
     run.refused(&["cannot decrypt", "STELLAOPS_KEY_PASSPHRASE"]);
     assert!(!run.stderr.contains("wrong") && !run.stderr.contains(PASS));
     // FIPS mode refuses Ed25519, for generation and for release.
     let out = xtask_cmd()
-        .args([
-            "keys",
-            "generate",
-            "--fips",
-            "--algorithm",
-            "ed25519",
-            "--out",
-        ])
+        .args(["keys", "generate", "--fips", "--algorithm", "ed25519", "--out"])
         .arg(repo.path().join("target/x.key"))
         .output()
         .unwrap();
@@ -125,10 +95,7 @@ fn keys_are_encrypted_0600_and_never_printed() {
 
 #[test]
 fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
-    let (Some(py), Some(scripts)) = (
-        verifier("STELLAOPS_VERIFY_PYTHON"),
-        verifier("STELLAOPS_VERIFY_SCRIPTS"),
-    ) else {
+    let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else {
         return;
     };
     let repo = Repo::new();
@@ -145,91 +112,47 @@ fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
             envelopes.push(p);
         }
     }
-    assert_eq!(
-        envelopes.len(),
-        33,
-        "16 images x (SBOM, provenance) + drift"
-    );
-    let out = run_ok(
-        Command::new(&py)
-            .arg(scripts.join("dsse_verify.py"))
-            .arg(&public)
-            .args(&envelopes),
-    );
+    assert_eq!(envelopes.len(), 33, "16 images x (SBOM, provenance) + drift");
+    let out = run_ok(Command::new(&py).arg(scripts.join("dsse_verify.py")).arg(&public).args(&envelopes));
     assert!(out.contains("33 verified, 0 failed"), "{out}");
     // 2. Image signatures, by the openssl recipe: the signature tag of each image, its
     //    simple-signing payload naming the digest, the signature over it.
-    let index: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("images/index.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images/index.json")).unwrap()).unwrap();
     let refs: Vec<(String, String)> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| {
-            (
-                d["annotations"]["org.opencontainers.image.ref.name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-                d["digest"].as_str().unwrap().to_owned(),
-            )
+            (d["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_owned(), d["digest"].as_str().unwrap().to_owned())
         })
         .collect();
-    let blob = |d: &str| {
-        dir.join("images/blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
+    let blob = |d: &str| dir.join("images/blobs/sha256").join(d.trim_start_matches("sha256:"));
     let tmp = tempfile::tempdir().unwrap();
     let mut checked = 0;
     for (name, digest) in refs.iter().filter(|(n, _)| !n.ends_with(".sig")) {
         let tag = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
-        let (_, sig_manifest) = refs
-            .iter()
-            .find(|(n, _)| *n == tag)
-            .unwrap_or_else(|| panic!("{name}: no {tag}"));
-        let m: serde_json::Value =
-            serde_json::from_slice(&fs::read(blob(sig_manifest)).unwrap()).unwrap();
+        let (_, sig_manifest) = refs.iter().find(|(n, _)| *n == tag).unwrap_or_else(|| panic!("{name}: no {tag}"));
+        let m: serde_json::Value = serde_json::from_slice(&fs::read(blob(sig_manifest)).unwrap()).unwrap();
         let layer = &m["layers"][0];
-        assert_eq!(
-            layer["mediaType"],
-            "application/vnd.dev.cosign.simplesigning.v1+json"
-        );
+        assert_eq!(layer["mediaType"], "application/vnd.dev.cosign.simplesigning.v1+json");
         let payload = blob(layer["digest"].as_str().unwrap());
         let p: serde_json::Value = serde_json::from_slice(&fs::read(&payload).unwrap()).unwrap();
         assert_eq!(p["critical"]["type"], "cosign container image signature");
-        assert_eq!(
-            p["critical"]["image"]["docker-manifest-digest"],
-            digest.as_str()
-        );
+        assert_eq!(p["critical"]["image"]["docker-manifest-digest"], digest.as_str());
         let sig = base64::engine::general_purpose::STANDARD
-            .decode(
-                layer["annotations"]["dev.cosignproject.cosign/signature"]
-                    .as_str()
-                    .unwrap(),
-            )
+            .decode(layer["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap())
             .unwrap();
         let sig_file = tmp.path().join(format!("{checked}.sig"));
         fs::write(&sig_file, sig).unwrap();
         let out = run_ok(
-            Command::new("openssl")
-                .args(["dgst", "-sha256", "-verify"])
-                .arg(&public)
-                .arg("-signature")
-                .arg(&sig_file)
-                .arg(&payload),
+            Command::new("openssl").args(["dgst", "-sha256", "-verify"]).arg(&public).arg("-signature").arg(&sig_file).arg(&payload),
         );
         assert!(out.contains("Verified OK"), "{name}: {out}");
         checked += 1;
     }
     assert_eq!(checked, 24, "8 indexes and 16 manifests");
     // 3. The release.yaml signature, by openssl too.
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(
-            fs::read_to_string(dir.join("release.yaml.sig"))
-                .unwrap()
-                .trim(),
-        )
-        .unwrap();
+    let sig = base64::engine::general_purpose::STANDARD.decode(fs::read_to_string(dir.join("release.yaml.sig")).unwrap().trim()).unwrap();
     fs::write(tmp.path().join("r.sig"), sig).unwrap();
     let out = run_ok(
         Command::new("openssl")
@@ -253,33 +176,15 @@ fn the_release_yaml_bundle_verifies_with_sigstore_js_offline() {
     release_with(&repo, &key, &[]).ok();
     let dir = repo.releases().join("2.4.1-edge");
     let bundle = dir.join("release.yaml.sigstore.json");
-    let out = run_ok(
-        Command::new("node")
-            .arg(&script)
-            .arg(&bundle)
-            .arg(dir.join("release.yaml"))
-            .arg(&public),
-    );
+    let out = run_ok(Command::new("node").arg(&script).arg(&bundle).arg(dir.join("release.yaml")).arg(&public));
     assert!(out.contains("bundle verified"));
     // Another key, or another byte, and it refuses.
-    let bad = Command::new("node")
-        .arg(&script)
-        .arg(&bundle)
-        .arg(dir.join("release.yaml"))
-        .arg(&other)
-        .output()
-        .unwrap();
+    let bad = Command::new("node").arg(&script).arg(&bundle).arg(dir.join("release.yaml")).arg(&other).output().unwrap();
     assert!(!bad.status.success());
     let tampered = repo.path().join("target/release.yaml");
     fs::copy(dir.join("release.yaml"), &tampered).unwrap();
     flip_byte(&tampered, 20);
-    let bad = Command::new("node")
-        .arg(&script)
-        .arg(&bundle)
-        .arg(&tampered)
-        .arg(&public)
-        .output()
-        .unwrap();
+    let bad = Command::new("node").arg(&script).arg(&bundle).arg(&tampered).arg(&public).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("signature verification failed"));
 }
@@ -292,42 +197,23 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
     let dir = repo.releases().join("2.4.1-edge");
     let text = fs::read_to_string(dir.join("release.yaml")).unwrap();
     // The documented recomputation, with plain shell tools.
-    let out = run_ok(Command::new("sh").arg("-c").arg(format!(
-        "sed '/^checksums:/,$d' '{}' | sha256sum",
-        dir.join("release.yaml").display()
-    )));
+    let out =
+        run_ok(Command::new("sh").arg("-c").arg(format!("sed '/^checksums:/,$d' '{}' | sha256sum", dir.join("release.yaml").display())));
     let computed = out.split_whitespace().next().unwrap();
-    assert!(
-        text.contains(&format!("checksums:\n  sha256: \"{computed}\"\n")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("checksums:\n  sha256: \"{computed}\"\n")), "{text}");
     // Exactly the §6.1 keys, as a generic YAML value.
     let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    let keys = |m: &serde_norway::Value| -> Vec<String> {
-        m.as_mapping()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        keys(&v),
-        ["release", "components", "charts", "compose", "checksums"]
-    );
-    assert_eq!(
-        keys(&v["release"]),
-        ["version", "channel", "date", "calendar"]
-    );
+    let keys =
+        |m: &serde_norway::Value| -> Vec<String> { m.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect() };
+    assert_eq!(keys(&v), ["release", "components", "charts", "compose", "checksums"]);
+    assert_eq!(keys(&v["release"]), ["version", "channel", "date", "calendar"]);
     assert_eq!(v["release"]["version"].as_str(), Some("2.4.1"));
     assert_eq!(v["release"]["date"].as_str(), Some("2027-06-20T12:00:00Z"));
     assert_eq!(v["release"]["calendar"].as_str(), Some("2027.06"));
     let components = v["components"].as_sequence().unwrap();
     assert_eq!(components.len(), 8);
     for c in components {
-        assert_eq!(
-            keys(c),
-            ["name", "image", "sbom", "provenance", "signature"]
-        );
+        assert_eq!(keys(c), ["name", "image", "sbom", "provenance", "signature"]);
         assert!(c["image"].as_str().unwrap().contains("@sha256:"));
         assert_eq!(keys(&c["signature"]), ["rekorUUID"]);
     }
@@ -357,11 +243,9 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
         verify(&d, &public, &[])
     };
     // A byte of release.yaml.
-    case("yaml", &|d| flip_byte(&d.join("release.yaml"), 40))
-        .rejected_by(&["does not verify", "[FAIL] release.yaml signature"]);
+    case("yaml", &|d| flip_byte(&d.join("release.yaml"), 40)).rejected_by(&["does not verify", "[FAIL] release.yaml signature"]);
     // A byte of a layer.
-    let images: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let images: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
     let layer = images["components"]["authority"]["images"][0]["layers"]
         .as_array()
         .unwrap()
@@ -371,49 +255,20 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
         .unwrap()
         .trim_start_matches("sha256:")
         .to_owned();
-    let run = case("layer", &|d| {
-        flip_byte(&d.join("images/blobs/sha256").join(&layer), 100)
-    });
-    run.rejected_by(&[
-        "[FAIL] authority linux/amd64",
-        "blobs match their digests",
-        &layer[..12],
-    ]);
+    let run = case("layer", &|d| flip_byte(&d.join("images/blobs/sha256").join(&layer), 100));
+    run.rejected_by(&["[FAIL] authority linux/amd64", "blobs match their digests", &layer[..12]]);
     // A byte of an SBOM.
-    case("sbom", &|d| {
-        flip_byte(&d.join("sboms/authority/linux-amd64.cdx.json"), 30)
-    })
-    .rejected_by(&[
-        "[FAIL] authority linux/amd64: SBOM signed and about this image",
-        "is not the signed document",
-    ]);
+    case("sbom", &|d| flip_byte(&d.join("sboms/authority/linux-amd64.cdx.json"), 30))
+        .rejected_by(&["[FAIL] authority linux/amd64: SBOM signed and about this image", "is not the signed document"]);
     // One image's SBOM swapped for another's.
     let run = case("swap", &|d| {
-        fs::rename(
-            d.join("sboms/signer/linux-amd64.cdx.json"),
-            d.join("tmp.json"),
-        )
-        .unwrap();
-        fs::copy(
-            d.join("sboms/authority/linux-amd64.cdx.json"),
-            d.join("sboms/signer/linux-amd64.cdx.json"),
-        )
-        .unwrap();
-        fs::rename(
-            d.join("tmp.json"),
-            d.join("sboms/authority/linux-amd64.cdx.json"),
-        )
-        .unwrap();
+        fs::rename(d.join("sboms/signer/linux-amd64.cdx.json"), d.join("tmp.json")).unwrap();
+        fs::copy(d.join("sboms/authority/linux-amd64.cdx.json"), d.join("sboms/signer/linux-amd64.cdx.json")).unwrap();
+        fs::rename(d.join("tmp.json"), d.join("sboms/authority/linux-amd64.cdx.json")).unwrap();
     });
-    run.rejected_by(&[
-        "[FAIL] authority linux/amd64: SBOM signed",
-        "[FAIL] signer linux/amd64: SBOM signed",
-    ]);
+    run.rejected_by(&["[FAIL] authority linux/amd64: SBOM signed", "[FAIL] signer linux/amd64: SBOM signed"]);
     // A signature removed: release.yaml's, and an image's.
-    case("nosig", &|d| {
-        fs::remove_file(d.join("release.yaml.sig")).unwrap()
-    })
-    .rejected_by(&["release.yaml.sig is missing"]);
+    case("nosig", &|d| fs::remove_file(d.join("release.yaml.sig")).unwrap()).rejected_by(&["release.yaml.sig is missing"]);
     let run = case("noimagesig", &|d| {
         let p = d.join("images/index.json");
         let mut index: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
@@ -427,20 +282,16 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
             .unwrap()
             .trim_start_matches("sha256:")
             .to_owned();
-        index["manifests"].as_array_mut().unwrap().retain(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"]
-                != format!("sha256-{digest}.sig").as_str()
-        });
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != format!("sha256-{digest}.sig").as_str());
         fs::write(&p, serde_json::to_vec(&index).unwrap()).unwrap();
     });
     run.rejected_by(&["[FAIL] web-ui: index signature", "no signature"]);
     // Another public key: everything signed fails, each named.
     let run = verify(&dir, &other, &[]);
-    run.rejected_by(&[
-        "[FAIL] release.yaml signature",
-        "[FAIL] drift report signed",
-        "[FAIL] concelier linux/arm64: image signature",
-    ]);
+    run.rejected_by(&["[FAIL] release.yaml signature", "[FAIL] drift report signed", "[FAIL] concelier linux/arm64: image signature"]);
     // Ed25519 in FIPS mode: a release signed with Ed25519 verifies, but not under --fips.
     let ed_dir = repo.path().join("target/ed");
     release_with(&repo, &ed_key, &["--out", ed_dir.to_str().unwrap()]).ok();

@@ -49,16 +49,7 @@ fn make_tree(dir: &Path, bytes: u64) -> Result<u64> {
         state ^= state << 17;
         state
     };
-    let words: Vec<&[u8]> = [
-        &b"release "[..],
-        b"layer ",
-        b"digest ",
-        b"sha256 ",
-        b"stellaops ",
-        b"component\n",
-        b"{\"k\": 1} ",
-    ]
-    .to_vec();
+    let words: Vec<&[u8]> = [&b"release "[..], b"layer ", b"digest ", b"sha256 ", b"stellaops ", b"component\n", b"{\"k\": 1} "].to_vec();
     let mut written = 0u64;
     let mut i = 0u64;
     let mut buf = Vec::with_capacity(8 << 20);
@@ -99,21 +90,13 @@ fn layer_of(tree: &Path, out: &Path) -> Result<pipeline::layer::LayerInfo> {
 fn peak_rss_kib() -> u64 {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
 
 fn time_shell(script: &str) -> Result<f64> {
     let t = Instant::now();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .status()
-        .with_context(|| format!("run `{script}`"))?;
+    let status = Command::new("sh").arg("-c").arg(script).status().with_context(|| format!("run `{script}`"))?;
     if !status.success() {
         bail!("`{script}` failed with {status}");
     }
@@ -121,42 +104,23 @@ fn time_shell(script: &str) -> Result<f64> {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool} >/dev/null"))
-        .status()
-        .is_ok_and(|s| s.success())
+    Command::new("sh").arg("-c").arg(format!("command -v {tool} >/dev/null")).status().is_ok_and(|s| s.success())
 }
 
 fn child_peak(tree: &Path) -> Result<u64> {
     let exe = std::env::current_exe()?;
-    let out = Command::new(exe)
-        .arg("bench")
-        .arg("--layer-only")
-        .arg(tree)
-        .output()?;
+    let out = Command::new(exe).arg("bench").arg("--layer-only").arg(tree).output()?;
     if !out.status.success() {
-        bail!(
-            "layer child failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("layer child failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// Copies `from` (a file or a tree) to `to`, skipping what cannot be read; symlinks as such.
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    for e in walkdir::WalkDir::new(from)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-    {
+    for e in walkdir::WalkDir::new(from).follow_links(false).into_iter().filter_map(Result::ok) {
         let rel = e.path().strip_prefix(from).unwrap_or(e.path());
-        let dest = if rel.as_os_str().is_empty() {
-            to.to_owned()
-        } else {
-            to.join(rel)
-        };
+        let dest = if rel.as_os_str().is_empty() { to.to_owned() } else { to.join(rel) };
         let ft = e.file_type();
         if ft.is_dir() {
             fs::create_dir_all(&dest)?;
@@ -190,10 +154,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
         ("/var/lib/dpkg/status", "var/lib/dpkg/status"),
         ("/var/lib/dpkg/info", "var/lib/dpkg/info"),
         ("/usr/share/doc", "usr/share/doc"),
-        (
-            "/usr/lib/python3/dist-packages",
-            "usr/lib/python3/dist-packages",
-        ),
+        ("/usr/lib/python3/dist-packages", "usr/lib/python3/dist-packages"),
         ("/usr/lib/node_modules", "usr/lib/node_modules"),
         ("/etc/os-release", "etc/os-release"),
         ("/usr/lib/os-release", "usr/lib/os-release"),
@@ -209,16 +170,11 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
             let _ = fs::remove_file(e.path());
         }
     }
-    let files = walkdir::WalkDir::new(&rootfs)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .count();
+    let files = walkdir::WalkDir::new(&rootfs).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
     let layout = oci::Layout::create(&dir.join("layout"))?;
     let (digest, size, _info) = layout.put_blob_with(|w| {
         let mut lw = LayerWriter::new(w, 1_700_000_000);
-        lw.add_tree(&rootfs, "/", Modes::Preserve)
-            .map_err(io::Error::other)?;
+        lw.add_tree(&rootfs, "/", Modes::Preserve).map_err(io::Error::other)?;
         lw.finish().map(|(_, i)| i)
     })?;
     let config = layout.put_json(
@@ -229,10 +185,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
             os: "linux".into(),
             variant: None,
             config: Default::default(),
-            rootfs: oci::RootFs {
-                kind: "layers".into(),
-                diff_ids: vec![_info.diff_id.clone()],
-            },
+            rootfs: oci::RootFs { kind: "layers".into(), diff_ids: vec![_info.diff_id.clone()] },
             history: Vec::new(),
         },
     )?;
@@ -263,9 +216,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
     };
     let mdesc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
     let mut named = mdesc.clone();
-    named
-        .annotations
-        .insert(oci::ANNOTATION_REF_NAME.into(), "bench".into());
+    named.annotations.insert(oci::ANNOTATION_REF_NAME.into(), "bench".into());
     layout.write_index(&oci::Index {
         schema_version: 2,
         media_type: Some(oci::MEDIA_INDEX.into()),
@@ -276,13 +227,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
     let t = Instant::now();
     let out = Command::new(&syft)
         .arg(format!("oci-dir:{}", layout.root().display()))
-        .args([
-            "-q",
-            "-o",
-            "json",
-            "--select-catalogers",
-            "+rust-cargo-lock-cataloger",
-        ])
+        .args(["-q", "-o", "json", "--select-catalogers", "+rust-cargo-lock-cataloger"])
         .env("SYFT_CHECK_FOR_APP_UPDATE", "false")
         .output()?;
     let theirs = t.elapsed().as_secs_f64();
@@ -293,10 +238,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
     let theirs_count = v["artifacts"].as_array().map(Vec::len).unwrap_or(0);
     let mut by_type: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
     for a in v["artifacts"].as_array().into_iter().flatten() {
-        by_type
-            .entry(a["type"].as_str().unwrap_or("?").to_owned())
-            .or_default()
-            .1 += 1;
+        by_type.entry(a["type"].as_str().unwrap_or("?").to_owned()).or_default().1 += 1;
     }
     for p in &result.packages {
         by_type.entry(p.kind.clone()).or_default().0 += 1;
@@ -311,12 +253,11 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
         println!("{report}");
     } else {
         println!("rootfs: {files} files (dpkg status + lists, docs, Python and npm packages, a Cargo.lock)");
-        println!("scan + SBOM  ours {ours:.2} s ({ours_count} packages) | syft oci-dir: {theirs:.2} s ({theirs_count} packages) | {:.1}x", theirs / ours);
         println!(
-            "SBOM size    JSON {} KiB, protobuf {} KiB",
-            j.len() / 1024,
-            pb.len() / 1024
+            "scan + SBOM  ours {ours:.2} s ({ours_count} packages) | syft oci-dir: {theirs:.2} s ({theirs_count} packages) | {:.1}x",
+            theirs / ours
         );
+        println!("SBOM size    JSON {} KiB, protobuf {} KiB", j.len() / 1024, pb.len() / 1024);
         for (t, (o, s)) in &by_type {
             println!("  {t:<12} ours {o:>5} | syft {s:>5}");
         }
@@ -347,18 +288,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let _ = fs::remove_dir_all(&tree);
     let _ = fs::remove_dir_all(&small);
     let size = args.size_mib << 20;
-    eprintln_(
-        "bench: making a {} MiB tree in {}",
-        args.size_mib,
-        tree.display(),
-    );
+    eprintln_("bench: making a {} MiB tree in {}", args.size_mib, tree.display());
     let bytes = make_tree(&tree, size)?;
     make_tree(&small, size / 8)?;
     // Warm the page cache for both sides alike.
-    time_shell(&format!(
-        "tar -C '{}' -cf - . | cat > /dev/null",
-        tree.display()
-    ))?;
+    time_shell(&format!("tar -C '{}' -cf - . | cat > /dev/null", tree.display()))?;
     let mb = bytes as f64 / 1e6;
 
     let ours_out = dir.join("ours.tar.gz");
@@ -366,17 +300,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let info = layer_of(&tree, &ours_out)?;
     let ours = t.elapsed().as_secs_f64();
 
-    let gzip = time_shell(&format!(
-        "tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'",
-        tree.display(),
-        dir.join("peer.tar.gz").display()
-    ))?;
+    let gzip = time_shell(&format!("tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'", tree.display(), dir.join("peer.tar.gz").display()))?;
     let pigz = if have("pigz") {
-        Some(time_shell(&format!(
-            "tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'",
-            tree.display(),
-            dir.join("pigz.tar.gz").display()
-        ))?)
+        Some(time_shell(&format!("tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'", tree.display(), dir.join("pigz.tar.gz").display()))?)
     } else {
         None
     };
@@ -384,28 +310,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // Hashing the finished layer: ours, sha256sum, openssl.
     let layer_mb = info.size as f64 / 1e6;
     let t = Instant::now();
-    let mut r = HashingReader::new(io::BufReader::with_capacity(
-        1 << 20,
-        fs::File::open(&ours_out)?,
-    ));
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, fs::File::open(&ours_out)?));
     io::copy(&mut r, &mut io::sink())?;
     let (d, _) = r.finish();
     let ours_sha = t.elapsed().as_secs_f64();
     if d != info.digest {
-        bail!(
-            "the layer on disk hashes to {d}, the writer said {}",
-            info.digest
-        );
+        bail!("the layer on disk hashes to {d}, the writer said {}", info.digest);
     }
     let sha256sum = time_shell(&format!("sha256sum '{}' > /dev/null", ours_out.display()))?;
-    let openssl = if have("openssl") {
-        Some(time_shell(&format!(
-            "openssl dgst -sha256 '{}' > /dev/null",
-            ours_out.display()
-        ))?)
-    } else {
-        None
-    };
+    let openssl =
+        if have("openssl") { Some(time_shell(&format!("openssl dgst -sha256 '{}' > /dev/null", ours_out.display()))?) } else { None };
 
     let peak_small = child_peak(&small)?;
     let peak_full = child_peak(&tree)?;
@@ -428,22 +342,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        println!(
-            "input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})",
-            pipeline::layer::COMPRESSOR
-        );
-        println!(
-            "layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x",
-            mb / ours,
-            mb / gzip,
-            gzip / ours
-        );
+        println!("input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})", pipeline::layer::COMPRESSOR);
+        println!("layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x", mb / ours, mb / gzip, gzip / ours);
         if let Some(p) = pigz {
-            println!(
-                "             tar|pigz -6 {:.1} MB/s | ratio {:.2}x",
-                mb / p,
-                p / ours
-            );
+            println!("             tar|pigz -6 {:.1} MB/s | ratio {:.2}x", mb / p, p / ours);
         }
         println!(
             "sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x",
@@ -452,23 +354,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             sha256sum / ours_sha
         );
         if let Some(o) = openssl {
-            println!(
-                "             openssl {:.0} MB/s | ratio {:.2}x",
-                layer_mb / o,
-                o / ours_sha
-            );
+            println!("             openssl {:.0} MB/s | ratio {:.2}x", layer_mb / o, o / ours_sha);
         }
-        println!(
-            "peak memory  {} KiB for 1/8 of the input, {} KiB for all of it",
-            peak_small, peak_full
-        );
+        println!("peak memory  {} KiB for 1/8 of the input, {} KiB for all of it", peak_small, peak_full);
     }
     Ok(())
 }
 
 fn eprintln_(fmt: &str, a: impl std::fmt::Display, b: impl std::fmt::Display) {
-    let msg = fmt
-        .replacen("{}", &a.to_string(), 1)
-        .replacen("{}", &b.to_string(), 1);
+    let msg = fmt.replacen("{}", &a.to_string(), 1).replacen("{}", &b.to_string(), 1);
     crate::progress::eprint(&msg);
 }

@@ -186,12 +186,7 @@ struct BuildFlags {
     jobs: Option<usize>,
     /// Builder: `daemonless` builds every component from its recipe layers; `buildkit` builds
     /// components whose recipe has a `dockerfile` with BuildKit (the others daemonless).
-    #[arg(
-        long,
-        value_enum,
-        default_value = "daemonless",
-        env = "STELLAOPS_BACKEND"
-    )]
+    #[arg(long, value_enum, default_value = "daemonless", env = "STELLAOPS_BACKEND")]
     backend: BackendArg,
     /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`, optionally
     /// keyed by the platforms it builds (`linux/arm64=unix:///srv/arm/docker.sock`). Repeat for
@@ -218,11 +213,8 @@ impl BuildFlags {
         match self.backend {
             BackendArg::Daemonless => release::BackendChoice::Daemonless,
             BackendArg::Buildkit => {
-                let endpoints = if self.builders.is_empty() {
-                    std::env::var("DOCKER_HOST").into_iter().collect()
-                } else {
-                    self.builders.clone()
-                };
+                let endpoints =
+                    if self.builders.is_empty() { std::env::var("DOCKER_HOST").into_iter().collect() } else { self.builders.clone() };
                 release::BackendChoice::BuildKit(pipeline::buildkit::BuildKitOptions {
                     endpoints,
                     per_endpoint: self.builds_per_builder,
@@ -240,10 +232,7 @@ impl BuildFlags {
             for b in &self.builders {
                 args.extend(["--builder".into(), b.into()]);
             }
-            args.extend([
-                "--builds-per-builder".into(),
-                self.builds_per_builder.to_string().into(),
-            ]);
+            args.extend(["--builds-per-builder".into(), self.builds_per_builder.to_string().into()]);
             if let Some(m) = &self.base_mirror {
                 args.extend(["--base-mirror".into(), m.into()]);
             }
@@ -305,29 +294,20 @@ struct Failure {
 
 impl From<pipeline::Error> for Failure {
     fn from(e: pipeline::Error) -> Self {
-        Failure {
-            code: e.exit_code() as u8,
-            message: e.to_string().trim_end().to_owned(),
-        }
+        Failure { code: e.exit_code() as u8, message: e.to_string().trim_end().to_owned() }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure {
-            code: pipeline::exit::ENVIRONMENT as u8,
-            message: format!("{e:#}"),
-        }
+        Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{e:#}") }
     }
 }
 
 fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     let dir = match source {
         Some(s) => s,
-        None => std::env::current_dir().map_err(|e| Failure {
-            code: 3,
-            message: format!("cannot read the current directory: {e}"),
-        })?,
+        None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
     };
     // The repository root: the nearest ancestor holding release-trains/.
     let mut at = dir.as_path();
@@ -342,30 +322,16 @@ fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-fn run_options(
-    target: &Target,
-    build: &BuildFlags,
-    tree: Tree,
-    out: Option<PathBuf>,
-) -> Result<RunOptions, Failure> {
+fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<PathBuf>) -> Result<RunOptions, Failure> {
     let root = root_of(target.source.clone())?;
     Ok(RunOptions {
-        plan: PlanOptions {
-            root,
-            channel: target.channel.into(),
-            tree,
-            out,
-        },
+        plan: PlanOptions { root, channel: target.channel.into(), tree, out },
         debs: release::deb_source(build.deb_dir.clone(), build.apt_mirror.clone())?,
         cache: build.cache.clone(),
         jobs: build.jobs,
         backend: build.backend(),
         key: build.key.clone(),
-        fips: if build.fips {
-            pipeline::keys::Fips::On
-        } else {
-            pipeline::keys::Fips::Off
-        },
+        fips: if build.fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off },
     })
 }
 
@@ -387,12 +353,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Plan { target, json } => {
             let root = root_of(target.source.clone())?;
-            let plan = release::plan_only(&PlanOptions {
-                root,
-                channel: target.channel.into(),
-                tree: Tree::MayBeDirty,
-                out: None,
-            })?;
+            let plan = release::plan_only(&PlanOptions { root, channel: target.channel.into(), tree: Tree::MayBeDirty, out: None })?;
             if json {
                 progress::out(&serde_json::to_string_pretty(&plan).unwrap_or_default());
             } else {
@@ -400,12 +361,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release {
-            target,
-            build,
-            out,
-            json,
-        } => {
+        Command::Release { target, build, out, json } => {
             let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
@@ -418,12 +374,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Build {
-            target,
-            build,
-            out,
-            json,
-        } => {
+        Command::Build { target, build, out, json } => {
             let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
@@ -436,25 +387,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Repro {
-            target,
-            build,
-            keep,
-            json,
-        } => {
+        Command::Repro { target, build, keep, json } => {
             let root = root_of(target.source.clone())?;
-            let exe = std::env::current_exe().map_err(|e| Failure {
-                code: 3,
-                message: format!("cannot find this program: {e}"),
-            })?;
-            let mut args: Vec<OsString> = vec![
-                "--quiet".into(),
-                "build".into(),
-                "--channel".into(),
-                target.channel_name().into(),
-                "--source".into(),
-                root.into(),
-            ];
+            let exe = std::env::current_exe().map_err(|e| Failure { code: 3, message: format!("cannot find this program: {e}") })?;
+            let mut args: Vec<OsString> =
+                vec!["--quiet".into(), "build".into(), "--channel".into(), target.channel_name().into(), "--source".into(), root.into()];
             if let Some(d) = &build.deb_dir {
                 args.extend(["--deb-dir".into(), d.into()]);
             }
@@ -466,12 +403,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             args.extend(build.backend_args());
             if !cli.quiet && !json {
-                progress::eprint(
-                    "repro: building twice (varied TZ, locale, umask, threads, temp dirs)...",
-                );
+                progress::eprint("repro: building twice (varied TZ, locale, umask, threads, temp dirs)...");
             }
-            let result =
-                pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
+            let result = pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
             match (&result, json) {
                 (Ok(report), true) => print_json(&serde_json::json!({"event": "result", "reproducible": true, "report": report})),
                 (Ok(report), false) => progress::out(&format!(
@@ -485,28 +419,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             result.map(|_| ()).map_err(Failure::from)
         }
-        Command::Lock {
-            source,
-            apt_mirror,
-            json,
-        } => {
+        Command::Lock { source, apt_mirror, json } => {
             let root = root_of(source)?;
             let cache = release::default_cache(&root);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            let report = pipeline::lock::lock(&root, apt_mirror.as_deref(), &cache, now)
-                .map_err(pipeline::Error::from)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+            let report = pipeline::lock::lock(&root, apt_mirror.as_deref(), &cache, now).map_err(pipeline::Error::from)?;
             if json {
                 print_json(&report);
             } else {
-                let mut s = format!(
-                    "{}: {} pin(s) unchanged, {} changed",
-                    report.file.display(),
-                    report.unchanged,
-                    report.changes.len()
-                );
+                let mut s = format!("{}: {} pin(s) unchanged, {} changed", report.file.display(), report.unchanged, report.changes.len());
                 for c in &report.changes {
                     s += &format!("\n  {} {}: {} -> {}", c.base, c.platform, c.before, c.after);
                 }
@@ -515,25 +436,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
-        Command::Keys(KeysCommand::Generate {
-            out,
-            algorithm,
-            fips,
-        }) => {
+        Command::Keys(KeysCommand::Generate { out, algorithm, fips }) => {
             use pipeline::keys::{KeyKind, Secret, SigningKey};
             let kind = match algorithm {
                 Algorithm::EcdsaP256 => KeyKind::EcdsaP256,
                 Algorithm::Ed25519 => KeyKind::Ed25519,
             };
             let key = SigningKey::generate(kind);
-            let fips = if fips {
-                pipeline::keys::Fips::On
-            } else {
-                pipeline::keys::Fips::Off
-            };
-            key.public()
-                .check_fips(fips, "the requested key")
-                .map_err(pipeline::Error::from)?;
+            let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
+            key.public().check_fips(fips, "the requested key").map_err(pipeline::Error::from)?;
             if std::env::var_os(pipeline::keys::PASSPHRASE_ENV).is_none() {
                 progress::eprint(&format!(
                     "warning: {} is not set: the private key is encrypted with an empty passphrase",
@@ -541,33 +452,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let public = out.with_extension("pub");
-            key.write(&out, &public, &Secret::from_env())
-                .map_err(pipeline::Error::from)?;
-            progress::out(&format!(
-                "{}\n{}\nkey id {}",
-                out.display(),
-                public.display(),
-                key.public().key_id()
-            ));
+            key.write(&out, &public, &Secret::from_env()).map_err(pipeline::Error::from)?;
+            progress::out(&format!("{}\n{}\nkey id {}", out.display(), public.display(), key.public().key_id()));
             Ok(())
         }
-        Command::Verify {
-            dir,
-            key,
-            fips,
-            json,
-        } => {
+        Command::Verify { dir, key, fips, json } => {
             let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
-            let fips = if fips {
-                pipeline::keys::Fips::On
-            } else {
-                pipeline::keys::Fips::Off
-            };
+            let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
             let report = pipeline::verify::verify(&dir, &public, fips);
             if json {
-                print_json(
-                    &serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}),
-                );
+                print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
             } else {
                 progress::out(&report.render());
             }

@@ -27,13 +27,9 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(mode: Mode) -> Progress {
-        let bars = (mode == Mode::Auto && std::io::stderr().is_terminal())
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Progress {
-            mode,
-            bars,
-            stages: Mutex::new(BTreeMap::new()),
-        }
+        let bars =
+            (mode == Mode::Auto && std::io::stderr().is_terminal()).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Progress { mode, bars, stages: Mutex::new(BTreeMap::new()) }
     }
 
     pub fn finish(&self) {
@@ -62,11 +58,9 @@ impl Reporter for Progress {
                         Event::StageStarted { stage, jobs } => {
                             let bar = multi.add(ProgressBar::new(jobs as u64));
                             bar.set_style(
-                                ProgressStyle::with_template(
-                                    "{prefix:>8.bold} [{bar:30}] {pos}/{len} {wide_msg}",
-                                )
-                                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                                .progress_chars("=> "),
+                                ProgressStyle::with_template("{prefix:>8.bold} [{bar:30}] {pos}/{len} {wide_msg}")
+                                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                    .progress_chars("=> "),
                             );
                             bar.set_prefix(stage.as_str());
                             bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -106,19 +100,13 @@ impl Reporter for Progress {
 
 fn plain(event: &Event) {
     match event {
-        Event::StageStarted { stage, jobs } => {
-            eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs))
-        }
+        Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
         Event::JobStarted { .. } => {}
-        Event::JobFinished { stage, job, detail } => {
-            eprint(&format!("[{}] {job}: {detail}", stage.as_str()))
-        }
+        Event::JobFinished { stage, job, detail } => eprint(&format!("[{}] {job}: {detail}", stage.as_str())),
         Event::StageFinished { stage } => eprint(&format!("[{}] done", stage.as_str())),
         Event::Note { message } => eprint(message),
         // BuildKit steps as they finish; their logs only in `--json` (a failure shows the tail).
-        Event::Step { job, step, status } if status != "started" => {
-            eprint(&format!("[build] {job}: {step} {status}"))
-        }
+        Event::Step { job, step, status } if status != "started" => eprint(&format!("[build] {job}: {step} {status}")),
         Event::Step { .. } | Event::Log { .. } => {}
     }
 }
@@ -141,54 +129,28 @@ pub fn render_plan(plan: &Plan) -> String {
     s += &format!(
         "source    {}{} (SOURCE_DATE_EPOCH {} = {})\n",
         &plan.source.commit[..12],
-        plan.source
-            .tag
-            .as_deref()
-            .map(|t| format!(" tag {t}"))
-            .unwrap_or_else(|| " (untagged)".into()),
+        plan.source.tag.as_deref().map(|t| format!(" tag {t}")).unwrap_or_else(|| " (untagged)".into()),
         plan.source_date_epoch,
         plan.created
     );
     if !plan.source.dirty.is_empty() {
-        s += &format!(
-            "warning   {} uncommitted change(s): `release` will refuse; HEAD is what gets built\n",
-            plan.source.dirty.len()
-        );
+        s += &format!("warning   {} uncommitted change(s): `release` will refuse; HEAD is what gets built\n", plan.source.dirty.len());
     }
     s += &format!("builder   {} ({})\n", plan.backend, plan.compressor);
     s += &format!("output    {}\n", plan.output.display());
     s += "components\n";
     for c in &plan.components {
-        s += &format!(
-            "  {:<16} {:<8} {}{}\n",
-            c.name,
-            c.version,
-            c.repository,
-            if c.in_kit {
-                ""
-            } else {
-                "  (not in this channel's kit)"
-            }
-        );
+        s +=
+            &format!("  {:<16} {:<8} {}{}\n", c.name, c.version, c.repository, if c.in_kit { "" } else { "  (not in this channel's kit)" });
         for i in &c.images {
-            s += &format!(
-                "    {:<12} base {} {}\n",
-                i.platform.as_str(),
-                i.base,
-                i.base_digest
-            );
+            s += &format!("    {:<12} base {} {}\n", i.platform.as_str(), i.base, i.base_digest);
         }
     }
     s.trim_end().to_owned()
 }
 
 pub fn render_outcome(o: &Outcome) -> String {
-    let mut s = format!(
-        "release {} ({}) written to {}\n",
-        o.version,
-        o.channel,
-        o.output.display()
-    );
+    let mut s = format!("release {} ({}) written to {}\n", o.version, o.channel, o.output.display());
     for (name, c) in &o.images.components {
         s += &format!("  {:<16} {}@{}\n", name, c.repository, c.index.digest);
     }

@@ -9,10 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::locks::{Ecosystem, LockedPackage};
-use super::{
-    purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property,
-    Tools, SCHEMA, SPEC_VERSION,
-};
+use super::{purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property, Tools, SCHEMA, SPEC_VERSION};
 use crate::build::BuiltImage;
 use crate::model::Digest;
 use crate::plan::{Plan, PlannedComponent};
@@ -41,19 +38,11 @@ pub fn image_purl(repository: &str, digest: &Digest, arch: Option<&str>) -> Stri
         q.push(format!("arch={}", purl_encode(a)));
     }
     q.push(format!("repository_url={}", purl_encode(repository)));
-    format!(
-        "pkg:oci/{}@{}?{}",
-        purl_encode(name),
-        purl_encode(digest.as_str()),
-        q.join("&")
-    )
+    format!("pkg:oci/{}@{}?{}", purl_encode(name), purl_encode(digest.as_str()), q.join("&"))
 }
 
 fn prop(name: &str, value: impl Into<String>) -> Property {
-    Property {
-        name: name.to_owned(),
-        value: value.into(),
-    }
+    Property { name: name.to_owned(), value: value.into() }
 }
 
 fn package_component(p: &LockedPackage, lock_file: &str, evidence: &str) -> Component {
@@ -64,31 +53,15 @@ fn package_component(p: &LockedPackage, lock_file: &str, evidence: &str) -> Comp
         name: p.name.clone(),
         version: p.version.clone(),
         description: None,
-        hashes: p
-            .checksum
-            .iter()
-            .map(|(alg, hex)| Hash {
-                alg: alg.clone(),
-                content: hex.clone(),
-            })
-            .collect(),
+        hashes: p.checksum.iter().map(|(alg, hex)| Hash { alg: alg.clone(), content: hex.clone() }).collect(),
         licenses: p.license.iter().map(|l| License::from_stated(l)).collect(),
         purl: Some(purl),
-        properties: vec![
-            prop(ECOSYSTEM, p.ecosystem.as_str()),
-            prop(EVIDENCE, evidence),
-            prop("stellaops:lock-file", lock_file),
-        ],
+        properties: vec![prop(ECOSYSTEM, p.ecosystem.as_str()), prop(EVIDENCE, evidence), prop("stellaops:lock-file", lock_file)],
     }
 }
 
 /// The build-time SBOM of one image.
-pub fn build_time(
-    plan: &Plan,
-    component: &PlannedComponent,
-    image: &BuiltImage,
-    index: &Digest,
-) -> Bom {
+pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, index: &Digest) -> Bom {
     let known = &image.known;
     let arch = image.platform.arch();
     let image_ref = "image".to_owned();
@@ -101,11 +74,7 @@ pub fn build_time(
     for p in &known.base_packages {
         let purl = Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro);
         deb_refs.insert(p.name.as_str(), purl.clone());
-        let mut properties = vec![
-            prop(ECOSYSTEM, "deb"),
-            prop(EVIDENCE, "image"),
-            prop("stellaops:base", image.base.as_str()),
-        ];
+        let mut properties = vec![prop(ECOSYSTEM, "deb"), prop(EVIDENCE, "image"), prop("stellaops:base", image.base.as_str())];
         if let Some(s) = &p.source {
             properties.push(prop("stellaops:deb-source", s.as_str()));
         }
@@ -122,38 +91,21 @@ pub fn build_time(
         });
     }
     for p in &known.base_packages {
-        let on = p
-            .depends
-            .iter()
-            .filter_map(|d| deb_refs.get(d.as_str()).cloned())
-            .collect();
+        let on = p.depends.iter().filter_map(|d| deb_refs.get(d.as_str()).cloned()).collect();
         deps.insert(deb_refs[p.name.as_str()].clone(), on);
     }
 
     // 2. The lock files' packages.
     for lf in &image.lock_files {
-        let evidence = if lf.image_path.is_some() {
-            "image"
-        } else {
-            "build-input"
-        };
-        let refs: BTreeMap<&str, Vec<String>> =
-            lf.packages.iter().fold(BTreeMap::new(), |mut m, p| {
-                m.entry(p.name.as_str())
-                    .or_default()
-                    .push(p.ecosystem.purl(&p.name, &p.version, None, None));
-                m
-            });
+        let evidence = if lf.image_path.is_some() { "image" } else { "build-input" };
+        let refs: BTreeMap<&str, Vec<String>> = lf.packages.iter().fold(BTreeMap::new(), |mut m, p| {
+            m.entry(p.name.as_str()).or_default().push(p.ecosystem.purl(&p.name, &p.version, None, None));
+            m
+        });
         for p in &lf.packages {
             let c = package_component(p, &lf.path, evidence);
-            let on = p
-                .depends
-                .iter()
-                .flat_map(|d| refs.get(d.as_str()).cloned().unwrap_or_default())
-                .collect();
-            deps.entry(c.bom_ref.clone())
-                .or_default()
-                .extend::<Vec<String>>(on);
+            let on = p.depends.iter().flat_map(|d| refs.get(d.as_str()).cloned().unwrap_or_default()).collect();
+            deps.entry(c.bom_ref.clone()).or_default().extend::<Vec<String>>(on);
             components.push(c);
         }
     }
@@ -170,17 +122,11 @@ pub fn build_time(
             hashes: vec![Hash::sha256(&f.sha256)],
             licenses: Vec::new(),
             purl: None,
-            properties: vec![
-                prop(EVIDENCE, "image"),
-                prop("stellaops:mode", format!("{:o}", f.mode)),
-            ],
+            properties: vec![prop(EVIDENCE, "image"), prop("stellaops:mode", format!("{:o}", f.mode))],
         });
         deps.entry(r).or_default();
     }
-    deps.insert(
-        image_ref.clone(),
-        components.iter().map(|c| c.bom_ref.clone()).collect(),
-    );
+    deps.insert(image_ref.clone(), components.iter().map(|c| c.bom_ref.clone()).collect());
 
     let mut bom = Bom {
         schema: SCHEMA.to_owned(),
@@ -196,9 +142,7 @@ pub fn build_time(
                     bom_ref: TOOL_NAME.to_owned(),
                     name: TOOL_NAME.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    description: Some(
-                        "Stella Ops release pipeline (cargo xtask), build-time SBOM".to_owned(),
-                    ),
+                    description: Some("Stella Ops release pipeline (cargo xtask), build-time SBOM".to_owned()),
                     hashes: Vec::new(),
                     licenses: Vec::new(),
                     purl: None,
@@ -213,11 +157,7 @@ pub fn build_time(
                 description: None,
                 hashes: vec![Hash::sha256(image.manifest.digest.hex())],
                 licenses: Vec::new(),
-                purl: Some(image_purl(
-                    &component.repository,
-                    &image.manifest.digest,
-                    Some(arch),
-                )),
+                purl: Some(image_purl(&component.repository, &image.manifest.digest, Some(arch))),
                 properties: vec![
                     prop("stellaops:component", component.name.as_str()),
                     prop("stellaops:platform", image.platform.as_str()),
@@ -231,13 +171,7 @@ pub fn build_time(
             properties: vec![prop("stellaops:sbom-kind", "build-time")],
         },
         components,
-        dependencies: deps
-            .into_iter()
-            .map(|(reference, depends_on)| Dependency {
-                reference,
-                depends_on,
-            })
-            .collect(),
+        dependencies: deps.into_iter().map(|(reference, depends_on)| Dependency { reference, depends_on }).collect(),
     };
     bom.seal();
     bom
@@ -255,19 +189,14 @@ pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest
             let purl = eco.map(|e| e.purl(&p.name, &p.version, None, None));
             Component {
                 kind: ComponentType::Library,
-                bom_ref: purl
-                    .clone()
-                    .unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version)),
+                bom_ref: purl.clone().unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version)),
                 name: p.name.clone(),
                 version: p.version.clone(),
                 description: None,
                 hashes: Vec::new(),
                 licenses: Vec::new(),
                 purl,
-                properties: vec![
-                    prop(ECOSYSTEM, p.kind.as_str()),
-                    prop("stellaops:location", p.location.as_str()),
-                ],
+                properties: vec![prop(ECOSYSTEM, p.kind.as_str()), prop("stellaops:location", p.location.as_str())],
             }
         })
         .collect();
@@ -291,9 +220,7 @@ pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest
         version: 1,
         metadata: Metadata {
             timestamp: crate::model::rfc3339(0),
-            tools: Tools {
-                components: Vec::new(),
-            },
+            tools: Tools { components: Vec::new() },
             component: Component {
                 kind: ComponentType::Container,
                 bom_ref: "image".into(),
@@ -308,10 +235,7 @@ pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest
             properties: vec![prop("stellaops:sbom-kind", "scan")],
         },
         components,
-        dependencies: vec![Dependency {
-            reference: "image".into(),
-            depends_on: all,
-        }],
+        dependencies: vec![Dependency { reference: "image".into(), depends_on: all }],
     };
     bom.seal();
     bom

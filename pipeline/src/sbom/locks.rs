@@ -5,9 +5,7 @@
 use serde::Serialize;
 
 /// The package ecosystems, named as syft names its package types.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ecosystem {
     Deb,
@@ -31,26 +29,13 @@ impl Ecosystem {
     }
 
     pub fn parse(s: &str) -> Option<Ecosystem> {
-        [
-            Ecosystem::Deb,
-            Ecosystem::RustCrate,
-            Ecosystem::Npm,
-            Ecosystem::GoModule,
-            Ecosystem::Dotnet,
-            Ecosystem::Python,
-        ]
-        .into_iter()
-        .find(|e| e.as_str() == s)
+        [Ecosystem::Deb, Ecosystem::RustCrate, Ecosystem::Npm, Ecosystem::GoModule, Ecosystem::Dotnet, Ecosystem::Python]
+            .into_iter()
+            .find(|e| e.as_str() == s)
     }
 
     /// The purl of a package of this ecosystem (`distro` for Debian, e.g. `debian-12`).
-    pub fn purl(
-        self,
-        name: &str,
-        version: &str,
-        arch: Option<&str>,
-        distro: Option<&str>,
-    ) -> String {
+    pub fn purl(self, name: &str, version: &str, arch: Option<&str>, distro: Option<&str>) -> String {
         use super::purl_encode as e;
         match self {
             Ecosystem::Deb => {
@@ -61,11 +46,7 @@ impl Ecosystem {
                 if let Some(d) = distro {
                     q.push(format!("distro={}", e(d)));
                 }
-                let q = if q.is_empty() {
-                    String::new()
-                } else {
-                    format!("?{}", q.join("&"))
-                };
+                let q = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
                 format!("pkg:deb/debian/{}@{}{q}", e(name), e(version))
             }
             Ecosystem::RustCrate => format!("pkg:cargo/{}@{}", e(name), e(version)),
@@ -122,22 +103,12 @@ pub struct LockFileError {
 }
 
 /// The lock file names this module reads.
-pub const READ: &[&str] = &[
-    "Cargo.lock",
-    "package-lock.json",
-    "go.sum",
-    "packages.lock.json",
-    "requirements.txt",
-];
+pub const READ: &[&str] = &["Cargo.lock", "package-lock.json", "go.sum", "packages.lock.json", "requirements.txt"];
 
 /// Parses the lock file `file` (a path, for messages; its name picks the format).
 pub fn parse(file: &str, text: &str) -> Result<Vec<LockedPackage>, LockFileError> {
     let name = file.rsplit('/').next().unwrap_or(file);
-    let err = |line: usize, message: String| LockFileError {
-        file: file.to_owned(),
-        line,
-        message,
-    };
+    let err = |line: usize, message: String| LockFileError { file: file.to_owned(), line, message };
     let mut out = match name {
         "Cargo.lock" => cargo(text).map_err(|(l, m)| err(l, m))?,
         "package-lock.json" => npm(text).map_err(|(l, m)| err(l, m))?,
@@ -197,34 +168,19 @@ fn cargo(text: &str) -> Parsed {
         #[serde(default)]
         dependencies: Vec<String>,
     }
-    let lock: Lock = toml::from_str(text).map_err(|e| {
-        (
-            e.span().map(|s| line_at(text, s.start)).unwrap_or(1),
-            e.message().to_owned(),
-        )
-    })?;
+    let lock: Lock = toml::from_str(text).map_err(|e| (e.span().map(|s| line_at(text, s.start)).unwrap_or(1), e.message().to_owned()))?;
     lock.package
         .into_iter()
         .map(|p| {
             if p.version.parse::<crate::model::Version>().is_err() && !p.version.contains('-') {
                 let at = text.find(&format!("name = \"{}\"", p.name)).unwrap_or(0);
-                return Err((
-                    line_at(text, at),
-                    format!(
-                        "package `{}` has version `{}`, not a semantic version",
-                        p.name, p.version
-                    ),
-                ));
+                return Err((line_at(text, at), format!("package `{}` has version `{}`, not a semantic version", p.name, p.version)));
             }
             Ok(LockedPackage {
                 ecosystem: Ecosystem::RustCrate,
                 checksum: p.checksum.map(|c| ("SHA-256".to_owned(), c)),
                 license: None,
-                depends: p
-                    .dependencies
-                    .iter()
-                    .map(|d| d.split_whitespace().next().unwrap_or(d).to_owned())
-                    .collect(),
+                depends: p.dependencies.iter().map(|d| d.split_whitespace().next().unwrap_or(d).to_owned()).collect(),
                 name: p.name,
                 version: p.version,
             })
@@ -237,8 +193,7 @@ fn json_line(e: &serde_json::Error) -> usize {
 }
 
 fn npm(text: &str) -> Parsed {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| (json_line(&e), e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| (json_line(&e), e.to_string()))?;
     let Some(packages) = v.get("packages").and_then(|p| p.as_object()) else {
         return Err((1, "no `packages` object: lockfileVersion 2 or 3 is required (run `npm install` with npm 7 or later)".into()));
     };
@@ -271,11 +226,7 @@ fn npm(text: &str) -> Parsed {
             version: version.to_owned(),
             checksum,
             license: p.get("license").and_then(|l| l.as_str()).map(str::to_owned),
-            depends: p
-                .get("dependencies")
-                .and_then(|d| d.as_object())
-                .map(|d| d.keys().cloned().collect())
-                .unwrap_or_default(),
+            depends: p.get("dependencies").and_then(|d| d.as_object()).map(|d| d.keys().cloned().collect()).unwrap_or_default(),
         });
     }
     Ok(out)
@@ -310,8 +261,7 @@ fn go_sum(text: &str) -> Parsed {
 }
 
 fn nuget(text: &str) -> Parsed {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| (json_line(&e), e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| (json_line(&e), e.to_string()))?;
     let Some(frameworks) = v.get("dependencies").and_then(|d| d.as_object()) else {
         return Err((1, "no `dependencies` object".into()));
     };
@@ -323,26 +273,15 @@ fn nuget(text: &str) -> Parsed {
             }
             let Some(version) = d.get("resolved").and_then(|r| r.as_str()) else {
                 let at = text.find(&format!("\"{name}\"")).unwrap_or(0);
-                return Err((
-                    line_at(text, at),
-                    format!("`{name}` has no `resolved` version"),
-                ));
+                return Err((line_at(text, at), format!("`{name}` has no `resolved` version")));
             };
             out.push(LockedPackage {
                 ecosystem: Ecosystem::Dotnet,
                 name: name.clone(),
                 version: version.to_owned(),
-                checksum: d
-                    .get("contentHash")
-                    .and_then(|h| h.as_str())
-                    .and_then(hex_of_base64)
-                    .map(|h| ("SHA-512".to_owned(), h)),
+                checksum: d.get("contentHash").and_then(|h| h.as_str()).and_then(hex_of_base64).map(|h| ("SHA-512".to_owned(), h)),
                 license: None,
-                depends: d
-                    .get("dependencies")
-                    .and_then(|x| x.as_object())
-                    .map(|x| x.keys().cloned().collect())
-                    .unwrap_or_default(),
+                depends: d.get("dependencies").and_then(|x| x.as_object()).map(|x| x.keys().cloned().collect()).unwrap_or_default(),
             });
         }
     }
@@ -360,17 +299,10 @@ fn requirements(text: &str) -> Parsed {
         let mut words = line.split_whitespace();
         let spec = words.next().unwrap_or_default();
         let Some((name, version)) = spec.split_once("==") else {
-            return Err((
-                i + 1,
-                format!(
-                    "`{spec}` is not pinned: a lock file pins every package as `NAME==VERSION`"
-                ),
-            ));
+            return Err((i + 1, format!("`{spec}` is not pinned: a lock file pins every package as `NAME==VERSION`")));
         };
         let name = name.split('[').next().unwrap_or(name);
-        let checksum = words
-            .find_map(|w| w.strip_prefix("--hash=sha256:"))
-            .map(|h| ("SHA-256".to_owned(), h.to_owned()));
+        let checksum = words.find_map(|w| w.strip_prefix("--hash=sha256:")).map(|h| ("SHA-256".to_owned(), h.to_owned()));
         out.push(LockedPackage {
             ecosystem: Ecosystem::Python,
             name: python_name(name),
@@ -403,34 +335,13 @@ mod tests {
     fn npm_and_requirements_and_go_sum() {
         let lock = r#"{"lockfileVersion":3,"packages":{"":{"name":"app"},"node_modules/@s/x":{"version":"1.2.3","license":"MIT","integrity":"sha512-AAAA"},"node_modules/y":{"version":"0.1.0","dependencies":{"@s/x":"^1"}}}}"#;
         let p = parse("package-lock.json", lock).unwrap();
-        assert_eq!(
-            p.iter()
-                .map(|p| (p.name.as_str(), p.version.as_str()))
-                .collect::<Vec<_>>(),
-            [("@s/x", "1.2.3"), ("y", "0.1.0")]
-        );
-        assert_eq!(
-            Ecosystem::Npm.purl("@s/x", "1.2.3", None, None),
-            "pkg:npm/%40s/x@1.2.3"
-        );
-        let r = parse(
-            "requirements.txt",
-            "Foo_Bar==2.0 \\\n  --hash=sha256:abcd\n# c\nbaz==1\n",
-        )
-        .unwrap();
+        assert_eq!(p.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect::<Vec<_>>(), [("@s/x", "1.2.3"), ("y", "0.1.0")]);
+        assert_eq!(Ecosystem::Npm.purl("@s/x", "1.2.3", None, None), "pkg:npm/%40s/x@1.2.3");
+        let r = parse("requirements.txt", "Foo_Bar==2.0 \\\n  --hash=sha256:abcd\n# c\nbaz==1\n").unwrap();
         assert_eq!(r[1].name, "foo-bar");
         assert_eq!(r[1].checksum.as_ref().unwrap().1, "abcd");
-        assert_eq!(
-            parse("requirements.txt", "ok==1\nloose>=2\n")
-                .unwrap_err()
-                .line,
-            2
-        );
-        let g = parse(
-            "go.sum",
-            "golang.org/x/text v0.3.0 h1:abc=\ngolang.org/x/text v0.3.0/go.mod h1:def=\n",
-        )
-        .unwrap();
+        assert_eq!(parse("requirements.txt", "ok==1\nloose>=2\n").unwrap_err().line, 2);
+        let g = parse("go.sum", "golang.org/x/text v0.3.0 h1:abc=\ngolang.org/x/text v0.3.0/go.mod h1:def=\n").unwrap();
         assert_eq!(g.len(), 1);
         assert_eq!(parse("go.sum", "oops\n").unwrap_err().line, 1);
     }

@@ -18,8 +18,7 @@ use serde::{Deserialize, Serialize};
 pub const SPEC_VERSION: &str = "1.6";
 pub const SCHEMA: &str = "http://cyclonedx.org/schema/bom-1.6.schema.json";
 /// Namespace of the UUID v5 serial numbers (a fixed, random UUID of this project).
-const SERIAL_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6f1c_2a7e_5d3b_4c8e_9a41_0b7d_e2f3_c9a5);
+const SERIAL_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2a7e_5d3b_4c8e_9a41_0b7d_e2f3_c9a5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -95,10 +94,7 @@ pub struct Hash {
 
 impl Hash {
     pub fn sha256(hex: &str) -> Hash {
-        Hash {
-            alg: "SHA-256".into(),
-            content: hex.to_owned(),
-        }
+        Hash { alg: "SHA-256".into(), content: hex.to_owned() }
     }
 }
 
@@ -125,26 +121,11 @@ impl License {
     pub fn from_stated(text: &str) -> License {
         let t = text.trim();
         if t.contains(" OR ") || t.contains(" AND ") || t.contains(" WITH ") || t.starts_with('(') {
-            License::Expression {
-                expression: t.to_owned(),
-            }
-        } else if !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b))
-        {
-            License::License {
-                license: LicenseId {
-                    id: Some(t.to_owned()),
-                    name: None,
-                },
-            }
+            License::Expression { expression: t.to_owned() }
+        } else if !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b)) {
+            License::License { license: LicenseId { id: Some(t.to_owned()), name: None } }
         } else {
-            License::License {
-                license: LicenseId {
-                    id: None,
-                    name: Some(t.to_owned()),
-                },
-            }
+            License::License { license: LicenseId { id: None, name: Some(t.to_owned()) } }
         }
     }
 }
@@ -180,18 +161,15 @@ impl Bom {
         }
         sort_component(&mut self.metadata.component);
         self.metadata.properties.sort();
-        self.components.sort_by(|a, b| {
-            (a.kind, &a.name, &a.version, &a.purl, &a.bom_ref)
-                .cmp(&(b.kind, &b.name, &b.version, &b.purl, &b.bom_ref))
-        });
+        self.components
+            .sort_by(|a, b| (a.kind, &a.name, &a.version, &a.purl, &a.bom_ref).cmp(&(b.kind, &b.name, &b.version, &b.purl, &b.bom_ref)));
         self.components.dedup_by(|a, b| a.bom_ref == b.bom_ref);
         for d in &mut self.dependencies {
             d.depends_on.sort();
             d.depends_on.dedup();
         }
         self.dependencies.sort();
-        self.dependencies
-            .dedup_by(|a, b| a.reference == b.reference);
+        self.dependencies.dedup_by(|a, b| a.reference == b.reference);
     }
 
     /// Canonical order, then the serial number derived from the content.
@@ -199,10 +177,7 @@ impl Bom {
         self.canonicalize();
         self.serial_number = String::new();
         let content = self.to_json();
-        self.serial_number = format!(
-            "urn:uuid:{}",
-            uuid::Uuid::new_v5(&SERIAL_NAMESPACE, &content)
-        );
+        self.serial_number = format!("urn:uuid:{}", uuid::Uuid::new_v5(&SERIAL_NAMESPACE, &content));
     }
 
     /// Pretty JSON with a final newline; the bytes are a function of the model.
@@ -219,9 +194,7 @@ impl Bom {
     /// Every `dependsOn` (and `ref`) that names no `bom-ref` of the document.
     pub fn dangling_refs(&self) -> Vec<String> {
         let known: std::collections::BTreeSet<&str> =
-            std::iter::once(self.metadata.component.bom_ref.as_str())
-                .chain(self.components.iter().map(|c| c.bom_ref.as_str()))
-                .collect();
+            std::iter::once(self.metadata.component.bom_ref.as_str()).chain(self.components.iter().map(|c| c.bom_ref.as_str())).collect();
         self.dependencies
             .iter()
             .flat_map(|d| std::iter::once(&d.reference).chain(&d.depends_on))

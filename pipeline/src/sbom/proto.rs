@@ -8,9 +8,7 @@
 
 use prost::Message;
 
-use super::{
-    Bom, Component, ComponentType, Dependency, Hash, License, LicenseId, Metadata, Property, Tools,
-};
+use super::{Bom, Component, ComponentType, Dependency, Hash, License, LicenseId, Metadata, Property, Tools};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct PbBom {
@@ -136,21 +134,11 @@ const CLASSIFICATIONS: [(ComponentType, i32); 6] = [
     (ComponentType::Container, 7),
 ];
 
-const HASH_ALGS: [(&str, i32); 5] = [
-    ("MD5", 1),
-    ("SHA-1", 2),
-    ("SHA-256", 3),
-    ("SHA-384", 4),
-    ("SHA-512", 5),
-];
+const HASH_ALGS: [(&str, i32); 5] = [("MD5", 1), ("SHA-1", 2), ("SHA-256", 3), ("SHA-384", 4), ("SHA-512", 5)];
 
 fn component_to(c: &Component) -> PbComponent {
     PbComponent {
-        kind: CLASSIFICATIONS
-            .iter()
-            .find(|(k, _)| *k == c.kind)
-            .map(|(_, v)| *v)
-            .unwrap_or(0),
+        kind: CLASSIFICATIONS.iter().find(|(k, _)| *k == c.kind).map(|(_, v)| *v).unwrap_or(0),
         bom_ref: Some(c.bom_ref.clone()),
         name: c.name.clone(),
         version: c.version.clone(),
@@ -158,41 +146,20 @@ fn component_to(c: &Component) -> PbComponent {
         hashes: c
             .hashes
             .iter()
-            .map(|h| PbHash {
-                alg: HASH_ALGS
-                    .iter()
-                    .find(|(a, _)| *a == h.alg)
-                    .map(|(_, v)| *v)
-                    .unwrap_or(0),
-                value: h.content.clone(),
-            })
+            .map(|h| PbHash { alg: HASH_ALGS.iter().find(|(a, _)| *a == h.alg).map(|(_, v)| *v).unwrap_or(0), value: h.content.clone() })
             .collect(),
         licenses: c
             .licenses
             .iter()
             .map(|l| match l {
-                License::License { license } => PbLicenseChoice {
-                    license: Some(PbLicense {
-                        id: license.id.clone(),
-                        name: license.name.clone(),
-                    }),
-                    expression: None,
-                },
-                License::Expression { expression } => PbLicenseChoice {
-                    license: None,
-                    expression: Some(expression.clone()),
-                },
+                License::License { license } => {
+                    PbLicenseChoice { license: Some(PbLicense { id: license.id.clone(), name: license.name.clone() }), expression: None }
+                }
+                License::Expression { expression } => PbLicenseChoice { license: None, expression: Some(expression.clone()) },
             })
             .collect(),
         purl: c.purl.clone(),
-        properties: c
-            .properties
-            .iter()
-            .map(|p| PbProperty {
-                name: p.name.clone(),
-                value: Some(p.value.clone()),
-            })
-            .collect(),
+        properties: c.properties.iter().map(|p| PbProperty { name: p.name.clone(), value: Some(p.value.clone()) }).collect(),
     }
 }
 
@@ -211,26 +178,16 @@ fn component_from(c: PbComponent) -> Result<Component, ProtoError> {
                 .find(|(_, v)| *v == h.alg)
                 .map(|(a, _)| *a)
                 .ok_or_else(|| ProtoError::Unsupported(format!("hash algorithm {}", h.alg)))?;
-            Ok(Hash {
-                alg: alg.to_owned(),
-                content: h.value,
-            })
+            Ok(Hash { alg: alg.to_owned(), content: h.value })
         })
         .collect::<Result<_, ProtoError>>()?;
     let licenses = c
         .licenses
         .into_iter()
         .map(|l| match (l.license, l.expression) {
-            (Some(x), None) => Ok(License::License {
-                license: LicenseId {
-                    id: x.id,
-                    name: x.name,
-                },
-            }),
+            (Some(x), None) => Ok(License::License { license: LicenseId { id: x.id, name: x.name } }),
             (None, Some(e)) => Ok(License::Expression { expression: e }),
-            _ => Err(ProtoError::Unsupported(
-                "a licence choice with neither or both of licence and expression".into(),
-            )),
+            _ => Err(ProtoError::Unsupported("a licence choice with neither or both of licence and expression".into())),
         })
         .collect::<Result<_, ProtoError>>()?;
     Ok(Component {
@@ -242,22 +199,13 @@ fn component_from(c: PbComponent) -> Result<Component, ProtoError> {
         hashes,
         licenses,
         purl: c.purl,
-        properties: c
-            .properties
-            .into_iter()
-            .map(|p| Property {
-                name: p.name,
-                value: p.value.unwrap_or_default(),
-            })
-            .collect(),
+        properties: c.properties.into_iter().map(|p| Property { name: p.name, value: p.value.unwrap_or_default() }).collect(),
     })
 }
 
 /// Seconds of an RFC 3339 UTC timestamp with second precision (what [`Bom`] carries).
 fn seconds_of(ts: &str) -> i64 {
-    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .unwrap_or(0)
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp()).unwrap_or(0)
 }
 
 /// Encodes the model as CycloneDX protobuf.
@@ -268,22 +216,10 @@ pub fn encode(bom: &Bom) -> Vec<u8> {
         version: Some(bom.version),
         serial_number: Some(bom.serial_number.clone()),
         metadata: Some(PbMetadata {
-            timestamp: Some(PbTimestamp {
-                seconds: seconds_of(&m.timestamp),
-                nanos: 0,
-            }),
-            tools: Some(PbTool {
-                components: m.tools.components.iter().map(component_to).collect(),
-            }),
+            timestamp: Some(PbTimestamp { seconds: seconds_of(&m.timestamp), nanos: 0 }),
+            tools: Some(PbTool { components: m.tools.components.iter().map(component_to).collect() }),
             component: Some(component_to(&m.component)),
-            properties: m
-                .properties
-                .iter()
-                .map(|p| PbProperty {
-                    name: p.name.clone(),
-                    value: Some(p.value.clone()),
-                })
-                .collect(),
+            properties: m.properties.iter().map(|p| PbProperty { name: p.name.clone(), value: Some(p.value.clone()) }).collect(),
         }),
         components: bom.components.iter().map(component_to).collect(),
         dependencies: bom
@@ -291,14 +227,7 @@ pub fn encode(bom: &Bom) -> Vec<u8> {
             .iter()
             .map(|d| PbDependency {
                 reference: d.reference.clone(),
-                dependencies: d
-                    .depends_on
-                    .iter()
-                    .map(|r| PbDependency {
-                        reference: r.clone(),
-                        dependencies: vec![],
-                    })
-                    .collect(),
+                dependencies: d.depends_on.iter().map(|r| PbDependency { reference: r.clone(), dependencies: vec![] }).collect(),
             })
             .collect(),
     }
@@ -308,12 +237,8 @@ pub fn encode(bom: &Bom) -> Vec<u8> {
 /// Decodes CycloneDX protobuf into the model.
 pub fn decode(bytes: &[u8]) -> Result<Bom, ProtoError> {
     let pb = PbBom::decode(bytes)?;
-    let m = pb
-        .metadata
-        .ok_or_else(|| ProtoError::Unsupported("no metadata".into()))?;
-    let component = m
-        .component
-        .ok_or_else(|| ProtoError::Unsupported("no metadata.component".into()))?;
+    let m = pb.metadata.ok_or_else(|| ProtoError::Unsupported("no metadata".into()))?;
+    let component = m.component.ok_or_else(|| ProtoError::Unsupported("no metadata.component".into()))?;
     Ok(Bom {
         schema: super::SCHEMA.to_owned(),
         bom_format: "CycloneDX".to_owned(),
@@ -323,36 +248,16 @@ pub fn decode(bytes: &[u8]) -> Result<Bom, ProtoError> {
         metadata: Metadata {
             timestamp: crate::model::rfc3339(m.timestamp.map(|t| t.seconds).unwrap_or(0)),
             tools: Tools {
-                components: m
-                    .tools
-                    .map(|t| t.components)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(component_from)
-                    .collect::<Result<_, _>>()?,
+                components: m.tools.map(|t| t.components).unwrap_or_default().into_iter().map(component_from).collect::<Result<_, _>>()?,
             },
             component: component_from(component)?,
-            properties: m
-                .properties
-                .into_iter()
-                .map(|p| Property {
-                    name: p.name,
-                    value: p.value.unwrap_or_default(),
-                })
-                .collect(),
+            properties: m.properties.into_iter().map(|p| Property { name: p.name, value: p.value.unwrap_or_default() }).collect(),
         },
-        components: pb
-            .components
-            .into_iter()
-            .map(component_from)
-            .collect::<Result<_, _>>()?,
+        components: pb.components.into_iter().map(component_from).collect::<Result<_, _>>()?,
         dependencies: pb
             .dependencies
             .into_iter()
-            .map(|d| Dependency {
-                reference: d.reference,
-                depends_on: d.dependencies.into_iter().map(|x| x.reference).collect(),
-            })
+            .map(|d| Dependency { reference: d.reference, depends_on: d.dependencies.into_iter().map(|x| x.reference).collect() })
             .collect(),
     })
 }

@@ -45,6 +45,7 @@ pub mod schema;
 pub mod sign;
 pub mod skew;
 pub mod source;
+pub mod tlog;
 pub mod trust;
 pub mod verify;
 

@@ -51,6 +51,8 @@ pub struct RunOptions {
     /// `target/keys/` (made on first use).
     pub key: Option<PathBuf>,
     pub fips: crate::keys::Fips,
+    /// The transparency log (Rekor) to record signatures in; none when `None`.
+    pub rekor: Option<String>,
 }
 
 /// The development key: `<root>/target/keys/dev.key` (and `.pub`), made on first use,
@@ -143,7 +145,14 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
     let key = load_key(opts, &plan.root, reporter)?;
     let deployables = crate::trust::Deployables::default();
-    let made = crate::trust::Made { plan: &plan, layout: &layout, images: &images, evidence: &evidence, deployables: &deployables };
+    let made = crate::trust::Made {
+        rekor: opts.rekor.as_deref(),
+        plan: &plan,
+        layout: &layout,
+        images: &images,
+        evidence: &evidence,
+        deployables: &deployables,
+    };
     let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
 
     reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });

@@ -108,9 +108,10 @@ pub fn signature_tag(digest: &Digest) -> String {
 
 /// Signs `digest` (a manifest or an index of `repository`) and stores the cosign signature
 /// artifact in `layout`; returns its manifest descriptor (not yet named in `index.json`).
-pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &Digest) -> Result<Descriptor, LayoutError> {
+pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &Digest) -> Result<ImageSignature, LayoutError> {
     let payload = simple_signing_payload(repository, digest);
-    let sig = b64().encode(key.sign(&payload));
+    let raw = key.sign(&payload);
+    let sig = b64().encode(&raw);
     let mut layer = layout.put_blob(SIMPLESIGNING, &payload)?;
     layer.annotations.insert(COSIGN_SIGNATURE.to_owned(), sig);
     // cosign's signature images carry an (almost) empty config.
@@ -126,7 +127,15 @@ pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &
     };
     let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
     desc.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), signature_tag(digest));
-    Ok(desc)
+    Ok(ImageSignature { descriptor: desc, payload, signature: raw })
+}
+
+/// A cosign signature artifact: its manifest's descriptor, the payload and the raw signature.
+#[derive(Debug, Clone)]
+pub struct ImageSignature {
+    pub descriptor: Descriptor,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
 }
 
 /// Checks the cosign signature artifact of `digest` in `layout` with `key`.

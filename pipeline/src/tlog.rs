@@ -84,13 +84,11 @@ pub fn tlog_dir(release: &Path) -> PathBuf {
 
 /// Submits one entry; `Pending` for anything but an accepted or already-present entry.
 fn submit(url: &str, entry: &Entry) -> Result<(String, serde_json::Value), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(20)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(20))).http_status_as_error(false).build().into();
     let endpoint = format!("{}/api/v1/log/entries", url.trim_end_matches('/'));
-    let mut resp = agent.post(&endpoint).header("Content-Type", "application/json").send(entry.body.to_string()).map_err(|e| e.to_string())?;
+    let mut resp =
+        agent.post(&endpoint).header("Content-Type", "application/json").send(entry.body.to_string()).map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     let location = resp.headers().get("Location").and_then(|l| l.to_str().ok()).map(str::to_owned);
     let text = resp.body_mut().read_to_string().unwrap_or_default();
@@ -102,7 +100,11 @@ fn submit(url: &str, entry: &Entry) -> Result<(String, serde_json::Value), Strin
         }
         409 => {
             // Already logged: that is success. Fetch the existing entry for its proof.
-            let uuid = location.as_deref().and_then(|l| l.rsplit('/').next()).map(str::to_owned).ok_or("the log said the entry exists but not where")?;
+            let uuid = location
+                .as_deref()
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_owned)
+                .ok_or("the log said the entry exists but not where")?;
             let existing = agent
                 .get(&format!("{}/api/v1/log/entries/{uuid}", url.trim_end_matches('/')))
                 .call()

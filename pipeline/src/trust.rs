@@ -9,6 +9,7 @@
 //!    `attest/drift.dsse.json` (subjects: every image);
 //! 3. `release.yaml` (spec §6.1), then `release.yaml.sig` and `release.yaml.sigstore.json`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +70,8 @@ pub struct Signed {
 /// What the release made before this stage.
 #[derive(Debug)]
 pub struct Made<'a> {
+    /// The transparency log's URL, when one is configured.
+    pub rekor: Option<&'a str>,
     pub plan: &'a Plan,
     pub layout: &'a Layout,
     pub images: &'a Images,
@@ -78,7 +81,7 @@ pub struct Made<'a> {
 
 /// Runs both stages into `out` (the staging release directory).
 pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporter) -> Result<Signed, TrustError> {
-    let Made { plan, layout, images, evidence, deployables } = *made;
+    let Made { rekor, plan, layout, images, evidence, deployables } = *made;
     // 1. Image signatures.
     let mut sigs = Vec::new();
     for c in images.components.values() {
@@ -91,7 +94,15 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
     let mut index = layout.index()?;
     index.manifests.retain(|d| !d.annotations.get(crate::oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")));
     let image_signatures = sigs.len();
-    index.manifests.extend(sigs);
+    let pem = key.public().pem().to_owned();
+    let mut log_entries: Vec<crate::tlog::Entry> = sigs
+        .iter()
+        .map(|s| {
+            let tag = s.descriptor.annotations.get(crate::oci::ANNOTATION_REF_NAME).cloned().unwrap_or_default();
+            crate::tlog::hashed_rekord(&format!("images/{tag}"), &s.payload, &s.signature, &pem)
+        })
+        .collect();
+    index.manifests.extend(sigs.into_iter().map(|s| s.descriptor));
     layout.write_index(&index)?;
 
     // 2. DSSE envelopes.
@@ -108,10 +119,16 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
         let statement = sign::statement(&[(name.clone(), &image.manifest.digest)], sign::SBOM_PREDICATE, sbom);
         let slug = image.platform.slug();
         let dir = out.join("attest").join(&e.component);
-        write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement))?;
+        let sbom_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement);
+        write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sbom_env)?;
         let prov_path = out.join(&e.provenance);
         let prov = fs::read(&prov_path).map_err(io(&prov_path))?;
-        write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov))?;
+        let prov_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov);
+        write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &prov_env)?;
+        for (kind, env) in [("sbom", &sbom_env), ("provenance", &prov_env)] {
+            let id = format!("attest/{}/{slug}.{kind}.dsse.json", e.component);
+            log_entries.push(crate::tlog::dsse(&id, &serde_json::to_string(env).unwrap_or_default(), &pem));
+        }
         envelopes += 2;
         reporter.event(Event::JobFinished { stage: Stage::Sign, job: format!("{} {}", e.component, e.platform), detail: "signed".into() });
     }
@@ -119,9 +136,32 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
         serde_json::from_slice(&fs::read(&evidence.drift).map_err(io(&evidence.drift))?).map_err(|e| io(&evidence.drift)(e.into()))?;
     let refs: Vec<(String, &Digest)> = subjects.iter().map(|(n, d)| (n.clone(), d)).collect();
     let drift_statement = sign::statement(&refs, sign::DRIFT_PREDICATE, drift);
-    write_envelope(&out.join("attest/drift.dsse.json"), &sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement))?;
+    let drift_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement);
+    write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
+    log_entries.push(crate::tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).unwrap_or_default(), &pem));
     envelopes += 1;
     reporter.event(Event::StageFinished { stage: Stage::Sign });
+
+    // The transparency log, when one is configured; what it cannot take now is queued.
+    let logged: BTreeMap<String, crate::tlog::Logged> = match rekor {
+        Some(url) => {
+            let results = crate::tlog::submit_all(url, &log_entries, out).map_err(io(out))?;
+            let pending = results.iter().filter(|(_, l)| matches!(l, crate::tlog::Logged::Pending { .. })).count();
+            if pending > 0 {
+                reporter.event(Event::Note {
+                    message: format!("transparency log `{url}`: {pending} of {} entries pending (queued in attest/tlog/pending; send them with `cargo xtask attest resubmit`)", results.len()),
+                });
+            }
+            results.into_iter().collect()
+        }
+        None => BTreeMap::new(),
+    };
+    let rekor_of = |digest: &Digest| match rekor {
+        None => "none".to_owned(),
+        Some(_) => {
+            logged.get(&format!("images/{}", sign::signature_tag(digest))).map(|l| l.rekor_uuid()).unwrap_or_else(|| "pending".into())
+        }
+    };
 
     // 3. release.yaml, last, then its signatures.
     let mut doc = ReleaseYaml {
@@ -146,7 +186,7 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
                     image: format!("{}@{}", c.repository, c.index.digest),
                     sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, digest_of(first.map(|e| &e.sbom_json))),
                     provenance: format!("oci://{}/attest/provenance@{}", c.repository, digest_of(prov_env.as_ref())),
-                    signature: SignatureEntry { rekor_uuid: "none".into() },
+                    signature: SignatureEntry { rekor_uuid: rekor_of(&c.index.digest) },
                 }
             })
             .collect(),
@@ -162,6 +202,10 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
     write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(&sig_path))?;
     let bundle_path = out.join("release.yaml.sigstore.json");
     sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig)).map_err(io(&bundle_path))?;
+    if let Some(url) = rekor {
+        let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &sig).unwrap_or_default();
+        crate::tlog::submit_all(url, &[crate::tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+    }
     Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, release_yaml: path })
 }
 

@@ -308,3 +308,113 @@ impl RejectedBy for Run {
         rejected(self, needles);
     }
 }
+
+/// A small local HTTP server playing a transparency log (Rekor's entry API): it answers 201
+/// with a UUID (the sha256 of the body) for a new entry, 409 with its location for one it has,
+/// and serves stored entries back. Stops when the test ends.
+struct FakeRekor {
+    url: String,
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>>,
+}
+
+impl FakeRekor {
+    fn start() -> FakeRekor {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let entries: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, String>>> = Default::default();
+        let store = entries.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let mut parts = request_line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let (status, headers, reply) = if method == "POST" && path == "/api/v1/log/entries" {
+                    let uuid = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&body));
+                    let mut db = store.lock().unwrap();
+                    let entry = format!("{{\"{uuid}\":{{\"body\":\"\",\"integratedTime\":1,\"logIndex\":{},\"verification\":{{\"inclusionProof\":{{\"hashes\":[]}}}}}}}}", db.len());
+                    if db.contains_key(&uuid) {
+                        (
+                            "409 Conflict",
+                            format!("Location: /api/v1/log/entries/{uuid}\r\n"),
+                            "{\"message\":\"an equivalent entry already exists\"}".to_owned(),
+                        )
+                    } else {
+                        db.insert(uuid, entry.clone());
+                        ("201 Created", String::new(), entry)
+                    }
+                } else if let Some(uuid) = path.strip_prefix("/api/v1/log/entries/") {
+                    match store.lock().unwrap().get(uuid) {
+                        Some(e) => ("200 OK", String::new(), e.clone()),
+                        None => ("404 Not Found", String::new(), "{}".to_owned()),
+                    }
+                } else {
+                    ("404 Not Found", String::new(), "{}".to_owned())
+                };
+                let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+            }
+        });
+        FakeRekor { url, entries }
+    }
+}
+
+#[test]
+fn an_unreachable_transparency_log_leaves_entries_pending_and_resubmit_sends_them() {
+    let repo = Repo::new();
+    let (key, public) = keygen(&repo, "release", "ecdsa-p256");
+    // A port nothing listens on: connections are refused.
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let run = release_with(&repo, &key, &["--rekor-url", &refused]);
+    run.ok();
+    assert!(run.stderr.contains("entries pending"), "{}", run.stderr);
+    let dir = repo.releases().join("2.4.1-edge");
+    let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
+    assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{yaml}");
+    let queue = || fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);
+    // 24 image signatures, 32 SBOM/provenance envelopes, the drift report, release.yaml.
+    assert_eq!(queue(), 58);
+    // The release still verifies: the log is not a condition of its signatures.
+    verify(&dir, &public, &[]).ok();
+
+    // Against a working log (the fake one above), resubmit empties the queue and keeps proofs.
+    let log = FakeRekor::start();
+    let mut cmd = xtask_cmd();
+    cmd.args(["attest", "resubmit"]).arg(&dir).args(["--rekor-url", &log.url, "--json"]);
+    let run = Run::of(cmd.output().unwrap());
+    run.ok();
+    assert_eq!(run.json()["sent"], 58);
+    assert_eq!(queue(), 0);
+    assert_eq!(log.entries.lock().unwrap().len(), 58);
+    let proofs = fs::read_dir(dir.join("attest/tlog"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".rekor.json"))
+        .count();
+    assert_eq!(proofs, 58);
+    // An entry the log already has counts as sent: a second release logs everything at once,
+    // the repeated entries answered 409 by the log.
+    let run = release_with(&repo, &key, &["--rekor-url", &log.url, "--out", repo.path().join("target/again").to_str().unwrap()]);
+    run.ok();
+    let again = fs::read_to_string(repo.path().join("target/again/release.yaml")).unwrap();
+    assert!(!again.contains("pending") && !again.contains("\"none\""), "{again}");
+    assert_eq!(fs::read_dir(repo.path().join("target/again/attest/tlog/pending")).unwrap().count(), 0);
+}

@@ -113,6 +113,9 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Attestations and the transparency log.
+    #[command(subcommand)]
+    Attest(AttestCommand),
     /// Verify a release directory offline with a pinned public key: release.yaml's signature,
     /// bundle and checksum, every image blob, signature and label, every SBOM and provenance
     /// envelope. Prints a checklist; exits 1 if any check fails.
@@ -125,6 +128,20 @@ enum Command {
         /// FIPS mode: refuse anything but ES256.
         #[arg(long)]
         fips: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AttestCommand {
+    /// Send a release's pending transparency-log entries (attest/tlog/pending) to the log;
+    /// an entry the log already has counts as sent.
+    Resubmit {
+        /// The release directory.
+        dir: PathBuf,
+        #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
+        rekor_url: String,
         #[arg(long)]
         json: bool,
     },
@@ -172,6 +189,10 @@ struct BuildFlags {
     /// FIPS mode: ES256 (ECDSA P-256) keys only.
     #[arg(long)]
     fips: bool,
+    /// Transparency log (Rekor API) to record every signature in. When it cannot be reached,
+    /// the release completes with its entries pending (`cargo xtask attest resubmit`).
+    #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
+    rekor_url: Option<String>,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
     #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
     deb_dir: Option<PathBuf>,
@@ -331,6 +352,7 @@ fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<Path
         jobs: build.jobs,
         backend: build.backend(),
         key: build.key.clone(),
+        rekor: build.rekor_url.clone(),
         fips: if build.fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off },
     })
 }
@@ -455,6 +477,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
             key.write(&out, &public, &Secret::from_env()).map_err(pipeline::Error::from)?;
             progress::out(&format!("{}\n{}\nkey id {}", out.display(), public.display(), key.public().key_id()));
             Ok(())
+        }
+        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, json }) => {
+            let results = pipeline::tlog::resubmit(&rekor_url, &dir)
+                .map_err(|e| Failure { code: 3, message: format!("`{}`: {e}", dir.display()) })?;
+            let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::tlog::Logged::Pending { .. })).count();
+            if json {
+                print_json(
+                    &serde_json::json!({"event": "result", "sent": results.len() - pending, "pending": pending, "entries": results}),
+                );
+            } else {
+                for (id, l) in &results {
+                    progress::out(&format!(
+                        "{id}: {}",
+                        match l {
+                            pipeline::tlog::Logged::Logged { uuid } => format!("logged {uuid}"),
+                            pipeline::tlog::Logged::Pending { reason } => format!("still pending ({reason})"),
+                        }
+                    ));
+                }
+                progress::out(&format!("{} sent, {pending} pending", results.len() - pending));
+            }
+            if pending == 0 {
+                Ok(())
+            } else {
+                Err(Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{pending} entries are still pending") })
+            }
         }
         Command::Verify { dir, key, fips, json } => {
             let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;

@@ -188,7 +188,8 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Digests by ref name from a release's `images/index.json`.
+/// Digests by ref name from a release's `images/index.json` (images and indexes; the
+/// signature artifacts `sha256-<hex>.sig` left out).
 pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index.json")).expect("json");
     index["manifests"]
@@ -201,6 +202,7 @@ pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
                 d["digest"].as_str().expect("digest").to_owned(),
             )
         })
+        .filter(|(name, _)| !name.ends_with(".sig"))
         .collect()
 }
 

@@ -350,15 +350,16 @@ impl FakeRekor {
                     let uuid = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&body));
                     let mut db = store.lock().unwrap();
                     let entry = format!("{{\"{uuid}\":{{\"body\":\"\",\"integratedTime\":1,\"logIndex\":{},\"verification\":{{\"inclusionProof\":{{\"hashes\":[]}}}}}}}}", db.len());
-                    if db.contains_key(&uuid) {
-                        (
+                    match db.entry(uuid.clone()) {
+                        std::collections::btree_map::Entry::Occupied(_) => (
                             "409 Conflict",
                             format!("Location: /api/v1/log/entries/{uuid}\r\n"),
                             "{\"message\":\"an equivalent entry already exists\"}".to_owned(),
-                        )
-                    } else {
-                        db.insert(uuid, entry.clone());
-                        ("201 Created", String::new(), entry)
+                        ),
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(entry.clone());
+                            ("201 Created", String::new(), entry)
+                        }
                     }
                 } else if let Some(uuid) = path.strip_prefix("/api/v1/log/entries/") {
                     match store.lock().unwrap().get(uuid) {

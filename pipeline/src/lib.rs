@@ -42,6 +42,7 @@ pub mod scan;
 pub mod schema;
 pub mod skew;
 pub mod source;
+pub mod templates;
 
 use std::path::PathBuf;
 

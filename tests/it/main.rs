@@ -13,3 +13,4 @@ mod oci_tools;
 mod refusals;
 mod release;
 mod support;
+mod templates;

@@ -13,6 +13,7 @@
 //!   [`layer`], [`oci`]) through a [`build::Backend`]: daemonless, or [`buildkit`] for
 //!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
 //!   BuildKit's exported filesystem into a deterministic layer);
+//! - [`templates`] renders the Helm chart and compose file with every image by digest;
 //! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].

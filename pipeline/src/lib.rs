@@ -13,6 +13,7 @@
 //!   [`layer`], [`oci`]) through a [`build::Backend`]: daemonless, or [`buildkit`] for
 //!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
 //!   BuildKit's exported filesystem into a deterministic layer);
+//! - [`templates`] renders the Helm chart and compose file with every image by digest;
 //! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].
@@ -45,6 +46,7 @@ pub mod schema;
 pub mod sign;
 pub mod skew;
 pub mod source;
+pub mod templates;
 pub mod tlog;
 pub mod trust;
 pub mod verify;
@@ -73,6 +75,8 @@ pub enum Error {
     Trust(#[from] trust::TrustError),
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Templates(#[from] templates::TemplateError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("`{path}`: {source}")]
@@ -130,6 +134,7 @@ impl Error {
             Error::Evidence(e) => e.exit_code(),
             Error::Trust(e) => e.exit_code(),
             Error::Key(e) => e.exit_code(),
+            Error::Templates(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
         }
     }

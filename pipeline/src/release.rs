@@ -144,7 +144,35 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let outputs = crate::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
     let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
     let key = load_key(opts, &plan.root, reporter)?;
-    let deployables = crate::trust::Deployables::default();
+    // The chart and compose file, every image by its index digest.
+    let template_images: Vec<crate::templates::TemplateImage> = images
+        .components
+        .iter()
+        .map(|(name, c)| crate::templates::TemplateImage {
+            component: name.clone(),
+            repository: c.repository.clone(),
+            digest: c.index.digest.clone(),
+        })
+        .collect();
+    let rendered = crate::templates::render(
+        &plan.root,
+        &plan.version.version.to_string(),
+        plan.channel,
+        plan.source_date_epoch,
+        &template_images,
+        staging.path(),
+    )?;
+    let deployables = crate::trust::Deployables {
+        charts: vec![crate::manifest::ChartEntry {
+            name: rendered.chart_name.clone(),
+            version: rendered.chart_version.clone(),
+            digest: rendered.chart_digest.to_string(),
+        }],
+        compose: Some(crate::manifest::ComposeEntry {
+            file: crate::templates::COMPOSE_FILE.to_owned(),
+            digest: rendered.compose_digest.to_string(),
+        }),
+    };
     let made = crate::trust::Made {
         rekor: opts.rekor.as_deref(),
         plan: &plan,

@@ -13,4 +13,5 @@ mod oci_tools;
 mod refusals;
 mod release;
 mod support;
+mod templates;
 mod trust;

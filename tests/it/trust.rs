@@ -218,6 +218,23 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
         assert_eq!(keys(&c["signature"]), ["rekorUUID"]);
     }
     assert_eq!(keys(&v["compose"]), ["file", "digest"]);
+    // The compose file and the chart are the release's, by digest, and pin only its images.
+    let compose = fs::read(dir.join("compose/docker-compose.yml")).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(v["compose"]["digest"].as_str().unwrap(), format!("sha256:{:x}", sha2::Sha256::digest(&compose)));
+    let released: Vec<&str> = components.iter().map(|c| c["image"].as_str().unwrap()).collect();
+    let pinned: Vec<String> = String::from_utf8_lossy(&compose)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("image:").map(|i| i.trim().trim_matches('"').to_owned()))
+        .collect();
+    assert_eq!(pinned.len(), 8, "{pinned:?}");
+    for i in &pinned {
+        assert!(released.contains(&i.as_str()), "{i} is not an image of the release");
+    }
+    let chart = &v["charts"][0];
+    assert_eq!(chart["name"].as_str(), Some("platform"));
+    let tgz = fs::read(dir.join("charts/platform-2.4.1.tgz")).unwrap();
+    assert_eq!(chart["digest"].as_str().unwrap(), format!("sha256:{:x}", sha2::Sha256::digest(&tgz)));
     assert_eq!(keys(&v["checksums"]), ["sha256"]);
 }
 
@@ -267,6 +284,8 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
         fs::rename(d.join("tmp.json"), d.join("sboms/authority/linux-amd64.cdx.json")).unwrap();
     });
     run.rejected_by(&["[FAIL] authority linux/amd64: SBOM signed", "[FAIL] signer linux/amd64: SBOM signed"]);
+    // A byte of the compose file.
+    case("compose", &|d| flip_byte(&d.join("compose/docker-compose.yml"), 10)).rejected_by(&["[FAIL] compose file docker-compose.yml"]);
     // A signature removed: release.yaml's, and an image's.
     case("nosig", &|d| fs::remove_file(d.join("release.yaml.sig")).unwrap()).rejected_by(&["release.yaml.sig is missing"]);
     let run = case("noimagesig", &|d| {

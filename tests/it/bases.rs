@@ -146,16 +146,7 @@ fn a_component_from_a_git_repository_at_a_pinned_commit() {
     repo.commit_all("extra pinned", EPOCH);
     repo.xtask(&["release"]).ok();
     let release = repo.releases().join("2.4.1-edge");
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
-    let layer = v["components"]["extra"]["images"][0]["layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_owned();
+    let layer = crate::support::last_layer(&release, "extra");
     let blob = fs::File::open(release.join("images/blobs/sha256").join(layer)).unwrap();
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
     let mut found = None;

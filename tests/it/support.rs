@@ -219,3 +219,15 @@ pub fn verifier(var: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// The hex digest of the last layer of `component`'s first image, from a release's images.json.
+pub fn last_layer(release: &Path, component: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).expect("images.json")).expect("json");
+    v["components"][component]["images"][0]["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l.as_str())
+        .expect("a layer")
+        .trim_start_matches("sha256:")
+        .to_owned()
+}

@@ -262,16 +262,7 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
     // A byte of release.yaml.
     case("yaml", &|d| flip_byte(&d.join("release.yaml"), 40)).rejected_by(&["does not verify", "[FAIL] release.yaml signature"]);
     // A byte of a layer.
-    let images: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
-    let layer = images["components"]["authority"]["images"][0]["layers"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_owned();
+    let layer = crate::support::last_layer(&dir, "authority");
     let run = case("layer", &|d| flip_byte(&d.join("images/blobs/sha256").join(&layer), 100));
     run.rejected_by(&["[FAIL] authority linux/amd64", "blobs match their digests", &layer[..12]]);
     // A byte of an SBOM.

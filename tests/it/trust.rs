@@ -231,6 +231,20 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
     for i in &pinned {
         assert!(released.contains(&i.as_str()), "{i} is not an image of the release");
     }
+    // Debian's docker-compose accepts the release's own compose file.
+    if let Some(dc) = crate::support::tool("docker-compose") {
+        let out = run_ok(
+            Command::new(dc)
+                .arg("-f")
+                .arg(dir.join("compose/docker-compose.yml"))
+                .arg("--env-file")
+                .arg(dir.join("compose/.env.template"))
+                .arg("config"),
+        );
+        for i in &pinned {
+            assert!(out.contains(i.as_str()), "docker-compose config lost {i}");
+        }
+    }
     let chart = &v["charts"][0];
     assert_eq!(chart["name"].as_str(), Some("platform"));
     let tgz = fs::read(dir.join("charts/platform-2.4.1.tgz")).unwrap();

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::locks::{Ecosystem, LockedPackage};
-use super::{purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property, Tools, SCHEMA, SPEC_VERSION};
+use super::{purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property, Tools};
 use crate::build::BuiltImage;
 use crate::model::Digest;
 use crate::plan::{Plan, PlannedComponent};
@@ -128,13 +128,8 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
     }
     deps.insert(image_ref.clone(), components.iter().map(|c| c.bom_ref.clone()).collect());
 
-    let mut bom = Bom {
-        schema: SCHEMA.to_owned(),
-        bom_format: "CycloneDX".to_owned(),
-        spec_version: SPEC_VERSION.to_owned(),
-        serial_number: String::new(),
-        version: 1,
-        metadata: Metadata {
+    Bom::sealed(
+        Metadata {
             timestamp: plan.created.clone(),
             tools: Tools {
                 components: vec![Component {
@@ -171,10 +166,8 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
             properties: vec![prop("stellaops:sbom-kind", "build-time")],
         },
         components,
-        dependencies: deps.into_iter().map(|(reference, depends_on)| Dependency { reference, depends_on }).collect(),
-    };
-    bom.seal();
-    bom
+        deps.into_iter().map(|(reference, depends_on)| Dependency { reference, depends_on }).collect(),
+    )
 }
 
 /// A CycloneDX document of a scan alone (for `cargo xtask bench --sbom` and for scans of
@@ -212,13 +205,8 @@ pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest
         properties: Vec::new(),
     }));
     let all: Vec<String> = components.iter().map(|c| c.bom_ref.clone()).collect();
-    let mut bom = Bom {
-        schema: SCHEMA.to_owned(),
-        bom_format: "CycloneDX".to_owned(),
-        spec_version: SPEC_VERSION.to_owned(),
-        serial_number: String::new(),
-        version: 1,
-        metadata: Metadata {
+    Bom::sealed(
+        Metadata {
             timestamp: crate::model::rfc3339(0),
             tools: Tools { components: Vec::new() },
             component: Component {
@@ -235,8 +223,6 @@ pub fn from_scan(scan: &crate::scan::ScanResult, manifest: &crate::oci::Manifest
             properties: vec![prop("stellaops:sbom-kind", "scan")],
         },
         components,
-        dependencies: vec![Dependency { reference: "image".into(), depends_on: all }],
-    };
-    bom.seal();
-    bom
+        vec![Dependency { reference: "image".into(), depends_on: all }],
+    )
 }

@@ -147,6 +147,22 @@ pub struct Dependency {
 }
 
 impl Bom {
+    /// A CycloneDX 1.6 document of these parts, in canonical order, with its serial number.
+    pub fn sealed(metadata: Metadata, components: Vec<Component>, dependencies: Vec<Dependency>) -> Bom {
+        let mut bom = Bom {
+            schema: SCHEMA.to_owned(),
+            bom_format: "CycloneDX".to_owned(),
+            spec_version: SPEC_VERSION.to_owned(),
+            serial_number: String::new(),
+            version: 1,
+            metadata,
+            components,
+            dependencies,
+        };
+        bom.seal();
+        bom
+    }
+
     /// Sorts everything into the canonical order.
     pub fn canonicalize(&mut self) {
         fn sort_component(c: &mut Component) {

@@ -245,14 +245,7 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
         schema_version: 2,
         media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
         config: config_desc,
-        layers: vec![Descriptor {
-            media_type: oci::MEDIA_LAYER_GZIP.to_owned(),
-            digest,
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        }],
+        layers: vec![Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size)],
         subject: None,
         annotations: Default::default(),
     };

@@ -472,14 +472,7 @@ impl Backend for Daemonless {
                     other => layout_err(other),
                 })?;
             files.extend(info.files.iter().cloned());
-            layers.push(Descriptor {
-                media_type: oci::MEDIA_LAYER_GZIP.to_owned(),
-                digest,
-                size,
-                platform: None,
-                artifact_type: None,
-                annotations: BTreeMap::new(),
-            });
+            layers.push(Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
             diff_ids.push(info.diff_id);
             history.push(oci::History {
                 created: plan.created.clone(),

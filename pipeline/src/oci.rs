@@ -40,6 +40,13 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    /// A plain descriptor: media type, digest and size, nothing else.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor { media_type: media_type.to_owned(), digest, size, platform: None, artifact_type: None, annotations: BTreeMap::new() }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformSpec {
     pub architecture: String,
@@ -225,14 +232,7 @@ impl Layout {
     /// Stores `bytes` as a blob and returns its descriptor.
     pub fn put_blob(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, LayoutError> {
         let (digest, size, ()) = self.put_blob_with(|w| w.write_all(bytes))?;
-        Ok(Descriptor {
-            media_type: media_type.to_owned(),
-            digest,
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: BTreeMap::new(),
-        })
+        Ok(Descriptor::new(media_type, digest, size))
     }
 
     /// Stores a JSON document (compact serde_json, field order as declared).

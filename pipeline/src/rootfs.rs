@@ -325,19 +325,7 @@ pub fn diff_layer(layout: &Layout, base_layers: &[Descriptor], export: &Path, ep
             oci::LayoutError::Io { path, source } => RootfsError::Io { path, source },
             other => RootfsError::Io { path: layout.root().to_owned(), source: io::Error::other(other.to_string()) },
         })?;
-    Ok(DiffLayer {
-        descriptor: Descriptor {
-            media_type: oci::MEDIA_LAYER_GZIP.to_owned(),
-            digest,
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: BTreeMap::new(),
-        },
-        info,
-        changed,
-        removed,
-    })
+    Ok(DiffLayer { descriptor: Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size), info, changed, removed })
 }
 
 #[cfg(test)]

@@ -26,14 +26,7 @@ fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
     for blob in std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest)).chain([&d]) {
         pipeline::base::copy_blob(&src, &dst, blob).unwrap();
     }
-    let mut desc = pipeline::oci::Descriptor {
-        media_type: pipeline::oci::MEDIA_MANIFEST.into(),
-        digest: d.clone(),
-        size: fs::metadata(src.blob_path(&d)).unwrap().len(),
-        platform: None,
-        artifact_type: None,
-        annotations: Default::default(),
-    };
+    let mut desc = pipeline::oci::Descriptor::new(pipeline::oci::MEDIA_MANIFEST, d.clone(), fs::metadata(src.blob_path(&d)).unwrap().len());
     desc.annotations.insert(ANNOTATION_REF_NAME.into(), name.into());
     let mut index = dst.index().unwrap_or(Index {
         schema_version: 2,

@@ -9,19 +9,6 @@ use std::process::Command;
 use crate::support::{digests, run_ok, tool, Repo, EPOCH};
 
 /// `DOCKER_HOST` and the registry, or `None` with a loud message (a failure under `CI`).
-fn services() -> Option<(String, String)> {
-    match (std::env::var("DOCKER_HOST").ok(), std::env::var("STELLAOPS_TEST_REGISTRY").ok()) {
-        (Some(d), Some(r)) => Some((d, r)),
-        _ => {
-            let msg =
-                "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            eprintln!("SKIPPED (not a pass): {msg}");
-            None
-        }
-    }
-}
-
 const DOCKERFILE: &str = r#"# The BuildKit demo: COPY and RUN on the pinned base.
 ARG STELLAOPS_BASE
 FROM ${STELLAOPS_BASE}
@@ -81,7 +68,7 @@ fn release(repo: &Repo, extra: &[&str]) -> crate::support::Run {
 
 #[test]
 fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
-    let Some((docker_host, registry)) = services() else {
+    let Some((docker_host, registry)) = crate::support::services() else {
         return;
     };
     let (Some(docker), Some(skopeo)) = (tool("docker"), tool("skopeo")) else {
@@ -187,7 +174,7 @@ fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
 
 #[test]
 fn a_down_endpoint_is_dropped_and_the_release_completes_on_the_other() {
-    let Some((docker_host, registry)) = services() else {
+    let Some((docker_host, registry)) = crate::support::services() else {
         return;
     };
     let repo = repo_with(DOCKERFILE);
@@ -201,7 +188,7 @@ fn a_down_endpoint_is_dropped_and_the_release_completes_on_the_other() {
 
 #[test]
 fn an_endpoint_keyed_to_another_platform_does_not_take_the_job() {
-    let Some((docker_host, registry)) = services() else {
+    let Some((docker_host, registry)) = crate::support::services() else {
         return;
     };
     let repo = repo_with(DOCKERFILE);
@@ -231,7 +218,7 @@ fn with_every_endpoint_down_the_error_names_each_one() {
 
 #[test]
 fn a_failing_run_step_fails_the_release_with_its_log_tail_and_no_partial_image() {
-    let Some((docker_host, registry)) = services() else {
+    let Some((docker_host, registry)) = crate::support::services() else {
         return;
     };
     let repo = repo_with(

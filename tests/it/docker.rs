@@ -7,23 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::{digests, run_ok, tool, Repo};
 
-fn services() -> Option<String> {
-    let (docker, registry) = (std::env::var("DOCKER_HOST").ok(), std::env::var("STELLAOPS_TEST_REGISTRY").ok());
-    match (docker, registry) {
-        (Some(_), Some(r)) => Some(r),
-        _ => {
-            let msg =
-                "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            eprintln!("SKIPPED (not a pass): {msg}");
-            None
-        }
-    }
-}
-
 #[test]
 fn docker_runs_every_component_by_digest_and_it_says_its_version_and_channel() {
-    let Some(registry) = services() else { return };
+    let Some((_, registry)) = crate::support::services() else { return };
     let (Some(docker), Some(skopeo)) = (tool("docker"), tool("skopeo")) else {
         return;
     };

@@ -231,3 +231,18 @@ pub fn last_layer(release: &Path, component: &str) -> String {
         .trim_start_matches("sha256:")
         .to_owned()
 }
+
+/// The Docker engine and loopback registry that tests/run.sh starts: (DOCKER_HOST, registry),
+/// or `None` with a loud message (a failure under `CI`).
+pub fn services() -> Option<(String, String)> {
+    match (std::env::var("DOCKER_HOST").ok(), std::env::var("STELLAOPS_TEST_REGISTRY").ok()) {
+        (Some(d), Some(r)) => Some((d, r)),
+        _ => {
+            let msg =
+                "DOCKER_HOST and STELLAOPS_TEST_REGISTRY are not set: run the tests with tests/run.sh, which starts dockerd and a registry";
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED (not a pass): {msg}");
+            None
+        }
+    }
+}

@@ -193,14 +193,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
         schema_version: 2,
         media_type: Some(oci::MEDIA_MANIFEST.into()),
         config,
-        layers: vec![oci::Descriptor {
-            media_type: oci::MEDIA_LAYER_GZIP.into(),
-            digest,
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        }],
+        layers: vec![oci::Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size)],
         subject: None,
         annotations: Default::default(),
     };

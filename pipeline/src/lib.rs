@@ -27,6 +27,7 @@ pub mod dockerfile;
 pub mod drift;
 pub mod evidence;
 pub mod keys;
+pub mod kit;
 pub mod layer;
 pub mod lock;
 pub mod manifest;
@@ -79,6 +80,8 @@ pub enum Error {
     Templates(#[from] templates::TemplateError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Kit(#[from] kit::KitError),
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -136,6 +139,7 @@ impl Error {
             Error::Key(e) => e.exit_code(),
             Error::Templates(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
+            Error::Kit(e) => e.exit_code(),
         }
     }
 }

@@ -63,9 +63,20 @@ pub fn dev_key_path(root: &Path) -> PathBuf {
 }
 
 fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<crate::keys::SigningKey, Error> {
+    signing_key(opts.key.as_deref(), root, opts.fips, reporter)
+}
+
+/// The signing key at `key`, or the development key of the repository at `root`; checked
+/// against FIPS mode.
+pub fn signing_key(
+    key: Option<&Path>,
+    root: &Path,
+    fips: crate::keys::Fips,
+    reporter: &dyn Reporter,
+) -> Result<crate::keys::SigningKey, Error> {
     use crate::keys::{KeyKind, Secret, SigningKey};
     let pass = Secret::from_env();
-    let key = match &opts.key {
+    let key = match key {
         Some(p) => SigningKey::load(p, &pass)?,
         None => {
             let path = dev_key_path(root);
@@ -81,7 +92,7 @@ fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<c
             SigningKey::load(&path, &pass)?
         }
     };
-    key.public().check_fips(opts.fips, "the signing key")?;
+    key.public().check_fips(fips, "the signing key")?;
     Ok(key)
 }
 
@@ -103,6 +114,7 @@ pub struct Outcome {
     pub images: Images,
     pub evidence: crate::evidence::Evidence,
     pub signed: crate::trust::Signed,
+    pub kit: crate::kit::KitSummary,
 }
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
@@ -183,12 +195,27 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
 
+    // The channel's offline kit, inside the release directory.
+    let kit_file = crate::kit::kit_name(&plan.version.version.to_string(), plan.channel.as_str());
+    let mut kit = crate::kit::write(
+        &crate::kit::KitRequest {
+            release: staging.path(),
+            contents: &cfg.trains[&plan.channel].kit,
+            key: &key,
+            delta_from: None,
+            out: &staging.path().join(&kit_file),
+            threads: opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())) as u32,
+        },
+        reporter,
+    )?;
+    kit.path = out.join(&kit_file);
+
     reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });
     write_json(&staging.path().join("plan.json"), &plan)?;
     write_json(&staging.path().join("images.json"), &images)?;
     publish_dir(staging.keep(), &out)?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
-    Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images, evidence, signed })
+    Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images, evidence, signed, kit })
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.

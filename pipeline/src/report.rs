@@ -13,6 +13,7 @@ pub enum Stage {
     Index,
     Evidence,
     Sign,
+    Kit,
     Write,
     Compare,
 }
@@ -26,6 +27,7 @@ impl Stage {
             Stage::Index => "index",
             Stage::Evidence => "evidence",
             Stage::Sign => "sign",
+            Stage::Kit => "kit",
             Stage::Write => "write",
             Stage::Compare => "compare",
         }

@@ -9,6 +9,7 @@ mod bases;
 mod buildkit;
 mod docker;
 mod evidence;
+mod kit;
 mod oci_tools;
 mod refusals;
 mod release;

@@ -4,6 +4,7 @@
 //! result or the error, return the exit code. Everything else lives in the `pipeline` crate.
 
 mod bench;
+mod kit;
 mod progress;
 
 use std::ffi::OsString;
@@ -113,15 +114,23 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Offline kits: build one from a release, import one (fail-closed) into an OCI layout.
+    #[command(subcommand)]
+    Kit(kit::KitCommand),
     /// Attestations and the transparency log.
     #[command(subcommand)]
     Attest(AttestCommand),
-    /// Verify a release directory offline with a pinned public key: release.yaml's signature,
-    /// bundle and checksum, every image blob, signature and label, every SBOM and provenance
-    /// envelope. Prints a checklist; exits 1 if any check fails.
+    /// Verify a release directory or an offline kit offline with a pinned public key:
+    /// release.yaml's signature, bundle and checksum, every image blob, signature and label,
+    /// every SBOM and provenance envelope; for a kit also every entry against its signed
+    /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
+    /// any check fails.
     Verify {
-        /// The release directory (target/releases/<version>-<channel>).
+        /// The release directory (target/releases/<version>-<channel>) or a kit (.tar.zst).
         dir: PathBuf,
+        /// For a delta kit: the OCI layout holding the release it applies to.
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
         /// The release's public key (SPKI PEM), obtained out of band.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -362,16 +371,19 @@ fn print_json(value: &impl serde::Serialize) {
     progress::out(&text);
 }
 
+/// Progress mode from `--json` and `--quiet`.
+fn mode_of(json: bool, quiet: bool) -> Mode {
+    if json {
+        Mode::Json
+    } else if quiet {
+        Mode::Quiet
+    } else {
+        Mode::Auto
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
-    let mode = |json: bool| {
-        if json {
-            Mode::Json
-        } else if cli.quiet {
-            Mode::Quiet
-        } else {
-            Mode::Auto
-        }
-    };
+    let mode = |json: bool| mode_of(json, cli.quiet);
     match cli.command {
         Command::Plan { target, json } => {
             let root = root_of(target.source.clone())?;
@@ -504,9 +516,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Err(Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{pending} entries are still pending") })
             }
         }
-        Command::Verify { dir, key, fips, json } => {
+        Command::Kit(cmd) => kit::run(cmd, cli.quiet),
+        Command::Verify { dir, base, key, fips, json } => {
             let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
+            if dir.is_file() {
+                return kit::verify(&dir, &public, fips, base.as_deref(), json, cli.quiet);
+            }
             let report = pipeline::verify::verify(&dir, &public, fips);
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));

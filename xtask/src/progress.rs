@@ -102,6 +102,8 @@ fn plain(event: &Event) {
     match event {
         Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
         Event::JobStarted { .. } => {}
+        // A kit has one job per file: too many lines to print.
+        Event::JobFinished { stage: Stage::Kit, .. } => {}
         Event::JobFinished { stage, job, detail } => eprint(&format!("[{}] {job}: {detail}", stage.as_str())),
         Event::StageFinished { stage } => eprint(&format!("[{}] done", stage.as_str())),
         Event::Note { message } => eprint(message),

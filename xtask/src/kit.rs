@@ -1,0 +1,182 @@
+//! `cargo xtask kit build|import`: offline kits (spec §3.3). The work is in `pipeline::kit`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use pipeline::keys::{Fips, PublicKey};
+use pipeline::kit::{self, KitReport};
+
+use crate::progress::{self, Progress};
+use crate::{mode_of, print_json, root_of, Failure};
+
+#[derive(Debug, Subcommand)]
+pub enum KitCommand {
+    /// Write the offline kit of a release directory (`cargo xtask release` already writes one
+    /// into it): stellaops-kit-<version>-<channel>.tar.zst, holding what the channel's `[kit]`
+    /// in release-trains/ selects. The same release and key give the same bytes.
+    Build {
+        /// The release directory (target/releases/<version>-<channel>).
+        release: PathBuf,
+        /// Kit file (default: the release directory's stellaops-kit-<version>-<channel>.tar.zst,
+        /// or ...-delta.tar.zst with --delta-from).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Write a delta kit: only the blobs that this previous release (its directory or
+        /// release.yaml) or kit lacks, plus the full signed manifest. Its import needs that
+        /// release already imported into the target.
+        #[arg(long, value_name = "PATH")]
+        delta_from: Option<PathBuf>,
+        /// Signing key for the kit's inventory (the release's key; default: the development key).
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+        key: Option<PathBuf>,
+        /// Repository root whose release-trains/ says what the channel's kit holds.
+        #[arg(long, value_name = "DIR")]
+        source: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a kit into an OCI image layout directory (made if absent), failing closed:
+    /// release.yaml's signature and checksum first, then every entry against the signed
+    /// inventory (digest, size, type, path), then every image signature and attestation; only
+    /// then is anything made visible in the target. Opens no network connection.
+    Import {
+        /// The kit (stellaops-kit-<version>-<channel>.tar.zst).
+        kit: PathBuf,
+        /// Target: an OCI image layout directory. Images keep their component names; the
+        /// release's other files go to DIR/stellaops/<version>-<channel>/.
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        /// The release's public key (SPKI PEM), obtained out of band.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// FIPS mode: refuse anything but ES256.
+        #[arg(long)]
+        fips: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
+    match cmd {
+        KitCommand::Build { release, out, delta_from, key, source, json } => {
+            let root = root_of(source)?;
+            let cfg = pipeline::config::load(&root).map_err(pipeline::Error::from)?;
+            let yaml = std::fs::read(release.join("release.yaml"))
+                .map_err(|e| Failure { code: 1, message: format!("`{}`: {e} (is this a release directory?)", release.display()) })?;
+            let doc = pipeline::manifest::parse(&yaml).map_err(|e| Failure { code: 1, message: format!("release.yaml: {e}") })?;
+            let channel: pipeline::model::Channel =
+                doc.release.channel.parse().map_err(|e| Failure { code: 1, message: format!("{e}") })?;
+            let train = cfg
+                .trains
+                .get(&channel)
+                .ok_or_else(|| Failure { code: 1, message: format!("release-trains/ has no `{channel}` channel") })?;
+            let signing = pipeline::release::signing_key(key.as_deref(), &root, Fips::Off, &pipeline::report::Silent)?;
+            let name = kit::kit_name(&doc.release.version, &doc.release.channel);
+            let out = out.unwrap_or_else(|| {
+                if delta_from.is_some() {
+                    release.join(name.replace(".tar.zst", "-delta.tar.zst"))
+                } else {
+                    release.join(name)
+                }
+            });
+            let reporter = Progress::new(mode_of(json, quiet));
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            let summary = kit::write(
+                &kit::KitRequest {
+                    release: &release,
+                    contents: &train.kit,
+                    key: &signing,
+                    delta_from: delta_from.as_deref(),
+                    out: &out,
+                    threads,
+                },
+                &reporter,
+            );
+            reporter.finish();
+            let summary = summary.map_err(pipeline::Error::from)?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "kit": summary}));
+            } else {
+                let mut s = format!(
+                    "{} ({:?} kit): {} entries, {} bytes of content, {} bytes compressed\n  {}",
+                    summary.path.display(),
+                    summary.kind,
+                    summary.entries,
+                    summary.content_size,
+                    summary.size,
+                    summary.digest
+                );
+                if let (Some(n), Some(b)) = (summary.required_blobs, summary.required_size) {
+                    s += &format!("\n  leaves {n} blobs ({b} bytes) to the target, which must hold the previous release");
+                }
+                progress::out(&s);
+            }
+            Ok(())
+        }
+        KitCommand::Import { kit: path, into, key, fips, json } => {
+            let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let fips = if fips { Fips::On } else { Fips::Off };
+            let reporter = Progress::new(mode_of(json, quiet));
+            let report = kit::import(&path, &kit::Target::Dir(into), &public, fips, &reporter);
+            reporter.finish();
+            let report = report.map_err(|e| kit_failure(e, json))?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "imported": true, "report": report}));
+            } else {
+                progress::out(&render(&report));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `verify <kit>`.
+pub fn verify(
+    path: &std::path::Path,
+    key: &PublicKey,
+    fips: Fips,
+    base: Option<&std::path::Path>,
+    json: bool,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let reporter = Progress::new(mode_of(json, quiet));
+    let report = kit::verify_kit(path, key, fips, base, &reporter);
+    reporter.finish();
+    let report = report.map_err(|e| kit_failure(e, json))?;
+    if json {
+        print_json(&serde_json::json!({"event": "result", "verified": true, "report": report}));
+    } else {
+        progress::out(&render(&report));
+    }
+    Ok(())
+}
+
+/// A refused kit: with `--json`, the checklist (or the reason) as the result on stdout too.
+fn kit_failure(e: kit::KitError, json: bool) -> Failure {
+    if json {
+        let checks = match &e {
+            kit::KitError::Unverified { report, .. } => serde_json::to_value(&report.checks).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        print_json(&serde_json::json!({"event": "result", "verified": false, "error": e.to_string(), "checks": checks}));
+    }
+    Failure::from(pipeline::Error::from(e))
+}
+
+fn render(r: &KitReport) -> String {
+    let mut s = r.checks.render();
+    s += &format!(
+        "\nkit {} ({} {}, {:?}): {} entries, {} bytes, verified",
+        r.kit.display(),
+        r.version,
+        r.channel,
+        r.kind,
+        r.entries,
+        r.content_size
+    );
+    if let (Some(t), Some(n)) = (&r.target, r.new_blobs) {
+        s += &format!("\nimported into {t} ({n} new blobs)");
+    }
+    s
+}

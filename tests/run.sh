@@ -54,6 +54,12 @@ export STELLAOPS_VERIFY_SIGSTORE=$verifiers/sigstore_verify.mjs
 export STELLAOPS_VERIFY_SCRIPTS=$root/tests/verifiers
 export STELLAOPS_VERIFY_CDX_PROTO=$verifiers/node_modules/@appthreat/cdx-proto/specification
 export SYFT_CHECK_FOR_APP_UPDATE=false
+# The sigstore crate's cosign verifier (tests/verifiers/cosign-rs): its own workspace and
+# Cargo.lock, built once into target/verifiers/cosign-rs (cargo rebuilds only what changed).
+say "building the sigstore-crate cosign verifier"
+cargo build --release --locked --quiet --manifest-path tests/verifiers/cosign-rs/Cargo.toml \
+  --target-dir "$verifiers/cosign-rs"
+export STELLAOPS_VERIFY_COSIGN_RS=$verifiers/cosign-rs/release/cosign-rs-verify
 
 # 2. Services, private to this run.
 run_dir=$(mktemp -d /tmp/stellaops-test-XXXXXX)

@@ -245,7 +245,15 @@ fn image_signatures_verify_with_the_sigstore_crate_from_a_registry() {
     // 4. Tampered: the index's signature with one character of its base64 changed; the amd64
     //    manifest given, as its signature, the (genuine) signature of another image.
     let tiny = tempfile::tempdir().unwrap();
-    let sig_manifest = &refs[&sig_tag(&web[0])];
+    // (the signature artifacts' names are left out of `digests`: look them up in index.json)
+    let layout_index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let sig_manifest = layout_index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == sig_tag(&web[0]).as_str())
+        .and_then(|d| d["digest"].as_str())
+        .expect("the index's signature artifact");
     let mut m: serde_json::Value = serde_json::from_slice(&fs::read(blob(&layout, sig_manifest)).unwrap()).unwrap();
     let sig = m["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap().to_owned();
     let changed = if &sig[20..21] == "A" { "B" } else { "A" };

@@ -39,7 +39,8 @@ fi
 verifiers=$root/target/verifiers
 if [ ! -x "$verifiers/venv/bin/syft" ] || [ ! -f "$verifiers/pins" ] || ! cmp -s "$verifiers/pins" tests/verifiers/pins; then
   say "installing the verifiers (Python venv, npm package)"
-  rm -rf "$verifiers" && mkdir -p "$verifiers"
+  # (the cosign-rs build beside them is cargo's to keep up to date: spared, it takes minutes)
+  mkdir -p "$verifiers" && find "$verifiers" -mindepth 1 -maxdepth 1 ! -name cosign-rs -exec rm -rf {} +
   python3 -m venv "$verifiers/venv"
   grep '^pip ' tests/verifiers/pins | cut -d' ' -f2- | xargs "$verifiers/venv/bin/pip" install -q
   grep '^npm ' tests/verifiers/pins | cut -d' ' -f2- | (cd "$verifiers" && xargs npm install --silent --no-audit --no-fund >/dev/null)

@@ -6,8 +6,9 @@
 //! whose signature verifies with the PEM public key (`PublicKeyVerifier`). Nothing else is
 //! trusted: the trust root is empty (no Fulcio certificates, no Rekor keys).
 //!
-//! Exit codes: 0 every reference has a valid signature; 1 one or more do not (each named on
-//! stderr); 64 usage (bad arguments, unreadable or unparsable key).
+//! Exit codes: 0 every reference has a valid signature; 1 one or more do not, or could not be
+//! checked (each named on stderr: verification fails closed); 2 the client cannot be built;
+//! 64 usage (bad arguments, unreadable or unparsable key).
 
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraintVec};
 use sigstore::cosign::{ClientBuilder, CosignCapabilities};
@@ -20,10 +21,16 @@ Verifies the cosign signature (tag sha256-<hex>.sig) of each image in its regist
 sigstore crate, using only the given public key (PEM, ECDSA P-256 or Ed25519).
   --key FILE               the public key (required)
   --allow-http-registry    talk plain HTTP to the registry (a loopback test registry)
-Exit: 0 all verified, 1 some signature missing or invalid, 64 usage.";
+Exit: 0 all verified, 1 a signature missing, invalid or not checkable, 64 usage.";
 
 fn usage(msg: &str) -> ! {
     eprintln!("cosign-rs-verify: {msg}\n\n{USAGE}");
+    std::process::exit(64)
+}
+
+/// A key that cannot be used: named, without the whole usage text.
+fn bad_key(msg: &str) -> ! {
+    eprintln!("cosign-rs-verify: {msg}");
     std::process::exit(64)
 }
 
@@ -49,9 +56,9 @@ async fn main() {
     if refs.is_empty() {
         usage("no image reference given");
     }
-    let pem = std::fs::read(&key).unwrap_or_else(|e| usage(&format!("cannot read the key {key}: {e}")));
+    let pem = std::fs::read(&key).unwrap_or_else(|e| bad_key(&format!("cannot read the key {key}: {e}")));
     // The signing scheme follows from the key (P-256: ECDSA_P256_SHA256_ASN1, as cosign).
-    let verifier = PublicKeyVerifier::try_from(&pem).unwrap_or_else(|e| usage(&format!("{key} is not a public key: {e}")));
+    let verifier = PublicKeyVerifier::try_from(&pem).unwrap_or_else(|e| bad_key(&format!("{key} is not a PEM public key: {e}")));
     let constraints: VerificationConstraintVec = vec![Box::new(verifier)];
 
     let trust = ManualTrustRoot::default();

@@ -39,7 +39,8 @@ fi
 verifiers=$root/target/verifiers
 if [ ! -x "$verifiers/venv/bin/syft" ] || [ ! -f "$verifiers/pins" ] || ! cmp -s "$verifiers/pins" tests/verifiers/pins; then
   say "installing the verifiers (Python venv, npm package)"
-  rm -rf "$verifiers" && mkdir -p "$verifiers"
+  # (the cosign-rs build beside them is cargo's to keep up to date: spared, it takes minutes)
+  mkdir -p "$verifiers" && find "$verifiers" -mindepth 1 -maxdepth 1 ! -name cosign-rs -exec rm -rf {} +
   python3 -m venv "$verifiers/venv"
   grep '^pip ' tests/verifiers/pins | cut -d' ' -f2- | xargs "$verifiers/venv/bin/pip" install -q
   grep '^npm ' tests/verifiers/pins | cut -d' ' -f2- | (cd "$verifiers" && xargs npm install --silent --no-audit --no-fund >/dev/null)
@@ -54,6 +55,12 @@ export STELLAOPS_VERIFY_SIGSTORE=$verifiers/sigstore_verify.mjs
 export STELLAOPS_VERIFY_SCRIPTS=$root/tests/verifiers
 export STELLAOPS_VERIFY_CDX_PROTO=$verifiers/node_modules/@appthreat/cdx-proto/specification
 export SYFT_CHECK_FOR_APP_UPDATE=false
+# The sigstore crate's cosign verifier (tests/verifiers/cosign-rs): its own workspace and
+# Cargo.lock, built once into target/verifiers/cosign-rs (cargo rebuilds only what changed).
+say "building the sigstore-crate cosign verifier"
+cargo build --release --locked --quiet --manifest-path tests/verifiers/cosign-rs/Cargo.toml \
+  --target-dir "$verifiers/cosign-rs"
+export STELLAOPS_VERIFY_COSIGN_RS=$verifiers/cosign-rs/release/cosign-rs-verify
 
 # 2. Services, private to this run.
 run_dir=$(mktemp -d /tmp/stellaops-test-XXXXXX)

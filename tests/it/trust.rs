@@ -1,6 +1,7 @@
 //! Trust: keys, DSSE envelopes checked by securesystemslib and in-toto, image signatures by the
-//! openssl recipe of VERIFIERS.md, release.yaml's shape and checksum by plain shell tools, and
-//! `verify` failing on each kind of tampering, naming it.
+//! openssl recipe of VERIFIERS.md and by the sigstore crate's cosign verifier (from a registry),
+//! release.yaml's shape and checksum by plain shell tools, and `verify` failing on each kind of
+//! tampering, naming it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,129 @@ fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
             .arg(dir.join("release.yaml")),
     );
     assert!(out.contains("Verified OK"));
+}
+
+/// `cosign verify --key` as the `sigstore` crate does it (tests/verifiers/cosign-rs): every
+/// image of a fresh release, pushed with its signature artifacts into the loopback registry
+/// (skopeo), has a signature the crate's cosign client fetches by the `sha256-<hex>.sig` tag and
+/// verifies with only the public key. Another key, a missing signature, a tampered signature
+/// and another image's (genuine) signature are each refused, naming the image.
+#[test]
+fn image_signatures_verify_with_the_sigstore_crate_from_a_registry() {
+    let Some((_, registry)) = crate::support::services() else { return };
+    let (Some(cosign_rs), Some(skopeo)) = (verifier("STELLAOPS_VERIFY_COSIGN_RS"), crate::support::tool("skopeo")) else {
+        return;
+    };
+    let repo = Repo::new();
+    let (key, public) = keygen(&repo, "release", "ecdsa-p256");
+    let (_, other) = keygen(&repo, "other", "ecdsa-p256");
+    release_with(&repo, &key, &[]).ok();
+    let layout = repo.releases().join("2.4.1-edge/images");
+    let refs = crate::support::digests(&layout);
+    let blob = |layout: &Path, d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let sig_tag = |d: &str| format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
+    // skopeo copy, digests kept: `tag` of an OCI layout to `dest` (REPO:TAG) in the registry.
+    let push = |from: &Path, tag: &str, dest: &str| {
+        run_ok(
+            Command::new(&skopeo)
+                .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
+                .arg(format!("oci:{}:{tag}", from.display()))
+                .arg(format!("docker://{registry}/{dest}")),
+        );
+    };
+    // A component's index digest and its per-platform manifest digests.
+    let images = |component: &str| -> Vec<String> {
+        let index: serde_json::Value = serde_json::from_slice(&fs::read(blob(&layout, &refs[component])).unwrap()).unwrap();
+        let mut all = vec![refs[component].clone()];
+        all.extend(index["manifests"].as_array().unwrap().iter().map(|m| m["digest"].as_str().unwrap().to_owned()));
+        all
+    };
+    let cosign_verify = |public: &Path, images: &[String]| -> Run {
+        Run::of(Command::new(&cosign_rs).arg("--key").arg(public).arg("--allow-http-registry").args(images).output().unwrap())
+    };
+
+    // 1. Every image and its signature, pushed as a publisher would; all 24 verify.
+    let components: Vec<&String> = refs.keys().filter(|n| !n.contains("-linux-")).collect();
+    assert_eq!(components.len(), 8);
+    let mut pushed = Vec::new();
+    for c in &components {
+        let repository = format!("stellaops-cosign-rs/{c}");
+        push(&layout, c, &format!("{repository}:edge"));
+        for d in images(c) {
+            push(&layout, &sig_tag(&d), &format!("{repository}:{}", sig_tag(&d)));
+            pushed.push(format!("{registry}/{repository}@{d}"));
+        }
+    }
+    assert_eq!(pushed.len(), 24, "8 indexes and 16 manifests");
+    let run = cosign_verify(&public, &pushed);
+    run.ok();
+    assert!(run.stdout.contains("24 verified, 0 failed"), "{}", run.stdout);
+
+    // 2. Another public key: every image refused.
+    let run = cosign_verify(&other, &pushed);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("0 verified, 24 failed"), "{}", run.stdout);
+    assert!(run.stderr.contains(&format!("FAILED {}: no signature of", pushed[0])), "{}", run.stderr);
+    assert!(run.stderr.contains("verifies with the public key"), "{}", run.stderr);
+
+    // 3. A signature removed: web-ui pushed without its index's signature.
+    let web = images("web-ui");
+    let by_digest = |repository: &str| -> Vec<String> { web.iter().map(|d| format!("{registry}/{repository}@{d}")).collect() };
+    push(&layout, "web-ui", "stellaops-cosign-rs-unsigned/web-ui:edge");
+    for d in &web[1..] {
+        push(&layout, &sig_tag(d), &format!("stellaops-cosign-rs-unsigned/web-ui:{}", sig_tag(d)));
+    }
+    let unsigned = by_digest("stellaops-cosign-rs-unsigned/web-ui");
+    let run = cosign_verify(&public, &unsigned);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("2 verified, 1 failed"), "{}", run.stdout);
+    assert!(run.stderr.contains(&format!("FAILED {}: no signature: ", unsigned[0])), "{}", run.stderr);
+
+    // 4. Tampered: the index's signature with one character of its base64 changed; the amd64
+    //    manifest given, as its signature, the (genuine) signature of another image.
+    let tiny = tempfile::tempdir().unwrap();
+    // (the signature artifacts' names are left out of `digests`: look them up in index.json)
+    let layout_index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let sig_manifest = layout_index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == sig_tag(&web[0]).as_str())
+        .and_then(|d| d["digest"].as_str())
+        .expect("the index's signature artifact");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(blob(&layout, sig_manifest)).unwrap()).unwrap();
+    let sig = m["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"].as_str().unwrap().to_owned();
+    let changed = if &sig[20..21] == "A" { "B" } else { "A" };
+    m["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"] = format!("{}{changed}{}", &sig[..20], &sig[21..]).into();
+    let bytes = serde_json::to_vec(&m).unwrap();
+    use sha2::Digest as _;
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
+    fs::create_dir_all(tiny.path().join("blobs/sha256")).unwrap();
+    fs::write(blob(tiny.path(), &digest), &bytes).unwrap();
+    for part in [&m["config"]["digest"], &m["layers"][0]["digest"]] {
+        fs::copy(blob(&layout, part.as_str().unwrap()), blob(tiny.path(), part.as_str().unwrap())).unwrap();
+    }
+    fs::write(tiny.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": bytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "tampered"}}]});
+    fs::write(tiny.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let tampered_repo = "stellaops-cosign-rs-tampered/web-ui";
+    push(&layout, "web-ui", &format!("{tampered_repo}:edge"));
+    push(tiny.path(), "tampered", &format!("{tampered_repo}:{}", sig_tag(&web[0])));
+    push(&layout, &sig_tag(&refs["authority"]), &format!("{tampered_repo}:{}", sig_tag(&web[1])));
+    push(&layout, &sig_tag(&web[2]), &format!("{tampered_repo}:{}", sig_tag(&web[2])));
+    let tampered = by_digest(tampered_repo);
+    let run = cosign_verify(&public, &tampered);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("1 verified, 2 failed"), "{}", run.stdout);
+    assert!(run.stderr.contains(&format!("FAILED {}: no signature of", tampered[0])), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("FAILED {}: no signature: ", tampered[1])), "{}", run.stderr);
+    assert!(run.stdout.contains(&format!("verified {}", tampered[2])), "{}", run.stdout);
+
+    // 5. Usage: no key, exit 64.
+    let out = Command::new(&cosign_rs).arg(&pushed[0]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
 }
 
 #[test]

@@ -800,8 +800,17 @@ fn check(
         return Err(refuse("`manifest/kit.dsse.json` names another version or channel than release.yaml".into()));
     }
     let mut listed: BTreeMap<&str, &Entry> = BTreeMap::new();
-    for e in &inventory.entries {
+    for e in inventory.entries.iter().chain(&inventory.requires) {
         safe_path(&e.path).map_err(|r| refuse(format!("the inventory lists `{}`: {r}", e.path)))?;
+        // A blob's name is its digest: checking the content against the inventory then checks
+        // it against the name, and step 4 need not hash blobs again.
+        if let Some(hex) = e.path.strip_prefix("images/blobs/sha256/") {
+            if hex != e.digest.hex() {
+                return Err(refuse(format!("the inventory lists `{}` with digest `{}`", e.path, e.digest)));
+            }
+        }
+    }
+    for e in &inventory.entries {
         if e.path.starts_with("manifest/") || listed.insert(e.path.as_str(), e).is_some() {
             return Err(refuse(format!("the inventory lists `{}` twice", e.path)));
         }

@@ -79,6 +79,17 @@ fn read_envelope(path: &Path) -> Result<Envelope, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: not a DSSE envelope: {e}", path.display()))
 }
 
+/// In an unpacked kit every blob was hashed against the signed inventory (whose blob
+/// digests are their names) as it was read: present with its size is enough here.
+fn check_size(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String> {
+    let n = fs::metadata(layout.blob_path(digest)).map_err(|e| format!("blob `{digest}` missing: {e}"))?.len();
+    if n == size {
+        Ok(())
+    } else {
+        Err(format!("blob `{digest}` is {n} bytes, its descriptor says {size}"))
+    }
+}
+
 /// Hashes a blob by streaming it; checks digest and size.
 fn check_blob(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String> {
     let path = layout.blob_path(digest);
@@ -97,7 +108,8 @@ fn check_blob(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String>
 
 /// Where the parts of a release are: a release directory, or the unpacked content of an
 /// offline kit (release.yaml and its signatures under `manifest/`; provenance and the drift
-/// report only as their signed envelopes under `attest/`; possibly a subset of components).
+/// report only as their signed envelopes under `attest/`; possibly a subset of components;
+/// blobs already hashed by the import against the signed inventory).
 #[derive(Debug, Clone)]
 pub struct Tree {
     pub root: PathBuf,
@@ -229,7 +241,7 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
             };
             let blobs: Result<(), String> = std::iter::once(&manifest.config)
                 .chain(&manifest.layers)
-                .map(|d| check_blob(&layout, &d.digest, d.size))
+                .map(|d| if tree.kit { check_size(&layout, &d.digest, d.size) } else { check_blob(&layout, &d.digest, d.size) })
                 .collect::<Vec<_>>()
                 .into_iter()
                 .collect();

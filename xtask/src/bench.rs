@@ -34,6 +34,12 @@ pub struct BenchArgs {
     /// docs, Python and npm packages, this workspace's Cargo.lock) against `syft dir:` instead.
     #[arg(long)]
     sbom: bool,
+    /// Measure offline kits instead: cut a release whose web-ui image carries a generated tree
+    /// (twice `--size-mib`, so that the kit holds about `--size-mib` after gzip), then time
+    /// `kit build` against `tar -c | zstd -T0 -3` on the same files and `kit import` (verify and
+    /// load) against `zstd -d | sha256sum`, with peak memory at 1/8 of the size and at all of it.
+    #[arg(long)]
+    kit: bool,
     /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
     #[arg(long, hide = true, value_name = "DIR")]
     layer_only: Option<PathBuf>,
@@ -276,6 +282,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.sbom {
         return bench_sbom(&dir, args.json);
     }
+    if args.kit {
+        return bench_kit(&dir, args.size_mib, args.json);
+    }
     let tree = dir.join("tree");
     let small = dir.join("small");
     let _ = fs::remove_dir_all(&tree);
@@ -357,4 +366,170 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 fn eprintln_(fmt: &str, a: impl std::fmt::Display, b: impl std::fmt::Display) {
     let msg = fmt.replacen("{}", &a.to_string(), 1).replacen("{}", &b.to_string(), 1);
     crate::progress::eprint(&msg);
+}
+
+/// Runs `cmd`, polling its peak resident memory (VmHWM) until it exits: (seconds, KiB).
+fn measured(cmd: &mut Command, what: &str) -> Result<(f64, u64)> {
+    let t = Instant::now();
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().with_context(|| what.to_owned())?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if let Some(kib) = fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let secs = t.elapsed().as_secs_f64();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = io::Read::read_to_string(&mut e, &mut err);
+        }
+        bail!("{what} failed with {status}: {err}");
+    }
+    Ok((secs, peak))
+}
+
+/// A scratch repository holding this workspace's release configuration, with a generated
+/// tree of `bytes` as one more layer of web-ui; released into `dir/release`.
+fn bulk_release(dir: &Path, bytes: u64) -> Result<PathBuf> {
+    let root = std::env::current_dir()?;
+    let repo = dir.join("repo");
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(&repo)?;
+    for item in ["release-trains", "components", "templates", "base-images.lock"] {
+        copy_tree(&root.join(item), &repo.join(item))?;
+    }
+    make_tree(&repo.join("components/standin/bulk"), bytes)?;
+    // web-ui is the last component of the bundle: one more layer for it.
+    let mut toml = fs::read_to_string(repo.join("release-trains/components.toml"))?;
+    toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
+    fs::write(repo.join("release-trains/components.toml"), toml)?;
+    fs::write(repo.join(".gitignore"), "/target\n")?;
+    let git = |args: &[&str]| -> Result<()> {
+        let st = Command::new("git")
+            .args([
+                "-c",
+                "core.compression=0",
+                "-c",
+                "core.looseCompression=0",
+                "-c",
+                "user.name=bench",
+                "-c",
+                "user.email=bench@example.invalid",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_DATE", "@1813492800 +0000")
+            .env("GIT_COMMITTER_DATE", "@1813492800 +0000")
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("git {args:?} failed");
+        }
+        Ok(())
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "bench"])?;
+    let release = dir.join("release");
+    let exe = std::env::current_exe()?;
+    measured(
+        Command::new(&exe)
+            .args(["--quiet", "release", "--channel", "edge", "--source"])
+            .arg(&repo)
+            .arg("--out")
+            .arg(&release)
+            .arg("--cache")
+            .arg(root.join("target/stellaops-cache")),
+        "the release",
+    )?;
+    Ok(release)
+}
+
+/// Kit write and import against `tar | zstd` and `zstd -d | sha256sum` on the same content.
+fn bench_kit(dir: &Path, size_mib: u64, json: bool) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let mut peaks = Vec::new();
+    let mut last = None;
+    for (label, mib) in [("eighth", size_mib / 8), ("full", size_mib)] {
+        let work = dir.join(label);
+        crate::progress::eprint(&format!("bench: cutting a release with {} MiB of generated files in {}", mib * 2, work.display()));
+        let release = bulk_release(&work, (mib * 2) << 20)?;
+        let key = work.join("repo/target/keys/dev.pub");
+        let kit = work.join("kit.tar.zst");
+        let parts = "images sboms attest charts compose release.yaml release.yaml.sig release.yaml.sigstore.json";
+        // Warm the page cache for both sides alike.
+        time_shell(&format!("cd '{}' && tar -cf - {parts} | cat > /dev/null", release.display()))?;
+        let (write, write_peak) = measured(
+            Command::new(&exe)
+                .args(["--quiet", "kit", "build"])
+                .arg(&release)
+                .arg("--out")
+                .arg(&kit)
+                .arg("--source")
+                .arg(work.join("repo")),
+            "kit build",
+        )?;
+        let peer_write = time_shell(&format!(
+            "cd '{}' && tar -cf - {parts} | zstd -q -T0 -3 > '{}'",
+            release.display(),
+            work.join("peer.tar.zst").display()
+        ))?;
+        let target = work.join("imported");
+        let (import, import_peak) = measured(
+            Command::new(&exe).args(["--quiet", "kit", "import"]).arg(&kit).arg("--into").arg(&target).arg("--key").arg(&key),
+            "kit import",
+        )?;
+        let peer_read = time_shell(&format!("zstd -q -d -c '{}' | sha256sum > /dev/null", kit.display()))?;
+        let content: u64 = walkdir::WalkDir::new(&target)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        let kit_size = fs::metadata(&kit)?.len();
+        peaks.push((label, content, write_peak, import_peak));
+        last = Some((content, kit_size, write, peer_write, import, peer_read));
+        let _ = fs::remove_dir_all(work.join("repo/components"));
+    }
+    let Some((content, kit_size, write, peer_write, import, peer_read)) = last else { bail!("nothing measured") };
+    let mb = content as f64 / 1e6;
+    let report = serde_json::json!({
+        "kit_content_mb": mb, "kit_file_mb": kit_size as f64 / 1e6,
+        "write": { "ours_mb_s": mb / write, "tar_zstd_t0_3_mb_s": mb / peer_write, "ratio_vs_tar_zstd": peer_write / write },
+        "import": { "ours_mb_s": mb / import, "zstd_d_sha256sum_mb_s": mb / peer_read, "ratio_vs_zstd_d_sha256sum": peer_read / import },
+        "peak_rss_kib": peaks.iter().map(|(l, c, w, i)| serde_json::json!({"size": l, "content_bytes": c, "kit_build": w, "kit_import": i})).collect::<Vec<_>>(),
+        "page_cache": "warm",
+    });
+    if json {
+        println!("{report}");
+    } else {
+        println!("kit: {mb:.0} MB of content, {:.0} MB compressed (zstd level {})", kit_size as f64 / 1e6, pipeline::kit::ZSTD_LEVEL);
+        println!(
+            "kit write    ours {:.0} MB/s | tar -c | zstd -T0 -3 {:.0} MB/s | ratio {:.2}x",
+            mb / write,
+            mb / peer_write,
+            peer_write / write
+        );
+        println!(
+            "kit import   ours {:.0} MB/s (verify + load) | zstd -d | sha256sum {:.0} MB/s | ratio {:.2}x",
+            mb / import,
+            mb / peer_read,
+            peer_read / import
+        );
+        for (l, c, w, i) in &peaks {
+            println!("peak memory  {l}: {:.0} MB kit: build {w} KiB, import {i} KiB", *c as f64 / 1e6);
+        }
+    }
+    Ok(())
 }

@@ -195,6 +195,10 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
 
+    // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
+    for dir in ["policy", "plugins"] {
+        copy_tree(&plan.root.join(dir), &staging.path().join(dir))?;
+    }
     // The channel's offline kit, inside the release directory.
     let kit_file = crate::kit::kit_name(&plan.version.version.to_string(), plan.channel.as_str());
     let mut kit = crate::kit::write(
@@ -245,6 +249,26 @@ fn publish_dir(staging: PathBuf, dest: &Path) -> Result<(), Error> {
         fs::remove_dir_all(&old).map_err(io(&old))?;
     } else {
         fs::rename(&staging, dest).map_err(io(dest))?;
+    }
+    Ok(())
+}
+
+/// Copies the regular files under `from` (if it exists) to `to`, sorted; nothing else.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    for e in walkdir::WalkDir::new(from).sort_by_file_name() {
+        let e = e.map_err(|e| Error::Io { path: from.to_owned(), source: e.into() })?;
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let dest = to.join(e.path().strip_prefix(from).unwrap_or(e.path()));
+        if let Some(p) = dest.parent() {
+            fs::create_dir_all(p).map_err(|source| Error::Io { path: p.to_owned(), source })?;
+        }
+        let bytes = fs::read(e.path()).map_err(|source| Error::Io { path: e.path().to_owned(), source })?;
+        write_atomic(&dest, &bytes).map_err(|source| Error::Io { path: dest.clone(), source })?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ impl Repo {
     pub fn new() -> Repo {
         let dir = tempfile::Builder::new().prefix("stellaops-it-").tempdir().expect("temp dir");
         let root = workspace();
-        for item in ["release-trains", "components", "templates", "base-images.lock"] {
+        for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
             copy(&root.join(item), &dir.path().join(item));
         }
         fs::write(dir.path().join(".gitignore"), "/target\n").expect("write .gitignore");

@@ -405,7 +405,7 @@ fn bulk_release(dir: &Path, bytes: u64) -> Result<PathBuf> {
     let repo = dir.join("repo");
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(&repo)?;
-    for item in ["release-trains", "components", "templates", "base-images.lock"] {
+    for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
         copy_tree(&root.join(item), &repo.join(item))?;
     }
     make_tree(&repo.join("components/standin/bulk"), bytes)?;
@@ -466,7 +466,7 @@ fn bench_kit(dir: &Path, size_mib: u64, json: bool) -> Result<()> {
         let release = bulk_release(&work, (mib * 2) << 20)?;
         let key = work.join("repo/target/keys/dev.pub");
         let kit = work.join("kit.tar.zst");
-        let parts = "images sboms attest charts compose release.yaml release.yaml.sig release.yaml.sigstore.json";
+        let parts = "images sboms attest charts compose policy release.yaml release.yaml.sig release.yaml.sigstore.json";
         // Warm the page cache for both sides alike.
         time_shell(&format!("cd '{}' && tar -cf - {parts} | cat > /dev/null", release.display()))?;
         let (write, write_peak) = measured(

@@ -35,6 +35,8 @@ pub mod oci;
 pub mod pgzip;
 pub mod plan;
 pub mod provenance;
+pub mod publish;
+pub mod referrers;
 pub mod registry;
 pub mod release;
 pub mod report;

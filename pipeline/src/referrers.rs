@@ -52,7 +52,8 @@ pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 /// The kinds every platform image has, and every component index has.
-pub const IMAGE_KINDS: [&str; 5] = ["sbom-cyclonedx-json", "sbom-cyclonedx-protobuf", "sbom-attestation", "provenance-attestation", "signature"];
+pub const IMAGE_KINDS: [&str; 5] =
+    ["sbom-cyclonedx-json", "sbom-cyclonedx-protobuf", "sbom-attestation", "provenance-attestation", "signature"];
 pub const INDEX_KINDS: [&str; 3] = ["signature", "drift-report", "drift-attestation"];
 
 /// An image-spec 1.1 artifact manifest (a manifest with `artifactType` and `subject`).
@@ -108,10 +109,8 @@ fn read(dir: &Path, rel: &str) -> Result<Vec<u8>, LayoutError> {
 fn put_artifact(layout: &Layout, subject: &Descriptor, a: Artifact<'_>, created: &str) -> Result<Descriptor, LayoutError> {
     let mut layer = layout.put_blob(a.artifact_type, &a.bytes)?;
     layer.annotations.insert(ANNOTATION_TITLE.to_owned(), a.title);
-    let mut annotations = BTreeMap::from([
-        (ANNOTATION_CREATED.to_owned(), created.to_owned()),
-        (ANNOTATION_KIND.to_owned(), a.kind.to_owned()),
-    ]);
+    let mut annotations =
+        BTreeMap::from([(ANNOTATION_CREATED.to_owned(), created.to_owned()), (ANNOTATION_KIND.to_owned(), a.kind.to_owned())]);
     if let Some(p) = a.predicate {
         annotations.insert(ANNOTATION_PREDICATE.to_owned(), p.to_owned());
     }
@@ -265,7 +264,8 @@ pub fn in_layout(layout: &Layout) -> Result<Vec<Referrer>, LayoutError> {
         if let Some(subject) = m.subject {
             // distribution-spec: the artifactType, else the config's media type.
             let artifact_type = m.artifact_type.or(m.config.map(|c| c.media_type));
-            let descriptor = Descriptor { artifact_type, annotations: m.annotations, ..Descriptor::new(&d.media_type, d.digest.clone(), d.size) };
+            let descriptor =
+                Descriptor { artifact_type, annotations: m.annotations, ..Descriptor::new(&d.media_type, d.digest.clone(), d.size) };
             out.push(Referrer { descriptor, subject });
         }
     }

@@ -14,6 +14,7 @@ pub enum Stage {
     Evidence,
     Sign,
     Write,
+    Publish,
     Compare,
 }
 
@@ -27,6 +28,7 @@ impl Stage {
             Stage::Evidence => "evidence",
             Stage::Sign => "sign",
             Stage::Write => "write",
+            Stage::Publish => "publish",
             Stage::Compare => "compare",
         }
     }

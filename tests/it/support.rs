@@ -197,7 +197,9 @@ pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
         .expect("manifests")
         .iter()
         // Referrers are listed without a ref name.
-        .filter_map(|d| Some((d["annotations"]["org.opencontainers.image.ref.name"].as_str()?.to_owned(), d["digest"].as_str()?.to_owned())))
+        .filter_map(|d| {
+            Some((d["annotations"]["org.opencontainers.image.ref.name"].as_str()?.to_owned(), d["digest"].as_str()?.to_owned()))
+        })
         .filter(|(name, _)| !name.ends_with(".sig"))
         .collect()
 }

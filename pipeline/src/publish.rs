@@ -27,6 +27,7 @@ use std::fs;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,8 @@ pub struct PushOptions {
     pub docker_config: Option<PathBuf>,
     /// Skip step 5 (the caller tags later, e.g. after every mirror has the content).
     pub defer_tags: bool,
+    /// Repositories pushed at once.
+    pub jobs: usize,
 }
 
 impl Default for PushOptions {
@@ -110,6 +113,7 @@ impl Default for PushOptions {
             resume: false,
             docker_config: None,
             defer_tags: false,
+            jobs: 4,
         }
     }
 }
@@ -390,10 +394,10 @@ pub struct Session<'a> {
     client: &'a Client,
     opts: &'a PushOptions,
     placement: Placement,
-    journal: Journal,
-    report: PushReport,
+    journal: Mutex<Journal>,
+    report: Mutex<PushReport>,
     /// Blobs known to be in a repository of this registry: digest -> repository.
-    have: BTreeMap<Digest, String>,
+    have: Mutex<BTreeMap<Digest, String>>,
 }
 
 impl<'a> Session<'a> {
@@ -416,10 +420,21 @@ impl<'a> Session<'a> {
                 .collect(),
             ..Default::default()
         };
-        Ok(Session { layout, target, client, opts, placement, journal, report, have: BTreeMap::new() })
+        Ok(Session { layout, target, client, opts, placement, journal: Mutex::new(journal), report: Mutex::new(report), have: Mutex::new(BTreeMap::new()) })
     }
 
-    /// Steps 2 and 3: blobs, manifests, signature tags, referrers.
+    fn j(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn rep(&self) -> std::sync::MutexGuard<'_, PushReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn have(&self) -> std::sync::MutexGuard<'_, BTreeMap<Digest, String>> {
+        self.have.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Steps 2 and 3: blobs, manifests, signature tags, referrers; repositories in parallel
+    /// ([`PushOptions::jobs`] at once), each one's steps in order.
     pub fn content(&mut self, reporter: &dyn Reporter) -> Result<(), PublishError> {
         let names: Vec<String> = self.placement.repos.keys().cloned().collect();
         let jobs = self.placement.repos.values().map(|r| r.blobs.len() + r.manifests.len()).sum();
@@ -428,43 +443,49 @@ impl<'a> Session<'a> {
             Some(first) => probe_referrers(self.client, &self.target.repository(first))?,
             None => ReferrersMode::Fallback,
         };
-        self.report.referrers_mode = Some(mode);
-        for name in &names {
-            let repo = self.target.repository(name);
-            self.blobs(name, &repo, reporter)?;
-            self.manifests(name, &repo, reporter)?;
-            self.signature_tags(name, &repo)?;
-            if mode == ReferrersMode::Fallback {
-                self.fallback_indexes(name, &repo)?;
-            }
-            self.report.referrers += self.placement.repos[name].referrers.len();
-            for note in self.client.take_notes() {
-                reporter.event(Event::Note { message: format!("{}: {note}", self.target) });
-            }
-            reporter.event(Event::JobFinished {
-                stage: Stage::Publish,
-                job: repo.clone(),
-                detail: format!("{} by digest", self.target.host),
-            });
-        }
+        self.rep().referrers_mode = Some(mode);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.jobs.max(1))
+            .build()
+            .map_err(|e| PublishError::Release { message: format!("cannot start worker threads: {e}") })?;
+        let this = &*self;
+        pool.install(|| {
+            use rayon::prelude::*;
+            names.par_iter().try_for_each(|name| {
+                let repo = this.target.repository(name);
+                this.blobs(name, &repo, reporter)?;
+                this.manifests(name, &repo)?;
+                this.signature_tags(name, &repo)?;
+                if mode == ReferrersMode::Fallback {
+                    this.fallback_indexes(name, &repo)?;
+                }
+                this.rep().referrers += this.placement.repos[name].referrers.len();
+                for note in this.client.take_notes() {
+                    reporter.event(Event::Note { message: format!("{}: {note}", this.target) });
+                }
+                reporter.event(Event::JobFinished { stage: Stage::Publish, job: repo.clone(), detail: format!("{} by digest", this.target.host) });
+                Ok::<(), PublishError>(())
+            })
+        })?;
         reporter.event(Event::StageFinished { stage: Stage::Publish });
         Ok(())
     }
 
-    fn blobs(&mut self, name: &str, repo: &str, reporter: &dyn Reporter) -> Result<(), PublishError> {
+    fn blobs(&self, name: &str, repo: &str, reporter: &dyn Reporter) -> Result<(), PublishError> {
         let blobs: Vec<(Digest, u64)> = self.placement.repos[name].blobs.iter().map(|(d, s)| (d.clone(), *s)).collect();
         for (digest, size) in blobs {
-            self.report.blobs += 1;
+            self.rep().blobs += 1;
             let step = format!("blob {repo} {digest}");
-            if self.journal.is_done(&step) {
-                self.have.entry(digest).or_insert_with(|| repo.to_owned());
+            if self.j().is_done(&step) {
+                self.have().entry(digest).or_insert_with(|| repo.to_owned());
                 continue;
             }
             if self.client.blob_exists(repo, &digest)?.is_some() {
-                self.report.blobs_present += 1;
+                self.rep().blobs_present += 1;
             } else {
-                let mounted = match self.have.get(&digest) {
-                    Some(from) if from != repo => self.client.mount_blob(repo, &digest, from)? == Mount::Mounted,
+                let from = self.have().get(&digest).cloned();
+                let mounted = match from {
+                    Some(from) if from != repo => self.client.mount_blob(repo, &digest, &from)? == Mount::Mounted,
                     _ => false,
                 };
                 if !mounted {
@@ -473,37 +494,37 @@ impl<'a> Session<'a> {
                     reporter.event(Event::JobFinished { stage: Stage::Publish, job: format!("{repo} blob"), detail: digest.to_string() });
                 }
             }
-            self.have.entry(digest).or_insert_with(|| repo.to_owned());
-            self.journal.record(step)?;
+            self.have().entry(digest).or_insert_with(|| repo.to_owned());
+            self.j().record(step)?;
         }
         Ok(())
     }
 
-    fn manifests(&mut self, name: &str, repo: &str, _reporter: &dyn Reporter) -> Result<(), PublishError> {
+    fn manifests(&self, name: &str, repo: &str) -> Result<(), PublishError> {
         let manifests = self.placement.repos[name].manifests.clone();
         for (digest, media_type) in manifests {
             let step = format!("manifest {repo} {digest}");
-            if self.journal.is_done(&step) {
+            if self.j().is_done(&step) {
                 continue;
             }
             if self.client.head_manifest(repo, digest.as_str())?.is_some_and(|d| d.is_empty() || d == digest.as_str()) {
-                self.report.manifests_present += 1;
+                self.rep().manifests_present += 1;
             } else {
                 let bytes = self.layout.read_blob(&digest)?;
                 self.client.put_manifest(repo, digest.as_str(), &bytes, &media_type)?;
-                self.report.manifests_put += 1;
+                self.rep().manifests_put += 1;
             }
-            self.journal.record(step)?;
+            self.j().record(step)?;
         }
         Ok(())
     }
 
     /// cosign's `sha256-<hex>.sig` tags, merged with the signatures already under the tag.
-    fn signature_tags(&mut self, name: &str, repo: &str) -> Result<(), PublishError> {
+    fn signature_tags(&self, name: &str, repo: &str) -> Result<(), PublishError> {
         let tags = self.placement.repos[name].sig_tags.clone();
         for (tag, digest) in tags {
             let step = format!("sig-tag {repo} {tag} {digest}");
-            if self.journal.is_done(&step) {
+            if self.j().is_done(&step) {
                 continue;
             }
             let ours: oci::Manifest = self.layout.read_json(&digest, "a signature manifest")?;
@@ -528,16 +549,16 @@ impl<'a> Session<'a> {
             };
             if let Some(bytes) = merged {
                 self.client.put_manifest(repo, &tag, &bytes, oci::MEDIA_MANIFEST)?;
-                self.report.signature_tags_written += 1;
+                self.rep().signature_tags_written += 1;
             }
-            self.journal.record(step)?;
+            self.j().record(step)?;
         }
         Ok(())
     }
 
     /// The referrers tag schema: for each subject, the index under `sha256-<hex>` lists every
     /// referrer with its `artifactType` and annotations; merged with what is there.
-    fn fallback_indexes(&mut self, name: &str, repo: &str) -> Result<(), PublishError> {
+    fn fallback_indexes(&self, name: &str, repo: &str) -> Result<(), PublishError> {
         let mut by_subject: BTreeMap<Digest, Vec<Descriptor>> = BTreeMap::new();
         for r in &self.placement.repos[name].referrers {
             by_subject.entry(r.subject.digest.clone()).or_default().push(r.descriptor.clone());
@@ -545,7 +566,7 @@ impl<'a> Session<'a> {
         for (subject, ours) in by_subject {
             let tag = fallback_tag(&subject);
             let step = format!("fallback {repo} {tag} {}", Digest::of(serde_json::to_string(&ours).unwrap_or_default().as_bytes()));
-            if self.journal.is_done(&step) {
+            if self.j().is_done(&step) {
                 continue;
             }
             let existing = self.client.get_manifest(repo, &tag)?;
@@ -569,9 +590,9 @@ impl<'a> Session<'a> {
             let bytes = serde_json::to_vec(&index).map_err(|e| place_err(self.layout, e.to_string()))?;
             if existing.as_ref().map(|f| &f.bytes) != Some(&bytes) {
                 self.client.put_manifest(repo, &tag, &bytes, oci::MEDIA_INDEX)?;
-                self.report.fallback_indexes_written += 1;
+                self.rep().fallback_indexes_written += 1;
             }
-            self.journal.record(step)?;
+            self.j().record(step)?;
         }
         Ok(())
     }
@@ -592,7 +613,7 @@ impl<'a> Session<'a> {
     /// Step 4: every manifest resolves by digest, every blob exists, every referrer is listed.
     pub fn check(&mut self) -> Result<(), PublishError> {
         let mut problems = Vec::new();
-        let mode = self.report.referrers_mode.unwrap_or(ReferrersMode::Fallback);
+        let mode = self.rep().referrers_mode.unwrap_or(ReferrersMode::Fallback);
         for (name, plan) in &self.placement.repos {
             let repo = self.target.repository(name);
             for (d, _) in &plan.manifests {
@@ -650,17 +671,17 @@ impl<'a> Session<'a> {
                     if self.client.head_manifest(&repo, t)?.as_deref() != Some(digest.as_str()) {
                         self.client.put_manifest(&repo, t, &bytes, media_type)?;
                     }
-                    self.report.tags.push(format!("{repo}:{t} ({root}) -> {digest}"));
+                    self.rep().tags.push(format!("{repo}:{t} ({root}) -> {digest}"));
                 }
             }
         }
-        self.journal.record(format!("tagged {}", tags.join(",")))?;
+        self.j().record(format!("tagged {}", tags.join(",")))?;
         Ok(())
     }
 
     pub fn report(&self) -> PushReport {
-        let mut r = self.report.clone();
-        r.resumed_steps = self.journal.resumed;
+        let mut r = self.rep().clone();
+        r.resumed_steps = self.j().resumed;
         r.requests = self.client.stats.requests.load(Ordering::Relaxed);
         r.retries = self.client.stats.retries.load(Ordering::Relaxed);
         r.blobs_uploaded = self.client.stats.blobs_uploaded.load(Ordering::Relaxed);

@@ -53,6 +53,13 @@ pub enum PublishError {
     Incomplete { target: String, problems: Vec<String> },
     #[error("{message}")]
     Release { message: String },
+    #[error("{role} `{target}`: {source}\n  no tag was written on any registry; fix the cause and run again with `--resume`")]
+    Stopped {
+        role: &'static str,
+        target: String,
+        #[source]
+        source: Box<PublishError>,
+    },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -65,6 +72,7 @@ impl PublishError {
     pub fn exit_code(&self) -> i32 {
         match self {
             PublishError::Registry(e) => e.exit_code(),
+            PublishError::Stopped { source, .. } => source.exit_code(),
             PublishError::Place { .. } | PublishError::Incomplete { .. } | PublishError::Release { .. } => crate::exit::REJECTED,
             PublishError::Layout(LayoutError::DigestMismatch { .. } | LayoutError::NotALayout(_)) => crate::exit::REJECTED,
             PublishError::Auth(_) | PublishError::Journal { .. } => crate::exit::REJECTED,
@@ -420,7 +428,16 @@ impl<'a> Session<'a> {
                 .collect(),
             ..Default::default()
         };
-        Ok(Session { layout, target, client, opts, placement, journal: Mutex::new(journal), report: Mutex::new(report), have: Mutex::new(BTreeMap::new()) })
+        Ok(Session {
+            layout,
+            target,
+            client,
+            opts,
+            placement,
+            journal: Mutex::new(journal),
+            report: Mutex::new(report),
+            have: Mutex::new(BTreeMap::new()),
+        })
     }
 
     fn j(&self) -> std::sync::MutexGuard<'_, Journal> {
@@ -463,7 +480,11 @@ impl<'a> Session<'a> {
                 for note in this.client.take_notes() {
                     reporter.event(Event::Note { message: format!("{}: {note}", this.target) });
                 }
-                reporter.event(Event::JobFinished { stage: Stage::Publish, job: repo.clone(), detail: format!("{} by digest", this.target.host) });
+                reporter.event(Event::JobFinished {
+                    stage: Stage::Publish,
+                    job: repo.clone(),
+                    detail: format!("{} by digest", this.target.host),
+                });
                 Ok::<(), PublishError>(())
             })
         })?;
@@ -857,12 +878,10 @@ pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporte
                 sessions.push(None);
             }
             Err(e) => {
-                return Err(PublishError::Release {
-                    message: format!(
-                        "{} `{}`: {e}\n  no tag was written on any registry; fix the cause and run again with `--resume`",
-                        if d.mirror { "required mirror" } else { "primary registry" },
-                        d.target
-                    ),
+                return Err(PublishError::Stopped {
+                    role: if d.mirror { "required mirror" } else { "primary registry" },
+                    target: d.target.to_string(),
+                    source: Box::new(e),
                 })
             }
         }

@@ -10,6 +10,7 @@ mod buildkit;
 mod docker;
 mod evidence;
 mod oci_tools;
+mod publish;
 mod refusals;
 mod release;
 mod support;

@@ -174,6 +174,11 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     if registry.is_empty() || registry.contains('@') || registry.ends_with('/') || !registry.contains('/') {
         problems.push(problem(BUNDLE_FILE, "release.registry", format!("`{registry}` is not `HOST/NAMESPACE`")));
     }
+    for (i, m) in bundle.release.mirrors.iter().enumerate() {
+        if let Err(e) = m.registry.parse::<crate::distribution::RegistryTarget>() {
+            problems.push(problem(BUNDLE_FILE, format!("release.mirror[{i}].registry"), e));
+        }
+    }
 
     let mut names = BTreeSet::new();
     let mut groups = BTreeSet::new();

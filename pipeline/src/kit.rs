@@ -163,7 +163,6 @@ pub struct KitRequest<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct KitSummary {
     pub path: PathBuf,
-    pub digest: Digest,
     /// Size of the `.tar.zst` file.
     pub size: u64,
     /// Sum of the entries' sizes (uncompressed content).
@@ -304,8 +303,9 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = tempfile::Builder::new().prefix(".kit-").tempfile_in(dir).map_err(io_err(dir))?;
     let file = tmp.as_file().try_clone().map_err(io_err(tmp.path()))?;
-    let counted = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut enc = zstd::stream::write::Encoder::new(counted, ZSTD_LEVEL).map_err(io_err(out))?;
+    // (The kit's own sha256 is not computed here: a second hash of every byte on this thread
+    // would cost a third of the throughput; `sha256sum` it when publishing.)
+    let mut enc = zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), ZSTD_LEVEL).map_err(io_err(out))?;
     // Multithreaded mode always: its bytes differ from single-threaded mode but not with the
     // number of workers.
     enc.multithread(req.threads.max(1)).map_err(io_err(out))?;
@@ -332,11 +332,11 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
         reporter.event(Event::JobFinished { stage: Stage::Kit, job: e.path.clone(), detail: e.size.to_string() });
     }
     let enc = tar.into_inner().map_err(io_err(out))?;
-    let counted = enc.finish().map_err(io_err(out))?;
-    let (mut buf, digest, size) = counted.finish();
+    let mut buf = enc.finish().map_err(io_err(out))?;
     buf.flush().map_err(io_err(out))?;
     drop(buf);
     tmp.as_file().sync_all().map_err(io_err(out))?;
+    let size = tmp.as_file().metadata().map_err(io_err(out))?.len();
     tmp.persist(out).map_err(|e| KitError::Io { path: out.to_owned(), source: e.error })?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -346,7 +346,6 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     let required_size: u64 = inventory.requires.iter().map(|e| e.size).sum();
     Ok(KitSummary {
         path: out.to_owned(),
-        digest,
         size,
         content_size: inventory.total_size,
         entries: inventory.entries.len() + MANIFEST_ENTRIES.len(),
@@ -536,6 +535,20 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
 pub enum Target {
     /// An OCI image layout directory (made when absent).
     Dir(PathBuf),
+    /// A registry: images pushed by digest under `<namespace>/<component>`, signatures and
+    /// attestations as referrers, the version tag last ([`crate::publish::push_layout`]).
+    Registry { target: crate::distribution::RegistryTarget, docker_config: Option<PathBuf> },
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    /// `docker://HOST[:PORT]/NAMESPACE` for a registry; anything else is a directory.
+    fn from_str(s: &str) -> Result<Target, String> {
+        match s.strip_prefix("docker://") {
+            Some(r) => Ok(Target::Registry { target: r.parse()?, docker_config: None }),
+            None => Ok(Target::Dir(PathBuf::from(s))),
+        }
+    }
 }
 
 /// What a verified kit is, and where its content was staged.
@@ -587,7 +600,10 @@ fn report_of(kit: &Path, c: &Checked, target: Option<String>, new_blobs: Option<
 
 /// `kit import <kit> --into <target>`.
 pub fn import(kit: &Path, target: &Target, key: &PublicKey, fips: Fips, reporter: &dyn Reporter) -> Result<KitReport, KitError> {
-    let Target::Dir(dir) = target;
+    let dir = match target {
+        Target::Dir(dir) => dir,
+        Target::Registry { target, docker_config } => return import_registry(kit, target, docker_config.clone(), key, fips, reporter),
+    };
     let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir().map_err(io_err(dir))?.join(dir) };
     let name = dir
         .file_name()
@@ -610,6 +626,30 @@ pub fn import(kit: &Path, target: &Target, key: &PublicKey, fips: Fips, reporter
     let checked = check(kit, key, fips, &parent, base, reporter)?;
     let new_blobs = load_dir(&checked, &dir, name, &parent)?;
     Ok(report_of(kit, &checked, Some(dir.display().to_string()), Some(new_blobs)))
+}
+
+/// Steps 1–4 in a temporary directory, then step 5 for a registry: every blob, manifest and
+/// referrer pushed by digest and checked, the version tag last. A delta kit's base would have
+/// to be fetched back and hashed: delta kits import into a directory only.
+fn import_registry(
+    kit: &Path,
+    target: &crate::distribution::RegistryTarget,
+    docker_config: Option<PathBuf>,
+    key: &PublicKey,
+    fips: Fips,
+    reporter: &dyn Reporter,
+) -> Result<KitReport, KitError> {
+    let checked = check(kit, key, fips, &std::env::temp_dir(), None, reporter)?;
+    if checked.inventory.kind == KitKind::Delta {
+        return Err(KitError::Target {
+            target: PathBuf::from(format!("docker://{}/{}", target.host, target.namespace)),
+            reason: "a delta kit imports into an OCI layout directory only; import the full kit into a registry".into(),
+        });
+    }
+    let opts = crate::publish::PushOptions { tags: vec![checked.inventory.version.clone()], docker_config, ..Default::default() };
+    let pushed = crate::publish::push_layout(&checked.staging.path().join("images"), target, &opts, reporter)
+        .map_err(|e| KitError::Push { target: format!("{}/{}", target.host, target.namespace), reason: e.to_string() })?;
+    Ok(report_of(kit, &checked, Some(format!("docker://{}/{}", target.host, target.namespace)), Some(pushed.blobs_uploaded as usize)))
 }
 
 /// Step 5 for a directory: move new blobs into the layout, the release's files into

@@ -13,16 +13,21 @@
 //!   [`layer`], [`oci`]) through a [`build::Backend`]: daemonless, or [`buildkit`] for
 //!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
 //!   BuildKit's exported filesystem into a deterministic layer);
+//! - [`referrers`] adds every SBOM, attestation and signature to the layout as OCI 1.1
+//!   referrers; [`publish`] pushes a layout by digest ([`distribution`], [`auth`]), tags last;
+//!   [`verify_registry`] reads a published release back;
 //! - [`templates`] renders the Helm chart and compose file with every image by digest;
 //! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].
 
+pub mod auth;
 pub mod base;
 pub mod build;
 pub mod buildkit;
 pub mod config;
 pub mod debian;
+pub mod distribution;
 pub mod dockerfile;
 pub mod drift;
 pub mod evidence;
@@ -36,6 +41,8 @@ pub mod oci;
 pub mod pgzip;
 pub mod plan;
 pub mod provenance;
+pub mod publish;
+pub mod referrers;
 pub mod registry;
 pub mod release;
 pub mod report;
@@ -51,6 +58,7 @@ pub mod templates;
 pub mod tlog;
 pub mod trust;
 pub mod verify;
+pub mod verify_registry;
 
 use std::path::PathBuf;
 
@@ -82,6 +90,8 @@ pub enum Error {
     Lock(#[from] lock::LockError),
     #[error(transparent)]
     Kit(#[from] kit::KitError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -140,6 +150,7 @@ impl Error {
             Error::Templates(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
             Error::Kit(e) => e.exit_code(),
+            Error::Publish(e) => e.exit_code(),
         }
     }
 }

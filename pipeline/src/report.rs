@@ -15,6 +15,7 @@ pub enum Stage {
     Sign,
     Kit,
     Write,
+    Publish,
     Compare,
 }
 
@@ -29,6 +30,7 @@ impl Stage {
             Stage::Sign => "sign",
             Stage::Kit => "kit",
             Stage::Write => "write",
+            Stage::Publish => "publish",
             Stage::Compare => "compare",
         }
     }

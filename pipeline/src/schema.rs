@@ -125,6 +125,21 @@ pub struct ReleaseSection {
     pub version: String,
     /// Where images are published: `host/namespace`.
     pub registry: String,
+    /// Registries that receive the same content by digest after the primary (spec §3.1).
+    #[serde(default, rename = "mirror")]
+    pub mirrors: Vec<MirrorSection>,
+}
+
+/// `[[release.mirror]]`: a registry that mirrors the primary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MirrorSection {
+    /// `host/namespace`.
+    pub registry: String,
+    /// When true, a release whose push to this mirror fails is not tagged anywhere; when false
+    /// (the default) the failure is reported and `publish --resume` retries it.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// One skew rule of spec §1.3: the minor versions of `left` and `right` groups differ by at

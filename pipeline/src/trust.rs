@@ -7,7 +7,8 @@
 //! 2. `attest/<component>/<platform>.sbom.dsse.json` (statement: subject the manifest,
 //!    predicate the CycloneDX JSON), `attest/<component>/<platform>.provenance.dsse.json`,
 //!    `attest/drift.dsse.json` (subjects: every image);
-//! 3. `release.yaml` (spec §6.1), then `release.yaml.sig` and `release.yaml.sigstore.json`.
+//! 3. the same documents and signatures as OCI 1.1 referrers in the layout ([`crate::referrers`]);
+//! 4. `release.yaml` (spec §6.1), then `release.yaml.sig` and `release.yaml.sigstore.json`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -64,6 +65,8 @@ pub struct Signed {
     pub key_id: String,
     pub image_signatures: usize,
     pub envelopes: usize,
+    /// OCI referrers added to the layout ([`crate::referrers`]).
+    pub referrers: usize,
     pub release_yaml: PathBuf,
 }
 
@@ -140,6 +143,8 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
     write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
     log_entries.push(crate::tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).unwrap_or_default(), &pem));
     envelopes += 1;
+    // Every SBOM, envelope, drift report and signature again as an OCI 1.1 referrer.
+    let referrers = crate::referrers::attach(layout, images, evidence, out, plan.source_date_epoch)?.referrers;
     reporter.event(Event::StageFinished { stage: Stage::Sign });
 
     // The transparency log, when one is configured; what it cannot take now is queued.
@@ -163,7 +168,7 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
         }
     };
 
-    // 3. release.yaml, last, then its signatures.
+    // 4. release.yaml, last, then its signatures.
     let mut doc = ReleaseYaml {
         release: ReleaseInfo {
             version: plan.version.version.to_string(),
@@ -206,7 +211,7 @@ pub fn run(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporte
         let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &sig).unwrap_or_default();
         crate::tlog::submit_all(url, &[crate::tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
     }
-    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, release_yaml: path })
+    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, referrers, release_yaml: path })
 }
 
 fn write_envelope(path: &Path, env: &sign::Envelope) -> Result<(), TrustError> {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{run_ok, tool, xtask_cmd, Repo, Run, EPOCH};
+use crate::support::{run_ok, services, tool, xtask_cmd, Repo, Run, EPOCH};
 
 const KIT: &str = "stellaops-kit-2.4.1-edge.tar.zst";
 
@@ -339,8 +339,8 @@ fn a_delta_kit_carries_only_the_changed_component_and_imports_to_the_full_state(
         unpack(&delta).iter().filter_map(|r| name_of(r).strip_prefix("images/blobs/sha256/").map(str::to_owned)).collect();
     assert_eq!(in_delta, new, "the delta kit's blobs are not exactly the new ones");
     // Every image records the release's commit and time (spec §6.2 labels), so each
-    // component's config, manifests and index are new; but the only new layers are web-ui's,
-    // and the other components add only small metadata blobs.
+    // component's config, manifests and index are new, and so are its evidence referrers; but
+    // the only new layers are web-ui's.
     let layers_of = |rel: &Path, component: &str| -> Vec<String> {
         let layout = rel.join("images");
         let read = |d: &str| -> serde_json::Value {
@@ -370,12 +370,14 @@ fn a_delta_kit_carries_only_the_changed_component_and_imports_to_the_full_state(
     }
     assert!(web_ui_layers >= 2, "the delta kit lacks web-ui's new layers");
     let web_ui: std::collections::BTreeSet<String> = layers_of(&r2, "web-ui").into_iter().collect();
+    // The rest: image configs, manifests and indexes, signatures, SBOMs and attestations
+    // (referrers whose documents carry the release's commit and run times); no layer.
     for b in in_delta.difference(&web_ui) {
-        let size = fs::metadata(r2.join("images/blobs/sha256").join(b)).unwrap().len();
-        assert!(size < 8192, "blob {b} of {size} bytes is not metadata");
-        other_metadata += size;
+        let bytes = fs::read(r2.join("images/blobs/sha256").join(b)).unwrap();
+        assert!(!bytes.starts_with(&[0x1f, 0x8b]), "blob {b} of {} bytes is a layer", bytes.len());
+        other_metadata += bytes.len() as u64;
     }
-    eprintln!("delta kit: {web_ui_layers} web-ui layers, {other_metadata} bytes of other components' metadata");
+    eprintln!("delta kit: {web_ui_layers} web-ui layers, {other_metadata} bytes of metadata and evidence of every component");
     let (delta_size, full_size) = (fs::metadata(&delta).unwrap().len(), fs::metadata(&full).unwrap().len());
     eprintln!("delta kit {delta_size} bytes, full kit {full_size} bytes ({} new blobs)", new.len());
     assert!(delta_size * 2 < full_size, "delta {delta_size} vs full {full_size}");
@@ -421,4 +423,47 @@ fn importing_into_a_directory_opens_no_socket() {
     let calls = fs::read_to_string(&trace).unwrap();
     let sockets: Vec<&str> = calls.lines().filter(|l| l.contains("socket") || l.contains("connect")).collect();
     assert!(sockets.is_empty(), "the import made socket calls:\n{}", sockets.join("\n"));
+}
+
+#[test]
+fn a_kit_imports_into_the_loopback_registry_with_the_release_digests() {
+    let (Some((_, registry)), Some(skopeo)) = (services(), tool("skopeo")) else { return };
+    let repo = Repo::new();
+    let rel = release(&repo, &repo.path().join("target/r1"));
+    let key = repo.path().join("target/keys/dev.pub");
+    let ns = format!("kit-import-{}", std::process::id());
+    let mut cmd = xtask_cmd();
+    cmd.args(["kit", "import"]).arg(rel.join(KIT)).arg("--into").arg(format!("docker://{registry}/{ns}")).arg("--key").arg(&key);
+    Run::of(cmd.output().unwrap()).ok();
+    let yaml: serde_norway::Value = serde_norway::from_slice(&fs::read(rel.join("release.yaml")).unwrap()).unwrap();
+    for c in yaml["components"].as_sequence().unwrap() {
+        let (name, image) = (c["name"].as_str().unwrap(), c["image"].as_str().unwrap());
+        let digest = image.split_once('@').unwrap().1;
+        // By the version tag, written last: the index release.yaml names.
+        let raw = run_ok(
+            Command::new(&skopeo).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{registry}/{ns}/{name}:2.4.1")),
+        );
+        use sha2::Digest as _;
+        assert_eq!(format!("sha256:{:x}", sha2::Sha256::digest(raw.as_bytes())), digest, "{name}");
+        // And every platform image by digest.
+        let out = run_ok(
+            Command::new(&skopeo)
+                .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+                .arg(format!("docker://{registry}/{ns}/{name}@{digest}")),
+        );
+        assert!(!out.trim().is_empty());
+    }
+    // A bad kit pushes nothing: refused before any connection.
+    let bad = repo.path().join("target/bad.tar.zst");
+    let bytes = fs::read(rel.join(KIT)).unwrap();
+    fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
+    let mut cmd = xtask_cmd();
+    cmd.args(["kit", "import"]).arg(&bad).arg("--into").arg(format!("docker://{registry}/{ns}-bad")).arg("--key").arg(&key);
+    Run::of(cmd.output().unwrap()).refused(&["truncated or corrupt"]);
+    let tags = Command::new(&skopeo)
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{registry}/{ns}-bad/authority"))
+        .output()
+        .unwrap();
+    assert!(!tags.status.success() || !String::from_utf8_lossy(&tags.stdout).contains("2.4.1"), "a refused kit left a tag");
 }

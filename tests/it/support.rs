@@ -189,18 +189,16 @@ pub fn run_ok(cmd: &mut Command) -> String {
 }
 
 /// Digests by ref name from a release's `images/index.json` (images and indexes; the
-/// signature artifacts `sha256-<hex>.sig` left out).
+/// signature artifacts `sha256-<hex>.sig` and the unnamed referrers left out).
 pub fn digests(layout: &Path) -> std::collections::BTreeMap<String, String> {
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index.json")).expect("json");
     index["manifests"]
         .as_array()
         .expect("manifests")
         .iter()
-        .map(|d| {
-            (
-                d["annotations"]["org.opencontainers.image.ref.name"].as_str().expect("ref name").to_owned(),
-                d["digest"].as_str().expect("digest").to_owned(),
-            )
+        // Referrers are listed without a ref name.
+        .filter_map(|d| {
+            Some((d["annotations"]["org.opencontainers.image.ref.name"].as_str()?.to_owned(), d["digest"].as_str()?.to_owned()))
         })
         .filter(|(name, _)| !name.ends_with(".sig"))
         .collect()

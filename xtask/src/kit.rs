@@ -35,17 +35,25 @@ pub enum KitCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import a kit into an OCI image layout directory (made if absent), failing closed:
-    /// release.yaml's signature and checksum first, then every entry against the signed
+    /// Import a kit into an OCI image layout directory (made if absent) or a registry, failing
+    /// closed: release.yaml's signature and checksum first, then every entry against the signed
     /// inventory (digest, size, type, path), then every image signature and attestation; only
-    /// then is anything made visible in the target. Opens no network connection.
+    /// then is anything made visible in the target. Connects to nothing but the target registry
+    /// (and to nothing at all for a directory).
     Import {
         /// The kit (stellaops-kit-<version>-<channel>.tar.zst).
         kit: PathBuf,
-        /// Target: an OCI image layout directory. Images keep their component names; the
-        /// release's other files go to DIR/stellaops/<version>-<channel>/.
-        #[arg(long, value_name = "DIR")]
-        into: PathBuf,
+        /// Target: an OCI image layout directory (images keep their component names; the
+        /// release's other files go to DIR/stellaops/<version>-<channel>/), or
+        /// `docker://HOST[:PORT]/NAMESPACE`: images pushed by digest to NAMESPACE/<component>
+        /// with their signatures and attestations as referrers, tagged with the version last
+        /// (credentials from the Docker config file).
+        #[arg(long, value_name = "DIR|docker://REGISTRY/NAMESPACE")]
+        into: String,
+        /// Docker config file for registry credentials (default: $DOCKER_CONFIG/config.json or
+        /// ~/.docker/config.json).
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
         /// The release's public key (SPKI PEM), obtained out of band.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -99,13 +107,12 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
                 print_json(&serde_json::json!({"event": "result", "kit": summary}));
             } else {
                 let mut s = format!(
-                    "{} ({:?} kit): {} entries, {} bytes of content, {} bytes compressed\n  {}",
+                    "{} ({:?} kit): {} entries, {} bytes of content, {} bytes compressed",
                     summary.path.display(),
                     summary.kind,
                     summary.entries,
                     summary.content_size,
-                    summary.size,
-                    summary.digest
+                    summary.size
                 );
                 if let (Some(n), Some(b)) = (summary.required_blobs, summary.required_size) {
                     s += &format!("\n  leaves {n} blobs ({b} bytes) to the target, which must hold the previous release");
@@ -114,11 +121,15 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        KitCommand::Import { kit: path, into, key, fips, json } => {
+        KitCommand::Import { kit: path, into, docker_config, key, fips, json } => {
+            let mut into: kit::Target = into.parse().map_err(|e: String| Failure { code: 64, message: format!("--into: {e}") })?;
+            if let kit::Target::Registry { docker_config: c, .. } = &mut into {
+                *c = docker_config;
+            }
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
             let reporter = Progress::new(mode_of(json, quiet));
-            let report = kit::import(&path, &kit::Target::Dir(into), &public, fips, &reporter);
+            let report = kit::import(&path, &into, &public, fips, &reporter);
             reporter.finish();
             let report = report.map_err(|e| kit_failure(e, json))?;
             if json {

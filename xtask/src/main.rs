@@ -6,6 +6,7 @@
 mod bench;
 mod kit;
 mod progress;
+mod publish;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use pipeline::release::{self, RunOptions};
 use crate::progress::{Mode, Progress};
 
 /// Exit code of a command line that does not parse.
-const EXIT_USAGE: u8 = 64;
+pub(crate) const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,7 +70,21 @@ enum Command {
         /// Emit progress events and the result as JSON lines on stdout (for CI).
         #[arg(long)]
         json: bool,
+        /// Then publish it (as `cargo xtask publish`): by digest to the registry and mirrors,
+        /// tags last.
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        publishing: publish::PublishFlags,
     },
+    /// Push a release directory to its registry and mirrors by digest: every blob, manifest,
+    /// index, signature and referrer (referrers API, or the `sha256-<hex>` fallback index),
+    /// checked, then the version and channel tags last. Retries transient failures; `--resume`
+    /// continues an interrupted publish.
+    Publish(publish::PublishArgs),
+    /// Check the environment.
+    #[command(subcommand)]
+    Doctor(publish::DoctorCommand),
     /// Build the images of HEAD into DIR without the checks of a release (used by `repro`;
     /// uncommitted changes are not built).
     Build {
@@ -139,6 +154,14 @@ enum Command {
         fips: bool,
         #[arg(long)]
         json: bool,
+        /// Check the release as published on this registry (`HOST[:PORT]/NAMESPACE`) instead
+        /// of the directory's images: every digest resolvable, tags on the release, every
+        /// signature and referrer present and signed.
+        #[arg(long, value_name = "HOST/NAMESPACE")]
+        registry: Option<String>,
+        /// Docker config file with credentials for `--registry`.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
     },
 }
 
@@ -317,7 +340,7 @@ fn main() -> ExitCode {
     }
 }
 
-struct Failure {
+pub(crate) struct Failure {
     code: u8,
     message: String,
 }
@@ -366,7 +389,7 @@ fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<Path
     })
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     progress::out(&text);
 }
@@ -395,18 +418,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, json } => {
+        Command::Release { target, build, out, json, publish, publishing } => {
             let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
             let outcome = outcome?;
+            let published =
+                if publish { Some(publish::publish_dir(&outcome.output, &publishing, &opts.plan.root, mode(json))?) } else { None };
             if json {
-                print_json(&serde_json::json!({"event": "result", "release": outcome}));
+                print_json(&serde_json::json!({"event": "result", "release": outcome, "publish": published}));
             } else {
                 progress::out(&progress::render_outcome(&outcome));
+                if let Some(p) = &published {
+                    progress::out(&publish::render(p));
+                }
             }
             Ok(())
+        }
+        Command::Publish(args) => {
+            let root = root_of(args.source.clone())?;
+            let m = mode(args.json);
+            publish::run_publish(args, &root, m)
+        }
+        Command::Doctor(cmd) => {
+            let publish::DoctorCommand::Registries { source, .. } = &cmd;
+            let root = root_of(source.clone())?;
+            publish::run_doctor(cmd, &root)
         }
         Command::Build { target, build, out, json } => {
             let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
@@ -517,13 +555,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
-        Command::Verify { dir, base, key, fips, json } => {
+        Command::Verify { dir, base, key, fips, json, registry, docker_config } => {
             let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
-            if dir.is_file() {
+            if dir.is_file() && registry.is_none() {
                 return kit::verify(&dir, &public, fips, base.as_deref(), json, cli.quiet);
             }
-            let report = pipeline::verify::verify(&dir, &public, fips);
+            let report = match &registry {
+                Some(r) => {
+                    public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
+                    publish::verify_registry(&dir, &public, r, docker_config)?
+                }
+                None => pipeline::verify::verify(&dir, &public, fips),
+            };
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
             } else {

@@ -14,7 +14,9 @@
 //!   components with a Dockerfile ([`dockerfile`] checks its `FROM` pins, [`rootfs`] turns
 //!   BuildKit's exported filesystem into a deterministic layer);
 //! - [`templates`] renders the Helm chart and compose file with every image by digest;
-//! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
+//! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins;
+//! - [`ops`] after a release: gates (a stage of `release`), channel pointers, promotion,
+//!   history and rollback, upgrade preflight.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].
 
@@ -32,6 +34,7 @@ pub mod lock;
 pub mod manifest;
 pub mod model;
 pub mod oci;
+pub mod ops;
 pub mod pgzip;
 pub mod plan;
 pub mod provenance;
@@ -79,6 +82,10 @@ pub enum Error {
     Templates(#[from] templates::TemplateError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    Gates(#[from] ops::gates::GateError),
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -136,6 +143,8 @@ impl Error {
             Error::Key(e) => e.exit_code(),
             Error::Templates(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
+            Error::Gates(e) => e.exit_code(),
+            Error::Ops(e) => e.exit_code(),
         }
     }
 }

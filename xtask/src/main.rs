@@ -4,6 +4,7 @@
 //! result or the error, return the exit code. Everything else lives in the `pipeline` crate.
 
 mod bench;
+mod ops;
 mod progress;
 
 use std::ffi::OsString;
@@ -18,7 +19,7 @@ use pipeline::release::{self, RunOptions};
 use crate::progress::{Mode, Progress};
 
 /// Exit code of a command line that does not parse.
-const EXIT_USAGE: u8 = 64;
+pub(crate) const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,10 @@ enum Command {
         /// Release directory (default: target/releases/<version>-<channel>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Do not run the release gates of release-trains/gates.toml (tests, dependency audit,
+        /// performance budgets); the release records them as `skipped` and cannot be promoted.
+        #[arg(long)]
+        skip_gates: bool,
         /// Emit progress events and the result as JSON lines on stdout (for CI).
         #[arg(long)]
         json: bool,
@@ -131,6 +136,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,7 +270,7 @@ impl BuildFlags {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ChannelArg {
+pub(crate) enum ChannelArg {
     Lts,
     Stable,
     Edge,
@@ -308,9 +315,9 @@ fn main() -> ExitCode {
     }
 }
 
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl From<pipeline::Error> for Failure {
@@ -325,7 +332,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
+pub(crate) fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     let dir = match source {
         Some(s) => s,
         None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
@@ -343,7 +350,13 @@ fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<PathBuf>) -> Result<RunOptions, Failure> {
+fn run_options(
+    target: &Target,
+    build: &BuildFlags,
+    tree: Tree,
+    out: Option<PathBuf>,
+    gates: release::Gates,
+) -> Result<RunOptions, Failure> {
     let root = root_of(target.source.clone())?;
     Ok(RunOptions {
         plan: PlanOptions { root, channel: target.channel.into(), tree, out },
@@ -354,10 +367,11 @@ fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<Path
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
         fips: if build.fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off },
+        gates,
     })
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     progress::out(&text);
 }
@@ -383,8 +397,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, json } => {
-            let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
+        Command::Release { target, build, out, skip_gates, json } => {
+            let gates = if skip_gates { release::Gates::Skip } else { release::Gates::Run };
+            let opts = run_options(&target, &build, Tree::MustBeClean, out, gates)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
@@ -397,7 +412,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Build { target, build, out, json } => {
-            let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
+            let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out), release::Gates::Off)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
@@ -457,6 +472,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Ops(c) => ops::run(c),
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
         Command::Keys(KeysCommand::Generate { out, algorithm, fips }) => {
             use pipeline::keys::{KeyKind, Secret, SigningKey};

@@ -10,6 +10,7 @@ mod buildkit;
 mod docker;
 mod evidence;
 mod oci_tools;
+mod ops;
 mod refusals;
 mod release;
 mod support;

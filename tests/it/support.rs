@@ -23,7 +23,8 @@ pub struct Repo {
 }
 
 /// `release-trains/gates.toml` of a scratch repository: the real audit, a trivial test gate.
-pub const TEST_GATES: &str = "[audit]\nadvisories = \"release-trains/advisories.osv.json\"\n\n[[test]]\nname = \"smoke\"\ncommand = [\"true\"]\n";
+pub const TEST_GATES: &str =
+    "[audit]\nadvisories = \"release-trains/advisories.osv.json\"\n\n[[test]]\nname = \"smoke\"\ncommand = [\"true\"]\n";
 
 /// Commit time of the first commit: 2027-06-20T12:00:00Z (the spec's example date).
 pub const EPOCH: i64 = 1_813_492_800;

@@ -408,7 +408,7 @@ fn ops_workflows_pass_zizmor_and_actionlint() {
     if let Some(zizmor) = verifier("STELLAOPS_VERIFY_ZIZMOR") {
         // Medium and above: unpinned actions, broad permissions, template injection,
         // persisted credentials. (Below: informational style hints.)
-        run_ok(Command::new(zizmor).args(["--offline", "--no-progress", "--min-severity", "medium"]).arg(&dir));
+        run_ok(Command::new(zizmor).env("NO_COLOR", "1").args(["--offline", "--no-progress", "--min-severity", "medium"]).arg(&dir));
     }
     if let Some(actionlint) = verifier("STELLAOPS_VERIFY_ACTIONLINT") {
         let files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();

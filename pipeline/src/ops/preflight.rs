@@ -102,24 +102,23 @@ struct Side {
 /// how a bad signature counts) and each component's version from its image.
 fn side(dir: &Path, key: &PublicKey, which: &str, signature_severity: Severity, findings: &mut Vec<Finding>) -> Option<Side> {
     let doc_dir = SignedRelease::locate(dir);
-    let (doc, digest) = match SignedRelease::open(dir, key) {
+    let doc = match SignedRelease::open(dir, key) {
         Ok(r) => {
             findings.push(Finding {
                 check: "manifest-signature",
                 severity: Severity::Note,
                 message: format!("{which} `{}`: release.yaml signature and checksum verify", dir.display()),
             });
-            (r.doc, r.digest)
+            r.doc
         }
         Err(problems) => {
             for p in problems {
                 findings.push(Finding { check: "manifest-signature", severity: signature_severity, message: format!("{which}: {p}") });
             }
             let bytes = std::fs::read(doc_dir.join("release.yaml")).ok()?;
-            (crate::manifest::parse(&bytes).ok()?, Digest::of(&bytes))
+            crate::manifest::parse(&bytes).ok()?
         }
     };
-    let _ = digest;
     let layout = match Layout::open(&dir.join("images")) {
         Ok(l) => l,
         Err(e) => {
@@ -247,8 +246,9 @@ pub fn run(req: &Preflight<'_>) -> Result<Report, super::OpsError> {
         let mut bundle = cfg.bundle.clone();
         bundle.components.clear();
         for n in &names {
-            let Some(step) = step_of(n) else { continue };
-            let _ = step;
+            if step_of(n).is_none() {
+                continue;
+            }
             let v = if done.contains(n.as_str()) { to.versions.get(*n) } else { from.versions.get(*n) };
             let Some(v) = v else { continue };
             match cfg.bundle.components.iter().find(|c| &c.name == *n) {
@@ -281,7 +281,7 @@ pub fn run(req: &Preflight<'_>) -> Result<Report, super::OpsError> {
         steps.push(
             groups[k]
                 .iter()
-                .filter(|c| names.iter().any(|n| n == *c))
+                .filter(|c| names.iter().any(|n| n.as_str() == **c))
                 .map(|c| {
                     let show = |v: Option<&Version>| v.map(|v| v.to_string()).unwrap_or_else(|| "absent".into());
                     format!("{c} {} -> {}", show(from.versions.get(*c)), show(to.versions.get(*c)))

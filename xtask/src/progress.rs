@@ -101,6 +101,8 @@ impl Reporter for Progress {
 fn plain(event: &Event) {
     match event {
         Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
+        // A gate can run for minutes (a test suite): say which one is running.
+        Event::JobStarted { stage: pipeline::report::Stage::Gates, job } => eprint(&format!("[gates] {job}: running")),
         Event::JobStarted { .. } => {}
         Event::JobFinished { stage, job, detail } => eprint(&format!("[{}] {job}: {detail}", stage.as_str())),
         Event::StageFinished { stage } => eprint(&format!("[{}] done", stage.as_str())),

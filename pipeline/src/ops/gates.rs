@@ -294,6 +294,7 @@ pub fn run(
     }
     let logs = out.join("gates");
     for t in &cfg.tests {
+        reporter.event(Event::JobStarted { stage: Stage::Gates, job: t.name.clone() });
         let r = run_command(root, &t.name, &t.command, t.timeout_seconds, &logs)?;
         let passed = r.outcome == Outcome::Exited(0);
         let detail = if passed { "passed".to_owned() } else { format!("{}; last lines:\n{}", r.outcome, r.tail) };
@@ -314,6 +315,7 @@ pub fn run(
         });
     }
     for b in &cfg.budgets {
+        reporter.event(Event::JobStarted { stage: Stage::Gates, job: b.name.clone() });
         let r = run_command(root, &b.name, &b.command, b.timeout_seconds, &logs)?;
         let mut problems = Vec::new();
         let mut measured = None;

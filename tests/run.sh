@@ -50,6 +50,9 @@ if [ ! -x "$verifiers/venv/bin/syft" ] || [ ! -f "$verifiers/pins" ] || ! cmp -s
 fi
 export STELLAOPS_VERIFY_PYTHON=$verifiers/venv/bin/python
 export STELLAOPS_VERIFY_SYFT=$verifiers/venv/bin/syft
+# GitHub Actions checkers (zizmor; actionlint as built by kjanat's fork, a binary wheel): tests/it/ops.rs.
+export STELLAOPS_VERIFY_ZIZMOR=$verifiers/venv/bin/zizmor
+export STELLAOPS_VERIFY_ACTIONLINT=$verifiers/venv/bin/actionlint
 # ES modules resolve packages from the script's own directory: run it from beside node_modules.
 cp tests/verifiers/cdx_pb2json.mjs tests/verifiers/sigstore_verify.mjs "$verifiers/"
 export STELLAOPS_VERIFY_PB2JSON=$verifiers/cdx_pb2json.mjs

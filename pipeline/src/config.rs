@@ -141,6 +141,12 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                     problems.push(problem(&file, "promotion.to", "a channel cannot promote to itself"));
                 }
             }
+            if t.history_keep == 0 {
+                problems.push(problem(&file, "history-keep", "must keep at least the current release (1 or more)"));
+            }
+            if t.pointer_expiry_days == 0 {
+                problems.push(problem(&file, "pointer-expiry-days", "a pointer valid for 0 days is expired when signed"));
+            }
             trains.insert(channel, t);
         }
     }

@@ -17,7 +17,9 @@
 //!   referrers; [`publish`] pushes a layout by digest ([`distribution`], [`auth`]), tags last;
 //!   [`verify_registry`] reads a published release back;
 //! - [`templates`] renders the Helm chart and compose file with every image by digest;
-//! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins.
+//! - [`release`] runs the stages; [`repro`] builds twice and compares; [`lock`] refreshes pins;
+//! - [`ops`] after a release: gates (a stage of `release`), channel pointers, promotion,
+//!   history and rollback, upgrade preflight.
 //!
 //! The library never prints: progress goes through [`report::Reporter`].
 
@@ -38,6 +40,7 @@ pub mod lock;
 pub mod manifest;
 pub mod model;
 pub mod oci;
+pub mod ops;
 pub mod pgzip;
 pub mod plan;
 pub mod provenance;
@@ -92,6 +95,10 @@ pub enum Error {
     Kit(#[from] kit::KitError),
     #[error(transparent)]
     Publish(#[from] publish::PublishError),
+    #[error(transparent)]
+    Gates(#[from] ops::gates::GateError),
+    #[error(transparent)]
+    Ops(#[from] ops::OpsError),
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -151,6 +158,8 @@ impl Error {
             Error::Lock(e) => e.exit_code(),
             Error::Kit(e) => e.exit_code(),
             Error::Publish(e) => e.exit_code(),
+            Error::Gates(e) => e.exit_code(),
+            Error::Ops(e) => e.exit_code(),
         }
     }
 }

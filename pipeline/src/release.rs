@@ -53,6 +53,19 @@ pub struct RunOptions {
     pub fips: crate::keys::Fips,
     /// The transparency log (Rekor) to record signatures in; none when `None`.
     pub rekor: Option<String>,
+    /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
+    pub gates: Gates,
+}
+
+/// The release gates ([`crate::ops::gates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gates {
+    /// Run them; any failure stops the release; the signed record goes into the release.
+    Run,
+    /// `--skip-gates`: record `skipped` (promotion refuses such a release).
+    Skip,
+    /// Not a release (`build`, `repro`): no gates, no record.
+    Off,
 }
 
 /// The development key: `<root>/target/keys/dev.key` (and `.pub`), made on first use,
@@ -137,6 +150,11 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         }
     };
     plan.backend = backend.name();
+    // The gates' configuration is read before any work: a mistake in it costs no build.
+    let gates_cfg = match opts.gates {
+        Gates::Run => Some(crate::ops::gates::load(&plan.root)?),
+        Gates::Skip | Gates::Off => None,
+    };
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
@@ -148,6 +166,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let fetch =
         Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
     let images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter)?;
+    let gates = gates(opts.gates, gates_cfg.as_ref(), &plan, &images, staging.path(), &out, reporter)?;
     let (_, finished) = now();
     let times =
         RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
@@ -194,6 +213,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         deployables: &deployables,
     };
     let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
+    if let Some(report) = &gates {
+        record_gates(report, &key, staging.path())?;
+    }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
     for dir in ["policy", "plugins"] {
@@ -220,6 +242,58 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     publish_dir(staging.keep(), &out)?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
     Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images, evidence, signed, kit })
+}
+
+/// The gates stage: runs them (after the build, which found every lock file), or records that
+/// they were skipped. A failure writes its report beside the release
+/// (`<release>.gates-rejected.json`) and stops the release.
+fn gates(
+    mode: Gates,
+    cfg: Option<&crate::ops::gates::GatesConfig>,
+    plan: &Plan,
+    images: &Images,
+    staging: &Path,
+    out: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Option<crate::ops::gates::GateReport>, Error> {
+    use crate::ops::gates::{self, GateError, GateReport, GateStatus};
+    let rejected = out.with_file_name(format!("{}.gates-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+    let _ = fs::remove_file(&rejected);
+    let cfg = match (mode, cfg) {
+        (Gates::Off, _) => return Ok(None),
+        (Gates::Skip, _) | (Gates::Run, None) => {
+            reporter.event(Event::Note {
+                message: "release gates skipped (--skip-gates): recorded as `skipped`; this release cannot be promoted".into(),
+            });
+            return Ok(Some(GateReport::skipped()));
+        }
+        (Gates::Run, Some(c)) => c,
+    };
+    let jobs = usize::from(cfg.audit.is_some()) + cfg.tests.len() + cfg.budgets.len();
+    reporter.event(Event::StageStarted { stage: Stage::Gates, jobs });
+    let report = gates::run(&plan.root, cfg, images, staging, reporter)?;
+    reporter.event(Event::StageFinished { stage: Stage::Gates });
+    if report.status != GateStatus::Passed {
+        write_json(&rejected, &report)?;
+        // Keep the commands' logs beside the report: the staging directory goes away.
+        let logs = staging.join("gates");
+        if logs.is_dir() {
+            let dest = rejected.with_extension("logs");
+            let _ = fs::remove_dir_all(&dest);
+            let _ = fs::rename(&logs, &dest);
+        }
+        return Err(GateError::Failed { report: Box::new(report), report_path: rejected }.into());
+    }
+    Ok(Some(report))
+}
+
+/// `gates.json` and its signed envelope `attest/gates.dsse.json`, about `release.yaml`.
+fn record_gates(report: &crate::ops::gates::GateReport, key: &crate::keys::SigningKey, dir: &Path) -> Result<(), Error> {
+    use crate::ops::gates;
+    let yaml = dir.join("release.yaml");
+    let bytes = fs::read(&yaml).map_err(|source| Error::Io { path: yaml.clone(), source })?;
+    write_json(&dir.join(gates::GATES_JSON), report)?;
+    write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, &crate::model::Digest::of(&bytes)))
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.

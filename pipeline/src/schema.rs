@@ -26,10 +26,25 @@ pub struct Train {
     pub require_tag: bool,
     #[serde(default)]
     pub promotion: Option<Promotion>,
+    /// How many release manifests the channel keeps for rollback (spec §5.3: `K` versions
+    /// back). The release the channel points at is always kept.
+    #[serde(default = "default_history_keep")]
+    pub history_keep: u32,
+    /// Days a signed channel pointer stays valid after it is signed; a client refuses it after
+    /// (freeze attack). Re-sign before: `cargo xtask promote <current> --to <channel>`.
+    #[serde(default = "default_pointer_expiry_days")]
+    pub pointer_expiry_days: u32,
     pub kit: KitContents,
     /// Differences between the build-time SBOM and the scan that this channel accepts.
     #[serde(default)]
     pub drift: DriftPolicy,
+}
+
+fn default_history_keep() -> u32 {
+    5
+}
+fn default_pointer_expiry_days() -> u32 {
+    14
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

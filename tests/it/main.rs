@@ -11,6 +11,7 @@ mod docker;
 mod evidence;
 mod kit;
 mod oci_tools;
+mod ops;
 mod publish;
 mod refusals;
 mod release;

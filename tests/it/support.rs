@@ -22,6 +22,10 @@ pub struct Repo {
     pub dir: tempfile::TempDir,
 }
 
+/// `release-trains/gates.toml` of a scratch repository: the real audit, a trivial test gate.
+pub const TEST_GATES: &str =
+    "[audit]\nadvisories = \"release-trains/advisories.osv.json\"\n\n[[test]]\nname = \"smoke\"\ncommand = [\"true\"]\n";
+
 /// Commit time of the first commit: 2027-06-20T12:00:00Z (the spec's example date).
 pub const EPOCH: i64 = 1_813_492_800;
 
@@ -33,6 +37,9 @@ impl Repo {
             copy(&root.join(item), &dir.path().join(item));
         }
         fs::write(dir.path().join(".gitignore"), "/target\n").expect("write .gitignore");
+        // The repository's gates run its whole test suite and benches: a scratch repository
+        // keeps the audit and gets a cheap command (tests/it/ops.rs sets its own gates).
+        fs::write(dir.path().join("release-trains/gates.toml"), TEST_GATES).expect("write gates.toml");
         let repo = Repo { dir };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.commit_all("initial", EPOCH);

@@ -113,9 +113,9 @@ fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
             envelopes.push(p);
         }
     }
-    assert_eq!(envelopes.len(), 33, "16 images x (SBOM, provenance) + drift");
+    assert_eq!(envelopes.len(), 34, "16 images x (SBOM, provenance) + drift + the gate record");
     let out = run_ok(Command::new(&py).arg(scripts.join("dsse_verify.py")).arg(&public).args(&envelopes));
-    assert!(out.contains("33 verified, 0 failed"), "{out}");
+    assert!(out.contains("34 verified, 0 failed"), "{out}");
     // 2. Image signatures, by the openssl recipe: the signature tag of each image, its
     //    simple-signing payload naming the digest, the signature over it.
     let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images/index.json")).unwrap()).unwrap();

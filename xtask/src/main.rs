@@ -5,6 +5,7 @@
 
 mod bench;
 mod kit;
+mod ops;
 mod progress;
 mod publish;
 
@@ -67,6 +68,10 @@ enum Command {
         /// Release directory (default: target/releases/<version>-<channel>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Do not run the release gates of release-trains/gates.toml (tests, dependency audit,
+        /// performance budgets); the release records them as `skipped` and cannot be promoted.
+        #[arg(long)]
+        skip_gates: bool,
         /// Emit progress events and the result as JSON lines on stdout (for CI).
         #[arg(long)]
         json: bool,
@@ -163,6 +168,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         docker_config: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,7 +302,7 @@ impl BuildFlags {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ChannelArg {
+pub(crate) enum ChannelArg {
     Lts,
     Stable,
     Edge,
@@ -341,8 +348,8 @@ fn main() -> ExitCode {
 }
 
 pub(crate) struct Failure {
-    code: u8,
-    message: String,
+    pub(crate) code: u8,
+    pub(crate) message: String,
 }
 
 impl From<pipeline::Error> for Failure {
@@ -357,7 +364,7 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
+pub(crate) fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     let dir = match source {
         Some(s) => s,
         None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
@@ -375,7 +382,13 @@ fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     }
 }
 
-fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<PathBuf>) -> Result<RunOptions, Failure> {
+fn run_options(
+    target: &Target,
+    build: &BuildFlags,
+    tree: Tree,
+    out: Option<PathBuf>,
+    gates: release::Gates,
+) -> Result<RunOptions, Failure> {
     let root = root_of(target.source.clone())?;
     Ok(RunOptions {
         plan: PlanOptions { root, channel: target.channel.into(), tree, out },
@@ -386,6 +399,7 @@ fn run_options(target: &Target, build: &BuildFlags, tree: Tree, out: Option<Path
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
         fips: if build.fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off },
+        gates,
     })
 }
 
@@ -418,8 +432,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, json, publish, publishing } => {
-            let opts = run_options(&target, &build, Tree::MustBeClean, out)?;
+        Command::Release { target, build, out, skip_gates, json, publish, publishing } => {
+            let gates = if skip_gates { release::Gates::Skip } else { release::Gates::Run };
+            let opts = run_options(&target, &build, Tree::MustBeClean, out, gates)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
@@ -447,7 +462,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             publish::run_doctor(cmd, &root)
         }
         Command::Build { target, build, out, json } => {
-            let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out))?;
+            let opts = run_options(&target, &build, Tree::MayBeDirty, Some(out), release::Gates::Off)?;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
@@ -507,6 +522,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Ops(c) => ops::run(c),
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
         Command::Keys(KeysCommand::Generate { out, algorithm, fips }) => {
             use pipeline::keys::{KeyKind, Secret, SigningKey};

@@ -101,6 +101,8 @@ impl Reporter for Progress {
 fn plain(event: &Event) {
     match event {
         Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
+        // A gate can run for minutes (a test suite): say which one is running.
+        Event::JobStarted { stage: pipeline::report::Stage::Gates, job } => eprint(&format!("[gates] {job}: running")),
         Event::JobStarted { .. } => {}
         // A kit has one job per file: too many lines to print.
         Event::JobFinished { stage: Stage::Kit, .. } => {}

@@ -107,7 +107,8 @@ pub const READ: &[&str] = &["Cargo.lock", "package-lock.json", "go.sum", "packag
 
 /// Parses the lock file `file` (a path, for messages; its name picks the format).
 pub fn parse(file: &str, text: &str) -> Result<Vec<LockedPackage>, LockFileError> {
-    let name = file.rsplit('/').next().unwrap_or(file);
+    // `file` may be a label, `<component> <path>`: the name is after the last `/` or space.
+    let name = file.rsplit(['/', ' ']).next().unwrap_or(file);
     let err = |line: usize, message: String| LockFileError { file: file.to_owned(), line, message };
     let mut out = match name {
         "Cargo.lock" => cargo(text).map_err(|(l, m)| err(l, m))?,
@@ -318,6 +319,13 @@ fn requirements(text: &str) -> Parsed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_file_at_the_source_root_labelled_with_its_component_is_read() {
+        let lock = "version = 3\n\n[[package]]\nname = \"a\"\nversion = \"1.0.0\"\n";
+        assert_eq!(parse("authority Cargo.lock", lock).unwrap().len(), 1);
+        assert_eq!(parse("authority sub/Cargo.lock", lock).unwrap().len(), 1);
+    }
 
     #[test]
     fn cargo_lock_packages_and_a_malformed_one_by_line() {

@@ -121,6 +121,13 @@ fn ops_verify_pointer_refuses_lower_sequence_and_expired_accepts_a_signed_rollba
     // The old pointer again: a replay.
     let r = verify_pointer(&seq1, &key, &state, &day(1.5));
     r.refused(&["sequence 1 is lower than 2", "rollback attack"]);
+    // `verify` on a pointer file does the same checks (state and clock from the environment).
+    let mut cmd = xtask_cmd();
+    cmd.arg("verify").arg(&seq1).arg("--key").arg(&key).env("STELLAOPS_POINTER_STATE", &state).env("STELLAOPS_NOW", day(1.5));
+    Run::of(cmd.output().unwrap()).refused(&["sequence 1 is lower than 2"]);
+    let mut cmd = xtask_cmd();
+    cmd.arg("verify").arg(&seq2).arg("--key").arg(&key).env("STELLAOPS_POINTER_STATE", &state).env("STELLAOPS_NOW", day(15.5));
+    Run::of(cmd.output().unwrap()).refused(&["expired at"]);
     // The current pointer after its expiry (14 days, release-trains/edge.toml): a freeze.
     verify_pointer(&seq2, &key, &state, &day(15.5)).refused(&["expired at", "freeze attack"]);
     // A pointer signed by another key.

@@ -146,7 +146,9 @@ enum Command {
     /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
     /// any check fails.
     Verify {
-        /// The release directory (target/releases/<version>-<channel>) or a kit (.tar.zst).
+        /// The release directory (target/releases/<version>-<channel>), a kit (.tar.zst), or a
+        /// channel pointer (.json: as `verify-pointer`, with its state file from
+        /// STELLAOPS_POINTER_STATE and its clock from STELLAOPS_NOW).
         dir: PathBuf,
         /// For a delta kit: the OCI layout holding the release it applies to.
         #[arg(long, value_name = "DIR")]
@@ -572,6 +574,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
         Command::Verify { dir, base, key, fips, json, registry, docker_config } => {
+            if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
+                return ops::run(ops::OpsCommand::VerifyPointer {
+                    pointer: dir,
+                    key,
+                    state: std::env::var_os("STELLAOPS_POINTER_STATE").map(PathBuf::from),
+                    channel: None,
+                    release: None,
+                    clock: ops::ClockArg::from_env()?,
+                    json,
+                });
+            }
             let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
             if dir.is_file() && registry.is_none() {

@@ -31,6 +31,15 @@ pub struct ClockArg {
 }
 
 impl ClockArg {
+    /// The clock of `STELLAOPS_NOW` (for commands that have no `--now`).
+    pub fn from_env() -> Result<ClockArg, Failure> {
+        let now = match std::env::var("STELLAOPS_NOW") {
+            Ok(t) => Some(pipeline::ops::parse_time(&t).map_err(|e| Failure { code: 64, message: format!("STELLAOPS_NOW: {e}") })?),
+            Err(_) => None,
+        };
+        Ok(ClockArg { now })
+    }
+
     fn clock(&self) -> Clock {
         self.now.map(Clock::Fixed).unwrap_or(Clock::Wall)
     }

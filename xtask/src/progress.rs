@@ -158,5 +158,6 @@ pub fn render_outcome(o: &Outcome) -> String {
     for (name, c) in &o.images.components {
         s += &format!("  {:<16} {}@{}\n", name, c.repository, c.index.digest);
     }
+    s += &format!("  offline kit      {} ({} bytes)\n", o.kit.path.display(), o.kit.size);
     s.trim_end().to_owned()
 }

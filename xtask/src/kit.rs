@@ -128,16 +128,7 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             }
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
-            let reporter = Progress::new(mode_of(json, quiet));
-            let report = kit::import(&path, &into, &public, fips, &reporter);
-            reporter.finish();
-            let report = report.map_err(|e| kit_failure(e, json))?;
-            if json {
-                print_json(&serde_json::json!({"event": "result", "imported": true, "report": report}));
-            } else {
-                progress::out(&render(&report));
-            }
-            Ok(())
+            checked("imported", json, quiet, |reporter| kit::import(&path, &into, &public, fips, reporter))
         }
     }
 }
@@ -151,12 +142,17 @@ pub fn verify(
     json: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
+    checked("verified", json, quiet, |reporter| kit::verify_kit(path, key, fips, base, reporter))
+}
+
+/// Runs a kit check (`verify` or `import`) with progress, then prints its report or failure.
+fn checked(done: &str, json: bool, quiet: bool, run: impl FnOnce(&Progress) -> Result<KitReport, kit::KitError>) -> Result<(), Failure> {
     let reporter = Progress::new(mode_of(json, quiet));
-    let report = kit::verify_kit(path, key, fips, base, &reporter);
+    let report = run(&reporter);
     reporter.finish();
     let report = report.map_err(|e| kit_failure(e, json))?;
     if json {
-        print_json(&serde_json::json!({"event": "result", "verified": true, "report": report}));
+        print_json(&serde_json::json!({"event": "result", done: true, "report": report}));
     } else {
         progress::out(&render(&report));
     }

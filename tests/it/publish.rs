@@ -472,7 +472,10 @@ fn faulty_proxy_dropping_connections_and_answering_503_on_a_schedule_publish_com
     let Some(reg) = Registry::start(None) else { return };
     let front = TestServerPlaying::start(&reg.addr, Behaviour { fail_every: Some(7), drop_every: Some(11), ..Default::default() });
     let target = format!("{}/stellaops", front.addr);
-    let run = publish(&target, &["--retry-base-ms", "5"]);
+    // About one request in four fails, and an upload is several requests, restarted whole on a
+    // failure: with four repositories at once an upload can draw several failures in a row, so
+    // the test allows more tries than the default 7 (a real registry fails far less often).
+    let run = publish(&target, &["--retry-base-ms", "5", "--retries", "30"]);
     run.ok();
     let p = &run.json()["publish"]["destinations"][0]["push"];
     assert!(p["retries"].as_u64().unwrap() > 20, "{p}");

@@ -164,10 +164,7 @@ fn http_get(url: &str) -> Result<Box<dyn Read>, String> {
 }
 
 fn sha256_file(path: &Path) -> Result<String, DebError> {
-    let f = fs::File::open(path).map_err(io_at(path))?;
-    let mut r = HashingReader::new(f);
-    io::copy(&mut r, &mut io::sink()).map_err(io_at(path))?;
-    Ok(r.finish().0.hex().to_owned())
+    Ok(crate::layer::hash_file(path).map_err(io_at(path))?.0.hex().to_owned())
 }
 
 /// What a package is, read from its own control member and file list while unpacking: what

@@ -383,10 +383,7 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, epoch: i64
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64), KitError> {
-    let f = fs::File::open(path).map_err(io_err(path))?;
-    let mut r = HashingReader::new(BufReader::with_capacity(1 << 20, f));
-    io::copy(&mut r, &mut io::sink()).map_err(io_err(path))?;
-    Ok(r.finish())
+    crate::layer::hash_file(path).map_err(io_err(path))
 }
 
 /// Adds every regular file under `release/rel` (if it exists), by relative path.

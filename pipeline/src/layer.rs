@@ -124,6 +124,13 @@ impl<R: Read> HashingReader<R> {
         (Digest::from_sha256(&self.hasher.finalize()), self.count)
     }
 }
+
+/// The sha256 and size of a file, streamed (never held in memory).
+pub fn hash_file(path: &std::path::Path) -> io::Result<(Digest, u64)> {
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?));
+    io::copy(&mut r, &mut io::sink())?;
+    Ok(r.finish())
+}
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;

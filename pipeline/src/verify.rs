@@ -15,14 +15,12 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::build::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
 use crate::keys::{Fips, PublicKey};
-use crate::layer::HashingReader;
 use crate::manifest;
 use crate::model::Digest;
 use crate::oci::{Index, Layout, Manifest, MEDIA_INDEX};
@@ -92,11 +90,8 @@ fn check_size(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String>
 
 /// Hashes a blob by streaming it; checks digest and size.
 fn check_blob(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String> {
-    let path = layout.blob_path(digest);
-    let f = fs::File::open(&path).map_err(|e| format!("blob `{digest}` missing: {e}"))?;
-    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
-    io::copy(&mut r, &mut io::sink()).map_err(|e| e.to_string())?;
-    let (actual, n) = r.finish();
+    let (actual, n) =
+        crate::layer::hash_file(&layout.blob_path(digest)).map_err(|e| format!("blob `{digest}` missing or unreadable: {e}"))?;
     if &actual != digest {
         return Err(format!("blob `{digest}` hashes to `{actual}`"));
     }
@@ -317,8 +312,7 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
 }
 
 fn file_digest(path: &Path, stated: &str) -> Result<(), String> {
-    let bytes = fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    let d = Digest::of(&bytes);
+    let (d, _) = crate::layer::hash_file(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
     if d.as_str() == stated {
         Ok(())
     } else {

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::base::{self, BaseError, Fetch};
-use crate::config::LOCK_FILE;
-use crate::debian::{self, DebError, DebSource};
-use crate::model::{Digest, Platform};
-use crate::oci::{write_atomic, Layout};
-use crate::schema::{BaseLock, BaseSource};
+use crate::stages::build::base::{self, BaseError, Fetch};
+use crate::stages::build::debian::{self, DebError, DebSource};
+use oci::{write_atomic, Layout};
+use schema::config::LOCK_FILE;
+use schema::files::{BaseLock, BaseSource};
+use schema::model::{Digest, Platform};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -36,11 +36,11 @@ pub enum LockError {
 }
 
 impl LockError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            LockError::Parse(_) | LockError::Resolve { .. } => crate::exit::REJECTED,
-            LockError::Deb(DebError::NotInIndex { .. } | DebError::Sha256Mismatch { .. }) => crate::exit::REJECTED,
-            _ => crate::exit::ENVIRONMENT,
+            LockError::Parse(_) | LockError::Resolve { .. } => schema::exit::REJECTED,
+            LockError::Deb(DebError::NotInIndex { .. } | DebError::Sha256Mismatch { .. }) => schema::exit::REJECTED,
+            _ => schema::exit::ENVIRONMENT,
         }
     }
 }

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::base::Fetch;
-use crate::build::{self, Backend, BuildOptions, Daemonless, Images};
-use crate::buildkit::{BuildKit, BuildKitOptions};
-use crate::debian::{self, DebSource};
-use crate::oci::{write_atomic, Layout};
-use crate::plan::{self, Plan, PlanOptions};
-use crate::provenance::RunTimes;
-use crate::report::{Event, Reporter, Stage};
+use crate::stages::build::base::Fetch;
+use crate::stages::build::buildkit::{BuildKit, BuildKitOptions};
+use crate::stages::build::debian::{self, DebSource};
+use crate::stages::build::{self, Backend, BuildOptions, Daemonless, Images};
+use crate::stages::evidence::provenance::RunTimes;
+use crate::stages::plan::{self, Plan, PlanOptions};
 use crate::Error;
+use oci::{write_atomic, Layout};
+use schema::report::{Event, Reporter, Stage};
 
 /// Where `.deb` files and fetched git sources are cached: `<root>/target/stellaops-cache`.
 pub fn default_cache(root: &Path) -> PathBuf {
@@ -31,9 +31,9 @@ pub fn deb_source(deb_dir: Option<PathBuf>, mirror: Option<String>) -> Result<De
         (Some(d), _) => DebSource::Dir(d),
         (None, Some(m)) => DebSource::Mirror(m),
         (None, None) => DebSource::Mirror(debian::host_mirror().map_err(|e| {
-            Error::Build(build::BuildError::Base(crate::base::BaseError::Deb {
+            Error::Build(build::BuildError::Base(crate::stages::build::base::BaseError::Deb {
                 base: "*".into(),
-                platform: crate::model::Platform::LinuxAmd64,
+                platform: schema::model::Platform::LinuxAmd64,
                 source: e,
             }))
         })?),
@@ -50,14 +50,14 @@ pub struct RunOptions {
     /// The signing key (encrypted PKCS#8 PEM); `None` for the development key under
     /// `target/keys/` (made on first use).
     pub key: Option<PathBuf>,
-    pub fips: crate::keys::Fips,
+    pub fips: verifier::keys::Fips,
     /// The transparency log (Rekor) to record signatures in; none when `None`.
     pub rekor: Option<String>,
     /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
     pub gates: Gates,
 }
 
-/// The release gates ([`crate::ops::gates`]).
+/// The release gates ([`crate::stages::gates`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gates {
     /// Run them; any failure stops the release; the signed record goes into the release.
@@ -75,7 +75,7 @@ pub fn dev_key_path(root: &Path) -> PathBuf {
     root.join("target/keys/dev.key")
 }
 
-fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<crate::keys::SigningKey, Error> {
+fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<verifier::keys::SigningKey, Error> {
     signing_key(opts.key.as_deref(), root, opts.fips, reporter)
 }
 
@@ -84,10 +84,10 @@ fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<c
 pub fn signing_key(
     key: Option<&Path>,
     root: &Path,
-    fips: crate::keys::Fips,
+    fips: verifier::keys::Fips,
     reporter: &dyn Reporter,
-) -> Result<crate::keys::SigningKey, Error> {
-    use crate::keys::{KeyKind, Secret, SigningKey};
+) -> Result<verifier::keys::SigningKey, Error> {
+    use verifier::keys::{KeyKind, Secret, SigningKey};
     let pass = Secret::from_env();
     let key = match key {
         Some(p) => SigningKey::load(p, &pass)?,
@@ -125,15 +125,17 @@ pub struct Outcome {
     pub channel: String,
     pub output: PathBuf,
     pub images: Images,
-    pub evidence: crate::evidence::Evidence,
-    pub signed: crate::trust::Signed,
-    pub kit: crate::kit::KitSummary,
+    pub evidence: crate::stages::evidence::Evidence,
+    pub signed: crate::stages::sign::Signed,
+    /// sha256 of the release.yaml written.
+    pub manifest: schema::model::Digest,
+    pub kit: crate::stages::kit::KitSummary,
 }
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
 fn now() -> (i64, String) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
-    (secs, crate::model::rfc3339(secs))
+    (secs, schema::model::rfc3339(secs))
 }
 
 /// `cargo xtask release`: plan, build, evidence, into the release directory.
@@ -152,7 +154,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     plan.backend = backend.name();
     // The gates' configuration is read before any work: a mistake in it costs no build.
     let gates_cfg = match opts.gates {
-        Gates::Run => Some(crate::ops::gates::load(&plan.root)?),
+        Gates::Run => Some(crate::stages::gates::load(&plan.root)?),
         Gates::Skip | Gates::Off => None,
     };
     reporter.event(Event::StageFinished { stage: Stage::Plan });
@@ -165,15 +167,18 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let layout = Layout::create(&staging.path().join("images"))?;
     let fetch =
         Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
+    crate::fault::at("plan", staging.path());
     let images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter)?;
+    crate::fault::at("build", staging.path());
     let gates = gates(opts.gates, gates_cfg.as_ref(), &plan, &images, staging.path(), &out, reporter)?;
     let (_, finished) = now();
     let times =
         RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
-    let outputs = crate::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
-    let evidence = crate::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
+    let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
+    let evidence = crate::stages::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
+    crate::fault::at("evidence", staging.path());
     let key = load_key(opts, &plan.root, reporter)?;
     // The chart and compose file, every image by its index digest.
     let template_images: Vec<crate::templates::TemplateImage> = images
@@ -193,28 +198,25 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         &template_images,
         staging.path(),
     )?;
-    let deployables = crate::trust::Deployables {
-        charts: vec![crate::manifest::ChartEntry {
+    let deployables = crate::stages::manifest::Deployables {
+        charts: vec![verifier::manifest::ChartEntry {
             name: rendered.chart_name.clone(),
             version: rendered.chart_version.clone(),
             digest: rendered.chart_digest.to_string(),
         }],
-        compose: Some(crate::manifest::ComposeEntry {
+        compose: Some(verifier::manifest::ComposeEntry {
             file: crate::templates::COMPOSE_FILE.to_owned(),
             digest: rendered.compose_digest.to_string(),
         }),
     };
-    let made = crate::trust::Made {
-        rekor: opts.rekor.as_deref(),
-        plan: &plan,
-        layout: &layout,
-        images: &images,
-        evidence: &evidence,
-        deployables: &deployables,
-    };
-    let signed = crate::trust::run(&made, &key, staging.path(), reporter)?;
+    let made =
+        crate::stages::sign::Made { rekor: opts.rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
+    let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter)?;
+    crate::fault::at("sign", staging.path());
+    let manifest = crate::stages::manifest::write(&plan, &images, &signed, &deployables, &key, staging.path())?;
+    crate::fault::at("manifest", staging.path());
     if let Some(report) = &gates {
-        record_gates(report, &key, staging.path())?;
+        record_gates(report, &key, &manifest.digest, staging.path())?;
     }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
@@ -222,9 +224,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         copy_tree(&plan.root.join(dir), &staging.path().join(dir))?;
     }
     // The channel's offline kit, inside the release directory.
-    let kit_file = crate::kit::kit_name(&plan.version.version.to_string(), plan.channel.as_str());
-    let mut kit = crate::kit::write(
-        &crate::kit::KitRequest {
+    let kit_file = schema::kit::kit_name(&plan.version.version.to_string(), plan.channel.as_str());
+    let mut kit = crate::stages::kit::write(
+        &crate::stages::kit::KitRequest {
             release: staging.path(),
             contents: &cfg.trains[&plan.channel].kit,
             key: &key,
@@ -241,7 +243,16 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     write_json(&staging.path().join("images.json"), &images)?;
     publish_dir(staging.keep(), &out)?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
-    Ok(Outcome { version: plan.version.to_string(), channel: plan.channel.to_string(), output: out, images, evidence, signed, kit })
+    Ok(Outcome {
+        version: plan.version.to_string(),
+        channel: plan.channel.to_string(),
+        output: out,
+        images,
+        evidence,
+        signed,
+        manifest: manifest.digest,
+        kit,
+    })
 }
 
 /// The gates stage: runs them (after the build, which found every lock file), or records that
@@ -249,14 +260,14 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
 /// (`<release>.gates-rejected.json`) and stops the release.
 fn gates(
     mode: Gates,
-    cfg: Option<&crate::ops::gates::GatesConfig>,
+    cfg: Option<&crate::stages::gates::GatesConfig>,
     plan: &Plan,
     images: &Images,
     staging: &Path,
     out: &Path,
     reporter: &dyn Reporter,
-) -> Result<Option<crate::ops::gates::GateReport>, Error> {
-    use crate::ops::gates::{self, GateError, GateReport, GateStatus};
+) -> Result<Option<crate::stages::gates::GateReport>, Error> {
+    use crate::stages::gates::{self, GateError, GateReport, GateStatus};
     let rejected = out.with_file_name(format!("{}.gates-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&rejected);
     let cfg = match (mode, cfg) {
@@ -288,17 +299,20 @@ fn gates(
 }
 
 /// `gates.json` and its signed envelope `attest/gates.dsse.json`, about `release.yaml`.
-fn record_gates(report: &crate::ops::gates::GateReport, key: &crate::keys::SigningKey, dir: &Path) -> Result<(), Error> {
-    use crate::ops::gates;
-    let yaml = dir.join("release.yaml");
-    let bytes = fs::read(&yaml).map_err(|source| Error::Io { path: yaml.clone(), source })?;
+fn record_gates(
+    report: &crate::stages::gates::GateReport,
+    key: &verifier::keys::SigningKey,
+    release_yaml: &schema::model::Digest,
+    dir: &Path,
+) -> Result<(), Error> {
+    use crate::stages::gates;
     write_json(&dir.join(gates::GATES_JSON), report)?;
-    write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, &crate::model::Digest::of(&bytes)))
+    write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, release_yaml))
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.
 fn uuid_of(seed: &str) -> String {
-    let d = crate::model::Digest::of(seed.as_bytes());
+    let d = schema::model::Digest::of(seed.as_bytes());
     let h = d.hex();
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }

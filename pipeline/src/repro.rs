@@ -16,8 +16,8 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use crate::model::Digest;
-use crate::oci::{self, Descriptor, Index, Layout, LayoutError, Manifest};
+use oci::{self, Descriptor, Index, Layout, LayoutError, Manifest};
+use schema::model::Digest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReproError {
@@ -36,11 +36,11 @@ pub enum ReproError {
 }
 
 impl ReproError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            ReproError::Mismatch(_) => crate::exit::REJECTED,
-            ReproError::BuildFailed { code, .. } => *code,
-            ReproError::Layout(_) | ReproError::Io { .. } => crate::exit::ENVIRONMENT,
+            ReproError::Mismatch(_) => schema::exit::REJECTED,
+            ReproError::BuildFailed { code, .. } => schema::exit::Code::from_status(*code),
+            ReproError::Layout(_) | ReproError::Io { .. } => schema::exit::ENVIRONMENT,
         }
     }
 }
@@ -155,7 +155,7 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
             return Err(ReproError::BuildFailed {
                 run: i + 1,
                 conditions: cond.to_string(),
-                code: output.status.code().unwrap_or(crate::exit::ENVIRONMENT),
+                code: output.status.code().unwrap_or(schema::exit::ENVIRONMENT.status()),
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             });
         }
@@ -395,7 +395,7 @@ fn fmt_opt<T: fmt::Display>(v: io::Result<T>) -> String {
 }
 
 fn content_digest(r: &mut impl Read) -> io::Result<Digest> {
-    let mut h = crate::layer::HashingReader::new(r);
+    let mut h = oci::layer::HashingReader::new(r);
     io::copy(&mut h, &mut io::sink())?;
     Ok(h.finish().0)
 }

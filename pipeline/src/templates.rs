@@ -28,9 +28,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::layer::LayerWriter;
-use crate::model::{Channel, Digest};
-use crate::oci::write_atomic;
+use oci::layer::LayerWriter;
+use oci::write_atomic;
+use schema::model::{Channel, Digest};
 
 /// Where the sources live, relative to the repository root.
 pub const HELM_DIR: &str = "templates/helm";
@@ -125,10 +125,10 @@ pub enum TemplateError {
 }
 
 impl TemplateError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            TemplateError::Refused { .. } | TemplateError::Invalid { .. } => crate::exit::REJECTED,
-            TemplateError::Io { .. } => crate::exit::ENVIRONMENT,
+            TemplateError::Refused { .. } | TemplateError::Invalid { .. } => schema::exit::REJECTED,
+            TemplateError::Io { .. } => schema::exit::ENVIRONMENT,
         }
     }
 }
@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn refused(err: TemplateError) -> String {
-        assert_eq!(err.exit_code(), 1, "{err}");
+        assert_eq!(err.exit_code().status(), 1, "{err}");
         assert!(matches!(err, TemplateError::Refused { .. }), "{err}");
         err.to_string()
     }

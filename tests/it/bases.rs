@@ -5,8 +5,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use pipeline::model::Digest;
-use pipeline::oci::{Index, Layout, ANNOTATION_REF_NAME, MEDIA_INDEX};
+use oci::{Index, Layout, ANNOTATION_REF_NAME, MEDIA_INDEX};
+use schema::model::Digest;
 
 use crate::support::{run_ok, tool, Repo, EPOCH};
 
@@ -22,11 +22,11 @@ fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
     let src = Layout::open(from).unwrap();
     let dst = Layout::create(dest).unwrap();
     let d: Digest = digest.parse().unwrap();
-    let manifest: pipeline::oci::Manifest = src.read_json(&d, "manifest").unwrap();
+    let manifest: oci::Manifest = src.read_json(&d, "manifest").unwrap();
     for blob in std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest)).chain([&d]) {
-        pipeline::base::copy_blob(&src, &dst, blob).unwrap();
+        pipeline::stages::build::base::copy_blob(&src, &dst, blob).unwrap();
     }
-    let mut desc = pipeline::oci::Descriptor::new(pipeline::oci::MEDIA_MANIFEST, d.clone(), fs::metadata(src.blob_path(&d)).unwrap().len());
+    let mut desc = oci::Descriptor::new(oci::MEDIA_MANIFEST, d.clone(), fs::metadata(src.blob_path(&d)).unwrap().len());
     desc.annotations.insert(ANNOTATION_REF_NAME.into(), name.into());
     let mut index = dst.index().unwrap_or(Index {
         schema_version: 2,
@@ -60,7 +60,7 @@ fn a_base_from_a_local_oci_layout_is_copied_and_verified() {
 
     // A corrupted blob in that layout is refused, naming the blob.
     let d: Digest = amd.parse().unwrap();
-    let manifest: pipeline::oci::Manifest = Layout::open(&layout).unwrap().read_json(&d, "m").unwrap();
+    let manifest: oci::Manifest = Layout::open(&layout).unwrap().read_json(&d, "m").unwrap();
     let config = layout.join("blobs/sha256").join(manifest.config.digest.hex());
     fs::write(&config, b"{}").unwrap();
     repo.xtask(&["build", "--out", repo.path().join("target/x").to_str().unwrap()]).refused(&[

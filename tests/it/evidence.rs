@@ -87,7 +87,7 @@ fn sboms_pass_cyclonedx_validation_and_both_encodings_agree() {
     assert!(out.contains("17 valid, 0 invalid"), "{out}");
     for j in &jsons {
         let text = fs::read(j).unwrap();
-        let bom = pipeline::sbom::Bom::from_json(&text).unwrap();
+        let bom = pipeline::stages::evidence::sbom::Bom::from_json(&text).unwrap();
         // 2. What the validators do not check: the spec version and dangling references.
         assert_eq!(bom.spec_version, "1.6");
         assert!(bom.dangling_refs().is_empty(), "{}: {:?}", j.display(), bom.dangling_refs());
@@ -107,7 +107,7 @@ fn sboms_pass_cyclonedx_validation_and_both_encodings_agree() {
         let ours: serde_json::Value = serde_json::from_slice(&text).unwrap();
         assert_eq!(from_pb, ours, "{}", pb.display());
         // 5. And our own round trip is exact.
-        let back = pipeline::sbom::proto::decode(&fs::read(&pb).unwrap()).unwrap();
+        let back = pipeline::stages::evidence::sbom::proto::decode(&fs::read(&pb).unwrap()).unwrap();
         assert_eq!(back.to_json(), text, "{}", j.display());
     }
     // The fixture's SBOM declares what its layers carry, and what the build only read.

@@ -12,7 +12,7 @@ use crate::support::{run_ok, verifier, workspace, xtask_cmd, Repo, Run};
 
 /// 2027-06-20T12:00:00Z + `days` (the scratch repository's commit time is day 0).
 fn day(days: f64) -> String {
-    pipeline::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
+    schema::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
 }
 
 /// Cuts a release into `target/releases/<name>` (with the repository's gates).
@@ -35,8 +35,8 @@ fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
 }
 
 /// A second key pair at `path` (and `.pub`), empty passphrase.
-fn other_key(path: &Path) -> pipeline::keys::SigningKey {
-    use pipeline::keys::{KeyKind, Secret, SigningKey};
+fn other_key(path: &Path) -> verifier::keys::SigningKey {
+    use verifier::keys::{KeyKind, Secret, SigningKey};
     let k = SigningKey::generate(KeyKind::EcdsaP256);
     k.write(path, &path.with_extension("pub"), &Secret::new(String::new())).unwrap();
     k
@@ -59,7 +59,7 @@ fn ops_promotion_refused_before_min_days_with_the_eligible_date_then_allowed() {
     let r = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(2.0)]);
     r.refused(&["has been on `edge` since 2027-06-20T12:00:00Z", "min-days", &format!("eligible from {}", day(7.0))]);
     // One second short of seven days: still refused.
-    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &pipeline::model::rfc3339(crate::support::EPOCH + 7 * 86_400 - 1)])
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &schema::model::rfc3339(crate::support::EPOCH + 7 * 86_400 - 1)])
         .refused(&["eligible from"]);
     // Seven days on: promoted, sequence 1 of stable, the edge release's own release.yaml.
     let ok = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--json"]);
@@ -69,7 +69,7 @@ fn ops_promotion_refused_before_min_days_with_the_eligible_date_then_allowed() {
     assert_eq!(p["sequence"], 1);
     assert_eq!(p["rollback"], false);
     let yaml = fs::read(dir.join("release.yaml")).unwrap();
-    assert_eq!(p["releaseYaml"], pipeline::model::Digest::of(&yaml).to_string());
+    assert_eq!(p["releaseYaml"], schema::model::Digest::of(&yaml).to_string());
     // history lists it as current.
     let h = repo.xtask(&["history", "--channel", "stable", "--json"]);
     h.ok();
@@ -260,7 +260,7 @@ fn ops_preflight_flags_each_appendix_b_violation_of_a_crafted_pair() {
     repo.commit_all("rules", crate::support::EPOCH + 2 * 86_400);
     let k = other_key(&repo.path().join("other.key"));
     let yaml = fs::read(b.join("release.yaml")).unwrap();
-    fs::write(b.join("release.yaml.sig"), pipeline::manifest::blob_signature(&k, &yaml)).unwrap();
+    fs::write(b.join("release.yaml.sig"), verifier::manifest::blob_signature(&k, &yaml)).unwrap();
 
     let key = public_key(&repo);
     let (a_s, b_s, k_s) = (a.to_str().unwrap(), b.to_str().unwrap(), key.to_str().unwrap());
@@ -348,9 +348,9 @@ max = 1.0
     repo.write("release-trains/gates.toml", "[[budget]]\nname = \"fast\"\ncommand = [\"true\"]\nmax-seconds = 60\n");
     repo.commit_all("good gates", crate::support::EPOCH);
     let dir = release(&repo, "ok", "edge", &[]);
-    let key = pipeline::keys::PublicKey::load(&public_key(&repo)).unwrap();
-    let yaml = pipeline::model::Digest::of(&fs::read(dir.join("release.yaml")).unwrap());
-    let report = pipeline::ops::gates::check_record(&dir, &key, &yaml).unwrap();
+    let key = verifier::keys::PublicKey::load(&public_key(&repo)).unwrap();
+    let yaml = schema::model::Digest::of(&fs::read(dir.join("release.yaml")).unwrap());
+    let report = pipeline::stages::gates::check_record(&dir, &key, &yaml).unwrap();
     assert_eq!(report.gates[0].name, "fast");
     assert!(dir.join("gates/fast.log").is_file());
 }

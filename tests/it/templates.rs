@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use pipeline::model::{Channel, Digest};
 use pipeline::templates::{render, Rendered, TemplateImage};
+use schema::model::{Channel, Digest};
 
 use crate::support::{run_ok, tool, workspace, EPOCH};
 

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use pipeline::layer::{HashingReader, LayerWriter, Modes};
+use oci::layer::{HashingReader, LayerWriter, Modes};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -84,7 +84,7 @@ fn make_tree(dir: &Path, bytes: u64) -> Result<u64> {
     Ok(written)
 }
 
-fn layer_of(tree: &Path, out: &Path) -> Result<pipeline::layer::LayerInfo> {
+fn layer_of(tree: &Path, out: &Path) -> Result<oci::layer::LayerInfo> {
     let f = io::BufWriter::with_capacity(1 << 20, fs::File::create(out)?);
     let mut w = LayerWriter::new(f, 1_700_000_000);
     w.add_tree(tree, "/", Modes::Normalize)?;
@@ -153,7 +153,7 @@ fn syft_path() -> Option<PathBuf> {
 
 /// SBOM + scan of a realistic root file system against `syft dir:`, in one run.
 fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
-    use pipeline::oci;
+    use oci;
     let rootfs = dir.join("rootfs");
     let _ = fs::remove_dir_all(&rootfs);
     for (from, to) in [
@@ -186,7 +186,7 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
     let config = layout.put_json(
         oci::MEDIA_CONFIG,
         &oci::ImageConfig {
-            created: pipeline::model::rfc3339(1_700_000_000),
+            created: schema::model::rfc3339(1_700_000_000),
             architecture: "amd64".into(),
             os: "linux".into(),
             variant: None,
@@ -205,9 +205,9 @@ fn bench_sbom(dir: &Path, json: bool) -> Result<()> {
     };
     // Ours: scan the layer (hashing every file), make the CycloneDX document, encode both ways.
     let t = Instant::now();
-    let result = pipeline::scan::scan(&layout, &manifest)?;
-    let bom = pipeline::sbom::generate::from_scan(&result, &manifest);
-    let (j, pb) = (bom.to_json(), pipeline::sbom::proto::encode(&bom));
+    let result = pipeline::stages::evidence::scan::scan(&layout, &manifest)?;
+    let bom = pipeline::stages::evidence::sbom::generate::from_scan(&result, &manifest);
+    let (j, pb) = (bom.to_json(), pipeline::stages::evidence::sbom::proto::encode(&bom));
     let ours = t.elapsed().as_secs_f64();
     let ours_count = result.packages.len();
     let Some(syft) = syft_path() else {
@@ -338,13 +338,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "openssl_mb_s": openssl.map(|o| layer_mb / o), "ratio_vs_openssl": openssl.map(|o| o / ours_sha),
         },
         "peak_rss_kib": { "eighth_input": peak_small, "full_input": peak_full },
-        "compressor": pipeline::layer::COMPRESSOR,
+        "compressor": oci::layer::COMPRESSOR,
         "page_cache": "warm",
     });
     if args.json {
         println!("{report}");
     } else {
-        println!("input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})", pipeline::layer::COMPRESSOR);
+        println!("input: {mb:.0} MB tree, warm page cache; layer: {layer_mb:.0} MB ({})", oci::layer::COMPRESSOR);
         println!("layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x", mb / ours, mb / gzip, gzip / ours);
         if let Some(p) = pigz {
             println!("             tar|pigz -6 {:.1} MB/s | ratio {:.2}x", mb / p, p / ours);
@@ -515,7 +515,7 @@ fn bench_kit(dir: &Path, size_mib: u64, json: bool) -> Result<()> {
     if json {
         println!("{report}");
     } else {
-        println!("kit: {mb:.0} MB of content, {:.0} MB compressed (zstd level {})", kit_size as f64 / 1e6, pipeline::kit::ZSTD_LEVEL);
+        println!("kit: {mb:.0} MB of content, {:.0} MB compressed (zstd level {})", kit_size as f64 / 1e6, schema::kit::ZSTD_LEVEL);
         println!(
             "kit write    ours {:.0} MB/s | tar -c | zstd -T0 -3 {:.0} MB/s | ratio {:.2}x",
             mb / write,

@@ -1,10 +1,11 @@
-//! `cargo xtask kit build|import`: offline kits (spec §3.3). The work is in `pipeline::kit`.
+//! `cargo xtask kit build|import`: offline kits (spec §3.3). The work is in `pipeline::stages::kit`.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use pipeline::keys::{Fips, PublicKey};
-use pipeline::kit::{self, KitReport};
+use pipeline::stages::kit;
+use verifier::keys::{Fips, PublicKey};
+use verifier::kit::{self as kit_import, KitError, KitReport};
 
 use crate::progress::{self, Progress};
 use crate::{mode_of, print_json, root_of, Failure};
@@ -69,18 +70,21 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
     match cmd {
         KitCommand::Build { release, out, delta_from, key, source, json } => {
             let root = root_of(source)?;
-            let cfg = pipeline::config::load(&root).map_err(pipeline::Error::from)?;
-            let yaml = std::fs::read(release.join("release.yaml"))
-                .map_err(|e| Failure { code: 1, message: format!("`{}`: {e} (is this a release directory?)", release.display()) })?;
-            let doc = pipeline::manifest::parse(&yaml).map_err(|e| Failure { code: 1, message: format!("release.yaml: {e}") })?;
-            let channel: pipeline::model::Channel =
-                doc.release.channel.parse().map_err(|e| Failure { code: 1, message: format!("{e}") })?;
-            let train = cfg
-                .trains
-                .get(&channel)
-                .ok_or_else(|| Failure { code: 1, message: format!("release-trains/ has no `{channel}` channel") })?;
-            let signing = pipeline::release::signing_key(key.as_deref(), &root, Fips::Off, &pipeline::report::Silent)?;
-            let name = kit::kit_name(&doc.release.version, &doc.release.channel);
+            let cfg = schema::config::load(&root).map_err(pipeline::Error::from)?;
+            let yaml = std::fs::read(release.join("release.yaml")).map_err(|e| Failure {
+                code: schema::exit::Code::Rejected,
+                message: format!("`{}`: {e} (is this a release directory?)", release.display()),
+            })?;
+            let doc = verifier::manifest::parse(&yaml)
+                .map_err(|e| Failure { code: schema::exit::Code::Rejected, message: format!("release.yaml: {e}") })?;
+            let channel: schema::model::Channel =
+                doc.release.channel.parse().map_err(|e| Failure { code: schema::exit::Code::Rejected, message: format!("{e}") })?;
+            let train = cfg.trains.get(&channel).ok_or_else(|| Failure {
+                code: schema::exit::Code::Rejected,
+                message: format!("release-trains/ has no `{channel}` channel"),
+            })?;
+            let signing = pipeline::release::signing_key(key.as_deref(), &root, Fips::Off, &schema::report::Silent)?;
+            let name = schema::kit::kit_name(&doc.release.version, &doc.release.channel);
             let out = out.unwrap_or_else(|| {
                 if delta_from.is_some() {
                     release.join(name.replace(".tar.zst", "-delta.tar.zst"))
@@ -122,13 +126,14 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             Ok(())
         }
         KitCommand::Import { kit: path, into, docker_config, key, fips, json } => {
-            let mut into: kit::Target = into.parse().map_err(|e: String| Failure { code: 64, message: format!("--into: {e}") })?;
-            if let kit::Target::Registry { docker_config: c, .. } = &mut into {
+            let mut into: kit_import::Target =
+                into.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--into: {e}") })?;
+            if let kit_import::Target::Registry { docker_config: c, .. } = &mut into {
                 *c = docker_config;
             }
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
-            checked("imported", json, quiet, |reporter| kit::import(&path, &into, &public, fips, reporter))
+            checked("imported", json, quiet, |reporter| kit_import::import(&path, &into, &public, fips, reporter))
         }
     }
 }
@@ -142,11 +147,11 @@ pub fn verify(
     json: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
-    checked("verified", json, quiet, |reporter| kit::verify_kit(path, key, fips, base, reporter))
+    checked("verified", json, quiet, |reporter| kit_import::verify_kit(path, key, fips, base, reporter))
 }
 
 /// Runs a kit check (`verify` or `import`) with progress, then prints its report or failure.
-fn checked(done: &str, json: bool, quiet: bool, run: impl FnOnce(&Progress) -> Result<KitReport, kit::KitError>) -> Result<(), Failure> {
+fn checked(done: &str, json: bool, quiet: bool, run: impl FnOnce(&Progress) -> Result<KitReport, KitError>) -> Result<(), Failure> {
     let reporter = Progress::new(mode_of(json, quiet));
     let report = run(&reporter);
     reporter.finish();
@@ -160,10 +165,10 @@ fn checked(done: &str, json: bool, quiet: bool, run: impl FnOnce(&Progress) -> R
 }
 
 /// A refused kit: with `--json`, the checklist (or the reason) as the result on stdout too.
-fn kit_failure(e: kit::KitError, json: bool) -> Failure {
+fn kit_failure(e: KitError, json: bool) -> Failure {
     if json {
         let checks = match &e {
-            kit::KitError::Unverified { report, .. } => serde_json::to_value(&report.checks).unwrap_or_default(),
+            KitError::Unverified { report, .. } => serde_json::to_value(&report.checks).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
         print_json(&serde_json::json!({"event": "result", "verified": false, "error": e.to_string(), "checks": checks}));

@@ -13,15 +13,14 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use schema::exit::Code;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pipeline::model::Channel;
-use pipeline::plan::{PlanOptions, Tree};
 use pipeline::release::{self, RunOptions};
+use pipeline::stages::plan::{PlanOptions, Tree};
+use schema::model::Channel;
 
 use crate::progress::{Mode, Progress};
-
-/// Exit code of a command line that does not parse.
-pub(crate) const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -277,7 +276,7 @@ impl BuildFlags {
             BackendArg::Buildkit => {
                 let endpoints =
                     if self.builders.is_empty() { std::env::var("DOCKER_HOST").into_iter().collect() } else { self.builders.clone() };
-                release::BackendChoice::BuildKit(pipeline::buildkit::BuildKitOptions {
+                release::BackendChoice::BuildKit(pipeline::stages::build::buildkit::BuildKitOptions {
                     endpoints,
                     per_endpoint: self.builds_per_builder,
                     base_mirror: self.base_mirror.clone(),
@@ -319,13 +318,35 @@ impl From<ChannelArg> for Channel {
     }
 }
 
+/// A panic is a bug: say so plainly, name where it happened, and exit 2 (not Rust's 101),
+/// from whichever thread panicked (a worker's panic must not be swallowed by its pool).
+fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let what = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+    progress::eprint(&format!(
+        "internal error: {what}{place}\n  this is a bug in cargo xtask, not in your input; please report it with the command line and this message"
+    ));
+    std::process::exit(Code::Internal.status());
+}
+
+fn exit(code: Code) -> ExitCode {
+    ExitCode::from(u8::try_from(code.status()).unwrap_or(u8::MAX))
+}
+
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(on_panic));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let code = if e.use_stderr() { Code::Usage } else { Code::Success };
+            // Nothing more can be said when stderr itself is gone.
             let _ = e.print();
-            return ExitCode::from(code);
+            return exit(code);
         }
     };
     let level = match (cli.quiet, cli.verbose) {
@@ -344,32 +365,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, message }) => {
             progress::eprint(&format!("error: {message}"));
-            ExitCode::from(code)
+            exit(code)
         }
     }
 }
 
 pub(crate) struct Failure {
-    pub(crate) code: u8,
+    pub(crate) code: Code,
     pub(crate) message: String,
 }
 
 impl From<pipeline::Error> for Failure {
     fn from(e: pipeline::Error) -> Self {
-        Failure { code: e.exit_code() as u8, message: e.to_string().trim_end().to_owned() }
+        Failure { code: e.exit_code(), message: e.to_string().trim_end().to_owned() }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{e:#}") }
+        Failure { code: schema::exit::ENVIRONMENT, message: format!("{e:#}") }
     }
 }
 
 pub(crate) fn root_of(source: Option<PathBuf>) -> Result<PathBuf, Failure> {
     let dir = match source {
         Some(s) => s,
-        None => std::env::current_dir().map_err(|e| Failure { code: 3, message: format!("cannot read the current directory: {e}") })?,
+        None => std::env::current_dir()
+            .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("cannot read the current directory: {e}") })?,
     };
     // The repository root: the nearest ancestor holding release-trains/.
     let mut at = dir.as_path();
@@ -400,7 +422,7 @@ fn run_options(
         backend: build.backend(),
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
-        fips: if build.fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off },
+        fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
     })
 }
@@ -478,7 +500,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Repro { target, build, keep, json } => {
             let root = root_of(target.source.clone())?;
-            let exe = std::env::current_exe().map_err(|e| Failure { code: 3, message: format!("cannot find this program: {e}") })?;
+            let exe = std::env::current_exe()
+                .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("cannot find this program: {e}") })?;
             let mut args: Vec<OsString> =
                 vec!["--quiet".into(), "build".into(), "--channel".into(), target.channel_name().into(), "--source".into(), root.into()];
             if let Some(d) = &build.deb_dir {
@@ -527,18 +550,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ops(c) => ops::run(c),
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
         Command::Keys(KeysCommand::Generate { out, algorithm, fips }) => {
-            use pipeline::keys::{KeyKind, Secret, SigningKey};
+            use verifier::keys::{KeyKind, Secret, SigningKey};
             let kind = match algorithm {
                 Algorithm::EcdsaP256 => KeyKind::EcdsaP256,
                 Algorithm::Ed25519 => KeyKind::Ed25519,
             };
             let key = SigningKey::generate(kind);
-            let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
+            let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
             key.public().check_fips(fips, "the requested key").map_err(pipeline::Error::from)?;
-            if std::env::var_os(pipeline::keys::PASSPHRASE_ENV).is_none() {
+            if std::env::var_os(verifier::keys::PASSPHRASE_ENV).is_none() {
                 progress::eprint(&format!(
                     "warning: {} is not set: the private key is encrypted with an empty passphrase",
-                    pipeline::keys::PASSPHRASE_ENV
+                    verifier::keys::PASSPHRASE_ENV
                 ));
             }
             let public = out.with_extension("pub");
@@ -547,9 +570,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Attest(AttestCommand::Resubmit { dir, rekor_url, json }) => {
-            let results = pipeline::tlog::resubmit(&rekor_url, &dir)
-                .map_err(|e| Failure { code: 3, message: format!("`{}`: {e}", dir.display()) })?;
-            let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::tlog::Logged::Pending { .. })).count();
+            let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir)
+                .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("`{}`: {e}", dir.display()) })?;
+            let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::stages::sign::tlog::Logged::Pending { .. })).count();
             if json {
                 print_json(
                     &serde_json::json!({"event": "result", "sent": results.len() - pending, "pending": pending, "entries": results}),
@@ -559,8 +582,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     progress::out(&format!(
                         "{id}: {}",
                         match l {
-                            pipeline::tlog::Logged::Logged { uuid } => format!("logged {uuid}"),
-                            pipeline::tlog::Logged::Pending { reason } => format!("still pending ({reason})"),
+                            pipeline::stages::sign::tlog::Logged::Logged { uuid } => format!("logged {uuid}"),
+                            pipeline::stages::sign::tlog::Logged::Pending { reason } => format!("still pending ({reason})"),
                         }
                     ));
                 }
@@ -569,7 +592,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if pending == 0 {
                 Ok(())
             } else {
-                Err(Failure { code: pipeline::exit::ENVIRONMENT as u8, message: format!("{pending} entries are still pending") })
+                Err(Failure { code: schema::exit::ENVIRONMENT, message: format!("{pending} entries are still pending") })
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
@@ -585,8 +608,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     json,
                 });
             }
-            let public = pipeline::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
-            let fips = if fips { pipeline::keys::Fips::On } else { pipeline::keys::Fips::Off };
+            let public = verifier::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
             if dir.is_file() && registry.is_none() {
                 return kit::verify(&dir, &public, fips, base.as_deref(), json, cli.quiet);
             }
@@ -595,7 +618,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
                     publish::verify_registry(&dir, &public, r, docker_config)?
                 }
-                None => pipeline::verify::verify(&dir, &public, fips),
+                None => verifier::release::verify(&dir, &public, fips),
             };
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
@@ -606,7 +629,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             } else {
                 Err(Failure {
-                    code: pipeline::exit::REJECTED as u8,
+                    code: schema::exit::REJECTED,
                     message: format!(
                         "`{}` does not verify ({} failed checks)",
                         dir.display(),

@@ -1,13 +1,14 @@
 //! The release-operations commands: `promote`, `history`, `rollback`, `verify-pointer`,
-//! `preflight`. Flags and rendering only; the work is in `pipeline::ops`.
+//! `preflight`. Flags and rendering only; the work is in `verifier::ops`.
 
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
-use pipeline::keys::{PublicKey, Secret, SigningKey};
-use pipeline::model::{Channel, Version};
-use pipeline::ops::channels::{self, ReleaseRef, Store};
-use pipeline::ops::{pointer, preflight, Clock, OpsError};
+use pipeline::channels::{self, ReleaseRef, Store};
+use schema::model::{Channel, Version};
+use verifier::keys::{PublicKey, Secret, SigningKey};
+use verifier::ops::{Clock, OpsError};
+use verifier::{pointer, preflight};
 
 use crate::{print_json, progress, root_of, ChannelArg, Failure};
 
@@ -26,7 +27,7 @@ pub struct StoreArgs {
 pub struct ClockArg {
     /// Use this time as "now" (RFC 3339, e.g. 2027-06-27T12:00:00Z) instead of the system clock.
     /// For tests and audits ("was this valid on that day?"), not for daily use.
-    #[arg(long, value_name = "TIME", env = "STELLAOPS_NOW", value_parser = pipeline::ops::parse_time)]
+    #[arg(long, value_name = "TIME", env = "STELLAOPS_NOW", value_parser = verifier::ops::parse_time)]
     now: Option<i64>,
 }
 
@@ -34,7 +35,10 @@ impl ClockArg {
     /// The clock of `STELLAOPS_NOW` (for commands that have no `--now`).
     pub fn from_env() -> Result<ClockArg, Failure> {
         let now = match std::env::var("STELLAOPS_NOW") {
-            Ok(t) => Some(pipeline::ops::parse_time(&t).map_err(|e| Failure { code: 64, message: format!("STELLAOPS_NOW: {e}") })?),
+            Ok(t) => Some(
+                verifier::ops::parse_time(&t)
+                    .map_err(|e| Failure { code: schema::exit::Code::Usage, message: format!("STELLAOPS_NOW: {e}") })?,
+            ),
             Err(_) => None,
         };
         Ok(ClockArg { now })
@@ -138,7 +142,7 @@ pub enum OpsCommand {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
         /// Age of the newest database backup (`30h`, `2d`, `90m`); over 24 h warns.
-        #[arg(long, value_name = "AGE", value_parser = pipeline::ops::parse_duration)]
+        #[arg(long, value_name = "AGE", value_parser = verifier::ops::parse_duration)]
         backup_age: Option<i64>,
         /// Repository root, for the skew rules of release-trains/components.toml.
         #[arg(long, value_name = "DIR")]
@@ -196,7 +200,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 ReleaseRef::Dir(PathBuf::from(&release))
             } else {
                 ReleaseRef::Version(release.parse().map_err(|e| Failure {
-                    code: crate::EXIT_USAGE,
+                    code: schema::exit::Code::Usage,
                     message: format!("`{release}` is neither a release directory nor a version: {e}"),
                 })?)
             };
@@ -277,7 +281,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let env = pointer::read_envelope(&path).map_err(ops)?;
             let mut checked = pointer::check(&env, &public, &mut st, clock.clock().now(), channel.map(Channel::from));
             if let (Some(dir), Some(p)) = (&release, &checked.pointer) {
-                match pipeline::ops::SignedRelease::open(dir, &public) {
+                match verifier::ops::SignedRelease::open(dir, &public) {
                     Ok(r) if r.digest == p.release_yaml => {}
                     Ok(r) => checked.problems.push(format!(
                         "`{}` has release.yaml {}, the pointer names {}",
@@ -307,7 +311,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 Ok(())
             } else {
                 Err(Failure {
-                    code: pipeline::exit::REJECTED as u8,
+                    code: schema::exit::REJECTED,
                     message: format!(
                         "`{}` is refused:\n{}",
                         path.display(),
@@ -332,7 +336,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 let ids: std::collections::BTreeSet<&str> =
                     report.findings.iter().filter(|f| f.severity == preflight::Severity::Violation).map(|f| f.check).collect();
                 Err(Failure {
-                    code: pipeline::exit::REJECTED as u8,
+                    code: schema::exit::REJECTED,
                     message: format!("the upgrade is not safe: {}", ids.into_iter().collect::<Vec<_>>().join(", ")),
                 })
             }

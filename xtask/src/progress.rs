@@ -7,9 +7,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pipeline::plan::Plan;
 use pipeline::release::Outcome;
-use pipeline::report::{Event, Reporter, Stage};
+use pipeline::stages::plan::Plan;
+use schema::report::{Event, Reporter, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -86,7 +86,7 @@ impl Reporter for Progress {
                             let _ = multi.println(message);
                         }
                         Event::Step { job, step, status } => {
-                            if let Some(b) = stages.get(&pipeline::report::Stage::Build) {
+                            if let Some(b) = stages.get(&schema::report::Stage::Build) {
                                 b.set_message(format!("{job}: {step} {status}"));
                             }
                         }
@@ -102,7 +102,7 @@ fn plain(event: &Event) {
     match event {
         Event::StageStarted { stage, jobs } => eprint(&format!("[{}] {} job(s)", stage.as_str(), jobs)),
         // A gate can run for minutes (a test suite): say which one is running.
-        Event::JobStarted { stage: pipeline::report::Stage::Gates, job } => eprint(&format!("[gates] {job}: running")),
+        Event::JobStarted { stage: schema::report::Stage::Gates, job } => eprint(&format!("[gates] {job}: running")),
         Event::JobStarted { .. } => {}
         // A kit has one job per file: too many lines to print.
         Event::JobFinished { stage: Stage::Kit, .. } => {}

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use pipeline::distribution::{RegistryTarget, RetryPolicy};
-use pipeline::publish::{self, Destination, PushOptions, ReleaseOptions, ReleaseReport, Status};
+use oci::distribution::{RegistryTarget, RetryPolicy};
+use oci::push::{PushOptions, ReferrersMode};
+use pipeline::stages::publish::{self, Destination, ReleaseOptions, ReleaseReport, Status};
 
 use crate::progress::{self, Mode, Progress};
 use crate::Failure;
@@ -60,7 +61,7 @@ impl PublishFlags {
     }
 
     pub fn destinations(&self, root: &Path) -> Result<Vec<Destination>, Failure> {
-        let usage = |e: String| Failure { code: crate::EXIT_USAGE, message: e };
+        let usage = |e: String| Failure { code: schema::exit::Code::Usage, message: e };
         let mut out = match &self.registry {
             Some(r) => vec![Destination {
                 target: r.parse().map_err(|e: String| usage(format!("--registry: {e}")))?,
@@ -150,7 +151,7 @@ pub fn render(r: &ReleaseReport) -> String {
                 p.manifests_put,
                 p.referrers,
                 match p.referrers_mode {
-                    Some(publish::ReferrersMode::Api) => "referrers API",
+                    Some(ReferrersMode::Api) => "referrers API",
                     _ => "fallback tags",
                 },
                 p.retries,
@@ -184,8 +185,8 @@ pub fn run_doctor(cmd: DoctorCommand, root: &Path) -> Result<(), Failure> {
             s += &format!("  reachable: {}\n  auth: {}\n", c.reachable, c.auth);
             s += &format!("  credentials: {}\n", c.credentials.as_deref().unwrap_or("none configured"));
             let referrers = match c.referrers {
-                Some(publish::ReferrersMode::Api) => "referrers API",
-                Some(publish::ReferrersMode::Fallback) => "no referrers API: tag-schema fallback (sha256-<hex>)",
+                Some(ReferrersMode::Api) => "referrers API",
+                Some(ReferrersMode::Fallback) => "no referrers API: tag-schema fallback (sha256-<hex>)",
                 None => "unknown",
             };
             s += &format!("  referrers: {referrers}\n  mount: {}\n", c.mount.as_deref().unwrap_or("unknown"));
@@ -198,19 +199,19 @@ pub fn run_doctor(cmd: DoctorCommand, root: &Path) -> Result<(), Failure> {
     if caps.iter().all(|c| c.problems.is_empty()) {
         Ok(())
     } else {
-        Err(Failure { code: pipeline::exit::ENVIRONMENT as u8, message: "a registry has problems (listed above)".into() })
+        Err(Failure { code: schema::exit::ENVIRONMENT, message: "a registry has problems (listed above)".into() })
     }
 }
 
 /// `verify DIR --key K --registry R`.
 pub fn verify_registry(
     dir: &Path,
-    key: &pipeline::keys::PublicKey,
+    key: &verifier::keys::PublicKey,
     registry: &str,
     docker_config: Option<PathBuf>,
-) -> Result<pipeline::verify::VerifyReport, Failure> {
+) -> Result<verifier::release::VerifyReport, Failure> {
     let target: RegistryTarget =
-        registry.parse().map_err(|e: String| Failure { code: crate::EXIT_USAGE, message: format!("--registry: {e}") })?;
+        registry.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--registry: {e}") })?;
     let opts = PushOptions { docker_config, ..PushOptions::default() };
-    Ok(pipeline::verify_registry::verify(dir, key, &target, &opts))
+    Ok(verifier::published::verify(dir, key, &target, &opts))
 }

@@ -1,0 +1,233 @@
+//! The one way the workspace runs a subprocess (recipe build commands, release gates, the two
+//! builds of `repro`, Docker credential helpers): a [`Cmd`] says in words what it does, logs
+//! its argv at debug level, captures both streams, can be bounded in time, and every failure
+//! ([`CmdError`]) carries the command line and the tail of what it printed.
+//!
+//! std's `Command` is kept underneath; what it lacks (a time bound while both pipes are
+//! drained, errors that name the command) is the little written here. `duct` or
+//! `wait-timeout` would bring one of the two each, not both, for a ~100-line need.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How many lines of output an error carries.
+pub const TAIL_LINES: usize = 20;
+
+/// A command to run, with a one-line summary of what it does (for progress and errors).
+#[derive(Debug)]
+pub struct Cmd {
+    what: String,
+    command: Command,
+    argv: Vec<OsString>,
+    stdin: Option<Vec<u8>>,
+    timeout: Option<Duration>,
+}
+
+/// A command that ran to its end (whatever its status).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// The last `n` lines of stderr (else stdout), each indented for an error message.
+    pub fn tail(&self, n: usize) -> String {
+        let text = if self.stderr.iter().any(|b| !b.is_ascii_whitespace()) { &self.stderr } else { &self.stdout };
+        tail(&String::from_utf8_lossy(text), n)
+    }
+    fn status(&self) -> String {
+        match self.code {
+            Some(c) => format!("exit status {c}"),
+            None => "ended by a signal".to_owned(),
+        }
+    }
+}
+
+/// The last `n` lines of `text`, each prefixed with `  | `.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("{what}: `{command}` could not start: {source}")]
+    Start {
+        what: String,
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: `{command}` failed ({status}){}", if .tail.is_empty() { String::new() } else { format!(":\n{}", .tail) })]
+    Failed { what: String, command: String, status: String, code: Option<i32>, tail: String },
+    #[error("{what}: `{command}` did not finish within {seconds} s and was stopped{}", if .tail.is_empty() { String::new() } else { format!(":\n{}", .tail) })]
+    TimedOut { what: String, command: String, seconds: u64, tail: String },
+}
+
+impl Cmd {
+    pub fn new(program: impl AsRef<OsStr>, what: impl Into<String>) -> Cmd {
+        let program = program.as_ref().to_owned();
+        Cmd { what: what.into(), command: Command::new(&program), argv: vec![program], stdin: None, timeout: None }
+    }
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
+        self.command.arg(a.as_ref());
+        self.argv.push(a.as_ref().to_owned());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Cmd {
+        for a in args {
+            self = self.arg(a);
+        }
+        self
+    }
+    pub fn current_dir(mut self, dir: &Path) -> Cmd {
+        self.command.current_dir(dir);
+        self
+    }
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Cmd {
+        self.command.env(k, v);
+        self
+    }
+    pub fn envs<I: IntoIterator<Item = (K, V)>, K: AsRef<OsStr>, V: AsRef<OsStr>>(mut self, vars: I) -> Cmd {
+        self.command.envs(vars);
+        self
+    }
+    pub fn env_clear(mut self) -> Cmd {
+        self.command.env_clear();
+        self
+    }
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Cmd {
+        self.command.env_remove(k);
+        self
+    }
+    /// Bytes written to its stdin (else stdin is empty).
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Cmd {
+        self.stdin = Some(bytes);
+        self
+    }
+    /// Stops it (SIGKILL) after `d`.
+    pub fn timeout(mut self, d: Duration) -> Cmd {
+        self.timeout = Some(d);
+        self
+    }
+    /// The command line, for messages.
+    pub fn command_line(&self) -> String {
+        self.argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Runs it to its end and returns what it did, whatever its exit status; an error only
+    /// when it could not start or ran past its time bound.
+    pub fn output(mut self) -> Result<Finished, CmdError> {
+        let command = self.command_line();
+        tracing::debug!(what = %self.what, %command, "running");
+        let start = Instant::now();
+        let stdin = if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+        let spawned = self.command.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let mut child = spawned.map_err(|source| CmdError::Start { what: self.what.clone(), command: command.clone(), source })?;
+        let feeder = match (child.stdin.take(), self.stdin.take()) {
+            (Some(mut pipe), Some(bytes)) => Some(std::thread::spawn(move || {
+                // A child that exits without reading its input is not an error here.
+                let _ = pipe.write_all(&bytes);
+            })),
+            _ => None,
+        };
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    // A read error ends the capture; the status below still tells the outcome.
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        let mut timed_out = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if self.timeout.is_some_and(|t| start.elapsed() > t) => {
+                    timed_out = true;
+                    // Best effort: the child may have exited in between.
+                    let _ = child.kill();
+                    break child.wait().ok();
+                }
+                // Polling is the portable way to bound a child's time with std alone.
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(source) => return Err(CmdError::Start { what: self.what, command, source }),
+            }
+        };
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
+        let finished = Finished {
+            code: status.and_then(|s| s.code()),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+            elapsed: start.elapsed(),
+        };
+        if timed_out {
+            let seconds = self.timeout.map_or(0, |t| t.as_secs());
+            return Err(CmdError::TimedOut { what: self.what, command, seconds, tail: finished.tail(TAIL_LINES) });
+        }
+        Ok(finished)
+    }
+
+    /// Runs it and requires exit status 0.
+    pub fn run(self) -> Result<Finished, CmdError> {
+        let what = self.what.clone();
+        let command = self.command_line();
+        let f = self.output()?;
+        if f.success() {
+            Ok(f)
+        } else {
+            Err(CmdError::Failed { what, command, status: f.status(), code: f.code, tail: f.tail(TAIL_LINES) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_the_command_and_carries_the_tail() {
+        let e = Cmd::new("sh", "a test command").args(["-c", "echo one; echo two >&2; exit 7"]).run().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("a test command: `sh -c echo one; echo two >&2; exit 7` failed (exit status 7)"), "{msg}");
+        assert!(msg.contains("  | two"), "{msg}");
+        assert!(matches!(e, CmdError::Failed { code: Some(7), .. }));
+    }
+
+    #[test]
+    fn stdin_is_fed_and_stdout_captured() {
+        let f = Cmd::new("cat", "echo stdin").stdin(b"hello".to_vec()).run().unwrap();
+        assert_eq!(f.stdout, b"hello");
+    }
+
+    #[test]
+    fn a_command_past_its_time_is_stopped() {
+        let t = Instant::now();
+        let e = Cmd::new("sleep", "a slow command").arg("30").timeout(Duration::from_millis(200)).output().unwrap_err();
+        assert!(matches!(e, CmdError::TimedOut { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_missing_program_cannot_start() {
+        let e = Cmd::new("/nonexistent/stellaops-tool", "a missing tool").run().unwrap_err();
+        assert!(matches!(e, CmdError::Start { .. }));
+        assert!(e.to_string().contains("/nonexistent/stellaops-tool"));
+    }
+}

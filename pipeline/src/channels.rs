@@ -1,0 +1,625 @@
+//! The channel store: what each channel points at, every pointer it ever signed, and the last
+//! `K` release manifests it pointed at (spec §5.3). It is a directory, published as is (a web
+//! server or an offline kit serves it read-only to clients):
+//!
+//! ```text
+//! <channels>/<channel>/pointer.json                the current pointer (DSSE envelope)
+//! <channels>/<channel>/log/<sequence>.json         every pointer signed, by sequence
+//! <channels>/<channel>/releases/<version>-<hex12>/ release.yaml (+ .sig, .sigstore.json),
+//!                                                  gates.json, attest/gates.dsse.json, plan.json
+//! ```
+//!
+//! Operations (each signs with the release key, checks everything it reads with its public
+//! half, and writes the log entry before the pointer):
+//! - [`promote`]: put a release on a channel, if its gates passed, if it spent the source
+//!   channel's `[promotion] min-days` there, and (quarterly cadence) if no other LTS line was cut
+//!   this quarter; promoting the current release again re-signs its pointer (new expiry);
+//! - [`history`]: the kept releases and the log;
+//! - [`rollback`]: render a kept release's compose file and chart by digest (from the templates
+//!   of its own commit when the repository has it), then sign a pointer back to it, marked
+//!   `rollback`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use schema::files::Cadence;
+use schema::model::{rfc3339, Channel, Digest, Version};
+use verifier::keys::{PublicKey, SigningKey};
+use verifier::sign::Envelope;
+
+use crate::stages::gates;
+use verifier::ops::{io, OpsError, SignedRelease, KEPT_FILES};
+use verifier::pointer::{self, Pointer, Previous, POINTER_TYPE};
+
+/// A channel store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// One release kept by a channel.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kept {
+    pub version: Version,
+    pub release_yaml: Digest,
+    /// The release's own channel (the one it was cut for).
+    pub cut_for: String,
+    pub calendar: String,
+    pub dir: PathBuf,
+    /// The last sequence that pointed at it.
+    pub last_sequence: u64,
+    pub current: bool,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Store {
+        Store { root: root.to_owned() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    fn dir(&self, c: Channel) -> PathBuf {
+        self.root.join(c.as_str())
+    }
+    pub fn pointer_path(&self, c: Channel) -> PathBuf {
+        self.dir(c).join("pointer.json")
+    }
+    fn releases(&self, c: Channel) -> PathBuf {
+        self.dir(c).join("releases")
+    }
+
+    /// Every pointer of the channel, checked: signed by `key`, for this channel, sequences
+    /// 1, 2, 3... without a gap; and `pointer.json` is the last one.
+    pub fn log(&self, c: Channel, key: &PublicKey) -> Result<Vec<Pointer>, OpsError> {
+        let dir = self.dir(c).join("log");
+        let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        files.sort();
+        let mut out = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let env = pointer::read_envelope(f)?;
+            let (p, _) = pointer::open(&env, key).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", f.display())))?;
+            if p.channel != c || p.sequence != i as u64 + 1 {
+                return Err(OpsError::Invalid(format!(
+                    "`{}`: expected the pointer of `{c}` with sequence {}, found `{}` sequence {}",
+                    f.display(),
+                    i + 1,
+                    p.channel,
+                    p.sequence
+                )));
+            }
+            out.push(p);
+        }
+        let current = self.pointer_path(c);
+        if let Some(last) = out.last() {
+            let env = pointer::read_envelope(&current)?;
+            let (p, _) = pointer::open(&env, key).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", current.display())))?;
+            if &p != last {
+                return Err(OpsError::Invalid(format!(
+                    "`{}` is sequence {}, the log ends at {}: a move was interrupted; re-run it",
+                    current.display(),
+                    p.sequence,
+                    last.sequence
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The releases the channel keeps, most recently pointed at first.
+    pub fn kept(&self, c: Channel, log: &[Pointer]) -> Result<Vec<Kept>, OpsError> {
+        let dir = self.releases(c);
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        let current = log.last().map(|p| p.release_yaml.clone());
+        for e in rd.flatten() {
+            let path = e.path().join("release.yaml");
+            let Ok(bytes) = fs::read(&path) else { continue };
+            let digest = Digest::of(&bytes);
+            let doc = verifier::manifest::parse(&bytes).map_err(|m| OpsError::Invalid(format!("`{}`: {m}", path.display())))?;
+            let version: Version = doc.release.version.parse().map_err(|m| OpsError::Invalid(format!("`{}`: {m}", path.display())))?;
+            let last_sequence = log.iter().rev().find(|p| p.release_yaml == digest).map(|p| p.sequence).unwrap_or(0);
+            out.push(Kept {
+                version,
+                current: current.as_ref() == Some(&digest),
+                release_yaml: digest,
+                cut_for: doc.release.channel,
+                calendar: doc.release.calendar,
+                dir: e.path(),
+                last_sequence,
+            });
+        }
+        out.sort_by_key(|k| std::cmp::Reverse(k.last_sequence));
+        Ok(out)
+    }
+
+    fn kept_dir(&self, c: Channel, version: &Version, digest: &Digest) -> PathBuf {
+        self.releases(c).join(format!("{version}-{}", &digest.hex()[..12]))
+    }
+
+    /// Writes the log entry (refusing to overwrite one: two moves at once), then the pointer.
+    fn issue(&self, c: Channel, env: &Envelope, sequence: u64) -> Result<(), OpsError> {
+        let log = self.dir(c).join("log");
+        fs::create_dir_all(&log).map_err(io(&log))?;
+        let entry = log.join(format!("{sequence:08}.json"));
+        let mut bytes = serde_json::to_vec_pretty(env).expect("an envelope serializes");
+        bytes.push(b'\n');
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&entry).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                OpsError::Refused(format!(
+                    "`{}` exists: another move of `{c}` happened meanwhile; look at `history` and retry",
+                    entry.display()
+                ))
+            } else {
+                io(&entry)(e)
+            }
+        })?;
+        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io(&entry))?;
+        let p = self.pointer_path(c);
+        oci::write_atomic(&p, &bytes).map_err(io(&p))
+    }
+
+    /// Keeps the `keep` releases most recently pointed at (always the current one).
+    fn prune(&self, c: Channel, keep: usize, log: &[Pointer]) -> Result<Vec<Version>, OpsError> {
+        let kept = self.kept(c, log)?;
+        let mut removed = Vec::new();
+        for k in kept.iter().skip(keep.max(1)).filter(|k| !k.current) {
+            fs::remove_dir_all(&k.dir).map_err(io(&k.dir))?;
+            removed.push(k.version);
+        }
+        Ok(removed)
+    }
+}
+
+/// Which release to promote.
+#[derive(Debug, Clone)]
+pub enum ReleaseRef {
+    /// A release directory (or an unpacked kit).
+    Dir(PathBuf),
+    /// A version kept by the source channel of the promotion.
+    Version(Version),
+}
+
+#[derive(Debug)]
+pub struct Promote<'a> {
+    /// Repository root (for `release-trains/`).
+    pub root: &'a Path,
+    pub store: &'a Store,
+    pub release: ReleaseRef,
+    pub to: Channel,
+    pub key: &'a SigningKey,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promoted {
+    pub pointer: Pointer,
+    /// The release was already current: its pointer was re-signed (new expiry).
+    pub refreshed: bool,
+    /// Where the release came from, and since when it was there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Channel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_source_since: Option<String>,
+    pub pointer_file: PathBuf,
+    pub pruned: Vec<Version>,
+}
+
+fn days(n: u32) -> i64 {
+    i64::from(n) * 86_400
+}
+
+/// Finds a kept release of `version` on `channel` (the one pointed at last).
+fn find_kept(store: &Store, c: Channel, version: &Version, key: &PublicKey) -> Result<Option<Kept>, OpsError> {
+    let log = store.log(c, key)?;
+    Ok(store.kept(c, &log)?.into_iter().find(|k| &k.version == version))
+}
+
+/// The first day of the quarter after the one holding `t`, and the quarter's name.
+fn quarter(t: i64) -> (String, i64) {
+    let d = time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let q = (u8::from(d.month()) - 1) / 3;
+    let (y, m) = if q == 3 { (d.year() + 1, 1u8) } else { (d.year(), q * 3 + 4) };
+    let next = time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap_or(time::Month::January), 1)
+        .map(|date| date.midnight().assume_utc().unix_timestamp())
+        .unwrap_or(t);
+    (format!("{} Q{}", d.year(), q + 1), next)
+}
+
+/// `cargo xtask promote`:
+/// 1. read `release-trains/` and the release (directory, or the version kept by a channel
+///    that promotes to `to`, or by `to` itself);
+/// 2. check `release.yaml`'s signature and checksum, and the signed gate record (passed);
+/// 3. policy: not older than the channel's current release (that is `rollback`); if the
+///    release is on a channel whose `[promotion] to` is `to`, at least `min-days` there
+///    (counted from the first pointer of that channel naming it); otherwise only a release cut
+///    for `to` itself goes there directly; a quarterly channel takes one new MAJOR.MINOR line
+///    per calendar quarter;
+/// 4. keep the release's manifest files, sign the pointer (sequence + 1), write log then
+///    pointer, prune to the channel's `history-keep`.
+pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
+    let public = req.key.public();
+    // 1.
+    let cfg = schema::config::load(req.root)?;
+    let to_train = cfg.train(req.to);
+    let sources: Vec<(Channel, u32)> =
+        cfg.trains.iter().filter_map(|(c, t)| t.promotion.as_ref().filter(|p| p.to == req.to).map(|p| (*c, p.min_days))).collect();
+    let dir = match &req.release {
+        ReleaseRef::Dir(d) => d.clone(),
+        ReleaseRef::Version(v) => {
+            let mut found = None;
+            for c in std::iter::once(req.to).chain(sources.iter().map(|(c, _)| *c)) {
+                if let Some(k) = find_kept(req.store, c, v, public)? {
+                    found = Some(k.dir);
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                let from: Vec<&str> = sources.iter().map(|(c, _)| c.as_str()).collect();
+                OpsError::Refused(format!(
+                    "no channel that promotes to `{}` ({}) keeps version `{v}` in `{}`\n  hint: `cargo xtask history --channel <channel>` lists what each keeps; or pass the release directory",
+                    req.to,
+                    if from.is_empty() { "none".to_owned() } else { from.join(", ") },
+                    req.store.root().display()
+                ))
+            })?
+        }
+    };
+    // 2.
+    let rel = SignedRelease::open(&dir, public)
+        .map_err(|p| OpsError::Refused(format!("`{}` does not verify, so it cannot be promoted:\n{}", dir.display(), bullet(&p))))?;
+    let version = rel.version()?;
+    gates::check_record(&rel.dir, public, &rel.digest)
+        .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
+
+    // 3.
+    let log = req.store.log(req.to, public)?;
+    let current = log.last().cloned();
+    let refreshed = current.as_ref().is_some_and(|c| c.release_yaml == rel.digest);
+    let (mut from, mut since) = (None, None);
+    if !refreshed {
+        if let Some(c) = &current {
+            if version < c.version {
+                return Err(OpsError::Refused(format!(
+                    "`{}` points at {}; `{version}` is older\n  hint: moving a channel back is `cargo xtask rollback --channel {} --to {version}`",
+                    req.to, c.version, req.to
+                )));
+            }
+        }
+        let mut placed = false;
+        for (src, min_days) in &sources {
+            let src_log = req.store.log(*src, public)?;
+            let Some(first) = src_log.iter().find(|p| p.release_yaml == rel.digest) else { continue };
+            let on = first.issued_at().map_err(OpsError::Invalid)?;
+            let eligible = on + days(*min_days);
+            if req.now < eligible {
+                return Err(OpsError::Refused(format!(
+                    "`{version}` has been on `{src}` since {} ({} day(s)); `{}` takes releases after {min_days} days there (`release-trains/{src}.toml` [promotion] min-days): eligible from {}",
+                    first.issued,
+                    (req.now - on).max(0) / 86_400,
+                    req.to,
+                    rfc3339(eligible)
+                )));
+            }
+            (from, since, placed) = (Some(*src), Some(first.issued.clone()), true);
+            break;
+        }
+        if !placed && rel.doc.release.channel != req.to.as_str() {
+            let from: Vec<String> = sources.iter().map(|(c, _)| format!("`{c}`")).collect();
+            return Err(OpsError::Refused(format!(
+                "`{version}` was cut for `{}` and is not on {}, the channel(s) that promote to `{}`\n  hint: put it there first: `cargo xtask promote {} --to {}`",
+                rel.doc.release.channel,
+                if from.is_empty() { "any channel".to_owned() } else { from.join(" or ") },
+                req.to,
+                dir.display(),
+                sources.first().map(|(c, _)| c.as_str()).unwrap_or(rel.doc.release.channel.as_str())
+            )));
+        }
+        if to_train.cadence == Cadence::Quarterly {
+            if let Some(c) = &current {
+                if (c.version.major, c.version.minor) != (version.major, version.minor) {
+                    // When the current line was cut: its first pointer after another line's.
+                    let line_start = log
+                        .iter()
+                        .rev()
+                        .take_while(|p| (p.version.major, p.version.minor) == (c.version.major, c.version.minor))
+                        .last()
+                        .map(|p| p.issued.clone())
+                        .unwrap_or_else(|| c.issued.clone());
+                    let started = verifier::ops::parse_time(&line_start).map_err(OpsError::Invalid)?;
+                    let (q_then, _) = quarter(started);
+                    let (q_now, next) = quarter(req.now);
+                    if q_then == q_now {
+                        return Err(OpsError::Refused(format!(
+                            "`{}` is quarterly: line {}.{} was cut on {line_start}, in {q_now}; a new line ({}.{}) may be cut from {}\n  hint: patches of {}.{} may go any time",
+                            req.to,
+                            c.version.major,
+                            c.version.minor,
+                            version.major,
+                            version.minor,
+                            rfc3339(next),
+                            c.version.major,
+                            c.version.minor
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    // 4.
+    let kept = req.store.kept_dir(req.to, &version, &rel.digest);
+    if !kept.join("release.yaml").exists() {
+        let staging = kept.with_file_name(format!(".staging-{}", kept.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(io(&staging))?;
+        for f in KEPT_FILES {
+            verifier::ops::copy_kept(&rel.dir, &staging, f)?;
+        }
+        fs::rename(&staging, &kept).map_err(io(&kept))?;
+    }
+    let p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
+    let env = pointer::sign(&p, req.key);
+    req.store.issue(req.to, &env, p.sequence)?;
+    let mut log = log;
+    log.push(p.clone());
+    let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
+    Ok(Promoted { pointer: p, refreshed, from, on_source_since: since, pointer_file: req.store.pointer_path(req.to), pruned })
+}
+
+fn next_pointer(
+    c: Channel,
+    rel: &SignedRelease,
+    version: Version,
+    current: Option<&Pointer>,
+    now: i64,
+    expiry_days: u32,
+    rollback: bool,
+) -> Pointer {
+    Pointer {
+        kind: POINTER_TYPE.to_owned(),
+        channel: c,
+        version,
+        calendar: rel.doc.release.calendar.clone(),
+        release_yaml: rel.digest.clone(),
+        sequence: current.map(|c| c.sequence + 1).unwrap_or(1),
+        issued: rfc3339(now),
+        expires: rfc3339(now + days(expiry_days)),
+        rollback,
+        previous: current.map(|c| Previous { version: c.version, sequence: c.sequence, release_yaml: c.release_yaml.clone() }),
+    }
+}
+
+fn bullet(lines: &[String]) -> String {
+    lines.iter().map(|l| format!("  - {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// `cargo xtask history`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub channel: Channel,
+    pub keep: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<Pointer>,
+    pub kept: Vec<Kept>,
+    pub log: Vec<Pointer>,
+}
+
+pub fn history(root: &Path, store: &Store, channel: Channel, key: &PublicKey) -> Result<History, OpsError> {
+    let cfg = schema::config::load(root)?;
+    let log = store.log(channel, key)?;
+    let kept = store.kept(channel, &log)?;
+    Ok(History { channel, keep: cfg.train(channel).history_keep, current: log.last().cloned(), kept, log })
+}
+
+#[derive(Debug)]
+pub struct Rollback<'a> {
+    pub root: &'a Path,
+    pub store: &'a Store,
+    pub channel: Channel,
+    pub to: Version,
+    pub key: &'a SigningKey,
+    pub now: i64,
+    /// Where the compose file, chart and values go (replaced whole).
+    pub out: &'a Path,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBack {
+    pub pointer: Pointer,
+    pub out: PathBuf,
+    pub compose: PathBuf,
+    pub chart: PathBuf,
+    pub values: PathBuf,
+    /// Every image of the compose file, as release.yaml records it.
+    pub images: BTreeMap<String, String>,
+    /// Which templates were rendered: `commit <sha>` (the release's own) or `working tree`.
+    pub templates: String,
+    /// Whether the rendered compose file and chart have the digests release.yaml states.
+    pub compose_matches_release: bool,
+    pub chart_matches_release: bool,
+}
+
+/// `cargo xtask rollback`:
+/// 1. the channel's current pointer, and the kept release of `to` (refused when it is not
+///    kept, not older, or already current);
+/// 2. its `release.yaml` signature, checksum and gate record;
+/// 3. render its compose file and chart, every image the digest release.yaml records: from the
+///    templates of the release's own commit (`plan.json`) when the repository has it, else
+///    from the working tree; compare the digests with release.yaml's;
+/// 4. only then sign the pointer back to it (sequence + 1, `rollback: true`).
+pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
+    let public = req.key.public();
+    let cfg = schema::config::load(req.root)?;
+    // 1.
+    let log = req.store.log(req.channel, public)?;
+    let current =
+        log.last().cloned().ok_or_else(|| OpsError::Refused(format!("`{}` points at nothing yet: nothing to roll back", req.channel)))?;
+    let kept = req.store.kept(req.channel, &log)?;
+    let target = kept.iter().find(|k| k.version == req.to).ok_or_else(|| {
+        let have: Vec<String> = kept.iter().map(|k| k.version.to_string()).collect();
+        OpsError::Refused(format!(
+            "`{}` keeps no release `{}` (it keeps the last {}: {})",
+            req.channel,
+            req.to,
+            cfg.train(req.channel).history_keep,
+            if have.is_empty() { "none".to_owned() } else { have.join(", ") }
+        ))
+    })?;
+    if target.current {
+        return Err(OpsError::Refused(format!("`{}` already points at `{}`", req.channel, req.to)));
+    }
+    if req.to > current.version {
+        return Err(OpsError::Refused(format!(
+            "`{}` is newer than the current `{}`: that is a promotion, not a rollback\n  hint: `cargo xtask promote {} --to {}`",
+            req.to, current.version, req.to, req.channel
+        )));
+    }
+    // 2.
+    let rel = SignedRelease::open(&target.dir, public)
+        .map_err(|p| OpsError::Refused(format!("the kept release `{}` does not verify:\n{}", req.to, bullet(&p))))?;
+    gates::check_record(&rel.dir, public, &rel.digest).map_err(|e| OpsError::Refused(format!("`{}`: {e}", req.to)))?;
+
+    // 3.
+    let mut images = Vec::new();
+    let mut refs = BTreeMap::new();
+    for c in &rel.doc.components {
+        let (repository, digest) = c.image.split_once('@').ok_or_else(|| {
+            OpsError::Invalid(format!("`{}`: component `{}`: image `{}` is not pinned by digest", rel.dir.display(), c.name, c.image))
+        })?;
+        let digest: Digest =
+            digest.parse().map_err(|e| OpsError::Invalid(format!("`{}`: component `{}`: {e}", rel.dir.display(), c.name)))?;
+        refs.insert(c.name.clone(), c.image.clone());
+        images.push(crate::templates::TemplateImage { component: c.name.clone(), repository: repository.to_owned(), digest });
+    }
+    let epoch = verifier::ops::parse_time(&rel.doc.release.date)
+        .map_err(|e| OpsError::Invalid(format!("`{}`: `release.date`: {e}", rel.dir.display())))?;
+    let cut_for: Channel =
+        rel.doc.release.channel.parse().map_err(|e| OpsError::Invalid(format!("`{}`: `release.channel`: {e}", rel.dir.display())))?;
+    let parent = req.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = tempfile::Builder::new().prefix(".rollback-").tempdir_in(parent).map_err(io(parent))?;
+    let sources = tempfile::Builder::new().prefix(".templates-").tempdir_in(parent).map_err(io(parent))?;
+    let (template_root, templates) = match commit_of(&rel.dir).and_then(|c| templates_at(req.root, &c, sources.path()).ok().map(|_| c)) {
+        Some(c) => (sources.path().to_owned(), format!("commit {c}")),
+        None => (req.root.to_owned(), "working tree".to_owned()),
+    };
+    let rendered = crate::templates::render(&template_root, &rel.doc.release.version, cut_for, epoch, &images, staging.path())?;
+    let values_path = staging.path().join("values.yaml");
+    let values = values_of(&rendered.chart).map_err(io(&rendered.chart))?;
+    oci::write_atomic(&values_path, &values).map_err(io(&values_path))?;
+    for f in ["release.yaml", "release.yaml.sig"] {
+        verifier::ops::copy_kept(&rel.dir, staging.path(), f)?;
+    }
+    let compose_matches_release = rendered.compose_digest.as_str() == rel.doc.compose.digest;
+    let chart_matches_release = rel.doc.charts.iter().any(|c| c.digest == rendered.chart_digest.as_str());
+    let staged = staging.keep();
+    if req.out.exists() {
+        fs::remove_dir_all(req.out).map_err(io(req.out))?;
+    }
+    fs::rename(&staged, req.out).map_err(io(req.out))?;
+
+    // 4.
+    let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
+    let env = pointer::sign(&p, req.key);
+    req.store.issue(req.channel, &env, p.sequence)?;
+    let rel_path = |abs: &Path| req.out.join(abs.strip_prefix(&staged).unwrap_or(abs));
+    Ok(RolledBack {
+        pointer: p,
+        out: req.out.to_owned(),
+        compose: rel_path(&rendered.compose),
+        chart: rel_path(&rendered.chart),
+        values: req.out.join("values.yaml"),
+        images: refs,
+        templates,
+        compose_matches_release,
+        chart_matches_release,
+    })
+}
+
+/// The source commit a release names in its `plan.json`, if kept.
+fn commit_of(dir: &Path) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("plan.json")).ok()?).ok()?;
+    let c = v["source"]["commit"].as_str()?;
+    (c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())).then(|| c.to_owned())
+}
+
+/// Writes `templates/` as of `commit` under `out/templates/`.
+fn templates_at(root: &Path, commit: &str, out: &Path) -> Result<(), git2::Error> {
+    let repo = git2::Repository::discover(root)?;
+    let commit = repo.find_commit(git2::Oid::from_str(commit)?)?;
+    let tree = commit.tree()?.get_path(Path::new("templates"))?.to_object(&repo)?.peel_to_tree()?;
+    let mut failed = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() == Some(git2::ObjectType::Blob) {
+            let path = out.join("templates").join(dir).join(entry.name().unwrap_or_default());
+            let written = repo.find_blob(entry.id()).map_err(|e| e.to_string()).and_then(|b| {
+                fs::create_dir_all(path.parent().unwrap_or(out)).and_then(|_| fs::write(&path, b.content())).map_err(|e| e.to_string())
+            });
+            if let Err(e) = written {
+                failed = Some(e);
+                return git2::TreeWalkResult::Abort;
+            }
+        }
+        git2::TreeWalkResult::Ok
+    })?;
+    match failed {
+        Some(e) => Err(git2::Error::from_str(&e)),
+        None => Ok(()),
+    }
+}
+
+/// `<chart>/values.yaml` out of a chart archive.
+fn values_of(chart: &Path) -> std::io::Result<Vec<u8>> {
+    let f = fs::File::open(chart)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in ar.entries()? {
+        let mut e = e?;
+        let path = e.path()?.into_owned();
+        if path.components().count() == 2 && path.ends_with("values.yaml") {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v)?;
+            return Ok(v);
+        }
+    }
+    Err(std::io::Error::other("the chart has no values.yaml"))
+}
+
+/// A template that cannot be rendered stops the operation with the template's own exit code.
+impl From<crate::templates::TemplateError> for OpsError {
+    fn from(e: crate::templates::TemplateError) -> OpsError {
+        match e.exit_code() {
+            schema::exit::Code::Rejected => OpsError::Invalid(e.to_string()),
+            _ => OpsError::Environment(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarters_and_the_next_one() {
+        // 2027-06-20 is in Q2; Q3 starts 2027-07-01.
+        assert_eq!(quarter(1_813_492_800), ("2027 Q2".to_owned(), verifier::ops::parse_time("2027-07-01T00:00:00Z").unwrap()));
+        // December rolls into the next year.
+        let dec = verifier::ops::parse_time("2027-12-31T23:00:00Z").unwrap();
+        assert_eq!(quarter(dec), ("2027 Q4".to_owned(), verifier::ops::parse_time("2028-01-01T00:00:00Z").unwrap()));
+    }
+}

@@ -1,0 +1,104 @@
+//! The engine's error: one variant per stage or mechanism that can fail, each carrying the
+//! stage's own error type; [`Error::exit_code`] maps every one to the documented exit code
+//! ([`schema::exit`]).
+
+use std::path::PathBuf;
+
+use schema::exit;
+
+/// Every way the pipeline can fail, grouped by stage. [`Error::exit_code`] maps each to the
+/// documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] schema::config::ConfigError),
+    #[error(transparent)]
+    Source(#[from] crate::stages::plan::source::SourceError),
+    #[error("the bundle breaks the version skew rules of spec §1.3:\n{}\n  hint: align the versions in `release-trains/components.toml`", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
+    Skew(Vec<schema::skew::Violation>),
+    #[error(transparent)]
+    Build(#[from] crate::stages::build::BuildError),
+    #[error(transparent)]
+    Layout(#[from] oci::LayoutError),
+    #[error(transparent)]
+    Repro(#[from] crate::repro::ReproError),
+    #[error(transparent)]
+    Evidence(#[from] crate::stages::evidence::EvidenceError),
+    #[error(transparent)]
+    Sign(#[from] crate::stages::sign::SignError),
+    #[error(transparent)]
+    Manifest(#[from] crate::stages::manifest::ManifestError),
+    #[error(transparent)]
+    Key(#[from] verifier::keys::KeyError),
+    #[error(transparent)]
+    Templates(#[from] crate::templates::TemplateError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Kit(#[from] verifier::kit::KitError),
+    #[error(transparent)]
+    Publish(#[from] oci::push::PublishError),
+    #[error(transparent)]
+    Gates(#[from] crate::stages::gates::GateError),
+    #[error(transparent)]
+    Ops(#[from] verifier::ops::OpsError),
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        use crate::stages::build::base::BaseError as B;
+        use crate::stages::build::BuildError as E;
+        match self {
+            Error::Config(_) | Error::Skew(_) => exit::REJECTED,
+            Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
+            Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,
+            Error::Source(_) => exit::REJECTED,
+            Error::Build(e) => match e {
+                E::Base(B::Deb {
+                    source:
+                        crate::stages::build::debian::DebError::Sha256Mismatch { .. }
+                        | crate::stages::build::debian::DebError::BadDeb { .. }
+                        | crate::stages::build::debian::DebError::NotInIndex { .. },
+                    ..
+                })
+                | E::Base(B::DigestMismatch { .. } | B::NotAManifest { .. })
+                | E::Base(B::Layout {
+                    source: oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::Json { .. },
+                    ..
+                })
+                | E::Base(B::Registry { source: oci::registry::RegistryError::DigestMismatch { .. }, .. })
+                | E::Command { .. }
+                | E::LockFile { .. }
+                | E::MissingLayerSource { .. }
+                | E::Layer { source: oci::layer::LayerError::Unsupported { .. } | oci::layer::LayerError::BadDestination(_), .. } => {
+                    exit::REJECTED
+                }
+                E::Source { source: crate::stages::plan::source::SourceError::Unsupported { .. }, .. } => exit::REJECTED,
+                E::NeedsBuildKit { .. } | E::Dockerfile(_) => exit::REJECTED,
+                E::BuildKit(e) => e.exit_code(),
+                _ => exit::ENVIRONMENT,
+            },
+            Error::Layout(
+                oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::NoSuchRef { .. },
+            ) => exit::REJECTED,
+            Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
+            Error::Repro(e) => e.exit_code(),
+            Error::Evidence(e) => e.exit_code(),
+            Error::Sign(e) => e.exit_code(),
+            Error::Manifest(e) => e.exit_code(),
+            Error::Key(e) => e.exit_code(),
+            Error::Templates(e) => e.exit_code(),
+            Error::Lock(e) => e.exit_code(),
+            Error::Kit(e) => e.exit_code(),
+            Error::Publish(e) => e.exit_code(),
+            Error::Gates(e) => e.exit_code(),
+            Error::Ops(e) => e.exit_code(),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! Base images, from the pins of `base-images.lock`, into an OCI layout.
+//!
+//! - `debian`: every `.deb` fetched and checked against its sha256, unpacked in order into a
+//!   scratch root, the lock's symlinks and directories added, written as one deterministic
+//!   layer (modes kept from the packages, every mtime the base's `epoch`), then a config and
+//!   manifest. The manifest's digest must be the one pinned.
+//! - `oci-layout`: the pinned manifest read from a local layout; every blob copied and checked.
+//!
+//! Whatever the source, the result is re-verified against the pin on every use.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::stages::build::debian::{self, DebError, DebSource};
+use oci::layer::{LayerError, LayerWriter, Modes};
+use oci::{self, Descriptor, ImageConfig, Layout, LayoutError, Manifest};
+use schema::files::{Base, BaseSource};
+use schema::model::{rfc3339, Digest, Platform};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error("base `{base}` ({platform}): {source}")]
+    Deb {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: DebError,
+    },
+    #[error("base `{base}` ({platform}) assembles to `{actual}` but `base-images.lock` pins `{expected}`\n  hint: if the change is intended (new packages, new pipeline version), run `cargo xtask lock` and review the diff")]
+    DigestMismatch { base: String, platform: Platform, expected: Digest, actual: Digest },
+    #[error("base `{base}` ({platform}): {source}")]
+    Layer {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: LayerError,
+    },
+    #[error("base `{base}` ({platform}): {source}")]
+    Layout {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: LayoutError,
+    },
+    #[error("base `{base}` ({platform}): `{path}`: {source}")]
+    Io {
+        base: String,
+        platform: Platform,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("base `{base}` ({platform}): {source}")]
+    Registry {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: oci::registry::RegistryError,
+    },
+    #[error("base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest")]
+    NotAManifest { base: String, platform: Platform, digest: Digest, what: String },
+}
+
+/// A base image present in a layout.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub name: String,
+    pub platform: Platform,
+    pub digest: Digest,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+    /// The packages the base was assembled from (Debian bases); empty for bases taken whole
+    /// from a layout or a registry.
+    pub packages: Vec<BasePackage>,
+}
+
+/// A package of a base, as pinned and as its own control file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BasePackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// sha256 of the `.deb` (the pin), for bases assembled from packages.
+    pub deb_sha256: Option<String>,
+    /// Debian source package, when it differs from the binary's name.
+    pub source: Option<String>,
+    /// Names of the packages it depends on (alternatives and versions dropped).
+    pub depends: Vec<String>,
+    /// Its paths, as dpkg's `.list` has them.
+    pub files: Vec<String>,
+}
+
+/// Writes dpkg's database for the unpacked packages: `var/lib/dpkg/status` and, per package,
+/// `info/<name>.list` and `info/<name>.md5sums` (`<name>:<arch>` for `Multi-Arch: same`), so
+/// that the base carries the same package facts as one installed by dpkg.
+fn write_dpkg_database(rootfs: &Path, infos: &[(String, debian::DebInfo)]) -> io::Result<()> {
+    // Directories made here get 0755 whatever the umask: the layer keeps modes as found.
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = rootfs.to_owned();
+    for part in ["var", "lib", "dpkg", "info"] {
+        dir.push(part);
+        if !dir.is_dir() {
+            fs::create_dir(&dir)?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    let info_dir = dir;
+    let mut sorted: Vec<&(String, debian::DebInfo)> = infos.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut status = String::new();
+    for (name, info) in sorted {
+        for (i, line) in info.control.lines().enumerate() {
+            status.push_str(line);
+            status.push('\n');
+            if i == 0 {
+                status.push_str("Status: install ok installed\n");
+            }
+        }
+        status.push('\n');
+        let arch = info.field("Architecture").unwrap_or("all");
+        let key = if info.field("Multi-Arch") == Some("same") { format!("{name}:{arch}") } else { name.clone() };
+        fs::write(info_dir.join(format!("{key}.list")), info.paths.join("\n") + "\n")?;
+        if let Some(m) = &info.md5sums {
+            fs::write(info_dir.join(format!("{key}.md5sums")), m)?;
+        }
+    }
+    fs::write(rootfs.join("var/lib/dpkg/status"), status)?;
+    for e in walkdir::WalkDir::new(rootfs.join("var/lib/dpkg")) {
+        let e = e.map_err(io::Error::other)?;
+        let mode = if e.file_type().is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Options for fetching bases.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    pub debs: DebSource,
+    pub cache: PathBuf,
+    /// Repository root, for relative `layout` paths.
+    pub root: PathBuf,
+}
+
+/// Makes the base `base` for `platform` present in `layout` and checks it against its pin.
+pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
+    let pin = &base.platforms[&platform];
+    let img = match base.source {
+        BaseSource::Debian => assemble_debian(base, platform, fetch, layout)?,
+        BaseSource::OciLayout => {
+            copy_from_layout(base, platform, &fetch.root.join(pin.layout.as_deref().unwrap_or("")), &pin.digest, layout)?
+        }
+        BaseSource::Registry => {
+            let reference = pin.reference.as_ref().expect("validated by config::load");
+            pull_from_registry(base, platform, reference, layout)?
+        }
+    };
+    if img.digest != pin.digest {
+        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, expected: pin.digest.clone(), actual: img.digest });
+    }
+    Ok(img)
+}
+
+/// Assembles a Debian base (also used by `cargo xtask lock`, which records the digest).
+pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
+    let name = &base.name;
+    let pin = &base.platforms[&platform];
+    let epoch = base.epoch.unwrap_or(0);
+    let io_err = |path: &Path| {
+        let path = path.to_owned();
+        let base = name.clone();
+        move |source| BaseError::Io { base, platform, path, source }
+    };
+    let scratch = tempfile::Builder::new().prefix("stellaops-base-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+    let rootfs = scratch.path().join("rootfs");
+    fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
+    let mut infos = Vec::new();
+    let mut packages = Vec::new();
+    for p in &pin.packages {
+        let deb = debian::fetch(p, &fetch.debs, &fetch.cache).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
+        let info = debian::unpack(&deb, &rootfs).map_err(|source| BaseError::Deb { base: name.clone(), platform, source })?;
+        let depends = info
+            .field("Depends")
+            .into_iter()
+            .chain(info.field("Pre-Depends"))
+            .flat_map(|d| d.split(','))
+            .filter_map(|d| d.split('|').next()?.split_whitespace().next())
+            .map(|d| d.split(':').next().unwrap_or(d).to_owned())
+            .collect();
+        packages.push(BasePackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: info.field("Architecture").unwrap_or(&p.arch).to_owned(),
+            deb_sha256: Some(p.sha256.clone()),
+            source: info.field("Source").map(|s| s.split_whitespace().next().unwrap_or(s).to_owned()),
+            depends,
+            files: info.paths.clone(),
+        });
+        infos.push((p.name.clone(), info));
+    }
+    write_dpkg_database(&rootfs, &infos).map_err(io_err(&rootfs.join("var/lib/dpkg")))?;
+    let layer_err = |source| BaseError::Layer { base: name.clone(), platform, source };
+    let layout_err = |source| BaseError::Layout { base: name.clone(), platform, source };
+    let (digest, size, info) = layout
+        .put_blob_with(|w| {
+            let mut lw = LayerWriter::new(w, epoch);
+            lw.add_tree(&rootfs, "/", Modes::Preserve).map_err(io::Error::other)?;
+            for d in &base.directories {
+                lw.add_dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
+            }
+            for (path, target) in &base.symlinks {
+                lw.add_symlink(path, target)?;
+            }
+            lw.finish().map(|(_, info)| info)
+        })
+        .map_err(|e| match e {
+            LayoutError::Io { path, source } => match source.downcast::<LayerError>() {
+                Ok(le) => layer_err(le),
+                Err(source) => layout_err(LayoutError::Io { path, source }),
+            },
+            other => layout_err(other),
+        })?;
+    debug_assert_eq!(digest, info.digest);
+    let package_list = pin.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect::<Vec<_>>().join(" ");
+    let config = ImageConfig {
+        created: rfc3339(epoch),
+        architecture: platform.arch().to_owned(),
+        os: platform.os().to_owned(),
+        variant: oci::PlatformSpec::from(platform).variant,
+        config: oci::RunConfig {
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned()],
+            ..Default::default()
+        },
+        rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids: vec![info.diff_id.clone()] },
+        history: vec![oci::History {
+            created: rfc3339(epoch),
+            created_by: format!("stellaops base `{name}`: debian {} {package_list}", base.suite.as_deref().unwrap_or("")),
+            comment: None,
+            empty_layer: false,
+        }],
+    };
+    let config_desc = layout.put_json(oci::MEDIA_CONFIG, &config).map_err(layout_err)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+        config: config_desc,
+        layers: vec![Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size)],
+        subject: None,
+        annotations: Default::default(),
+    };
+    let desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
+    Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, manifest, config, packages })
+}
+
+fn pull_from_registry(
+    base: &Base,
+    platform: Platform,
+    reference: &schema::model::PinnedRef,
+    layout: &Layout,
+) -> Result<BaseImage, BaseError> {
+    let bytes = oci::registry::pull_manifest(reference, layout).map_err(|source| BaseError::Registry {
+        base: base.name.clone(),
+        platform,
+        source,
+    })?;
+    image_from_manifest(base, platform, &bytes, &reference.digest, layout)
+}
+
+/// The base image whose manifest (`bytes`, digest `digest`) and blobs are in `layout`.
+fn image_from_manifest(base: &Base, platform: Platform, bytes: &[u8], digest: &Digest, layout: &Layout) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let media = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+    if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
+        return Err(BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what: format!("`{media}`") });
+    }
+    let mut manifest: Manifest = serde_json::from_slice(bytes)
+        .map_err(|source| layout_err(LayoutError::Json { path: layout.blob_path(digest), what: "an image manifest", source }))?;
+    // Docker's media types name the same bytes; images built on the base are OCI throughout.
+    for l in &mut manifest.layers {
+        if l.media_type == oci::MEDIA_DOCKER_LAYER {
+            l.media_type = oci::MEDIA_LAYER_GZIP.to_owned();
+        }
+    }
+    let config: ImageConfig = layout.read_json(&manifest.config.digest, "an image config").map_err(layout_err)?;
+    let manifest_for_db = manifest.clone();
+    if config.architecture != platform.arch() || config.os != platform.os() {
+        return Err(BaseError::NotAManifest {
+            base: base.name.clone(),
+            platform,
+            digest: digest.clone(),
+            what: format!("an image for {}/{}", config.os, config.architecture),
+        });
+    }
+    Ok(BaseImage {
+        name: base.name.clone(),
+        platform,
+        digest: digest.clone(),
+        manifest,
+        config,
+        packages: read_dpkg_database(layout, &manifest_for_db)?,
+    })
+}
+
+fn copy_from_layout(base: &Base, platform: Platform, src: &Path, digest: &Digest, dst: &Layout) -> Result<BaseImage, BaseError> {
+    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
+    let from = Layout::open(src).map_err(layout_err)?;
+    let bytes = from.read_blob(digest).map_err(layout_err)?;
+    let manifest: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|source| layout_err(LayoutError::Json { path: from.blob_path(digest), what: "an image manifest", source }))?;
+    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+        copy_blob(&from, dst, &d.digest).map_err(layout_err)?;
+    }
+    let (d, _, ()) = dst.put_blob_with(|w| io::Write::write_all(w, &bytes)).map_err(layout_err)?;
+    image_from_manifest(base, platform, &bytes, &d, dst)
+}
+
+/// Copies one blob between layouts, streaming and checking its digest.
+pub fn copy_blob(from: &Layout, to: &Layout, digest: &Digest) -> Result<(), LayoutError> {
+    if to.blob_path(digest).is_file() {
+        return Ok(());
+    }
+    let path = from.blob_path(digest);
+    let mut f = fs::File::open(&path).map_err(|source| LayoutError::Io { path: path.clone(), source })?;
+    let (actual, _, _) = to.put_blob_with(|w| io::copy(&mut f, w))?;
+    if &actual != digest {
+        let _ = fs::remove_file(to.blob_path(&actual));
+        return Err(LayoutError::DigestMismatch { path, expected: digest.clone(), actual });
+    }
+    Ok(())
+}
+
+/// The packages of a base taken whole (from a layout or a registry), from the dpkg database it
+/// carries: `var/lib/dpkg/status` and `info/*.list`, as the base's last layer holding each has
+/// them. This is what the build knows of such a base; the post-build scan reads the finished
+/// image on its own.
+fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePackage>, BaseError> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for l in &manifest.layers {
+        let path = layout.blob_path(&l.digest);
+        let io_err = |source: io::Error| BaseError::Layout {
+            base: String::new(),
+            platform: Platform::LinuxAmd64,
+            source: LayoutError::Io { path: path.clone(), source },
+        };
+        let f = fs::File::open(&path).map_err(io_err)?;
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
+        for e in ar.entries().map_err(io_err)? {
+            let mut e = e.map_err(io_err)?;
+            let p = e.path().map_err(io_err)?.to_string_lossy().trim_start_matches("./").to_owned();
+            if p == "var/lib/dpkg/status" || (p.starts_with("var/lib/dpkg/info/") && p.ends_with(".list")) {
+                let mut text = String::new();
+                e.read_to_string(&mut text).map_err(io_err)?;
+                texts.insert(p, text);
+            }
+        }
+    }
+    let Some(status) = texts.get("var/lib/dpkg/status") else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for stanza in status.split("\n\n").filter(|s| !s.trim().is_empty()) {
+        let field = |k: &str| debian::control_field(stanza, k).map(str::to_owned);
+        let (Some(name), Some(version)) = (field("Package"), field("Version")) else {
+            continue;
+        };
+        if !field("Status").is_none_or(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let arch = field("Architecture").unwrap_or_else(|| "all".into());
+        let list =
+            texts.get(&format!("var/lib/dpkg/info/{name}.list")).or_else(|| texts.get(&format!("var/lib/dpkg/info/{name}:{arch}.list")));
+        out.push(BasePackage {
+            depends: field("Depends")
+                .into_iter()
+                .flat_map(|d| {
+                    d.split(',')
+                        .filter_map(|x| x.split('|').next()?.split_whitespace().next().map(|n| n.split(':').next().unwrap_or(n).to_owned()))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+            source: field("Source").map(|s| s.split_whitespace().next().unwrap_or(&s).to_owned()),
+            files: list.map(|l| l.lines().map(str::to_owned).collect()).unwrap_or_default(),
+            name,
+            version,
+            arch,
+            deb_sha256: None,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,776 @@
+//! The BuildKit backend: components whose recipe has a `dockerfile` are built by a Docker
+//! engine's embedded BuildKit; the others fall through to [`Daemonless`].
+//!
+//! ```text
+//! prepare: Dockerfile FROM lines vs base-images.lock ─► ping every endpoint ─► bases pushed
+//!          to the mirror by digest (BuildKit pulls `mirror/<base>@sha256:...`)
+//! job:     source (git objects) ─► context tar (sorted, epoch mtimes, normalized modes)
+//!          ─► endpoint from the pool ─► POST /build?version=2, networkmode=none, tar exporter,
+//!             SOURCE_DATE_EPOCH and STELLAOPS_* build args, no cache
+//!          ─► exported rootfs tar ─► rootfs::diff_layer against the pinned base's layers
+//!          ─► base layers + that layer + build::assemble (same config as daemonless)
+//! ```
+//!
+//! 1. Never trust a daemon's layers: BuildKit in Docker 20.10 has no `oci` exporter and
+//!    ignores SOURCE_DATE_EPOCH, and a daemon's compression would decide our digests. The
+//!    filesystem comes out through the `tar` exporter and [`crate::stages::build::rootfs`] rewrites it.
+//! 2. Endpoints form a pool: each builds at most `per_endpoint` jobs at once; an endpoint that
+//!    fails its ping (before the build stage, or after a transport error mid-build) is dropped
+//!    and its job retried on another; with none left, the error names each endpoint and why.
+//! 3. Progress: BuildKit's status stream (vertices, logs) goes to the [`Reporter`]; a failed
+//!    step is reported with the tail of its log.
+//!
+//! Endpoints are Docker engine sockets (`unix:///path` or a path), optionally keyed by the
+//! platforms they build (`linux/arm64=unix:///...`). A standalone buildkitd (its Control API
+//! over gRPC, `tcp://` with mTLS) is not supported yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use bollard::models::BuildInfoAux;
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOutput};
+use bollard::Docker;
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::stages::build::dockerfile::{self, Origin, BASE_ARG};
+use crate::stages::build::rootfs::{self, RootfsError};
+use crate::stages::build::{self, Backend, BuildError, BuiltImage, Daemonless, Job};
+use oci::layer::{LayerWriter, Modes};
+use oci::{self, Layout};
+use schema::config::{Config, BUNDLE_FILE};
+use schema::files::BaseSource;
+use schema::model::Platform;
+use schema::report::{Event, Reporter};
+
+/// Lines of a failed step's log shown in the error.
+const LOG_TAIL: usize = 20;
+/// How long a health check may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Transport failures of one job before its endpoint is dropped even though it answers pings.
+const MAX_TRANSPORT_FAILURES: u32 = 3;
+/// The value recorded for secret build arguments.
+pub const REDACTED: &str = "<redacted>";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildKitError {
+    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
+    NoEndpoint(Vec<(String, String)>),
+    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock`\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
+    BadEndpoint(String),
+    #[error("base `{base}` ({platform}) is not in a registry BuildKit can pull from\n  hint: pass `--base-mirror HOST:PORT/PATH` (the pipeline pushes the pinned base there by digest), or pin the base with `source = \"registry\"`")]
+    NoBaseSource { base: String, platform: Platform },
+    #[error("base `{base}` ({platform}): cannot push it to the mirror: {source}")]
+    Mirror {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: oci::registry::RegistryError,
+    },
+    #[error("`{BUNDLE_FILE}`: component `{component}`: `recipe.secret-build-args`: `{name}` is not set in the environment")]
+    MissingSecret { component: String, name: String },
+    #[error("component `{component}` ({platform}): cannot read its Dockerfile `{file}`: {message}")]
+    Dockerfile { component: String, platform: Platform, file: String, message: String },
+    #[error("component `{component}` ({platform}) on `{endpoint}`: {}{message}{}", .step.as_ref().map(|s| format!("step `{s}` failed: ")).unwrap_or_default(), if .log.is_empty() { String::new() } else { format!("\n  log tail:\n{}", .log.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")) })]
+    Failed { component: String, platform: Platform, endpoint: String, step: Option<String>, message: String, log: Vec<String> },
+    #[error("component `{component}` ({platform}): {source}")]
+    Rootfs {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: RootfsError,
+    },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BuildKitError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        use schema::exit;
+        match self {
+            BuildKitError::BadEndpoint(_)
+            | BuildKitError::NoBaseSource { .. }
+            | BuildKitError::MissingSecret { .. }
+            | BuildKitError::Failed { .. }
+            | BuildKitError::Rootfs { source: RootfsError::Unsupported { .. }, .. } => exit::REJECTED,
+            _ => exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// Options of the BuildKit backend (CLI: `--backend buildkit`, `--builder`, `--base-mirror`).
+#[derive(Debug, Clone)]
+pub struct BuildKitOptions {
+    /// Docker engine sockets: `unix:///path/docker.sock` or a path.
+    pub endpoints: Vec<String>,
+    /// Builds at once per endpoint.
+    pub per_endpoint: usize,
+    /// `host:port/path` of a registry into which the pinned bases are pushed by digest, for
+    /// BuildKit to pull them from.
+    pub base_mirror: Option<String>,
+}
+
+/// How BuildKit built an image, for `images.json` and the evidence stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub endpoint: String,
+    pub dockerfile: String,
+    pub exporter: &'static str,
+    pub network: &'static str,
+    /// Every build argument passed; secrets as `<redacted>`.
+    pub build_args: BTreeMap<String, String>,
+    /// Paths the component layer adds or changes, and whiteouts, relative to the base.
+    pub changed_paths: usize,
+    pub removed_paths: usize,
+}
+
+/// The Docker engine's BuildKit, through a pool of endpoints.
+pub struct BuildKit<'r> {
+    opts: BuildKitOptions,
+    pool: Pool,
+    reporter: &'r dyn Reporter,
+    /// What BuildKit pulls for `${STELLAOPS_BASE}`, by (base, platform); set by `prepare`.
+    base_refs: Mutex<BTreeMap<(String, Platform), String>>,
+}
+
+impl std::fmt::Debug for BuildKit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildKit").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct EndpointState {
+    up: bool,
+    busy: usize,
+    why_down: String,
+}
+
+#[derive(Debug)]
+struct Pool {
+    /// Endpoint addresses (`unix:///...`).
+    names: Vec<String>,
+    /// The platforms each endpoint builds; `None` for every platform.
+    platforms: Vec<Option<BTreeSet<Platform>>>,
+    state: Mutex<Vec<EndpointState>>,
+    freed: Condvar,
+    per_endpoint: usize,
+}
+
+/// `[PLATFORM[,PLATFORM]=]ENDPOINT`: an endpoint, optionally keyed by the platforms it builds
+/// (`linux/arm64=unix:///srv/arm/docker.sock` for a native arm64 engine).
+pub fn parse_endpoint(spec: &str) -> Result<(String, Option<BTreeSet<Platform>>), BuildKitError> {
+    let (platforms, address) = match spec.split_once('=') {
+        Some((p, a)) => {
+            let set = p
+                .split(',')
+                .map(|x| x.trim().parse::<Platform>())
+                .collect::<Result<BTreeSet<_>, _>>()
+                .map_err(|_| BuildKitError::BadEndpoint(spec.to_owned()))?;
+            (Some(set), a)
+        }
+        None => (None, spec),
+    };
+    socket_of(address)?;
+    Ok((address.to_owned(), platforms))
+}
+
+impl Pool {
+    fn new(specs: Vec<(String, Option<BTreeSet<Platform>>)>, per_endpoint: usize) -> Pool {
+        let (names, platforms): (Vec<String>, Vec<_>) = specs.into_iter().unzip();
+        let state = names.iter().map(|_| EndpointState { up: true, busy: 0, why_down: String::new() }).collect();
+        Pool { names, platforms, state: Mutex::new(state), freed: Condvar::new(), per_endpoint: per_endpoint.max(1) }
+    }
+
+    fn serves(&self, i: usize, platform: Platform) -> bool {
+        self.platforms[i].as_ref().is_none_or(|set| set.contains(&platform))
+    }
+
+    /// Every endpoint and why it cannot build `platform` (or why it is down).
+    fn down_list(&self, state: &[EndpointState], platform: Option<Platform>) -> Vec<(String, String)> {
+        self.names
+            .iter()
+            .enumerate()
+            .zip(state)
+            .map(|((i, n), s)| {
+                let why = match (platform, &self.platforms[i]) {
+                    (Some(p), Some(set)) if !set.contains(&p) => {
+                        format!("builds only {}, not {p}", set.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                    }
+                    _ => s.why_down.clone(),
+                };
+                (n.clone(), why)
+            })
+            .collect()
+    }
+
+    /// Whether some endpoint that is up builds `platform`.
+    fn can_build(&self, platform: Platform) -> Result<(), BuildKitError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if (0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
+            Ok(())
+        } else {
+            Err(BuildKitError::NoEndpoint(self.down_list(&state, Some(platform))))
+        }
+    }
+
+    /// The least busy endpoint that is up and builds `platform`, waiting while all are at their
+    /// limit.
+    fn acquire(&self, platform: Platform) -> Result<usize, BuildKitError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !(0..self.names.len()).any(|i| state[i].up && self.serves(i, platform)) {
+                return Err(BuildKitError::NoEndpoint(self.down_list(&state, Some(platform))));
+            }
+            let best = state
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| s.up && s.busy < self.per_endpoint && self.serves(*i, platform))
+                .min_by_key(|(i, s)| (s.busy, *i))
+                .map(|(i, _)| i);
+            if let Some(i) = best {
+                state[i].busy += 1;
+                return Ok(i);
+            }
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn release(&self, i: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state[i].busy = state[i].busy.saturating_sub(1);
+        self.freed.notify_all();
+    }
+
+    /// Takes endpoint `i` out of the pool; true if it was in.
+    fn drop_endpoint(&self, i: usize, why: &str) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was = state[i].up;
+        state[i].up = false;
+        state[i].why_down = why.to_owned();
+        self.freed.notify_all();
+        was
+    }
+}
+
+/// `unix:///x.sock` or `/x.sock` -> the socket path.
+fn socket_of(endpoint: &str) -> Result<String, BuildKitError> {
+    if let Some(p) = endpoint.strip_prefix("unix://") {
+        return Ok(p.to_owned());
+    }
+    if endpoint.starts_with('/') {
+        return Ok(endpoint.to_owned());
+    }
+    Err(BuildKitError::BadEndpoint(endpoint.to_owned()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, BuildKitError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| BuildKitError::Io { path: PathBuf::from("<tokio runtime>"), source })
+}
+
+async fn connect(endpoint: &str) -> Result<Docker, String> {
+    let path = socket_of(endpoint).map_err(|e| e.to_string())?;
+    let docker = Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION).map_err(|e| e.to_string())?;
+    let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
+        .await
+        .map_err(|_| format!("no answer within {}s", PING_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(PING_TIMEOUT, docker.ping())
+        .await
+        .map_err(|_| format!("no answer to ping within {}s", PING_TIMEOUT.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    Ok(docker)
+}
+
+/// The health check: the engine answers a ping and its version.
+fn ping(endpoint: &str) -> Result<(), String> {
+    let rt = runtime().map_err(|e| e.to_string())?;
+    rt.block_on(connect(endpoint)).map(|_| ())
+}
+
+/// Build arguments: as passed to BuildKit, and as recorded (secrets redacted).
+struct BuildArgs {
+    passed: BTreeMap<String, String>,
+    recorded: BTreeMap<String, String>,
+}
+
+/// One build, as sent to an endpoint.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    job_name: &'a str,
+    /// The build context: a gzip tar of the source.
+    context: &'a [u8],
+    dockerfile: &'a str,
+    platform: Platform,
+    args: &'a BTreeMap<String, String>,
+    /// Where the `tar` exporter writes the rootfs.
+    export: &'a Path,
+}
+
+/// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
+enum Attempt {
+    Endpoint(String),
+    Build { step: Option<String>, message: String, log: Vec<String> },
+}
+
+/// One vertex (step) of the build, as the status stream tells it.
+#[derive(Default)]
+struct Vertex {
+    name: String,
+    started: bool,
+    done: bool,
+    error: String,
+    log: Vec<String>,
+    partial: String,
+}
+
+impl<'r> BuildKit<'r> {
+    pub fn new(opts: BuildKitOptions, reporter: &'r dyn Reporter) -> BuildKit<'r> {
+        // Specs are checked in `prepare` (health check); one that does not parse is kept as
+        // its own address and refused there.
+        let specs = opts.endpoints.iter().map(|e| parse_endpoint(e).unwrap_or_else(|_| (e.clone(), None))).collect();
+        let pool = Pool::new(specs, opts.per_endpoint);
+        BuildKit { opts, pool, reporter, base_refs: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn note(&self, message: String) {
+        self.reporter.event(Event::Note { message });
+    }
+
+    /// Pings every endpoint; those that do not answer leave the pool.
+    fn health_check(&self) -> Result<(), BuildKitError> {
+        if self.opts.endpoints.is_empty() {
+            return Err(BuildKitError::NoEndpoint(vec![(
+                "(none)".to_owned(),
+                "no endpoint given and `DOCKER_HOST` is not set".to_owned(),
+            )]));
+        }
+        for (i, spec) in self.opts.endpoints.iter().enumerate() {
+            parse_endpoint(spec)?;
+            let e = &self.pool.names[i];
+            match ping(e) {
+                Ok(()) => self.note(format!("builder `{e}`: up")),
+                Err(why) => {
+                    self.pool.drop_endpoint(i, &why);
+                    self.note(format!("builder `{e}` is down ({why}): dropped from the pool"));
+                }
+            }
+        }
+        let state = self.pool.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.iter().all(|s| !s.up) {
+            return Err(BuildKitError::NoEndpoint(self.pool.down_list(&state, None)));
+        }
+        Ok(())
+    }
+
+    /// The reference BuildKit pulls for base `base` on `platform`.
+    fn base_ref(
+        &self,
+        cfg: &Config,
+        base: &str,
+        platform: Platform,
+        layout: &Layout,
+        digest: &schema::model::Digest,
+    ) -> Result<String, BuildKitError> {
+        if let Some(mirror) = &self.opts.base_mirror {
+            let repo = format!("{}/{base}", mirror.trim_end_matches('/'));
+            oci::registry::push_manifest(layout, digest, &repo).map_err(|source| BuildKitError::Mirror {
+                base: base.to_owned(),
+                platform,
+                source,
+            })?;
+            return Ok(format!("{repo}@{digest}"));
+        }
+        let b = cfg.base(base).expect("planned bases exist");
+        match (b.source, b.platforms.get(&platform).and_then(|p| p.reference.as_ref())) {
+            (BaseSource::Registry, Some(r)) => Ok(format!("{}/{}@{}", r.registry, r.repository, r.digest)),
+            _ => Err(BuildKitError::NoBaseSource { base: base.to_owned(), platform }),
+        }
+    }
+
+    fn build_args(&self, job: &Job<'_>) -> Result<BuildArgs, BuildKitError> {
+        let c = job.component;
+        let plan = job.plan;
+        let platform = job.image.platform;
+        let mut args: BTreeMap<String, String> = c.recipe.build_args.clone();
+        let base_ref = self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).get(&(job.base.name.clone(), platform)).cloned();
+        if let Some(r) = base_ref {
+            args.insert(BASE_ARG.to_owned(), r);
+        }
+        for (k, v) in [
+            ("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string()),
+            ("STELLAOPS_COMPONENT", c.name.clone()),
+            ("STELLAOPS_VERSION", c.version.clone()),
+            ("STELLAOPS_RELEASE", plan.version.to_string()),
+            ("STELLAOPS_CHANNEL", plan.channel.to_string()),
+            ("STELLAOPS_CALENDAR", plan.version.calendar.to_string()),
+            ("STELLAOPS_PLATFORM", platform.to_string()),
+            ("STELLAOPS_ARCH", platform.arch().to_owned()),
+        ] {
+            args.insert(k.to_owned(), v);
+        }
+        let mut recorded = args.clone();
+        for name in &c.recipe.secret_build_args {
+            let value = std::env::var(name).map_err(|_| BuildKitError::MissingSecret { component: c.name.clone(), name: name.clone() })?;
+            args.insert(name.clone(), value);
+            recorded.insert(name.clone(), REDACTED.to_owned());
+        }
+        Ok(BuildArgs { passed: args, recorded })
+    }
+
+    /// One build on one endpoint: the exported rootfs lands in `export`.
+    async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<(), Attempt> {
+        let Request { job_name, context, dockerfile, platform, args, export } = *req;
+        let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
+        static SESSIONS: AtomicU64 = AtomicU64::new(0);
+        let session = format!("stellaops-{}-{}", std::process::id(), SESSIONS.fetch_add(1, Ordering::Relaxed));
+        let options = BuildImageOptions {
+            dockerfile: dockerfile.to_owned(),
+            // Hermetic: RUN steps get no network; a release never reuses a builder's cache.
+            networkmode: Some("none".to_owned()),
+            nocache: true,
+            rm: true,
+            forcerm: true,
+            platform: platform.to_string(),
+            buildargs: Some(args.clone().into_iter().collect()),
+            version: BuilderVersion::BuilderBuildKit,
+            session: Some(session),
+            outputs: Some(ImageBuildOutput::Tar(export.display().to_string())),
+            ..Default::default()
+        };
+        let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.to_vec().into())));
+        let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut failure: Option<String> = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => {
+                    use bollard::errors::Error as E;
+                    match e {
+                        E::DockerStreamError { error } => {
+                            failure = Some(error);
+                            break;
+                        }
+                        E::DockerResponseServerError { message, .. } => {
+                            failure = Some(message);
+                            break;
+                        }
+                        other => return Err(Attempt::Endpoint(other.to_string())),
+                    }
+                }
+            };
+            if let Some(d) = info.error_detail.and_then(|d| d.message) {
+                failure = Some(d);
+            }
+            let Some(BuildInfoAux::BuildKit(status)) = info.aux else {
+                continue;
+            };
+            for v in status.vertexes {
+                let entry = vertices.entry(v.digest.clone()).or_insert_with(|| {
+                    order.push(v.digest.clone());
+                    Vertex::default()
+                });
+                entry.name = v.name.clone();
+                if v.cached && !entry.done {
+                    entry.done = true;
+                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
+                    continue;
+                }
+                if v.started.is_some() && !entry.started {
+                    entry.started = true;
+                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "started".to_owned() });
+                }
+                if v.completed.is_some() && !entry.done {
+                    entry.done = true;
+                    entry.error = v.error.clone();
+                    self.reporter.event(Event::Step {
+                        job: job_name.to_owned(),
+                        step: v.name.clone(),
+                        status: if v.error.is_empty() { "done".to_owned() } else { "failed".to_owned() },
+                    });
+                }
+            }
+            for l in status.logs {
+                let entry = vertices.entry(l.vertex.clone()).or_insert_with(|| {
+                    order.push(l.vertex.clone());
+                    Vertex::default()
+                });
+                entry.partial.push_str(&String::from_utf8_lossy(&l.msg));
+                while let Some(i) = entry.partial.find('\n') {
+                    let line: String = entry.partial.drain(..=i).collect();
+                    let line = line.trim_end().to_owned();
+                    self.reporter.event(Event::Log { job: job_name.to_owned(), step: entry.name.clone(), line: line.clone() });
+                    entry.log.push(line);
+                    if entry.log.len() > LOG_TAIL {
+                        entry.log.remove(0);
+                    }
+                }
+            }
+        }
+        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty());
+        match (failure, failed_vertex) {
+            (None, None) if export.is_file() => Ok(()),
+            (None, None) => Err(Attempt::Endpoint("the build ended without a result (connection lost?)".to_owned())),
+            (message, Some(v)) => {
+                let mut log = v.log.clone();
+                if !v.partial.trim().is_empty() {
+                    log.push(v.partial.trim_end().to_owned());
+                }
+                Err(Attempt::Build { step: Some(v.name.clone()), message: message.unwrap_or_else(|| v.error.clone()), log })
+            }
+            (Some(message), None) => Err(Attempt::Build { step: None, message, log: Vec::new() }),
+        }
+    }
+}
+
+/// Reads `path` of `commit` from the git repository at `repo`.
+fn read_git_file(repo: &Path, commit: &str, path: &str) -> Result<String, String> {
+    let r = git2::Repository::open(repo).map_err(|e| e.message().to_owned())?;
+    let oid = git2::Oid::from_str(commit).map_err(|e| e.message().to_owned())?;
+    let tree = r.find_commit(oid).and_then(|c| c.tree()).map_err(|e| e.message().to_owned())?;
+    let entry = tree.get_path(Path::new(path)).map_err(|_| format!("`{path}` is not in commit `{}`", &commit[..12.min(commit.len())]))?;
+    let blob = r.find_blob(entry.id()).map_err(|e| e.message().to_owned())?;
+    String::from_utf8(blob.content().to_vec()).map_err(|_| "is not UTF-8".to_owned())
+}
+
+/// `subdir/file` with `.` and empty parts dropped.
+fn join_rel(subdir: &str, file: &str) -> String {
+    subdir.split('/').chain(file.split('/')).filter(|p| !p.is_empty() && *p != ".").collect::<Vec<_>>().join("/")
+}
+
+impl Backend for BuildKit<'_> {
+    fn name(&self) -> &'static str {
+        "buildkit"
+    }
+
+    fn prepare(&self, cfg: &Config, jobs: &[Job<'_>], layout: &Layout) -> Result<(), BuildError> {
+        let (docker_jobs, plain): (Vec<&Job<'_>>, Vec<&Job<'_>>) = jobs.iter().partition(|j| j.component.recipe.dockerfile.is_some());
+        Daemonless.check(plain)?;
+        if docker_jobs.is_empty() {
+            return Ok(());
+        }
+        // 1. Every FROM of every Dockerfile, for every platform, before anything else.
+        let mut problems: Vec<dockerfile::Problem> = Vec::new();
+        let mut uses_base: BTreeSet<(String, Platform)> = BTreeSet::new();
+        for j in &docker_jobs {
+            let file = j.component.recipe.dockerfile.as_deref().unwrap_or_default();
+            let in_repo = join_rel(j.subdir, file);
+            let shown = match &j.component.source {
+                crate::stages::plan::PlannedSource::Path { .. } => in_repo.clone(),
+                crate::stages::plan::PlannedSource::Git { url, .. } => format!("{url}#{in_repo}"),
+            };
+            let text = read_git_file(j.repo, j.commit, &in_repo).map_err(|message| BuildKitError::Dockerfile {
+                component: j.component.name.clone(),
+                platform: j.image.platform,
+                file: shown.clone(),
+                message,
+            })?;
+            match dockerfile::check(&shown, &text, j.image.platform, &j.base.name, &cfg.lock) {
+                Ok(stages) => {
+                    if stages.iter().any(|s| s.from == Origin::ComponentBase) {
+                        uses_base.insert((j.base.name.clone(), j.image.platform));
+                    }
+                }
+                Err(p) => {
+                    for p in p {
+                        if !problems.contains(&p) {
+                            problems.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BuildError::Dockerfile(problems));
+        }
+        // 2. The pool: endpoints that do not answer are dropped now; every platform to build
+        //    needs an endpoint that is up and builds it.
+        self.health_check()?;
+        let platforms: BTreeSet<Platform> = docker_jobs.iter().map(|j| j.image.platform).collect();
+        for p in platforms {
+            self.pool.can_build(p)?;
+        }
+        // 3. Bases where BuildKit can pull them by digest.
+        for j in &docker_jobs {
+            let key = (j.base.name.clone(), j.image.platform);
+            if !uses_base.contains(&key) {
+                continue;
+            }
+            if self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
+                continue;
+            }
+            let r = self.base_ref(cfg, &j.base.name, j.image.platform, layout, &j.base.digest)?;
+            self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r);
+        }
+        Ok(())
+    }
+
+    fn build(&self, job: &Job<'_>, layout: &Layout) -> Result<BuiltImage, BuildError> {
+        let Some(dockerfile) = job.component.recipe.dockerfile.clone() else {
+            return Daemonless.build(job, layout);
+        };
+        let c = job.component;
+        let platform = job.image.platform;
+        let plan = job.plan;
+        let job_name = format!("{} {platform}", c.name);
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BuildKitError::Io { path, source }
+        };
+        // 1. The source from git objects, and the build context made from it.
+        let scratch = tempfile::Builder::new().prefix("stellaops-buildkit-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+        let src = scratch.path().join("src");
+        crate::stages::plan::source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| BuildError::Source {
+            component: c.name.clone(),
+            platform,
+            source,
+        })?;
+        let context = {
+            let mut lw = LayerWriter::new(Vec::new(), plan.source_date_epoch);
+            lw.add_tree(&src, "/", Modes::Normalize).map_err(|source| BuildError::Layer { component: c.name.clone(), platform, source })?;
+            lw.finish().map_err(io_err(&src))?.0
+        };
+        let BuildArgs { passed, recorded } = self.build_args(job)?;
+        let export = scratch.path().join("rootfs.tar");
+        let request = Request { job_name: &job_name, context: &context, dockerfile: &dockerfile, platform, args: &passed, export: &export };
+
+        // 2. On the pool, retrying elsewhere when an endpoint fails under us.
+        let rt = runtime()?;
+        let mut transport_failures = 0;
+        let endpoint = loop {
+            let i = self.pool.acquire(platform)?;
+            let endpoint = self.pool.names[i].clone();
+            let _ = fs::remove_file(&export);
+            let result = rt.block_on(self.attempt(&endpoint, &request));
+            self.pool.release(i);
+            match result {
+                Ok(()) => break endpoint,
+                Err(Attempt::Endpoint(why)) => {
+                    // The health check decides: an endpoint that still answers keeps its place
+                    // (a transient failure), up to a bound on retries of this job.
+                    transport_failures += 1;
+                    let health = ping(&endpoint);
+                    if health.is_ok() && transport_failures < MAX_TRANSPORT_FAILURES {
+                        self.note(format!("builder `{endpoint}` failed `{job_name}` ({why}) but answers its health check: retrying"));
+                    } else if self.pool.drop_endpoint(i, &why) {
+                        self.note(format!("builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"));
+                    }
+                }
+                Err(Attempt::Build { step, message, log }) => {
+                    return Err(BuildKitError::Failed { component: c.name.clone(), platform, endpoint, step, message, log }.into())
+                }
+            }
+        };
+
+        // 3. Normalization: the base's layers as pinned, plus the difference as one layer.
+        let diff = rootfs::diff_layer(layout, &job.base.manifest.layers, &export, plan.source_date_epoch)
+            .map_err(|source| BuildKitError::Rootfs { component: c.name.clone(), platform, source })?;
+        let mut layers = job.base.manifest.layers.clone();
+        let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
+        let mut history = job.base.config.history.clone();
+        layers.push(diff.descriptor.clone());
+        diff_ids.push(diff.info.diff_id.clone());
+        history.push(oci::History {
+            created: plan.created.clone(),
+            created_by: format!("stellaops buildkit: {dockerfile} (rootfs difference, normalized)"),
+            comment: None,
+            empty_layer: false,
+        });
+        // Lock files of the source, for the evidence stage (where they land in the image is
+        // the Dockerfile's business, so it is not recorded).
+        let lock_files = build::find_lock_files(c, platform, &src, &scratch.path().join("out"))?;
+        build::assemble(
+            job,
+            layout,
+            build::Made {
+                layers,
+                diff_ids,
+                history,
+                lock_files,
+                files: diff.info.files.clone(),
+                buildkit: Some(Record {
+                    endpoint,
+                    dockerfile,
+                    exporter: "tar",
+                    network: "none",
+                    build_args: recorded,
+                    changed_paths: diff.changed,
+                    removed_paths: diff.removed,
+                }),
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_spreads_jobs_bounds_each_endpoint_and_names_every_endpoint_when_all_are_down() {
+        let pool = Pool::new(vec![("unix:///a".into(), None), ("unix:///b".into(), None)], 2);
+        let amd = Platform::LinuxAmd64;
+        // Least busy first, ties by order: a, b, a, b.
+        let got: Vec<usize> = (0..4).map(|_| pool.acquire(amd).unwrap()).collect();
+        assert_eq!(got, [0, 1, 0, 1]);
+        // Both at their limit: the next acquire waits until one is released.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| pool.acquire(amd).unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!waiter.is_finished(), "acquire did not wait at the limit");
+            pool.release(1);
+            assert_eq!(waiter.join().unwrap(), 1);
+        });
+        // A dropped endpoint gets no more jobs; its busy slots do not matter.
+        assert!(pool.drop_endpoint(0, "socket gone"));
+        assert!(!pool.drop_endpoint(0, "socket gone"), "dropped twice");
+        pool.release(1);
+        assert_eq!(pool.acquire(amd).unwrap(), 1);
+        assert!(pool.drop_endpoint(1, "no answer to ping"));
+        let e = pool.acquire(amd).unwrap_err().to_string();
+        assert!(e.contains("`unix:///a`: socket gone") && e.contains("`unix:///b`: no answer to ping"), "{e}");
+    }
+
+    #[test]
+    fn an_endpoint_keyed_by_platform_builds_only_that_platform() {
+        let (addr, only) = parse_endpoint("linux/arm64=unix:///arm.sock").unwrap();
+        assert_eq!(addr, "unix:///arm.sock");
+        let pool = Pool::new(vec![("unix:///any".into(), None), (addr, only)], 1);
+        assert_eq!(pool.acquire(Platform::LinuxArm64).unwrap(), 0);
+        pool.release(0);
+        pool.drop_endpoint(0, "gone");
+        assert_eq!(pool.acquire(Platform::LinuxArm64).unwrap(), 1);
+        let e = pool.acquire(Platform::LinuxAmd64).unwrap_err().to_string();
+        assert!(e.contains("`unix:///any`: gone") && e.contains("`unix:///arm.sock`: builds only linux/arm64, not linux/amd64"), "{e}");
+        assert!(pool.can_build(Platform::LinuxAmd64).is_err());
+        assert!(parse_endpoint("linux/s390x=unix:///x").is_err());
+    }
+
+    #[test]
+    fn endpoints_are_unix_sockets() {
+        assert_eq!(socket_of("unix:///run/d.sock").unwrap(), "/run/d.sock");
+        assert_eq!(socket_of("/run/d.sock").unwrap(), "/run/d.sock");
+        let e = socket_of("tcp://10.0.0.1:1234").unwrap_err();
+        assert_eq!(e.exit_code(), schema::exit::REJECTED);
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn rel_paths_join_without_dots() {
+        assert_eq!(join_rel(".", "Dockerfile"), "Dockerfile");
+        assert_eq!(join_rel("components/x", "./docker/Dockerfile"), "components/x/docker/Dockerfile");
+    }
+}

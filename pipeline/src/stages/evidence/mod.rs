@@ -1,0 +1,192 @@
+//! The evidence stage: for every image, in parallel, the build-time SBOM (JSON and protobuf),
+//! the post-build scan, the drift check between them, and the SLSA provenance.
+//!
+//! ```text
+//! built image ─┬─► build-time SBOM ──┐
+//!              └─► scan (layers) ────┴─► drift ─► gate (channel policy)
+//!              └─► provenance
+//! ```
+//!
+//! Outputs, under the release directory: `sboms/<component>/<platform>.cdx.json|.cdx.pb`,
+//! `scans/<component>/<platform>.json`, `provenance/<component>/<platform>.intoto.json`,
+//! `drift.json` (every image's report, accepted differences with their reasons).
+
+pub mod drift;
+pub mod provenance;
+pub mod sbom;
+pub mod scan;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::stages::build::{BuiltImage, Images};
+use crate::stages::evidence::sbom::{generate, proto};
+use crate::stages::plan::Plan;
+use drift::DriftReport;
+use oci::{write_atomic, Layout, Manifest};
+use provenance::RunTimes;
+use schema::config::Config;
+use schema::report::{Event, Reporter, Stage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("image `{component}` ({platform}): scan: {source}")]
+    Scan {
+        component: String,
+        platform: String,
+        #[source]
+        source: scan::ScanError,
+    },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Layout(#[from] oci::LayoutError),
+    #[error("drift between the build-time SBOM and the scan of the image ({count} difference{} not accepted by the `{channel}` policy); report: `{}`\n{table}  hint: fix the build, or accept the exact difference with a reason in `release-trains/{channel}.toml` ([[drift.accept]])", if *.count == 1 { "" } else { "s" }, .report.display())]
+    Drift { count: usize, channel: String, table: String, report: PathBuf },
+}
+
+impl EvidenceError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        match self {
+            EvidenceError::Scan { source: scan::ScanError::Malformed { .. }, .. } | EvidenceError::Drift { .. } => schema::exit::REJECTED,
+            EvidenceError::Scan { source: scan::ScanError::Layout(oci::LayoutError::DigestMismatch { .. }), .. } => schema::exit::REJECTED,
+            _ => schema::exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// What the evidence stage wrote for one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageEvidence {
+    pub component: String,
+    pub platform: String,
+    pub sbom_json: String,
+    pub sbom_protobuf: String,
+    pub provenance: String,
+    pub scan: String,
+    pub packages: usize,
+    pub files: usize,
+    pub accepted_drift: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub images: Vec<ImageEvidence>,
+    pub drift: PathBuf,
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
+    let io = |source| EvidenceError::Io { path: path.to_owned(), source };
+    fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
+    write_atomic(path, bytes).map_err(|source| EvidenceError::Io { path: path.to_owned(), source })
+}
+
+/// Where the stage writes, and the run's times.
+#[derive(Debug)]
+pub struct Outputs<'a> {
+    /// The (staging) release directory.
+    pub dir: &'a Path,
+    /// Where the drift report goes when the gate stops the release.
+    pub failed_report: &'a Path,
+    pub times: &'a RunTimes,
+}
+
+/// Runs the stage for every image; writes under `out`; `failed_report` is where the drift
+/// report goes when the gate stops the release (the release directory is then not made).
+pub fn run(
+    plan: &Plan,
+    cfg: &Config,
+    layout: &Layout,
+    images: &Images,
+    out: &Outputs<'_>,
+    reporter: &dyn Reporter,
+) -> Result<Evidence, EvidenceError> {
+    let (times, failed_report) = (out.times, out.failed_report);
+    let out = out.dir;
+    let policy = &cfg.train(plan.channel).drift.accept;
+    let toolchain = fs::read_to_string(plan.root.join("rust-toolchain.toml"))
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("channel = ").map(|v| v.trim_matches('"').to_owned())))
+        .unwrap_or_else(|| "unknown".to_owned());
+    let jobs: Vec<(&crate::stages::plan::PlannedComponent, &BuiltImage, &schema::model::Digest)> = plan
+        .components
+        .iter()
+        .flat_map(|c| {
+            let ci = &images.components[&c.name];
+            ci.images.iter().map(move |i| (c, i, &ci.index.digest))
+        })
+        .collect();
+    reporter.event(Event::StageStarted { stage: Stage::Evidence, jobs: jobs.len() });
+    let results: Vec<(ImageEvidence, DriftReport)> = jobs
+        .par_iter()
+        .map(|(c, image, index)| {
+            let job = format!("{} {}", c.name, image.platform);
+            reporter.event(Event::JobStarted { stage: Stage::Evidence, job: job.clone() });
+            let slug = image.platform.slug();
+            let manifest: Manifest = layout.read_json(&image.manifest.digest, "an image manifest")?;
+            let (bom, scanned) = rayon::join(|| generate::build_time(plan, c, image, index), || scan::scan(layout, &manifest));
+            let scanned = scanned.map_err(|source| EvidenceError::Scan {
+                component: c.name.clone(),
+                platform: image.platform.to_string(),
+                source,
+            })?;
+            let report = drift::compare(&c.name, image.platform.as_str(), &bom, &scanned, policy);
+            let statement = provenance::statement(plan, c, image, index, &toolchain, times);
+            let rel = |dir: &str, ext: &str| format!("{dir}/{}/{slug}.{ext}", c.name);
+            let files = [
+                (rel("sboms", "cdx.json"), bom.to_json()),
+                (rel("sboms", "cdx.pb"), proto::encode(&bom)),
+                (rel("scans", "json"), serde_json::to_vec_pretty(&scanned).unwrap_or_default()),
+                (rel("provenance", "intoto.json"), serde_json::to_vec_pretty(&statement).unwrap_or_default()),
+            ];
+            for (path, bytes) in &files {
+                write(&out.join(path), bytes)?;
+            }
+            reporter.event(Event::JobFinished {
+                stage: Stage::Evidence,
+                job,
+                detail: format!("{} components, {} differences", bom.components.len(), report.differences.len()),
+            });
+            Ok((
+                ImageEvidence {
+                    component: c.name.clone(),
+                    platform: image.platform.to_string(),
+                    sbom_json: files[0].0.clone(),
+                    sbom_protobuf: files[1].0.clone(),
+                    scan: files[2].0.clone(),
+                    provenance: files[3].0.clone(),
+                    packages: scanned.packages.len(),
+                    files: scanned.files.len(),
+                    accepted_drift: report.differences.iter().filter(|d| d.accepted.is_some()).count(),
+                },
+                report,
+            ))
+        })
+        .collect::<Result<_, EvidenceError>>()?;
+    let (evidence, reports): (Vec<ImageEvidence>, Vec<DriftReport>) = results.into_iter().unzip();
+    let mut doc = serde_json::to_vec_pretty(
+        &serde_json::json!({ "channel": plan.channel.as_str(), "version": plan.version.to_string(), "images": reports }),
+    )
+    .unwrap_or_default();
+    doc.push(b'\n');
+    let rejected: usize = reports.iter().map(|r| r.rejected().count()).sum();
+    reporter.event(Event::StageFinished { stage: Stage::Evidence });
+    if rejected > 0 {
+        write(failed_report, &doc)?;
+        return Err(EvidenceError::Drift {
+            count: rejected,
+            channel: plan.channel.to_string(),
+            table: drift::table(&reports),
+            report: failed_report.to_owned(),
+        });
+    }
+    write(&out.join("drift.json"), &doc)?;
+    Ok(Evidence { images: evidence, drift: out.join("drift.json") })
+}

@@ -1,0 +1,195 @@
+//! SLSA Provenance v1 in an in-toto Statement v1, one per image.
+//!
+//! Small serde types rather than the in-toto crate, which is stale (Statement v0.1, SLSA
+//! v0.1/v0.2 only; shared/CRATES.md). The statement's subjects are the image manifest and its
+//! component's index; resolvedDependencies name the git commit, the base, each base package,
+//! every lock file and the toolchain. Run times are the only wall-clock values of a release,
+//! read once by the caller ([`RunTimes`]).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::stages::build::BuiltImage;
+use crate::stages::plan::{Plan, PlannedComponent};
+use schema::model::Digest;
+
+pub use schema::intoto::{PREDICATE_TYPE, STATEMENT_TYPE};
+pub const BUILD_TYPE: &str = "https://stella-ops.org/release-pipeline/daemonless/v1";
+/// Images built by BuildKit from a Dockerfile and normalized by the pipeline.
+pub const BUILD_TYPE_BUILDKIT: &str = "https://stella-ops.org/release-pipeline/buildkit/v1";
+pub const BUILDER_ID: &str = "https://stella-ops.org/release-pipeline/cargo-xtask";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    #[serde(rename = "_type")]
+    pub kind: String,
+    pub subject: Vec<Subject>,
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    pub predicate: Provenance,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    pub build_definition: BuildDefinition,
+    pub run_details: RunDetails,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildDefinition {
+    pub build_type: String,
+    pub external_parameters: serde_json::Value,
+    pub internal_parameters: serde_json::Value,
+    pub resolved_dependencies: Vec<ResourceDescriptor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceDescriptor {
+    pub uri: String,
+    pub digest: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetails {
+    pub builder: Builder,
+    pub metadata: RunMetadata,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Builder {
+    pub id: String,
+    pub version: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunMetadata {
+    pub invocation_id: String,
+    pub started_on: String,
+    pub finished_on: String,
+}
+
+/// When the release ran (wall clock), and its invocation id.
+#[derive(Debug, Clone)]
+pub struct RunTimes {
+    pub invocation_id: String,
+    pub started: String,
+    pub finished: String,
+}
+
+fn sha(hex: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("sha256".to_owned(), hex.to_owned())])
+}
+
+/// The statement of one image.
+pub fn statement(
+    plan: &Plan,
+    component: &PlannedComponent,
+    image: &BuiltImage,
+    index: &Digest,
+    toolchain: &str,
+    times: &RunTimes,
+) -> Statement {
+    let known = &image.known;
+    let mut deps = vec![ResourceDescriptor {
+        uri: format!("git+file://{}@{}", plan.root.display(), plan.source.commit),
+        digest: BTreeMap::from([("gitCommit".to_owned(), plan.source.commit.clone())]),
+        name: plan.source.tag.clone(),
+    }];
+    deps.push(ResourceDescriptor {
+        uri: format!(
+            "oci://stellaops-base/{}@{}",
+            component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).unwrap_or(""),
+            image.base
+        ),
+        digest: sha(image.base.hex()),
+        name: Some("base image".to_owned()),
+    });
+    let distro = known.base_suite.as_deref().and_then(crate::stages::evidence::sbom::generate::debian_distro);
+    for p in known.base_packages.iter().filter(|p| p.deb_sha256.is_some()) {
+        deps.push(ResourceDescriptor {
+            uri: crate::stages::evidence::sbom::locks::Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro),
+            digest: sha(p.deb_sha256.as_deref().unwrap_or_default()),
+            name: Some(format!("{}.deb", p.name)),
+        });
+    }
+    for lf in &image.lock_files {
+        deps.push(ResourceDescriptor {
+            uri: format!("file:{}/{}", component.name, lf.path),
+            digest: sha(&lf.sha256),
+            name: Some("lock file".to_owned()),
+        });
+    }
+    deps.push(ResourceDescriptor {
+        uri: format!("rust-toolchain:{toolchain}"),
+        digest: sha(Digest::of(toolchain.as_bytes()).hex()),
+        name: Some("toolchain".to_owned()),
+    });
+    let (source_kind, source_ref) = match &component.source {
+        crate::stages::plan::PlannedSource::Path { path, commit } => ("path", format!("{path}@{commit}")),
+        crate::stages::plan::PlannedSource::Git { url, commit, subdir } => ("git", format!("{url}@{commit}#{subdir}")),
+    };
+    Statement {
+        kind: STATEMENT_TYPE.to_owned(),
+        subject: vec![
+            Subject { name: format!("{}@{}", component.repository, image.manifest.digest), digest: sha(image.manifest.digest.hex()) },
+            Subject { name: format!("{}:{}", component.repository, component.version), digest: sha(index.hex()) },
+        ],
+        predicate_type: PREDICATE_TYPE.to_owned(),
+        predicate: Provenance {
+            build_definition: BuildDefinition {
+                build_type: match image.buildkit {
+                    Some(_) => BUILD_TYPE_BUILDKIT,
+                    None => BUILD_TYPE,
+                }
+                .to_owned(),
+                external_parameters: serde_json::json!({
+                    "channel": plan.channel.as_str(),
+                    "version": plan.version.to_string(),
+                    "component": component.name,
+                    "componentVersion": component.version,
+                    "platform": image.platform.as_str(),
+                    "source": { "kind": source_kind, "ref": source_ref, "tag": plan.source.tag },
+                }),
+                internal_parameters: {
+                    let mut p = serde_json::json!({
+                        // The backend that built this image (with `--backend buildkit`,
+                        // components without a Dockerfile are still built daemonless).
+                        "builder": if image.buildkit.is_some() { "buildkit" } else { "daemonless" },
+                        "sourceDateEpoch": plan.source_date_epoch,
+                        "compressor": plan.compressor,
+                        "recipe": component.recipe,
+                    });
+                    // BuildKit: endpoint, exporter, network, build arguments (secrets redacted).
+                    if let Some(bk) = &image.buildkit {
+                        p["buildkit"] = serde_json::json!(bk);
+                    }
+                    p
+                },
+                resolved_dependencies: deps,
+            },
+            run_details: RunDetails {
+                builder: Builder {
+                    id: BUILDER_ID.to_owned(),
+                    version: BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+                },
+                metadata: RunMetadata {
+                    invocation_id: times.invocation_id.clone(),
+                    started_on: times.started.clone(),
+                    finished_on: times.finished.clone(),
+                },
+            },
+        },
+    }
+}

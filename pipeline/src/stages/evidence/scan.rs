@@ -1,0 +1,274 @@
+//! The post-build scan: what the finished image holds, read from its layers alone.
+//!
+//! It never reads the build-time SBOM nor anything the build recorded: it applies the image's
+//! layers in order (with OCI whiteouts), hashes every regular file, keeps the few files that
+//! describe packages, and catalogs:
+//! - Debian packages from `var/lib/dpkg/status` and `status.d/`, their files from `info/*.list`;
+//! - Alpine packages from `lib/apk/db/installed`;
+//! - the OS from `etc/os-release` or `usr/lib/os-release`;
+//! - Rust crates from `Cargo.lock` files; npm packages from `node_modules/**/package.json`;
+//!   Python distributions from `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
+//! - every regular file no package owns (outside the package databases), with its sha256.
+//!
+//! Layers are streamed: memory holds one entry per path and the package files' text, never a
+//! layer or a file's content.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use oci::layer::HashingReader;
+use oci::{Layout, LayoutError, Manifest};
+use schema::model::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("`{path}`: layer {layer}: {source}")]
+    Read {
+        path: PathBuf,
+        layer: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("image file `{file}`: line {line}: {message}")]
+    Malformed { file: String, line: usize, message: String },
+}
+
+/// A package found in the image.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Found {
+    /// syft's package type names: deb, apk, rust-crate, npm, python.
+    pub kind: String,
+    pub name: String,
+    pub version: String,
+    /// Where it was found.
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScanResult {
+    pub os: Option<String>,
+    pub packages: BTreeSet<Found>,
+    /// Regular files no package owns: path -> sha256.
+    pub files: BTreeMap<String, String>,
+    /// Regular files in the image, all told.
+    pub file_count: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    File { sha256: String },
+    Other,
+}
+
+fn keep_text(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    path == "var/lib/dpkg/status"
+        || path.starts_with("var/lib/dpkg/status.d/")
+        || (path.starts_with("var/lib/dpkg/info/") && path.ends_with(".list"))
+        || path == "lib/apk/db/installed"
+        || path == "etc/os-release"
+        || path == "usr/lib/os-release"
+        || name == "Cargo.lock"
+        || (name == "package.json" && path.contains("node_modules/"))
+        || python_metadata(path)
+}
+
+/// Python distribution metadata: `*.dist-info/METADATA`, `*.egg-info/PKG-INFO`, or a
+/// single-file `*.egg-info`.
+fn python_metadata(path: &str) -> bool {
+    let mut parts = path.rsplit('/');
+    let name = parts.next().unwrap_or_default();
+    let parent = parts.next().unwrap_or_default();
+    (name == "METADATA" && parent.ends_with(".dist-info"))
+        || (name == "PKG-INFO" && parent.ends_with(".egg-info"))
+        || name.ends_with(".egg-info")
+}
+
+/// Scans the image whose manifest is `manifest`, in `layout`.
+pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanError> {
+    let mut tree: BTreeMap<String, Node> = BTreeMap::new();
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        let path = layout.blob_path(&layer.digest);
+        let read_err = |source| ScanError::Read { path: path.clone(), layer: i, source };
+        let f = fs::File::open(&path).map_err(read_err)?;
+        // The blob is checked against its digest while it is read.
+        let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+        {
+            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&mut blob));
+            for e in ar.entries().map_err(read_err)? {
+                let mut e = e.map_err(read_err)?;
+                let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
+                let (dir, name) = p.rsplit_once('/').map(|(d, n)| (d.to_owned(), n)).unwrap_or((String::new(), p.as_str()));
+                if name == ".wh..wh..opq" {
+                    remove_under(&mut tree, &mut texts, &dir, false);
+                    continue;
+                }
+                if let Some(hidden) = name.strip_prefix(".wh.") {
+                    let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
+                    remove_under(&mut tree, &mut texts, &target, true);
+                    continue;
+                }
+                match e.header().entry_type() {
+                    tar::EntryType::Regular | tar::EntryType::Continuous => {
+                        // A file replaces whatever was at its path (a directory's subtree too).
+                        remove_under(&mut tree, &mut texts, &p, true);
+                        if keep_text(&p) {
+                            let mut s = String::new();
+                            let mut h = HashingReader::new(&mut e);
+                            h.read_to_string(&mut s).map_err(read_err)?;
+                            let (d, _) = h.finish();
+                            texts.insert(p.clone(), s);
+                            tree.insert(p, Node::File { sha256: d.hex().to_owned() });
+                        } else {
+                            let mut h = HashingReader::new(&mut e);
+                            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
+                            tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
+                        }
+                    }
+                    tar::EntryType::Link => {
+                        // A hard link: the same content as its target.
+                        let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
+                        let node = target.and_then(|t| tree.get(&t).cloned()).unwrap_or(Node::Other);
+                        tree.insert(p, node);
+                    }
+                    _ => {
+                        if !matches!(tree.get(&p), Some(Node::Other)) {
+                            remove_under(&mut tree, &mut texts, &p, true);
+                        }
+                        tree.insert(p, Node::Other);
+                    }
+                }
+            }
+            io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(read_err)?;
+        }
+        io::copy(&mut blob, &mut io::sink()).map_err(read_err)?;
+        let (d, _) = blob.finish();
+        if d != layer.digest {
+            return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
+        }
+    }
+    catalog(&tree, &texts)
+}
+
+fn remove_under(tree: &mut BTreeMap<String, Node>, texts: &mut BTreeMap<String, String>, path: &str, itself: bool) {
+    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    let doomed: Vec<String> = tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
+    for k in doomed {
+        tree.remove(&k);
+        texts.remove(&k);
+    }
+    if itself {
+        tree.remove(path);
+        texts.remove(path);
+    }
+}
+
+fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
+    stanza.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
+}
+
+fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> Result<ScanResult, ScanError> {
+    let mut out = ScanResult::default();
+    let mut owned: BTreeSet<String> = BTreeSet::new();
+    for (path, text) in texts {
+        if path == "etc/os-release" || (path == "usr/lib/os-release" && out.os.is_none()) {
+            let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_owned());
+            out.os = Some(format!("{} {}", get("ID").unwrap_or_default(), get("VERSION_ID").unwrap_or_default()).trim().to_owned());
+        } else if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
+            for stanza in text.split("\n\n").filter(|s| !s.trim().is_empty()) {
+                let (Some(name), Some(version)) = (field(stanza, "Package"), field(stanza, "Version")) else {
+                    return Err(ScanError::Malformed {
+                        file: format!("/{path}"),
+                        line: 1,
+                        message: "a stanza without Package or Version".into(),
+                    });
+                };
+                let installed = field(stanza, "Status").is_none_or(|s| s.ends_with(" installed"));
+                if installed {
+                    out.packages.insert(Found {
+                        kind: "deb".into(),
+                        name: name.into(),
+                        version: version.into(),
+                        location: format!("/{path}"),
+                    });
+                }
+            }
+        } else if path.starts_with("var/lib/dpkg/info/") {
+            owned.extend(text.lines().map(|l| l.trim_start_matches('/').to_owned()));
+        } else if path == "lib/apk/db/installed" {
+            for stanza in text.split("\n\n") {
+                let get = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k)).map(str::to_owned);
+                if let (Some(n), Some(v)) = (get("P:"), get("V:")) {
+                    out.packages.insert(Found { kind: "apk".into(), name: n, version: v, location: format!("/{path}") });
+                }
+                let mut dir = String::new();
+                for l in stanza.lines() {
+                    if let Some(d) = l.strip_prefix("F:") {
+                        dir = d.to_owned();
+                    } else if let Some(f) = l.strip_prefix("R:") {
+                        owned.insert(format!("{dir}/{f}"));
+                    }
+                }
+            }
+        } else if path.ends_with("Cargo.lock") {
+            let v: toml::Value = toml::from_str(text).map_err(|e| ScanError::Malformed {
+                file: format!("/{path}"),
+                line: e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(1),
+                message: e.message().to_owned(),
+            })?;
+            for p in v.get("package").and_then(|p| p.as_array()).into_iter().flatten() {
+                if let (Some(n), Some(ver)) = (p.get("name").and_then(|x| x.as_str()), p.get("version").and_then(|x| x.as_str())) {
+                    out.packages.insert(Found {
+                        kind: "rust-crate".into(),
+                        name: n.into(),
+                        version: ver.into(),
+                        location: format!("/{path}"),
+                    });
+                }
+            }
+        } else if path.ends_with("package.json") {
+            let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ScanError::Malformed {
+                file: format!("/{path}"),
+                line: e.line(),
+                message: e.to_string(),
+            })?;
+            if let (Some(n), Some(ver)) = (v.get("name").and_then(|x| x.as_str()), v.get("version").and_then(|x| x.as_str())) {
+                out.packages.insert(Found { kind: "npm".into(), name: n.into(), version: ver.into(), location: format!("/{path}") });
+            }
+        } else if python_metadata(path) {
+            // RFC 822 headers up to the first blank line.
+            let head = text.split("\n\n").next().unwrap_or_default();
+            if let (Some(n), Some(ver)) = (field(head, "Name"), field(head, "Version")) {
+                out.packages.insert(Found {
+                    kind: "python".into(),
+                    // PEP 503 names, as indexes and scanners compare them.
+                    name: crate::stages::evidence::sbom::locks::python_name(n),
+                    version: ver.into(),
+                    location: format!("/{path}"),
+                });
+            }
+        }
+    }
+    for (path, node) in tree {
+        if let Node::File { sha256 } = node {
+            out.file_count += 1;
+            let db = path.starts_with("var/lib/dpkg/") || path.starts_with("lib/apk/db/");
+            if !db && !owned.contains(path) {
+                out.files.insert(format!("/{path}"), sha256.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The digest of a scan result's canonical JSON (for reports).
+pub fn digest(r: &ScanResult) -> Digest {
+    Digest::of(&serde_json::to_vec(r).unwrap_or_default())
+}

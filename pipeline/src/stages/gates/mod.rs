@@ -1,0 +1,690 @@
+//! Release gates (spec §2.4), a stage of `release` after the build: every gate must pass or
+//! the release stops, naming what failed.
+//!
+//! Configured in `release-trains/gates.toml`:
+//! - `[audit] advisories = "<file>"`: a dependency audit of every lock file of every component
+//!   (the lock files the build found, parsed by [`crate::stages::evidence::sbom::locks`]) against an offline
+//!   advisory database: a JSON array of OSV records (format below);
+//! - `[[test]]`: the project's tests, as commands run in the repository root;
+//! - `[[budget]]`: performance budgets for hot paths, as commands whose wall time
+//!   (`max-seconds`) and/or a number they print (`metric`, a JSON pointer into the last line of
+//!   their stdout, with `max` and/or `min`) must stay within bounds.
+//!
+//! The result (`gates.json`) is written into the release and signed with the release key as
+//! `attest/gates.dsse.json` (an in-toto statement whose subject is `release.yaml`), so that
+//! promotion can check it later without trusting the file system. `--skip-gates` records
+//! `skipped`, which promotion refuses.
+//!
+//! ## The advisory file
+//!
+//! A JSON array of records in the OSV schema (<https://ossf.github.io/osv-schema/>), of
+//! which this reads: `id`, `summary`, `withdrawn` (such records are ignored), and per
+//! `affected` entry `package.ecosystem` (`crates.io`, `npm`, `Go`, `NuGet`, `PyPI`), `package.name`,
+//! `versions` (exact affected versions) and `ranges` of type `SEMVER` or `ECOSYSTEM` with
+//! `introduced`, `fixed` and `last_affected` events. Ranges are compared as semantic versions
+//! (a leading `v` dropped); a range that cannot be compared that way for a package that is in a
+//! lock file stops the audit (fail closed): list its versions instead. An OSV export (one
+//! record per file) becomes this file with `jq -s . *.json`.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stages::build::Images;
+use crate::stages::evidence::sbom::locks::Ecosystem;
+
+/// The gates' configuration file, relative to the repository root.
+pub const GATES_FILE: &str = "release-trains/gates.toml";
+/// Predicate type of the signed gate record.
+pub const GATES_PREDICATE: &str = "https://stella-ops.org/attestations/gates/v1";
+/// Where the record goes in a release.
+pub const GATES_JSON: &str = "gates.json";
+pub const GATES_ENVELOPE: &str = "attest/gates.dsse.json";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatesConfig {
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    #[serde(rename = "test", default)]
+    pub tests: Vec<CommandGate>,
+    #[serde(rename = "budget", default)]
+    pub budgets: Vec<BudgetGate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuditConfig {
+    /// The advisory file, relative to the repository root.
+    pub advisories: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CommandGate {
+    pub name: String,
+    pub command: Vec<String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BudgetGate {
+    pub name: String,
+    /// The hot path measured (for humans).
+    #[serde(default)]
+    pub description: String,
+    pub command: Vec<String>,
+    /// The command's wall time must not exceed this.
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
+    /// A JSON pointer into the last line of the command's stdout (`/layer/ratio_vs_tar_gzip6`).
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_timeout() -> u64 {
+    3600
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    #[error("`{GATES_FILE}`: {0}\n  hint: see the comments at the top of `{GATES_FILE}`")]
+    Config(String),
+    #[error("`{file}`: {message}")]
+    Advisories { file: String, message: String },
+    #[error("the release gates failed (spec §2.4); report: `{}`\n{}", .report_path.display(), .report.failures().iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    Failed { report: Box<GateReport>, report_path: PathBuf },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl GateError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        match self {
+            GateError::Io { .. } => schema::exit::ENVIRONMENT,
+            _ => schema::exit::REJECTED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateStatus {
+    Passed,
+    Failed,
+    /// `--skip-gates`: nothing ran; promotion refuses such a release.
+    Skipped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateKind {
+    Audit,
+    Test,
+    Budget,
+}
+
+/// `gates.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateReport {
+    pub status: GateStatus,
+    pub gates: Vec<GateResult>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResult {
+    pub name: String,
+    pub kind: GateKind,
+    pub passed: bool,
+    pub detail: String,
+    pub seconds: f64,
+    /// A budget's measured metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<f64>,
+    /// The audit's findings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// The command's output (`gates/<name>.log` in the release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// A locked package an advisory lists.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub advisory: String,
+    pub summary: String,
+    pub ecosystem: String,
+    pub package: String,
+    pub version: String,
+    pub component: String,
+    pub lock_file: String,
+}
+
+impl GateReport {
+    pub fn skipped() -> GateReport {
+        GateReport { status: GateStatus::Skipped, gates: Vec::new() }
+    }
+    /// One line per failure, naming the gate and what failed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for g in self.gates.iter().filter(|g| !g.passed) {
+            if g.findings.is_empty() {
+                out.push(format!("{}: {}", g.name, g.detail));
+            }
+            for f in &g.findings {
+                out.push(format!(
+                    "{}: `{}` {} ({}) in `{}` of `{}` is affected by {}: {}",
+                    g.name, f.package, f.version, f.ecosystem, f.lock_file, f.component, f.advisory, f.summary
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Reads and checks `release-trains/gates.toml`.
+pub fn load(root: &Path) -> Result<GatesConfig, GateError> {
+    let path = root.join(GATES_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| GateError::Config(format!("cannot be read: {e}")))?;
+    let cfg: GatesConfig = toml::from_str(&text).map_err(|e| GateError::Config(e.message().to_owned()))?;
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, t) in cfg.tests.iter().enumerate() {
+        if t.command.is_empty() {
+            problems.push(format!("`test[{i}].command` is empty"));
+        }
+        if !names.insert(t.name.clone()) {
+            problems.push(format!("`test[{i}].name`: `{}` appears twice", t.name));
+        }
+    }
+    for (i, b) in cfg.budgets.iter().enumerate() {
+        if b.command.is_empty() {
+            problems.push(format!("`budget[{i}].command` is empty"));
+        }
+        if !names.insert(b.name.clone()) {
+            problems.push(format!("`budget[{i}].name`: `{}` appears twice", b.name));
+        }
+        if b.max_seconds.is_none() && b.metric.is_none() {
+            problems.push(format!("`budget[{i}]` (`{}`) sets neither `max-seconds` nor `metric`", b.name));
+        }
+        if b.metric.is_some() && b.max.is_none() && b.min.is_none() {
+            problems.push(format!("`budget[{i}].metric` needs `max` or `min`"));
+        }
+        if b.metric.is_none() && (b.max.is_some() || b.min.is_some()) {
+            problems.push(format!("`budget[{i}]`: `max`/`min` bound a `metric`, which is missing"));
+        }
+        if b.metric.as_deref().is_some_and(|m| !m.starts_with('/')) {
+            problems.push(format!("`budget[{i}].metric` is a JSON pointer: it starts with `/`"));
+        }
+    }
+    if let Some(a) = &cfg.audit {
+        if a.advisories.starts_with('/') || a.advisories.split('/').any(|c| c == "..") {
+            problems.push(format!("`audit.advisories`: `{}` must be relative to the repository, without `..`", a.advisories));
+        }
+    }
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(GateError::Config(problems.join("; ")))
+    }
+}
+
+/// Runs every gate: the audit over `images`' lock files, then the tests, then the budgets (one
+/// at a time: budgets measure). Logs go to `<out>/gates/`. Returns the report whatever the
+/// outcome; the caller fails the release when its status is not `passed`.
+pub fn run(
+    root: &Path,
+    cfg: &GatesConfig,
+    images: &Images,
+    out: &Path,
+    reporter: &dyn schema::report::Reporter,
+) -> Result<GateReport, GateError> {
+    use schema::report::{Event, Stage};
+    let mut gates = Vec::new();
+    if let Some(a) = &cfg.audit {
+        let t = Instant::now();
+        let db = Advisories::load(&root.join(&a.advisories), &a.advisories)?;
+        let findings = audit(&db, images).map_err(|message| GateError::Advisories { file: a.advisories.clone(), message })?;
+        let lock_files: BTreeSet<(&str, &str)> = images
+            .components
+            .iter()
+            .flat_map(|(c, ci)| ci.images.iter().flat_map(move |i| i.lock_files.iter().map(move |l| (c.as_str(), l.path.as_str()))))
+            .collect();
+        let passed = findings.is_empty();
+        let detail = format!(
+            "{} lock file(s) of {} component(s) against {} advisories in `{}`: {} finding(s)",
+            lock_files.len(),
+            images.components.len(),
+            db.records.len(),
+            a.advisories,
+            findings.len()
+        );
+        reporter.event(Event::JobFinished { stage: Stage::Gates, job: "dependency audit".into(), detail: detail.clone() });
+        gates.push(GateResult {
+            name: "dependency audit".into(),
+            kind: GateKind::Audit,
+            passed,
+            detail,
+            seconds: t.elapsed().as_secs_f64(),
+            measured: None,
+            findings,
+            log: None,
+        });
+    }
+    let logs = out.join("gates");
+    for t in &cfg.tests {
+        reporter.event(Event::JobStarted { stage: Stage::Gates, job: t.name.clone() });
+        let r = run_command(root, &t.name, &t.command, t.timeout_seconds, &logs)?;
+        let passed = r.outcome == Outcome::Exited(0);
+        let detail = if passed { "passed".to_owned() } else { format!("{}; last lines:\n{}", r.outcome, r.tail) };
+        reporter.event(Event::JobFinished {
+            stage: Stage::Gates,
+            job: t.name.clone(),
+            detail: if passed { "passed".into() } else { "FAILED".into() },
+        });
+        gates.push(GateResult {
+            name: t.name.clone(),
+            kind: GateKind::Test,
+            passed,
+            detail,
+            seconds: r.seconds,
+            measured: None,
+            findings: vec![],
+            log: Some(r.log),
+        });
+    }
+    for b in &cfg.budgets {
+        reporter.event(Event::JobStarted { stage: Stage::Gates, job: b.name.clone() });
+        let r = run_command(root, &b.name, &b.command, b.timeout_seconds, &logs)?;
+        let mut problems = Vec::new();
+        let mut measured = None;
+        if r.outcome != Outcome::Exited(0) {
+            problems.push(format!("{}; last lines:\n{}", r.outcome, r.tail));
+        } else {
+            if let Some(max) = b.max_seconds {
+                if r.seconds > max {
+                    problems.push(format!("took {:.2} s, over its budget of {max} s", r.seconds));
+                }
+            }
+            if let Some(ptr) = &b.metric {
+                let last = r.stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                match serde_json::from_str::<serde_json::Value>(last).ok().and_then(|v| v.pointer(ptr).and_then(|x| x.as_f64())) {
+                    None => problems.push(format!("its last line of output has no number at `{ptr}`: `{last}`")),
+                    Some(v) => {
+                        measured = Some(v);
+                        if b.max.is_some_and(|m| v > m) {
+                            problems.push(format!("`{ptr}` is {v}, over its budget of {}", b.max.unwrap_or_default()));
+                        }
+                        if b.min.is_some_and(|m| v < m) {
+                            problems.push(format!("`{ptr}` is {v}, under its floor of {}", b.min.unwrap_or_default()));
+                        }
+                    }
+                }
+            }
+        }
+        let passed = problems.is_empty();
+        let detail = if passed {
+            match measured {
+                Some(v) => format!("{:.2} s; `{}` = {v}", r.seconds, b.metric.as_deref().unwrap_or_default()),
+                None => format!("{:.2} s", r.seconds),
+            }
+        } else {
+            problems.join("; ")
+        };
+        reporter.event(Event::JobFinished {
+            stage: Stage::Gates,
+            job: b.name.clone(),
+            detail: if passed { detail.clone() } else { "FAILED".into() },
+        });
+        gates.push(GateResult {
+            name: b.name.clone(),
+            kind: GateKind::Budget,
+            passed,
+            detail,
+            seconds: r.seconds,
+            measured,
+            findings: vec![],
+            log: Some(r.log),
+        });
+    }
+    let status = if gates.iter().all(|g| g.passed) { GateStatus::Passed } else { GateStatus::Failed };
+    Ok(GateReport { status, gates })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Exited(i32),
+    Signal,
+    TimedOut(u64),
+    NotFound(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Exited(c) => write!(f, "exited with {c}"),
+            Outcome::Signal => write!(f, "killed by a signal"),
+            Outcome::TimedOut(s) => write!(f, "timed out after {s} s (stopped)"),
+            Outcome::NotFound(e) => write!(f, "could not start: {e}"),
+        }
+    }
+}
+
+struct Ran {
+    outcome: Outcome,
+    seconds: f64,
+    stdout: String,
+    tail: String,
+    /// Relative to the release directory.
+    log: String,
+}
+
+fn slug(name: &str) -> String {
+    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// Runs one gate command in `root`: stdout to `<logs>/<name>.out`, both streams to
+/// `<logs>/<name>.log`; stopped after `timeout` seconds.
+fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Path) -> Result<Ran, GateError> {
+    let ioe = |path: &Path| {
+        let path = path.to_owned();
+        move |source| GateError::Io { path, source }
+    };
+    fs::create_dir_all(logs).map_err(ioe(logs))?;
+    let base = slug(name);
+    let (log_path, out_path) = (logs.join(format!("{base}.log")), logs.join(format!("{base}.out")));
+    let log = fs::File::create(&log_path).map_err(ioe(&log_path))?;
+    let out = fs::File::create(&out_path).map_err(ioe(&out_path))?;
+    let t = Instant::now();
+    tracing::debug!(gate = name, ?argv, "running a release gate");
+    let child = Command::new(&argv[0]).args(&argv[1..]).current_dir(root).stdin(Stdio::null()).stdout(out).stderr(log).spawn();
+    let outcome = match child {
+        Err(e) => Outcome::NotFound(format!("`{}`: {e}", argv[0])),
+        Ok(mut child) => loop {
+            match child.try_wait().map_err(ioe(&log_path))? {
+                Some(s) => break s.code().map(Outcome::Exited).unwrap_or(Outcome::Signal),
+                None if t.elapsed() > Duration::from_secs(timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Outcome::TimedOut(timeout);
+                }
+                // Polling a child is the portable way to bound its time with std alone.
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        },
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    // The log: stderr, then stdout, in one file for people.
+    let mut err = String::new();
+    let _ = fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut err));
+    let combined = format!("$ {}\n{err}{stdout}", argv.join(" "));
+    fs::write(&log_path, &combined).map_err(ioe(&log_path))?;
+    let _ = fs::remove_file(&out_path);
+    let lines: Vec<&str> = combined.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].iter().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n");
+    Ok(Ran { outcome, seconds, stdout, tail, log: format!("gates/{base}.log") })
+}
+
+/// The advisory database.
+#[derive(Debug, Clone)]
+pub struct Advisories {
+    pub records: Vec<Osv>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Osv {
+    pub id: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub withdrawn: Option<String>,
+    #[serde(default)]
+    pub affected: Vec<Affected>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Affected {
+    pub package: OsvPackage,
+    #[serde(default)]
+    pub versions: Vec<String>,
+    #[serde(default)]
+    pub ranges: Vec<Range>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OsvPackage {
+    pub ecosystem: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Range {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub events: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// OSV's ecosystem names for ours (Debian's `Debian:12` style too).
+fn ecosystem_of(osv: &str) -> Option<Ecosystem> {
+    Some(match osv.split(':').next().unwrap_or(osv) {
+        "crates.io" => Ecosystem::RustCrate,
+        "npm" => Ecosystem::Npm,
+        "Go" => Ecosystem::GoModule,
+        "NuGet" => Ecosystem::Dotnet,
+        "PyPI" => Ecosystem::Python,
+        "Debian" => Ecosystem::Deb,
+        _ => return None,
+    })
+}
+
+impl Advisories {
+    pub fn load(path: &Path, label: &str) -> Result<Advisories, GateError> {
+        let bytes =
+            fs::read(path).map_err(|e| GateError::Advisories { file: label.to_owned(), message: format!("cannot be read: {e}") })?;
+        let records: Vec<Osv> = serde_json::from_slice(&bytes).map_err(|e| GateError::Advisories {
+            file: label.to_owned(),
+            message: format!("line {}: not a JSON array of OSV records: {e}", e.line()),
+        })?;
+        let mut problems = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            for (j, a) in r.affected.iter().enumerate() {
+                if ecosystem_of(&a.package.ecosystem).is_none() {
+                    problems.push(format!(
+                        "`[{i}].affected[{j}].package.ecosystem` (`{}`): `{}` is not one of crates.io, npm, Go, NuGet, PyPI, Debian",
+                        r.id, a.package.ecosystem
+                    ));
+                }
+                for (k, rg) in a.ranges.iter().enumerate() {
+                    if rg.kind != "SEMVER" && rg.kind != "ECOSYSTEM" {
+                        problems.push(format!(
+                            "`[{i}].affected[{j}].ranges[{k}].type` (`{}`): `{}` cannot be evaluated offline; list `versions`",
+                            r.id, rg.kind
+                        ));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Advisories { records: records.into_iter().filter(|r| r.withdrawn.is_none()).collect() })
+        } else {
+            Err(GateError::Advisories { file: label.to_owned(), message: problems.join("; ") })
+        }
+    }
+}
+
+fn semver(v: &str) -> Option<semver::Version> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    semver::Version::parse(v).ok().or_else(|| {
+        // `1.2` or `1` as `1.2.0` / `1.0.0`.
+        let parts = v.split('.').count();
+        if parts < 3 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            semver::Version::parse(&format!("{v}{}", ".0".repeat(3 - parts))).ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether `version` is in the range, or why it cannot be told.
+fn in_range(range: &Range, version: &str) -> Result<bool, String> {
+    let v = semver(version).ok_or_else(|| format!("version `{version}` is not a semantic version"))?;
+    let mut events = Vec::new();
+    for e in &range.events {
+        let (k, val) = e.iter().next().ok_or("an empty range event")?;
+        let val = val.as_str().ok_or_else(|| format!("range event `{k}` is not a string"))?;
+        let at = if k == "introduced" && val == "0" {
+            semver::Version::new(0, 0, 0)
+        } else {
+            semver(val).ok_or_else(|| format!("range event `{k}: {val}` is not a semantic version"))?
+        };
+        events.push((at, k.as_str()));
+    }
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut affected = false;
+    for (at, kind) in &events {
+        match *kind {
+            "introduced" if *at <= v => affected = true,
+            "fixed" if *at <= v => affected = false,
+            "last_affected" if *at < v => affected = false,
+            "introduced" | "fixed" | "last_affected" | "limit" => {}
+            other => return Err(format!("unknown range event `{other}`")),
+        }
+    }
+    Ok(affected)
+}
+
+/// Every locked package of every component listed by an advisory.
+pub fn audit(db: &Advisories, images: &Images) -> Result<Vec<Finding>, String> {
+    let mut findings = BTreeSet::new();
+    for (component, ci) in &images.components {
+        for lf in ci.images.iter().flat_map(|i| &i.lock_files) {
+            for p in &lf.packages {
+                for r in &db.records {
+                    for a in &r.affected {
+                        if ecosystem_of(&a.package.ecosystem) != Some(p.ecosystem) || !same_name(p.ecosystem, &a.package.name, &p.name) {
+                            continue;
+                        }
+                        let mut hit = a.versions.iter().any(|v| v == &p.version || v.strip_prefix('v') == Some(&p.version));
+                        for rg in &a.ranges {
+                            hit |= in_range(rg, &p.version).map_err(|e| {
+                                format!(
+                                    "advisory `{}` for `{}` (in `{}` of `{component}`): {e}; list its affected `versions` instead",
+                                    r.id, p.name, lf.path
+                                )
+                            })?;
+                        }
+                        if hit {
+                            findings.insert(Finding {
+                                advisory: r.id.clone(),
+                                summary: r.summary.clone(),
+                                ecosystem: p.ecosystem.as_str().to_owned(),
+                                package: p.name.clone(),
+                                version: p.version.clone(),
+                                component: component.clone(),
+                                lock_file: lf.path.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(findings.into_iter().collect())
+}
+
+fn same_name(e: Ecosystem, a: &str, b: &str) -> bool {
+    match e {
+        Ecosystem::Python => crate::stages::evidence::sbom::locks::python_name(a) == crate::stages::evidence::sbom::locks::python_name(b),
+        Ecosystem::Dotnet => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
+}
+
+/// The signed record: an in-toto statement whose subject is `release.yaml`, predicate the
+/// report.
+pub fn sign_record(
+    key: &verifier::keys::SigningKey,
+    report: &GateReport,
+    release_yaml: &schema::model::Digest,
+) -> verifier::sign::Envelope {
+    let predicate = serde_json::to_value(report).expect("a report serializes");
+    let st = verifier::sign::statement(&[("release.yaml".to_owned(), release_yaml)], GATES_PREDICATE, predicate);
+    verifier::sign::sign_envelope(key, verifier::sign::PAYLOAD_TYPE, &st)
+}
+
+/// Checks a release's signed gate record: signed by `key`, about this `release.yaml`, passed.
+pub fn check_record(dir: &Path, key: &verifier::keys::PublicKey, release_yaml: &schema::model::Digest) -> Result<GateReport, String> {
+    let path = dir.join(GATES_ENVELOPE);
+    let bytes =
+        fs::read(&path).map_err(|e| format!("no signed gate record `{}`: {e} (the release was cut without gates)", path.display()))?;
+    let env: verifier::sign::Envelope =
+        serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: not a DSSE envelope: {e}", path.display()))?;
+    let body = verifier::sign::verify_envelope(key, &env).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    if st["predicateType"] != GATES_PREDICATE || st["subject"][0]["digest"]["sha256"] != release_yaml.hex() {
+        return Err(format!("`{}` is not the gate record of this release.yaml", path.display()));
+    }
+    let report: GateReport = serde_json::from_value(st["predicate"].clone()).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    match report.status {
+        GateStatus::Passed => Ok(report),
+        GateStatus::Skipped => Err("its gates were skipped (`--skip-gates`): cut it again with its gates".to_owned()),
+        GateStatus::Failed => Err(format!("its gates failed: {}", report.failures().join("; "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(events: &[(&str, &str)]) -> Range {
+        Range {
+            kind: "SEMVER".into(),
+            events: events
+                .iter()
+                .map(|(k, v)| {
+                    let mut m = serde_json::Map::new();
+                    m.insert((*k).to_owned(), serde_json::Value::String((*v).to_owned()));
+                    m
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn osv_ranges_introduced_fixed_last_affected() {
+        let r = range(&[("introduced", "0"), ("fixed", "1.2.3")]);
+        assert_eq!(in_range(&r, "1.2.2"), Ok(true));
+        assert_eq!(in_range(&r, "1.2.3"), Ok(false));
+        let r = range(&[("introduced", "2.0.0"), ("last_affected", "2.1.0"), ("introduced", "3.0.0")]);
+        assert_eq!(in_range(&r, "1.9.0"), Ok(false));
+        assert_eq!(in_range(&r, "2.1.0"), Ok(true));
+        assert_eq!(in_range(&r, "2.1.1"), Ok(false));
+        assert_eq!(in_range(&r, "3.4.0"), Ok(true));
+        assert_eq!(in_range(&r, "v3.4.0"), Ok(true));
+        assert!(in_range(&r, "1:2.3-4").unwrap_err().contains("not a semantic version"));
+    }
+}

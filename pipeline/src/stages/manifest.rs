@@ -1,0 +1,136 @@
+//! The manifest stage: `release.yaml` (spec §6.1), written last, then `release.yaml.sig` and
+//! `release.yaml.sigstore.json`, and the log entry of release.yaml when a log is configured.
+//!
+//! In: the plan, the built images, the sign stage's [`Signed`] (the digests of every SBOM and
+//! provenance envelope, from the bytes it read or wrote; the transparency log's answers) and
+//! the rendered chart and compose file. Nothing here reads back a file to learn a digest: a
+//! digest missing from its inputs is an internal error, never an empty string.
+
+use std::path::{Path, PathBuf};
+
+use oci::write_atomic;
+use schema::exit;
+use schema::model::{rfc3339, Digest, PinnedRef};
+use verifier::keys::SigningKey;
+use verifier::manifest::{self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, ReleaseInfo, ReleaseYaml, SignatureEntry};
+use verifier::sign;
+
+use crate::stages::build::Images;
+use crate::stages::plan::Plan;
+use crate::stages::sign::{tlog, Signed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest stage: `{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input the stage needs was not handed to it: a bug in the orchestrator.
+    #[error("manifest stage: internal error: {0}")]
+    Missing(String),
+}
+
+impl ManifestError {
+    pub fn exit_code(&self) -> exit::Code {
+        match self {
+            ManifestError::Io { .. } => exit::ENVIRONMENT,
+            ManifestError::Missing(_) => exit::INTERNAL,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
+    move |source| ManifestError::Io { path: path.to_owned(), source }
+}
+
+/// Chart and compose file rendered for the release (when the templates stage ran).
+#[derive(Debug, Clone, Default)]
+pub struct Deployables {
+    pub charts: Vec<ChartEntry>,
+    pub compose: Option<ComposeEntry>,
+}
+
+/// What the stage wrote.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    /// sha256 of release.yaml.
+    pub digest: Digest,
+    pub doc: ReleaseYaml,
+}
+
+/// The document itself, from typed inputs (pure; [`write`] adds the files and signatures).
+pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Deployables) -> Result<ReleaseYaml, ManifestError> {
+    let rekor_of = |digest: &Digest| match &signed.rekor {
+        None => "none".to_owned(),
+        Some(_) => signed
+            .logged
+            .get(&format!("images/{}", sign::signature_tag(digest)))
+            .map(tlog::Logged::rekor_uuid)
+            .unwrap_or_else(|| "pending".into()),
+    };
+    let mut components = Vec::with_capacity(plan.components.len());
+    for pc in &plan.components {
+        let c = images.components.get(&pc.name).ok_or_else(|| ManifestError::Missing(format!("no images for component `{}`", pc.name)))?;
+        // release.yaml names one SBOM and one provenance per component: its first platform's.
+        let first = pc
+            .images
+            .first()
+            .map(|i| i.platform)
+            .ok_or_else(|| ManifestError::Missing(format!("component `{}` has no platform", pc.name)))?;
+        let docs = signed
+            .documents
+            .get(&(pc.name.clone(), first))
+            .ok_or_else(|| ManifestError::Missing(format!("no signed SBOM and provenance for `{}` {first}", pc.name)))?;
+        let image: PinnedRef = format!("{}@{}", c.repository, c.index.digest)
+            .parse()
+            .map_err(|e| ManifestError::Missing(format!("component `{}`: image reference: {e}", pc.name)))?;
+        components.push(ComponentEntry {
+            name: pc.name.clone(),
+            image: image.to_string(),
+            sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, docs.sbom_json),
+            provenance: format!("oci://{}/attest/provenance@{}", c.repository, docs.provenance_envelope),
+            signature: SignatureEntry { rekor_uuid: rekor_of(&c.index.digest) },
+        });
+    }
+    Ok(ReleaseYaml {
+        release: ReleaseInfo {
+            version: plan.version.version.to_string(),
+            channel: plan.channel.to_string(),
+            date: rfc3339(plan.source_date_epoch),
+            calendar: plan.version.calendar.to_string(),
+        },
+        components,
+        charts: deployables.charts.clone(),
+        compose: deployables.compose.clone().unwrap_or(ComposeEntry { file: String::new(), digest: String::new() }),
+        checksums: Checksums { sha256: String::new() },
+    })
+}
+
+/// Writes release.yaml into `out` (the staging release directory), then its signature and
+/// sigstore bundle, and enters it in the transparency log when one is configured.
+pub fn write(
+    plan: &Plan,
+    images: &Images,
+    signed: &Signed,
+    deployables: &Deployables,
+    key: &SigningKey,
+    out: &Path,
+) -> Result<Manifest, ManifestError> {
+    let mut doc = document(plan, images, signed, deployables)?;
+    let bytes = manifest::render(&mut doc);
+    let path = out.join("release.yaml");
+    write_atomic(&path, &bytes).map_err(io(&path))?;
+    let (sig, raw) = manifest::blob_signature_raw(key, &bytes);
+    let sig_path = out.join("release.yaml.sig");
+    write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(&sig_path))?;
+    let bundle_path = out.join("release.yaml.sigstore.json");
+    sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig)).map_err(io(&bundle_path))?;
+    if let Some(url) = &signed.rekor {
+        let pem = key.public().pem().to_owned();
+        tlog::submit_all(url, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+    }
+    Ok(Manifest { path, digest: Digest::of(&bytes), doc })
+}

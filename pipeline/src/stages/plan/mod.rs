@@ -1,0 +1,199 @@
+//! Plan: everything decided before any work. Reads the configuration and the git facts,
+//! enforces the refusals that need no build (dirty tree, missing tag, lock files changed since
+//! the tag, calendar mismatch, skew), and lists each component x platform with its pinned
+//! base digest and the outputs. No side effects.
+
+pub mod source;
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::Error;
+use schema::config::{self, Config, Problem, BUNDLE_FILE};
+use schema::files::Recipe;
+use schema::model::{rfc3339, Channel, Digest, Platform, ReleaseVersion};
+use source::SourceFacts;
+
+/// Whether uncommitted changes are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// `release`: the tree must be clean.
+    MustBeClean,
+    /// `plan`, `build`, `repro`: uncommitted changes are reported; HEAD is what gets built.
+    MayBeDirty,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Repository root.
+    pub root: PathBuf,
+    pub channel: Channel,
+    pub tree: Tree,
+    /// Release directory; default `<root>/target/releases/<version>-<channel>`.
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// `MAJOR.MINOR.PATCH (YYYY.MM)`.
+    pub version: ReleaseVersion,
+    pub channel: Channel,
+    pub source: SourceFacts,
+    pub source_date_epoch: i64,
+    /// SOURCE_DATE_EPOCH as RFC 3339: the `created` time of every image.
+    pub created: String,
+    pub registry: String,
+    pub backend: &'static str,
+    pub compressor: &'static str,
+    pub components: Vec<PlannedComponent>,
+    /// Where the release is written.
+    pub output: PathBuf,
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedComponent {
+    pub name: String,
+    pub version: String,
+    pub skew_group: String,
+    /// `registry/namespace/name`.
+    pub repository: String,
+    pub source: PlannedSource,
+    /// Whether the channel's kit carries this component.
+    pub in_kit: bool,
+    pub images: Vec<PlannedImage>,
+    #[serde(skip)]
+    pub recipe: Recipe,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum PlannedSource {
+    /// A directory of this repository, read from commit `commit`.
+    Path {
+        path: String,
+        commit: String,
+    },
+    Git {
+        url: String,
+        commit: String,
+        subdir: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedImage {
+    pub platform: Platform,
+    pub base: String,
+    pub base_digest: Digest,
+    /// The ref name of this image in the release's OCI layout.
+    pub ref_name: String,
+}
+
+/// Makes the plan, or says every reason there cannot be one.
+pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
+    let cfg = config::load(&opts.root)?;
+    let tag_name = format!("v{}", cfg.version);
+    let facts = source::facts(&cfg.root, &tag_name)?;
+    let epoch = facts.source_date_epoch;
+    let version = ReleaseVersion::at(cfg.version, epoch);
+    if let Some(declared) = cfg.declared {
+        if declared.calendar != version.calendar {
+            return Err(config::ConfigError(vec![Problem {
+                file: BUNDLE_FILE.to_owned(),
+                key: "release.version".to_owned(),
+                message: format!(
+                    "`{declared}` declares calendar `{}` but SOURCE_DATE_EPOCH {epoch} ({}) of commit `{}` is in `{}`",
+                    declared.calendar,
+                    rfc3339(epoch),
+                    &facts.commit[..12],
+                    version.calendar
+                ),
+                hint: Some("write the version without its calendar tag, which is derived from the commit time".to_owned()),
+            }])
+            .into());
+        }
+    }
+    if opts.tree == Tree::MustBeClean && !facts.dirty.is_empty() {
+        return Err(source::SourceError::Dirty(facts.dirty.clone()).into());
+    }
+    let train = cfg.train(opts.channel);
+    if train.require_tag && facts.tag.is_none() {
+        return Err(source::SourceError::TagRequired {
+            channel: opts.channel.to_string(),
+            tag: tag_name,
+            commit: facts.commit[..12].to_owned(),
+        }
+        .into());
+    }
+    // Lock files are frozen at the release tag, wherever it points.
+    if let Some(tag) = facts.tag.as_ref().or(facts.tag_elsewhere.as_ref()) {
+        let dirs: Vec<&str> = cfg.bundle.components.iter().filter_map(|c| c.source.path.as_deref()).collect();
+        source::check_frozen(&cfg.root, tag, &dirs)?;
+    }
+    let violations = schema::skew::check(&cfg.bundle);
+    if !violations.is_empty() {
+        return Err(Error::Skew(violations));
+    }
+
+    let registry = cfg.bundle.release.registry.clone();
+    let kit_all = train.kit.components.iter().any(|c| c == "*");
+    let components = cfg
+        .bundle
+        .components
+        .iter()
+        .map(|c| {
+            let base = cfg.base(&c.base).expect("validated by config::load");
+            let source = match (&c.source.path, &c.source.git) {
+                (Some(p), _) => PlannedSource::Path { path: p.clone(), commit: facts.commit.clone() },
+                (None, Some(url)) => PlannedSource::Git {
+                    url: url.clone(),
+                    commit: c.source.rev.clone().unwrap_or_default(),
+                    subdir: c.source.subdir.clone().unwrap_or_else(|| ".".to_owned()),
+                },
+                (None, None) => unreachable!("validated by config::load"),
+            };
+            PlannedComponent {
+                name: c.name.clone(),
+                version: c.version.to_string(),
+                skew_group: c.skew_group.clone(),
+                repository: format!("{registry}/{}", c.name),
+                source,
+                in_kit: kit_all || train.kit.components.contains(&c.name),
+                images: c
+                    .platforms
+                    .iter()
+                    .map(|&platform| PlannedImage {
+                        platform,
+                        base: c.base.clone(),
+                        base_digest: base.platforms[&platform].digest.clone(),
+                        ref_name: format!("{}-{}", c.name, platform.slug()),
+                    })
+                    .collect(),
+                recipe: c.recipe.clone(),
+            }
+        })
+        .collect();
+    let output = opts.out.clone().unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
+    let plan = Plan {
+        version,
+        channel: opts.channel,
+        source: facts,
+        source_date_epoch: epoch,
+        created: rfc3339(epoch),
+        registry,
+        backend: "daemonless",
+        compressor: oci::layer::COMPRESSOR,
+        components,
+        output,
+        root: cfg.root.clone(),
+    };
+    Ok((plan, cfg))
+}
+
+/// `<root>/target/releases/<version>-<channel>`.
+pub fn release_dir(root: &Path, version: &ReleaseVersion, channel: Channel) -> PathBuf {
+    root.join("target/releases").join(format!("{}-{channel}", version.version))
+}

@@ -1,0 +1,226 @@
+//! Source facts, through git2: the released commit, its tag, SOURCE_DATE_EPOCH (the commit
+//! time), whether the tree is dirty, and whether lock files changed since the tag (spec §2.1
+//! "frozen at tag"). Also writes a commit's tree out to a directory: builds read sources from
+//! git objects, never from the work tree, so untracked or ignored files cannot leak in.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, Status, StatusOptions, Tree};
+use serde::Serialize;
+
+/// File names that pin dependencies; they must be identical to the tagged tree.
+pub const LOCK_FILE_NAMES: &[&str] =
+    &["Cargo.lock", "package-lock.json", "go.sum", "go.mod", "global.json", "Directory.Packages.props", "packages.lock.json"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("`{path}` is not inside a git repository: {source}")]
+    NotARepo {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("git: {what}: {source}")]
+    Git {
+        what: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the work tree has uncommitted changes; a release is built from a clean tree:\n{}\n  hint: commit or stash them (`git status`)", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Dirty(Vec<String>),
+    #[error("lock files differ from tag `{tag}` (spec §2.1: lock files are frozen at the tag):\n{}\n  hint: tag the commit that changed them as a new version, or restore them from the tag", .changes.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    LockFilesChanged { tag: String, changes: Vec<String> },
+    #[error("channel `{channel}` releases need tag `{tag}` on the released commit `{commit}`\n  hint: `git tag {tag} {commit}`, or release on `edge`")]
+    TagRequired { channel: String, tag: String, commit: String },
+    #[error("`{path}` in commit `{commit}` is a {kind}; only files, directories and symlinks can be built")]
+    Unsupported { path: String, commit: String, kind: &'static str },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {
+    let what = what.into();
+    move |source| SourceError::Git { what, source }
+}
+
+/// What the plan knows about the source.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceFacts {
+    /// Absolute path of the work tree.
+    #[serde(skip)]
+    pub workdir: PathBuf,
+    pub commit: String,
+    /// The release tag (`v<version>`) when it points at the commit.
+    pub tag: Option<String>,
+    /// The release tag when it exists but points elsewhere (lock files are checked against it).
+    pub tag_elsewhere: Option<String>,
+    /// SOURCE_DATE_EPOCH: the committer time of `commit`.
+    pub source_date_epoch: i64,
+    /// Uncommitted changes (relative paths), empty when clean.
+    pub dirty: Vec<String>,
+}
+
+/// Reads the facts of the repository holding `root`. `tag_name` is the release tag to look for.
+pub fn facts(root: &Path, tag_name: &str) -> Result<SourceFacts, SourceError> {
+    let repo = Repository::discover(root).map_err(|source| SourceError::NotARepo { path: root.to_owned(), source })?;
+    let workdir = repo.workdir().unwrap_or(root).to_owned();
+    let head = repo.head().map_err(git("read HEAD (is there a commit?)"))?;
+    let commit = head.peel_to_commit().map_err(git("resolve HEAD to a commit"))?;
+    let epoch = commit.committer().when().seconds();
+
+    let (mut tag, mut tag_elsewhere) = (None, None);
+    if let Ok(r) = repo.find_reference(&format!("refs/tags/{tag_name}")) {
+        let target = r.peel_to_commit().map_err(git(format!("resolve tag `{tag_name}`")))?;
+        if target.id() == commit.id() {
+            tag = Some(tag_name.to_owned());
+        } else {
+            tag_elsewhere = Some(tag_name.to_owned());
+        }
+    }
+
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false).exclude_submodules(false);
+    let statuses = repo.statuses(Some(&mut opts)).map_err(git("read the work tree status"))?;
+    let mut dirty: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status() != Status::CURRENT && !s.status().contains(Status::IGNORED))
+        .map(|s| {
+            let kind = if s.status().intersects(Status::WT_NEW | Status::INDEX_NEW) {
+                "new"
+            } else if s.status().intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
+                "deleted"
+            } else {
+                "modified"
+            };
+            format!("{} ({kind})", s.path().unwrap_or("<non-UTF-8 path>"))
+        })
+        .collect();
+    dirty.sort();
+    Ok(SourceFacts { workdir, commit: commit.id().to_string(), tag, tag_elsewhere, source_date_epoch: epoch, dirty })
+}
+
+/// Lock files under `dirs` (relative to the repository) in the tree of commit `id`: path -> blob.
+fn lock_files_in(tree: &Tree<'_>, dirs: &[&str]) -> BTreeMap<String, Oid> {
+    let mut out = BTreeMap::new();
+    let _ = tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        let name = entry.name().unwrap_or_default();
+        if entry.kind() == Some(ObjectType::Blob) && LOCK_FILE_NAMES.contains(&name) {
+            let path = format!("{parent}{name}");
+            if dirs.iter().any(|d| *d == "." || path.starts_with(&format!("{}/", d.trim_end_matches('/')))) {
+                out.insert(path, entry.id());
+            }
+        }
+        git2::TreeWalkResult::Ok
+    });
+    out
+}
+
+/// Checks that the lock files under `dirs` are the same at HEAD as at `tag`.
+pub fn check_frozen(root: &Path, tag: &str, dirs: &[&str]) -> Result<(), SourceError> {
+    let repo = Repository::discover(root).map_err(|source| SourceError::NotARepo { path: root.to_owned(), source })?;
+    let tagged = repo
+        .find_reference(&format!("refs/tags/{tag}"))
+        .and_then(|r| r.peel_to_tree())
+        .map_err(git(format!("read the tree of tag `{tag}`")))?;
+    let head = repo.head().and_then(|h| h.peel_to_tree()).map_err(git("read the tree of HEAD"))?;
+    let (then, now) = (lock_files_in(&tagged, dirs), lock_files_in(&head, dirs));
+    let mut changes = Vec::new();
+    for (path, id) in &now {
+        match then.get(path) {
+            None => changes.push(format!("{path} (added since the tag)")),
+            Some(old) if old != id => changes.push(format!("{path} (changed since the tag)")),
+            Some(_) => {}
+        }
+    }
+    for path in then.keys().filter(|p| !now.contains_key(*p)) {
+        changes.push(format!("{path} (removed since the tag)"));
+    }
+    if changes.is_empty() {
+        Ok(())
+    } else {
+        Err(SourceError::LockFilesChanged { tag: tag.to_owned(), changes })
+    }
+}
+
+/// Writes the tree of `commit` (or its subdirectory `subdir`) into `dest`, which must not
+/// exist. Modes: 0755 for executables, 0644 for other files; symlinks as symlinks.
+pub fn materialize(repo_path: &Path, commit: &str, subdir: &str, dest: &Path) -> Result<(), SourceError> {
+    let repo = Repository::open(repo_path).map_err(|source| SourceError::NotARepo { path: repo_path.to_owned(), source })?;
+    let oid = Oid::from_str(commit).map_err(git(format!("parse commit id `{commit}`")))?;
+    let c = repo.find_commit(oid).map_err(git(format!("find commit `{commit}`")))?;
+    let mut tree = c.tree().map_err(git("read the commit tree"))?;
+    let sub = subdir.trim_matches('/');
+    if !sub.is_empty() && sub != "." {
+        let entry = tree.get_path(Path::new(sub)).map_err(git(format!("find `{sub}` in commit `{commit}`")))?;
+        tree = repo.find_tree(entry.id()).map_err(git(format!("`{sub}` in commit `{commit}` is not a directory")))?;
+    }
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SourceError::Io { path, source }
+    };
+    fs::create_dir_all(dest).map_err(io(dest))?;
+    let mut failure = None;
+    tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+        let rel = format!("{parent}{}", entry.name().unwrap_or_default());
+        let path = dest.join(&rel);
+        let result = (|| -> Result<(), SourceError> {
+            match entry.filemode() {
+                0o040000 => fs::create_dir_all(&path).map_err(io(&path)),
+                0o100644 | 0o100755 | 0o100664 => {
+                    let blob = repo.find_blob(entry.id()).map_err(git(format!("read `{rel}`")))?;
+                    fs::write(&path, blob.content()).map_err(io(&path))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = if entry.filemode() == 0o100755 { 0o755 } else { 0o644 };
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io(&path))
+                }
+                0o120000 => {
+                    let blob = repo.find_blob(entry.id()).map_err(git(format!("read `{rel}`")))?;
+                    let target = String::from_utf8_lossy(blob.content()).into_owned();
+                    std::os::unix::fs::symlink(target, &path).map_err(io(&path))
+                }
+                0o160000 => Err(SourceError::Unsupported { path: rel.clone(), commit: commit.to_owned(), kind: "submodule" }),
+                _ => Err(SourceError::Unsupported { path: rel.clone(), commit: commit.to_owned(), kind: "tree entry of unknown kind" }),
+            }
+        })();
+        match result {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failure = Some(e);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })
+    .map_err(git("walk the commit tree"))?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Makes `rev` of the git repository at `url` available in a bare cache under `cache`, and
+/// returns the cache's path. Fetches only when the commit is not there yet.
+pub fn fetch_git(url: &str, rev: &str, cache: &Path) -> Result<PathBuf, SourceError> {
+    let key = schema::model::Digest::of(url.as_bytes());
+    let path = cache.join("git").join(&key.hex()[..16]);
+    let repo = match Repository::open_bare(&path) {
+        Ok(r) => r,
+        Err(_) => {
+            fs::create_dir_all(&path).map_err(|source| SourceError::Io { path: path.clone(), source })?;
+            Repository::init_bare(&path).map_err(git(format!("create a cache for `{url}`")))?
+        }
+    };
+    let oid = Oid::from_str(rev).map_err(git(format!("parse commit id `{rev}`")))?;
+    if repo.find_commit(oid).is_err() {
+        let mut remote = repo.remote_anonymous(url).map_err(git(format!("open `{url}`")))?;
+        remote.fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], None, None).map_err(git(format!("fetch `{url}`")))?;
+        repo.find_commit(oid).map_err(git(format!("commit `{rev}` is not in `{url}`")))?;
+    }
+    Ok(path)
+}

@@ -1,0 +1,192 @@
+//! The sign stage: sign every image and index (cosign artifacts in the layout), wrap every
+//! SBOM, provenance and the drift report in DSSE, attach them as referrers, and enter every
+//! signature in the transparency log when one is configured. Out: [`Signed`], which the
+//! manifest stage ([`crate::stages::manifest`]) turns into `release.yaml`.
+//!
+//! 1. image signatures: one cosign artifact per manifest and per index, named
+//!    `sha256-<hex>.sig` in the layout's `index.json`;
+//! 2. `attest/<component>/<platform>.sbom.dsse.json` (statement: subject the manifest,
+//!    predicate the CycloneDX JSON), `attest/<component>/<platform>.provenance.dsse.json`,
+//!    `attest/drift.dsse.json` (subjects: every image);
+//! 3. the same documents and signatures as OCI 1.1 referrers in the layout ([`crate::stages::sign::referrers`]);
+//! 4. the transparency log: every signature and envelope entered (or queued when it is down).
+
+pub mod referrers;
+pub mod tlog;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::stages::build::Images;
+use crate::stages::evidence::Evidence;
+use crate::stages::plan::Plan;
+use oci::{Layout, LayoutError};
+use schema::model::{Digest, Platform};
+use schema::report::{Event, Reporter, Stage};
+use verifier::keys::SigningKey;
+use verifier::sign;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] verifier::keys::KeyError),
+}
+
+impl SignError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        match self {
+            SignError::Key(k) => k.exit_code(),
+            _ => schema::exit::ENVIRONMENT,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SignError + '_ {
+    move |source| SignError::Io { path: path.to_owned(), source }
+}
+
+/// What the sign stage made: counts for the report, and what the manifest stage needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    pub key_id: String,
+    pub image_signatures: usize,
+    pub envelopes: usize,
+    /// OCI referrers added to the layout ([`crate::stages::sign::referrers`]).
+    pub referrers: usize,
+    /// The transparency log's URL, when one is configured.
+    #[serde(skip)]
+    pub rekor: Option<String>,
+    /// Transparency log results by entry id (`images/sha256-<hex>.sig`, `attest/...`).
+    #[serde(skip)]
+    pub logged: BTreeMap<String, tlog::Logged>,
+    /// sha256 of each image's CycloneDX JSON SBOM and signed provenance envelope, as written.
+    #[serde(skip)]
+    pub documents: BTreeMap<(String, Platform), SignedDocuments>,
+}
+
+/// The digests of one image's evidence documents, from the bytes this stage read or wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedDocuments {
+    pub sbom_json: Digest,
+    pub provenance_envelope: Digest,
+}
+
+/// What the release made before this stage.
+#[derive(Debug)]
+pub struct Made<'a> {
+    /// The transparency log's URL, when one is configured.
+    pub rekor: Option<&'a str>,
+    pub plan: &'a Plan,
+    pub layout: &'a Layout,
+    pub images: &'a Images,
+    pub evidence: &'a Evidence,
+}
+
+/// Runs the stage into `out` (the staging release directory).
+pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporter) -> Result<Signed, SignError> {
+    let Made { rekor, plan, layout, images, evidence } = *made;
+    // 1. Image signatures.
+    let mut sigs = Vec::new();
+    for c in images.components.values() {
+        for i in &c.images {
+            sigs.push(sign::sign_image(key, layout, &c.repository, &i.manifest.digest)?);
+        }
+        sigs.push(sign::sign_image(key, layout, &c.repository, &c.index.digest)?);
+    }
+    reporter.event(Event::StageStarted { stage: Stage::Sign, jobs: sigs.len() });
+    let mut index = layout.index()?;
+    index.manifests.retain(|d| !d.annotations.get(oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")));
+    let image_signatures = sigs.len();
+    let pem = key.public().pem().to_owned();
+    let mut log_entries: Vec<tlog::Entry> = sigs
+        .iter()
+        .map(|s| {
+            let tag = s.descriptor.annotations.get(oci::ANNOTATION_REF_NAME).cloned().unwrap_or_default();
+            tlog::hashed_rekord(&format!("images/{tag}"), &s.payload, &s.signature, &pem)
+        })
+        .collect();
+    index.manifests.extend(sigs.into_iter().map(|s| s.descriptor));
+    layout.write_index(&index)?;
+
+    // 2. DSSE envelopes.
+    let mut envelopes = 0;
+    let mut documents = BTreeMap::new();
+    let mut subjects: Vec<(String, Digest)> = Vec::new();
+    for e in &evidence.images {
+        let c = &images.components[&e.component];
+        let image = c.images.iter().find(|i| i.platform.as_str() == e.platform).expect("evidence names built images");
+        let name = format!("{}@{}", c.repository, image.manifest.digest);
+        subjects.push((name.clone(), image.manifest.digest.clone()));
+        let sbom_path = out.join(&e.sbom_json);
+        let sbom_bytes = fs::read(&sbom_path).map_err(io(&sbom_path))?;
+        let sbom: serde_json::Value = serde_json::from_slice(&sbom_bytes).map_err(|e| io(&sbom_path)(e.into()))?;
+        let statement = sign::statement(&[(name.clone(), &image.manifest.digest)], sign::SBOM_PREDICATE, sbom);
+        let slug = image.platform.slug();
+        let dir = out.join("attest").join(&e.component);
+        let sbom_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement);
+        write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sbom_env)?;
+        let prov_path = out.join(&e.provenance);
+        let prov = fs::read(&prov_path).map_err(io(&prov_path))?;
+        let prov_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov);
+        let prov_digest = write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &prov_env)?;
+        documents.insert(
+            (e.component.clone(), image.platform),
+            SignedDocuments { sbom_json: Digest::of(&sbom_bytes), provenance_envelope: prov_digest },
+        );
+        for (kind, env) in [("sbom", &sbom_env), ("provenance", &prov_env)] {
+            let id = format!("attest/{}/{slug}.{kind}.dsse.json", e.component);
+            log_entries.push(tlog::dsse(&id, &serde_json::to_string(env).map_err(|e| io(out)(e.into()))?, &pem));
+        }
+        envelopes += 2;
+        reporter.event(Event::JobFinished { stage: Stage::Sign, job: format!("{} {}", e.component, e.platform), detail: "signed".into() });
+    }
+    let drift: serde_json::Value =
+        serde_json::from_slice(&fs::read(&evidence.drift).map_err(io(&evidence.drift))?).map_err(|e| io(&evidence.drift)(e.into()))?;
+    let refs: Vec<(String, &Digest)> = subjects.iter().map(|(n, d)| (n.clone(), d)).collect();
+    let drift_statement = sign::statement(&refs, sign::DRIFT_PREDICATE, drift);
+    let drift_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement);
+    write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
+    log_entries.push(tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).map_err(|e| io(out)(e.into()))?, &pem));
+    envelopes += 1;
+    // Every SBOM, envelope, drift report and signature again as an OCI 1.1 referrer.
+    let referrers = referrers::attach(layout, images, evidence, out, plan.source_date_epoch)?.referrers;
+    reporter.event(Event::StageFinished { stage: Stage::Sign });
+
+    // The transparency log, when one is configured; what it cannot take now is queued.
+    let logged: BTreeMap<String, tlog::Logged> = match rekor {
+        Some(url) => {
+            let results = tlog::submit_all(url, &log_entries, out).map_err(io(out))?;
+            let pending = results.iter().filter(|(_, l)| matches!(l, tlog::Logged::Pending { .. })).count();
+            if pending > 0 {
+                reporter.event(Event::Note {
+                    message: format!("transparency log `{url}`: {pending} of {} entries pending (queued in attest/tlog/pending; send them with `cargo xtask attest resubmit`)", results.len()),
+                });
+            }
+            results.into_iter().collect()
+        }
+        None => BTreeMap::new(),
+    };
+    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, referrers, rekor: rekor.map(str::to_owned), logged, documents })
+}
+
+fn write_envelope(path: &Path, env: &sign::Envelope) -> Result<Digest, SignError> {
+    let bytes = serde_json::to_vec_pretty(env).map_err(|e| io(path)(e.into()))?;
+    let mut bytes = bytes;
+    bytes.push(b'\n');
+    if let Some(d) = path.parent() {
+        fs::create_dir_all(d).map_err(io(d))?;
+    }
+    oci::write_atomic(path, &bytes).map_err(io(path))?;
+    Ok(Digest::of(&bytes))
+}

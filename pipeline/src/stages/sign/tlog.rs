@@ -1,0 +1,164 @@
+//! The transparency log (Rekor's `/api/v1/log/entries`), when one is configured.
+//!
+//! Every image signature (`hashedrekord`), every DSSE envelope (`dsse`) and release.yaml's
+//! signature is submitted. The log's answer (the entry, with its inclusion proof when the log
+//! gives one) is kept beside the bundles in `attest/tlog/`. An entry the log already has
+//! (409) counts as logged. When the log cannot be reached or fails (connection refused,
+//! timeout, 5xx), the release still completes (spec §12.2): the entry goes to
+//! `attest/tlog/pending/`, release.yaml says `pending`, and `cargo xtask attest resubmit`
+//! sends the queue later. With no log configured, nothing is sent.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use oci::write_atomic;
+
+/// One entry to log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    /// What it is, relative to the release directory (`release.yaml`, `attest/...`,
+    /// `images/sha256-<hex>.sig`).
+    pub id: String,
+    /// The request body (Rekor's proposed entry).
+    pub body: serde_json::Value,
+}
+
+/// A signature over an artifact's sha256 (`hashedrekord`).
+pub fn hashed_rekord(id: &str, artifact: &[u8], signature: &[u8], public_pem: &str) -> Entry {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Entry {
+        id: id.to_owned(),
+        body: serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "signature": { "content": b64.encode(signature), "publicKey": { "content": b64.encode(public_pem) } },
+                "data": { "hash": { "algorithm": "sha256", "value": schema::model::Digest::of(artifact).hex() } },
+            },
+        }),
+    }
+}
+
+/// A DSSE envelope (`dsse`).
+pub fn dsse(id: &str, envelope_json: &str, public_pem: &str) -> Entry {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Entry {
+        id: id.to_owned(),
+        body: serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": { "proposedContent": { "envelope": envelope_json, "verifiers": [b64.encode(public_pem)] } },
+        }),
+    }
+}
+
+/// What the log said of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Logged {
+    Logged { uuid: String },
+    Pending { reason: String },
+}
+
+impl Logged {
+    /// What release.yaml says: the entry's UUID, or `pending`.
+    pub fn rekor_uuid(&self) -> String {
+        match self {
+            Logged::Logged { uuid } => uuid.clone(),
+            Logged::Pending { .. } => "pending".to_owned(),
+        }
+    }
+}
+
+fn file_name(id: &str) -> String {
+    id.replace('/', "__")
+}
+
+pub fn tlog_dir(release: &Path) -> PathBuf {
+    release.join("attest/tlog")
+}
+
+/// Submits one entry; `Pending` for anything but an accepted or already-present entry.
+fn submit(url: &str, entry: &Entry) -> Result<(String, serde_json::Value), String> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(20))).http_status_as_error(false).build().into();
+    let endpoint = format!("{}/api/v1/log/entries", url.trim_end_matches('/'));
+    let mut resp =
+        agent.post(&endpoint).header("Content-Type", "application/json").send(entry.body.to_string()).map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let location = resp.headers().get("Location").and_then(|l| l.to_str().ok()).map(str::to_owned);
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    match status {
+        200 | 201 => {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("the log answered {status} with no entry: {e}"))?;
+            let uuid = v.as_object().and_then(|o| o.keys().next().cloned()).ok_or("the log answered with no entry UUID")?;
+            Ok((uuid, v))
+        }
+        409 => {
+            // Already logged: that is success. Fetch the existing entry for its proof.
+            let uuid = location
+                .as_deref()
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_owned)
+                .ok_or("the log said the entry exists but not where")?;
+            let existing = agent
+                .get(&format!("{}/api/v1/log/entries/{uuid}", url.trim_end_matches('/')))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_to_string().ok())
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(serde_json::json!({ uuid.clone(): { "existing": true } }));
+            Ok((uuid, existing))
+        }
+        s => Err(format!("the log answered {s}: {}", text.chars().take(200).collect::<String>())),
+    }
+}
+
+/// Submits `entries` to the log at `url`, keeping proofs or queueing what failed, under
+/// `release` (the staging or final release directory).
+pub fn submit_all(url: &str, entries: &[Entry], release: &Path) -> std::io::Result<Vec<(String, Logged)>> {
+    let dir = tlog_dir(release);
+    fs::create_dir_all(dir.join("pending"))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let name = file_name(&e.id);
+        match submit(url, e) {
+            Ok((uuid, proof)) => {
+                write_atomic(&dir.join(format!("{name}.rekor.json")), &serde_json::to_vec_pretty(&proof).unwrap_or_default())?;
+                let _ = fs::remove_file(dir.join("pending").join(format!("{name}.json")));
+                out.push((e.id.clone(), Logged::Logged { uuid }));
+            }
+            Err(reason) => {
+                write_atomic(&dir.join("pending").join(format!("{name}.json")), &serde_json::to_vec_pretty(e).unwrap_or_default())?;
+                out.push((e.id.clone(), Logged::Pending { reason }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The queue of a release: entries still to send.
+pub fn pending(release: &Path) -> std::io::Result<Vec<Entry>> {
+    let dir = tlog_dir(release).join("pending");
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)?.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    for p in paths {
+        let e: Entry = serde_json::from_slice(&fs::read(&p)?).map_err(std::io::Error::other)?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// `cargo xtask attest resubmit`: sends the queue; returns what happened to each entry.
+pub fn resubmit(url: &str, release: &Path) -> std::io::Result<Vec<(String, Logged)>> {
+    let queue = pending(release)?;
+    submit_all(url, &queue, release)
+}

@@ -1,0 +1,441 @@
+//! Loads and validates the release configuration: `release-trains/*.toml`,
+//! `release-trains/components.toml` and `base-images.lock`, relative to the repository root.
+//!
+//! Every refusal names the file and the key (`components[2].base`) and, where one exists, how
+//! to fix it. Validation collects every problem before failing, so one run shows them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::files::{Base, BaseLock, BaseSource, Bundle, Train};
+use crate::model::{Channel, ReleaseVersion, Version};
+
+pub const TRAINS_DIR: &str = "release-trains";
+pub const BUNDLE_FILE: &str = "release-trains/components.toml";
+pub const LOCK_FILE: &str = "base-images.lock";
+
+/// One problem in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path relative to the repository root.
+    pub file: String,
+    /// Key path inside the file (`components[2].base`), or empty for the whole file.
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "`{}`: {}", self.file, self.message)?;
+        } else {
+            write!(f, "`{}`: `{}`: {}", self.file, self.key, self.message)?;
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "the release configuration has {n} problem{}", if n == 1 { "" } else { "s" })?;
+        for p in &self.0 {
+            writeln!(f, "- {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Repository root (absolute).
+    pub root: PathBuf,
+    pub trains: BTreeMap<Channel, Train>,
+    pub bundle: Bundle,
+    pub lock: BaseLock,
+    /// The bundle's version core.
+    pub version: Version,
+    /// A calendar tag written in the bundle's version, to be checked against the epoch.
+    pub declared: Option<ReleaseVersion>,
+}
+
+impl Config {
+    pub fn base(&self, name: &str) -> Option<&Base> {
+        self.lock.bases.iter().find(|b| b.name == name)
+    }
+    pub fn train(&self, channel: Channel) -> &Train {
+        // `load` refuses a configuration without all three trains.
+        &self.trains[&channel]
+    }
+}
+
+fn problem(file: &str, key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem { file: file.to_owned(), key: key.into(), message: message.into(), hint: None }
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(root: &Path, file: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    let path = root.join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(Problem {
+                file: file.to_owned(),
+                key: String::new(),
+                message: format!("cannot be read: {e}"),
+                hint: Some(format!("run from the repository root or pass `--source`; expected `{}`", path.display())),
+            });
+            return None;
+        }
+    };
+    match toml::from_str(&text) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            // toml's message carries the line, the column and, for an unknown key, its name and
+            // the keys that are allowed.
+            let key = e.span().map(|s| text[s].lines().next().unwrap_or_default().to_owned()).unwrap_or_default();
+            problems.push(Problem { file: file.to_owned(), key, message: e.message().to_owned() + &line_of(&text, e.span()), hint: None });
+            None
+        }
+    }
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => format!(" (line {})", text[..s.start].matches('\n').count() + 1),
+        None => String::new(),
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-')
+}
+
+fn is_relative_inside(p: &str) -> bool {
+    !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|c| c == "..")
+}
+
+/// Loads and validates everything, reporting every problem at once.
+pub fn load(root: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+
+    let mut trains = BTreeMap::new();
+    for channel in Channel::ALL {
+        let file = format!("{TRAINS_DIR}/{channel}.toml");
+        if let Some(t) = read_toml::<Train>(&root, &file, &mut problems) {
+            if t.channel != channel {
+                problems.push(problem(&file, "channel", format!("is `{}` but the file is for `{channel}`", t.channel)));
+            }
+            if let Some(p) = &t.promotion {
+                if p.to == channel {
+                    problems.push(problem(&file, "promotion.to", "a channel cannot promote to itself"));
+                }
+            }
+            if t.history_keep == 0 {
+                problems.push(problem(&file, "history-keep", "must keep at least the current release (1 or more)"));
+            }
+            if t.pointer_expiry_days == 0 {
+                problems.push(problem(&file, "pointer-expiry-days", "a pointer valid for 0 days is expired when signed"));
+            }
+            trains.insert(channel, t);
+        }
+    }
+    let bundle: Option<Bundle> = read_toml(&root, BUNDLE_FILE, &mut problems);
+    let lock: Option<BaseLock> = read_toml(&root, LOCK_FILE, &mut problems);
+    let (Some(bundle), Some(lock)) = (bundle, lock) else {
+        return Err(ConfigError(problems));
+    };
+
+    check_lock(&lock, &mut problems);
+
+    // The release version: `MAJOR.MINOR.PATCH`, or with a calendar tag to be checked later.
+    let (version, declared) = match bundle.release.version.parse::<ReleaseVersion>() {
+        Ok(rv) => (Some(rv.version), Some(rv)),
+        Err(full) => {
+            match bundle.release.version.parse::<Version>() {
+                Ok(v) if !bundle.release.version.contains('(') => (Some(v), None),
+                _ => {
+                    problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: "release.version".to_owned(),
+                    message: full.0,
+                    hint: Some("write `MAJOR.MINOR.PATCH` (the calendar tag is derived from SOURCE_DATE_EPOCH) or `MAJOR.MINOR.PATCH (YYYY.MM)`".to_owned()),
+                });
+                    (None, None)
+                }
+            }
+        }
+    };
+    let registry = &bundle.release.registry;
+    if registry.is_empty() || registry.contains('@') || registry.ends_with('/') || !registry.contains('/') {
+        problems.push(problem(BUNDLE_FILE, "release.registry", format!("`{registry}` is not `HOST/NAMESPACE`")));
+    }
+    for (i, m) in bundle.release.mirrors.iter().enumerate() {
+        if let Err(e) = m.registry.parse::<crate::model::RegistryTarget>() {
+            problems.push(problem(BUNDLE_FILE, format!("release.mirror[{i}].registry"), e));
+        }
+    }
+
+    let mut names = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    for (i, c) in bundle.components.iter().enumerate() {
+        let key = |k: &str| format!("components[{i}].{k}");
+        if !is_name(&c.name) {
+            problems.push(problem(BUNDLE_FILE, key("name"), format!("`{}` is not a lowercase name (a-z, 0-9, -)", c.name)));
+        }
+        if !names.insert(c.name.as_str()) {
+            problems.push(problem(BUNDLE_FILE, key("name"), format!("`{}` appears twice", c.name)));
+        }
+        groups.insert(c.skew_group.as_str());
+        if c.platforms.is_empty() {
+            problems.push(problem(BUNDLE_FILE, key("platforms"), "lists no platform"));
+        }
+        if c.platforms.iter().collect::<BTreeSet<_>>().len() != c.platforms.len() {
+            problems.push(problem(BUNDLE_FILE, key("platforms"), "lists a platform twice"));
+        }
+        match lock.bases.iter().find(|b| b.name == c.base) {
+            None => problems.push(Problem {
+                file: BUNDLE_FILE.to_owned(),
+                key: key("base"),
+                message: format!("`{}` is not a base of `{LOCK_FILE}`", c.base),
+                hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
+            }),
+            Some(b) => {
+                for p in &c.platforms {
+                    if !b.platforms.contains_key(p) {
+                        problems.push(problem(
+                            BUNDLE_FILE,
+                            key("platforms"),
+                            format!("`{p}` is not pinned for base `{}` in `{LOCK_FILE}`", c.base),
+                        ));
+                    }
+                }
+            }
+        }
+        let s = &c.source;
+        match (&s.path, &s.git) {
+            (Some(p), None) => {
+                if !is_relative_inside(p) {
+                    problems.push(problem(
+                        BUNDLE_FILE,
+                        key("source.path"),
+                        format!("`{p}` must be relative to the repository, without `..`"),
+                    ));
+                } else if !root.join(p).is_dir() {
+                    problems.push(problem(BUNDLE_FILE, key("source.path"), format!("`{p}` is not a directory")));
+                }
+                if s.rev.is_some() || s.subdir.is_some() {
+                    problems.push(problem(BUNDLE_FILE, key("source"), "`rev` and `subdir` go with `git`, not `path`"));
+                }
+            }
+            (None, Some(_)) => {
+                let ok = s.rev.as_deref().is_some_and(|r| r.len() == 40 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !ok {
+                    problems.push(Problem {
+                        file: BUNDLE_FILE.to_owned(),
+                        key: key("source.rev"),
+                        message: format!("`{}` is not a full 40-hex commit id", s.rev.as_deref().unwrap_or("")),
+                        hint: Some("a branch or tag can move: pin the commit".to_owned()),
+                    });
+                }
+                if let Some(sub) = &s.subdir {
+                    if !is_relative_inside(sub) {
+                        problems.push(problem(BUNDLE_FILE, key("source.subdir"), format!("`{sub}` must be relative, without `..`")));
+                    }
+                }
+            }
+            _ => problems.push(problem(BUNDLE_FILE, key("source"), "give exactly one of `path` or `git`")),
+        }
+        let r = &c.recipe;
+        if r.layers.is_empty() && r.dockerfile.is_none() {
+            problems.push(problem(BUNDLE_FILE, key("recipe.layer"), "the recipe adds no layer (and has no `dockerfile`)"));
+        }
+        if let Some(d) = &r.dockerfile {
+            if !is_relative_inside(d) {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key("recipe.dockerfile"),
+                    format!("`{d}` must be relative to the component's source, without `..`"),
+                ));
+            }
+        }
+        let mut arg_names = BTreeSet::new();
+        for k in r.build_args.keys().chain(&r.secret_build_args) {
+            if k.starts_with("STELLAOPS_") || k == "SOURCE_DATE_EPOCH" {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.build-args.{k}")),
+                    "`STELLAOPS_*` and `SOURCE_DATE_EPOCH` are set by the pipeline",
+                ));
+            }
+            if !arg_names.insert(k.as_str()) {
+                problems.push(problem(BUNDLE_FILE, key(&format!("recipe.secret-build-args.{k}")), "is also a plain build argument"));
+            }
+        }
+        if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {
+            problems.push(problem(BUNDLE_FILE, key("recipe.build-args"), "build arguments go with a `dockerfile`"));
+        }
+        for (j, l) in r.layers.iter().enumerate() {
+            let from = l.from.strip_prefix("$OUT/").or(if l.from == "$OUT" { Some(".") } else { None });
+            let from_ok = match from {
+                Some(rest) => rest == "." || is_relative_inside(rest),
+                None => l.from == "." || is_relative_inside(&l.from),
+            };
+            if !from_ok {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.layer[{j}].from")),
+                    format!("`{}` must be relative (or start with `$OUT/`), without `..`", l.from),
+                ));
+            }
+            if from.is_some() && r.build.is_empty() {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.layer[{j}].from")),
+                    "uses `$OUT` but the recipe has no `build` command",
+                ));
+            }
+            if !l.to.starts_with('/') || l.to.split('/').any(|c| c == "..") {
+                problems.push(problem(
+                    BUNDLE_FILE,
+                    key(&format!("recipe.layer[{j}].to")),
+                    format!("`{}` must be an absolute path without `..`", l.to),
+                ));
+            }
+        }
+        if r.entrypoint.is_empty() {
+            problems.push(problem(BUNDLE_FILE, key("recipe.entrypoint"), "is empty: the image would not start anything"));
+        }
+        for k in r.env.keys() {
+            if k.starts_with("STELLAOPS_") {
+                problems.push(problem(BUNDLE_FILE, key(&format!("recipe.env.{k}")), "`STELLAOPS_*` variables are set by the pipeline"));
+            }
+        }
+    }
+    for (i, rule) in bundle.skew_rules.iter().enumerate() {
+        for (side, list) in [("left", &rule.left), ("right", &rule.right)] {
+            for g in list {
+                if !groups.contains(g.as_str()) {
+                    problems.push(problem(
+                        BUNDLE_FILE,
+                        format!("skew-rule[{i}].{side}"),
+                        format!("`{g}` is not the skew group of any component"),
+                    ));
+                }
+            }
+        }
+    }
+    for (channel, t) in &trains {
+        for (i, name) in t.kit.components.iter().enumerate() {
+            if name != "*" && !names.contains(name.as_str()) {
+                problems.push(problem(
+                    &format!("{TRAINS_DIR}/{channel}.toml"),
+                    format!("kit.components[{i}]"),
+                    format!("`{name}` is not a component of `{BUNDLE_FILE}`"),
+                ));
+            }
+        }
+    }
+
+    match version {
+        Some(version) if problems.is_empty() => Ok(Config { root, trains, bundle, lock, version, declared }),
+        _ => Err(ConfigError(problems)),
+    }
+}
+
+fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
+    if lock.lock_version != 1 {
+        problems.push(problem(LOCK_FILE, "lock-version", format!("`{}` is not a lock format this tool reads (1)", lock.lock_version)));
+    }
+    let mut names = BTreeSet::new();
+    for (i, b) in lock.bases.iter().enumerate() {
+        let key = |k: &str| format!("base[{i}].{k}");
+        if !names.insert(b.name.as_str()) {
+            problems.push(problem(LOCK_FILE, key("name"), format!("`{}` appears twice", b.name)));
+        }
+        if b.platforms.is_empty() {
+            problems.push(problem(LOCK_FILE, key("platform"), "pins no platform"));
+        }
+        if b.source == BaseSource::Debian {
+            if b.suite.is_none() {
+                problems.push(problem(LOCK_FILE, key("suite"), "a Debian base needs its suite (e.g. `bookworm`)"));
+            }
+            if b.epoch.is_none() {
+                problems.push(problem(LOCK_FILE, key("epoch"), "a Debian base needs the epoch of its layer (run `cargo xtask lock`)"));
+            }
+        }
+        for (k, v) in &b.symlinks {
+            if !is_relative_inside(k) || v.is_empty() {
+                problems.push(problem(
+                    LOCK_FILE,
+                    key(&format!("symlinks.{k}")),
+                    "a symlink path is relative to the image root, without `..`, with a target",
+                ));
+            }
+        }
+        for d in &b.directories {
+            if !is_relative_inside(d) {
+                problems.push(problem(LOCK_FILE, key("directories"), format!("`{d}` must be relative to the image root, without `..`")));
+            }
+        }
+        for (platform, pin) in &b.platforms {
+            let pkey = |k: &str| format!("base[{i}].platform.\"{platform}\".{k}");
+            let need = |present: bool, field: &str, problems: &mut Vec<Problem>| {
+                if !present {
+                    problems.push(problem(LOCK_FILE, pkey(field), format!("a `{}` base needs `{field}`", source_name(b.source))));
+                }
+            };
+            match b.source {
+                BaseSource::Debian => need(!pin.packages.is_empty(), "packages", problems),
+                BaseSource::OciLayout => need(pin.layout.is_some(), "layout", problems),
+                BaseSource::Registry => {
+                    need(pin.reference.is_some(), "reference", problems);
+                    if let Some(r) = &pin.reference {
+                        if r.digest != pin.digest {
+                            problems.push(problem(
+                                LOCK_FILE,
+                                pkey("reference"),
+                                format!("pins `{}` but `digest` is `{}`", r.digest, pin.digest),
+                            ));
+                        }
+                    }
+                }
+            }
+            for (j, p) in pin.packages.iter().enumerate() {
+                let pk = pkey(&format!("packages[{j}]"));
+                if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+                    problems.push(Problem {
+                        file: LOCK_FILE.to_owned(),
+                        key: format!("{pk}.sha256"),
+                        message: format!("`{}` ({}) is not pinned by a sha256", p.sha256, p.name),
+                        hint: Some("run `cargo xtask lock`".to_owned()),
+                    });
+                }
+                if p.arch != platform.deb_arch() && p.arch != "all" {
+                    problems.push(problem(LOCK_FILE, format!("{pk}.arch"), format!("`{}` does not match platform `{platform}`", p.arch)));
+                }
+                if !is_relative_inside(&p.filename) {
+                    problems.push(problem(LOCK_FILE, format!("{pk}.filename"), format!("`{}` is not a pool path", p.filename)));
+                }
+            }
+        }
+    }
+}
+
+pub fn source_name(s: BaseSource) -> &'static str {
+    match s {
+        BaseSource::Debian => "debian",
+        BaseSource::OciLayout => "oci-layout",
+        BaseSource::Registry => "registry",
+    }
+}

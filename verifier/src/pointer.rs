@@ -1,0 +1,282 @@
+//! Channel pointers: which release a channel names now, as a signed document a client can
+//! check offline (spec §1.1, §10).
+//!
+//! A pointer names the channel, the release's version and calendar tag, the sha256 of its
+//! `release.yaml`, a sequence number that grows by one at every move, when it was signed and
+//! when it expires. It travels as a DSSE envelope (payload type [`PAYLOAD_TYPE`]) signed with
+//! the release key ([`crate::sign`]).
+//!
+//! What a client refuses, and why:
+//! - a sequence lower than the last one it accepted for the channel: an old pointer replayed
+//!   (rollback attack);
+//! - the same sequence with a different document: two pointers signed for one position;
+//! - a pointer past `expires`: a mirror serving a stale view (freeze attack);
+//! - a move to an older version without the `rollback` marker.
+//!
+//! A deliberate rollback is a new pointer (sequence + 1) to an older release with
+//! `rollback: true` and `previous` naming what it rolls back from; it is accepted and reported
+//! as a rollback.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{PublicKey, SigningKey};
+use crate::sign::{self, Envelope};
+use schema::model::{rfc3339, Channel, Digest, Version};
+
+use crate::ops::{io, parse_time, OpsError};
+
+/// The DSSE payload type of a pointer.
+pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.channel-pointer.v1+json";
+/// The `_type` of a pointer document.
+pub const POINTER_TYPE: &str = "https://stella-ops.org/channel-pointer/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pointer {
+    #[serde(rename = "_type")]
+    pub kind: String,
+    pub channel: Channel,
+    pub version: Version,
+    pub calendar: String,
+    /// `sha256:...` of the release's `release.yaml`.
+    pub release_yaml: Digest,
+    /// 1 for the channel's first pointer, then one more at every move.
+    pub sequence: u64,
+    /// When it was signed (RFC 3339).
+    pub issued: String,
+    /// After this time (RFC 3339) clients refuse it.
+    pub expires: String,
+    /// A deliberate move back to an earlier release.
+    pub rollback: bool,
+    /// The pointer this one replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Previous {
+    pub version: Version,
+    pub sequence: u64,
+    pub release_yaml: Digest,
+}
+
+impl Pointer {
+    pub fn issued_at(&self) -> Result<i64, String> {
+        parse_time(&self.issued)
+    }
+    pub fn expires_at(&self) -> Result<i64, String> {
+        parse_time(&self.expires)
+    }
+}
+
+/// Signs `pointer` into a DSSE envelope.
+pub fn sign(pointer: &Pointer, key: &SigningKey) -> Envelope {
+    let body = serde_json::to_vec(pointer).expect("a pointer serializes");
+    sign::sign_envelope(key, PAYLOAD_TYPE, &body)
+}
+
+/// The pointer inside an envelope, if `key` signed it and it has the pointer's shape.
+pub fn open(env: &Envelope, key: &PublicKey) -> Result<(Pointer, Digest), String> {
+    if env.payload_type != PAYLOAD_TYPE {
+        return Err(format!("payload type is `{}`, not `{PAYLOAD_TYPE}`", env.payload_type));
+    }
+    let body = sign::verify_envelope(key, env)?;
+    let p: Pointer = serde_json::from_slice(&body).map_err(|e| format!("not a channel pointer: {e}"))?;
+    if p.kind != POINTER_TYPE {
+        return Err(format!("`_type` is `{}`, not `{POINTER_TYPE}`", p.kind));
+    }
+    p.issued_at()?;
+    p.expires_at()?;
+    Ok((p, Digest::of(&body)))
+}
+
+pub fn read_envelope(path: &Path) -> Result<Envelope, OpsError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| OpsError::Invalid(format!("`{}`: not a DSSE envelope: {e}", path.display())))
+}
+
+/// What a client remembers of each channel: the last pointer it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientState {
+    #[serde(default)]
+    pub channels: BTreeMap<Channel, Seen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Seen {
+    pub sequence: u64,
+    pub version: Version,
+    pub release_yaml: Digest,
+    /// sha256 of the pointer document accepted at this sequence.
+    pub pointer: Digest,
+}
+
+impl ClientState {
+    /// Reads the state file; a missing file is an empty state (a first use).
+    pub fn load(path: &Path) -> Result<ClientState, OpsError> {
+        match std::fs::read(path) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| OpsError::Invalid(format!("`{}`: not a pointer state file: {e}", path.display())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientState::default()),
+            Err(e) => Err(io(path)(e)),
+        }
+    }
+    pub fn save(&self, path: &Path) -> Result<(), OpsError> {
+        sign::write_json(path, self).map_err(io(path))
+    }
+}
+
+/// How an accepted pointer relates to what the client saw before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Move {
+    /// The first pointer seen for this channel.
+    First,
+    /// The pointer already accepted (same sequence, same document).
+    Unchanged,
+    /// A newer pointer, forward (or re-signed for the same release).
+    Forward { from: Version },
+    /// A signed, deliberate move back.
+    Rollback { from: Version, to: Version },
+}
+
+/// The outcome of [`check`]: the pointer and how it moves, or every reason it is refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<Pointer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub movement: Option<Move>,
+    pub problems: Vec<String>,
+}
+
+/// Checks a pointer as a client does, and on success records it in `state`:
+/// 1. the envelope's signature with the pinned key, and the document's shape;
+/// 2. the channel, when the client expects one;
+/// 3. not expired at `now`;
+/// 4. against the last pointer accepted for the channel: a lower sequence is refused; the
+///    same sequence must be the same document; a higher one that names an older version must
+///    carry the `rollback` marker.
+///
+/// Every failure is reported, not only the first.
+pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64, expect: Option<Channel>) -> Checked {
+    // 1.
+    let (p, doc_digest) = match open(env, key) {
+        Ok(x) => x,
+        Err(e) => return Checked { accepted: false, pointer: None, movement: None, problems: vec![format!("signature or shape: {e}")] },
+    };
+    let mut problems = Vec::new();
+    // 2.
+    if let Some(c) = expect {
+        if p.channel != c {
+            problems.push(format!("the pointer is for channel `{}`, not `{c}`", p.channel));
+        }
+    }
+    // 3.
+    let expires = p.expires_at().unwrap_or(i64::MIN);
+    if now >= expires {
+        problems.push(format!(
+            "expired at {} (now {}): a pointer that is not re-signed in time may be a frozen mirror (freeze attack)",
+            p.expires,
+            rfc3339(now)
+        ));
+    }
+    // 4.
+    let movement = match state.channels.get(&p.channel) {
+        None => Move::First,
+        Some(seen) if p.sequence < seen.sequence => {
+            problems.push(format!(
+                "sequence {} is lower than {} already accepted for `{}` ({}): an old pointer replayed (rollback attack)",
+                p.sequence, seen.sequence, p.channel, seen.version
+            ));
+            Move::Unchanged
+        }
+        Some(seen) if p.sequence == seen.sequence => {
+            if seen.pointer != doc_digest {
+                problems.push(format!(
+                    "sequence {} was already accepted with another document (`{}`): two pointers signed for one position",
+                    p.sequence, seen.pointer
+                ));
+            }
+            Move::Unchanged
+        }
+        Some(seen) if p.version < seen.version => {
+            if !p.rollback {
+                problems.push(format!("moves `{}` back from {} to {} without the `rollback` marker", p.channel, seen.version, p.version));
+            }
+            Move::Rollback { from: seen.version, to: p.version }
+        }
+        Some(seen) if p.rollback => Move::Rollback { from: seen.version, to: p.version },
+        Some(seen) => Move::Forward { from: seen.version },
+    };
+    if !problems.is_empty() {
+        return Checked { accepted: false, pointer: Some(p), movement: None, problems };
+    }
+    state
+        .channels
+        .insert(p.channel, Seen { sequence: p.sequence, version: p.version, release_yaml: p.release_yaml.clone(), pointer: doc_digest });
+    Checked { accepted: true, pointer: Some(p), movement: Some(movement), problems }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyKind;
+
+    fn pointer(seq: u64, version: &str, rollback: bool, issued: i64) -> Pointer {
+        Pointer {
+            kind: POINTER_TYPE.into(),
+            channel: Channel::Stable,
+            version: version.parse().unwrap(),
+            calendar: "2027.06".into(),
+            release_yaml: Digest::of(version.as_bytes()),
+            sequence: seq,
+            issued: rfc3339(issued),
+            expires: rfc3339(issued + 14 * 86_400),
+            rollback,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn client_refuses_replay_expiry_equivocation_and_unmarked_downgrade() {
+        let key = SigningKey::generate(KeyKind::EcdsaP256);
+        let t = 1_813_492_800;
+        let mut st = ClientState::default();
+        let p1 = sign(&pointer(1, "2.4.1", false, t), &key);
+        let p2 = sign(&pointer(2, "2.5.0", false, t + 86_400), &key);
+        let c = check(&p1, key.public(), &mut st, t + 10, Some(Channel::Stable));
+        assert!(c.accepted && c.movement == Some(Move::First), "{c:?}");
+        assert!(check(&p2, key.public(), &mut st, t + 86_401, None).accepted);
+        // Replay of sequence 1.
+        let c = check(&p1, key.public(), &mut st, t + 86_402, None);
+        assert!(!c.accepted && c.problems[0].contains("rollback attack"), "{c:?}");
+        // Expired.
+        let c = check(&p2, key.public(), &mut st, t + 86_400 + 14 * 86_400, None);
+        assert!(!c.accepted && c.problems[0].contains("expired"), "{c:?}");
+        // Same sequence, another document.
+        let c = check(&sign(&pointer(2, "2.5.1", false, t + 86_400), &key), key.public(), &mut st, t + 86_402, None);
+        assert!(!c.accepted && c.problems[0].contains("two pointers"), "{c:?}");
+        // Older version without the marker.
+        let c = check(&sign(&pointer(3, "2.4.1", false, t + 2 * 86_400), &key), key.public(), &mut st, t + 2 * 86_400, None);
+        assert!(!c.accepted && c.problems[0].contains("without the `rollback` marker"), "{c:?}");
+        // A signed rollback.
+        let c = check(&sign(&pointer(3, "2.4.1", true, t + 2 * 86_400), &key), key.public(), &mut st, t + 2 * 86_400, None);
+        assert_eq!(c.movement, Some(Move::Rollback { from: "2.5.0".parse().unwrap(), to: "2.4.1".parse().unwrap() }), "{c:?}");
+        // Another key.
+        let other = SigningKey::generate(KeyKind::EcdsaP256);
+        let c = check(&sign(&pointer(4, "2.6.0", false, t + 3 * 86_400), &other), key.public(), &mut st, t + 3 * 86_400, None);
+        assert!(!c.accepted && c.problems[0].contains("signature"), "{c:?}");
+        // Wrong channel.
+        let c = check(&sign(&pointer(4, "2.6.0", false, t + 3 * 86_400), &key), key.public(), &mut st, t + 3 * 86_400, Some(Channel::Lts));
+        assert!(!c.accepted && c.problems[0].contains("not `lts`"), "{c:?}");
+    }
+}

@@ -1,0 +1,276 @@
+//! `cargo xtask verify <dir> --key <pub> --registry <host/namespace>`: checks a published
+//! release against its `release.yaml`, reading everything back from the registry and trusting
+//! only the public key.
+//!
+//! 1. `release.yaml.sig` over `release.yaml` with the key (nothing else is trusted before);
+//! 2. each component: its index resolves by digest in `<namespace>/<component>` (the client
+//!    refuses bytes of another digest), and its version and channel tags point at it;
+//! 3. each index and platform manifest: its cosign `sha256-<hex>.sig` signature verifies, every
+//!    blob of every manifest is there;
+//! 4. its referrers (referrers API, else the `sha256-<hex>` fallback index): every kind of
+//!    [`oci::referrers`] listed with its `artifactType`; signatures and DSSE envelopes pulled
+//!    and verified with the key, each about this manifest; the SBOM that release.yaml names is
+//!    among them.
+//!
+//! Every check runs and is reported; `ok()` is false if any failed.
+
+use std::path::Path;
+
+use base64::Engine as _;
+
+use crate::keys::PublicKey;
+use crate::release::{Check, VerifyReport};
+use crate::sign;
+use oci::distribution::{Client, RegistryTarget};
+use oci::push::{list_referrers, probe_referrers, PushOptions, ReferrersMode};
+use oci::referrers::{self, ANNOTATION_KIND};
+use oci::{Descriptor, Index, Manifest, MEDIA_INDEX};
+use schema::model::Digest;
+
+const SMALL: u64 = 64 << 20;
+
+fn push(r: &mut VerifyReport, what: impl Into<String>, result: Result<(), String>) {
+    let (ok, detail) = match result {
+        Ok(()) => (true, String::new()),
+        Err(e) => (false, e),
+    };
+    r.checks.push(Check { ok, what: what.into(), detail });
+}
+
+/// Verifies the release in `dir` as published on `target`.
+pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushOptions) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    // 1. release.yaml, signed.
+    let yaml = match std::fs::read(dir.join("release.yaml")) {
+        Ok(y) => y,
+        Err(e) => {
+            push(&mut r, "release.yaml", Err(format!("`{}`: {e}", dir.join("release.yaml").display())));
+            return r;
+        }
+    };
+    let sig = std::fs::read_to_string(dir.join("release.yaml.sig")).unwrap_or_default();
+    let signed = crate::manifest::verify_blob(key, &yaml, &sig);
+    push(
+        &mut r,
+        "release.yaml signature (release.yaml.sig)",
+        if signed { Ok(()) } else { Err("missing or does not verify with the given public key".into()) },
+    );
+    if !signed {
+        return r;
+    }
+    let doc = match crate::manifest::parse(&yaml) {
+        Ok(d) => d,
+        Err(e) => {
+            push(&mut r, "release.yaml has the shape of spec §6.1", Err(e));
+            return r;
+        }
+    };
+    let client = match oci::push::client_for(target, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            push(&mut r, format!("credentials for `{}`", target.host), Err(e.to_string()));
+            return r;
+        }
+    };
+    let mut mode: Option<ReferrersMode> = None;
+    for c in &doc.components {
+        let repo = target.repository(&c.name);
+        let Some(index_digest) = c.image.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok()) else {
+            push(&mut r, format!("{}: image reference", c.name), Err(format!("`{}` is not pinned by digest", c.image)));
+            continue;
+        };
+        // 2. The index by digest, and the tags.
+        let index: Index = match client.get_manifest(&repo, index_digest.as_str()) {
+            Ok(Some(f)) => match serde_json::from_slice(&f.bytes) {
+                Ok(i) => {
+                    push(&mut r, format!("{}: `{repo}@{index_digest}` resolves", c.name), Ok(()));
+                    i
+                }
+                Err(e) => {
+                    push(&mut r, format!("{}: `{repo}@{index_digest}` resolves", c.name), Err(format!("not an image index: {e}")));
+                    continue;
+                }
+            },
+            Ok(None) => {
+                push(&mut r, format!("{}: `{repo}@{index_digest}` resolves", c.name), Err("not in the registry".into()));
+                continue;
+            }
+            Err(e) => {
+                push(&mut r, format!("{}: `{repo}@{index_digest}` resolves", c.name), Err(e.to_string()));
+                continue;
+            }
+        };
+        for tag in [&doc.release.version, &doc.release.channel] {
+            let got = client.head_manifest(&repo, tag);
+            push(
+                &mut r,
+                format!("{}: tag `{tag}` points at the release", c.name),
+                match got {
+                    Ok(Some(d)) if d == index_digest.as_str() => Ok(()),
+                    Ok(Some(d)) => Err(format!("it points at `{d}`")),
+                    Ok(None) => Err("no such tag".into()),
+                    Err(e) => Err(e.to_string()),
+                },
+            );
+        }
+        let mode = match mode {
+            Some(m) => m,
+            None => match probe_referrers(&client, &repo) {
+                Ok(m) => *mode.insert(m),
+                Err(e) => {
+                    push(&mut r, "referrers API probe", Err(e.to_string()));
+                    return r;
+                }
+            },
+        };
+        // 3 and 4 for the index, then each platform manifest.
+        let index_desc = Descriptor::new(MEDIA_INDEX, index_digest.clone(), 0);
+        check_subject(&mut r, &client, key, &repo, &format!("{} index", c.name), &index_desc, &referrers::INDEX_KINDS, mode, None);
+        let sbom_digest = c.sbom.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
+        let mut sbom_found = false;
+        for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {
+            let platform = m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default();
+            let label = format!("{} {platform}", c.name);
+            let blobs = match client.get_manifest(&repo, m.digest.as_str()) {
+                Ok(Some(f)) => match serde_json::from_slice::<Manifest>(&f.bytes) {
+                    Ok(man) => {
+                        std::iter::once(&man.config).chain(&man.layers).try_for_each(|b| match client.blob_exists(&repo, &b.digest) {
+                            Ok(Some(_)) => Ok(()),
+                            Ok(None) => Err(format!("blob `{}` missing", b.digest)),
+                            Err(e) => Err(e.to_string()),
+                        })
+                    }
+                    Err(e) => Err(format!("not an image manifest: {e}")),
+                },
+                Ok(None) => Err(format!("`{repo}@{}` is not in the registry", m.digest)),
+                Err(e) => Err(e.to_string()),
+            };
+            push(&mut r, format!("{label}: manifest and every blob resolve by digest"), blobs);
+            sbom_found |= check_subject(&mut r, &client, key, &repo, &label, m, &referrers::IMAGE_KINDS, mode, Some(&sbom_digest));
+        }
+        push(
+            &mut r,
+            format!("{}: the SBOM release.yaml names is a referrer", c.name),
+            if sbom_found { Ok(()) } else { Err(format!("no SBOM referrer holds `{sbom_digest}`")) },
+        );
+    }
+    r
+}
+
+/// Checks the signature and referrers of `subject`; returns whether an SBOM referrer holds
+/// `sbom` (a `sha256:` digest of the CycloneDX JSON).
+#[allow(clippy::too_many_arguments)]
+fn check_subject(
+    r: &mut VerifyReport,
+    client: &Client,
+    key: &PublicKey,
+    repo: &str,
+    label: &str,
+    subject: &Descriptor,
+    kinds: &[&str],
+    mode: ReferrersMode,
+    sbom: Option<&str>,
+) -> bool {
+    let d = &subject.digest;
+    // The legacy cosign tag.
+    let legacy = client
+        .get_manifest(repo, &sign::signature_tag(d))
+        .map_err(|e| e.to_string())
+        .and_then(|f| f.ok_or_else(|| format!("no `{}` tag", sign::signature_tag(d))))
+        .and_then(|f| serde_json::from_slice::<Manifest>(&f.bytes).map_err(|e| e.to_string()))
+        .and_then(|m| verify_simple_signing(client, key, repo, d, &m.layers));
+    push(r, format!("{label}: cosign signature `{}` verifies", sign::signature_tag(d)), legacy);
+    let listed = match list_referrers(client, repo, d, mode) {
+        Ok(l) => l,
+        Err(e) => {
+            push(r, format!("{label}: referrers listed ({mode:?})"), Err(e.to_string()));
+            return false;
+        }
+    };
+    let mut sbom_found = false;
+    for kind in kinds {
+        let found: Vec<&Descriptor> =
+            listed.iter().filter(|x| x.annotations.get(ANNOTATION_KIND).map(String::as_str) == Some(kind)).collect();
+        let result = match found.first() {
+            None => Err(format!("not listed (referrers {})", if mode == ReferrersMode::Api { "API" } else { "fallback index" })),
+            Some(x) if x.artifact_type.is_none() => Err("listed without an artifactType".into()),
+            Some(x) => check_referrer(client, key, repo, d, x, sbom, &mut sbom_found),
+        };
+        push(r, format!("{label}: referrer {kind}"), result);
+    }
+    sbom_found
+}
+
+fn check_referrer(
+    client: &Client,
+    key: &PublicKey,
+    repo: &str,
+    subject: &Digest,
+    x: &Descriptor,
+    sbom: Option<&str>,
+    sbom_found: &mut bool,
+) -> Result<(), String> {
+    let f = client.get_manifest(repo, x.digest.as_str()).map_err(|e| e.to_string())?.ok_or("its manifest is not in the registry")?;
+    let m: referrers::ArtifactManifest = serde_json::from_slice(&f.bytes).map_err(|e| format!("not an artifact manifest: {e}"))?;
+    if &m.subject.digest != subject {
+        return Err(format!("its subject is `{}`", m.subject.digest));
+    }
+    if Some(&m.artifact_type) != x.artifact_type.as_ref() {
+        return Err(format!("listed as `{}`, its manifest says `{}`", x.artifact_type.as_deref().unwrap_or_default(), m.artifact_type));
+    }
+    let layer = m.layers.first().ok_or("it has no layer")?;
+    match m.artifact_type.as_str() {
+        referrers::ARTIFACT_COSIGN_SIGNATURE => verify_simple_signing(client, key, repo, subject, &m.layers),
+        referrers::ARTIFACT_DSSE => {
+            let bytes = client.get_blob(repo, &layer.digest, SMALL).map_err(|e| e.to_string())?;
+            let env: sign::Envelope = serde_json::from_slice(&bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+            let body = sign::verify_envelope(key, &env)?;
+            let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("payload is not a statement: {e}"))?;
+            let about = st["subject"].as_array().into_iter().flatten().any(|s| s["digest"]["sha256"].as_str() == Some(subject.hex()));
+            // The drift report is about every platform image, its referrer hangs on the index.
+            if about || st["predicateType"] == sign::DRIFT_PREDICATE {
+                Ok(())
+            } else {
+                Err("its statement is not about this image".into())
+            }
+        }
+        _ => {
+            if client.blob_exists(repo, &layer.digest).map_err(|e| e.to_string())?.is_none() {
+                return Err(format!("blob `{}` missing", layer.digest));
+            }
+            if sbom == Some(layer.digest.as_str()) {
+                *sbom_found = true;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One of `layers` is a simple-signing payload naming `digest`, signed by `key`.
+fn verify_simple_signing(client: &Client, key: &PublicKey, repo: &str, digest: &Digest, layers: &[Descriptor]) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for l in layers.iter().filter(|l| l.media_type == sign::SIMPLESIGNING) {
+        let payload = match client.get_blob(repo, &l.digest, SMALL) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let sig = l
+            .annotations
+            .get(sign::COSIGN_SIGNATURE)
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .unwrap_or_default();
+        if !key.verify(&payload, &sig) {
+            problems.push("a signature does not verify with the given public key".into());
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+        if v["critical"]["image"]["docker-manifest-digest"].as_str() == Some(digest.as_str()) {
+            return Ok(());
+        }
+        problems.push("the signed payload names another digest".into());
+    }
+    Err(if problems.is_empty() { "no simple-signing layer".into() } else { problems.join("; ") })
+}

@@ -1,0 +1,411 @@
+//! `cargo xtask verify <release dir> --key <public key>`: what a customer or auditor runs,
+//! offline, trusting nothing but the public key they pinned.
+//!
+//! 1. the key itself (FIPS: ES256 only, when asked);
+//! 2. `release.yaml.sig` and the sigstore bundle over `release.yaml`, then its checksum and
+//!    shape — nothing else is trusted before this;
+//! 3. every image named by release.yaml: present in the layout, every blob hashing to its
+//!    digest (streamed), its index and manifests signed (cosign artifacts), its config
+//!    carrying the labels of spec §6.2 with this release's channel and calendar;
+//! 4. every SBOM and provenance envelope (DSSE) signed, its subject the image it describes,
+//!    its content the file beside it; the drift report's envelope;
+//! 5. the SBOM and provenance digests release.yaml states; chart and compose digests.
+//!
+//! Every check runs; the report lists each as ok or failed, and `ok()` is false if any failed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::keys::{Fips, PublicKey};
+use crate::manifest;
+use crate::sign::{self, Envelope};
+use oci::{Index, Layout, Manifest, MEDIA_INDEX};
+use schema::labels::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
+use schema::model::Digest;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub checks: Vec<Check>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+    fn pass(&mut self, what: impl Into<String>) {
+        self.checks.push(Check { ok: true, what: what.into(), detail: String::new() });
+    }
+    fn fail(&mut self, what: impl Into<String>, detail: impl Into<String>) {
+        self.checks.push(Check { ok: false, what: what.into(), detail: detail.into() });
+    }
+    fn check(&mut self, what: impl Into<String>, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.pass(what),
+            Err(e) => self.fail(what, e),
+        }
+    }
+    /// The checklist, one line per check (spec §10.2).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for c in &self.checks {
+            let mark = if c.ok { "ok  " } else { "FAIL" };
+            s += &format!("[{mark}] {}", c.what);
+            if !c.detail.is_empty() {
+                s += &format!(": {}", c.detail);
+            }
+            s.push('\n');
+        }
+        let failed = self.checks.iter().filter(|c| !c.ok).count();
+        s += &format!("{} checks, {failed} failed", self.checks.len());
+        s
+    }
+}
+
+fn read_envelope(path: &Path) -> Result<Envelope, String> {
+    let bytes = fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: not a DSSE envelope: {e}", path.display()))
+}
+
+/// In an unpacked kit every blob was hashed against the signed inventory (whose blob
+/// digests are their names) as it was read: present with its size is enough here.
+fn check_size(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String> {
+    let n = fs::metadata(layout.blob_path(digest)).map_err(|e| format!("blob `{digest}` missing: {e}"))?.len();
+    if n == size {
+        Ok(())
+    } else {
+        Err(format!("blob `{digest}` is {n} bytes, its descriptor says {size}"))
+    }
+}
+
+/// Hashes a blob by streaming it; checks digest and size.
+fn check_blob(layout: &Layout, digest: &Digest, size: u64) -> Result<(), String> {
+    let (actual, n) =
+        oci::layer::hash_file(&layout.blob_path(digest)).map_err(|e| format!("blob `{digest}` missing or unreadable: {e}"))?;
+    if &actual != digest {
+        return Err(format!("blob `{digest}` hashes to `{actual}`"));
+    }
+    if n != size {
+        return Err(format!("blob `{digest}` is {n} bytes, its descriptor says {size}"));
+    }
+    Ok(())
+}
+
+/// Where the parts of a release are: a release directory, or the unpacked content of an
+/// offline kit (release.yaml and its signatures under `manifest/`; provenance and the drift
+/// report only as their signed envelopes under `attest/`; possibly a subset of components;
+/// blobs already hashed by the import against the signed inventory).
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub root: PathBuf,
+    kit: bool,
+    /// Only these components (a kit of a channel that ships a subset); `None` for all.
+    components: Option<BTreeSet<String>>,
+}
+
+impl Tree {
+    pub fn release(dir: &Path) -> Tree {
+        Tree { root: dir.to_owned(), kit: false, components: None }
+    }
+    pub fn kit(dir: &Path, components: Option<BTreeSet<String>>) -> Tree {
+        Tree { root: dir.to_owned(), kit: true, components }
+    }
+    fn manifest(&self, name: &str) -> PathBuf {
+        if self.kit {
+            self.root.join("manifest").join(name)
+        } else {
+            self.root.join(name)
+        }
+    }
+    fn join(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// Verifies the release in `dir` with `key`.
+pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
+    verify_tree(&Tree::release(dir), key, fips)
+}
+
+/// Verifies a release directory or an unpacked kit with `key`.
+pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
+    let dir = tree.root.as_path();
+    let mut r = VerifyReport::default();
+    // 1. The key.
+    r.check(
+        format!("public key {} ({})", &key.key_id()[..16], key.kind.scheme()),
+        key.check_fips(fips, "the public key").map_err(|e| e.to_string()),
+    );
+
+    // 2. release.yaml, its signature and bundle, its checksum.
+    let yaml_path = tree.manifest("release.yaml");
+    let Ok(yaml) = fs::read(&yaml_path) else {
+        r.fail("release.yaml", format!("`{}` is missing: not a release", yaml_path.display()));
+        return r;
+    };
+    let sig = fs::read_to_string(tree.manifest("release.yaml.sig")).unwrap_or_default();
+    r.check(
+        "release.yaml signature (release.yaml.sig)",
+        if sig.is_empty() {
+            Err("release.yaml.sig is missing".into())
+        } else if manifest::verify_blob(key, &yaml, &sig) {
+            Ok(())
+        } else {
+            Err("does not verify with the given public key".into())
+        },
+    );
+    r.check(
+        "release.yaml sigstore bundle (release.yaml.sigstore.json)",
+        check_bundle(&tree.manifest("release.yaml.sigstore.json"), key, &yaml),
+    );
+    r.check(
+        "release.yaml checksum",
+        manifest::checksum(&yaml).and_then(|(stated, computed)| {
+            if stated == computed {
+                Ok(())
+            } else {
+                Err(format!("states `{stated}`, the file hashes to `{computed}`"))
+            }
+        }),
+    );
+    let doc = match manifest::parse(&yaml) {
+        Ok(d) => {
+            r.pass("release.yaml has the shape of spec §6.1");
+            d
+        }
+        Err(e) => {
+            r.fail("release.yaml has the shape of spec §6.1", e);
+            return r;
+        }
+    };
+
+    // 3. Images.
+    let layout = match Layout::open(&dir.join("images")) {
+        Ok(l) => l,
+        Err(e) => {
+            r.fail("images/ is an OCI layout", e.to_string());
+            return r;
+        }
+    };
+    let named = layout.index().map(|i| i.manifests).unwrap_or_default();
+    for c in &doc.components {
+        if tree.components.as_ref().is_some_and(|only| !only.contains(&c.name)) {
+            continue;
+        }
+        let Some((repository, digest)) = c.image.split_once('@') else {
+            r.fail(format!("{}: image reference", c.name), format!("`{}` is not pinned by digest", c.image));
+            continue;
+        };
+        let Ok(index_digest) = digest.parse::<Digest>() else {
+            r.fail(format!("{}: image reference", c.name), format!("`{digest}` is not a digest"));
+            continue;
+        };
+        let in_layout = named.iter().any(|d| d.digest == index_digest && d.annotations.get(oci::ANNOTATION_REF_NAME) == Some(&c.name));
+        r.check(
+            format!("{}: index {index_digest} in the layout", c.name),
+            if in_layout { Ok(()) } else { Err("not named in images/index.json".into()) },
+        );
+        let index: Index = match layout.read_json(&index_digest, "an image index") {
+            Ok(i) => i,
+            Err(e) => {
+                r.fail(format!("{}: index readable", c.name), e.to_string());
+                continue;
+            }
+        };
+        r.check(format!("{}: index signature", c.name), sign::verify_image(key, &layout, &index_digest));
+        for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {
+            let platform = m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default();
+            let label = format!("{} {platform}", c.name);
+            let manifest: Manifest = match layout.read_json(&m.digest, "an image manifest") {
+                Ok(x) => x,
+                Err(e) => {
+                    r.fail(format!("{label}: manifest"), e.to_string());
+                    continue;
+                }
+            };
+            let blobs: Result<(), String> = std::iter::once(&manifest.config)
+                .chain(&manifest.layers)
+                .map(|d| if tree.kit { check_size(&layout, &d.digest, d.size) } else { check_blob(&layout, &d.digest, d.size) })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect();
+            r.check(format!("{label}: {} blobs match their digests", manifest.layers.len() + 1), blobs);
+            r.check(format!("{label}: image signature"), sign::verify_image(key, &layout, &m.digest));
+            r.check(format!("{label}: labels of spec §6.2"), check_labels(&layout, &manifest, &doc));
+            // 4. Its SBOM and provenance envelopes.
+            let slug = platform.replace('/', "-");
+            let subject = format!("{repository}@{}", m.digest);
+            r.check(
+                format!("{label}: SBOM signed and about this image"),
+                check_attestation(
+                    key,
+                    &dir.join(format!("attest/{}/{slug}.sbom.dsse.json", c.name)),
+                    &m.digest,
+                    Some(dir.join(format!("sboms/{}/{slug}.cdx.json", c.name))).filter(|p| !tree.kit || p.exists()).as_deref(),
+                    true,
+                    &subject,
+                ),
+            );
+            r.check(
+                format!("{label}: provenance signed and about this image"),
+                check_attestation(
+                    key,
+                    &dir.join(format!("attest/{}/{slug}.provenance.dsse.json", c.name)),
+                    &m.digest,
+                    Some(dir.join(format!("provenance/{}/{slug}.intoto.json", c.name))).filter(|_| !tree.kit).as_deref(),
+                    false,
+                    &subject,
+                ),
+            );
+        }
+        // 5. The digests release.yaml states.
+        if !tree.kit || tree.join("sboms").exists() {
+            r.check(
+                format!("{}: SBOM digest in release.yaml", c.name),
+                stated_digest(dir, &c.sbom, &format!("sboms/{}", c.name), ".cdx.json"),
+            );
+        }
+        r.check(
+            format!("{}: provenance digest in release.yaml", c.name),
+            stated_digest(dir, &c.provenance, &format!("attest/{}", c.name), ".provenance.dsse.json"),
+        );
+    }
+    r.check("drift report signed", {
+        read_envelope(&dir.join("attest/drift.dsse.json")).and_then(|env| sign::verify_envelope(key, &env)).and_then(|body| {
+            let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if tree.kit {
+                // A kit carries the report as its signed envelope only.
+                return if st["predicateType"] == sign::DRIFT_PREDICATE { Ok(()) } else { Err("not a drift report".into()) };
+            }
+            let file: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.join("drift.json")).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            if st["predicate"] == file {
+                Ok(())
+            } else {
+                Err("drift.json is not the signed report".into())
+            }
+        })
+    });
+    let charts = !tree.kit || tree.join("charts").exists();
+    for ch in doc.charts.iter().filter(|_| charts) {
+        let path = dir.join(format!("charts/{}-{}.tgz", ch.name, ch.version));
+        r.check(format!("chart {} {}", ch.name, ch.version), file_digest(&path, &ch.digest));
+    }
+    if !doc.compose.file.is_empty() && (!tree.kit || tree.join("compose").exists()) {
+        r.check(
+            format!("compose file {}", doc.compose.file),
+            file_digest(&dir.join("compose").join(&doc.compose.file), &doc.compose.digest),
+        );
+    }
+    r
+}
+
+fn file_digest(path: &Path, stated: &str) -> Result<(), String> {
+    let (d, _) = oci::layer::hash_file(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    if d.as_str() == stated {
+        Ok(())
+    } else {
+        Err(format!("`{}` hashes to `{d}`, release.yaml states `{stated}`", path.display()))
+    }
+}
+
+/// The digest at the end of an `oci://...@sha256:...` reference is one of the files under
+/// `dir/sub` ending in `suffix`.
+fn stated_digest(dir: &Path, reference: &str, sub: &str, suffix: &str) -> Result<(), String> {
+    let stated = reference.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| format!("`{reference}` names no digest"))?;
+    let found = fs::read_dir(dir.join(sub))
+        .map_err(|e| format!("`{sub}`: {e}"))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        .any(|e| fs::read(e.path()).map(|b| Digest::of(&b).as_str() == stated).unwrap_or(false));
+    if found {
+        Ok(())
+    } else {
+        Err(format!("no file under `{sub}` hashes to `{stated}`"))
+    }
+}
+
+fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String> {
+    use base64::Engine as _;
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(path).map_err(|e| format!("missing: {e}"))?).map_err(|e| e.to_string())?;
+    if v["mediaType"] != "application/vnd.dev.sigstore.bundle.v0.3+json" {
+        return Err(format!("media type `{}`", v["mediaType"]));
+    }
+    if v["verificationMaterial"]["publicKey"]["hint"] != key.key_id() {
+        return Err("its public-key hint names another key".into());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let digest = b64.decode(v["messageSignature"]["messageDigest"]["digest"].as_str().unwrap_or_default()).unwrap_or_default();
+    use sha2::Digest as _;
+    if digest.as_slice() != sha2::Sha256::digest(yaml).as_slice() {
+        return Err("its message digest is not release.yaml's".into());
+    }
+    let sig = b64.decode(v["messageSignature"]["signature"].as_str().unwrap_or_default()).unwrap_or_default();
+    if key.verify(yaml, &sig) {
+        Ok(())
+    } else {
+        Err("its signature does not verify".into())
+    }
+}
+
+fn check_labels(layout: &Layout, m: &Manifest, doc: &manifest::ReleaseYaml) -> Result<(), String> {
+    let config: oci::ImageConfig = layout.read_json(&m.config.digest, "an image config").map_err(|e| e.to_string())?;
+    let labels = &config.config.labels;
+    let mut missing: Vec<&str> = [LABEL_VERSION, LABEL_REVISION, LABEL_CREATED, LABEL_CALENDAR, LABEL_CHANNEL, LABEL_PROVENANCE]
+        .into_iter()
+        .filter(|l| !labels.contains_key(*l))
+        .collect();
+    if labels.get(LABEL_CHANNEL) != Some(&doc.release.channel) {
+        missing.push("channel matching release.yaml");
+    }
+    if labels.get(LABEL_CALENDAR) != Some(&doc.release.calendar) {
+        missing.push("calendar matching release.yaml");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing or wrong: {}", missing.join(", ")))
+    }
+}
+
+/// An envelope signed by `key`, whose statement's first subject is `digest`, and whose
+/// content is the file at `content` (the SBOM as the predicate, or the provenance whole) when
+/// there is one.
+fn check_attestation(
+    key: &PublicKey,
+    envelope: &Path,
+    digest: &Digest,
+    content: Option<&Path>,
+    predicate: bool,
+    _subject: &str,
+) -> Result<(), String> {
+    let env = read_envelope(envelope)?;
+    let body = sign::verify_envelope(key, &env)?;
+    let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("payload is not a statement: {e}"))?;
+    let first = st["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
+    if first != digest.hex() {
+        return Err(format!("its subject is `sha256:{first}`, not this image"));
+    }
+    let Some(content) = content else { return Ok(()) };
+    let file = fs::read(content).map_err(|e| format!("`{}`: {e}", content.display()))?;
+    let same = if predicate {
+        serde_json::from_slice::<serde_json::Value>(&file).map(|f| f == st["predicate"]).unwrap_or(false)
+    } else {
+        file == body
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(format!("`{}` is not the signed document", content.display()))
+    }
+}

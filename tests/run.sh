@@ -119,5 +119,16 @@ grep -q 'flate2 feature "zlib-rs"' <<<"$tree" || { say "flate2 is not on its zli
 if grep -q 'miniz_oxide' <<<"$(cargo tree --locked -e normal -p pipeline 2>/dev/null)"; then
   say "miniz_oxide is linked: another deflate backend would change layer bytes"; exit 1
 fi
+say "crate boundaries (docs/architecture.md): verifier has no build side; schema depends on nothing of ours"
+boundary() { # crate, forbidden dependencies...
+  local crate=$1; shift
+  local deps; deps=$(cargo tree --locked -p "$crate" -e normal,build --prefix none --format '{p}' | cut -d' ' -f1 | sort -u)
+  for banned in "$@"; do
+    if grep -qx "$banned" <<<"$deps"; then say "$crate depends on $banned: see docs/architecture.md"; exit 1; fi
+  done
+}
+boundary verifier bollard git2 pipeline tonic
+boundary oci bollard git2 pipeline verifier
+boundary schema oci verifier pipeline bollard git2 ureq oci-client
 say "tests"
 cargo test --workspace --locked "$@"

@@ -1,5 +1,15 @@
-//! The release orchestrator: one line per stage. At this stage of the project a release is
-//! plan + build; evidence, signing, the manifest and the kit come as later stages.
+//! The release orchestrator: [`release`] calls each stage of [`crate::stages`] once, in order,
+//! handing each the typed outputs of the ones before:
+//!
+//! 1. plan (everything decided: version, epoch, components, backend, gates) -> `Plan`;
+//! 2. build (every component x platform, one OCI layout) -> `Images`;
+//! 3. gates (audit, tests, budgets; skipped or off by flag) -> `GateReport`;
+//! 4. evidence (SBOMs, scans, drift gate, provenance, per image in parallel) -> `Evidence`;
+//! 5. templates (chart and compose by digest) -> `Deployables`;
+//! 6. sign (image signatures, DSSE envelopes, referrers, transparency log) -> `Signed`;
+//! 7. manifest (release.yaml from `Signed`'s digests, its signature and bundle) -> `Manifest`;
+//! 8. the gate record about release.yaml, policy and plugins, the kit -> `KitSummary`;
+//! 9. plan.json and images.json, then the staging directory renamed into place.
 //!
 //! Outputs are written into a temporary directory beside the release directory and renamed
 //! into place when complete: a release directory is either absent, the previous one, or whole.
@@ -9,13 +19,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::stages::build::base::Fetch;
 use crate::stages::build::buildkit::{BuildKit, BuildKitOptions};
 use crate::stages::build::debian::{self, DebSource};
 use crate::stages::build::{self, Backend, BuildOptions, Daemonless, Images};
 use crate::stages::evidence::provenance::RunTimes;
 use crate::stages::plan::{self, Plan, PlanOptions};
-use crate::Error;
 use oci::{write_atomic, Layout};
 use schema::report::{Event, Reporter, Stage};
 

@@ -9,6 +9,7 @@ mod bases;
 mod buildkit;
 mod docker;
 mod evidence;
+mod faults;
 mod kit;
 mod oci_tools;
 mod ops;

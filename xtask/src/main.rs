@@ -318,8 +318,8 @@ impl From<ChannelArg> for Channel {
     }
 }
 
-/// A panic is a bug: say so plainly, name where it happened, and exit 2 (not Rust's 101),
-/// from whichever thread panicked (a worker's panic must not be swallowed by its pool).
+/// A panic is a bug: say so plainly and name where it happened. `main` then exits 2 (not
+/// Rust's 101) once the unwinding has run every drop (staging directories are removed).
 fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
     let what = info
         .payload()
@@ -331,7 +331,6 @@ fn on_panic(info: &std::panic::PanicHookInfo<'_>) {
     progress::eprint(&format!(
         "internal error: {what}{place}\n  this is a bug in cargo xtask, not in your input; please report it with the command line and this message"
     ));
-    std::process::exit(Code::Internal.status());
 }
 
 fn exit(code: Code) -> ExitCode {
@@ -361,7 +360,11 @@ fn main() -> ExitCode {
         .with_ansi(std::env::var_os("NO_COLOR").is_none())
         .without_time()
         .init();
-    match run(cli) {
+    // A panic on any thread reaches here (rayon and our joins propagate it), after the hook
+    // printed it; the drops of the unwound frames have cleaned up.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli)));
+    let Ok(result) = result else { return exit(Code::Internal) };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, message }) => {
             progress::eprint(&format!("error: {message}"));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::Error;
+use crate::error::Error;
 use schema::config::{self, Config, Problem, BUNDLE_FILE};
 use schema::files::Recipe;
 use schema::model::{rfc3339, Channel, Digest, Platform, ReleaseVersion};

@@ -14,8 +14,15 @@ pub enum Error {
     Config(#[from] schema::config::ConfigError),
     #[error(transparent)]
     Source(#[from] crate::stages::plan::source::SourceError),
-    #[error("the bundle breaks the version skew rules of spec §1.3:\n{}\n  hint: align the versions in `release-trains/components.toml`", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
+    #[error("the bundle breaks the version skew rules of spec §1.3:\n{}", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
     Skew(Vec<schema::skew::Violation>),
+    /// A failure of one stage of a release, tagged with the stage by the orchestrator.
+    #[error("{} stage: {source}", .stage.as_str())]
+    At {
+        stage: schema::report::Stage,
+        #[source]
+        source: Box<Error>,
+    },
     #[error(transparent)]
     Build(#[from] crate::stages::build::BuildError),
     #[error(transparent)]
@@ -51,10 +58,39 @@ pub enum Error {
 }
 
 impl Error {
+    /// Tags the error with the release stage it happened in (once: the innermost tag wins).
+    pub fn at(self, stage: schema::report::Stage) -> Error {
+        match self {
+            Error::At { .. } => self,
+            e => Error::At { stage, source: Box::new(e) },
+        }
+    }
+
+    /// The release stage that failed, when the error came through the orchestrator.
+    pub fn stage(&self) -> Option<schema::report::Stage> {
+        match self {
+            Error::At { stage, .. } => Some(*stage),
+            _ => None,
+        }
+    }
+
+    /// What the user can do about it, as data (the CLI prints it as a `hint:` line); `None`
+    /// where the message itself already says it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::At { source, .. } => source.hint(),
+            Error::Skew(_) => Some("align the versions in `release-trains/components.toml`".to_owned()),
+            Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
+            Error::Io { .. } => Some("check that the path exists, is readable and that the disk has room".to_owned()),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> schema::exit::Code {
         use crate::stages::build::base::BaseError as B;
         use crate::stages::build::BuildError as E;
         match self {
+            Error::At { source, .. } => source.exit_code(),
             Error::Config(_) | Error::Skew(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,

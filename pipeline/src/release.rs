@@ -152,7 +152,7 @@ fn now() -> (i64, String) {
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
     let (started_secs, started) = now();
     reporter.event(Event::StageStarted { stage: Stage::Plan, jobs: 1 });
-    let (mut plan, cfg) = plan::plan(&opts.plan)?;
+    let (mut plan, cfg) = plan::plan(&opts.plan).map_err(|e| e.at(Stage::Plan))?;
     let buildkit;
     let backend: &dyn Backend = match &opts.backend {
         BackendChoice::Daemonless => &Daemonless,
@@ -178,18 +178,19 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let fetch =
         Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
     crate::fault::at("plan", staging.path());
-    let images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter)?;
+    let images =
+        build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter).map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
-    let gates = gates(opts.gates, gates_cfg.as_ref(), &plan, &images, staging.path(), &out, reporter)?;
+    let gates = gates(opts.gates, gates_cfg.as_ref(), &plan, &images, staging.path(), &out, reporter).map_err(|e| e.at(Stage::Gates))?;
     let (_, finished) = now();
     let times =
         RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
     let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
-    let evidence = crate::stages::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter)?;
+    let evidence = crate::stages::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
-    let key = load_key(opts, &plan.root, reporter)?;
+    let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Sign))?;
     // The chart and compose file, every image by its index digest.
     let template_images: Vec<crate::templates::TemplateImage> = images
         .components
@@ -207,7 +208,8 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         plan.source_date_epoch,
         &template_images,
         staging.path(),
-    )?;
+    )
+    .map_err(at(Stage::Templates))?;
     let deployables = crate::stages::manifest::Deployables {
         charts: vec![verifier::manifest::ChartEntry {
             name: rendered.chart_name.clone(),
@@ -221,12 +223,13 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let made =
         crate::stages::sign::Made { rekor: opts.rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
-    let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter)?;
+    let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter).map_err(at(Stage::Sign))?;
     crate::fault::at("sign", staging.path());
-    let manifest = crate::stages::manifest::write(&plan, &images, &signed, &deployables, &key, staging.path())?;
+    let manifest =
+        crate::stages::manifest::write(&plan, &images, &signed, &deployables, &key, staging.path()).map_err(at(Stage::Manifest))?;
     crate::fault::at("manifest", staging.path());
     if let Some(report) = &gates {
-        record_gates(report, &key, &manifest.digest, staging.path())?;
+        record_gates(report, &key, &manifest.digest, staging.path()).map_err(|e| e.at(Stage::Gates))?;
     }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
@@ -238,20 +241,21 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let mut kit = crate::stages::kit::write(
         &crate::stages::kit::KitRequest {
             release: staging.path(),
-            contents: &cfg.trains[&plan.channel].kit,
+            contents: &plan.kit,
             key: &key,
             delta_from: None,
             out: &staging.path().join(&kit_file),
             threads: opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())) as u32,
         },
         reporter,
-    )?;
+    )
+    .map_err(at(Stage::Kit))?;
     kit.path = out.join(&kit_file);
 
     reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });
-    write_json(&staging.path().join("plan.json"), &plan)?;
-    write_json(&staging.path().join("images.json"), &images)?;
-    publish_dir(staging.keep(), &out)?;
+    write_json(&staging.path().join("plan.json"), &plan).map_err(|e| e.at(Stage::Write))?;
+    write_json(&staging.path().join("images.json"), &images).map_err(|e| e.at(Stage::Write))?;
+    publish_dir(staging.keep(), &out).map_err(|e| e.at(Stage::Write))?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
     Ok(Outcome {
         version: plan.version.to_string(),
@@ -263,6 +267,11 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         manifest: manifest.digest,
         kit,
     })
+}
+
+/// Tags a stage's error with the stage (for `map_err`).
+fn at<E: Into<Error>>(stage: Stage) -> impl FnOnce(E) -> Error {
+    move |e| e.into().at(stage)
 }
 
 /// The gates stage: runs them (after the build, which found every lock file), or records that

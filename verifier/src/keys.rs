@@ -46,17 +46,27 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("`{path}`: cannot decrypt the private key: {message}\n  hint: set the passphrase in `{env}`")]
+    #[error("`{path}`: cannot decrypt the private key: {message}")]
     Decrypt { path: PathBuf, message: String, env: &'static str },
     #[error("`{path}`: not a {what}: {message}")]
     Format { path: PathBuf, what: &'static str, message: String },
-    #[error("FIPS mode allows ES256 (ECDSA P-256) only; `{what}` is {kind:?}\n  hint: generate an ECDSA key with `cargo xtask keys generate --algorithm ecdsa-p256`")]
+    #[error("FIPS mode allows ES256 (ECDSA P-256) only; `{what}` is {kind:?}")]
     NotFips { what: String, kind: KeyKind },
-    #[error("`{0}` exists; refusing to overwrite a key\n  hint: remove it first, or choose another path")]
+    #[error("`{0}` exists; refusing to overwrite a key")]
     Exists(PathBuf),
 }
 
 impl KeyError {
+    /// What the user can do about it (printed by the CLI as a `hint:` line).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            KeyError::Decrypt { env, .. } => Some(format!("set the passphrase in `{env}`")),
+            KeyError::NotFips { .. } => Some("generate an ECDSA key with `cargo xtask keys generate --algorithm ecdsa-p256`".to_owned()),
+            KeyError::Exists(_) => Some("remove it first, or choose another path".to_owned()),
+            KeyError::Io { .. } | KeyError::Format { .. } => None,
+        }
+    }
+
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
             KeyError::Io { .. } => schema::exit::ENVIRONMENT,

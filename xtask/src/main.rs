@@ -380,7 +380,12 @@ pub(crate) struct Failure {
 
 impl From<pipeline::Error> for Failure {
     fn from(e: pipeline::Error) -> Self {
-        Failure { code: e.exit_code(), message: e.to_string().trim_end().to_owned() }
+        // The library's hints are data; they are drawn here, under the message.
+        let mut message = e.to_string().trim_end().to_owned();
+        if let Some(hint) = e.hint() {
+            message.push_str(&format!("\n  hint: {hint}"));
+        }
+        Failure { code: e.exit_code(), message }
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use schema::config::{self, Config, Problem, BUNDLE_FILE};
-use schema::files::Recipe;
+use schema::files::{DriftPolicy, KitContents, Recipe};
 use schema::model::{rfc3339, Channel, Digest, Platform, ReleaseVersion};
 use source::SourceFacts;
 
@@ -51,6 +51,12 @@ pub struct Plan {
     pub output: PathBuf,
     #[serde(skip)]
     pub root: PathBuf,
+    /// What the channel's offline kit holds (`[kit]` of release-trains/<channel>.toml).
+    #[serde(skip)]
+    pub kit: KitContents,
+    /// The differences between build-time SBOM and scan the channel accepts (`[[drift.accept]]`).
+    #[serde(skip)]
+    pub drift: DriftPolicy,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,6 +195,8 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
         components,
         output,
         root: cfg.root.clone(),
+        kit: cfg.train(opts.channel).kit.clone(),
+        drift: cfg.train(opts.channel).drift.clone(),
     };
     Ok((plan, cfg))
 }

@@ -13,12 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde::Deserialize;
+
+use crate::cmd::{Cmd, CmdError};
 
 /// A password or token: never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -153,24 +153,22 @@ pub fn lookup(host: &str, path: Option<&Path>) -> Result<Option<Credentials>, Au
 fn helper_get(helper: &str, host: &str) -> Result<Option<Credentials>, AuthError> {
     let program = format!("docker-credential-{helper}");
     let err = |message: String| AuthError::Helper { helper: program.clone(), host: host.to_owned(), message };
-    let mut child = Command::new(&program)
+    let out = Cmd::new(&program, format!("the Docker credential helper for `{host}`"))
         .arg("get")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| err(format!("cannot run it: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(host.as_bytes()).map_err(|e| err(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
+        .stdin(host.as_bytes().to_vec())
+        .output()
+        .map_err(|e| match e {
+            CmdError::Start { source, .. } => err(format!("cannot run it: {source}")),
+            other => err(other.to_string()),
+        })?;
+    if !out.success() {
         let said = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
         // The helpers' own words for "nothing stored for this server".
         if said.to_lowercase().contains("credentials not found") {
             return Ok(None);
         }
-        return Err(err(format!("failed ({}): {}", out.status, said.chars().take(200).collect::<String>())));
+        let status = out.code.map_or_else(|| "ended by a signal".to_owned(), |c| format!("exit status {c}"));
+        return Err(err(format!("failed (`{program} get`, {status}): {}", said.chars().take(200).collect::<String>())));
     }
     #[derive(Deserialize)]
     struct Answer {

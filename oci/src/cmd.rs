@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// How many lines of output an error carries.
 pub const TAIL_LINES: usize = 20;
 
+/// How long, after a time bound stopped a command, its output streams are still read.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// A command to run, with a one-line summary of what it does (for progress and errors).
 #[derive(Debug)]
 pub struct Cmd {
@@ -127,7 +130,17 @@ impl Cmd {
 
     /// Runs it to its end and returns what it did, whatever its exit status; an error only
     /// when it could not start or ran past its time bound.
-    pub fn output(mut self) -> Result<Finished, CmdError> {
+    pub fn output(self) -> Result<Finished, CmdError> {
+        let (what, command, seconds) = (self.what.clone(), self.command_line(), self.timeout.map_or(0, |t| t.as_secs()));
+        match self.output_bounded()? {
+            (f, false) => Ok(f),
+            (f, true) => Err(CmdError::TimedOut { what, command, seconds, tail: f.tail(TAIL_LINES) }),
+        }
+    }
+
+    /// Like [`Cmd::output`], but a run stopped by its time bound is not an error: the flag says
+    /// whether it was stopped, and what it printed until then is kept (for a log).
+    pub fn output_bounded(mut self) -> Result<(Finished, bool), CmdError> {
         let command = self.command_line();
         tracing::debug!(what = %self.what, %command, "running");
         let start = Instant::now();
@@ -141,18 +154,28 @@ impl Cmd {
             })),
             _ => None,
         };
+        // Each stream is read into a shared buffer, chunk by chunk, so that what was printed
+        // before a time bound is kept even when a grandchild still holds the pipe open.
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let drain = |r: Option<Box<dyn Read + Send>>| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let (shared, done) = (buf.clone(), done_tx.clone());
             std::thread::spawn(move || {
-                let mut buf = Vec::new();
                 if let Some(mut r) = r {
+                    let mut chunk = [0u8; 8192];
                     // A read error ends the capture; the status below still tells the outcome.
-                    let _ = r.read_to_end(&mut buf);
+                    while let Ok(n @ 1..) = r.read(&mut chunk) {
+                        shared.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(&chunk[..n]);
+                    }
                 }
-                buf
-            })
+                // The receiver may have stopped waiting (after a time bound).
+                let _ = done.send(());
+            });
+            buf
         };
         let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
         let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+        drop(done_tx);
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -168,20 +191,22 @@ impl Cmd {
                 Err(source) => return Err(CmdError::Start { what: self.what, command, source }),
             }
         };
+        // Both streams end when the child ends, unless a process it started still holds them:
+        // after a time bound, that is waited for only briefly.
+        for _ in 0..2 {
+            let ended = if timed_out { done_rx.recv_timeout(DRAIN_GRACE).is_ok() } else { done_rx.recv().is_ok() };
+            if !ended {
+                break;
+            }
+        }
         if let Some(f) = feeder {
-            let _ = f.join();
+            if !timed_out || f.is_finished() {
+                let _ = f.join();
+            }
         }
-        let finished = Finished {
-            code: status.and_then(|s| s.code()),
-            stdout: out.join().unwrap_or_default(),
-            stderr: err.join().unwrap_or_default(),
-            elapsed: start.elapsed(),
-        };
-        if timed_out {
-            let seconds = self.timeout.map_or(0, |t| t.as_secs());
-            return Err(CmdError::TimedOut { what: self.what, command, seconds, tail: finished.tail(TAIL_LINES) });
-        }
-        Ok(finished)
+        let take = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|p| p.into_inner()));
+        let finished = Finished { code: status.and_then(|s| s.code()), stdout: take(&out), stderr: take(&err), elapsed: start.elapsed() };
+        Ok((finished, timed_out))
     }
 
     /// Runs it and requires exit status 0.
@@ -221,6 +246,27 @@ mod tests {
         let t = Instant::now();
         let e = Cmd::new("sleep", "a slow command").arg("30").timeout(Duration::from_millis(200)).output().unwrap_err();
         assert!(matches!(e, CmdError::TimedOut { .. }), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_bounded_run_keeps_what_it_printed_before_it_was_stopped() {
+        let cmd = Cmd::new("sh", "a slow command").args(["-c", "echo early; exec sleep 30"]).timeout(Duration::from_millis(300));
+        let (f, timed_out) = cmd.output_bounded().unwrap();
+        assert!(timed_out);
+        assert_eq!(f.code, None);
+        assert_eq!(f.stdout, b"early\n");
+        let (f, timed_out) = Cmd::new("true", "a quick command").timeout(Duration::from_secs(30)).output_bounded().unwrap();
+        assert!(!timed_out && f.success());
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_hold_up_a_bounded_run() {
+        let t = Instant::now();
+        let cmd = Cmd::new("sh", "a slow pipeline").args(["-c", "echo early; sleep 30; true"]).timeout(Duration::from_millis(300));
+        let (f, timed_out) = cmd.output_bounded().unwrap();
+        assert!(timed_out);
+        assert_eq!(f.stdout, b"early\n");
         assert!(t.elapsed() < Duration::from_secs(10));
     }
 

@@ -12,10 +12,10 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 
+use oci::cmd::{Cmd, CmdError};
 use oci::{self, Descriptor, Index, Layout, LayoutError, Manifest};
 use schema::model::Digest;
 
@@ -132,8 +132,8 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
         let out = if i == 0 { tmp.path().join("out") } else { tmp.path().join("a/deeper/place/out") };
         let tmpdir = tmp.path().join("tmp");
         fs::create_dir_all(&tmpdir).map_err(|source| ReproError::Io { path: tmpdir.clone(), source })?;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
+        let cmd = Cmd::new("sh", format!("build {} of `repro` ({cond})", i + 1))
+            .arg("-c")
             .arg(format!("umask {} && exec \"$0\" \"$@\"", cond.umask))
             .arg(exe)
             .args(args)
@@ -147,16 +147,19 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
             .env("TMPDIR", &tmpdir)
             .env("RAYON_NUM_THREADS", cond.jobs.to_string())
             // A reproducibility check records nothing in a transparency log.
-            .env_remove("STELLAOPS_REKOR_URL")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        let output = cmd.output().map_err(|source| ReproError::Io { path: exe.to_owned(), source })?;
-        if !output.status.success() {
+            .env_remove("STELLAOPS_REKOR_URL");
+        let command = cmd.command_line();
+        let output = cmd.output().map_err(|e| match e {
+            CmdError::Start { source, .. } => ReproError::Io { path: exe.to_owned(), source },
+            // No time bound is set, so nothing else can come from `output`.
+            other => ReproError::Io { path: exe.to_owned(), source: io::Error::other(other.to_string()) },
+        })?;
+        if !output.success() {
             return Err(ReproError::BuildFailed {
                 run: i + 1,
                 conditions: cond.to_string(),
-                code: output.status.code().unwrap_or(schema::exit::ENVIRONMENT.status()),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                code: output.code.unwrap_or(schema::exit::ENVIRONMENT.status()),
+                stderr: format!("`{command}`\n{}", String::from_utf8_lossy(&output.stderr)),
             });
         }
         outs.push(out);

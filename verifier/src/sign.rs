@@ -151,13 +151,32 @@ pub fn verify_image(key: &PublicKey, layout: &Layout, digest: &Digest) -> Result
                 continue;
             }
         };
-        let sig = l.annotations.get(COSIGN_SIGNATURE).and_then(|s| b64().decode(s).ok()).unwrap_or_default();
+        let sig = match l.annotations.get(COSIGN_SIGNATURE).map(|s| b64().decode(s)) {
+            Some(Ok(sig)) => sig,
+            Some(Err(e)) => {
+                problems.push(format!("layer `{}`: the `{COSIGN_SIGNATURE}` annotation is not base64: {e}", l.digest));
+                continue;
+            }
+            None => {
+                problems.push(format!("layer `{}` has no `{COSIGN_SIGNATURE}` annotation", l.digest));
+                continue;
+            }
+        };
         if !key.verify(&payload, &sig) {
             problems.push("the signature does not verify with the given public key".to_owned());
             continue;
         }
-        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-        let named = v["critical"]["image"]["docker-manifest-digest"].as_str().unwrap_or_default();
+        let v: serde_json::Value = match serde_json::from_slice(&payload) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("the signed payload `{}` is not JSON: {e}", l.digest));
+                continue;
+            }
+        };
+        let Some(named) = v["critical"]["image"]["docker-manifest-digest"].as_str() else {
+            problems.push(format!("the signed payload `{}` has no `critical.image.docker-manifest-digest`", l.digest));
+            continue;
+        };
         if named != digest.as_str() || v["critical"]["type"] != "cosign container image signature" {
             problems.push(format!("the signed payload names `{named}`, not `{digest}`"));
             continue;

@@ -314,12 +314,15 @@ fn select_images(layout: &Layout, components: &[String], all: bool) -> Result<(I
                 .get(ANNOTATION_REF_NAME)
                 .and_then(|n| n.strip_prefix("sha256-"))
                 .and_then(|n| n.strip_suffix(".sig"))
+                // A ref name that is not `sha256-<hex>.sig` is just not a signature tag.
                 .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok());
-            // An OCI 1.1 referrer (manifest or index) names what it is about in `subject`.
-            let subject = layout
-                .read_json::<serde_json::Value>(&d.digest, "a manifest")
-                .ok()
-                .and_then(|v| v["subject"]["digest"].as_str().and_then(|s| s.parse::<Digest>().ok()));
+            // An OCI 1.1 referrer (manifest or index) names what it is about in `subject`; a
+            // manifest that cannot be read fails the kit (it would be left out unnoticed).
+            let v = layout.read_json::<serde_json::Value>(&d.digest, "a manifest").map_err(|e| e.to_string())?;
+            let subject = match v["subject"]["digest"].as_str() {
+                Some(s) => Some(s.parse::<Digest>().map_err(|e| format!("manifest `{}`: `subject.digest` `{s}`: {e}", d.digest))?),
+                None => None,
+            };
             if sig_of.or(subject).is_some_and(|s| images.contains(&s)) {
                 reach(layout, d, &mut blobs, &mut BTreeSet::new())?;
                 keep.push(d.clone());

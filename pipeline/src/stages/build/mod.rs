@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -27,6 +26,7 @@ use serde::Serialize;
 use crate::stages::plan::source::{self, SourceError};
 use crate::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
 use base::{BaseError, BaseImage, Fetch};
+use oci::cmd::{Cmd, CmdError};
 use oci::layer::{LayerError, LayerWriter, Modes};
 use oci::{self, Descriptor, Index, Layout, LayoutError, Manifest};
 use schema::config::Config;
@@ -415,31 +415,15 @@ impl Backend for Daemonless {
 
         // 2. The recipe's build command, if any.
         if let Some((program, args)) = c.recipe.build.split_first() {
-            let output = Command::new(program)
-                .args(args)
-                .current_dir(&src)
-                .env_clear()
-                .envs(build_env(job, &out, &home))
-                .stdin(std::process::Stdio::null())
-                .output()
-                .map_err(|e| BuildError::Command {
-                    component: c.name.clone(),
-                    platform,
-                    command: c.recipe.build.join(" "),
-                    status: format!("could not start: {e}"),
-                    stderr: String::new(),
-                })?;
-            if !output.status.success() {
-                let stderr = String::from_utf8_lossy(&output.stderr);
-                let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-                return Err(BuildError::Command {
-                    component: c.name.clone(),
-                    platform,
-                    command: c.recipe.build.join(" "),
-                    status: format!("failed with {}", output.status),
-                    stderr: tail.into_iter().rev().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n"),
-                });
-            }
+            let what = format!("the build command of `{}` ({platform})", c.name);
+            Cmd::new(program, what).args(args).current_dir(&src).env_clear().envs(build_env(job, &out, &home)).run().map_err(|e| {
+                let (status, stderr) = match e {
+                    CmdError::Start { source, .. } => (format!("could not start: {source}"), String::new()),
+                    CmdError::Failed { status, tail, .. } => (format!("failed with {status}"), tail),
+                    CmdError::TimedOut { seconds, tail, .. } => (format!("timed out after {seconds} s"), tail),
+                };
+                BuildError::Command { component: c.name.clone(), platform, command: c.recipe.build.join(" "), status, stderr }
+            })?;
         }
 
         // 3. One deterministic layer per recipe entry.

@@ -48,6 +48,21 @@ pub enum EvidenceError {
     },
     #[error(transparent)]
     Layout(#[from] oci::LayoutError),
+    #[error("`{path}`: cannot serialize the {what}: {source}")]
+    Serialize {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("`{path}`: {source}")]
+    Proto {
+        path: PathBuf,
+        #[source]
+        source: proto::ProtoError,
+    },
+    #[error("image `{component}` ({platform}): provenance: {message}")]
+    Provenance { component: String, platform: String, message: String },
     #[error("drift between the build-time SBOM and the scan of the image ({count} difference{} not accepted by the `{channel}` policy); report: `{}`\n{table}  hint: fix the build, or accept the exact difference with a reason in `release-trains/{channel}.toml` ([[drift.accept]])", if *.count == 1 { "" } else { "s" }, .report.display())]
     Drift { count: usize, channel: String, table: String, report: PathBuf },
 }
@@ -88,6 +103,13 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
     write_atomic(path, bytes).map_err(|source| EvidenceError::Io { path: path.to_owned(), source })
 }
 
+/// `value` as pretty JSON, for the file `rel` under `out`: a value that does not serialize
+/// fails the stage (never an empty file).
+fn pretty(out: &Path, rel: String, what: &'static str, value: &impl Serialize) -> Result<(String, Vec<u8>), EvidenceError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| EvidenceError::Serialize { path: out.join(&rel), what, source })?;
+    Ok((rel, bytes))
+}
+
 /// Where the stage writes, and the run's times.
 #[derive(Debug)]
 pub struct Outputs<'a> {
@@ -111,10 +133,15 @@ pub fn run(
     let (times, failed_report) = (out.times, out.failed_report);
     let out = out.dir;
     let policy = &cfg.train(plan.channel).drift.accept;
-    let toolchain = fs::read_to_string(plan.root.join("rust-toolchain.toml"))
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("channel = ").map(|v| v.trim_matches('"').to_owned())))
-        .unwrap_or_else(|| "unknown".to_owned());
+    // The toolchain is recorded in the provenance: a source tree without `rust-toolchain.toml`
+    // (or without a `channel` in it) records "unknown", but a file that cannot be read fails.
+    let toolchain_file = plan.root.join("rust-toolchain.toml");
+    let toolchain = match fs::read_to_string(&toolchain_file) {
+        Ok(t) => t.lines().find_map(|l| l.strip_prefix("channel = ").map(|v| v.trim_matches('"').to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(EvidenceError::Io { path: toolchain_file, source }),
+    }
+    .unwrap_or_else(|| "unknown".to_owned());
     let jobs: Vec<(&crate::stages::plan::PlannedComponent, &BuiltImage, &schema::model::Digest)> = plan
         .components
         .iter()
@@ -138,13 +165,18 @@ pub fn run(
                 source,
             })?;
             let report = drift::compare(&c.name, image.platform.as_str(), &bom, &scanned, policy);
-            let statement = provenance::statement(plan, c, image, index, &toolchain, times);
+            let statement = provenance::statement(plan, c, image, index, &toolchain, times).map_err(|message| {
+                EvidenceError::Provenance { component: c.name.clone(), platform: image.platform.to_string(), message }
+            })?;
             let rel = |dir: &str, ext: &str| format!("{dir}/{}/{slug}.{ext}", c.name);
             let files = [
                 (rel("sboms", "cdx.json"), bom.to_json()),
-                (rel("sboms", "cdx.pb"), proto::encode(&bom)),
-                (rel("scans", "json"), serde_json::to_vec_pretty(&scanned).unwrap_or_default()),
-                (rel("provenance", "intoto.json"), serde_json::to_vec_pretty(&statement).unwrap_or_default()),
+                (
+                    rel("sboms", "cdx.pb"),
+                    proto::try_encode(&bom).map_err(|source| EvidenceError::Proto { path: out.join(rel("sboms", "cdx.pb")), source })?,
+                ),
+                pretty(out, rel("scans", "json"), "scan", &scanned)?,
+                pretty(out, rel("provenance", "intoto.json"), "provenance statement", &statement)?,
             ];
             for (path, bytes) in &files {
                 write(&out.join(path), bytes)?;
@@ -174,7 +206,7 @@ pub fn run(
     let mut doc = serde_json::to_vec_pretty(
         &serde_json::json!({ "channel": plan.channel.as_str(), "version": plan.version.to_string(), "images": reports }),
     )
-    .unwrap_or_default();
+    .map_err(|source| EvidenceError::Serialize { path: out.join("drift.json"), what: "drift report", source })?;
     doc.push(b'\n');
     let rejected: usize = reports.iter().map(|r| r.rejected().count()).sum();
     reporter.event(Event::StageFinished { stage: Stage::Evidence });

@@ -100,27 +100,27 @@ pub fn statement(
     index: &Digest,
     toolchain: &str,
     times: &RunTimes,
-) -> Statement {
+) -> Result<Statement, String> {
     let known = &image.known;
+    let base_ref = component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).ok_or_else(|| {
+        format!("the plan of `{}` has no image for {}, so its base image cannot be named", component.name, image.platform)
+    })?;
     let mut deps = vec![ResourceDescriptor {
         uri: format!("git+file://{}@{}", plan.root.display(), plan.source.commit),
         digest: BTreeMap::from([("gitCommit".to_owned(), plan.source.commit.clone())]),
         name: plan.source.tag.clone(),
     }];
     deps.push(ResourceDescriptor {
-        uri: format!(
-            "oci://stellaops-base/{}@{}",
-            component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).unwrap_or(""),
-            image.base
-        ),
+        uri: format!("oci://stellaops-base/{}@{}", base_ref, image.base),
         digest: sha(image.base.hex()),
         name: Some("base image".to_owned()),
     });
     let distro = known.base_suite.as_deref().and_then(crate::stages::evidence::sbom::generate::debian_distro);
-    for p in known.base_packages.iter().filter(|p| p.deb_sha256.is_some()) {
+    // A package without a known .deb digest is not a resolved dependency: it is left out.
+    for (p, deb_sha256) in known.base_packages.iter().filter_map(|p| p.deb_sha256.as_deref().map(|d| (p, d))) {
         deps.push(ResourceDescriptor {
             uri: crate::stages::evidence::sbom::locks::Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro),
-            digest: sha(p.deb_sha256.as_deref().unwrap_or_default()),
+            digest: sha(deb_sha256),
             name: Some(format!("{}.deb", p.name)),
         });
     }
@@ -140,7 +140,7 @@ pub fn statement(
         crate::stages::plan::PlannedSource::Path { path, commit } => ("path", format!("{path}@{commit}")),
         crate::stages::plan::PlannedSource::Git { url, commit, subdir } => ("git", format!("{url}@{commit}#{subdir}")),
     };
-    Statement {
+    Ok(Statement {
         kind: STATEMENT_TYPE.to_owned(),
         subject: vec![
             Subject { name: format!("{}@{}", component.repository, image.manifest.digest), digest: sha(image.manifest.digest.hex()) },
@@ -191,5 +191,5 @@ pub fn statement(
                 },
             },
         },
-    }
+    })
 }

@@ -28,11 +28,10 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use oci::cmd::{Cmd, CmdError};
 use serde::{Deserialize, Serialize};
 
 use crate::stages::build::Images;
@@ -405,8 +404,8 @@ fn slug(name: &str) -> String {
     s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
 }
 
-/// Runs one gate command in `root`: stdout to `<logs>/<name>.out`, both streams to
-/// `<logs>/<name>.log`; stopped after `timeout` seconds.
+/// Runs one gate command in `root`: stdout is captured (for gates that parse it), both streams
+/// go to `<logs>/<name>.log` once it ended; stopped after `timeout` seconds.
 fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Path) -> Result<Ran, GateError> {
     let ioe = |path: &Path| {
         let path = path.to_owned();
@@ -415,34 +414,31 @@ fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Pa
     fs::create_dir_all(logs).map_err(ioe(logs))?;
     let base = slug(name);
     let (log_path, out_path) = (logs.join(format!("{base}.log")), logs.join(format!("{base}.out")));
-    let log = fs::File::create(&log_path).map_err(ioe(&log_path))?;
-    let out = fs::File::create(&out_path).map_err(ioe(&out_path))?;
     let t = Instant::now();
     tracing::debug!(gate = name, ?argv, "running a release gate");
-    let child = Command::new(&argv[0]).args(&argv[1..]).current_dir(root).stdin(Stdio::null()).stdout(out).stderr(log).spawn();
-    let outcome = match child {
-        Err(e) => Outcome::NotFound(format!("`{}`: {e}", argv[0])),
-        Ok(mut child) => loop {
-            match child.try_wait().map_err(ioe(&log_path))? {
-                Some(s) => break s.code().map(Outcome::Exited).unwrap_or(Outcome::Signal),
-                None if t.elapsed() > Duration::from_secs(timeout) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break Outcome::TimedOut(timeout);
-                }
-                // Polling a child is the portable way to bound its time with std alone.
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        },
+    let cmd = Cmd::new(&argv[0], format!("release gate `{name}`")).args(&argv[1..]).current_dir(root).timeout(Duration::from_secs(timeout));
+    let (outcome, stdout, err) = match cmd.output_bounded() {
+        Err(CmdError::Start { source, .. }) => (Outcome::NotFound(format!("`{}`: {source}", argv[0])), String::new(), String::new()),
+        // `output_bounded` reports a time bound in its flag, not as an error.
+        Err(e @ (CmdError::Failed { .. } | CmdError::TimedOut { .. })) => (Outcome::NotFound(e.to_string()), String::new(), String::new()),
+        Ok((f, timed_out)) => {
+            let outcome = match (timed_out, f.code) {
+                (true, _) => Outcome::TimedOut(timeout),
+                (false, Some(c)) => Outcome::Exited(c),
+                (false, None) => Outcome::Signal,
+            };
+            (outcome, String::from_utf8_lossy(&f.stdout).into_owned(), String::from_utf8_lossy(&f.stderr).into_owned())
+        }
     };
     let seconds = t.elapsed().as_secs_f64();
-    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
-    // The log: stderr, then stdout, in one file for people.
-    let mut err = String::new();
-    let _ = fs::File::open(&log_path).and_then(|mut f| f.read_to_string(&mut err));
+    // The log: stderr, then stdout, in one file for people. Stdout is kept only in `Ran`: a
+    // `.out` file of an earlier run is removed.
     let combined = format!("$ {}\n{err}{stdout}", argv.join(" "));
     fs::write(&log_path, &combined).map_err(ioe(&log_path))?;
-    let _ = fs::remove_file(&out_path);
+    match fs::remove_file(&out_path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(ioe(&out_path)(e)),
+        _ => {}
+    }
     let lines: Vec<&str> = combined.lines().collect();
     let tail = lines[lines.len().saturating_sub(15)..].iter().map(|l| format!("      {l}")).collect::<Vec<_>>().join("\n");
     Ok(Ran { outcome, seconds, stdout, tail, log: format!("gates/{base}.log") })

@@ -41,6 +41,11 @@ pub enum SignError {
     },
     #[error(transparent)]
     Key(#[from] verifier::keys::KeyError),
+    #[error(
+        "the signature manifest `{digest}` has no `{}` annotation, so its transparency-log entry cannot name it",
+        oci::ANNOTATION_REF_NAME
+    )]
+    UnnamedSignature { digest: Digest },
 }
 
 impl SignError {
@@ -112,10 +117,14 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
     let mut log_entries: Vec<tlog::Entry> = sigs
         .iter()
         .map(|s| {
-            let tag = s.descriptor.annotations.get(oci::ANNOTATION_REF_NAME).cloned().unwrap_or_default();
-            tlog::hashed_rekord(&format!("images/{tag}"), &s.payload, &s.signature, &pem)
+            let tag = s
+                .descriptor
+                .annotations
+                .get(oci::ANNOTATION_REF_NAME)
+                .ok_or_else(|| SignError::UnnamedSignature { digest: s.descriptor.digest.clone() })?;
+            Ok(tlog::hashed_rekord(&format!("images/{tag}"), &s.payload, &s.signature, &pem))
         })
-        .collect();
+        .collect::<Result<_, SignError>>()?;
     index.manifests.extend(sigs.into_iter().map(|s| s.descriptor));
     layout.write_index(&index)?;
 

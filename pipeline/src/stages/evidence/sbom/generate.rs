@@ -104,6 +104,8 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
         });
         for p in &lf.packages {
             let c = package_component(p, &lf.path, evidence);
+            // A dependency the lock file names but does not resolve (optional, or for another
+            // platform) has no component to point at: no edge, rather than a dangling one.
             let on = p.depends.iter().flat_map(|d| refs.get(d.as_str()).cloned().unwrap_or_default()).collect();
             deps.entry(c.bom_ref.clone()).or_default().extend::<Vec<String>>(on);
             components.push(c);
@@ -173,7 +175,8 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
 /// A CycloneDX document of a scan alone (for `cargo xtask bench --sbom` and for scans of
 /// images this pipeline did not build): the packages and unowned files found.
 pub fn from_scan(scan: &crate::stages::evidence::scan::ScanResult, manifest: &oci::Manifest) -> Bom {
-    let digest = schema::model::Digest::of(&serde_json::to_vec(manifest).unwrap_or_default());
+    // A manifest is plain data with string keys: it always serializes (never the digest of "").
+    let digest = schema::model::Digest::of(&serde_json::to_vec(manifest).expect("a manifest always serializes"));
     let mut components: Vec<Component> = scan
         .packages
         .iter()

@@ -123,6 +123,8 @@ pub enum ProtoError {
     Decode(#[from] prost::DecodeError),
     #[error("the protobuf document has {0}, which this pipeline never writes")]
     Unsupported(String),
+    #[error("the SBOM cannot be written as CycloneDX protobuf: {0}")]
+    Unencodable(String),
 }
 
 const CLASSIFICATIONS: [(ComponentType, i32); 6] = [
@@ -136,18 +138,26 @@ const CLASSIFICATIONS: [(ComponentType, i32); 6] = [
 
 const HASH_ALGS: [(&str, i32); 5] = [("MD5", 1), ("SHA-1", 2), ("SHA-256", 3), ("SHA-384", 4), ("SHA-512", 5)];
 
-fn component_to(c: &Component) -> PbComponent {
-    PbComponent {
-        kind: CLASSIFICATIONS.iter().find(|(k, _)| *k == c.kind).map(|(_, v)| *v).unwrap_or(0),
+fn component_to(c: &Component) -> Result<PbComponent, ProtoError> {
+    let kind =
+        CLASSIFICATIONS.iter().find(|(k, _)| *k == c.kind).map(|(_, v)| *v).ok_or_else(|| {
+            ProtoError::Unencodable(format!("component `{}`: classification {:?} has no protobuf value", c.bom_ref, c.kind))
+        })?;
+    let hashes = c
+        .hashes
+        .iter()
+        .map(|h| match HASH_ALGS.iter().find(|(a, _)| *a == h.alg) {
+            Some((_, alg)) => Ok(PbHash { alg: *alg, value: h.content.clone() }),
+            None => Err(ProtoError::Unencodable(format!("component `{}`: hash algorithm `{}` has no protobuf value", c.bom_ref, h.alg))),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PbComponent {
+        kind,
         bom_ref: Some(c.bom_ref.clone()),
         name: c.name.clone(),
         version: c.version.clone(),
         description: c.description.clone(),
-        hashes: c
-            .hashes
-            .iter()
-            .map(|h| PbHash { alg: HASH_ALGS.iter().find(|(a, _)| *a == h.alg).map(|(_, v)| *v).unwrap_or(0), value: h.content.clone() })
-            .collect(),
+        hashes,
         licenses: c
             .licenses
             .iter()
@@ -160,7 +170,7 @@ fn component_to(c: &Component) -> PbComponent {
             .collect(),
         purl: c.purl.clone(),
         properties: c.properties.iter().map(|p| PbProperty { name: p.name.clone(), value: Some(p.value.clone()) }).collect(),
-    }
+    })
 }
 
 fn component_from(c: PbComponent) -> Result<Component, ProtoError> {
@@ -204,24 +214,33 @@ fn component_from(c: PbComponent) -> Result<Component, ProtoError> {
 }
 
 /// Seconds of an RFC 3339 UTC timestamp with second precision (what [`Bom`] carries).
-fn seconds_of(ts: &str) -> i64 {
-    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp()).unwrap_or(0)
+fn seconds_of(ts: &str) -> Result<i64, ProtoError> {
+    time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| ProtoError::Unencodable(format!("metadata.timestamp `{ts}` is not RFC 3339: {e}")))
 }
 
-/// Encodes the model as CycloneDX protobuf.
+/// Encodes the model as CycloneDX protobuf; panics on a model [`try_encode`] refuses (which
+/// the stages never build). Release files are written with [`try_encode`].
 pub fn encode(bom: &Bom) -> Vec<u8> {
+    try_encode(bom).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Encodes the model as CycloneDX protobuf; a value protobuf cannot carry (an unknown hash
+/// algorithm, a timestamp that is not RFC 3339) is an error, never a silent default.
+pub fn try_encode(bom: &Bom) -> Result<Vec<u8>, ProtoError> {
     let m = &bom.metadata;
-    PbBom {
+    Ok(PbBom {
         spec_version: bom.spec_version.clone(),
         version: Some(bom.version),
         serial_number: Some(bom.serial_number.clone()),
         metadata: Some(PbMetadata {
-            timestamp: Some(PbTimestamp { seconds: seconds_of(&m.timestamp), nanos: 0 }),
-            tools: Some(PbTool { components: m.tools.components.iter().map(component_to).collect() }),
-            component: Some(component_to(&m.component)),
+            timestamp: Some(PbTimestamp { seconds: seconds_of(&m.timestamp)?, nanos: 0 }),
+            tools: Some(PbTool { components: m.tools.components.iter().map(component_to).collect::<Result<_, _>>()? }),
+            component: Some(component_to(&m.component)?),
             properties: m.properties.iter().map(|p| PbProperty { name: p.name.clone(), value: Some(p.value.clone()) }).collect(),
         }),
-        components: bom.components.iter().map(component_to).collect(),
+        components: bom.components.iter().map(component_to).collect::<Result<_, _>>()?,
         dependencies: bom
             .dependencies
             .iter()
@@ -231,7 +250,7 @@ pub fn encode(bom: &Bom) -> Vec<u8> {
             })
             .collect(),
     }
-    .encode_to_vec()
+    .encode_to_vec())
 }
 
 /// Decodes CycloneDX protobuf into the model.

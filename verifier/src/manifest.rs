@@ -177,3 +177,78 @@ impl DigestBytes for sha2::Sha256 {
         sha2::Sha256::digest(b).to_vec()
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A fixed release.yaml: two components, one chart, the compose file.
+    fn fixed() -> ReleaseYaml {
+        let component = |name: &str, rekor: &str| ComponentEntry {
+            name: name.to_owned(),
+            image: format!("registry.stella-ops.org/stellaops/{name}@{}", Digest::of(format!("{name} index").as_bytes())),
+            sbom: format!("sbom/{name}.cdx.json"),
+            provenance: format!("provenance/{name}.intoto.jsonl"),
+            signature: SignatureEntry { rekor_uuid: rekor.to_owned() },
+        };
+        ReleaseYaml {
+            release: ReleaseInfo {
+                version: "2.4.1".to_owned(),
+                channel: "stable".to_owned(),
+                date: "2027-06-15T12:00:00Z".to_owned(),
+                calendar: "2027.06".to_owned(),
+            },
+            components: vec![component("authority", "pending"), component("scanner", "none")],
+            charts: vec![ChartEntry {
+                name: "stellaops".to_owned(),
+                version: "2.4.1".to_owned(),
+                digest: Digest::of(b"chart").to_string(),
+            }],
+            compose: ComposeEntry { file: "compose/docker-compose.yaml".to_owned(), digest: Digest::of(b"compose").to_string() },
+            checksums: Checksums { sha256: String::new() },
+        }
+    }
+
+    fn rendered() -> (ReleaseYaml, String) {
+        let mut doc = fixed();
+        let bytes = render(&mut doc);
+        (doc, String::from_utf8(bytes).unwrap())
+    }
+
+    #[test]
+    fn release_yaml_bytes() {
+        let (_, text) = rendered();
+        insta::assert_snapshot!("release_yaml", text);
+    }
+
+    #[test]
+    fn release_yaml_round_trips_and_checksum_matches() {
+        let (doc, text) = rendered();
+        assert_eq!(parse(text.as_bytes()).unwrap(), doc);
+        let (stated, computed) = checksum(text.as_bytes()).unwrap();
+        assert_eq!(stated, computed);
+        assert_eq!(stated, doc.checksums.sha256);
+        assert_eq!(stated.len(), 64);
+        // Every scalar is double-quoted: no YAML reader takes the version for a number.
+        assert!(text.contains("  version: \"2.4.1\"\n"), "{text}");
+    }
+
+    #[test]
+    fn checksum_detects_an_edit_before_the_checksums_section() {
+        let (_, text) = rendered();
+        let edited = text.replace("\"scanner\"", "\"scanner2\"");
+        let (stated, computed) = checksum(edited.as_bytes()).unwrap();
+        assert_ne!(stated, computed);
+        assert!(checksum(b"release: {}\n").unwrap_err().contains("no `checksums:` section"));
+    }
+
+    #[test]
+    fn no_charts_render_as_an_empty_list() {
+        let mut doc = fixed();
+        doc.charts.clear();
+        let text = String::from_utf8(render(&mut doc)).unwrap();
+        assert!(text.contains("\ncharts: []\ncompose:\n"), "{text}");
+        assert_eq!(parse(text.as_bytes()).unwrap().charts, Vec::new());
+    }
+}

@@ -279,4 +279,57 @@ mod tests {
         let c = check(&sign(&pointer(4, "2.6.0", false, t + 3 * 86_400), &key), key.public(), &mut st, t + 3 * 86_400, Some(Channel::Lts));
         assert!(!c.accepted && c.problems[0].contains("not `lts`"), "{c:?}");
     }
+
+    #[test]
+    fn pointer_json_as_signed() {
+        let mut p = pointer(2, "2.5.0", true, 1_813_492_800);
+        p.previous = Some(Previous { version: "2.5.1".parse().unwrap(), sequence: 1, release_yaml: Digest::of(b"2.5.1") });
+        let body = String::from_utf8(serde_json::to_vec(&p).unwrap()).unwrap();
+        insta::assert_snapshot!("pointer_json", body);
+        // Without `previous`, the key is absent rather than null.
+        let first = serde_json::to_string(&pointer(1, "2.4.1", false, 1_813_492_800)).unwrap();
+        assert!(!first.contains("previous"), "{first}");
+        assert_eq!(serde_json::from_str::<Pointer>(&body).unwrap(), p);
+    }
+
+    #[test]
+    fn client_state_records_forward_unchanged_and_marked_rollback() {
+        let key = SigningKey::generate(KeyKind::EcdsaP256);
+        let t = 1_813_492_800;
+        let mut st = ClientState::default();
+        let p1 = sign(&pointer(1, "2.4.1", false, t), &key);
+        assert_eq!(check(&p1, key.public(), &mut st, t, None).movement, Some(Move::First));
+        // The same envelope again: unchanged, state untouched.
+        let before = st.clone();
+        let c = check(&p1, key.public(), &mut st, t + 1, None);
+        assert!(c.accepted && c.movement == Some(Move::Unchanged), "{c:?}");
+        assert_eq!(st, before);
+        // Forward to a newer version: recorded.
+        let c = check(&sign(&pointer(2, "2.5.0", false, t + 10), &key), key.public(), &mut st, t + 11, None);
+        assert_eq!(c.movement, Some(Move::Forward { from: "2.4.1".parse().unwrap() }), "{c:?}");
+        let seen = &st.channels[&Channel::Stable];
+        assert_eq!((seen.sequence, seen.version.to_string()), (2, "2.5.0".to_owned()));
+        assert_eq!(seen.release_yaml, Digest::of(b"2.5.0"));
+        // A sequence jump is allowed (only lower ones are refused); a marked move to a newer
+        // version is still reported as a rollback.
+        let c = check(&sign(&pointer(7, "2.6.0", true, t + 20), &key), key.public(), &mut st, t + 21, None);
+        assert_eq!(c.movement, Some(Move::Rollback { from: "2.5.0".parse().unwrap(), to: "2.6.0".parse().unwrap() }), "{c:?}");
+        assert_eq!(st.channels[&Channel::Stable].sequence, 7);
+        // A refused pointer leaves the state as it was, and every problem is listed.
+        let before = st.clone();
+        let c = check(&sign(&pointer(3, "2.4.1", false, t), &key), key.public(), &mut st, t + 15 * 86_400, Some(Channel::Edge));
+        assert!(!c.accepted && c.movement.is_none());
+        assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
+        assert_eq!(st, before);
+        // Expiry is exclusive: refused exactly at `expires`, accepted one second before.
+        let p8 = sign(&pointer(8, "2.6.1", false, t), &key);
+        let mut st2 = st.clone();
+        assert!(!check(&p8, key.public(), &mut st2, t + 14 * 86_400, None).accepted);
+        assert!(check(&p8, key.public(), &mut st, t + 14 * 86_400 - 1, None).accepted);
+        // Another channel's history is separate.
+        let mut lts = pointer(1, "1.0.0", false, t);
+        lts.channel = Channel::Lts;
+        assert_eq!(check(&sign(&lts, &key), key.public(), &mut st, t, None).movement, Some(Move::First));
+        assert_eq!(st.channels.len(), 2);
+    }
 }

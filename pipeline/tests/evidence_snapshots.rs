@@ -1,0 +1,157 @@
+//! Snapshots of the evidence documents for a fixed, hand-built input (no services, no
+//! network, no wall clock): the build-time CycloneDX 1.6 SBOM and the SLSA provenance
+//! statement, as the evidence stage writes them. A changed byte fails the test; review the
+//! new snapshot, then regenerate with `INSTA_UPDATE=always cargo test -p pipeline --test evidence_snapshots`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use oci::layer::FileRecord;
+use oci::Descriptor;
+use pipeline::stages::build::base::BasePackage;
+use pipeline::stages::build::{BuiltImage, Known, LockFile};
+use pipeline::stages::evidence::provenance::{self, RunTimes};
+use pipeline::stages::evidence::sbom::generate;
+use pipeline::stages::evidence::sbom::locks::{Ecosystem, LockedPackage};
+use pipeline::stages::evidence::sbom::Bom;
+use pipeline::stages::plan::source::SourceFacts;
+use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
+use schema::model::{Channel, Digest, Platform};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const EPOCH: i64 = 1_813_492_800;
+
+struct Fixture {
+    plan: Plan,
+    image: BuiltImage,
+    index: Digest,
+}
+
+fn fixture() -> Fixture {
+    let component = PlannedComponent {
+        name: "authority".to_owned(),
+        version: "2.4.1".to_owned(),
+        skew_group: "trust".to_owned(),
+        repository: "registry.example/stellaops/authority".to_owned(),
+        source: PlannedSource::Path { path: "components/authority".to_owned(), commit: COMMIT.to_owned() },
+        in_kit: true,
+        images: vec![PlannedImage {
+            platform: Platform::LinuxAmd64,
+            base: "debian-bookworm-slim".to_owned(),
+            base_digest: Digest::of(b"base"),
+            ref_name: "authority-linux-amd64".to_owned(),
+        }],
+        recipe: toml::from_str("entrypoint = [\"/usr/bin/authority\"]").unwrap(),
+    };
+    let plan = Plan {
+        version: "2.4.1 (2027.06)".parse().unwrap(),
+        channel: Channel::Stable,
+        source: SourceFacts {
+            workdir: PathBuf::from("/src/stellaops"),
+            commit: COMMIT.to_owned(),
+            tag: Some("v2.4.1".to_owned()),
+            tag_elsewhere: None,
+            source_date_epoch: EPOCH,
+            dirty: Vec::new(),
+        },
+        source_date_epoch: EPOCH,
+        created: schema::model::rfc3339(EPOCH),
+        registry: "registry.example/stellaops".to_owned(),
+        backend: "daemonless",
+        compressor: "gzip",
+        components: vec![component],
+        output: PathBuf::from("/src/stellaops/target/releases/2.4.1-stable"),
+        root: PathBuf::from("/src/stellaops"),
+        kit: toml::from_str("components = [\"*\"]\nsections = [\"images\", \"sboms\"]").unwrap(),
+        drift: Default::default(),
+    };
+    let deb = |name: &str, depends: &[&str], sha: Option<&str>| BasePackage {
+        name: name.to_owned(),
+        version: "1.0-1".to_owned(),
+        arch: "amd64".to_owned(),
+        deb_sha256: sha.map(|s| Digest::of(s.as_bytes()).hex().to_owned()),
+        source: None,
+        depends: depends.iter().map(|d| (*d).to_owned()).collect(),
+        files: Vec::new(),
+    };
+    let crate_pkg = |name: &str, version: &str, depends: &[&str]| LockedPackage {
+        ecosystem: Ecosystem::RustCrate,
+        name: name.to_owned(),
+        version: version.to_owned(),
+        checksum: Some(("SHA-256".to_owned(), Digest::of(name.as_bytes()).hex().to_owned())),
+        license: Some("MIT OR Apache-2.0".to_owned()),
+        depends: depends.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    let image = BuiltImage {
+        component: "authority".to_owned(),
+        platform: Platform::LinuxAmd64,
+        manifest: Descriptor::new("application/vnd.oci.image.manifest.v1+json", Digest::of(b"manifest"), 1234),
+        config: Digest::of(b"config"),
+        layers: vec![Digest::of(b"base layer"), Digest::of(b"layer")],
+        base: Digest::of(b"base"),
+        lock_files: vec![LockFile {
+            path: "Cargo.lock".to_owned(),
+            sha256: Digest::of(b"Cargo.lock").hex().to_owned(),
+            image_path: None,
+            packages: vec![crate_pkg("serde", "1.0.200", &[]), crate_pkg("authority", "2.4.1", &["serde", "missing"])],
+        }],
+        known: Known {
+            // `libc6` has no pinned .deb: in the SBOM, not among provenance's dependencies.
+            base_packages: vec![deb("libc6", &[], None), deb("libssl3", &["libc6"], Some("libssl3.deb"))],
+            base_suite: Some("bookworm".to_owned()),
+            files: vec![FileRecord {
+                path: "/usr/bin/authority".to_owned(),
+                sha256: Digest::of(b"binary").hex().to_owned(),
+                size: 6,
+                mode: 0o755,
+            }],
+            base_layers: 1,
+        },
+        buildkit: None,
+    };
+    Fixture { plan, image, index: Digest::of(b"index") }
+}
+
+#[test]
+fn build_time_sbom_cyclonedx_json() {
+    let f = fixture();
+    let bom = generate::build_time(&f.plan, &f.plan.components[0], &f.image, &f.index);
+    let json = bom.to_json();
+    insta::assert_snapshot!("build_time_sbom_cdx_json", String::from_utf8(json.clone()).unwrap());
+    // The document reads back to the same model, names no unknown ref, and seals to itself.
+    let back = Bom::from_json(&json).unwrap();
+    assert_eq!(back, bom);
+    assert_eq!(back.spec_version, "1.6");
+    assert!(back.dangling_refs().is_empty(), "{:?}", back.dangling_refs());
+    let mut resealed = back.clone();
+    resealed.seal();
+    assert_eq!(resealed.serial_number, bom.serial_number);
+    assert!(bom.serial_number.starts_with("urn:uuid:"));
+}
+
+#[test]
+fn provenance_statement_json() {
+    let f = fixture();
+    let times = RunTimes {
+        invocation_id: "urn:uuid:00000000-0000-5000-8000-000000000000".to_owned(),
+        started: "2027-06-20T12:00:00Z".to_owned(),
+        finished: "2027-06-20T12:05:00Z".to_owned(),
+    };
+    let st = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap();
+    // As the evidence stage writes it: pretty JSON.
+    let json = String::from_utf8(serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+    insta::assert_snapshot!("provenance_statement_json", json);
+    let names: Vec<Option<&str>> = st.predicate.build_definition.resolved_dependencies.iter().map(|d| d.name.as_deref()).collect();
+    assert_eq!(names, [Some("v2.4.1"), Some("base image"), Some("libssl3.deb"), Some("lock file"), Some("toolchain")]);
+    assert_eq!(st.predicate.build_definition.build_type, provenance::BUILD_TYPE);
+}
+
+#[test]
+fn provenance_refuses_an_image_the_plan_does_not_have() {
+    let mut f = fixture();
+    f.image.platform = Platform::LinuxArm64;
+    let times = RunTimes { invocation_id: String::new(), started: String::new(), finished: String::new() };
+    let err = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap_err();
+    assert!(err.contains("has no image for linux/arm64"), "{err}");
+}

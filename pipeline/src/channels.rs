@@ -128,13 +128,13 @@ impl Store {
             let Ok(bytes) = fs::read(&path) else { continue };
             let digest = Digest::of(&bytes);
             let doc = verifier::manifest::parse(&bytes).map_err(|m| OpsError::Invalid(format!("`{}`: {m}", path.display())))?;
-            let version: Version = doc.release.version.parse().map_err(|m| OpsError::Invalid(format!("`{}`: {m}", path.display())))?;
+            let version: Version = doc.release.version;
             let last_sequence = log.iter().rev().find(|p| p.release_yaml == digest).map(|p| p.sequence).unwrap_or(0);
             out.push(Kept {
                 version,
                 current: current.as_ref() == Some(&digest),
                 release_yaml: digest,
-                cut_for: doc.release.channel,
+                cut_for: doc.release.channel.to_string(),
                 calendar: doc.release.calendar,
                 dir: e.path(),
                 last_sequence,
@@ -317,7 +317,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
             (from, since, placed) = (Some(*src), Some(first.issued.clone()), true);
             break;
         }
-        if !placed && rel.doc.release.channel != req.to.as_str() {
+        if !placed && rel.doc.release.channel != req.to {
             let from: Vec<String> = sources.iter().map(|(c, _)| format!("`{c}`")).collect();
             return Err(OpsError::Refused(format!(
                 "`{version}` was cut for `{}` and is not on {}, the channel(s) that promote to `{}`\n  hint: put it there first: `cargo xtask promote {} --to {}`",
@@ -499,18 +499,17 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let mut images = Vec::new();
     let mut refs = BTreeMap::new();
     for c in &rel.doc.components {
-        let (repository, digest) = c.image.split_once('@').ok_or_else(|| {
-            OpsError::Invalid(format!("`{}`: component `{}`: image `{}` is not pinned by digest", rel.dir.display(), c.name, c.image))
-        })?;
-        let digest: Digest =
-            digest.parse().map_err(|e| OpsError::Invalid(format!("`{}`: component `{}`: {e}", rel.dir.display(), c.name)))?;
-        refs.insert(c.name.clone(), c.image.clone());
-        images.push(crate::templates::TemplateImage { component: c.name.clone(), repository: repository.to_owned(), digest });
+        // Pinned by digest since parsing: release.yaml with a tag is refused there.
+        refs.insert(c.name.clone(), c.image.to_string());
+        images.push(crate::templates::TemplateImage {
+            component: c.name.clone(),
+            repository: c.image.name(),
+            digest: c.image.digest.clone(),
+        });
     }
     let epoch = verifier::ops::parse_time(&rel.doc.release.date)
         .map_err(|e| OpsError::Invalid(format!("`{}`: `release.date`: {e}", rel.dir.display())))?;
-    let cut_for: Channel =
-        rel.doc.release.channel.parse().map_err(|e| OpsError::Invalid(format!("`{}`: `release.channel`: {e}", rel.dir.display())))?;
+    let cut_for: Channel = rel.doc.release.channel;
     let parent = req.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io(parent))?;
     let staging = tempfile::Builder::new().prefix(".rollback-").tempdir_in(parent).map_err(io(parent))?;
@@ -519,15 +518,15 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
         Some(c) => (sources.path().to_owned(), format!("commit {c}")),
         None => (req.root.to_owned(), "working tree".to_owned()),
     };
-    let rendered = crate::templates::render(&template_root, &rel.doc.release.version, cut_for, epoch, &images, staging.path())?;
+    let rendered = crate::templates::render(&template_root, &rel.doc.release.version.to_string(), cut_for, epoch, &images, staging.path())?;
     let values_path = staging.path().join("values.yaml");
     let values = values_of(&rendered.chart).map_err(io(&rendered.chart))?;
     oci::write_atomic(&values_path, &values).map_err(io(&values_path))?;
     for f in ["release.yaml", "release.yaml.sig"] {
         verifier::ops::copy_kept(&rel.dir, staging.path(), f)?;
     }
-    let compose_matches_release = rendered.compose_digest.as_str() == rel.doc.compose.digest;
-    let chart_matches_release = rel.doc.charts.iter().any(|c| c.digest == rendered.chart_digest.as_str());
+    let compose_matches_release = rel.doc.compose.digest.as_ref() == Some(&rendered.compose_digest);
+    let chart_matches_release = rel.doc.charts.iter().any(|c| c.digest == rendered.chart_digest);
     let staged = staging.keep();
     if req.out.exists() {
         fs::remove_dir_all(req.out).map_err(io(req.out))?;

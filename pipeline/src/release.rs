@@ -214,11 +214,11 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         charts: vec![verifier::manifest::ChartEntry {
             name: rendered.chart_name.clone(),
             version: rendered.chart_version.clone(),
-            digest: rendered.chart_digest.to_string(),
+            digest: rendered.chart_digest.clone(),
         }],
         compose: Some(verifier::manifest::ComposeEntry {
             file: crate::templates::COMPOSE_FILE.to_owned(),
-            digest: rendered.compose_digest.to_string(),
+            digest: Some(rendered.compose_digest.clone()),
         }),
     };
     let made =

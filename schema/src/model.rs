@@ -96,6 +96,13 @@ pub struct PinnedRef {
     pub digest: Digest,
 }
 
+impl PinnedRef {
+    /// `host[:port]/path`: the full repository name, without tag or digest.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+}
+
 impl FromStr for PinnedRef {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {
@@ -401,6 +408,16 @@ mod tests {
         assert_eq!(r.repository, "base/busybox");
         assert_eq!(r.tag.as_deref(), Some("1.36"));
         assert_eq!(r.to_string(), format!("127.0.0.1:5000/base/busybox:1.36@{d}"));
+        assert_eq!(r.name(), "127.0.0.1:5000/base/busybox");
+    }
+
+    #[test]
+    fn pinned_ref_name_is_host_and_path() {
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r: PinnedRef = format!("registry.stella-ops.org/stellaops/scanner@{d}").parse().unwrap();
+        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("registry.stella-ops.org", "stellaops/scanner"));
+        assert_eq!(r.name(), "registry.stella-ops.org/stellaops/scanner");
+        assert_eq!(format!("{}@{}", r.name(), r.digest), r.to_string());
     }
 }
 

@@ -389,7 +389,7 @@ fn check(
     }
     let inventory: Inventory =
         serde_json::from_value(st["predicate"].clone()).map_err(|e| refuse(format!("`manifest/kit.dsse.json`: inventory: {e}")))?;
-    if inventory.version != doc.release.version || inventory.channel != doc.release.channel {
+    if inventory.version != doc.release.version.to_string() || inventory.channel != doc.release.channel.as_str() {
         return Err(refuse("`manifest/kit.dsse.json` names another version or channel than release.yaml".into()));
     }
     let mut listed: BTreeMap<&str, &Entry> = BTreeMap::new();

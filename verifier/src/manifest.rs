@@ -10,71 +10,13 @@
 //! the DER signature) and `release.yaml.sigstore.json`, a sigstore bundle v0.3 with a
 //! public-key hint (the key id) and a message signature.
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-
 use crate::keys::{PublicKey, SigningKey};
+use base64::Engine as _;
 use schema::model::Digest;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseYaml {
-    pub release: ReleaseInfo,
-    pub components: Vec<ComponentEntry>,
-    pub charts: Vec<ChartEntry>,
-    pub compose: ComposeEntry,
-    pub checksums: Checksums,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseInfo {
-    pub version: String,
-    pub channel: String,
-    pub date: String,
-    pub calendar: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentEntry {
-    pub name: String,
-    /// `repository@sha256:...` of the component's multi-arch index.
-    pub image: String,
-    pub sbom: String,
-    pub provenance: String,
-    pub signature: SignatureEntry,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignatureEntry {
-    /// The transparency-log entry, `pending` while the log could not be reached, `none`
-    /// when no log is configured.
-    #[serde(rename = "rekorUUID")]
-    pub rekor_uuid: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChartEntry {
-    pub name: String,
-    pub version: String,
-    pub digest: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComposeEntry {
-    pub file: String,
-    pub digest: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Checksums {
-    pub sha256: String,
-}
+// The document's types live in `schema::release`; re-exported so `verifier::manifest::ReleaseYaml`
+// and the rest keep their paths.
+pub use schema::release::*;
 
 /// A double-quoted YAML scalar (JSON string escaping is valid YAML).
 fn q(s: &str) -> String {
@@ -87,8 +29,8 @@ fn body(doc: &ReleaseYaml) -> String {
     let r = &doc.release;
     s += &format!(
         "release:\n  version: {}\n  channel: {}\n  date: {}\n  calendar: {}\n",
-        q(&r.version),
-        q(&r.channel),
+        q(&r.version.to_string()),
+        q(r.channel.as_str()),
         q(&r.date),
         q(&r.calendar)
     );
@@ -97,7 +39,7 @@ fn body(doc: &ReleaseYaml) -> String {
         s += &format!(
             "  - name: {}\n    image: {}\n    sbom: {}\n    provenance: {}\n    signature: {{ rekorUUID: {} }}\n",
             q(&c.name),
-            q(&c.image),
+            q(&c.image.to_string()),
             q(&c.sbom),
             q(&c.provenance),
             q(&c.signature.rekor_uuid)
@@ -108,10 +50,14 @@ fn body(doc: &ReleaseYaml) -> String {
     } else {
         s += "charts:\n";
         for c in &doc.charts {
-            s += &format!("  - name: {}\n    version: {}\n    digest: {}\n", q(&c.name), q(&c.version), q(&c.digest));
+            s += &format!("  - name: {}\n    version: {}\n    digest: {}\n", q(&c.name), q(&c.version), q(c.digest.as_str()));
         }
     }
-    s += &format!("compose:\n  file: {}\n  digest: {}\n", q(&doc.compose.file), q(&doc.compose.digest));
+    s += &format!(
+        "compose:\n  file: {}\n  digest: {}\n",
+        q(&doc.compose.file),
+        q(doc.compose.digest.as_ref().map(Digest::as_str).unwrap_or(""))
+    );
     s
 }
 
@@ -182,30 +128,27 @@ impl DigestBytes for sha2::Sha256 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use schema::model::Channel;
 
     /// A fixed release.yaml: two components, one chart, the compose file.
     fn fixed() -> ReleaseYaml {
         let component = |name: &str, rekor: &str| ComponentEntry {
             name: name.to_owned(),
-            image: format!("registry.stella-ops.org/stellaops/{name}@{}", Digest::of(format!("{name} index").as_bytes())),
+            image: format!("registry.stella-ops.org/stellaops/{name}@{}", Digest::of(format!("{name} index").as_bytes())).parse().unwrap(),
             sbom: format!("sbom/{name}.cdx.json"),
             provenance: format!("provenance/{name}.intoto.jsonl"),
             signature: SignatureEntry { rekor_uuid: rekor.to_owned() },
         };
         ReleaseYaml {
             release: ReleaseInfo {
-                version: "2.4.1".to_owned(),
-                channel: "stable".to_owned(),
+                version: "2.4.1".parse().unwrap(),
+                channel: Channel::Stable,
                 date: "2027-06-15T12:00:00Z".to_owned(),
                 calendar: "2027.06".to_owned(),
             },
             components: vec![component("authority", "pending"), component("scanner", "none")],
-            charts: vec![ChartEntry {
-                name: "stellaops".to_owned(),
-                version: "2.4.1".to_owned(),
-                digest: Digest::of(b"chart").to_string(),
-            }],
-            compose: ComposeEntry { file: "compose/docker-compose.yaml".to_owned(), digest: Digest::of(b"compose").to_string() },
+            charts: vec![ChartEntry { name: "stellaops".to_owned(), version: "2.4.1".to_owned(), digest: Digest::of(b"chart") }],
+            compose: ComposeEntry { file: "compose/docker-compose.yaml".to_owned(), digest: Some(Digest::of(b"compose")) },
             checksums: Checksums { sha256: String::new() },
         }
     }
@@ -250,5 +193,42 @@ mod tests {
         let text = String::from_utf8(render(&mut doc)).unwrap();
         assert!(text.contains("\ncharts: []\ncompose:\n"), "{text}");
         assert_eq!(parse(text.as_bytes()).unwrap().charts, Vec::new());
+    }
+
+    #[test]
+    fn a_component_image_not_pinned_by_digest_is_refused() {
+        let (doc, text) = rendered();
+        let image = doc.components[0].image.to_string();
+        for unpinned in ["registry.stella-ops.org/stellaops/authority:2.4.1", "registry.stella-ops.org/stellaops/authority"] {
+            let edited = text.replace(&image, unpinned);
+            assert_ne!(edited, text);
+            let e = parse(edited.as_bytes()).unwrap_err();
+            assert!(e.contains("is not pinned by digest"), "{e}");
+            assert!(checksum(edited.as_bytes()).is_err());
+        }
+        // A digest that is not sha256 and 64 hex digits is not a pin either.
+        let short = text.replace(image.rsplit_once('@').unwrap().1, "sha256:abc");
+        assert!(parse(short.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn typed_fields_are_refused_at_parse() {
+        let (_, text) = rendered();
+        for (from, to) in [("\"stable\"", "\"beta\""), ("\"2.4.1\"\n  channel", "\"2.4\"\n  channel")] {
+            let edited = text.replacen(from, to, 1);
+            assert_ne!(edited, text);
+            assert!(parse(edited.as_bytes()).is_err(), "{edited}");
+        }
+        let chart = Digest::of(b"chart").to_string();
+        assert!(parse(text.replace(&chart, "sha256:chart").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_release_without_compose_writes_and_reads_empty_strings() {
+        let mut doc = fixed();
+        doc.compose = ComposeEntry::none();
+        let text = String::from_utf8(render(&mut doc)).unwrap();
+        assert!(text.contains("\ncompose:\n  file: \"\"\n  digest: \"\"\nchecksums:\n"), "{text}");
+        assert_eq!(parse(text.as_bytes()).unwrap(), doc);
     }
 }

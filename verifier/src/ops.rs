@@ -154,10 +154,9 @@ impl SignedRelease {
         }
     }
 
+    /// `release.version` (typed since parsing; kept a `Result` for its callers).
     pub fn version(&self) -> Result<schema::model::Version, OpsError> {
-        self.doc.release.version.parse().map_err(|e: schema::model::ParseError| {
-            OpsError::Invalid(format!("`{}`: `release.version`: {e}", self.dir.join("release.yaml").display()))
-        })
+        Ok(self.doc.release.version)
     }
 }
 

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::keys::PublicKey;
 use oci::{ImageConfig, Index, Layout, Manifest, MEDIA_INDEX};
-use schema::model::{Digest, Version};
+use schema::model::{PinnedRef, Version};
 
 use crate::ops::SignedRelease;
 
@@ -127,7 +127,7 @@ fn side(dir: &Path, key: &PublicKey, which: &str, signature_severity: Severity, 
                 severity: Severity::Violation,
                 message: format!("{which} `{}`: no image layout to read component versions from: {e}", dir.display()),
             });
-            return Some(Side { label: doc.release.version.clone(), versions: BTreeMap::new() });
+            return Some(Side { label: doc.release.version.to_string(), versions: BTreeMap::new() });
         }
     };
     let mut versions = BTreeMap::new();
@@ -147,14 +147,8 @@ fn side(dir: &Path, key: &PublicKey, which: &str, signature_severity: Severity, 
 }
 
 /// The `org.opencontainers.image.version` label of the image `repo@digest`, through digests.
-fn version_of(layout: &Layout, image: &str) -> Result<Version, String> {
-    let digest: Digest = image
-        .split_once('@')
-        .map(|(_, d)| d)
-        .ok_or_else(|| format!("`{image}` is not pinned by digest"))?
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let index: Index = layout.read_json(&digest, "an image index").map_err(|e| e.to_string())?;
+fn version_of(layout: &Layout, image: &PinnedRef) -> Result<Version, String> {
+    let index: Index = layout.read_json(&image.digest, "an image index").map_err(|e| e.to_string())?;
     let m = index.manifests.iter().find(|m| m.media_type != MEDIA_INDEX).ok_or("its index lists no image")?;
     let manifest: Manifest = layout.read_json(&m.digest, "an image manifest").map_err(|e| e.to_string())?;
     let config: ImageConfig = layout.read_json(&manifest.config.digest, "an image config").map_err(|e| e.to_string())?;

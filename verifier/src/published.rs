@@ -75,10 +75,8 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
     let mut mode: Option<ReferrersMode> = None;
     for c in &doc.components {
         let repo = target.repository(&c.name);
-        let Some(index_digest) = c.image.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok()) else {
-            push(&mut r, format!("{}: image reference", c.name), Err(format!("`{}` is not pinned by digest", c.image)));
-            continue;
-        };
+        // Pinned by digest since parsing: a tag in release.yaml is refused there.
+        let index_digest = c.image.digest.clone();
         // 2. The index by digest, and the tags.
         let index: Index = match client.get_manifest(&repo, index_digest.as_str()) {
             Ok(Some(f)) => match serde_json::from_slice(&f.bytes) {
@@ -100,8 +98,8 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
                 continue;
             }
         };
-        for tag in [&doc.release.version, &doc.release.channel] {
-            let got = client.head_manifest(&repo, tag);
+        for tag in [doc.release.version.to_string(), doc.release.channel.to_string()] {
+            let got = client.head_manifest(&repo, &tag);
             push(
                 &mut r,
                 format!("{}: tag `{tag}` points at the release", c.name),

@@ -77,14 +77,13 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             })?;
             let doc = verifier::manifest::parse(&yaml)
                 .map_err(|e| Failure { code: schema::exit::Code::Rejected, message: format!("release.yaml: {e}") })?;
-            let channel: schema::model::Channel =
-                doc.release.channel.parse().map_err(|e| Failure { code: schema::exit::Code::Rejected, message: format!("{e}") })?;
+            let channel: schema::model::Channel = doc.release.channel;
             let train = cfg.trains.get(&channel).ok_or_else(|| Failure {
                 code: schema::exit::Code::Rejected,
                 message: format!("release-trains/ has no `{channel}` channel"),
             })?;
             let signing = pipeline::release::signing_key(key.as_deref(), &root, Fips::Off, &schema::report::Silent)?;
-            let name = schema::kit::kit_name(&doc.release.version, &doc.release.channel);
+            let name = schema::kit::kit_name(&doc.release.version.to_string(), doc.release.channel.as_str());
             let out = out.unwrap_or_else(|| {
                 if delta_from.is_some() {
                     release.join(name.replace(".tar.zst", "-delta.tar.zst"))

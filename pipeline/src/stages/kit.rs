@@ -154,8 +154,8 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     }
     let total_size = entries.iter().map(|e| e.size).sum();
     let inventory = Inventory {
-        version: doc.release.version.clone(),
-        channel: doc.release.channel.clone(),
+        version: doc.release.version.to_string(),
+        channel: doc.release.channel.to_string(),
         kind: if req.delta_from.is_some() { KitKind::Delta } else { KitKind::Full },
         components: components.clone(),
         delta_from,

@@ -89,7 +89,7 @@ pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Dep
             .map_err(|e| ManifestError::Missing(format!("component `{}`: image reference: {e}", pc.name)))?;
         components.push(ComponentEntry {
             name: pc.name.clone(),
-            image: image.to_string(),
+            image,
             sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, docs.sbom_json),
             provenance: format!("oci://{}/attest/provenance@{}", c.repository, docs.provenance_envelope),
             signature: SignatureEntry { rekor_uuid: rekor_of(&c.index.digest) },
@@ -97,14 +97,14 @@ pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Dep
     }
     Ok(ReleaseYaml {
         release: ReleaseInfo {
-            version: plan.version.version.to_string(),
-            channel: plan.channel.to_string(),
+            version: plan.version.version,
+            channel: plan.channel,
             date: rfc3339(plan.source_date_epoch),
             calendar: plan.version.calendar.to_string(),
         },
         components,
         charts: deployables.charts.clone(),
-        compose: deployables.compose.clone().unwrap_or(ComposeEntry { file: String::new(), digest: String::new() }),
+        compose: deployables.compose.clone().unwrap_or_else(ComposeEntry::none),
         checksums: Checksums { sha256: String::new() },
     })
 }

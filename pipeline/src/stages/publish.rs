@@ -99,7 +99,7 @@ pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporte
     let yaml = fs::read(&yaml_path).map_err(|source| PublishError::Io { path: yaml_path.clone(), source })?;
     let doc = verifier::manifest::parse(&yaml)
         .map_err(|message| PublishError::Release { message: format!("`{}`: {message}", yaml_path.display()) })?;
-    let tags = vec![doc.release.version.clone(), doc.release.channel.clone()];
+    let tags = vec![doc.release.version.to_string(), doc.release.channel.to_string()];
     let layout = Layout::open(&dir.join("images"))?;
     let index_path = layout.root().join("index.json");
     let layout_digest = Digest::of(&fs::read(&index_path).map_err(|source| PublishError::Io { path: index_path, source })?);
@@ -171,7 +171,7 @@ pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporte
             }
         }
     }
-    Ok(ReleaseReport { version: doc.release.version, channel: doc.release.channel, tags, destinations: reports })
+    Ok(ReleaseReport { version: doc.release.version.to_string(), channel: doc.release.channel.to_string(), tags, destinations: reports })
 }
 
 /// What `doctor registries` found for one destination.

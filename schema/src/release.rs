@@ -1,0 +1,125 @@
+//! `release.yaml` (spec §6.1), typed: what the manifest stage writes and every reader (verify,
+//! publish, kit, promote, rollback, preflight) reads back.
+//!
+//! The bytes are written by `verifier::manifest`'s own emitter (every scalar double-quoted,
+//! in the order of §6.1) from the `Display` of each field; these types are what a reader gets
+//! after parsing, so a value that cannot be what §6.1 says (an image pinned by a tag, a digest
+//! that is not `sha256:`, an unknown channel) is refused at the edge, with the key it came from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Channel, Digest, PinnedRef, Version};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseYaml {
+    pub release: ReleaseInfo,
+    pub components: Vec<ComponentEntry>,
+    pub charts: Vec<ChartEntry>,
+    pub compose: ComposeEntry,
+    pub checksums: Checksums,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseInfo {
+    /// `MAJOR.MINOR.PATCH`, without the calendar tag (that is [`ReleaseInfo::calendar`]).
+    pub version: Version,
+    /// The channel the release was cut for.
+    pub channel: Channel,
+    /// RFC 3339 UTC time of SOURCE_DATE_EPOCH.
+    pub date: String,
+    /// `YYYY.MM`.
+    pub calendar: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEntry {
+    pub name: String,
+    /// `repository@sha256:...` of the component's multi-arch index.
+    pub image: PinnedRef,
+    pub sbom: String,
+    pub provenance: String,
+    pub signature: SignatureEntry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureEntry {
+    /// The transparency-log entry, `pending` while the log could not be reached, `none`
+    /// when no log is configured.
+    #[serde(rename = "rekorUUID")]
+    pub rekor_uuid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartEntry {
+    pub name: String,
+    /// The chart's own version (`Chart.yaml`), free text to this document.
+    pub version: String,
+    /// sha256 of the packaged chart.
+    pub digest: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeEntry {
+    /// Path of the compose file in the release; empty when the release has none.
+    pub file: String,
+    /// sha256 of the compose file; `None` (written `""`) when the release has none.
+    #[serde(with = "empty_is_none")]
+    pub digest: Option<Digest>,
+}
+
+impl ComposeEntry {
+    /// The entry of a release without a compose file: `file: ""`, `digest: ""`.
+    pub fn none() -> Self {
+        ComposeEntry { file: String::new(), digest: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checksums {
+    /// Lowercase hex sha256 (no `sha256:` prefix) of the bytes before `checksums:`.
+    pub sha256: String,
+}
+
+/// An optional digest written as `""` when absent (the shape §6.1 has always had).
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::model::Digest;
+
+    pub fn serialize<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.as_ref().map(Digest::as_str).unwrap_or(""))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Digest>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse().map(Some).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_compose_digest_is_none_and_a_bad_one_is_refused() {
+        let none: ComposeEntry = serde_json::from_str(r#"{"file":"","digest":""}"#).unwrap();
+        assert_eq!(none, ComposeEntry::none());
+        assert_eq!(serde_json::to_string(&none).unwrap(), r#"{"file":"","digest":""}"#);
+        let d = Digest::of(b"compose");
+        let some: ComposeEntry = serde_json::from_str(&format!(r#"{{"file":"c.yaml","digest":"{d}"}}"#)).unwrap();
+        assert_eq!(some.digest, Some(d));
+        assert!(serde_json::from_str::<ComposeEntry>(r#"{"file":"c.yaml","digest":"md5:00"}"#).is_err());
+    }
+}

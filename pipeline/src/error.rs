@@ -14,8 +14,8 @@ pub enum Error {
     Config(#[from] schema::config::ConfigError),
     #[error(transparent)]
     Source(#[from] crate::stages::plan::source::SourceError),
-    #[error("the bundle breaks the version skew rules of spec §1.3:\n{}", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
-    Skew(Vec<schema::skew::Violation>),
+    #[error(transparent)]
+    Plan(#[from] crate::stages::plan::PlanError),
     /// A failure of one stage of a release, tagged with the stage by the orchestrator.
     #[error("{} stage: {source}", .stage.as_str())]
     At {
@@ -79,7 +79,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::At { source, .. } => source.hint(),
-            Error::Skew(_) => Some("align the versions in `release-trains/components.toml`".to_owned()),
+            Error::Plan(p) => p.hint(),
             Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
             Error::Io { .. } => Some("check that the path exists, is readable and that the disk has room".to_owned()),
             _ => None,
@@ -91,7 +91,8 @@ impl Error {
         use crate::stages::build::BuildError as E;
         match self {
             Error::At { source, .. } => source.exit_code(),
-            Error::Config(_) | Error::Skew(_) => exit::REJECTED,
+            Error::Plan(p) => p.exit_code(),
+            Error::Config(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,
             Error::Source(_) => exit::REJECTED,

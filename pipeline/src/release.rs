@@ -152,7 +152,7 @@ fn now() -> (i64, String) {
 pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Error> {
     let (started_secs, started) = now();
     reporter.event(Event::StageStarted { stage: Stage::Plan, jobs: 1 });
-    let (mut plan, cfg) = plan::plan(&opts.plan).map_err(|e| e.at(Stage::Plan))?;
+    let (mut plan, cfg) = plan::plan(&opts.plan).map_err(at(Stage::Plan))?;
     let buildkit;
     let backend: &dyn Backend = match &opts.backend {
         BackendChoice::Daemonless => &Daemonless,
@@ -188,7 +188,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
     let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
-    let evidence = crate::stages::evidence::run(&plan, &cfg, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
+    let evidence = crate::stages::evidence::run(&plan, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Sign))?;
     // The chart and compose file, every image by its index digest.
@@ -382,5 +382,5 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
 
 /// The plan alone (for `cargo xtask plan`).
 pub fn plan_only(opts: &PlanOptions) -> Result<Plan, Error> {
-    plan::plan(opts).map(|(p, _)| p)
+    plan::plan(opts).map(|(p, _)| p).map_err(Error::from)
 }

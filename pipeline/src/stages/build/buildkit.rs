@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -36,14 +35,15 @@ use bollard::models::BuildInfoAux;
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOutput};
 use bollard::Docker;
 use futures_util::StreamExt;
-use serde::Serialize;
 
+use crate::stages::build::backend::{self as build, Backend, BuiltImage, Job, Record};
+use crate::stages::build::daemonless::Daemonless;
 use crate::stages::build::dockerfile::{self, Origin, BASE_ARG};
-use crate::stages::build::rootfs::{self, RootfsError};
-use crate::stages::build::{self, Backend, BuildError, BuiltImage, Daemonless, Job};
+use crate::stages::build::error::{BuildError, BuildKitError};
+use crate::stages::build::rootfs;
 use oci::layer::{LayerWriter, Modes};
 use oci::{self, Layout};
-use schema::config::{Config, BUNDLE_FILE};
+use schema::config::Config;
 use schema::files::BaseSource;
 use schema::model::Platform;
 use schema::report::{Event, Reporter};
@@ -57,56 +57,6 @@ const MAX_TRANSPORT_FAILURES: u32 = 3;
 /// The value recorded for secret build arguments.
 pub const REDACTED: &str = "<redacted>";
 
-#[derive(Debug, thiserror::Error)]
-pub enum BuildKitError {
-    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
-    NoEndpoint(Vec<(String, String)>),
-    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock`\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
-    BadEndpoint(String),
-    #[error("base `{base}` ({platform}) is not in a registry BuildKit can pull from\n  hint: pass `--base-mirror HOST:PORT/PATH` (the pipeline pushes the pinned base there by digest), or pin the base with `source = \"registry\"`")]
-    NoBaseSource { base: String, platform: Platform },
-    #[error("base `{base}` ({platform}): cannot push it to the mirror: {source}")]
-    Mirror {
-        base: String,
-        platform: Platform,
-        #[source]
-        source: oci::registry::RegistryError,
-    },
-    #[error("`{BUNDLE_FILE}`: component `{component}`: `recipe.secret-build-args`: `{name}` is not set in the environment")]
-    MissingSecret { component: String, name: String },
-    #[error("component `{component}` ({platform}): cannot read its Dockerfile `{file}`: {message}")]
-    Dockerfile { component: String, platform: Platform, file: String, message: String },
-    #[error("component `{component}` ({platform}) on `{endpoint}`: {}{message}{}", .step.as_ref().map(|s| format!("step `{s}` failed: ")).unwrap_or_default(), if .log.is_empty() { String::new() } else { format!("\n  log tail:\n{}", .log.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")) })]
-    Failed { component: String, platform: Platform, endpoint: String, step: Option<String>, message: String, log: Vec<String> },
-    #[error("component `{component}` ({platform}): {source}")]
-    Rootfs {
-        component: String,
-        platform: Platform,
-        #[source]
-        source: RootfsError,
-    },
-    #[error("`{path}`: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl BuildKitError {
-    pub fn exit_code(&self) -> schema::exit::Code {
-        use schema::exit;
-        match self {
-            BuildKitError::BadEndpoint(_)
-            | BuildKitError::NoBaseSource { .. }
-            | BuildKitError::MissingSecret { .. }
-            | BuildKitError::Failed { .. }
-            | BuildKitError::Rootfs { source: RootfsError::Unsupported { .. }, .. } => exit::REJECTED,
-            _ => exit::ENVIRONMENT,
-        }
-    }
-}
-
 /// Options of the BuildKit backend (CLI: `--backend buildkit`, `--builder`, `--base-mirror`).
 #[derive(Debug, Clone)]
 pub struct BuildKitOptions {
@@ -117,20 +67,6 @@ pub struct BuildKitOptions {
     /// `host:port/path` of a registry into which the pinned bases are pushed by digest, for
     /// BuildKit to pull them from.
     pub base_mirror: Option<String>,
-}
-
-/// How BuildKit built an image, for `images.json` and the evidence stage.
-#[derive(Debug, Clone, Serialize)]
-pub struct Record {
-    pub endpoint: String,
-    pub dockerfile: String,
-    pub exporter: &'static str,
-    pub network: &'static str,
-    /// Every build argument passed; secrets as `<redacted>`.
-    pub build_args: BTreeMap<String, String>,
-    /// Paths the component layer adds or changes, and whiteouts, relative to the base.
-    pub changed_paths: usize,
-    pub removed_paths: usize,
 }
 
 /// The Docker engine's BuildKit, through a pool of endpoints.

@@ -28,7 +28,7 @@ use crate::stages::plan::Plan;
 use drift::DriftReport;
 use oci::{write_atomic, Layout, Manifest};
 use provenance::RunTimes;
-use schema::config::Config;
+use schema::model::Platform;
 use schema::report::{Event, Reporter, Stage};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +81,12 @@ impl EvidenceError {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageEvidence {
     pub component: String,
-    pub platform: String,
-    pub sbom_json: String,
-    pub sbom_protobuf: String,
-    pub provenance: String,
-    pub scan: String,
+    pub platform: Platform,
+    /// Paths relative to the release directory.
+    pub sbom_json: PathBuf,
+    pub sbom_protobuf: PathBuf,
+    pub provenance: PathBuf,
+    pub scan: PathBuf,
     pub packages: usize,
     pub files: usize,
     pub accepted_drift: usize,
@@ -93,8 +94,16 @@ pub struct ImageEvidence {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Evidence {
+    /// In plan order (component, then platform).
     pub images: Vec<ImageEvidence>,
     pub drift: PathBuf,
+}
+
+impl Evidence {
+    /// The evidence of one image.
+    pub fn get(&self, component: &str, platform: Platform) -> Option<&ImageEvidence> {
+        self.images.iter().find(|e| e.component == component && e.platform == platform)
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
@@ -122,17 +131,10 @@ pub struct Outputs<'a> {
 
 /// Runs the stage for every image; writes under `out`; `failed_report` is where the drift
 /// report goes when the gate stops the release (the release directory is then not made).
-pub fn run(
-    plan: &Plan,
-    cfg: &Config,
-    layout: &Layout,
-    images: &Images,
-    out: &Outputs<'_>,
-    reporter: &dyn Reporter,
-) -> Result<Evidence, EvidenceError> {
+pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, reporter: &dyn Reporter) -> Result<Evidence, EvidenceError> {
     let (times, failed_report) = (out.times, out.failed_report);
     let out = out.dir;
-    let policy = &cfg.train(plan.channel).drift.accept;
+    let policy = &plan.drift.accept;
     // The toolchain is recorded in the provenance: a source tree without `rust-toolchain.toml`
     // (or without a `channel` in it) records "unknown", but a file that cannot be read fails.
     let toolchain_file = plan.root.join("rust-toolchain.toml");
@@ -189,11 +191,11 @@ pub fn run(
             Ok((
                 ImageEvidence {
                     component: c.name.clone(),
-                    platform: image.platform.to_string(),
-                    sbom_json: files[0].0.clone(),
-                    sbom_protobuf: files[1].0.clone(),
-                    scan: files[2].0.clone(),
-                    provenance: files[3].0.clone(),
+                    platform: image.platform,
+                    sbom_json: PathBuf::from(&files[0].0),
+                    sbom_protobuf: PathBuf::from(&files[1].0),
+                    scan: PathBuf::from(&files[2].0),
+                    provenance: PathBuf::from(&files[3].0),
                     packages: scanned.packages.len(),
                     files: scanned.files.len(),
                     accepted_drift: report.differences.iter().filter(|d| d.accepted.is_some()).count(),

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::Error;
 use schema::config::{self, Config, Problem, BUNDLE_FILE};
+use schema::exit;
 use schema::files::{DriftPolicy, KitContents, Recipe};
 use schema::model::{rfc3339, Channel, Digest, Platform, ReleaseVersion};
 use source::SourceFacts;
@@ -98,8 +98,36 @@ pub struct PlannedImage {
     pub ref_name: String,
 }
 
+/// Why there is no plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+    #[error("the bundle breaks the version skew rules of spec §1.3:\n{}", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
+    Skew(Vec<schema::skew::Violation>),
+}
+
+impl PlanError {
+    pub fn exit_code(&self) -> exit::Code {
+        match self {
+            PlanError::Source(source::SourceError::Io { .. } | source::SourceError::Git { .. }) => exit::ENVIRONMENT,
+            PlanError::Config(_) | PlanError::Source(_) | PlanError::Skew(_) => exit::REJECTED,
+        }
+    }
+
+    /// What the user can do about it (drawn by the CLI).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanError::Skew(_) => Some("align the versions in `release-trains/components.toml`".to_owned()),
+            PlanError::Config(_) | PlanError::Source(_) => None,
+        }
+    }
+}
+
 /// Makes the plan, or says every reason there cannot be one.
-pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
+pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), PlanError> {
     let cfg = config::load(&opts.root)?;
     let tag_name = format!("v{}", cfg.version);
     let facts = source::facts(&cfg.root, &tag_name)?;
@@ -141,7 +169,7 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), Error> {
     }
     let violations = schema::skew::check(&cfg.bundle);
     if !violations.is_empty() {
-        return Err(Error::Skew(violations));
+        return Err(PlanError::Skew(violations));
     }
 
     let registry = cfg.bundle.release.registry.clone();

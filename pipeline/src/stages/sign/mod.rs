@@ -134,7 +134,7 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
     let mut subjects: Vec<(String, Digest)> = Vec::new();
     for e in &evidence.images {
         let c = &images.components[&e.component];
-        let image = c.images.iter().find(|i| i.platform.as_str() == e.platform).expect("evidence names built images");
+        let image = c.images.iter().find(|i| i.platform == e.platform).expect("evidence names built images");
         let name = format!("{}@{}", c.repository, image.manifest.digest);
         subjects.push((name.clone(), image.manifest.digest.clone()));
         let sbom_path = out.join(&e.sbom_json);

@@ -28,7 +28,7 @@ fn subject_of(d: &Descriptor) -> Descriptor {
     Descriptor::new(&d.media_type, d.digest.clone(), d.size)
 }
 
-fn read(dir: &Path, rel: &str) -> Result<Vec<u8>, LayoutError> {
+fn read(dir: &Path, rel: impl AsRef<Path>) -> Result<Vec<u8>, LayoutError> {
     let path = dir.join(rel);
     fs::read(&path).map_err(|source| LayoutError::Io { path, source })
 }
@@ -93,7 +93,7 @@ pub fn attach(layout: &Layout, images: &Images, evidence: &Evidence, dir: &Path,
     for (name, c) in &images.components {
         for image in &c.images {
             let slug = image.platform.slug();
-            let Some(e) = evidence.images.iter().find(|e| &e.component == name && e.platform == image.platform.as_str()) else {
+            let Some(e) = evidence.get(name, image.platform) else {
                 continue;
             };
             let artifacts = [

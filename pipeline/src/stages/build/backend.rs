@@ -1,0 +1,247 @@
+//! What every build backend shares: the [`Backend`] trait, a [`Job`] (one component x
+//! platform), what a job made ([`BuiltImage`]), the lock files it found, and [`assemble`], the
+//! config and manifest every backend ends with (so images differ only in their layers).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+use oci::{self, Descriptor, Layout, Manifest};
+use schema::config::Config;
+use schema::labels::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
+use schema::model::{Digest, Platform};
+
+use super::base::{BaseImage, BasePackage};
+use super::error::BuildError;
+use crate::stages::plan::{Plan, PlannedComponent, PlannedImage};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltImage {
+    pub component: String,
+    pub platform: Platform,
+    pub manifest: Descriptor,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+    pub base: Digest,
+    /// The lock files of the component's source (and of what its build produced).
+    pub lock_files: Vec<LockFile>,
+    /// What the build knew, for the build-time SBOM (not repeated in images.json).
+    #[serde(skip)]
+    pub known: Known,
+    /// How BuildKit built it (endpoint, Dockerfile, build arguments with secrets redacted);
+    /// absent for the daemonless backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buildkit: Option<Record>,
+}
+
+/// What a build knew about what it put in an image.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    /// The base's packages (from its pins).
+    pub base_packages: Vec<BasePackage>,
+    /// The Debian suite of the base, when it is a Debian base.
+    pub base_suite: Option<String>,
+    /// Regular files the build's own layers added.
+    pub files: Vec<oci::layer::FileRecord>,
+    /// Number of layers that are the base's.
+    pub base_layers: usize,
+}
+
+/// A lock file of a component: where it is, its sha256, where it lands in the image (when a
+/// layer carries it) and the packages it pins.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockFile {
+    /// Path relative to the component's source (`$OUT/...` for build output).
+    pub path: String,
+    pub sha256: String,
+    /// Absolute path in the image, when a layer carries it.
+    pub image_path: Option<String>,
+    #[serde(skip)]
+    pub packages: Vec<crate::stages::evidence::sbom::locks::LockedPackage>,
+}
+
+/// Inputs of one job, prepared by the build stage.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub plan: &'a Plan,
+    pub component: &'a PlannedComponent,
+    pub image: &'a PlannedImage,
+    pub base: &'a BaseImage,
+    /// Debian suite of the base, for package URLs.
+    pub base_suite: Option<String>,
+    /// Repository holding the component's source and the commit to read.
+    pub repo: &'a Path,
+    pub commit: &'a str,
+    pub subdir: &'a str,
+}
+
+/// A builder backend: turns one component x platform into an image in `layout`.
+pub trait Backend: Sync {
+    fn name(&self) -> &'static str;
+    /// Checks and preparation for all jobs at once, before any job starts (bases are in
+    /// `layout` by then): refusals that need no build happen here.
+    fn prepare(&self, cfg: &Config, jobs: &[Job<'_>], layout: &Layout) -> Result<(), BuildError> {
+        let _ = (cfg, layout);
+        recipe_layers_only(jobs)
+    }
+    fn build(&self, job: &Job<'_>, layout: &Layout) -> Result<BuiltImage, BuildError>;
+}
+
+/// Finds the lock files of the component's source and of its build output, with where each
+/// lands in the image, and parses those the SBOM reads. A malformed one is refused.
+pub(crate) fn find_lock_files(c: &PlannedComponent, platform: Platform, src: &Path, out: &Path) -> Result<Vec<LockFile>, BuildError> {
+    use crate::stages::evidence::sbom::locks;
+    let mut found = Vec::new();
+    for (root, prefix) in [(src, ""), (out, "$OUT/")] {
+        for e in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy();
+            let wanted = crate::stages::plan::source::LOCK_FILE_NAMES.contains(&name.as_ref()) || locks::READ.contains(&name.as_ref());
+            if !e.file_type().is_file() || !wanted {
+                continue;
+            }
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path()).to_string_lossy().into_owned();
+            let path = format!("{prefix}{rel}");
+            let bytes = fs::read(e.path()).map_err(|source| BuildError::Io { path: e.path().to_owned(), source })?;
+            let text = String::from_utf8_lossy(&bytes);
+            let label = format!("{} {path}", c.name);
+            let packages =
+                locks::parse(&label, &text).map_err(|source| BuildError::LockFile { component: c.name.clone(), platform, source })?;
+            // Where a recipe layer puts it, if one does.
+            let image_path = c.recipe.layers.iter().find_map(|l| {
+                let from = l.from.trim_end_matches('/');
+                let inside = if from == "." || from == "$OUT" {
+                    Some(path.trim_start_matches("$OUT/"))
+                } else {
+                    path.strip_prefix(&format!("{from}/"))
+                };
+                let keep = (from.starts_with("$OUT") == path.starts_with("$OUT/")) || from == ".";
+                inside.filter(|_| keep).map(|r| format!("{}/{r}", l.to.trim_end_matches('/')))
+            });
+            found.push(LockFile { path, sha256: schema::model::Digest::of(&bytes).hex().to_owned(), image_path, packages });
+        }
+    }
+    Ok(found)
+}
+/// What a backend made, for [`assemble`].
+pub(crate) struct Made {
+    /// Every layer: the base's, then the component's.
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    pub history: Vec<oci::History>,
+    pub lock_files: Vec<LockFile>,
+    /// Regular files the component's layers added (for the build-time SBOM).
+    pub files: Vec<oci::layer::FileRecord>,
+    pub buildkit: Option<Record>,
+}
+
+/// The config and manifest of one image whose layers are in `layout` (the base's, then the
+/// component's): the base's config plus the recipe, the pipeline's variables and the six
+/// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
+/// in their layers.
+pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<BuiltImage, BuildError> {
+    let Made { layers, diff_ids, history, lock_files, files, buildkit } = made;
+    let c = job.component;
+    let platform = job.image.platform;
+    let plan = job.plan;
+    let layout_err = |source| BuildError::Layout { component: c.name.clone(), platform, source };
+    {
+        // 4. Config: the base's, plus the recipe, the pipeline's variables and labels.
+        let r = &c.recipe;
+        let mut env: BTreeMap<String, String> =
+            job.base.config.config.env.iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
+        env.extend(r.env.clone());
+        env.insert("STELLAOPS_COMPONENT".into(), c.name.clone());
+        env.insert("STELLAOPS_VERSION".into(), c.version.clone());
+        env.insert("STELLAOPS_RELEASE".into(), plan.version.to_string());
+        env.insert("STELLAOPS_CHANNEL".into(), plan.channel.to_string());
+        env.insert("STELLAOPS_CALENDAR".into(), plan.version.calendar.to_string());
+        let labels = BTreeMap::from([
+            (LABEL_VERSION.to_owned(), c.version.clone()),
+            (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
+            (LABEL_CREATED.to_owned(), plan.created.clone()),
+            (LABEL_CALENDAR.to_owned(), plan.version.calendar.to_string()),
+            (LABEL_CHANNEL.to_owned(), plan.channel.to_string()),
+            // The provenance is made after the image and names the image's digest, so the
+            // image can only point at where its referrers live, not at one digest.
+            (LABEL_PROVENANCE.to_owned(), format!("oci://{}/referrers?artifactType=application/vnd.in-toto+json", c.repository)),
+        ]);
+        let config = oci::ImageConfig {
+            created: plan.created.clone(),
+            architecture: platform.arch().to_owned(),
+            os: platform.os().to_owned(),
+            variant: oci::PlatformSpec::from(platform).variant,
+            config: oci::RunConfig {
+                user: String::new(),
+                env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                entrypoint: r.entrypoint.clone(),
+                cmd: r.cmd.clone(),
+                working_dir: r.workdir.clone().unwrap_or_default(),
+                exposed_ports: r.ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect(),
+                labels,
+                healthcheck: (!r.healthcheck.is_empty()).then(|| oci::Healthcheck {
+                    test: std::iter::once("CMD".to_owned()).chain(r.healthcheck.iter().cloned()).collect(),
+                    interval: 5_000_000_000,
+                    timeout: 3_000_000_000,
+                    retries: 3,
+                }),
+            },
+            rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids },
+            history,
+        };
+        let config_desc = layout.put_json(oci::MEDIA_CONFIG, &config).map_err(layout_err)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+            config: config_desc.clone(),
+            layers: layers.clone(),
+            subject: None,
+            annotations: BTreeMap::from([
+                ("org.opencontainers.image.base.digest".to_owned(), job.base.digest.to_string()),
+                ("org.opencontainers.image.base.name".to_owned(), format!("stellaops-base/{}", job.base.name)),
+                (LABEL_CREATED.to_owned(), plan.created.clone()),
+            ]),
+        };
+        let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
+        desc.platform = Some(platform.into());
+        Ok(BuiltImage {
+            component: c.name.clone(),
+            platform,
+            manifest: desc,
+            config: config_desc.digest,
+            layers: layers.into_iter().map(|l| l.digest).collect(),
+            base: job.base.digest.clone(),
+            lock_files,
+            known: Known {
+                base_packages: job.base.packages.clone(),
+                base_suite: job.base_suite.clone(),
+                files,
+                base_layers: job.base.manifest.layers.len(),
+            },
+            buildkit,
+        })
+    }
+}
+
+/// A component with only a Dockerfile cannot be built without BuildKit.
+pub fn recipe_layers_only<'a, 'b: 'a>(jobs: impl IntoIterator<Item = &'a Job<'b>>) -> Result<(), BuildError> {
+    match jobs.into_iter().find(|j| j.component.recipe.layers.is_empty()) {
+        Some(j) => Err(BuildError::NeedsBuildKit { component: j.component.name.clone() }),
+        None => Ok(()),
+    }
+}
+
+/// How BuildKit built an image, for `images.json` and the evidence stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub endpoint: String,
+    pub dockerfile: String,
+    pub exporter: &'static str,
+    pub network: &'static str,
+    /// Every build argument passed; secrets as `<redacted>`.
+    pub build_args: BTreeMap<String, String>,
+    /// Paths the component layer adds or changes, and whiteouts, relative to the base.
+    pub changed_paths: usize,
+    pub removed_paths: usize,
+}

@@ -1,0 +1,125 @@
+//! The build stage's errors: [`BuildError`] (every backend returns it) and the BuildKit
+//! backend's own [`BuildKitError`]. Below the backends, so that no backend imports the stage.
+
+use std::io;
+use std::path::PathBuf;
+
+use oci::layer::LayerError;
+use oci::LayoutError;
+use schema::config::BUNDLE_FILE;
+use schema::model::Platform;
+
+use super::base::BaseError;
+use super::dockerfile;
+use super::rootfs::RootfsError;
+use crate::stages::plan::source::SourceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Base(#[from] BaseError),
+    #[error("component `{component}` ({platform}): {source}")]
+    Source {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: SourceError,
+    },
+    #[error("component `{component}`: {source}")]
+    Fetch {
+        component: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("component `{component}` ({platform}): build command `{command}` {status}\n{stderr}")]
+    Command { component: String, platform: Platform, command: String, status: String, stderr: String },
+    #[error("component `{component}` ({platform}): {source}")]
+    LockFile {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: crate::stages::evidence::sbom::locks::LockFileError,
+    },
+    #[error("component `{component}` ({platform}): recipe layer `{from}` is not a directory in the source (or `$OUT`)")]
+    MissingLayerSource { component: String, platform: Platform, from: String },
+    #[error("component `{component}` ({platform}): {source}")]
+    Layer {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: LayerError,
+    },
+    #[error("component `{component}` ({platform}): {source}")]
+    Layout {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: LayoutError,
+    },
+    #[error(transparent)]
+    Index(LayoutError),
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("component `{component}` has no recipe layers, only a Dockerfile\n  hint: build it with `--backend buildkit`")]
+    NeedsBuildKit { component: String },
+    #[error("refused before building: {} problem{} in Dockerfiles\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"))]
+    Dockerfile(Vec<dockerfile::Problem>),
+    #[error(transparent)]
+    BuildKit(#[from] BuildKitError),
+}
+
+/// What one job made.
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildKitError {
+    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
+    NoEndpoint(Vec<(String, String)>),
+    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock`\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
+    BadEndpoint(String),
+    #[error("base `{base}` ({platform}) is not in a registry BuildKit can pull from\n  hint: pass `--base-mirror HOST:PORT/PATH` (the pipeline pushes the pinned base there by digest), or pin the base with `source = \"registry\"`")]
+    NoBaseSource { base: String, platform: Platform },
+    #[error("base `{base}` ({platform}): cannot push it to the mirror: {source}")]
+    Mirror {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: oci::registry::RegistryError,
+    },
+    #[error("`{BUNDLE_FILE}`: component `{component}`: `recipe.secret-build-args`: `{name}` is not set in the environment")]
+    MissingSecret { component: String, name: String },
+    #[error("component `{component}` ({platform}): cannot read its Dockerfile `{file}`: {message}")]
+    Dockerfile { component: String, platform: Platform, file: String, message: String },
+    #[error("component `{component}` ({platform}) on `{endpoint}`: {}{message}{}", .step.as_ref().map(|s| format!("step `{s}` failed: ")).unwrap_or_default(), if .log.is_empty() { String::new() } else { format!("\n  log tail:\n{}", .log.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")) })]
+    Failed { component: String, platform: Platform, endpoint: String, step: Option<String>, message: String, log: Vec<String> },
+    #[error("component `{component}` ({platform}): {source}")]
+    Rootfs {
+        component: String,
+        platform: Platform,
+        #[source]
+        source: RootfsError,
+    },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BuildKitError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        use schema::exit;
+        match self {
+            BuildKitError::BadEndpoint(_)
+            | BuildKitError::NoBaseSource { .. }
+            | BuildKitError::MissingSecret { .. }
+            | BuildKitError::Failed { .. }
+            | BuildKitError::Rootfs { source: RootfsError::Unsupported { .. }, .. } => exit::REJECTED,
+            _ => exit::ENVIRONMENT,
+        }
+    }
+}

@@ -116,14 +116,14 @@ pub fn attach(layout: &Layout, images: &Images, evidence: &Evidence, dir: &Path,
                     artifact_type: ARTIFACT_DSSE,
                     predicate: Some(sign::SBOM_PREDICATE),
                     title: format!("{slug}.sbom.dsse.json"),
-                    bytes: read(dir, &format!("attest/{name}/{slug}.sbom.dsse.json"))?,
+                    bytes: read(dir, format!("attest/{name}/{slug}.sbom.dsse.json"))?,
                 },
                 Artifact {
                     kind: IMAGE_KINDS[3],
                     artifact_type: ARTIFACT_DSSE,
                     predicate: Some(crate::stages::evidence::provenance::PREDICATE_TYPE),
                     title: format!("{slug}.provenance.dsse.json"),
-                    bytes: read(dir, &format!("attest/{name}/{slug}.provenance.dsse.json"))?,
+                    bytes: read(dir, format!("attest/{name}/{slug}.provenance.dsse.json"))?,
                 },
             ];
             for a in artifacts {

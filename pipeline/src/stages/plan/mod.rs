@@ -233,3 +233,83 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), PlanError> {
 pub fn release_dir(root: &Path, version: &ReleaseVersion, channel: Channel) -> PathBuf {
     root.join("target/releases").join(format!("{}-{channel}", version.version))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use schema::skew::Violation;
+    use source::SourceError;
+
+    fn violation() -> Violation {
+        Violation {
+            rule: "api-web".into(),
+            description: "the UI talks to the API".into(),
+            a: ("api".into(), "2.4.0".into()),
+            b: ("web".into(), "2.6.0".into()),
+            allowed: 1,
+        }
+    }
+
+    fn git_error() -> git2::Error {
+        git2::Error::from_str("object not found")
+    }
+
+    #[test]
+    fn release_dir_is_version_dash_channel_under_target_releases() {
+        let v: ReleaseVersion = "2.4.1 (2027.06)".parse().unwrap();
+        assert_eq!(release_dir(Path::new("/repo"), &v, Channel::Stable), PathBuf::from("/repo/target/releases/2.4.1-stable"));
+        assert_eq!(release_dir(Path::new("/repo"), &v, Channel::Lts), PathBuf::from("/repo/target/releases/2.4.1-lts"));
+        // The calendar tag is not part of the name: the same version in another month is the same directory.
+        let later: ReleaseVersion = "2.4.1 (2027.09)".parse().unwrap();
+        assert_eq!(release_dir(Path::new("/repo"), &v, Channel::Edge), release_dir(Path::new("/repo"), &later, Channel::Edge));
+        assert_eq!(release_dir(Path::new("rel"), &v, Channel::Edge), PathBuf::from("rel/target/releases/2.4.1-edge"));
+    }
+
+    #[test]
+    fn skew_is_rejected_with_a_hint_naming_the_bundle_file() {
+        let e = PlanError::Skew(vec![violation(), violation()]);
+        assert_eq!(e.exit_code(), exit::REJECTED);
+        let hint = e.hint().unwrap();
+        assert!(hint.contains("release-trains/components.toml"), "{hint}");
+        assert!(hint.contains(BUNDLE_FILE), "{hint}");
+        let text = e.to_string();
+        assert!(text.starts_with("the bundle breaks the version skew rules of spec §1.3:\n  - skew rule `api-web`"), "{text}");
+        assert_eq!(text.matches("\n  - ").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn io_and_git_failures_are_the_environment() {
+        let io = PlanError::from(SourceError::Io { path: "/repo/x".into(), source: std::io::Error::other("disk full") });
+        assert_eq!(io.exit_code(), exit::ENVIRONMENT);
+        assert_eq!(io.hint(), None);
+        let git = PlanError::from(SourceError::Git { what: "read HEAD".into(), source: git_error() });
+        assert_eq!(git.exit_code(), exit::ENVIRONMENT);
+        assert_eq!(git.hint(), None);
+    }
+
+    #[test]
+    fn refusals_of_the_source_and_the_configuration_are_rejected() {
+        let refusals = [
+            SourceError::NotARepo { path: "/tmp/x".into(), source: git_error() },
+            SourceError::Dirty(vec!["README.md".into()]),
+            SourceError::LockFilesChanged { tag: "v2.4.1".into(), changes: vec!["Cargo.lock".into()] },
+            SourceError::TagRequired { channel: "stable".into(), tag: "v2.4.1".into(), commit: "0123456789ab".into() },
+            SourceError::Unsupported { path: "sub".into(), commit: "0123456789ab".into(), kind: "submodule" },
+        ];
+        for r in refusals {
+            let e = PlanError::from(r);
+            assert_eq!(e.exit_code(), exit::REJECTED, "{e}");
+            // Source errors carry their hint in their message, not in `hint()`.
+            assert_eq!(e.hint(), None, "{e}");
+        }
+        let e = PlanError::from(config::ConfigError(vec![Problem {
+            file: BUNDLE_FILE.into(),
+            key: "release.version".into(),
+            message: "bad".into(),
+            hint: Some("fix it".into()),
+        }]));
+        assert_eq!(e.exit_code(), exit::REJECTED);
+        assert_eq!(e.hint(), None);
+    }
+}

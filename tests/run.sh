@@ -15,8 +15,9 @@ say() { printf '== %s\n' "$*" >&2; }
 sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 # apache2-utils: htpasswd -B (bcrypt) for the publish tests' password-protected registry;
-# strace: the kit test that checks an import into a directory opens no socket.
-packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv protobuf-compiler apache2-utils)
+# strace: the kit test that checks an import into a directory opens no socket;
+# libprotobuf-dev: google/protobuf/timestamp.proto, which CycloneDX's .proto imports (protoc --decode).
+packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv protobuf-compiler libprotobuf-dev apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -152,7 +152,9 @@ pub fn table(reports: &[DriftReport]) -> String {
     for r in reports {
         for d in &r.differences {
             let short = |v: &Option<String>| {
-                v.as_deref().map(|v| if v.len() > 22 { format!("{}…", &v[..21]) } else { v.to_owned() }).unwrap_or_else(|| "-".into())
+                v.as_deref()
+                    .map(|v| if v.chars().count() > 22 { format!("{}…", v.chars().take(21).collect::<String>()) } else { v.to_owned() })
+                    .unwrap_or_else(|| "-".into())
             };
             let change = match d.change {
                 DriftChange::Added => "added",
@@ -508,5 +510,31 @@ mod tests {
         let r = compare("api", "linux/amd64", &base_bom(), &base_scan(), &[]);
         assert_eq!(table(&[r]).lines().count(), 1);
         assert_eq!(table(&[]).lines().count(), 1);
+    }
+
+    #[test]
+    fn table_shortens_a_long_non_ascii_value_without_panicking() {
+        // Regression: values were cut at byte 21, which panics inside a multi-byte character.
+        let long = "1.0.0-βββββββββββββββββββββ";
+        let d = Difference {
+            change: DriftChange::Added,
+            kind: "npm".into(),
+            name: "odd".into(),
+            declared: None,
+            found: Some(long.into()),
+            accepted: None,
+        };
+        let report = DriftReport {
+            component: "c".into(),
+            platform: "linux/amd64".into(),
+            image: "i".into(),
+            declared_packages: 0,
+            found_packages: 1,
+            declared_files: 0,
+            found_files: 0,
+            differences: vec![d],
+        };
+        let t = table(&[report]);
+        assert!(t.contains(&format!("{}…", long.chars().take(21).collect::<String>())), "{t}");
     }
 }

@@ -17,61 +17,18 @@
 //! `rollback: true` and `previous` naming what it rolls back from; it is accepted and reported
 //! as a rollback.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::keys::{PublicKey, SigningKey};
 use crate::sign::{self, Envelope};
 use schema::model::{rfc3339, Channel, Digest, Version};
 
-use crate::ops::{io, parse_time, OpsError};
+use crate::ops::{io, OpsError};
 
-/// The DSSE payload type of a pointer.
-pub const PAYLOAD_TYPE: &str = "application/vnd.stellaops.channel-pointer.v1+json";
-/// The `_type` of a pointer document.
-pub const POINTER_TYPE: &str = "https://stella-ops.org/channel-pointer/v1";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Pointer {
-    #[serde(rename = "_type")]
-    pub kind: String,
-    pub channel: Channel,
-    pub version: Version,
-    pub calendar: String,
-    /// `sha256:...` of the release's `release.yaml`.
-    pub release_yaml: Digest,
-    /// 1 for the channel's first pointer, then one more at every move.
-    pub sequence: u64,
-    /// When it was signed (RFC 3339).
-    pub issued: String,
-    /// After this time (RFC 3339) clients refuse it.
-    pub expires: String,
-    /// A deliberate move back to an earlier release.
-    pub rollback: bool,
-    /// The pointer this one replaces.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<Previous>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Previous {
-    pub version: Version,
-    pub sequence: u64,
-    pub release_yaml: Digest,
-}
-
-impl Pointer {
-    pub fn issued_at(&self) -> Result<i64, String> {
-        parse_time(&self.issued)
-    }
-    pub fn expires_at(&self) -> Result<i64, String> {
-        parse_time(&self.expires)
-    }
-}
+/// The pointer document and the client's state file are `schema::pointer`'s.
+pub use schema::pointer::*;
 
 /// Signs `pointer` into a DSSE envelope.
 pub fn sign(pointer: &Pointer, key: &SigningKey) -> Envelope {
@@ -99,38 +56,18 @@ pub fn read_envelope(path: &Path) -> Result<Envelope, OpsError> {
     serde_json::from_slice(&bytes).map_err(|e| OpsError::Invalid(format!("`{}`: not a DSSE envelope: {e}", path.display())))
 }
 
-/// What a client remembers of each channel: the last pointer it accepted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ClientState {
-    #[serde(default)]
-    pub channels: BTreeMap<Channel, Seen>,
+/// Reads the client's state file; a missing file is an empty state (a first use).
+pub fn load_state(path: &Path) -> Result<ClientState, OpsError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| OpsError::Invalid(format!("`{}`: not a pointer state file: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientState::default()),
+        Err(e) => Err(io(path)(e)),
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Seen {
-    pub sequence: u64,
-    pub version: Version,
-    pub release_yaml: Digest,
-    /// sha256 of the pointer document accepted at this sequence.
-    pub pointer: Digest,
-}
-
-impl ClientState {
-    /// Reads the state file; a missing file is an empty state (a first use).
-    pub fn load(path: &Path) -> Result<ClientState, OpsError> {
-        match std::fs::read(path) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| OpsError::Invalid(format!("`{}`: not a pointer state file: {e}", path.display())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientState::default()),
-            Err(e) => Err(io(path)(e)),
-        }
-    }
-    pub fn save(&self, path: &Path) -> Result<(), OpsError> {
-        sign::write_json(path, self).map_err(io(path))
-    }
+/// Writes the client's state file.
+pub fn save_state(state: &ClientState, path: &Path) -> Result<(), OpsError> {
+    sign::write_json(path, state).map_err(io(path))
 }
 
 /// How an accepted pointer relates to what the client saw before.

@@ -277,7 +277,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
         OpsCommand::VerifyPointer { pointer: path, key, state, channel, release, clock, json } => {
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let state_path = state.unwrap_or_else(default_state);
-            let mut st = pointer::ClientState::load(&state_path).map_err(ops)?;
+            let mut st = pointer::load_state(&state_path).map_err(ops)?;
             let env = pointer::read_envelope(&path).map_err(ops)?;
             let mut checked = pointer::check(&env, &public, &mut st, clock.clock().now(), channel.map(Channel::from));
             if let (Some(dir), Some(p)) = (&release, &checked.pointer) {
@@ -294,7 +294,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 checked.accepted = checked.problems.is_empty();
             }
             if checked.accepted {
-                st.save(&state_path).map_err(ops)?;
+                pointer::save_state(&st, &state_path).map_err(ops)?;
             }
             if json {
                 print_json(&serde_json::json!({"event": "result", "pointer": checked, "state": state_path}));

@@ -7,46 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use crate::stages::evidence::sbom::generate::{ECOSYSTEM, EVIDENCE};
 use crate::stages::evidence::sbom::{Bom, ComponentType};
 use crate::stages::evidence::scan::ScanResult;
 use schema::files::{AcceptedDrift, DriftChange};
+use schema::model::Platform;
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Difference {
-    pub change: DriftChange,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub name: String,
-    /// Version or sha256 in the build-time SBOM.
-    pub declared: Option<String>,
-    /// Version or sha256 found by the scan.
-    pub found: Option<String>,
-    /// The policy's reason, when it accepts this difference.
-    pub accepted: Option<String>,
-}
-
-/// The drift report of one image.
-#[derive(Debug, Clone, Serialize)]
-pub struct DriftReport {
-    pub component: String,
-    pub platform: String,
-    pub image: String,
-    pub declared_packages: usize,
-    pub found_packages: usize,
-    pub declared_files: usize,
-    pub found_files: usize,
-    pub differences: Vec<Difference>,
-}
-
-impl DriftReport {
-    /// Differences the policy does not accept.
-    pub fn rejected(&self) -> impl Iterator<Item = &Difference> {
-        self.differences.iter().filter(|d| d.accepted.is_none())
-    }
-}
+/// The report's types (and `drift.json`'s) are `schema::drift`'s.
+pub use schema::drift::*;
 
 type Items = BTreeMap<(String, String), BTreeSet<String>>;
 
@@ -109,7 +77,7 @@ fn diff(declared: &Items, found: &Items, out: &mut Vec<Difference>) {
 }
 
 /// Compares one image's build-time SBOM with its scan under the channel's `policy`.
-pub fn compare(component: &str, platform: &str, bom: &Bom, scan: &ScanResult, policy: &[AcceptedDrift]) -> DriftReport {
+pub fn compare(component: &str, platform: Platform, bom: &Bom, scan: &ScanResult, policy: &[AcceptedDrift]) -> DriftReport {
     let (dp, df) = declared(bom);
     let (fp, ff) = found(scan);
     let mut differences = Vec::new();
@@ -131,7 +99,7 @@ pub fn compare(component: &str, platform: &str, bom: &Bom, scan: &ScanResult, po
     differences.sort();
     DriftReport {
         component: component.to_owned(),
-        platform: platform.to_owned(),
+        platform,
         image: bom.metadata.component.purl.clone().unwrap_or_default(),
         declared_packages: dp.values().map(BTreeSet::len).sum(),
         found_packages: fp.values().map(BTreeSet::len).sum(),
@@ -165,7 +133,7 @@ pub fn table(reports: &[DriftReport]) -> String {
                 s,
                 "{:<16} {:<12} {:<8} {:<10} {:<40} {:<24} {:<24} {}",
                 r.component,
-                r.platform,
+                r.platform.as_str(),
                 change,
                 d.kind,
                 d.name,
@@ -298,12 +266,12 @@ mod tests {
 
     #[test]
     fn identical_inputs_have_no_differences() {
-        let r = compare("api", "linux/amd64", &base_bom(), &base_scan(), &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &base_scan(), &[]);
         assert!(r.differences.is_empty(), "{:?}", r.differences);
         assert_eq!(r.rejected().count(), 0);
         assert_eq!((r.declared_packages, r.found_packages, r.declared_files, r.found_files), (3, 3, 1, 1));
         assert_eq!(r.component, "api");
-        assert_eq!(r.platform, "linux/amd64");
+        assert_eq!(r.platform.as_str(), "linux/amd64");
         assert_eq!(r.image, IMAGE_PURL);
     }
 
@@ -316,7 +284,7 @@ mod tests {
         let mut bare = package("npm", "left-pad", "1.3.0", "image");
         bare.properties.retain(|p| p.name != EVIDENCE);
         b.components.push(bare);
-        let r = compare("api", "linux/amd64", &b, &base_scan(), &[]);
+        let r = compare("api", Platform::LinuxAmd64, &b, &base_scan(), &[]);
         assert!(r.differences.is_empty(), "{:?}", r.differences);
         assert_eq!(r.declared_packages, 3);
     }
@@ -325,7 +293,7 @@ mod tests {
     fn a_package_only_in_the_scan_is_added() {
         let mut s = base_scan();
         s.packages.insert(Found { kind: "deb".into(), name: "curl".into(), version: "7.88.1-10".into(), location: "/x".into() });
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(summary(&r), vec![(DriftChange::Added, "deb", "curl", None, Some("7.88.1-10"))]);
         assert_eq!((r.declared_packages, r.found_packages), (3, 4));
         assert_eq!(r.rejected().count(), 1);
@@ -334,7 +302,7 @@ mod tests {
     #[test]
     fn a_declared_package_missing_from_the_scan_is_removed() {
         let s = scan(&[("deb", "libc6", "2.36-9"), ("rust-crate", "serde", "1.0.200")], &[("/usr/local/bin/api", SHA_A)]);
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(summary(&r), vec![(DriftChange::Removed, "deb", "libssl3", Some("3.0.11-1"), None)]);
         assert_eq!((r.declared_packages, r.found_packages), (3, 2));
     }
@@ -345,7 +313,7 @@ mod tests {
             &[("deb", "libc6", "2.36-9"), ("deb", "libssl3", "3.0.11-1"), ("rust-crate", "serde", "1.0.200")],
             &[("/etc/api.toml", SHA_B)],
         );
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(
             summary(&r),
             vec![
@@ -362,7 +330,7 @@ mod tests {
             &[("deb", "libc6", "2.36-9"), ("deb", "libssl3", "3.0.13-1"), ("rust-crate", "serde", "1.0.200")],
             &[("/usr/local/bin/api", SHA_B)],
         );
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(
             summary(&r),
             vec![
@@ -379,7 +347,7 @@ mod tests {
             &[("deb", "libc6", "2.36-9"), ("deb", "libssl3", "3.0.11-1"), ("npm", "serde", "1.0.200")],
             &[("/usr/local/bin/api", SHA_A)],
         );
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(
             summary(&r),
             vec![
@@ -394,7 +362,7 @@ mod tests {
         // One extra version next to the declared one: added, not changed.
         let mut s = base_scan();
         s.packages.insert(Found { kind: "rust-crate".into(), name: "serde".into(), version: "0.9.15".into(), location: "/x".into() });
-        let r = compare("api", "linux/amd64", &base_bom(), &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &s, &[]);
         assert_eq!(summary(&r), vec![(DriftChange::Added, "rust-crate", "serde", None, Some("0.9.15"))]);
 
         // Two declared, two other found: no pairing is guessed, each is removed or added.
@@ -409,7 +377,7 @@ mod tests {
             ],
             &[("/usr/local/bin/api", SHA_A)],
         );
-        let r = compare("api", "linux/amd64", &b, &s, &[]);
+        let r = compare("api", Platform::LinuxAmd64, &b, &s, &[]);
         assert_eq!(
             summary(&r),
             vec![
@@ -433,7 +401,7 @@ mod tests {
     #[test]
     fn a_policy_entry_accepts_exactly_its_difference_and_records_the_reason() {
         let policy = [accept(DriftChange::Added, "deb", "curl", Some("7.88.1-10"), None, "health checks need curl")];
-        let r = compare("api", "linux/amd64", &base_bom(), &drifted_scan(), &policy);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &drifted_scan(), &policy);
         assert_eq!(r.differences.len(), 3);
         let curl = r.differences.iter().find(|d| d.name == "curl").unwrap();
         assert_eq!(curl.change, DriftChange::Added);
@@ -457,7 +425,7 @@ mod tests {
             accept(DriftChange::Added, "deb", "curl", None, Some("web"), "wrong component"),
         ];
         for entry in near_misses {
-            let r = compare("api", "linux/amd64", &base_bom(), &drifted_scan(), std::slice::from_ref(&entry));
+            let r = compare("api", Platform::LinuxAmd64, &base_bom(), &drifted_scan(), std::slice::from_ref(&entry));
             assert_eq!(r.rejected().count(), 3, "{} accepted something", entry.reason);
             assert!(r.differences.iter().all(|d| d.accepted.is_none()), "{}", entry.reason);
         }
@@ -471,21 +439,21 @@ mod tests {
             accept(DriftChange::Changed, "deb", "libssl3", Some("3.0.13-1"), None, "security update"),
             accept(DriftChange::Removed, "file", "/usr/local/bin/api", Some(SHA_A), None, "renamed"),
         ];
-        let r = compare("api", "linux/amd64", &base_bom(), &drifted_scan(), &policy);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &drifted_scan(), &policy);
         assert_eq!(r.rejected().count(), 0, "{:?}", r.differences);
         let reasons: Vec<&str> = r.differences.iter().map(|d| d.accepted.as_deref().unwrap()).collect();
         assert_eq!(reasons, vec!["curl, any version, for api", "renamed", "security update"]);
 
         // The changed entry names the version found: the declared one does not match.
         let policy = [accept(DriftChange::Changed, "deb", "libssl3", Some("3.0.11-1"), None, "declared version")];
-        let r = compare("api", "linux/amd64", &base_bom(), &drifted_scan(), &policy);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &drifted_scan(), &policy);
         assert_eq!(r.rejected().count(), 3);
     }
 
     #[test]
     fn table_names_every_difference_and_marks_the_rejected_ones() {
         let policy = [accept(DriftChange::Added, "deb", "curl", None, None, "health checks")];
-        let r = compare("api", "linux/amd64", &base_bom(), &drifted_scan(), &policy);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &drifted_scan(), &policy);
         let t = table(std::slice::from_ref(&r));
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
@@ -507,7 +475,7 @@ mod tests {
 
     #[test]
     fn table_of_no_differences_is_the_header() {
-        let r = compare("api", "linux/amd64", &base_bom(), &base_scan(), &[]);
+        let r = compare("api", Platform::LinuxAmd64, &base_bom(), &base_scan(), &[]);
         assert_eq!(table(&[r]).lines().count(), 1);
         assert_eq!(table(&[]).lines().count(), 1);
     }
@@ -526,7 +494,7 @@ mod tests {
         };
         let report = DriftReport {
             component: "c".into(),
-            platform: "linux/amd64".into(),
+            platform: Platform::LinuxAmd64,
             image: "i".into(),
             declared_packages: 0,
             found_packages: 1,

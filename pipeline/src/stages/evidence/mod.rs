@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::stages::build::{BuiltImage, Images};
 use crate::stages::evidence::sbom::{generate, proto};
 use crate::stages::plan::Plan;
-use drift::DriftReport;
+use drift::{DriftFile, DriftReport};
 use oci::{write_atomic, Layout, Manifest};
 use provenance::RunTimes;
 use schema::model::Platform;
@@ -166,7 +166,7 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
                 platform: image.platform.to_string(),
                 source,
             })?;
-            let report = drift::compare(&c.name, image.platform.as_str(), &bom, &scanned, policy);
+            let report = drift::compare(&c.name, image.platform, &bom, &scanned, policy);
             let statement = provenance::statement(plan, c, image, index, &toolchain, times).map_err(|message| {
                 EvidenceError::Provenance { component: c.name.clone(), platform: image.platform.to_string(), message }
             })?;
@@ -205,21 +205,15 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
         })
         .collect::<Result<_, EvidenceError>>()?;
     let (evidence, reports): (Vec<ImageEvidence>, Vec<DriftReport>) = results.into_iter().unzip();
-    let mut doc = serde_json::to_vec_pretty(
-        &serde_json::json!({ "channel": plan.channel.as_str(), "version": plan.version.to_string(), "images": reports }),
-    )
-    .map_err(|source| EvidenceError::Serialize { path: out.join("drift.json"), what: "drift report", source })?;
-    doc.push(b'\n');
     let rejected: usize = reports.iter().map(|r| r.rejected().count()).sum();
+    let table = if rejected > 0 { drift::table(&reports) } else { String::new() };
+    let doc = DriftFile { channel: plan.channel, images: reports, version: plan.version }
+        .to_json()
+        .map_err(|source| EvidenceError::Serialize { path: out.join("drift.json"), what: "drift report", source })?;
     reporter.event(Event::StageFinished { stage: Stage::Evidence });
     if rejected > 0 {
         write(failed_report, &doc)?;
-        return Err(EvidenceError::Drift {
-            count: rejected,
-            channel: plan.channel.to_string(),
-            table: drift::table(&reports),
-            report: failed_report.to_owned(),
-        });
+        return Err(EvidenceError::Drift { count: rejected, channel: plan.channel.to_string(), table, report: failed_report.to_owned() });
     }
     write(&out.join("drift.json"), &doc)?;
     Ok(Evidence { images: evidence, drift: out.join("drift.json") })

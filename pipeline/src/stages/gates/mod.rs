@@ -32,18 +32,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use oci::cmd::{Cmd, CmdError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::stages::build::Images;
 use crate::stages::evidence::sbom::locks::Ecosystem;
 
 /// The gates' configuration file, relative to the repository root.
 pub const GATES_FILE: &str = "release-trains/gates.toml";
-/// Predicate type of the signed gate record.
-pub const GATES_PREDICATE: &str = "https://stella-ops.org/attestations/gates/v1";
-/// Where the record goes in a release.
-pub const GATES_JSON: &str = "gates.json";
-pub const GATES_ENVELOPE: &str = "attest/gates.dsse.json";
+
+/// The record (`gates.json`, `attest/gates.dsse.json`): its types and file names are
+/// `schema::gates`'s.
+pub use schema::gates::*;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -120,85 +119,6 @@ impl GateError {
             GateError::Io { .. } => schema::exit::ENVIRONMENT,
             _ => schema::exit::REJECTED,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GateStatus {
-    Passed,
-    Failed,
-    /// `--skip-gates`: nothing ran; promotion refuses such a release.
-    Skipped,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GateKind {
-    Audit,
-    Test,
-    Budget,
-}
-
-/// `gates.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GateReport {
-    pub status: GateStatus,
-    pub gates: Vec<GateResult>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GateResult {
-    pub name: String,
-    pub kind: GateKind,
-    pub passed: bool,
-    pub detail: String,
-    pub seconds: f64,
-    /// A budget's measured metric.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub measured: Option<f64>,
-    /// The audit's findings.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<Finding>,
-    /// The command's output (`gates/<name>.log` in the release).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log: Option<String>,
-}
-
-/// A locked package an advisory lists.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Finding {
-    pub advisory: String,
-    pub summary: String,
-    pub ecosystem: String,
-    pub package: String,
-    pub version: String,
-    pub component: String,
-    pub lock_file: String,
-}
-
-impl GateReport {
-    pub fn skipped() -> GateReport {
-        GateReport { status: GateStatus::Skipped, gates: Vec::new() }
-    }
-    /// One line per failure, naming the gate and what failed.
-    pub fn failures(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for g in self.gates.iter().filter(|g| !g.passed) {
-            if g.findings.is_empty() {
-                out.push(format!("{}: {}", g.name, g.detail));
-            }
-            for f in &g.findings {
-                out.push(format!(
-                    "{}: `{}` {} ({}) in `{}` of `{}` is affected by {}: {}",
-                    g.name, f.package, f.version, f.ecosystem, f.lock_file, f.component, f.advisory, f.summary
-                ));
-            }
-        }
-        out
     }
 }
 

@@ -2,8 +2,9 @@
 //! configuration files of `release-trains/` and `base-images.lock`, [`files`], loaded and
 //! validated by [`config`], with the skew rules of spec §1.3 in [`skew`]) and what the
 //! pipeline writes and reads back (`release.yaml` in [`release`], the kit inventory in
-//! [`kit`], the signed channel pointer and the client's state file in [`pointer`], the drift
-//! report in [`drift`], the release gates' record in [`gates`], image labels in [`labels`],
+//! [`kit`], the signed channel pointer and the client's state file in
+//! [`pointer`](mod@pointer), the drift report in [`drift`], the release gates' record in
+//! [`gates`], image labels in [`labels`],
 //! in-toto types in [`intoto`], progress events in [`report`]), with the newtypes that keep
 //! them apart ([`model`]: `Digest`, `PinnedRef`, `Platform`, `Channel`, `Version`...), and the
 //! exit codes every command shares ([`exit`]).

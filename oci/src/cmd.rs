@@ -8,6 +8,7 @@
 //! `wait-timeout` would bring one of the two each, not both, for a ~100-line need.
 
 use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,6 +28,7 @@ pub struct Cmd {
     argv: Vec<OsString>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    sample_peak_memory: bool,
 }
 
 /// A command that ran to its end (whatever its status).
@@ -37,6 +39,9 @@ pub struct Finished {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub elapsed: Duration,
+    /// Its peak resident memory in KiB (`VmHWM`, sampled every 20 ms while it ran), when
+    /// [`Cmd::sample_peak_memory`] asked for it. The process itself only, not its children.
+    pub peak_rss_kib: Option<u64>,
 }
 
 impl Finished {
@@ -54,6 +59,11 @@ impl Finished {
             None => "ended by a signal".to_owned(),
         }
     }
+}
+
+/// The `VmHWM` (peak resident set) of a `/proc/<pid>/status` text, in KiB.
+pub fn vm_hwm_kib(proc_status: &str) -> Option<u64> {
+    proc_status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
 /// The last `n` lines of `text`, each prefixed with `  | `.
@@ -80,7 +90,14 @@ pub enum CmdError {
 impl Cmd {
     pub fn new(program: impl AsRef<OsStr>, what: impl Into<String>) -> Cmd {
         let program = program.as_ref().to_owned();
-        Cmd { what: what.into(), command: Command::new(&program), argv: vec![program], stdin: None, timeout: None }
+        Cmd {
+            what: what.into(),
+            command: Command::new(&program),
+            argv: vec![program],
+            stdin: None,
+            timeout: None,
+            sample_peak_memory: false,
+        }
     }
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Cmd {
         self.command.arg(a.as_ref());
@@ -121,6 +138,13 @@ impl Cmd {
     /// Stops it (SIGKILL) after `d`.
     pub fn timeout(mut self, d: Duration) -> Cmd {
         self.timeout = Some(d);
+        self
+    }
+    /// Samples its peak resident memory while it runs (Linux `/proc/<pid>/status`, `VmHWM`)
+    /// into [`Finished::peak_rss_kib`]. A sample is taken every 20 ms, so a process shorter
+    /// than that may report none.
+    pub fn sample_peak_memory(mut self) -> Cmd {
+        self.sample_peak_memory = true;
         self
     }
     /// The command line, for messages.
@@ -177,7 +201,20 @@ impl Cmd {
         let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
         drop(done_tx);
         let mut timed_out = false;
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak: Option<u64> = None;
         let status = loop {
+            if self.sample_peak_memory {
+                if let Some(kib) = fs::read_to_string(&status_file).ok().as_deref().and_then(vm_hwm_kib) {
+                    peak = Some(peak.map_or(kib, |p| p.max(kib)));
+                }
+            } else if self.timeout.is_none() {
+                // Nothing to do while it runs: wait without polling (no 20 ms rounding).
+                match child.wait() {
+                    Ok(s) => break Some(s),
+                    Err(source) => return Err(CmdError::Start { what: self.what, command, source }),
+                }
+            }
             match child.try_wait() {
                 Ok(Some(s)) => break Some(s),
                 Ok(None) if self.timeout.is_some_and(|t| start.elapsed() > t) => {
@@ -205,7 +242,13 @@ impl Cmd {
             }
         }
         let take = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| std::mem::take(&mut *b.lock().unwrap_or_else(|p| p.into_inner()));
-        let finished = Finished { code: status.and_then(|s| s.code()), stdout: take(&out), stderr: take(&err), elapsed: start.elapsed() };
+        let finished = Finished {
+            code: status.and_then(|s| s.code()),
+            stdout: take(&out),
+            stderr: take(&err),
+            elapsed: start.elapsed(),
+            peak_rss_kib: peak,
+        };
         Ok((finished, timed_out))
     }
 
@@ -268,6 +311,20 @@ mod tests {
         assert!(timed_out);
         assert_eq!(f.stdout, b"early\n");
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn peak_memory_is_sampled_when_asked() {
+        // A shell that holds ~64 MiB for half a second: its VmHWM must show it.
+        let script = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); sleep 0.5; echo ${#x}";
+        let f = Cmd::new("sh", "a memory-hungry shell").args(["-c", script]).sample_peak_memory().run().unwrap();
+        assert_eq!(f.stdout, b"67108864\n");
+        let kib = f.peak_rss_kib.expect("sampled");
+        assert!(kib > 60 * 1024, "{kib} KiB");
+        let f = Cmd::new("true", "a quick command").run().unwrap();
+        assert_eq!(f.peak_rss_kib, None);
+        assert_eq!(vm_hwm_kib("Name:\tx\nVmHWM:\t   1234 kB\nVmRSS:\t 12 kB\n"), Some(1234));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
     }
 
     #[test]

@@ -1,0 +1,596 @@
+//! Benchmarks behind `cargo xtask bench`: layer writing and hashing, SBOM + scan, and offline
+//! kits, each measured against the machine's own tools on the same input, in one run, as
+//! ratios. Not tests: numbers vary between machines; ratios measured together are what to
+//! compare.
+//!
+//! - [`layer`]: a generated tree of mixed files (warm page cache) written as a layer by our
+//!   writer (tar + gzip-6 + diff_id + digest) and by `tar --sort=name -c | gzip -6` (and
+//!   `pigz -6` when installed); the layer hashed by our sha256, `sha256sum` and
+//!   `openssl dgst`; peak memory of the writer on the full tree and on an eighth of it (a
+//!   child process each, see [`layer_peak`]), to show it stays flat as the input grows;
+//! - [`sbom`]: scan + SBOM of a realistic root file system against `syft oci-dir:`;
+//! - [`kit`]: `kit build` against `tar -c | zstd -T0 -3` and `kit import` against
+//!   `zstd -d | sha256sum`, on a release carrying a generated tree ([`bulk_release`]).
+//!
+//! Every external command runs through [`oci::cmd::Cmd`]; the peers are shell pipelines.
+//! Nothing here prints: each function returns a report, and says what it is doing through
+//! [`Event::Note`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use oci::cmd::{Cmd, CmdError};
+use oci::layer::{HashingReader, LayerWriter, Modes};
+use schema::report::{Event, Reporter};
+use serde::Serialize;
+
+/// The mtime of every generated layer entry.
+const EPOCH: i64 = 1_700_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error(transparent)]
+    Layer(#[from] oci::layer::LayerError),
+    #[error(transparent)]
+    Layout(#[from] oci::LayoutError),
+    #[error(transparent)]
+    Scan(#[from] crate::stages::evidence::scan::ScanError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One comparison: the same work done by us and by a peer, on `bytes` of input.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// What was done (`layer write`, `sha256`, ...).
+    pub what: String,
+    /// What did it on our side.
+    pub ours: String,
+    /// What did it on the peer's side (a shell pipeline, or a tool).
+    pub peer: String,
+    /// The input the rates are over.
+    pub bytes: u64,
+    pub ours_seconds: f64,
+    pub peer_seconds: f64,
+    /// How many times faster ours was: `peer_seconds / ours_seconds`.
+    pub ratio: f64,
+    /// Our peak resident memory, when it ran in a process of its own.
+    pub ours_peak_rss_kib: Option<u64>,
+}
+
+impl Measurement {
+    fn new(what: &str, ours: &str, peer: &str, bytes: u64, ours_seconds: f64, peer_seconds: f64) -> Measurement {
+        Measurement {
+            what: what.to_owned(),
+            ours: ours.to_owned(),
+            peer: peer.to_owned(),
+            bytes,
+            ours_seconds,
+            peer_seconds,
+            ratio: peer_seconds / ours_seconds,
+            ours_peak_rss_kib: None,
+        }
+    }
+    /// Our rate in MB/s (10^6 bytes).
+    pub fn ours_mb_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.ours_seconds
+    }
+    /// The peer's rate in MB/s (10^6 bytes).
+    pub fn peer_mb_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.peer_seconds
+    }
+}
+
+/// What [`layer`] measures.
+#[derive(Debug, Clone)]
+pub struct LayerOptions {
+    /// Where the trees and layers go.
+    pub dir: PathBuf,
+    /// Size of the generated tree in MiB.
+    pub size_mib: u64,
+    /// A program that, run as `<exe> bench --layer-only DIR`, writes one layer of DIR and
+    /// prints its own peak memory in KiB ([`layer_peak`]): the xtask binary.
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// Bytes of the generated tree.
+    pub input_bytes: u64,
+    /// Bytes of our compressed layer.
+    pub layer_bytes: u64,
+    pub compressor: String,
+    /// Our layer writer against `tar --sort=name -c | gzip -6`.
+    pub write_gzip: Measurement,
+    /// ... and against `tar --sort=name -c | pigz -6`, when installed.
+    pub write_pigz: Option<Measurement>,
+    /// Our sha256 of the layer against `sha256sum`.
+    pub sha256sum: Measurement,
+    /// ... and against `openssl dgst -sha256`, when installed.
+    pub openssl: Option<Measurement>,
+    /// Peak memory of the layer writer on an eighth of the input.
+    pub peak_rss_kib_eighth: u64,
+    /// Peak memory of the layer writer on all of it.
+    pub peak_rss_kib_full: u64,
+    pub page_cache: String,
+}
+
+/// Fills `dir` with about `bytes` of files: sizes from 4 KiB to 8 MiB, content half text-like
+/// (compressible) and half noise, from a fixed seed (the same tree every run).
+pub fn make_tree(dir: &Path, bytes: u64) -> Result<u64, BenchError> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let words: Vec<&[u8]> = [&b"release "[..], b"layer ", b"digest ", b"sha256 ", b"stellaops ", b"component\n", b"{\"k\": 1} "].to_vec();
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let mut buf = Vec::with_capacity(8 << 20);
+    while written < bytes {
+        let size = 4096u64 << (next() % 12);
+        let size = size.min(bytes - written).max(1);
+        buf.clear();
+        while (buf.len() as u64) < size {
+            if next() % 2 == 0 {
+                for _ in 0..64 {
+                    buf.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+                }
+            } else {
+                for _ in 0..64 {
+                    buf.extend_from_slice(&next().to_le_bytes());
+                }
+            }
+        }
+        buf.truncate(size as usize);
+        let sub = dir.join(format!("d{:02}/e{:02}", i % 17, i % 5));
+        fs::create_dir_all(&sub)?;
+        fs::write(sub.join(format!("f{i:05}.bin")), &buf)?;
+        written += size;
+        i += 1;
+    }
+    Ok(written)
+}
+
+fn layer_of(tree: &Path, out: &Path) -> Result<oci::layer::LayerInfo, BenchError> {
+    let f = io::BufWriter::with_capacity(1 << 20, fs::File::create(out)?);
+    let mut w = LayerWriter::new(f, EPOCH);
+    w.add_tree(tree, "/", Modes::Normalize)?;
+    let (mut f, info) = w.finish()?;
+    f.flush()?;
+    Ok(info)
+}
+
+/// This process's peak resident memory in KiB (0 when unknown).
+fn own_peak_rss_kib() -> u64 {
+    fs::read_to_string("/proc/self/status").ok().as_deref().and_then(oci::cmd::vm_hwm_kib).unwrap_or(0)
+}
+
+/// Writes one layer of `tree` (to a temporary file) and returns this process's peak memory in
+/// KiB: what `<exe> bench --layer-only DIR` runs, in a process of its own.
+pub fn layer_peak(tree: &Path) -> Result<u64, BenchError> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    layer_of(tree, tmp.path())?;
+    Ok(own_peak_rss_kib())
+}
+
+/// Runs a shell pipeline to its end (status 0 required) and returns its wall time in seconds.
+fn time_shell(what: &str, script: &str) -> Result<f64, BenchError> {
+    let t = Instant::now();
+    Cmd::new("sh", what).args(["-c", script]).run()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn have(tool: &str) -> bool {
+    Cmd::new("sh", format!("look for {tool}")).args(["-c", &format!("command -v {tool} >/dev/null")]).output().is_ok_and(|f| f.success())
+}
+
+fn child_peak(exe: &Path, tree: &Path) -> Result<u64, BenchError> {
+    let f = Cmd::new(exe, "write a layer in a child process (its peak memory)").arg("bench").arg("--layer-only").arg(tree).run()?;
+    let text = String::from_utf8_lossy(&f.stdout);
+    text.trim().parse().map_err(|e| BenchError::Other(format!("the layer child printed {:?}, not a number: {e}", text.trim())))
+}
+
+fn note(reporter: &dyn Reporter, message: String) {
+    reporter.event(Event::Note { message });
+}
+
+/// Layer writing and hashing against `tar | gzip -6` (`pigz -6`), `sha256sum` (`openssl`).
+pub fn layer(opts: &LayerOptions, reporter: &dyn Reporter) -> Result<LayerReport, BenchError> {
+    let dir = &opts.dir;
+    let tree = dir.join("tree");
+    let small = dir.join("small");
+    let _ = fs::remove_dir_all(&tree);
+    let _ = fs::remove_dir_all(&small);
+    let size = opts.size_mib << 20;
+    note(reporter, format!("bench: making a {} MiB tree in {}", opts.size_mib, tree.display()));
+    let bytes = make_tree(&tree, size)?;
+    make_tree(&small, size / 8)?;
+    // Warm the page cache for both sides alike.
+    time_shell("warm the page cache", &format!("tar -C '{}' -cf - . | cat > /dev/null", tree.display()))?;
+
+    let ours_out = dir.join("ours.tar.gz");
+    let t = Instant::now();
+    let info = layer_of(&tree, &ours_out)?;
+    let ours = t.elapsed().as_secs_f64();
+
+    let writer = "layer writer (tar + gzip-6 + diff_id + digest)";
+    let gzip_peer = "tar --sort=name -c | gzip -6";
+    let gzip = time_shell(
+        "tar | gzip -6",
+        &format!("tar -C '{}' --sort=name -cf - . | gzip -6 > '{}'", tree.display(), dir.join("peer.tar.gz").display()),
+    )?;
+    let write_gzip = Measurement::new("layer write", writer, gzip_peer, bytes, ours, gzip);
+    let write_pigz = if have("pigz") {
+        let pigz = time_shell(
+            "tar | pigz -6",
+            &format!("tar -C '{}' --sort=name -cf - . | pigz -6 > '{}'", tree.display(), dir.join("pigz.tar.gz").display()),
+        )?;
+        Some(Measurement::new("layer write", writer, "tar --sort=name -c | pigz -6", bytes, ours, pigz))
+    } else {
+        None
+    };
+
+    // Hashing the finished layer: ours, sha256sum, openssl.
+    let t = Instant::now();
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, fs::File::open(&ours_out)?));
+    io::copy(&mut r, &mut io::sink())?;
+    let (d, _) = r.finish();
+    let ours_sha = t.elapsed().as_secs_f64();
+    if d != info.digest {
+        return Err(BenchError::Other(format!("the layer on disk hashes to {d}, the writer said {}", info.digest)));
+    }
+    let sha256sum = time_shell("sha256sum", &format!("sha256sum '{}' > /dev/null", ours_out.display()))?;
+    let sha256sum = Measurement::new("sha256", "oci::layer::HashingReader", "sha256sum", info.size, ours_sha, sha256sum);
+    let openssl = if have("openssl") {
+        let o = time_shell("openssl dgst -sha256", &format!("openssl dgst -sha256 '{}' > /dev/null", ours_out.display()))?;
+        Some(Measurement::new("sha256", "oci::layer::HashingReader", "openssl dgst -sha256", info.size, ours_sha, o))
+    } else {
+        None
+    };
+
+    let peak_rss_kib_eighth = child_peak(&opts.exe, &small)?;
+    let peak_rss_kib_full = child_peak(&opts.exe, &tree)?;
+    Ok(LayerReport {
+        input_bytes: bytes,
+        layer_bytes: info.size,
+        compressor: oci::layer::COMPRESSOR.to_owned(),
+        write_gzip,
+        write_pigz,
+        sha256sum,
+        openssl,
+        peak_rss_kib_eighth,
+        peak_rss_kib_full,
+        page_cache: "warm".to_owned(),
+    })
+}
+
+/// Copies `from` (a file or a tree) to `to`, skipping what cannot be read; symlinks as such.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), BenchError> {
+    for e in walkdir::WalkDir::new(from).follow_links(false).into_iter().filter_map(Result::ok) {
+        let rel = e.path().strip_prefix(from).unwrap_or(e.path());
+        let dest = if rel.as_os_str().is_empty() { to.to_owned() } else { to.join(rel) };
+        let ft = e.file_type();
+        if ft.is_dir() {
+            fs::create_dir_all(&dest)?;
+        } else if ft.is_symlink() {
+            if let Ok(t) = fs::read_link(e.path()) {
+                let _ = std::os::unix::fs::symlink(t, &dest);
+            }
+        } else if ft.is_file() {
+            fs::create_dir_all(dest.parent().unwrap_or(to))?;
+            let _ = fs::copy(e.path(), &dest);
+        }
+    }
+    Ok(())
+}
+
+/// What [`sbom`] measures.
+#[derive(Debug, Clone)]
+pub struct SbomOptions {
+    /// Where the root file system and its layout go.
+    pub dir: PathBuf,
+    /// The workspace (its Cargo.lock goes into the root file system).
+    pub workspace: PathBuf,
+    /// The syft to compare with ([`find_syft`]); none is an error, after our side ran.
+    pub syft: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SbomReport {
+    pub rootfs_files: usize,
+    /// Scan + SBOM (both encodings) of the layer against `syft oci-dir:`; `bytes` is the layer.
+    pub scan: Measurement,
+    pub ours_packages: usize,
+    pub syft_packages: usize,
+    /// Per package type: (ours, syft).
+    pub packages_by_type: BTreeMap<String, (usize, usize)>,
+    pub sbom_json_bytes: usize,
+    pub sbom_protobuf_bytes: usize,
+}
+
+/// `$STELLAOPS_VERIFY_SYFT`, else the one tests/run.sh installs, else `/usr/local/bin/syft`.
+pub fn find_syft(workspace: &Path) -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("STELLAOPS_VERIFY_SYFT").map(PathBuf::from),
+        Some(workspace.join("target/verifiers/venv/bin/syft")),
+        Some(PathBuf::from("/usr/local/bin/syft")),
+    ];
+    candidates.into_iter().flatten().find(|p| p.is_file())
+}
+
+/// SBOM + scan of a realistic root file system (this machine's dpkg database and docs, Python
+/// and npm packages, the workspace's Cargo.lock) against `syft oci-dir:`, in one run.
+pub fn sbom(opts: &SbomOptions, _reporter: &dyn Reporter) -> Result<SbomReport, BenchError> {
+    let dir = &opts.dir;
+    let rootfs = dir.join("rootfs");
+    let _ = fs::remove_dir_all(&rootfs);
+    let lock = opts.workspace.join("Cargo.lock");
+    for (from, to) in [
+        (Path::new("/var/lib/dpkg/status"), "var/lib/dpkg/status"),
+        (Path::new("/var/lib/dpkg/info"), "var/lib/dpkg/info"),
+        (Path::new("/usr/share/doc"), "usr/share/doc"),
+        (Path::new("/usr/lib/python3/dist-packages"), "usr/lib/python3/dist-packages"),
+        (Path::new("/usr/lib/node_modules"), "usr/lib/node_modules"),
+        (Path::new("/etc/os-release"), "etc/os-release"),
+        (Path::new("/usr/lib/os-release"), "usr/lib/os-release"),
+        (lock.as_path(), "app/Cargo.lock"),
+    ] {
+        if from.exists() {
+            copy_tree(from, &rootfs.join(to))?;
+        }
+    }
+    // Keep only dpkg's .list files and status: what an image carries.
+    for e in fs::read_dir(rootfs.join("var/lib/dpkg/info"))?.flatten() {
+        if !e.file_name().to_string_lossy().ends_with(".list") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+    let files = walkdir::WalkDir::new(&rootfs).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count();
+    let layout = oci::Layout::create(&dir.join("layout"))?;
+    let (digest, size, info) = layout.put_blob_with(|w| {
+        let mut lw = LayerWriter::new(w, EPOCH);
+        lw.add_tree(&rootfs, "/", Modes::Preserve).map_err(io::Error::other)?;
+        lw.finish().map(|(_, i)| i)
+    })?;
+    let config = layout.put_json(
+        oci::MEDIA_CONFIG,
+        &oci::ImageConfig {
+            created: schema::model::rfc3339(EPOCH),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: None,
+            config: Default::default(),
+            rootfs: oci::RootFs { kind: "layers".into(), diff_ids: vec![info.diff_id.clone()] },
+            history: Vec::new(),
+        },
+    )?;
+    let manifest = oci::Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.into()),
+        config,
+        layers: vec![oci::Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size)],
+        subject: None,
+        annotations: Default::default(),
+    };
+    // Ours: scan the layer (hashing every file), make the CycloneDX document, encode both ways.
+    let t = Instant::now();
+    let result = crate::stages::evidence::scan::scan(&layout, &manifest)?;
+    let bom = crate::stages::evidence::sbom::generate::from_scan(&result, &manifest);
+    let (j, pb) = (bom.to_json(), crate::stages::evidence::sbom::proto::encode(&bom));
+    let ours = t.elapsed().as_secs_f64();
+    let ours_count = result.packages.len();
+    let Some(syft) = &opts.syft else {
+        return Err(BenchError::Other(
+            "syft is not installed: run tests/run.sh once (it installs the verifiers into target/verifiers)".into(),
+        ));
+    };
+    let mdesc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
+    let mut named = mdesc.clone();
+    named.annotations.insert(oci::ANNOTATION_REF_NAME.into(), "bench".into());
+    layout.write_index(&oci::Index {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_INDEX.into()),
+        manifests: vec![named],
+        annotations: Default::default(),
+    })?;
+    // syft on the same image (its image catalogers, plus Cargo.lock as the scan reads it).
+    let t = Instant::now();
+    let out = Cmd::new(syft, "syft: catalog the same image")
+        .arg(format!("oci-dir:{}", layout.root().display()))
+        .args(["-q", "-o", "json", "--select-catalogers", "+rust-cargo-lock-cataloger"])
+        .env("SYFT_CHECK_FOR_APP_UPDATE", "false")
+        .run()?;
+    let theirs = t.elapsed().as_secs_f64();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Other(format!("syft's JSON: {e}")))?;
+    let theirs_count = v["artifacts"].as_array().map(Vec::len).unwrap_or(0);
+    let mut by_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for a in v["artifacts"].as_array().into_iter().flatten() {
+        by_type.entry(a["type"].as_str().unwrap_or("?").to_owned()).or_default().1 += 1;
+    }
+    for p in &result.packages {
+        by_type.entry(p.kind.clone()).or_default().0 += 1;
+    }
+    Ok(SbomReport {
+        rootfs_files: files,
+        scan: Measurement::new("scan + SBOM", "scan + CycloneDX (JSON and protobuf)", "syft oci-dir:", size, ours, theirs),
+        ours_packages: ours_count,
+        syft_packages: theirs_count,
+        packages_by_type: by_type,
+        sbom_json_bytes: j.len(),
+        sbom_protobuf_bytes: pb.len(),
+    })
+}
+
+/// Runs `cmd` (status 0 required), sampling its peak memory: (seconds, KiB).
+fn measured(cmd: Cmd) -> Result<(f64, u64), BenchError> {
+    let t = Instant::now();
+    let f = cmd.sample_peak_memory().run()?;
+    Ok((t.elapsed().as_secs_f64(), f.peak_rss_kib.unwrap_or(0)))
+}
+
+/// A scratch repository under `dir/repo` holding the release configuration of `workspace`,
+/// with a generated tree of `bytes` as one more layer of web-ui; released (by `exe release`,
+/// the xtask binary) into `dir/release`, which is returned.
+pub fn bulk_release(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Result<PathBuf, BenchError> {
+    let repo = dir.join("repo");
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(&repo)?;
+    for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
+        copy_tree(&workspace.join(item), &repo.join(item))?;
+    }
+    make_tree(&repo.join("components/standin/bulk"), bytes)?;
+    // web-ui is the last component of the bundle: one more layer for it.
+    let mut toml = fs::read_to_string(repo.join("release-trains/components.toml"))?;
+    toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
+    fs::write(repo.join("release-trains/components.toml"), toml)?;
+    fs::write(repo.join(".gitignore"), "/target\n")?;
+    let git = |what: &str, args: &[&str]| -> Result<(), BenchError> {
+        Cmd::new("git", what)
+            .args(["-c", "core.compression=0", "-c", "core.looseCompression=0"])
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_DATE", "@1813492800 +0000")
+            .env("GIT_COMMITTER_DATE", "@1813492800 +0000")
+            .run()?;
+        Ok(())
+    };
+    git("bench repository: init", &["init", "-q", "-b", "main"])?;
+    git("bench repository: add", &["add", "-A"])?;
+    git("bench repository: commit", &["commit", "-q", "-m", "bench"])?;
+    let release = dir.join("release");
+    measured(
+        Cmd::new(exe, "the release")
+            // The bench measures kits; the repository's gates (tests, budgets) are not its subject.
+            .args(["--quiet", "release", "--skip-gates", "--channel", "edge", "--source"])
+            .arg(&repo)
+            .arg("--out")
+            .arg(&release)
+            .arg("--cache")
+            .arg(workspace.join("target/stellaops-cache")),
+    )?;
+    Ok(release)
+}
+
+/// What [`kit`] measures.
+#[derive(Debug, Clone)]
+pub struct KitOptions {
+    /// Where the scratch repositories, releases and kits go.
+    pub dir: PathBuf,
+    /// About the kit's size in MiB (the generated tree is twice that, before gzip).
+    pub size_mib: u64,
+    /// The xtask binary: runs `release`, `kit build` and `kit import`.
+    pub exe: PathBuf,
+    /// The workspace whose release configuration is copied.
+    pub workspace: PathBuf,
+}
+
+/// Peak memory of `kit build` and `kit import` at one size.
+#[derive(Debug, Clone, Serialize)]
+pub struct KitPeak {
+    /// `eighth` or `full`.
+    pub size: String,
+    pub content_bytes: u64,
+    pub kit_build_kib: u64,
+    pub kit_import_kib: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KitReport {
+    /// Bytes of files the import loaded (the full size).
+    pub content_bytes: u64,
+    /// Bytes of the kit file.
+    pub kit_bytes: u64,
+    /// `kit build` against `tar -c | zstd -T0 -3`, on `content_bytes`.
+    pub write: Measurement,
+    /// `kit import` (verify + load) against `zstd -d | sha256sum`, on `content_bytes`.
+    pub import: Measurement,
+    pub peaks: Vec<KitPeak>,
+    pub page_cache: String,
+}
+
+/// Kit write and import against `tar | zstd` and `zstd -d | sha256sum` on the same content,
+/// at an eighth of the size and at all of it (timings are those of the full size).
+pub fn kit(opts: &KitOptions, reporter: &dyn Reporter) -> Result<KitReport, BenchError> {
+    let exe = &opts.exe;
+    let mut peaks = Vec::new();
+    let mut last = None;
+    for (label, mib) in [("eighth", opts.size_mib / 8), ("full", opts.size_mib)] {
+        let work = opts.dir.join(label);
+        note(reporter, format!("bench: cutting a release with {} MiB of generated files in {}", mib * 2, work.display()));
+        let release = bulk_release(exe, &opts.workspace, &work, (mib * 2) << 20)?;
+        let key = work.join("repo/target/keys/dev.pub");
+        let kit = work.join("kit.tar.zst");
+        let parts = "images sboms attest charts compose policy release.yaml release.yaml.sig release.yaml.sigstore.json";
+        // Warm the page cache for both sides alike.
+        time_shell("warm the page cache", &format!("cd '{}' && tar -cf - {parts} | cat > /dev/null", release.display()))?;
+        let (write, write_peak) = measured(
+            Cmd::new(exe, "kit build")
+                .args(["--quiet", "kit", "build"])
+                .arg(&release)
+                .arg("--out")
+                .arg(&kit)
+                .arg("--source")
+                .arg(work.join("repo")),
+        )?;
+        let peer_write = time_shell(
+            "tar | zstd -T0 -3",
+            &format!("cd '{}' && tar -cf - {parts} | zstd -q -T0 -3 > '{}'", release.display(), work.join("peer.tar.zst").display()),
+        )?;
+        let target = work.join("imported");
+        let (import, import_peak) = measured(
+            Cmd::new(exe, "kit import").args(["--quiet", "kit", "import"]).arg(&kit).arg("--into").arg(&target).arg("--key").arg(&key),
+        )?;
+        let peer_read = time_shell("zstd -d | sha256sum", &format!("zstd -q -d -c '{}' | sha256sum > /dev/null", kit.display()))?;
+        let content: u64 = walkdir::WalkDir::new(&target)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        let kit_size = fs::metadata(&kit)?.len();
+        peaks.push(KitPeak { size: label.to_owned(), content_bytes: content, kit_build_kib: write_peak, kit_import_kib: import_peak });
+        let mut w = Measurement::new("kit write", "kit build", "tar -c | zstd -T0 -3", content, write, peer_write);
+        w.ours_peak_rss_kib = Some(write_peak);
+        let mut i = Measurement::new("kit import", "kit import (verify + load)", "zstd -d | sha256sum", content, import, peer_read);
+        i.ours_peak_rss_kib = Some(import_peak);
+        last = Some((content, kit_size, w, i));
+        let _ = fs::remove_dir_all(work.join("repo/components"));
+    }
+    let Some((content_bytes, kit_bytes, write, import)) = last else { return Err(BenchError::Other("nothing measured".into())) };
+    Ok(KitReport { content_bytes, kit_bytes, write, import, peaks, page_cache: "warm".to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_tree_is_the_same_every_run_and_about_its_size() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let n = make_tree(a.path(), 300_000).unwrap();
+        assert_eq!(n, 300_000);
+        make_tree(b.path(), 300_000).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let la = layer_of(a.path(), &out.path().join("a.tar.gz")).unwrap();
+        let lb = layer_of(b.path(), &out.path().join("b.tar.gz")).unwrap();
+        assert_eq!(la.diff_id, lb.diff_id);
+    }
+
+    #[test]
+    fn a_measurement_is_a_ratio_of_times_over_the_same_bytes() {
+        let m = Measurement::new("sha256", "ours", "peer", 2_000_000, 0.5, 1.0);
+        assert_eq!((m.ratio, m.ours_mb_s(), m.peer_mb_s()), (2.0, 4.0, 2.0));
+    }
+}

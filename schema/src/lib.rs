@@ -4,10 +4,9 @@
 //! pipeline writes and reads back (`release.yaml` in [`release`], the kit inventory in
 //! [`kit`], the signed channel pointer and the client's state file in
 //! [`pointer`](mod@pointer), the drift report in [`drift`], the release gates' record in
-//! [`gates`], image labels in [`labels`],
-//! in-toto types in [`intoto`], progress events in [`report`]), with the newtypes that keep
-//! them apart ([`model`]: `Digest`, `PinnedRef`, `Platform`, `Channel`, `Version`...), and the
-//! exit codes every command shares ([`exit`]).
+//! [`gates`], image labels in [`labels`], in-toto types in [`intoto`], progress events in
+//! [`report`]), with the newtypes that keep them apart ([`model`]: `Digest`, `PinnedRef`,
+//! `Platform`, `Channel`, `Version`...), and the exit codes every command shares ([`exit`]).
 //!
 //! This crate is the bottom of the workspace: it depends on serde and small parsing crates,
 //! never on the engine (`pipeline`), the registry mechanisms (`oci`) or the checks

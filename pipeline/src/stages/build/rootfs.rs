@@ -146,11 +146,16 @@ fn base_index(layout: &Layout, layers: &[Descriptor]) -> Result<BTreeMap<String,
             let (mode, uid, gid) = (h.mode().map_err(io_err)? & 0o7777, h.uid().map_err(io_err)?, h.gid().map_err(io_err)?);
             let kind = match h.entry_type() {
                 tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => {
-                    Kind::Symlink(e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
-                }
+                tar::EntryType::Symlink => Kind::Symlink(
+                    e.link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .ok_or_else(|| RootfsError::Unsupported { path: p.clone(), kind: "a link without a target" })?,
+                ),
                 tar::EntryType::Link => {
-                    let target = e.link_name_bytes().map(|b| clean(&b)).unwrap_or_default();
+                    let target = e
+                        .link_name_bytes()
+                        .map(|b| clean(&b))
+                        .ok_or_else(|| RootfsError::Unsupported { path: p.clone(), kind: "a link without a target" })?;
                     links.push((p.clone(), target));
                     continue;
                 }
@@ -188,11 +193,19 @@ fn export_index(export: &Path) -> Result<BTreeMap<String, Exported>, RootfsError
         let (mode, uid, gid) = (h.mode().map_err(io_err)? & 0o7777, h.uid().map_err(io_err)?, h.gid().map_err(io_err)?);
         let (k, data) = match kind {
             tar::EntryType::Directory => (Kind::Dir, None),
-            tar::EntryType::Symlink => {
-                (Kind::Symlink(e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()), None)
-            }
+            tar::EntryType::Symlink => (
+                Kind::Symlink(
+                    e.link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .ok_or_else(|| RootfsError::Unsupported { path: p.clone(), kind: "a link without a target" })?,
+                ),
+                None,
+            ),
             tar::EntryType::Link => {
-                let target = e.link_name_bytes().map(|b| clean(&b)).unwrap_or_default();
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| clean(&b))
+                    .ok_or_else(|| RootfsError::Unsupported { path: p.clone(), kind: "a link without a target" })?;
                 links.push((p, target, mode, uid, gid));
                 continue;
             }

@@ -128,12 +128,15 @@ pub fn submit_all(url: &str, entries: &[Entry], release: &Path) -> std::io::Resu
         let name = file_name(&e.id);
         match submit(url, e) {
             Ok((uuid, proof)) => {
-                write_atomic(&dir.join(format!("{name}.rekor.json")), &serde_json::to_vec_pretty(&proof).unwrap_or_default())?;
+                write_atomic(&dir.join(format!("{name}.rekor.json")), &serde_json::to_vec_pretty(&proof).map_err(std::io::Error::other)?)?;
                 let _ = fs::remove_file(dir.join("pending").join(format!("{name}.json")));
                 out.push((e.id.clone(), Logged::Logged { uuid }));
             }
             Err(reason) => {
-                write_atomic(&dir.join("pending").join(format!("{name}.json")), &serde_json::to_vec_pretty(e).unwrap_or_default())?;
+                write_atomic(
+                    &dir.join("pending").join(format!("{name}.json")),
+                    &serde_json::to_vec_pretty(e).map_err(std::io::Error::other)?,
+                )?;
                 out.push((e.id.clone(), Logged::Pending { reason }));
             }
         }

@@ -49,6 +49,8 @@ pub enum Error {
     Gates(#[from] crate::stages::gates::GateError),
     #[error(transparent)]
     Ops(#[from] verifier::ops::OpsError),
+    #[error("a `{channel}` release must be signed with a named release key, not the development key")]
+    KeyRequired { channel: schema::model::Channel },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -80,6 +82,10 @@ impl Error {
         match self {
             Error::At { source, .. } => source.hint(),
             Error::Plan(p) => p.hint(),
+            Error::KeyRequired { channel } => Some(format!(
+                "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
+                 `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
+            )),
             Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
             Error::Io { .. } => Some("check that the path exists, is readable and that the disk has room".to_owned()),
             _ => None,
@@ -92,6 +98,7 @@ impl Error {
         match self {
             Error::At { source, .. } => source.exit_code(),
             Error::Plan(p) => p.exit_code(),
+            Error::KeyRequired { .. } => exit::REJECTED,
             Error::Config(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,

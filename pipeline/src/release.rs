@@ -27,6 +27,7 @@ use crate::stages::build::{self, Backend, BuildOptions, Daemonless, Images};
 use crate::stages::evidence::provenance::RunTimes;
 use crate::stages::plan::{self, Plan, PlanOptions};
 use oci::{write_atomic, Layout};
+use schema::model::Channel;
 use schema::report::{Event, Reporter, Stage};
 
 /// Where `.deb` files and fetched git sources are cached: `<root>/target/stellaops-cache`.
@@ -167,6 +168,12 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         Gates::Run => Some(crate::stages::gates::load(&plan.root)?),
         Gates::Skip | Gates::Off => None,
     };
+    // So is the signing key: a stable or lts release names its key (the development key is
+    // for trying the pipeline out), and a wrong passphrase is found before the build, not after.
+    if opts.key.is_none() && matches!(plan.channel, Channel::Stable | Channel::Lts) {
+        return Err(Error::KeyRequired { channel: plan.channel }.at(Stage::Plan));
+    }
+    let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
@@ -190,7 +197,6 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
     let evidence = crate::stages::evidence::run(&plan, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
-    let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Sign))?;
     // The chart and compose file, every image by its index digest.
     let template_images: Vec<crate::templates::TemplateImage> = images
         .components

@@ -1,7 +1,7 @@
 //! Bad input: each refusal names the file and key, exits 1, and writes nothing to the release
 //! directory.
 
-use crate::support::{Repo, EPOCH};
+use crate::support::{xtask_cmd, Repo, Run, EPOCH};
 
 /// Runs `release --channel edge` and asserts a refusal naming `needles`, with no release
 /// directory (nor staging directory) left behind.
@@ -83,12 +83,27 @@ fn a_lock_file_changed_since_the_tag_is_refused() {
 }
 
 #[test]
-fn stable_needs_the_release_tag_on_the_commit() {
+fn stable_needs_the_release_tag_on_the_commit_and_a_named_key() {
     let repo = Repo::new();
     repo.xtask(&["release", "--channel", "stable"]).refused(&["channel `stable`", "tag `v2.4.1`"]);
     assert_nothing_released(&repo);
     repo.git(&["tag", "v2.4.1"]);
-    repo.xtask(&["release", "--channel", "stable"]).ok();
+    // Regression: a stable release without `--key` was signed with a throwaway development key.
+    repo.xtask(&["release", "--channel", "stable"]).refused(&[
+        "plan stage",
+        "a `stable` release must be signed with a named release key",
+        "hint: make one once with `cargo xtask keys generate",
+    ]);
+    assert_nothing_released(&repo);
+    assert!(!repo.path().join("target/keys/dev.key").exists(), "a refused stable release made a development key");
+    let (key, _) = crate::trust::keygen(&repo, "release", "ecdsa-p256");
+    let mut cmd = xtask_cmd();
+    cmd.args(["release", "--channel", "stable", "--key"])
+        .arg(&key)
+        .arg("--source")
+        .arg(repo.path())
+        .env("STELLAOPS_KEY_PASSPHRASE", crate::trust::PASS);
+    Run::of(cmd.output().unwrap()).ok();
     assert!(repo.releases().join("2.4.1-stable/images/index.json").is_file());
 }
 

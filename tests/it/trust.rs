@@ -11,10 +11,10 @@ use base64::Engine as _;
 
 use crate::support::{run_ok, verifier, xtask_cmd, Repo, Run};
 
-const PASS: &str = "correct horse battery staple";
+pub(crate) const PASS: &str = "correct horse battery staple";
 
 /// `cargo xtask keys generate` into the repository's target directory.
-fn keygen(repo: &Repo, name: &str, algorithm: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn keygen(repo: &Repo, name: &str, algorithm: &str) -> (PathBuf, PathBuf) {
     let key = repo.path().join(format!("target/{name}.key"));
     let out = xtask_cmd()
         .args(["keys", "generate", "--algorithm", algorithm, "--out"])

@@ -131,5 +131,6 @@ boundary() { # crate, forbidden dependencies...
 boundary verifier bollard git2 pipeline tonic
 boundary oci bollard git2 pipeline verifier
 boundary schema oci verifier pipeline bollard git2 ureq oci-client
+python3 tests/module_cycles.py || { say "modules import each other: see docs/architecture.md"; exit 1; }
 say "tests"
 cargo test --workspace --locked "$@"

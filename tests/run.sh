@@ -16,8 +16,9 @@ sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 # apache2-utils: htpasswd -B (bcrypt) for the publish tests' password-protected registry;
 # strace: the kit test that checks an import into a directory opens no socket;
-# libprotobuf-dev: google/protobuf/timestamp.proto, which CycloneDX's .proto imports (protoc --decode).
-packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv protobuf-compiler libprotobuf-dev apache2-utils)
+# libprotobuf-dev: google/protobuf/timestamp.proto, which CycloneDX's .proto imports (protoc --decode);
+# qemu-user-static, binfmt-support: arm64 RUN steps and containers under emulation (tests/it/arm64.rs).
+packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -29,6 +30,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# arm64 binaries run through QEMU (flags F: the interpreter is loaded now, so it works inside
+# BuildKit's containers too).
+[ -e /proc/sys/fs/binfmt_misc/register ] || $sudo mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+$sudo update-binfmts --enable qemu-aarch64 2>/dev/null || true
+grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || { say "qemu-aarch64 could not be registered with binfmt_misc"; exit 1; }
 # The toolchain is pinned by rust-toolchain.toml; where the machine's stable toolchain is that
 # version under another name, link it rather than download it.
 want=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)

@@ -5,6 +5,7 @@
 //! engine) started by `tests/run.sh`. A test whose tool is missing fails under `CI`.
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+mod arm64;
 mod bases;
 mod buildkit;
 mod docker;

@@ -70,42 +70,20 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
     match cmd {
         KitCommand::Build { release, out, delta_from, key, source, json } => {
             let root = root_of(source)?;
-            let cfg = schema::config::load(&root).map_err(pipeline::Error::from)?;
-            let yaml = std::fs::read(release.join("release.yaml")).map_err(|e| Failure {
-                code: schema::exit::Code::Rejected,
-                message: format!("`{}`: {e} (is this a release directory?)", release.display()),
-            })?;
-            let doc = verifier::manifest::parse(&yaml)
-                .map_err(|e| Failure { code: schema::exit::Code::Rejected, message: format!("release.yaml: {e}") })?;
-            let channel: schema::model::Channel = doc.release.channel;
-            let train = cfg.trains.get(&channel).ok_or_else(|| Failure {
-                code: schema::exit::Code::Rejected,
-                message: format!("release-trains/ has no `{channel}` channel"),
-            })?;
             let signing = pipeline::release::signing_key(key.as_deref(), &root, Fips::Off, &schema::report::Silent)?;
-            let name = schema::kit::kit_name(&doc.release.version.to_string(), doc.release.channel.as_str());
-            let out = out.unwrap_or_else(|| {
-                if delta_from.is_some() {
-                    release.join(name.replace(".tar.zst", "-delta.tar.zst"))
-                } else {
-                    release.join(name)
-                }
-            });
             let reporter = Progress::new(mode_of(json, quiet));
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            let summary = kit::write(
-                &kit::KitRequest {
+            let summary = kit::rebuild(
+                &kit::RebuildRequest {
                     release: &release,
-                    contents: &train.kit,
+                    root: &root,
                     key: &signing,
                     delta_from: delta_from.as_deref(),
-                    out: &out,
-                    threads,
+                    out: out.as_deref(),
                 },
                 &reporter,
             );
             reporter.finish();
-            let summary = summary.map_err(pipeline::Error::from)?;
+            let summary = summary?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "kit": summary}));
             } else {

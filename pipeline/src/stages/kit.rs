@@ -406,3 +406,48 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KitError + '_ {
     move |source| KitError::Io { path: path.to_owned(), source }
 }
+
+/// `cargo xtask kit build`: what to write for a finished release directory, decided from its
+/// signed `release.yaml` and the repository's trains (the channel's `[kit]`).
+#[derive(Debug)]
+pub struct RebuildRequest<'a> {
+    /// The release directory (`target/releases/<version>-<channel>`).
+    pub release: &'a Path,
+    /// The repository whose `release-trains/` say what the channel's kit holds.
+    pub root: &'a Path,
+    pub key: &'a SigningKey,
+    /// A delta kit against this previous release (its release.yaml or directory) or kit.
+    pub delta_from: Option<&'a Path>,
+    /// The kit file; default: `stellaops-kit-<version>-<channel>.tar.zst` in the release
+    /// directory (`-delta.tar.zst` for a delta kit).
+    pub out: Option<&'a Path>,
+}
+
+/// (Re)writes the kit of a finished release: same release and key, same bytes.
+pub fn rebuild(req: &RebuildRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary, crate::error::Error> {
+    use crate::error::Error;
+    let cfg = schema::config::load(req.root)?;
+    let yaml_path = req.release.join("release.yaml");
+    let yaml = fs::read(&yaml_path).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::Kit(KitError::Release {
+            release: req.release.to_owned(),
+            reason: "it has no `release.yaml` (is this a release directory?)".to_owned(),
+        }),
+        _ => Error::Io { path: yaml_path.clone(), source },
+    })?;
+    let doc = verifier::manifest::parse(&yaml)
+        .map_err(|reason| Error::Kit(KitError::Release { release: req.release.to_owned(), reason: format!("`release.yaml`: {reason}") }))?;
+    let channel = doc.release.channel;
+    let train = cfg.trains.get(&channel).ok_or_else(|| {
+        Error::Kit(KitError::Release { release: req.release.to_owned(), reason: format!("`release-trains/` has no `{channel}` channel") })
+    })?;
+    let name = schema::kit::kit_name(&doc.release.version.to_string(), channel.as_str());
+    let out = match req.out {
+        Some(o) => o.to_owned(),
+        None if req.delta_from.is_some() => req.release.join(name.replace(".tar.zst", "-delta.tar.zst")),
+        None => req.release.join(name),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let request = KitRequest { release: req.release, contents: &train.kit, key: req.key, delta_from: req.delta_from, out: &out, threads };
+    Ok(write(&request, reporter)?)
+}

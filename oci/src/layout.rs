@@ -122,19 +122,38 @@ pub struct RunConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    // Fields below are absent from every config that does not set them (daemonless images,
+    // bases), so those configs keep their bytes; Dockerfile images carry them (image-spec
+    // `StopSignal`, `Volumes`; Docker's `Shell`).
+    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Docker's `HealthConfig`, in its field order; a zero field is left out as Docker leaves it out
+/// (`HEALTHCHECK` without options: the engine's defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Healthcheck {
-    #[serde(rename = "Test")]
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
     /// Nanoseconds.
-    #[serde(rename = "Interval")]
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
     pub interval: u64,
-    #[serde(rename = "Timeout")]
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
     pub timeout: u64,
-    #[serde(rename = "Retries")]
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: u64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: u64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

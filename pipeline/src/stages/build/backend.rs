@@ -368,3 +368,98 @@ pub struct Record {
     pub changed_paths: usize,
     pub removed_paths: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(toml_text: &str) -> Recipe {
+        toml::from_str(&format!("dockerfile = \"Dockerfile\"\n{toml_text}")).unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn base() -> oci::RunConfig {
+        oci::RunConfig { env: strings(&["PATH=/bin"]), cmd: strings(&["sh"]), ..Default::default() }
+    }
+
+    /// What the engine makes of `base` and a Dockerfile with every config instruction.
+    fn docker() -> oci::RunConfig {
+        oci::RunConfig {
+            user: "10001:10001".into(),
+            env: strings(&["PATH=/bin", "Z=1", "A=2"]),
+            entrypoint: strings(&["/x"]),
+            cmd: strings(&["serve"]),
+            working_dir: "/srv".into(),
+            exposed_ports: BTreeMap::from([("8080/tcp".to_owned(), serde_json::json!({}))]),
+            labels: BTreeMap::from([("team".to_owned(), "r".to_owned())]),
+            healthcheck: Some(oci::Healthcheck { test: strings(&["CMD", "/x", "health"]), interval: 1, ..Default::default() }),
+            stop_signal: "SIGTERM".into(),
+            volumes: BTreeMap::from([("/data".to_owned(), serde_json::json!({}))]),
+            shell: strings(&["/bin/sh", "-c"]),
+        }
+    }
+
+    fn pipeline() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        (
+            BTreeMap::from([("STELLAOPS_COMPONENT".to_owned(), "c".to_owned())]),
+            BTreeMap::from([(LABEL_VERSION.to_owned(), "1.0.0".to_owned()), ("team".to_owned(), "pipeline".to_owned())]),
+        )
+    }
+
+    #[test]
+    fn the_dockerfile_config_is_kept_and_the_pipeline_adds_its_variables_and_labels_last() {
+        let (env, labels) = pipeline();
+        let got = merge_dockerfile_config(&base(), docker(), &recipe(""), &env, labels).unwrap();
+        let mut want = docker();
+        want.env.push("STELLAOPS_COMPONENT=c".into());
+        want.labels = BTreeMap::from([(LABEL_VERSION.to_owned(), "1.0.0".to_owned()), ("team".to_owned(), "pipeline".to_owned())]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn recipe_keys_fill_in_agree_or_are_refused_naming_the_recipe_key() {
+        let (env, labels) = pipeline();
+        // Agreeing values, new variables (appended, sorted), a variable the base set, ports added.
+        let r = recipe(
+            "entrypoint = [\"/x\"]\nworkdir = \"/srv\"\nenv = { A = \"2\", PATH = \"/usr/bin\", B = \"3\" }\nports = [9090]\n",
+        );
+        let got = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap();
+        assert_eq!(got.env, strings(&["PATH=/usr/bin", "Z=1", "A=2", "B=3", "STELLAOPS_COMPONENT=c"]));
+        assert_eq!(got.exposed_ports.keys().collect::<Vec<_>>(), ["8080/tcp", "9090/tcp"]);
+        assert_eq!(got.cmd, strings(&["serve"]));
+        // Every disagreement at once.
+        let r = recipe(
+            "entrypoint = [\"/y\"]\ncmd = [\"run\"]\nworkdir = \"/app\"\nenv = { A = \"9\" }\nhealthcheck = [\"/y\", \"ok\"]\n",
+        );
+        let p = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap_err();
+        assert_eq!(
+            p,
+            [
+                "`ENTRYPOINT` is `[\"/x\"]` in the Dockerfile but `recipe.entrypoint` is `[\"/y\"]` in the recipe",
+                "`CMD` is `[\"serve\"]` in the Dockerfile but `recipe.cmd` is `[\"run\"]` in the recipe",
+                "`WORKDIR` is `\"/srv\"` in the Dockerfile but `recipe.workdir` is `\"/app\"` in the recipe",
+                "`HEALTHCHECK` is `{\"Test\":[\"CMD\",\"/x\",\"health\"],\"Interval\":1}` in the Dockerfile but `recipe.healthcheck` is `{\"Test\":[\"CMD\",\"/y\",\"ok\"],\"Interval\":5000000000,\"Timeout\":3000000000,\"Retries\":3}` in the recipe",
+                "`ENV A` is `\"2\"` in the Dockerfile but `recipe.env.A` is `\"9\"` in the recipe",
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_base_set_is_the_recipes_to_change_and_a_recipe_entrypoint_clears_the_base_cmd() {
+        let (env, labels) = pipeline();
+        // The Dockerfile changed nothing: the base's config as the engine passed it on.
+        let mut plain = base();
+        plain.working_dir = String::new();
+        let got = merge_dockerfile_config(&base(), plain.clone(), &recipe("entrypoint = [\"/y\"]\n"), &env, labels.clone()).unwrap();
+        assert_eq!((got.entrypoint, got.cmd), (strings(&["/y"]), vec![]));
+        let got = merge_dockerfile_config(&base(), plain.clone(), &recipe("cmd = [\"run\"]\n"), &env, labels.clone()).unwrap();
+        assert_eq!((got.entrypoint, got.cmd), (vec![], strings(&["run"])));
+        // Nothing to start at all.
+        plain.cmd.clear();
+        let p = merge_dockerfile_config(&oci::RunConfig::default(), plain, &recipe(""), &env, labels).unwrap_err();
+        assert!(p[0].contains("says what the image starts"), "{p:?}");
+    }
+}

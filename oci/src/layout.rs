@@ -351,3 +351,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.persist(path).map_err(|e| e.error)?;
     set_readable(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_without_the_docker_extensions_keep_their_bytes_and_those_with_them_carry_them() {
+        // As daemonless images (and BuildKit images before issue 13) were written.
+        let old = r#"{"User":"","Env":["PATH=/bin"],"Entrypoint":["/x"],"WorkingDir":"/srv","ExposedPorts":{"80/tcp":{}},"Labels":{"a":"b"},"Healthcheck":{"Test":["CMD","/x"],"Interval":5000000000,"Timeout":3000000000,"Retries":3}}"#;
+        let c: RunConfig = serde_json::from_str(old).unwrap();
+        let want = old.replace(r#""User":"","#, "");
+        assert_eq!(serde_json::to_string(&c).unwrap(), want);
+        // Docker's: a HEALTHCHECK without options, StopSignal, Volumes, Shell.
+        let docker = r#"{"User":"1:1","Healthcheck":{"Test":["CMD-SHELL","true"]},"StopSignal":"SIGTERM","Volumes":{"/data":{}},"Shell":["/bin/sh","-c"]}"#;
+        let c: RunConfig = serde_json::from_str(docker).unwrap();
+        assert_eq!(c.stop_signal, "SIGTERM");
+        assert_eq!(serde_json::to_string(&c).unwrap(), docker);
+    }
+}

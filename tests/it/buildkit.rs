@@ -375,7 +375,18 @@ fn dockerfile_config_instructions_reach_the_image_config_as_docker_build_sets_th
     );
     let by_digest = format!("{registry}/stellaops-it/bkdemo-config@{}", digests(&dir.join("images"))["bkdemo"]);
     run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
-    let out = run_ok(Command::new(&docker).args(["run", "--rm", "--network", "none", "--entrypoint", "/bin/busybox", &by_digest, "sh", "-c", "id -u; id -g; pwd"]));
+    let out = run_ok(Command::new(&docker).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/busybox",
+        &by_digest,
+        "sh",
+        "-c",
+        "id -u; id -g; pwd",
+    ]));
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["10001", "10001", "/srv/app"]);
     run_ok(Command::new(&docker).args(["image", "rm", "--force", &by_digest]));
 }

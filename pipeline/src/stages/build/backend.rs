@@ -209,9 +209,7 @@ pub(crate) fn merge_dockerfile_config(
     }
     if let Some(h) = recipe_healthcheck(r) {
         match &out.healthcheck {
-            Some(d) if out.healthcheck != base.healthcheck && *d != h => {
-                conflict("HEALTHCHECK", "recipe.healthcheck", shown(d), shown(&h))
-            }
+            Some(d) if out.healthcheck != base.healthcheck && *d != h => conflict("HEALTHCHECK", "recipe.healthcheck", shown(d), shown(&h)),
             _ => out.healthcheck = Some(h),
         }
     }
@@ -236,7 +234,9 @@ pub(crate) fn merge_dockerfile_config(
     out.env.extend(overlay.into_iter().map(|(k, v)| format!("{k}={v}")));
     out.labels.extend(pipeline_labels);
     if out.entrypoint.is_empty() && out.cmd.is_empty() {
-        return Err(vec!["neither the Dockerfile (`ENTRYPOINT`, `CMD`), its base nor `recipe.entrypoint` says what the image starts".to_owned()]);
+        return Err(vec![
+            "neither the Dockerfile (`ENTRYPOINT`, `CMD`), its base nor `recipe.entrypoint` says what the image starts".to_owned()
+        ]);
     }
     Ok(out)
 }
@@ -423,17 +423,13 @@ mod tests {
     fn recipe_keys_fill_in_agree_or_are_refused_naming_the_recipe_key() {
         let (env, labels) = pipeline();
         // Agreeing values, new variables (appended, sorted), a variable the base set, ports added.
-        let r = recipe(
-            "entrypoint = [\"/x\"]\nworkdir = \"/srv\"\nenv = { A = \"2\", PATH = \"/usr/bin\", B = \"3\" }\nports = [9090]\n",
-        );
+        let r = recipe("entrypoint = [\"/x\"]\nworkdir = \"/srv\"\nenv = { A = \"2\", PATH = \"/usr/bin\", B = \"3\" }\nports = [9090]\n");
         let got = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap();
         assert_eq!(got.env, strings(&["PATH=/usr/bin", "Z=1", "A=2", "B=3", "STELLAOPS_COMPONENT=c"]));
         assert_eq!(got.exposed_ports.keys().collect::<Vec<_>>(), ["8080/tcp", "9090/tcp"]);
         assert_eq!(got.cmd, strings(&["serve"]));
         // Every disagreement at once.
-        let r = recipe(
-            "entrypoint = [\"/y\"]\ncmd = [\"run\"]\nworkdir = \"/app\"\nenv = { A = \"9\" }\nhealthcheck = [\"/y\", \"ok\"]\n",
-        );
+        let r = recipe("entrypoint = [\"/y\"]\ncmd = [\"run\"]\nworkdir = \"/app\"\nenv = { A = \"9\" }\nhealthcheck = [\"/y\", \"ok\"]\n");
         let p = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap_err();
         assert_eq!(
             p,

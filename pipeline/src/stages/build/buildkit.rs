@@ -667,8 +667,15 @@ impl Backend for BuildKit<'_> {
         };
         let BuildArgs { passed, recorded } = self.build_args(job)?;
         let export = scratch.path().join("rootfs.tar");
-        let request =
-            Request { job_name: &job_name, context: &context, dockerfile: &dockerfile, platform, args: &passed, export: Some(&export), tag: None };
+        let request = Request {
+            job_name: &job_name,
+            context: &context,
+            dockerfile: &dockerfile,
+            platform,
+            args: &passed,
+            export: Some(&export),
+            tag: None,
+        };
 
         // 2. On the pool, retrying elsewhere when an endpoint fails under us.
         let rt = runtime()?;

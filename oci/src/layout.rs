@@ -122,19 +122,38 @@ pub struct RunConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    // Fields below are absent from every config that does not set them (daemonless images,
+    // bases), so those configs keep their bytes; Dockerfile images carry them (image-spec
+    // `StopSignal`, `Volumes`; Docker's `Shell`).
+    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    pub shell: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Docker's `HealthConfig`, in its field order; a zero field is left out as Docker leaves it out
+/// (`HEALTHCHECK` without options: the engine's defaults apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Healthcheck {
-    #[serde(rename = "Test")]
+    #[serde(rename = "Test", default, skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
     /// Nanoseconds.
-    #[serde(rename = "Interval")]
+    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
     pub interval: u64,
-    #[serde(rename = "Timeout")]
+    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
     pub timeout: u64,
-    #[serde(rename = "Retries")]
+    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
+    pub start_period: u64,
+    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
+    pub start_interval: u64,
+    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero")]
     pub retries: u32,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,4 +350,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     set_readable(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_without_the_docker_extensions_keep_their_bytes_and_those_with_them_carry_them() {
+        // As daemonless images (and BuildKit images before issue 13) were written.
+        let old = r#"{"User":"","Env":["PATH=/bin"],"Entrypoint":["/x"],"WorkingDir":"/srv","ExposedPorts":{"80/tcp":{}},"Labels":{"a":"b"},"Healthcheck":{"Test":["CMD","/x"],"Interval":5000000000,"Timeout":3000000000,"Retries":3}}"#;
+        let c: RunConfig = serde_json::from_str(old).unwrap();
+        let want = old.replace(r#""User":"","#, "");
+        assert_eq!(serde_json::to_string(&c).unwrap(), want);
+        // Docker's: a HEALTHCHECK without options, StopSignal, Volumes, Shell.
+        let docker = r#"{"User":"1:1","Healthcheck":{"Test":["CMD-SHELL","true"]},"StopSignal":"SIGTERM","Volumes":{"/data":{}},"Shell":["/bin/sh","-c"]}"#;
+        let c: RunConfig = serde_json::from_str(docker).unwrap();
+        assert_eq!(c.stop_signal, "SIGTERM");
+        assert_eq!(serde_json::to_string(&c).unwrap(), docker);
+    }
 }

@@ -124,7 +124,7 @@ impl Error {
                     exit::REJECTED
                 }
                 E::Source { source: crate::stages::plan::source::SourceError::Unsupported { .. }, .. } => exit::REJECTED,
-                E::NeedsBuildKit { .. } | E::Dockerfile(_) => exit::REJECTED,
+                E::NeedsBuildKit { .. } | E::Dockerfile(_) | E::DockerfileConfig { .. } => exit::REJECTED,
                 E::BuildKit(e) => e.exit_code(),
                 _ => exit::ENVIRONMENT,
             },

@@ -313,7 +313,9 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                 ));
             }
         }
-        if r.entrypoint.is_empty() {
+        // A Dockerfile-only component may take what it starts from the Dockerfile (checked
+        // when its config is merged); one built from layers needs the recipe's.
+        if r.entrypoint.is_empty() && (r.dockerfile.is_none() || !r.layers.is_empty()) {
             problems.push(problem(BUNDLE_FILE, key("recipe.entrypoint"), "is empty: the image would not start anything"));
         }
         for k in r.env.keys() {

@@ -213,6 +213,9 @@ pub struct Recipe {
     pub build: Vec<String>,
     #[serde(rename = "layer", default)]
     pub layers: Vec<LayerSpec>,
+    /// Required unless the component is built from a `dockerfile` only (then its `ENTRYPOINT`
+    /// or `CMD` may say what the image starts).
+    #[serde(default)]
     pub entrypoint: Vec<String>,
     #[serde(default)]
     pub cmd: Vec<String>,
@@ -226,8 +229,9 @@ pub struct Recipe {
     #[serde(default)]
     pub workdir: Option<String>,
     /// A Dockerfile for the BuildKit backend, relative to the source. With `--backend
-    /// buildkit` the component is built from it (its filesystem; the image config still comes
-    /// from this recipe); otherwise from `layer`. One of the two must be there.
+    /// buildkit` the component is built from it (its filesystem, and the image config the
+    /// engine gives it, with this recipe's config keys on top: a key the Dockerfile also sets,
+    /// to another value, is refused); otherwise from `layer`. One of the two must be there.
     #[serde(default)]
     pub dockerfile: Option<String>,
     /// Build arguments passed to BuildKit (recorded in `images.json`).

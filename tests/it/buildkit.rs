@@ -41,6 +41,15 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// A repository with one more component, `bkdemo` (amd64), built from `dockerfile`.
 fn repo_with(dockerfile: &str) -> Repo {
+    repo_with_recipe(
+        dockerfile,
+        "entrypoint = [\"/usr/bin/stellaops-standin\"]\ncmd = [\"serve\"]\nenv = { PORT = \"8450\" }\nbuild-args = { GREETING = \"hello\" }\nsecret-build-args = [\"BKDEMO_TOKEN\"]\n",
+    )
+}
+
+/// A repository with one more component, `bkdemo` (amd64), built from `dockerfile`, whose
+/// recipe is `dockerfile = "Dockerfile"` and the keys in `recipe`.
+fn repo_with_recipe(dockerfile: &str, recipe: &str) -> Repo {
     let repo = Repo::new();
     repo.write("components/bkdemo/Dockerfile", dockerfile);
     repo.write("components/bkdemo/bin/stellaops-standin", &repo.read("components/standin/bin/stellaops-standin"));
@@ -50,7 +59,7 @@ fn repo_with(dockerfile: &str) -> Repo {
     repo.write(
         "release-trains/components.toml",
         &format!(
-            "{bundle}\n[[component]]\nname = \"bkdemo\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/bkdemo\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\nentrypoint = [\"/usr/bin/stellaops-standin\"]\ncmd = [\"serve\"]\nenv = {{ PORT = \"8450\" }}\nbuild-args = {{ GREETING = \"hello\" }}\nsecret-build-args = [\"BKDEMO_TOKEN\"]\n"
+            "{bundle}\n[[component]]\nname = \"bkdemo\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/bkdemo\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\n{recipe}"
         ),
     );
     repo.commit_all("bkdemo: a Dockerfile component", EPOCH);
@@ -262,4 +271,138 @@ fn unpinned_from_lines_are_refused_before_building_naming_dockerfile_and_line() 
 fn a_dockerfile_only_component_needs_the_buildkit_backend() {
     let repo = repo_with(DOCKERFILE);
     repo.xtask(&["release", "--channel", "edge"]).refused(&["component `bkdemo`", "--backend buildkit"]);
+}
+
+/// Every config instruction of issue 13 (point 1), on the pinned base.
+const CONFIG_DOCKERFILE: &str = r#"ARG STELLAOPS_BASE
+FROM ${STELLAOPS_BASE}
+COPY bin/ /usr/bin/
+RUN /bin/busybox mkdir -p /srv/app /data && /bin/busybox chown 10001:10001 /srv/app /data
+USER 10001:10001
+WORKDIR /srv/app
+ENV APP_MODE=production APP_HOME=/srv/app
+EXPOSE 8080/tcp
+ENTRYPOINT ["/usr/bin/stellaops-standin"]
+CMD ["serve", "--port", "8080"]
+LABEL org.example.team="release" org.example.tier="backend"
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=4 CMD ["/usr/bin/stellaops-standin", "version"]
+VOLUME ["/data"]
+SHELL ["/bin/sh", "-eu", "-c"]
+"#;
+
+/// The config (`config.config`) of `name` in the OCI layout at `layout`.
+fn layout_run_config(layout: &std::path::Path, name: &str) -> serde_json::Value {
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&digests(layout)[name])).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    config["config"].clone()
+}
+
+#[test]
+fn dockerfile_config_instructions_reach_the_image_config_as_docker_build_sets_them() {
+    let Some((docker_host, registry)) = crate::support::services() else {
+        return;
+    };
+    let (Some(docker), Some(skopeo)) = (tool("docker"), tool("skopeo")) else {
+        return;
+    };
+    let repo = repo_with_recipe(CONFIG_DOCKERFILE, "");
+    let mirror = format!("{registry}/stellaops-it-bases");
+    let run = release(&repo, &["--builder", &docker_host, "--base-mirror", &mirror]);
+    run.ok();
+    let dir = repo.releases().join("2.4.1-edge");
+    let ours = layout_run_config(&dir.join("images"), "bkdemo-linux-amd64");
+    // The temporary image of the config build is gone.
+    let left = run_ok(Command::new(&docker).args(["image", "ls", "--quiet", "stellaops-tmp/bkdemo"]));
+    assert_eq!(left.trim(), "", "temporary images left behind");
+
+    // `docker build` of the same context and Dockerfile on the same engine (its default
+    // builder), from the same pinned base.
+    let images: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images.json")).unwrap()).unwrap();
+    let base = images["components"]["bkdemo"]["images"][0]["buildkit"]["build_args"]["STELLAOPS_BASE"].as_str().unwrap().to_owned();
+    let tag = format!("stellaops-it-compare/bkdemo:{}", std::process::id());
+    run_ok(
+        Command::new(&docker)
+            .args(["build", "--quiet", "--network", "none", "--build-arg", &format!("STELLAOPS_BASE={base}"), "-t", &tag])
+            .arg(repo.path().join("components/bkdemo")),
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&run_ok(Command::new(&docker).args(["image", "inspect", &tag]))).unwrap();
+    run_ok(Command::new(&docker).args(["image", "rm", "--force", &tag]));
+    let theirs = &inspect[0]["Config"];
+
+    // Field by field, except the pipeline's own labels and STELLAOPS_* variables.
+    let pipeline_labels = [
+        schema::labels::LABEL_VERSION,
+        schema::labels::LABEL_REVISION,
+        schema::labels::LABEL_CREATED,
+        schema::labels::LABEL_CALENDAR,
+        schema::labels::LABEL_CHANNEL,
+        schema::labels::LABEL_PROVENANCE,
+    ];
+    let mut our_labels = ours["Labels"].as_object().cloned().unwrap_or_default();
+    for l in pipeline_labels {
+        assert!(our_labels.remove(l).is_some(), "pipeline label {l} missing: {ours}");
+    }
+    assert_eq!(serde_json::Value::Object(our_labels), theirs["Labels"], "Labels");
+    let our_env: Vec<&str> = ours["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(our_env.contains(&"STELLAOPS_COMPONENT=bkdemo"), "{our_env:?}");
+    let our_env: Vec<&str> = our_env.into_iter().filter(|kv| !kv.starts_with("STELLAOPS_")).collect();
+    assert_eq!(serde_json::json!(our_env), theirs["Env"], "Env");
+    let null = serde_json::Value::Null;
+    for field in ["User", "WorkingDir", "ExposedPorts", "Entrypoint", "Cmd", "StopSignal", "Healthcheck", "Volumes", "Shell", "OnBuild"] {
+        let theirs = match &theirs[field] {
+            // `docker image inspect` shows an unset string as "" and an unset list as null.
+            serde_json::Value::String(s) if s.is_empty() => &null,
+            v => v,
+        };
+        assert_eq!(ours.get(field).unwrap_or(&null), theirs, "{field}: ours {ours}\ntheirs {}", inspect[0]["Config"]);
+    }
+    // The Dockerfile's values, spelled out (so that an engine that dropped them all would not pass).
+    assert_eq!(ours["User"], "10001:10001");
+    assert_eq!(ours["WorkingDir"], "/srv/app");
+    assert_eq!(ours["StopSignal"], "SIGTERM");
+    assert_eq!(ours["Shell"], serde_json::json!(["/bin/sh", "-eu", "-c"]));
+    assert_eq!(ours["Healthcheck"]["StartPeriod"], 10_000_000_000_u64);
+
+    // The image runs as the Dockerfile's user, in its working directory.
+    let pushed = format!("{registry}/stellaops-it/bkdemo-config:edge");
+    run_ok(
+        Command::new(&skopeo)
+            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:bkdemo", dir.join("images").display()))
+            .arg(format!("docker://{pushed}")),
+    );
+    let by_digest = format!("{registry}/stellaops-it/bkdemo-config@{}", digests(&dir.join("images"))["bkdemo"]);
+    run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
+    let out = run_ok(Command::new(&docker).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/busybox",
+        &by_digest,
+        "sh",
+        "-c",
+        "id -u; id -g; pwd",
+    ]));
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["10001", "10001", "/srv/app"]);
+    run_ok(Command::new(&docker).args(["image", "rm", "--force", &by_digest]));
+}
+
+#[test]
+fn a_variable_set_by_both_the_recipe_and_the_dockerfile_to_different_values_is_refused_naming_both() {
+    let Some((docker_host, registry)) = crate::support::services() else {
+        return;
+    };
+    let repo = repo_with_recipe(CONFIG_DOCKERFILE, "env = { APP_MODE = \"debug\", OTHER = \"x\" }\n");
+    let run = release(&repo, &["--builder", &docker_host, "--base-mirror", &format!("{registry}/stellaops-it-bases")]);
+    run.refused(&[
+        "component `bkdemo` (linux/amd64)",
+        "the Dockerfile `components/bkdemo/Dockerfile` and the component's recipe in `release-trains/components.toml`",
+        "`ENV APP_MODE` is `\"production\"` in the Dockerfile but `recipe.env.APP_MODE` is `\"debug\"` in the recipe",
+    ]);
+    assert!(!run.stderr.contains("OTHER"), "{}", run.stderr);
+    assert!(!repo.releases().join("2.4.1-edge").exists());
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use oci::{self, Descriptor, Layout, Manifest};
 use schema::config::Config;
+use schema::files::Recipe;
 use schema::labels::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
 use schema::model::{Digest, Platform};
 
@@ -134,6 +135,115 @@ pub(crate) struct Made {
     /// Regular files the component's layers added (for the build-time SBOM).
     pub files: Vec<oci::layer::FileRecord>,
     pub buildkit: Option<Record>,
+    /// The image config the engine made of the Dockerfile (BuildKit), merged with the recipe.
+    pub dockerfile_config: Option<DockerfileConfig>,
+}
+
+/// The run config `docker build` gives a Dockerfile (the base's config as the Dockerfile
+/// changed it, by BuildKit's own rules), and the Dockerfile as the bundle names it.
+pub(crate) struct DockerfileConfig {
+    pub file: String,
+    pub config: oci::RunConfig,
+}
+
+/// `recipe.ports`, as exposed TCP ports.
+fn recipe_ports(r: &Recipe) -> BTreeMap<String, serde_json::Value> {
+    r.ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect()
+}
+
+/// `recipe.healthcheck`, as Docker's `HEALTHCHECK CMD` with the pipeline's timings.
+fn recipe_healthcheck(r: &Recipe) -> Option<oci::Healthcheck> {
+    (!r.healthcheck.is_empty()).then(|| oci::Healthcheck {
+        test: std::iter::once("CMD".to_owned()).chain(r.healthcheck.iter().cloned()).collect(),
+        interval: 5_000_000_000,
+        timeout: 3_000_000_000,
+        retries: 3,
+        ..Default::default()
+    })
+}
+
+/// The config of a Dockerfile image: `docker` (what the engine made of `base` and the
+/// Dockerfile) with the recipe's fields on it, then the pipeline's variables and labels.
+///
+/// A field counts as the Dockerfile's when it differs from the base's and is not empty; a
+/// recipe field the Dockerfile also sets, to another value, is a problem (every one is
+/// returned). Ports add up. A recipe `entrypoint` clears a `Cmd` inherited from the base, as
+/// `ENTRYPOINT` does. Env keeps the engine's order; new variables are appended, sorted.
+pub(crate) fn merge_dockerfile_config(
+    base: &oci::RunConfig,
+    docker: oci::RunConfig,
+    r: &Recipe,
+    pipeline_env: &BTreeMap<String, String>,
+    pipeline_labels: BTreeMap<String, String>,
+) -> Result<oci::RunConfig, Vec<String>> {
+    let mut out = docker;
+    let mut problems = Vec::new();
+    let mut conflict = |instruction: &str, key: &str, dockerfile: String, recipe: String| {
+        problems.push(format!("`{instruction}` is {dockerfile} in the Dockerfile but `{key}` is {recipe} in the recipe"));
+    };
+    let entrypoint_by_dockerfile = !out.entrypoint.is_empty() && out.entrypoint != base.entrypoint;
+    let cmd_by_dockerfile = !out.cmd.is_empty() && out.cmd != base.cmd;
+    if !r.entrypoint.is_empty() {
+        if entrypoint_by_dockerfile && out.entrypoint != r.entrypoint {
+            conflict("ENTRYPOINT", "recipe.entrypoint", shown(&out.entrypoint), shown(&r.entrypoint));
+        } else {
+            if !entrypoint_by_dockerfile && !cmd_by_dockerfile {
+                out.cmd.clear();
+            }
+            out.entrypoint = r.entrypoint.clone();
+        }
+    }
+    if !r.cmd.is_empty() {
+        if cmd_by_dockerfile && out.cmd != r.cmd {
+            conflict("CMD", "recipe.cmd", shown(&out.cmd), shown(&r.cmd));
+        } else {
+            out.cmd = r.cmd.clone();
+        }
+    }
+    if let Some(w) = &r.workdir {
+        if !out.working_dir.is_empty() && out.working_dir != base.working_dir && &out.working_dir != w {
+            conflict("WORKDIR", "recipe.workdir", shown(&out.working_dir), shown(w));
+        } else {
+            out.working_dir = w.clone();
+        }
+    }
+    if let Some(h) = recipe_healthcheck(r) {
+        match &out.healthcheck {
+            Some(d) if out.healthcheck != base.healthcheck && *d != h => conflict("HEALTHCHECK", "recipe.healthcheck", shown(d), shown(&h)),
+            _ => out.healthcheck = Some(h),
+        }
+    }
+    out.exposed_ports.extend(recipe_ports(r));
+    let var = |list: &[String], k: &str| list.iter().find_map(|kv| kv.split_once('=').filter(|(n, _)| *n == k).map(|(_, v)| v.to_owned()));
+    for (k, v) in &r.env {
+        let here = var(&out.env, k);
+        if let Some(d) = here.as_ref().filter(|d| Some(*d) != var(&base.env, k).as_ref() && *d != v) {
+            conflict(&format!("ENV {k}"), &format!("recipe.env.{k}"), shown(d), shown(v));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut overlay: BTreeMap<String, String> = r.env.clone();
+    overlay.extend(pipeline_env.clone());
+    for kv in &mut out.env {
+        if let Some(v) = kv.split_once('=').and_then(|(k, _)| overlay.remove(k).map(|v| (k.to_owned(), v))) {
+            *kv = format!("{}={}", v.0, v.1);
+        }
+    }
+    out.env.extend(overlay.into_iter().map(|(k, v)| format!("{k}={v}")));
+    out.labels.extend(pipeline_labels);
+    if out.entrypoint.is_empty() && out.cmd.is_empty() {
+        return Err(vec![
+            "neither the Dockerfile (`ENTRYPOINT`, `CMD`), its base nor `recipe.entrypoint` says what the image starts".to_owned()
+        ]);
+    }
+    Ok(out)
+}
+
+/// A value as a problem shows it: JSON, so lists and strings read as a Dockerfile writes them.
+fn shown<T: Serialize + ?Sized>(v: &T) -> String {
+    format!("`{}`", serde_json::to_string(v).unwrap_or_default())
 }
 
 /// The config and manifest of one image whose layers are in `layout` (the base's, then the
@@ -141,22 +251,22 @@ pub(crate) struct Made {
 /// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
 /// in their layers.
 pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<BuiltImage, BuildError> {
-    let Made { layers, diff_ids, history, lock_files, files, buildkit } = made;
+    let Made { layers, diff_ids, history, lock_files, files, buildkit, dockerfile_config } = made;
     let c = job.component;
     let platform = job.image.platform;
     let plan = job.plan;
     let layout_err = |source| BuildError::Layout { component: c.name.clone(), platform, source };
     {
-        // 4. Config: the base's, plus the recipe, the pipeline's variables and labels.
+        // 4. Config: the base's (or, for a Dockerfile, what the engine made of the base and
+        //    the Dockerfile), plus the recipe, the pipeline's variables and labels.
         let r = &c.recipe;
-        let mut env: BTreeMap<String, String> =
-            job.base.config.config.env.iter().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
-        env.extend(r.env.clone());
-        env.insert("STELLAOPS_COMPONENT".into(), c.name.clone());
-        env.insert("STELLAOPS_VERSION".into(), c.version.clone());
-        env.insert("STELLAOPS_RELEASE".into(), plan.version.to_string());
-        env.insert("STELLAOPS_CHANNEL".into(), plan.channel.to_string());
-        env.insert("STELLAOPS_CALENDAR".into(), plan.version.calendar.to_string());
+        let pipeline_env = BTreeMap::from([
+            ("STELLAOPS_COMPONENT".to_owned(), c.name.clone()),
+            ("STELLAOPS_VERSION".to_owned(), c.version.clone()),
+            ("STELLAOPS_RELEASE".to_owned(), plan.version.to_string()),
+            ("STELLAOPS_CHANNEL".to_owned(), plan.channel.to_string()),
+            ("STELLAOPS_CALENDAR".to_owned(), plan.version.calendar.to_string()),
+        ]);
         let labels = BTreeMap::from([
             (LABEL_VERSION.to_owned(), c.version.clone()),
             (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
@@ -167,26 +277,39 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
             // image can only point at where its referrers live, not at one digest.
             (LABEL_PROVENANCE.to_owned(), format!("oci://{}/referrers?artifactType=application/vnd.in-toto+json", c.repository)),
         ]);
+        let run = match dockerfile_config {
+            Some(d) => merge_dockerfile_config(&job.base.config.config, d.config, r, &pipeline_env, labels).map_err(|problems| {
+                BuildError::DockerfileConfig { component: c.name.clone(), platform, dockerfile: d.file.clone(), problems }
+            })?,
+            None => {
+                let mut env: BTreeMap<String, String> = job
+                    .base
+                    .config
+                    .config
+                    .env
+                    .iter()
+                    .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                    .collect();
+                env.extend(r.env.clone());
+                env.extend(pipeline_env);
+                oci::RunConfig {
+                    env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+                    entrypoint: r.entrypoint.clone(),
+                    cmd: r.cmd.clone(),
+                    working_dir: r.workdir.clone().unwrap_or_default(),
+                    exposed_ports: recipe_ports(r),
+                    labels,
+                    healthcheck: recipe_healthcheck(r),
+                    ..Default::default()
+                }
+            }
+        };
         let config = oci::ImageConfig {
             created: plan.created.clone(),
             architecture: platform.arch().to_owned(),
             os: platform.os().to_owned(),
             variant: oci::PlatformSpec::from(platform).variant,
-            config: oci::RunConfig {
-                user: String::new(),
-                env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
-                entrypoint: r.entrypoint.clone(),
-                cmd: r.cmd.clone(),
-                working_dir: r.workdir.clone().unwrap_or_default(),
-                exposed_ports: r.ports.iter().map(|p| (format!("{p}/tcp"), serde_json::json!({}))).collect(),
-                labels,
-                healthcheck: (!r.healthcheck.is_empty()).then(|| oci::Healthcheck {
-                    test: std::iter::once("CMD".to_owned()).chain(r.healthcheck.iter().cloned()).collect(),
-                    interval: 5_000_000_000,
-                    timeout: 3_000_000_000,
-                    retries: 3,
-                }),
-            },
+            config: run,
             rootfs: oci::RootFs { kind: "layers".to_owned(), diff_ids },
             history,
         };
@@ -244,4 +367,95 @@ pub struct Record {
     /// Paths the component layer adds or changes, and whiteouts, relative to the base.
     pub changed_paths: usize,
     pub removed_paths: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(toml_text: &str) -> Recipe {
+        toml::from_str(&format!("dockerfile = \"Dockerfile\"\n{toml_text}")).unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn base() -> oci::RunConfig {
+        oci::RunConfig { env: strings(&["PATH=/bin"]), cmd: strings(&["sh"]), ..Default::default() }
+    }
+
+    /// What the engine makes of `base` and a Dockerfile with every config instruction.
+    fn docker() -> oci::RunConfig {
+        oci::RunConfig {
+            user: "10001:10001".into(),
+            env: strings(&["PATH=/bin", "Z=1", "A=2"]),
+            entrypoint: strings(&["/x"]),
+            cmd: strings(&["serve"]),
+            working_dir: "/srv".into(),
+            exposed_ports: BTreeMap::from([("8080/tcp".to_owned(), serde_json::json!({}))]),
+            labels: BTreeMap::from([("team".to_owned(), "r".to_owned())]),
+            healthcheck: Some(oci::Healthcheck { test: strings(&["CMD", "/x", "health"]), interval: 1, ..Default::default() }),
+            stop_signal: "SIGTERM".into(),
+            volumes: BTreeMap::from([("/data".to_owned(), serde_json::json!({}))]),
+            shell: strings(&["/bin/sh", "-c"]),
+        }
+    }
+
+    fn pipeline() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        (
+            BTreeMap::from([("STELLAOPS_COMPONENT".to_owned(), "c".to_owned())]),
+            BTreeMap::from([(LABEL_VERSION.to_owned(), "1.0.0".to_owned()), ("team".to_owned(), "pipeline".to_owned())]),
+        )
+    }
+
+    #[test]
+    fn the_dockerfile_config_is_kept_and_the_pipeline_adds_its_variables_and_labels_last() {
+        let (env, labels) = pipeline();
+        let got = merge_dockerfile_config(&base(), docker(), &recipe(""), &env, labels).unwrap();
+        let mut want = docker();
+        want.env.push("STELLAOPS_COMPONENT=c".into());
+        want.labels = BTreeMap::from([(LABEL_VERSION.to_owned(), "1.0.0".to_owned()), ("team".to_owned(), "pipeline".to_owned())]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn recipe_keys_fill_in_agree_or_are_refused_naming_the_recipe_key() {
+        let (env, labels) = pipeline();
+        // Agreeing values, new variables (appended, sorted), a variable the base set, ports added.
+        let r = recipe("entrypoint = [\"/x\"]\nworkdir = \"/srv\"\nenv = { A = \"2\", PATH = \"/usr/bin\", B = \"3\" }\nports = [9090]\n");
+        let got = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap();
+        assert_eq!(got.env, strings(&["PATH=/usr/bin", "Z=1", "A=2", "B=3", "STELLAOPS_COMPONENT=c"]));
+        assert_eq!(got.exposed_ports.keys().collect::<Vec<_>>(), ["8080/tcp", "9090/tcp"]);
+        assert_eq!(got.cmd, strings(&["serve"]));
+        // Every disagreement at once.
+        let r = recipe("entrypoint = [\"/y\"]\ncmd = [\"run\"]\nworkdir = \"/app\"\nenv = { A = \"9\" }\nhealthcheck = [\"/y\", \"ok\"]\n");
+        let p = merge_dockerfile_config(&base(), docker(), &r, &env, labels.clone()).unwrap_err();
+        assert_eq!(
+            p,
+            [
+                "`ENTRYPOINT` is `[\"/x\"]` in the Dockerfile but `recipe.entrypoint` is `[\"/y\"]` in the recipe",
+                "`CMD` is `[\"serve\"]` in the Dockerfile but `recipe.cmd` is `[\"run\"]` in the recipe",
+                "`WORKDIR` is `\"/srv\"` in the Dockerfile but `recipe.workdir` is `\"/app\"` in the recipe",
+                "`HEALTHCHECK` is `{\"Test\":[\"CMD\",\"/x\",\"health\"],\"Interval\":1}` in the Dockerfile but `recipe.healthcheck` is `{\"Test\":[\"CMD\",\"/y\",\"ok\"],\"Interval\":5000000000,\"Timeout\":3000000000,\"Retries\":3}` in the recipe",
+                "`ENV A` is `\"2\"` in the Dockerfile but `recipe.env.A` is `\"9\"` in the recipe",
+            ]
+        );
+    }
+
+    #[test]
+    fn what_the_base_set_is_the_recipes_to_change_and_a_recipe_entrypoint_clears_the_base_cmd() {
+        let (env, labels) = pipeline();
+        // The Dockerfile changed nothing: the base's config as the engine passed it on.
+        let mut plain = base();
+        plain.working_dir = String::new();
+        let got = merge_dockerfile_config(&base(), plain.clone(), &recipe("entrypoint = [\"/y\"]\n"), &env, labels.clone()).unwrap();
+        assert_eq!((got.entrypoint, got.cmd), (strings(&["/y"]), vec![]));
+        let got = merge_dockerfile_config(&base(), plain.clone(), &recipe("cmd = [\"run\"]\n"), &env, labels.clone()).unwrap();
+        assert_eq!((got.entrypoint, got.cmd), (vec![], strings(&["run"])));
+        // Nothing to start at all.
+        plain.cmd.clear();
+        let p = merge_dockerfile_config(&oci::RunConfig::default(), plain, &recipe(""), &env, labels).unwrap_err();
+        assert!(p[0].contains("says what the image starts"), "{p:?}");
+    }
 }

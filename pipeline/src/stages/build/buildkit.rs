@@ -251,8 +251,10 @@ struct Request<'a> {
     dockerfile: &'a str,
     platform: Platform,
     args: &'a BTreeMap<String, String>,
-    /// Where the `tar` exporter writes the rootfs.
-    export: &'a Path,
+    /// Where the `tar` exporter writes the rootfs; `None` for the config build (the engine's
+    /// image exporter, tagged `tag`, steps from the cache, no progress reported).
+    export: Option<&'a Path>,
+    tag: Option<&'a str>,
 }
 
 /// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
@@ -368,22 +370,64 @@ impl<'r> BuildKit<'r> {
 
     /// One build on one endpoint: the exported rootfs lands in `export`.
     async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<(), Attempt> {
-        let Request { job_name, context, dockerfile, platform, args, export } = *req;
         let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
+        self.run_build(&docker, req).await
+    }
+
+    /// The config `docker build` gives the Dockerfile: the same build again (same context,
+    /// Dockerfile, build arguments, platform, no network) through the engine's own image
+    /// exporter under a temporary tag, every step a cache hit of the build just made; the
+    /// image's config is read back and the image removed, whatever happened.
+    ///
+    /// Why a second build: the engine (dockerd 20.10's BuildKit) runs one exporter per build,
+    /// and the `tar` exporter returns no config. The config is computed by the Dockerfile
+    /// frontend from the Dockerfile and the base's config alone, so it does not depend on
+    /// whether a step came from the cache.
+    async fn image_config(&self, endpoint: &str, req: &Request<'_>, component: &str) -> Result<oci::RunConfig, Attempt> {
+        use bollard::query_parameters::RemoveImageOptionsBuilder;
+        let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
+        static TAGS: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let tag = format!(
+            "stellaops-tmp/{}:{:x}{:08x}{:x}",
+            component.to_ascii_lowercase(),
+            std::process::id(),
+            nanos,
+            TAGS.fetch_add(1, Ordering::Relaxed)
+        );
+        let built = self.run_build(&docker, &Request { export: None, tag: Some(&tag), ..*req }).await;
+        let inspected = match built {
+            Ok(()) => docker.inspect_image(&tag).await.map_err(|e| Attempt::Endpoint(format!("inspecting `{tag}`: {e}"))),
+            Err(e) => Err(e),
+        };
+        // Removed even when the build or the inspection failed (a missing image is fine).
+        let removed = docker.remove_image(&tag, Some(RemoveImageOptionsBuilder::new().force(true).noprune(false).build()), None).await;
+        if let (Ok(_), Err(e)) = (&inspected, &removed) {
+            self.note(format!("builder `{endpoint}`: could not remove the temporary image `{tag}`: {e}"));
+        }
+        Ok(run_config(inspected?.config.unwrap_or_default()))
+    }
+
+    /// Sends one build and follows its status stream to the end.
+    async fn run_build(&self, docker: &Docker, req: &Request<'_>) -> Result<(), Attempt> {
+        let Request { job_name, context, dockerfile, platform, args, export, tag } = *req;
+        let report = export.is_some();
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
         let session = format!("stellaops-{}-{}", std::process::id(), SESSIONS.fetch_add(1, Ordering::Relaxed));
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_owned(),
             // Hermetic: RUN steps get no network; a release never reuses a builder's cache.
             networkmode: Some("none".to_owned()),
-            nocache: true,
+            // The config build reuses the steps the release build just made.
+            nocache: export.is_some(),
             rm: true,
             forcerm: true,
             platform: platform.to_string(),
             buildargs: Some(args.clone().into_iter().collect()),
             version: BuilderVersion::BuilderBuildKit,
             session: Some(session),
-            outputs: Some(ImageBuildOutput::Tar(export.display().to_string())),
+            outputs: export.map(|e| ImageBuildOutput::Tar(e.display().to_string())),
+            t: tag.map(str::to_owned),
             ..Default::default()
         };
         let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.to_vec().into())));
@@ -420,6 +464,11 @@ impl<'r> BuildKit<'r> {
                     Vertex::default()
                 });
                 entry.name = v.name.clone();
+                if !report {
+                    entry.done |= v.completed.is_some();
+                    entry.error.clone_from(&v.error);
+                    continue;
+                }
                 if v.cached && !entry.done {
                     entry.done = true;
                     self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
@@ -448,7 +497,9 @@ impl<'r> BuildKit<'r> {
                 while let Some(i) = entry.partial.find('\n') {
                     let line: String = entry.partial.drain(..=i).collect();
                     let line = line.trim_end().to_owned();
-                    self.reporter.event(Event::Log { job: job_name.to_owned(), step: entry.name.clone(), line: line.clone() });
+                    if report {
+                        self.reporter.event(Event::Log { job: job_name.to_owned(), step: entry.name.clone(), line: line.clone() });
+                    }
                     entry.log.push(line);
                     if entry.log.len() > LOG_TAIL {
                         entry.log.remove(0);
@@ -458,7 +509,7 @@ impl<'r> BuildKit<'r> {
         }
         let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty());
         match (failure, failed_vertex) {
-            (None, None) if export.is_file() => Ok(()),
+            (None, None) if export.is_none_or(Path::is_file) => Ok(()),
             (None, None) => Err(Attempt::Endpoint("the build ended without a result (connection lost?)".to_owned())),
             (message, Some(v)) => {
                 let mut log = v.log.clone();
@@ -480,6 +531,44 @@ fn read_git_file(repo: &Path, commit: &str, path: &str) -> Result<String, String
     let entry = tree.get_path(Path::new(path)).map_err(|_| format!("`{path}` is not in commit `{}`", &commit[..12.min(commit.len())]))?;
     let blob = r.find_blob(entry.id()).map_err(|e| e.message().to_owned())?;
     String::from_utf8(blob.content().to_vec()).map_err(|_| "is not UTF-8".to_owned())
+}
+
+/// The Dockerfile `file` of `job`'s component as messages name it: its path in the repository,
+/// after the git source's URL for a git source.
+fn shown_dockerfile(job: &Job<'_>, file: &str) -> String {
+    let in_repo = join_rel(job.subdir, file);
+    match &job.component.source {
+        crate::stages::plan::PlannedSource::Path { .. } => in_repo,
+        crate::stages::plan::PlannedSource::Git { url, .. } => format!("{url}#{in_repo}"),
+    }
+}
+
+/// The engine's image config (`docker image inspect`'s `Config`) as ours.
+fn run_config(c: bollard::models::ImageConfig) -> oci::RunConfig {
+    let set = |v: Option<Vec<String>>| v.unwrap_or_default().into_iter().map(|k| (k, serde_json::json!({}))).collect();
+    oci::RunConfig {
+        user: c.user.unwrap_or_default(),
+        env: c.env.unwrap_or_default(),
+        entrypoint: c.entrypoint.unwrap_or_default(),
+        cmd: c.cmd.unwrap_or_default(),
+        working_dir: c.working_dir.unwrap_or_default(),
+        exposed_ports: set(c.exposed_ports),
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+        healthcheck: c.healthcheck.filter(|h| h.test.as_ref().is_some_and(|t| !t.is_empty())).map(|h| {
+            let ns = |v: Option<i64>| u64::try_from(v.unwrap_or(0)).unwrap_or(0);
+            oci::Healthcheck {
+                test: h.test.unwrap_or_default(),
+                interval: ns(h.interval),
+                timeout: ns(h.timeout),
+                start_period: ns(h.start_period),
+                start_interval: ns(h.start_interval),
+                retries: u32::try_from(h.retries.unwrap_or(0)).unwrap_or(0),
+            }
+        }),
+        stop_signal: c.stop_signal.unwrap_or_default(),
+        volumes: set(c.volumes),
+        shell: c.shell.unwrap_or_default(),
+    }
 }
 
 /// `subdir/file` with `.` and empty parts dropped.
@@ -504,10 +593,7 @@ impl Backend for BuildKit<'_> {
         for j in &docker_jobs {
             let file = j.component.recipe.dockerfile.as_deref().unwrap_or_default();
             let in_repo = join_rel(j.subdir, file);
-            let shown = match &j.component.source {
-                crate::stages::plan::PlannedSource::Path { .. } => in_repo.clone(),
-                crate::stages::plan::PlannedSource::Git { url, .. } => format!("{url}#{in_repo}"),
-            };
+            let shown = shown_dockerfile(j, file);
             let text = read_git_file(j.repo, j.commit, &in_repo).map_err(|message| BuildKitError::Dockerfile {
                 component: j.component.name.clone(),
                 platform: j.image.platform,
@@ -581,19 +667,30 @@ impl Backend for BuildKit<'_> {
         };
         let BuildArgs { passed, recorded } = self.build_args(job)?;
         let export = scratch.path().join("rootfs.tar");
-        let request = Request { job_name: &job_name, context: &context, dockerfile: &dockerfile, platform, args: &passed, export: &export };
+        let request = Request {
+            job_name: &job_name,
+            context: &context,
+            dockerfile: &dockerfile,
+            platform,
+            args: &passed,
+            export: Some(&export),
+            tag: None,
+        };
 
         // 2. On the pool, retrying elsewhere when an endpoint fails under us.
         let rt = runtime()?;
         let mut transport_failures = 0;
-        let endpoint = loop {
+        let (endpoint, engine_config) = loop {
             let i = self.pool.acquire(platform)?;
             let endpoint = self.pool.names[i].clone();
             let _ = fs::remove_file(&export);
-            let result = rt.block_on(self.attempt(&endpoint, &request));
+            let result = rt.block_on(async {
+                self.attempt(&endpoint, &request).await?;
+                self.image_config(&endpoint, &request, &c.name).await
+            });
             self.pool.release(i);
             match result {
-                Ok(()) => break endpoint,
+                Ok(config) => break (endpoint, config),
                 Err(Attempt::Endpoint(why)) => {
                     // The health check decides: an endpoint that still answers keeps its place
                     // (a transient failure), up to a bound on retries of this job.
@@ -637,6 +734,7 @@ impl Backend for BuildKit<'_> {
                 history,
                 lock_files,
                 files: diff.info.files.clone(),
+                dockerfile_config: Some(build::DockerfileConfig { file: shown_dockerfile(job, &dockerfile), config: engine_config }),
                 buildkit: Some(Record {
                     endpoint,
                     dockerfile,

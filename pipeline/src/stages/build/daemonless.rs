@@ -124,6 +124,6 @@ impl Backend for Daemonless {
             });
         }
 
-        assemble(job, layout, Made { layers, diff_ids, history, lock_files, files, buildkit: None })
+        assemble(job, layout, Made { layers, diff_ids, history, lock_files, files, buildkit: None, dockerfile_config: None })
     }
 }

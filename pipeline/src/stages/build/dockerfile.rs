@@ -17,6 +17,10 @@
 //! `--platform` (the pipeline builds each platform on its own), a `# syntax=` directive (it
 //! pulls a frontend image that nothing pins), and a last stage that does not stand on the
 //! component's own base (the image is rebuilt as that base's layers plus the difference).
+//!
+//! The config instructions (`USER`, `WORKDIR`, `ENV`, `EXPOSE`, `ENTRYPOINT`, `CMD`, `LABEL`,
+//! `STOPSIGNAL`, `HEALTHCHECK`, `VOLUME`, `SHELL`) are carried: the BuildKit backend reads the
+//! config the engine gives the Dockerfile. `ONBUILD` and `MAINTAINER` are refused (line, hint).
 
 use std::fmt;
 
@@ -27,19 +31,22 @@ use schema::model::{Digest, Platform};
 /// The build argument carrying the component's pinned base reference.
 pub const BASE_ARG: &str = "STELLAOPS_BASE";
 
-/// Instructions that set only the image config, with the recipe key that does it instead. The
-/// `tar` exporter returns a filesystem only; the config of every image is made from the recipe
-/// (`build::assemble`), so these would be dropped silently: they are refused instead.
-const CONFIG_ONLY: &[(&str, &str)] = &[
-    ("ENTRYPOINT", "recipe.entrypoint"),
-    ("CMD", "recipe.cmd"),
-    ("EXPOSE", "recipe.ports"),
-    ("HEALTHCHECK", "recipe.healthcheck"),
-    ("LABEL", "recipe.env (labels are the pipeline's)"),
-    ("VOLUME", "recipe (volumes are the deployment's)"),
-    ("STOPSIGNAL", "recipe"),
-    ("ONBUILD", "recipe"),
-    ("MAINTAINER", "recipe"),
+/// Instructions whose effect the image cannot carry, with what to write instead. The image
+/// config is the one the engine gives the Dockerfile (`USER`, `WORKDIR`, `ENV`, `EXPOSE`,
+/// `ENTRYPOINT`, `CMD`, `LABEL`, `STOPSIGNAL`, `HEALTHCHECK`, `VOLUME`, `SHELL`, read back
+/// after the build) merged with the recipe; these two set something else, so they are
+/// refused rather than dropped.
+const REFUSED: &[(&str, &str, &str)] = &[
+    (
+        "ONBUILD",
+        "registers a trigger for images built FROM this one; the pipeline's images are not bases",
+        "run the step in this Dockerfile, or drop it",
+    ),
+    (
+        "MAINTAINER",
+        "is deprecated and sets the config's `Author`, which the image does not carry",
+        "write `LABEL org.opencontainers.image.authors=\"...\"` instead",
+    ),
 ];
 
 /// One refusal.
@@ -168,15 +175,8 @@ pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &Base
             base_declared |= words.next().is_some_and(|a| a.split('=').next() == Some(BASE_ARG));
             continue;
         }
-        if let Some(recipe_key) = CONFIG_ONLY.iter().find(|(k, _)| keyword.eq_ignore_ascii_case(k)).map(|(_, r)| *r) {
-            problems.push(problem(
-                *line,
-                format!(
-                    "`{}` only sets image config, which the pipeline takes from the recipe, not from the Dockerfile",
-                    keyword.to_ascii_uppercase()
-                ),
-                Some(&format!("remove it and set `{recipe_key}` in the component's recipe in `{}`", schema::config::BUNDLE_FILE)),
-            ));
+        if let Some((k, why, hint)) = REFUSED.iter().find(|(k, _, _)| keyword.eq_ignore_ascii_case(k)) {
+            problems.push(problem(*line, format!("`{k}` {why}"), Some(hint)));
             continue;
         }
         if !keyword.eq_ignore_ascii_case("FROM") {
@@ -359,12 +359,18 @@ mod tests {
     }
 
     #[test]
-    fn config_only_instructions_are_refused_with_the_recipe_key() {
-        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nEXPOSE 80\nentrypoint [\"/x\"]\n").unwrap_err();
+    fn config_instructions_are_accepted_onbuild_and_maintainer_refused_with_line_and_hint() {
+        let every = "ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nUSER 1000:1000\nWORKDIR /srv\nENV A=1 B=2\nEXPOSE 8080/tcp\n\
+                     entrypoint [\"/x\"]\nCMD [\"serve\"]\nLABEL a=b\nSTOPSIGNAL SIGTERM\n\
+                     HEALTHCHECK --interval=5s CMD [\"/x\", \"health\"]\nVOLUME /data\nSHELL [\"/bin/sh\", \"-c\"]\n";
+        assert_eq!(run(every).unwrap().len(), 1);
+        let p = run("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nEXPOSE 80\nonbuild RUN x\nMAINTAINER me <me@x>\n").unwrap_err();
         assert_eq!(p.len(), 2, "{p:?}");
-        assert_eq!((p[0].line, p[1].line), (3, 4));
-        assert!(p[1].message.starts_with("`ENTRYPOINT` only sets image config"));
-        assert!(p[1].hint.as_deref().unwrap().contains("recipe.entrypoint"));
+        assert_eq!((p[0].line, p[1].line), (4, 5));
+        assert!(p[0].message.starts_with("`ONBUILD` registers a trigger"), "{p:?}");
+        assert!(p[1].message.starts_with("`MAINTAINER` is deprecated and sets the config's `Author`"), "{p:?}");
+        assert!(p[1].hint.as_deref().unwrap().contains("LABEL org.opencontainers.image.authors"));
+        assert!(p[1].to_string().starts_with("`c/Dockerfile` line 5: "));
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub enum BuildError {
     NeedsBuildKit { component: String },
     #[error("refused before building: {} problem{} in Dockerfiles\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"))]
     Dockerfile(Vec<dockerfile::Problem>),
+    #[error("component `{component}` ({platform}): the Dockerfile `{dockerfile}` and the component's recipe in `{BUNDLE_FILE}` do not agree on the image config:\n{}\n  hint: set each field in one place: drop the recipe key, or the Dockerfile instruction", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    DockerfileConfig { component: String, platform: Platform, dockerfile: String, problems: Vec<String> },
     #[error(transparent)]
     BuildKit(#[from] BuildKitError),
 }

@@ -27,8 +27,8 @@ pub enum BaseError {
         #[source]
         source: DebError,
     },
-    #[error("base `{base}` ({platform}) assembles to `{actual}` but `base-images.lock` pins `{expected}`\n  hint: if the change is intended (new packages, new pipeline version), run `cargo xtask lock` and review the diff")]
-    DigestMismatch { base: String, platform: Platform, expected: Digest, actual: Digest },
+    #[error("base `{base}` ({platform}) {what} `{actual}` but `base-images.lock` pins `{expected}`\n  hint: if the change is intended (new packages, new pipeline version, a new image), run `cargo xtask lock` and review the diff")]
+    DigestMismatch { base: String, platform: Platform, what: &'static str, expected: Digest, actual: Digest },
     #[error("base `{base}` ({platform}): {source}")]
     Layer {
         base: String,
@@ -58,7 +58,7 @@ pub enum BaseError {
         #[source]
         source: oci::registry::RegistryError,
     },
-    #[error("base `{base}` ({platform}): the image at `{digest}` is {what}, not an image manifest")]
+    #[error("base `{base}` ({platform}): `{digest}` is {what}")]
     NotAManifest { base: String, platform: Platform, digest: Digest, what: String },
 }
 
@@ -67,12 +67,30 @@ pub enum BaseError {
 pub struct BaseImage {
     pub name: String,
     pub platform: Platform,
+    /// The pin: digest of the manifest's bytes as stored (never re-serialized).
     pub digest: Digest,
+    /// The media type of that manifest (OCI or Docker v2 schema 2), whatever it declares.
+    pub media_type: &'static str,
+    /// The manifest as the release's images use it: every layer `tar+gzip` (see [`BaseLayer`]).
     pub manifest: Manifest,
+    /// Each layer as the base's own manifest names it, and what the release carries for it.
+    pub layers: Vec<BaseLayer>,
     pub config: ImageConfig,
     /// The packages the base was assembled from (Debian bases); empty for bases taken whole
     /// from a layout or a registry.
     pub packages: Vec<BasePackage>,
+}
+
+/// A layer of a base as its manifest names it. A gzip layer (OCI or Docker) goes into the
+/// release's images with the same bytes as `application/vnd.oci.image.layer.v1.tar+gzip`; an
+/// uncompressed one is gzipped by the pinned writer, and `gzipped` is that blob.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseLayer {
+    pub media_type: String,
+    pub digest: Digest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gzipped: Option<Digest>,
 }
 
 /// A package of a base, as pinned and as its own control file describes it.
@@ -146,7 +164,24 @@ pub struct Fetch {
 /// Makes the base `base` for `platform` present in `layout` and checks it against its pin.
 pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
     let pin = &base.platforms[&platform];
-    let img = match base.source {
+    let img = resolve(base, platform, fetch, layout)?;
+    if img.digest != pin.digest {
+        let what = match base.source {
+            BaseSource::Debian => "assembles to",
+            BaseSource::OciLayout | BaseSource::Registry => "resolves to",
+        };
+        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, what, expected: pin.digest.clone(), actual: img.digest });
+    }
+    Ok(img)
+}
+
+/// Makes the base present in `layout` without comparing it with its pin (`cargo xtask lock`
+/// records what this gives): a Debian base assembled, a layout's manifest read at the pinned
+/// digest, a registry reference pulled (an index reference resolved to the platform's
+/// manifest). Every blob is verified against the digest that names it.
+pub fn resolve(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) -> Result<BaseImage, BaseError> {
+    let pin = &base.platforms[&platform];
+    Ok(match base.source {
         BaseSource::Debian => assemble_debian(base, platform, fetch, layout)?,
         BaseSource::OciLayout => {
             copy_from_layout(base, platform, &fetch.root.join(pin.layout.as_deref().unwrap_or("")), &pin.digest, layout)?
@@ -155,11 +190,7 @@ pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layo
             let reference = pin.reference.as_ref().expect("validated by config::load");
             pull_from_registry(base, platform, reference, layout)?
         }
-    };
-    if img.digest != pin.digest {
-        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, expected: pin.digest.clone(), actual: img.digest });
-    }
-    Ok(img)
+    })
 }
 
 /// Assembles a Debian base (also used by `cargo xtask lock`, which records the digest).
@@ -250,7 +281,8 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
         annotations: Default::default(),
     };
     let desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
-    Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, manifest, config, packages })
+    let layers = manifest.layers.iter().map(|l| BaseLayer { media_type: l.media_type.clone(), digest: l.digest.clone(), gzipped: None }).collect();
+    Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, media_type: oci::MEDIA_MANIFEST, manifest, layers, config, packages })
 }
 
 fn pull_from_registry(
@@ -259,47 +291,75 @@ fn pull_from_registry(
     reference: &schema::model::PinnedRef,
     layout: &Layout,
 ) -> Result<BaseImage, BaseError> {
-    let bytes = oci::registry::pull_manifest(reference, layout).map_err(|source| BaseError::Registry {
+    let (digest, bytes) = oci::registry::pull_image(reference, platform, layout).map_err(|source| BaseError::Registry {
         base: base.name.clone(),
         platform,
         source,
     })?;
-    image_from_manifest(base, platform, &bytes, &reference.digest, layout)
+    image_from_manifest(base, platform, &bytes, &digest, layout)
 }
 
-/// The base image whose manifest (`bytes`, digest `digest`) and blobs are in `layout`.
+/// The base image whose manifest (`bytes` as stored, digest `digest`) and blobs are in
+/// `layout`. Any image manifest is taken (OCI with or without `mediaType`, Docker v2 schema
+/// 2); its bytes stay as they are in the layout (they are the pin). What the release's images
+/// carry of it is always OCI: gzip layers (OCI or Docker) keep their bytes and digest under
+/// `application/vnd.oci.image.layer.v1.tar+gzip`; uncompressed layers are gzipped by the
+/// pinned writer ([`oci::image::gzip_layer`]), so the same base gives the same layers on every
+/// run. Both are recorded in [`BaseImage::layers`] (and `images.json`).
 fn image_from_manifest(base: &Base, platform: Platform, bytes: &[u8], digest: &Digest, layout: &Layout) -> Result<BaseImage, BaseError> {
     let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
-    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    let media = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
-    if media != oci::MEDIA_MANIFEST && media != oci::MEDIA_DOCKER_MANIFEST {
-        return Err(BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what: format!("`{media}`") });
-    }
-    let mut manifest: Manifest = serde_json::from_slice(bytes)
-        .map_err(|source| layout_err(LayoutError::Json { path: layout.blob_path(digest), what: "an image manifest", source }))?;
-    // Docker's media types name the same bytes; images built on the base are OCI throughout.
-    for l in &mut manifest.layers {
-        if l.media_type == oci::MEDIA_DOCKER_LAYER {
-            l.media_type = oci::MEDIA_LAYER_GZIP.to_owned();
+    let not = |what: String| BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what };
+    let (kind, mut manifest) = match oci::image::parse(bytes).map_err(|e| not(format!("not an image manifest: {e}")))? {
+        oci::image::Document::Manifest(kind, m) => (kind, m),
+        oci::image::Document::Index(kind, index) => {
+            let hint = match oci::image::select_platform(&index, platform) {
+                Ok(d) => format!("; `base-images.lock` pins each platform's manifest: pin `{}` for {platform}", d.digest),
+                Err(e) => format!(" ({e})"),
+            };
+            return Err(not(format!("an index (`{}`), not an image manifest{hint}", kind.media_type())));
         }
+    };
+    let mut layers = Vec::new();
+    for l in &mut manifest.layers {
+        let from = BaseLayer { media_type: l.media_type.clone(), digest: l.digest.clone(), gzipped: None };
+        match oci::image::layer_kind(&l.media_type) {
+            Some(oci::image::LayerKind::Gzip) => l.media_type = oci::MEDIA_LAYER_GZIP.to_owned(),
+            Some(oci::image::LayerKind::Tar) => {
+                let gz = oci::image::gzip_layer(layout, &l.digest, layout).map_err(layout_err)?;
+                layers.push(BaseLayer { gzipped: Some(gz.digest.clone()), ..from });
+                *l = Descriptor { annotations: std::mem::take(&mut l.annotations), ..gz };
+                continue;
+            }
+            None => {
+                return Err(not(format!(
+                    "an image with layer `{}` of media type `{}`, which a release cannot carry (gzip or uncompressed tar layers only)",
+                    l.digest, l.media_type
+                )))
+            }
+        }
+        layers.push(from);
     }
     let config: ImageConfig = layout.read_json(&manifest.config.digest, "an image config").map_err(layout_err)?;
-    let manifest_for_db = manifest.clone();
     if config.architecture != platform.arch() || config.os != platform.os() {
-        return Err(BaseError::NotAManifest {
-            base: base.name.clone(),
-            platform,
-            digest: digest.clone(),
-            what: format!("an image for {}/{}", config.os, config.architecture),
-        });
+        return Err(not(format!("an image for {}/{}, not {platform}", config.os, config.architecture)));
     }
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(not(format!(
+            "an image whose config lists {} diff_ids for {} layers",
+            config.rootfs.diff_ids.len(),
+            manifest.layers.len()
+        )));
+    }
+    let packages = read_dpkg_database(layout, &manifest)?;
     Ok(BaseImage {
         name: base.name.clone(),
         platform,
         digest: digest.clone(),
+        media_type: kind.media_type(),
+        layers,
         manifest,
         config,
-        packages: read_dpkg_database(layout, &manifest_for_db)?,
+        packages,
     })
 }
 
@@ -307,10 +367,10 @@ fn copy_from_layout(base: &Base, platform: Platform, src: &Path, digest: &Digest
     let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
     let from = Layout::open(src).map_err(layout_err)?;
     let bytes = from.read_blob(digest).map_err(layout_err)?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|source| layout_err(LayoutError::Json { path: from.blob_path(digest), what: "an image manifest", source }))?;
-    for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
-        copy_blob(&from, dst, &d.digest).map_err(layout_err)?;
+    if let Ok(oci::image::Document::Manifest(_, manifest)) = oci::image::parse(&bytes) {
+        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            copy_blob(&from, dst, &d.digest).map_err(layout_err)?;
+        }
     }
     let (d, _, ()) = dst.put_blob_with(|w| io::Write::write_all(w, &bytes)).map_err(layout_err)?;
     image_from_manifest(base, platform, &bytes, &d, dst)

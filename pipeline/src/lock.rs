@@ -128,7 +128,7 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
                         oci::image::Document::Manifest(..) => pin.digest.clone(),
                     }
                 }
-                BaseSource::Registry => {
+                BaseSource::Registry | BaseSource::DockerArchive => {
                     // Re-verified: the manifest and every blob are fetched and hashed; a
                     // reference to an index gives the platform's manifest.
                     base::resolve(b, platform, &fetch, &layout)?.digest

@@ -401,6 +401,7 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
                 // `reference` pins either this platform's manifest (its digest is `digest`) or
                 // an index / manifest list that lists it: which one is known only once fetched.
                 BaseSource::Registry => need(pin.reference.is_some(), "reference", problems),
+                BaseSource::DockerArchive => need(pin.path.is_some(), "path", problems),
             }
             for (j, p) in pin.packages.iter().enumerate() {
                 let pk = pkey(&format!("packages[{j}]"));
@@ -428,5 +429,6 @@ pub fn source_name(s: BaseSource) -> &'static str {
         BaseSource::Debian => "debian",
         BaseSource::OciLayout => "oci-layout",
         BaseSource::Registry => "registry",
+        BaseSource::DockerArchive => "docker-archive",
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::stages::build::debian::{self, DebError, DebSource};
 use oci::layer::{LayerError, LayerWriter, Modes};
-use oci::{self, Descriptor, ImageConfig, Layout, LayoutError, Manifest};
+use oci::{self, Descriptor, ImageConfig, Index, Layout, LayoutError, Manifest};
 use schema::files::{Base, BaseSource};
 use schema::model::{rfc3339, Digest, Platform};
 
@@ -58,6 +58,8 @@ pub enum BaseError {
         #[source]
         source: oci::registry::RegistryError,
     },
+    #[error("base `{base}` ({platform}): `{path}`: {message}")]
+    Archive { base: String, platform: Platform, path: PathBuf, message: String },
     #[error("base `{base}` ({platform}): `{digest}` is {what}")]
     NotAManifest { base: String, platform: Platform, digest: Digest, what: String },
 }
@@ -169,6 +171,7 @@ pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layo
         let what = match base.source {
             BaseSource::Debian => "assembles to",
             BaseSource::OciLayout | BaseSource::Registry => "resolves to",
+            BaseSource::DockerArchive => "is assembled from its archive as",
         };
         return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, what, expected: pin.digest.clone(), actual: img.digest });
     }
@@ -190,7 +193,167 @@ pub fn resolve(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layout) 
             let reference = pin.reference.as_ref().expect("validated by config::load");
             pull_from_registry(base, platform, reference, layout)?
         }
+        BaseSource::DockerArchive => from_docker_archive(base, platform, &fetch.root.join(pin.path.as_deref().unwrap_or("")), layout)?,
     })
+}
+
+/// A `docker save` tarball (plain or gzipped). Every file is hashed into a scratch layout as
+/// it streams. An archive with `index.json` (Engine 25 and later) is an OCI layout: its
+/// manifest for the platform is taken as stored, like an `oci-layout` base. An older one has
+/// only `manifest.json`: its config (as saved; its sha256 is Docker's image ID) and layer tars
+/// (each must hash to its diff_id) become an OCI manifest whose layers are the tars gzipped by
+/// the pinned writer, so, like a Debian base, the pin is the digest of what the pipeline
+/// assembles, the same on every run.
+fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layout) -> Result<BaseImage, BaseError> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let archive_err = |message: String| BaseError::Archive { base: base.name.clone(), platform, path: path.to_owned(), message };
+    let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
+    let scratch = tempfile::Builder::new().prefix("stellaops-docker-archive-").tempdir().map_err(|e| archive_err(e.to_string()))?;
+    let tmp = Layout::create(scratch.path()).map_err(layout_err)?;
+    let mut file = fs::File::open(path).map_err(|e| archive_err(e.to_string()))?;
+    let mut magic = [0u8; 2];
+    let gzipped = file.read(&mut magic).map_err(|e| archive_err(e.to_string()))? == 2 && magic == [0x1f, 0x8b];
+    let file = fs::File::open(path).map_err(|e| archive_err(e.to_string()))?;
+    let reader: Box<dyn Read> =
+        if gzipped { Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(file))) } else { Box::new(io::BufReader::new(file)) };
+    // Path in the archive -> digest of its content (in `tmp`); symlinks resolved afterwards.
+    let mut files: BTreeMap<String, Digest> = BTreeMap::new();
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
+    let mut ar = tar::Archive::new(reader);
+    for e in ar.entries().map_err(|e| archive_err(format!("not a tar archive: {e}")))? {
+        let mut e = e.map_err(|e| archive_err(format!("not a tar archive: {e}")))?;
+        let name = e.path().map_err(|e| archive_err(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_owned();
+        if name.starts_with('/') || name.split('/').any(|p| p == "..") {
+            return Err(archive_err(format!("entry `{name}` leaves the archive")));
+        }
+        match e.header().entry_type() {
+            tar::EntryType::Regular => {
+                let (d, _, ()) = tmp.put_blob_with(|w| io::copy(&mut e, w).map(|_| ())).map_err(layout_err)?;
+                files.insert(name, d);
+            }
+            tar::EntryType::Symlink => {
+                let target = e.link_name().map_err(|e| archive_err(e.to_string()))?.unwrap_or_default().to_string_lossy().into_owned();
+                let dir = Path::new(&name).parent().unwrap_or(Path::new(""));
+                let mut parts: Vec<String> = dir.to_string_lossy().split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+                for p in target.split('/') {
+                    match p {
+                        "" | "." => {}
+                        ".." => {
+                            parts.pop();
+                        }
+                        p => parts.push(p.to_owned()),
+                    }
+                }
+                links.insert(name, parts.join("/"));
+            }
+            _ => {}
+        }
+    }
+    for (name, target) in links {
+        if let Some(d) = files.get(&target).cloned() {
+            files.insert(name, d);
+        }
+    }
+    let blob = |name: &str| files.get(name).cloned().ok_or_else(|| archive_err(format!("`{name}` is not in the archive")));
+    let json = |name: &str| -> Result<serde_json::Value, BaseError> {
+        let bytes = tmp.read_blob(&blob(name)?).map_err(layout_err)?;
+        serde_json::from_slice(&bytes).map_err(|e| archive_err(format!("`{name}`: {e}")))
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Saved {
+        config: String,
+        layers: Vec<String>,
+    }
+    let saved: Vec<Saved> = serde_json::from_value(json("manifest.json")?).map_err(|e| archive_err(format!("`manifest.json`: {e}")))?;
+    // The images of the archive for this platform.
+    let mut ours = Vec::new();
+    for s in &saved {
+        let config = read_config(&tmp, &blob(&s.config)?).map_err(layout_err)?;
+        if config.architecture == platform.arch() && config.os == platform.os() {
+            ours.push((s, config));
+        }
+    }
+    let [(saved, config)] = <[_; 1]>::try_from(ours).map_err(|v| {
+        archive_err(format!("holds {} images for {platform} (`manifest.json`); save one image per platform", v.len()))
+    })?;
+    let config_digest = blob(&saved.config)?;
+    if files.contains_key("index.json") {
+        // Engine 25+: an OCI layout. The manifest that names this config is the image.
+        let index: Index = serde_json::from_value(json("index.json")?).map_err(|e| archive_err(format!("`index.json`: {e}")))?;
+        let mut found = None;
+        for d in &index.manifests {
+            let bytes = tmp.read_blob(&d.digest).map_err(layout_err)?;
+            let m = match oci::image::parse(&bytes) {
+                Ok(oci::image::Document::Manifest(_, m)) => Some((d.digest.clone(), m)),
+                Ok(oci::image::Document::Index(_, i)) => match oci::image::select_platform(&i, platform) {
+                    Ok(p) => {
+                        let b = tmp.read_blob(&p.digest).map_err(layout_err)?;
+                        serde_json::from_slice::<Manifest>(&b).ok().map(|m| (p.digest, m))
+                    }
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            if let Some((digest, _)) = m.filter(|(_, m)| m.config.digest == config_digest) {
+                found = Some(digest);
+            }
+        }
+        let digest = found.ok_or_else(|| archive_err(format!("`index.json` names no manifest of config `{config_digest}`")))?;
+        return copy_from_layout(base, platform, scratch.path(), &digest, dst);
+    }
+    // Before Engine 25: config and layer tars only.
+    if saved.layers.len() != config.rootfs.diff_ids.len() {
+        return Err(archive_err(format!("`{}` lists {} diff_ids for {} layers", saved.config, config.rootfs.diff_ids.len(), saved.layers.len())));
+    }
+    copy_blob(&tmp, dst, &config_digest).map_err(layout_err)?;
+    let config_size = fs::metadata(dst.blob_path(&config_digest)).map_err(|e| archive_err(e.to_string()))?.len();
+    let mut layers = Vec::new();
+    let mut records = Vec::new();
+    for (name, diff_id) in saved.layers.iter().zip(&config.rootfs.diff_ids) {
+        let tar = blob(name)?;
+        if &tar != diff_id {
+            return Err(archive_err(format!("layer `{name}` hashes to `{tar}`, but the config's diff_id is `{diff_id}`")));
+        }
+        let gz = oci::image::gzip_layer(&tmp, &tar, dst).map_err(layout_err)?;
+        records.push(BaseLayer { media_type: oci::image::MEDIA_DOCKER_LAYER_TAR.to_owned(), digest: tar, gzipped: Some(gz.digest.clone()) });
+        layers.push(gz);
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+        config: Descriptor::new(oci::MEDIA_CONFIG, config_digest, config_size),
+        layers,
+        subject: None,
+        annotations: Default::default(),
+    };
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| archive_err(e.to_string()))?;
+    let desc = dst.put_blob(oci::MEDIA_MANIFEST, &bytes).map_err(layout_err)?;
+    let mut img = image_from_manifest(base, platform, &bytes, &desc.digest, dst)?;
+    img.layers = records;
+    Ok(img)
+}
+
+/// An image config as other tools write it: Docker writes `null` for empty lists and maps
+/// (`"Cmd": null`) and history entries without `created_by`; read as empty. The blob's bytes
+/// stay as they are.
+fn read_config(layout: &Layout, digest: &Digest) -> Result<ImageConfig, LayoutError> {
+    let bytes = layout.read_blob(digest)?;
+    let json_err = |source| LayoutError::Json { path: layout.blob_path(digest), what: "an image config", source };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(json_err)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.retain(|_, x| !x.is_null());
+        if let Some(c) = obj.get_mut("config").and_then(|c| c.as_object_mut()) {
+            c.retain(|_, x| !x.is_null());
+        }
+        for h in obj.get_mut("history").and_then(|h| h.as_array_mut()).into_iter().flatten() {
+            if let Some(h) = h.as_object_mut() {
+                h.entry("created_by").or_insert_with(|| serde_json::Value::String(String::new()));
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(json_err)
 }
 
 /// Assembles a Debian base (also used by `cargo xtask lock`, which records the digest).
@@ -339,7 +502,7 @@ fn image_from_manifest(base: &Base, platform: Platform, bytes: &[u8], digest: &D
         }
         layers.push(from);
     }
-    let config: ImageConfig = layout.read_json(&manifest.config.digest, "an image config").map_err(layout_err)?;
+    let config = read_config(layout, &manifest.config.digest).map_err(layout_err)?;
     if config.architecture != platform.arch() || config.os != platform.os() {
         return Err(not(format!("an image for {}/{}, not {platform}", config.os, config.architecture)));
     }

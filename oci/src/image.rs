@@ -8,10 +8,11 @@
 
 use serde::Deserialize;
 
-use crate::layout::{
-    Descriptor, Index, Manifest, MEDIA_DOCKER_LAYER, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
-};
 use crate::layer::HashingReader;
+use crate::layout::{
+    Descriptor, Index, Manifest, MEDIA_DOCKER_LAYER, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_INDEX, MEDIA_LAYER_GZIP,
+    MEDIA_MANIFEST,
+};
 use crate::layout::{Layout, LayoutError};
 use crate::pgzip::ParallelGzEncoder;
 use schema::model::{Digest, Platform};
@@ -241,7 +242,8 @@ mod tests {
 
     #[test]
     fn an_index_without_media_type_is_an_index() {
-        let bytes = format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, entry(MEDIA_MANIFEST, 'a', r#"{"architecture":"amd64","os":"linux"}"#));
+        let bytes =
+            format!(r#"{{"schemaVersion":2,"manifests":[{}]}}"#, entry(MEDIA_MANIFEST, 'a', r#"{"architecture":"amd64","os":"linux"}"#));
         assert_eq!(parse(bytes.as_bytes()).unwrap().kind(), Kind::OciIndex);
     }
 
@@ -287,6 +289,29 @@ mod tests {
         );
         let Document::Index(_, index) = parse(two.as_bytes()).unwrap() else { panic!() };
         assert!(matches!(select_platform(&index, Platform::LinuxAmd64), Err(ImageError::Ambiguous { count: 2, .. })));
+    }
+
+    #[test]
+    fn an_uncompressed_layer_is_gzipped_the_same_way_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Layout::create(&dir.path().join("a")).unwrap();
+        let b = Layout::create(&dir.path().join("b")).unwrap();
+        let tar: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let d = a.put_blob(MEDIA_LAYER_TAR, &tar).unwrap().digest;
+        let x = gzip_layer(&a, &d, &b).unwrap();
+        std::fs::remove_file(b.blob_path(&x.digest)).unwrap();
+        let y = gzip_layer(&a, &d, &b).unwrap();
+        assert_eq!(x, y);
+        assert_eq!(x.media_type, MEDIA_LAYER_GZIP);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(b.blob_path(&y.digest)).unwrap()), &mut back)
+            .unwrap();
+        assert_eq!(back, tar);
+        // A blob that is not what its name says is refused, and nothing is left behind.
+        std::fs::write(a.blob_path(&d), b"other bytes").unwrap();
+        std::fs::remove_file(b.blob_path(&y.digest)).unwrap();
+        assert!(matches!(gzip_layer(&a, &d, &b), Err(LayoutError::DigestMismatch { .. })));
+        assert_eq!(std::fs::read_dir(b.root().join("blobs/sha256")).unwrap().count(), 0);
     }
 
     #[test]

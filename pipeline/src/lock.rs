@@ -119,12 +119,15 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
                     let key = |k: &str| format!("base[{i}].platform.\"{platform}\".{k}");
                     let from = Layout::open(&root.join(pin.layout.as_deref().unwrap_or("")))
                         .map_err(|e| LockError::Resolve { key: key("layout"), message: e.to_string() })?;
-                    let bytes = from.read_blob(&pin.digest).map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?;
+                    let bytes =
+                        from.read_blob(&pin.digest).map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?;
                     // A pinned index is resolved to the platform's manifest: the lock pins those.
                     match oci::image::parse(&bytes).map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })? {
-                        oci::image::Document::Index(_, index) => oci::image::select_platform(&index, platform)
-                            .map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?
-                            .digest,
+                        oci::image::Document::Index(_, index) => {
+                            oci::image::select_platform(&index, platform)
+                                .map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?
+                                .digest
+                        }
                         oci::image::Document::Manifest(..) => pin.digest.clone(),
                     }
                 }

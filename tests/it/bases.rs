@@ -246,7 +246,10 @@ fn bases_in_oci_and_docker_formats_and_indexes_from_a_registry_are_accepted_and_
     let scratch = tempfile::tempdir().unwrap();
     let layout = scratch.path().join("umoci");
     let umoci_pins = umoci_base(&umoci, &release, &layout);
-    let ns = format!("{registry}/bases-{}", repo.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), ""));
+    let ns = format!(
+        "{registry}/bases-{}",
+        repo.path().file_name().unwrap().to_string_lossy().to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "")
+    );
     let copy = |from: String, to: &str, extra: &[&str]| -> String {
         let digest_file = scratch.path().join("digest");
         run_ok(
@@ -281,7 +284,12 @@ fn bases_in_oci_and_docker_formats_and_indexes_from_a_registry_are_accepted_and_
     let signer = bases_of(&release, "signer");
     let signer_images: Vec<String> = {
         let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
-        v["components"]["signer"]["images"].as_array().unwrap().iter().map(|i| i["manifest"]["digest"].as_str().unwrap().to_owned()).collect()
+        v["components"]["signer"]["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["manifest"]["digest"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(signer.len(), 2);
 
@@ -328,7 +336,11 @@ fn bases_in_oci_and_docker_formats_and_indexes_from_a_registry_are_accepted_and_
     // digests; `lock` puts the platform's manifest back.
     let text = repo.read("base-images.lock");
     let at = text.find("name = \"index\"").unwrap();
-    let wrong = format!("{}{}", &text[..at], text[at..].replacen(&format!("digest = \"{}\"", signer_images[0]), &format!("digest = \"{}\"", docker_pins[0]), 1));
+    let wrong = format!(
+        "{}{}",
+        &text[..at],
+        text[at..].replacen(&format!("digest = \"{}\"", signer_images[0]), &format!("digest = \"{}\"", docker_pins[0]), 1)
+    );
     repo.write("base-images.lock", &wrong);
     repo.commit_all("a wrong pin", EPOCH);
     repo.xtask(&["build", "--out", repo.path().join("target/x").to_str().unwrap()]).refused(&[

@@ -173,7 +173,13 @@ pub fn materialize(base: &Base, platform: Platform, fetch: &Fetch, layout: &Layo
             BaseSource::OciLayout | BaseSource::Registry => "resolves to",
             BaseSource::DockerArchive => "is assembled from its archive as",
         };
-        return Err(BaseError::DigestMismatch { base: base.name.clone(), platform, what, expected: pin.digest.clone(), actual: img.digest });
+        return Err(BaseError::DigestMismatch {
+            base: base.name.clone(),
+            platform,
+            what,
+            expected: pin.digest.clone(),
+            actual: img.digest,
+        });
     }
     Ok(img)
 }
@@ -275,9 +281,8 @@ fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layou
             ours.push((s, config));
         }
     }
-    let [(saved, config)] = <[_; 1]>::try_from(ours).map_err(|v| {
-        archive_err(format!("holds {} images for {platform} (`manifest.json`); save one image per platform", v.len()))
-    })?;
+    let [(saved, config)] = <[_; 1]>::try_from(ours)
+        .map_err(|v| archive_err(format!("holds {} images for {platform} (`manifest.json`); save one image per platform", v.len())))?;
     let config_digest = blob(&saved.config)?;
     if files.contains_key("index.json") {
         // Engine 25+: an OCI layout. The manifest that names this config is the image.
@@ -305,7 +310,12 @@ fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layou
     }
     // Before Engine 25: config and layer tars only.
     if saved.layers.len() != config.rootfs.diff_ids.len() {
-        return Err(archive_err(format!("`{}` lists {} diff_ids for {} layers", saved.config, config.rootfs.diff_ids.len(), saved.layers.len())));
+        return Err(archive_err(format!(
+            "`{}` lists {} diff_ids for {} layers",
+            saved.config,
+            config.rootfs.diff_ids.len(),
+            saved.layers.len()
+        )));
     }
     copy_blob(&tmp, dst, &config_digest).map_err(layout_err)?;
     let config_size = fs::metadata(dst.blob_path(&config_digest)).map_err(|e| archive_err(e.to_string()))?.len();
@@ -317,7 +327,11 @@ fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layou
             return Err(archive_err(format!("layer `{name}` hashes to `{tar}`, but the config's diff_id is `{diff_id}`")));
         }
         let gz = oci::image::gzip_layer(&tmp, &tar, dst).map_err(layout_err)?;
-        records.push(BaseLayer { media_type: oci::image::MEDIA_DOCKER_LAYER_TAR.to_owned(), digest: tar, gzipped: Some(gz.digest.clone()) });
+        records.push(BaseLayer {
+            media_type: oci::image::MEDIA_DOCKER_LAYER_TAR.to_owned(),
+            digest: tar,
+            gzipped: Some(gz.digest.clone()),
+        });
         layers.push(gz);
     }
     let manifest = Manifest {
@@ -444,7 +458,8 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
         annotations: Default::default(),
     };
     let desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;
-    let layers = manifest.layers.iter().map(|l| BaseLayer { media_type: l.media_type.clone(), digest: l.digest.clone(), gzipped: None }).collect();
+    let layers =
+        manifest.layers.iter().map(|l| BaseLayer { media_type: l.media_type.clone(), digest: l.digest.clone(), gzipped: None }).collect();
     Ok(BaseImage { name: name.clone(), platform, digest: desc.digest, media_type: oci::MEDIA_MANIFEST, manifest, layers, config, packages })
 }
 

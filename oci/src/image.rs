@@ -52,7 +52,7 @@ impl Kind {
 /// A parsed manifest or index; the bytes it came from stay with the caller.
 #[derive(Debug, Clone)]
 pub enum Document {
-    Manifest(Kind, Manifest),
+    Manifest(Kind, Box<Manifest>),
     Index(Kind, Index),
 }
 
@@ -114,7 +114,7 @@ pub fn parse(bytes: &[u8]) -> Result<Document, ImageError> {
     };
     let malformed = |e: serde_json::Error| ImageError::Malformed { media_type: kind.media_type(), message: e.to_string() };
     Ok(match kind {
-        Kind::OciManifest | Kind::DockerManifest => Document::Manifest(kind, serde_json::from_slice(bytes).map_err(malformed)?),
+        Kind::OciManifest | Kind::DockerManifest => Document::Manifest(kind, Box::new(serde_json::from_slice(bytes).map_err(malformed)?)),
         Kind::OciIndex | Kind::DockerList => Document::Index(kind, serde_json::from_slice(bytes).map_err(malformed)?),
     })
 }

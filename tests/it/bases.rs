@@ -393,7 +393,7 @@ fn a_docker_save_archive_is_a_base_gzipped_deterministically() {
     repo.commit_all("lock the saved base", EPOCH);
     fs::remove_dir_all(&release).unwrap();
     repo.xtask(&["release"]).ok();
-    assert_eq!(bases_of(&release, "authority"), [pin.clone()]);
+    assert_eq!(bases_of(&release, "authority"), [pin]);
     let records = base_records(&release, "saved");
     assert_eq!(records[0]["source"], "docker-archive");
     assert_eq!(records[0]["layers"][0]["mediaType"], oci::image::MEDIA_DOCKER_LAYER_TAR);

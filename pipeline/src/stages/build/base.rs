@@ -291,7 +291,7 @@ fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layou
         for d in &index.manifests {
             let bytes = tmp.read_blob(&d.digest).map_err(layout_err)?;
             let m = match oci::image::parse(&bytes) {
-                Ok(oci::image::Document::Manifest(_, m)) => Some((d.digest.clone(), m)),
+                Ok(oci::image::Document::Manifest(_, m)) => Some((d.digest.clone(), *m)),
                 Ok(oci::image::Document::Index(_, i)) => match oci::image::select_platform(&i, platform) {
                     Ok(p) => {
                         let b = tmp.read_blob(&p.digest).map_err(layout_err)?;
@@ -488,7 +488,7 @@ fn image_from_manifest(base: &Base, platform: Platform, bytes: &[u8], digest: &D
     let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
     let not = |what: String| BaseError::NotAManifest { base: base.name.clone(), platform, digest: digest.clone(), what };
     let (kind, mut manifest) = match oci::image::parse(bytes).map_err(|e| not(format!("not an image manifest: {e}")))? {
-        oci::image::Document::Manifest(kind, m) => (kind, m),
+        oci::image::Document::Manifest(kind, m) => (kind, *m),
         oci::image::Document::Index(kind, index) => {
             let hint = match oci::image::select_platform(&index, platform) {
                 Ok(d) => format!("; `base-images.lock` pins each platform's manifest: pin `{}` for {platform}", d.digest),

@@ -1,5 +1,7 @@
-//! Base sources other than Debian packages: a local OCI layout and a registry by digest; and
-//! component sources from a git repository at a pinned commit.
+//! Base sources other than Debian packages: a local OCI layout, a registry by digest and a
+//! `docker save` archive, with images written by other tools (umoci: no `mediaType`; skopeo:
+//! OCI and Docker v2 schema 2; Docker's CLI: a manifest list; an OCI index); and component
+//! sources from a git repository at a pinned commit.
 
 use std::fs;
 use std::path::Path;
@@ -276,6 +278,21 @@ fn bases_in_oci_and_docker_formats_and_indexes_from_a_registry_are_accepted_and_
         assert!(raw.contains(oci::MEDIA_DOCKER_MANIFEST) && raw.contains(oci::MEDIA_DOCKER_LAYER), "{raw}");
         docker_pins.push(d);
     }
+    // A Docker manifest list of the two Docker manifests, made by Docker's CLI.
+    let Some(docker) = tool("docker") else { return };
+    let list = format!("{ns}/list:1");
+    let docker_cli = || {
+        let mut c = Command::new(&docker);
+        c.env("DOCKER_CONFIG", scratch.path().join("docker-config"));
+        c
+    };
+    run_ok(docker_cli().args(["manifest", "create", "--insecure", &list]).args(docker_pins.iter().map(|d| format!("{ns}/docker@{d}"))));
+    let pushed = run_ok(docker_cli().args(["manifest", "push", "--insecure", &list]));
+    let list_digest = pushed.lines().last().unwrap().trim().to_owned();
+    let raw =
+        run_ok(Command::new(&skopeo).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{ns}/list@{list_digest}")));
+    assert!(raw.contains(oci::MEDIA_DOCKER_LIST), "{raw}");
+
     // An OCI index of two platforms (the signer's, copied by skopeo with digests preserved):
     // the reference pins the index, the lock each platform's manifest.
     let index = crate::support::digests(&release.join("images"))["signer"].clone();
@@ -300,26 +317,29 @@ fn bases_in_oci_and_docker_formats_and_indexes_from_a_registry_are_accepted_and_
         )
     };
     let lock = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}",
         repo.read("base-images.lock"),
         block("oci", "oci", &oci_pins, &oci_pins),
         block("docker", "docker", &docker_pins, &docker_pins),
-        block("index", "index", &signer_images, &[index.clone(), index.clone()])
+        block("index", "index", &signer_images, &[index.clone(), index.clone()]),
+        block("list", "list", &docker_pins, &[list_digest.clone(), list_digest.clone()]),
     );
     repo.write("base-images.lock", &lock);
     point(&repo, "authority", "oci");
     point(&repo, "signer", "docker");
     point(&repo, "attestor", "index");
+    point(&repo, "scanner-web", "list");
     repo.commit_all("bases from a registry in three formats", EPOCH);
     fs::remove_dir_all(&release).unwrap();
     repo.xtask(&["release"]).ok();
     assert_eq!(bases_of(&release, "authority"), oci_pins);
     assert_eq!(bases_of(&release, "signer"), docker_pins);
     assert_eq!(bases_of(&release, "attestor"), signer_images);
+    assert_eq!(bases_of(&release, "scanner-web"), docker_pins);
     let docker = base_records(&release, "docker");
     assert!(docker.iter().all(|r| r["mediaType"] == oci::MEDIA_DOCKER_MANIFEST), "{docker:?}");
     assert!(docker.iter().all(|r| r["layers"][0]["mediaType"] == oci::MEDIA_DOCKER_LAYER), "{docker:?}");
-    for c in ["authority", "signer", "attestor"] {
+    for c in ["authority", "signer", "attestor", "scanner-web"] {
         assert_oci_layers(&release, c);
     }
     // The Docker manifest is kept as the registry served it (its bytes are the pin).

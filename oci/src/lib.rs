@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cmd;
 pub mod distribution;
+pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod pgzip;

@@ -13,8 +13,9 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::image;
 use crate::layout::{self as oci, Layout, LayoutError};
-use schema::model::{Digest, PinnedRef};
+use schema::model::{Digest, PinnedRef, Platform};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -50,22 +51,49 @@ fn runtime(reference: &str) -> Result<tokio::runtime::Runtime, RegistryError> {
         .map_err(|e| RegistryError::Fetch { reference: reference.to_owned(), message: format!("cannot start an I/O runtime: {e}") })
 }
 
-/// Copies the image manifest pinned by `r` and every blob it names into `layout`; returns
-/// the manifest's bytes (already stored and verified).
-pub fn pull_manifest(r: &PinnedRef, layout: &Layout) -> Result<Vec<u8>, RegistryError> {
+/// Copies the image pinned by `r` for `platform`, with every blob its manifest names, into
+/// `layout`; returns the manifest's digest and bytes (stored and verified as the registry sent
+/// them, never re-serialized). `r` may pin an image manifest (OCI, with or without
+/// `mediaType`, or Docker v2 schema 2) or an index (OCI index, Docker manifest list): then the
+/// platform's manifest is chosen from it and fetched by its digest, which the index pins.
+pub fn pull_image(r: &PinnedRef, platform: Platform, layout: &Layout) -> Result<(Digest, Vec<u8>), RegistryError> {
     let name = r.to_string();
     let fetch = |message: String| RegistryError::Fetch { reference: name.clone(), message };
     let rt = runtime(&name)?;
     let c = client(&r.registry);
-    let reference = Reference::with_digest(r.registry.clone(), r.repository.clone(), r.digest.to_string());
+    let accept = [oci::MEDIA_MANIFEST, oci::MEDIA_DOCKER_MANIFEST, oci::MEDIA_INDEX, oci::MEDIA_DOCKER_LIST];
     rt.block_on(async {
-        let accept = [oci::MEDIA_MANIFEST, oci::MEDIA_DOCKER_MANIFEST];
-        let (bytes, _) = c.pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &accept).await.map_err(|e| fetch(e.to_string()))?;
-        let actual = Digest::of(&bytes);
-        if actual != r.digest {
-            return Err(RegistryError::DigestMismatch { reference: name.clone(), expected: r.digest.clone(), actual });
-        }
-        let manifest: oci::Manifest = serde_json::from_slice(&bytes).map_err(|e| fetch(format!("not an image manifest: {e}")))?;
+        let get = |digest: Digest| {
+            let reference = Reference::with_digest(r.registry.clone(), r.repository.clone(), digest.to_string());
+            let c = &c;
+            let name = &name;
+            async move {
+                let (bytes, _) = c
+                    .pull_manifest_raw(&reference, &RegistryAuth::Anonymous, &accept)
+                    .await
+                    .map_err(|e| RegistryError::Fetch { reference: name.clone(), message: format!("{digest}: {e}") })?;
+                let actual = Digest::of(&bytes);
+                if actual != digest {
+                    return Err(RegistryError::DigestMismatch { reference: name.clone(), expected: digest, actual });
+                }
+                Ok::<_, RegistryError>(bytes.to_vec())
+            }
+        };
+        let mut digest = r.digest.clone();
+        let mut bytes = get(digest.clone()).await?;
+        let manifest = match image::parse(&bytes).map_err(|e| fetch(format!("{digest}: {e}")))? {
+            image::Document::Manifest(_, m) => m,
+            image::Document::Index(_, index) => {
+                let d = image::select_platform(&index, platform).map_err(|e| fetch(format!("{digest}: {e}")))?;
+                digest = d.digest;
+                bytes = get(digest.clone()).await?;
+                match image::parse(&bytes).map_err(|e| fetch(format!("{digest}: {e}")))? {
+                    image::Document::Manifest(_, m) => m,
+                    image::Document::Index(..) => return Err(fetch(format!("{digest}: an index inside an index is not an image"))),
+                }
+            }
+        };
+        let reference = Reference::with_digest(r.registry.clone(), r.repository.clone(), digest.to_string());
         for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
             if layout.blob_path(&d.digest).is_file() {
                 continue;
@@ -87,7 +115,7 @@ pub fn pull_manifest(r: &PinnedRef, layout: &Layout) -> Result<Vec<u8>, Registry
             })?;
         }
         layout.put_blob(oci::MEDIA_MANIFEST, &bytes).map_err(|source| RegistryError::Layout { reference: name.clone(), source })?;
-        Ok(bytes.to_vec())
+        Ok((digest, bytes))
     })
 }
 
@@ -117,7 +145,8 @@ pub fn push_manifest(layout: &Layout, digest: &Digest, repository: &str) -> Resu
                 .map_err(|source| layout_err(LayoutError::Io { path: layout.blob_path(&d.digest), source }))?;
             c.push_blob(&reference, blob, d.digest.as_str()).await.map_err(|e| fetch(format!("push blob {}: {e}", d.digest)))?;
         }
-        let media = manifest.media_type.clone().unwrap_or_else(|| oci::MEDIA_MANIFEST.to_owned());
+        // The manifest's own kind (a Docker v2s2 base stays Docker: the bytes are the pin).
+        let media = image::parse(&bytes).map_err(|e| fetch(e.to_string()))?.kind().media_type();
         let content_type = media.parse().map_err(|e| fetch(format!("media type `{media}`: {e}")))?;
         c.push_manifest_raw(&reference, bytes, content_type).await.map_err(|e| fetch(format!("push manifest: {e}")))?;
         Ok(())

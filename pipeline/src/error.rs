@@ -111,7 +111,7 @@ impl Error {
                         | crate::stages::build::debian::DebError::NotInIndex { .. },
                     ..
                 })
-                | E::Base(B::DigestMismatch { .. } | B::NotAManifest { .. })
+                | E::Base(B::DigestMismatch { .. } | B::NotAManifest { .. } | B::Archive { .. })
                 | E::Base(B::Layout {
                     source: oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::Json { .. },
                     ..

@@ -116,19 +116,25 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
                 }
                 BaseSource::OciLayout => {
                     let pin = &b.platforms[&platform];
-                    let from = Layout::open(&root.join(pin.layout.as_deref().unwrap_or(""))).map_err(|e| LockError::Resolve {
-                        key: format!("base[{i}].platform.\"{platform}\".layout"),
-                        message: e.to_string(),
-                    })?;
-                    from.read_blob(&pin.digest).map_err(|e| LockError::Resolve {
-                        key: format!("base[{i}].platform.\"{platform}\".digest"),
-                        message: e.to_string(),
-                    })?;
-                    pin.digest.clone()
+                    let key = |k: &str| format!("base[{i}].platform.\"{platform}\".{k}");
+                    let from = Layout::open(&root.join(pin.layout.as_deref().unwrap_or("")))
+                        .map_err(|e| LockError::Resolve { key: key("layout"), message: e.to_string() })?;
+                    let bytes =
+                        from.read_blob(&pin.digest).map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?;
+                    // A pinned index is resolved to the platform's manifest: the lock pins those.
+                    match oci::image::parse(&bytes).map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })? {
+                        oci::image::Document::Index(_, index) => {
+                            oci::image::select_platform(&index, platform)
+                                .map_err(|e| LockError::Resolve { key: key("digest"), message: e.to_string() })?
+                                .digest
+                        }
+                        oci::image::Document::Manifest(..) => pin.digest.clone(),
+                    }
                 }
-                BaseSource::Registry => {
-                    // Re-verified: the manifest and every blob are fetched and hashed.
-                    base::materialize(b, platform, &fetch, &layout)?.digest
+                BaseSource::Registry | BaseSource::DockerArchive => {
+                    // Re-verified: the manifest and every blob are fetched and hashed; a
+                    // reference to an index gives the platform's manifest.
+                    base::resolve(b, platform, &fetch, &layout)?.digest
                 }
             };
             if after == before {

@@ -400,18 +400,10 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
             match b.source {
                 BaseSource::Debian => need(!pin.packages.is_empty(), "packages", problems),
                 BaseSource::OciLayout => need(pin.layout.is_some(), "layout", problems),
-                BaseSource::Registry => {
-                    need(pin.reference.is_some(), "reference", problems);
-                    if let Some(r) = &pin.reference {
-                        if r.digest != pin.digest {
-                            problems.push(problem(
-                                LOCK_FILE,
-                                pkey("reference"),
-                                format!("pins `{}` but `digest` is `{}`", r.digest, pin.digest),
-                            ));
-                        }
-                    }
-                }
+                // `reference` pins either this platform's manifest (its digest is `digest`) or
+                // an index / manifest list that lists it: which one is known only once fetched.
+                BaseSource::Registry => need(pin.reference.is_some(), "reference", problems),
+                BaseSource::DockerArchive => need(pin.path.is_some(), "path", problems),
             }
             for (j, p) in pin.packages.iter().enumerate() {
                 let pk = pkey(&format!("packages[{j}]"));
@@ -439,5 +431,6 @@ pub fn source_name(s: BaseSource) -> &'static str {
         BaseSource::Debian => "debian",
         BaseSource::OciLayout => "oci-layout",
         BaseSource::Registry => "registry",
+        BaseSource::DockerArchive => "docker-archive",
     }
 }

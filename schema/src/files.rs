@@ -291,6 +291,8 @@ pub enum BaseSource {
     OciLayout,
     /// An image in a registry, by digest.
     Registry,
+    /// A `docker save` tarball.
+    DockerArchive,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,6 +306,9 @@ pub struct BasePin {
     /// `source = "oci-layout"`: the layout directory, relative to the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<String>,
+    /// `source = "docker-archive"`: the `docker save` tarball, relative to the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// `source = "debian"`: every package, pinned by sha256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<DebPin>,

@@ -43,6 +43,23 @@ pub use error::{BuildError, BuildKitError};
 #[derive(Debug, Clone, Serialize)]
 pub struct Images {
     pub components: BTreeMap<String, ComponentImages>,
+    /// Every base used, per platform: its pin, the media type of its manifest and what the
+    /// release's (always OCI) images carry of each of its layers.
+    pub bases: Vec<BaseRecord>,
+}
+
+/// A base as `images.json` records it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseRecord {
+    pub name: String,
+    pub platform: Platform,
+    pub source: &'static str,
+    /// The pin: the digest of the manifest as stored.
+    pub digest: schema::model::Digest,
+    /// The media type of that manifest (Docker v2 schema 2 bases are kept as they are).
+    pub media_type: &'static str,
+    pub layers: Vec<base::BaseLayer>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -187,5 +204,16 @@ fn build_in_pool(
         })
         .map_err(BuildError::Index)?;
     reporter.event(Event::StageFinished { stage: Stage::Index });
-    Ok(Images { components })
+    let bases = bases
+        .iter()
+        .map(|b| BaseRecord {
+            name: b.name.clone(),
+            platform: b.platform,
+            source: schema::config::source_name(cfg.base(&b.name).expect("planned bases exist").source),
+            digest: b.digest.clone(),
+            media_type: b.media_type,
+            layers: b.layers.clone(),
+        })
+        .collect();
+    Ok(Images { components, bases })
 }

@@ -157,3 +157,25 @@ fn a_base_variable_the_recipe_does_not_list_is_refused_naming_the_line_and_the_r
     ]);
     assert!(!repo.releases().join("2.4.1-edge").exists());
 }
+
+#[test]
+fn build_bases_must_be_bases_of_the_lock_pinned_for_every_platform_of_the_component() {
+    let repo = Repo::new();
+    let lock = repo.read("base-images.lock");
+    repo.write("base-images.lock", &builder_base(&lock, &format!("sha256:{}", "0".repeat(64))));
+    repo.write("components/multistage/Dockerfile", DOCKERFILE);
+    let bundle = repo.read("release-trains/components.toml");
+    repo.write(
+        "release-trains/components.toml",
+        &format!(
+            "{bundle}\n[[component]]\nname = \"multistage\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/multistage\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\nbuild-bases = [\"builder\", \"nope\", \"busybox\"]\n"
+        ),
+    );
+    repo.commit_all("build bases that cannot be used", EPOCH);
+    let run = repo.xtask(&["release", "--channel", "edge", "--backend", "buildkit", "--builder", "unix:///nonexistent/docker.sock"]);
+    run.refused(&[
+        "`release-trains/components.toml`: `components[8].recipe.build-bases[0]`: build base `builder` is not pinned for `linux/arm64` in `base-images.lock`, a platform of `multistage`",
+        "`components[8].recipe.build-bases[1]`: `nope` is not a base of `base-images.lock`",
+        "`components[8].recipe.build-bases[2]`: `busybox` is the component's own base",
+    ]);
+}

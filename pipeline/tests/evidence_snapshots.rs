@@ -9,12 +9,15 @@ use std::path::PathBuf;
 
 use oci::layer::FileRecord;
 use oci::Descriptor;
+use pipeline::stages::build::backend::{Record, StageBase};
 use pipeline::stages::build::base::BasePackage;
-use pipeline::stages::build::{BuiltImage, Known, LockFile};
+use pipeline::stages::build::{dockerfile, BuiltImage, Known, LockFile};
+use pipeline::stages::evidence::drift;
 use pipeline::stages::evidence::provenance::{self, RunTimes};
 use pipeline::stages::evidence::sbom::generate;
 use pipeline::stages::evidence::sbom::locks::{Ecosystem, LockedPackage};
-use pipeline::stages::evidence::sbom::Bom;
+use pipeline::stages::evidence::sbom::{Bom, ComponentType};
+use pipeline::stages::evidence::scan::ScanResult;
 use pipeline::stages::plan::source::SourceFacts;
 use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
 use schema::model::{Channel, Digest, Platform};
@@ -154,4 +157,81 @@ fn provenance_refuses_an_image_the_plan_does_not_have() {
     let times = RunTimes { invocation_id: String::new(), started: String::new(), finished: String::new() };
     let err = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap_err();
     assert!(err.contains("has no image for linux/arm64"), "{err}");
+}
+
+fn buildkit_record(build_bases: &[&str]) -> Record {
+    Record {
+        endpoint: "unix:///run/docker.sock".to_owned(),
+        dockerfile: "Dockerfile".to_owned(),
+        exporter: "tar",
+        network: "none",
+        build_args: std::collections::BTreeMap::new(),
+        changed_paths: 1,
+        removed_paths: 0,
+        bases: std::iter::once(StageBase {
+            name: "debian-bookworm-slim".to_owned(),
+            digest: Digest::of(b"base"),
+            role: "component",
+            build_arg: "STELLAOPS_BASE".to_owned(),
+        })
+        .chain(build_bases.iter().map(|b| StageBase {
+            name: (*b).to_owned(),
+            digest: Digest::of(b.as_bytes()),
+            role: "build",
+            build_arg: dockerfile::build_base_arg(b),
+        }))
+        .collect(),
+    }
+}
+
+#[test]
+fn a_single_base_buildkit_record_does_not_list_bases() {
+    let json = serde_json::to_value(buildkit_record(&[])).unwrap();
+    assert!(json.get("bases").is_none(), "{json}");
+    let json = serde_json::to_value(buildkit_record(&["builder"])).unwrap();
+    assert_eq!(json["bases"][1]["name"], "builder");
+    assert_eq!(json["bases"][1]["role"], "build");
+    assert_eq!(json["bases"][1]["build_arg"], "STELLAOPS_BASE_BUILDER");
+}
+
+#[test]
+fn build_bases_are_build_inputs_of_the_sbom_and_resolved_dependencies_of_the_provenance() {
+    let mut f = fixture();
+    f.image.buildkit = Some(buildkit_record(&[]));
+    let single = generate::build_time(&f.plan, &f.plan.components[0], &f.image, &f.index);
+    f.image.buildkit = Some(buildkit_record(&["builder"]));
+    let bom = generate::build_time(&f.plan, &f.plan.components[0], &f.image, &f.index);
+    assert_eq!(bom.components.len(), single.components.len() + 1);
+    let b = bom.components.iter().find(|c| c.name == "builder").unwrap();
+    assert_eq!(b.kind, ComponentType::Container);
+    let prop = |n: &str| b.properties.iter().find(|p| p.name == n).map(|p| p.value.clone());
+    assert_eq!(prop(generate::EVIDENCE).as_deref(), Some("build-input"));
+    assert_eq!(prop("stellaops:base"), Some(Digest::of(b"builder").to_string()));
+    assert!(b.purl.as_deref().unwrap().starts_with("pkg:oci/builder@sha256%3A"), "{b:?}");
+    // Not a part of the image: outside its dependsOn; every ref resolves; JSON reads back.
+    let image_deps = bom.dependencies.iter().find(|d| d.reference == "image").unwrap();
+    assert!(!image_deps.depends_on.contains(&b.bom_ref));
+    assert!(bom.dangling_refs().is_empty());
+    assert_eq!(Bom::from_json(&bom.to_json()).unwrap(), bom);
+    // The drift gate does not compare it: the same report with and without it.
+    let scan = ScanResult {
+        os: None,
+        packages: Default::default(),
+        files: [("/usr/bin/authority".to_owned(), Digest::of(b"binary").hex().to_owned())].into(),
+        file_count: 1,
+    };
+    let with = drift::compare("authority", Platform::LinuxAmd64, &bom, &scan, &[]);
+    let without = drift::compare("authority", Platform::LinuxAmd64, &single, &scan, &[]);
+    assert_eq!(format!("{:?}", with.differences), format!("{:?}", without.differences));
+    assert_eq!(with.declared_packages, without.declared_packages);
+
+    let times = RunTimes { invocation_id: String::new(), started: String::new(), finished: String::new() };
+    let st = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap();
+    let deps = &st.predicate.build_definition.resolved_dependencies;
+    let names: Vec<Option<&str>> = deps.iter().map(|d| d.name.as_deref()).collect();
+    assert_eq!(names[..3], [Some("v2.4.1"), Some("base image"), Some("build base image")]);
+    assert_eq!(deps[2].uri, format!("oci://stellaops-base/builder@{}", Digest::of(b"builder")));
+    assert_eq!(deps[2].digest["sha256"], Digest::of(b"builder").hex());
+    assert_eq!(st.predicate.build_definition.build_type, provenance::BUILD_TYPE_BUILDKIT);
+    assert_eq!(st.predicate.build_definition.internal_parameters["buildkit"]["bases"][1]["name"], "builder");
 }

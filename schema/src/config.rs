@@ -282,6 +282,43 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                 problems.push(problem(BUNDLE_FILE, key(&format!("recipe.secret-build-args.{k}")), "is also a plain build argument"));
             }
         }
+        if !r.build_bases.is_empty() && r.dockerfile.is_none() {
+            problems.push(problem(BUNDLE_FILE, key("recipe.build-bases"), "build bases go with a `dockerfile`"));
+        }
+        let mut build_bases = BTreeSet::new();
+        for (j, name) in r.build_bases.iter().enumerate() {
+            let k = key(&format!("recipe.build-bases[{j}]"));
+            if !build_bases.insert(name.as_str()) {
+                problems.push(problem(BUNDLE_FILE, k.clone(), format!("`{name}` is listed twice")));
+            }
+            if name == &c.base {
+                problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: k.clone(),
+                    message: format!("`{name}` is the component's own base"),
+                    hint: Some("the Dockerfile reaches it as `${STELLAOPS_BASE}`: drop it from `build-bases`".to_owned()),
+                });
+            }
+            match lock.bases.iter().find(|b| &b.name == name) {
+                None => problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: k,
+                    message: format!("`{name}` is not a base of `{LOCK_FILE}`"),
+                    hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
+                }),
+                Some(b) => {
+                    for p in &c.platforms {
+                        if !b.platforms.contains_key(p) {
+                            problems.push(problem(
+                                BUNDLE_FILE,
+                                k.clone(),
+                                format!("build base `{name}` is not pinned for `{p}` in `{LOCK_FILE}`, a platform of `{}`", c.name),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {
             problems.push(problem(BUNDLE_FILE, key("recipe.build-args"), "build arguments go with a `dockerfile`"));
         }

@@ -241,6 +241,12 @@ pub struct Recipe {
     /// name; recorded as `<redacted>`.
     #[serde(default)]
     pub secret_build_args: Vec<String>,
+    /// Bases of `base-images.lock` the Dockerfile's build stages may stand on (besides the
+    /// component's own base, which the last stage must use): each is pushed to the base
+    /// mirror, pinned for the platform, and passed as `STELLAOPS_BASE_<NAME>` (upper case,
+    /// `-` and `.` as `_`). Recorded in the provenance; not part of the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_bases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -70,6 +70,8 @@ pub struct Job<'a> {
     pub component: &'a PlannedComponent,
     pub image: &'a PlannedImage,
     pub base: &'a BaseImage,
+    /// The recipe's `build-bases` for this platform, in the recipe's order (BuildKit only).
+    pub build_bases: Vec<&'a BaseImage>,
     /// Debian suite of the base, for package URLs.
     pub base_suite: Option<String>,
     /// Repository holding the component's source and the commit to read.
@@ -367,6 +369,34 @@ pub struct Record {
     /// Paths the component layer adds or changes, and whiteouts, relative to the base.
     pub changed_paths: usize,
     pub removed_paths: usize,
+    /// Every base a stage of the Dockerfile may stand on, by digest for the platform: the
+    /// component's own (`STELLAOPS_BASE`) first, then the recipe's `build-bases`. Left out
+    /// when there is no build base (the component's base is the image's `base`), so records
+    /// of single-base Dockerfiles keep their bytes.
+    #[serde(skip_serializing_if = "no_build_base")]
+    pub bases: Vec<StageBase>,
+}
+
+/// A base a Dockerfile stage stands on.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageBase {
+    pub name: String,
+    pub digest: Digest,
+    /// `component` (the image's base) or `build` (a build stage's only).
+    pub role: &'static str,
+    /// The build argument that names it (`STELLAOPS_BASE`, `STELLAOPS_BASE_<NAME>`).
+    pub build_arg: String,
+}
+
+fn no_build_base(bases: &[StageBase]) -> bool {
+    bases.iter().all(|b| b.role != "build")
+}
+
+impl Record {
+    /// The build-only bases (`recipe.build-bases`).
+    pub fn build_bases(&self) -> impl Iterator<Item = &StageBase> {
+        self.bases.iter().filter(|b| b.role == "build")
+    }
 }
 
 #[cfg(test)]

@@ -36,9 +36,9 @@ use bollard::query_parameters::{BuildImageOptions, BuilderVersion, ImageBuildOut
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use crate::stages::build::backend::{self as build, Backend, BuiltImage, Job, Record};
+use crate::stages::build::backend::{self as build, Backend, BuiltImage, Job, Record, StageBase};
 use crate::stages::build::daemonless::Daemonless;
-use crate::stages::build::dockerfile::{self, Origin, BASE_ARG};
+use crate::stages::build::dockerfile::{self, build_base_arg, Origin, BASE_ARG};
 use crate::stages::build::error::{BuildError, BuildKitError};
 use crate::stages::build::rootfs;
 use oci::layer::{LayerWriter, Modes};
@@ -347,6 +347,13 @@ impl<'r> BuildKit<'r> {
         if let Some(r) = base_ref {
             args.insert(BASE_ARG.to_owned(), r);
         }
+        // `recipe.build-bases`: each pinned for the platform, pushed in `prepare`.
+        for b in &job.build_bases {
+            let r = self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).get(&(b.name.clone(), platform)).cloned();
+            if let Some(r) = r {
+                args.insert(build_base_arg(&b.name), r);
+            }
+        }
         for (k, v) in [
             ("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string()),
             ("STELLAOPS_COMPONENT", c.name.clone()),
@@ -600,10 +607,15 @@ impl Backend for BuildKit<'_> {
                 file: shown.clone(),
                 message,
             })?;
-            match dockerfile::check(&shown, &text, j.image.platform, &j.base.name, &cfg.lock) {
+            match dockerfile::check(&shown, &text, j.image.platform, &j.base.name, &j.component.recipe.build_bases, &cfg.lock) {
                 Ok(stages) => {
                     if stages.iter().any(|s| s.from == Origin::ComponentBase) {
                         uses_base.insert((j.base.name.clone(), j.image.platform));
+                    }
+                    // Every listed build base is pushed and passed, used or not: the build
+                    // arguments (and the record) do not depend on how the Dockerfile is read.
+                    for b in &j.build_bases {
+                        uses_base.insert((b.name.clone(), b.platform));
                     }
                 }
                 Err(p) => {
@@ -626,15 +638,15 @@ impl Backend for BuildKit<'_> {
             self.pool.can_build(p)?;
         }
         // 3. Bases where BuildKit can pull them by digest.
-        for j in &docker_jobs {
-            let key = (j.base.name.clone(), j.image.platform);
+        for b in docker_jobs.iter().flat_map(|j| std::iter::once(j.base).chain(j.build_bases.iter().copied())) {
+            let key = (b.name.clone(), b.platform);
             if !uses_base.contains(&key) {
                 continue;
             }
             if self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&key) {
                 continue;
             }
-            let r = self.base_ref(cfg, &j.base.name, j.image.platform, layout, &j.base.digest)?;
+            let r = self.base_ref(cfg, &b.name, b.platform, layout, &b.digest)?;
             self.base_refs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, r);
         }
         Ok(())
@@ -743,6 +755,19 @@ impl Backend for BuildKit<'_> {
                     build_args: recorded,
                     changed_paths: diff.changed,
                     removed_paths: diff.removed,
+                    bases: std::iter::once(StageBase {
+                        name: job.base.name.clone(),
+                        digest: job.base.digest.clone(),
+                        role: "component",
+                        build_arg: BASE_ARG.to_owned(),
+                    })
+                    .chain(job.build_bases.iter().map(|b| StageBase {
+                        name: b.name.clone(),
+                        digest: b.digest.clone(),
+                        role: "build",
+                        build_arg: build_base_arg(&b.name),
+                    }))
+                    .collect(),
                 }),
             },
         )

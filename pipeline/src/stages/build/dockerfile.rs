@@ -10,6 +10,9 @@
 //! - an earlier stage (`FROM builder`, after `FROM ... AS builder`);
 //! - `${STELLAOPS_BASE}` (or `$STELLAOPS_BASE`): the pipeline passes the component's pinned
 //!   base for the platform being built, by digest, as this build argument;
+//! - `${STELLAOPS_BASE_<NAME>}` for a base the recipe lists in `build-bases` (NAME upper-cased,
+//!   `-` and `.` as `_`): that base, pinned for the platform, for build stages; like
+//!   `STELLAOPS_BASE` it must be declared by an `ARG` before the first `FROM`;
 //! - `host/name@sha256:<hex>` where the digest is pinned in the lock for this platform.
 //!
 //! Refused: a tag or a bare name, a digest the lock does not pin, a digest the lock pins for
@@ -30,6 +33,13 @@ use schema::model::{Digest, Platform};
 
 /// The build argument carrying the component's pinned base reference.
 pub const BASE_ARG: &str = "STELLAOPS_BASE";
+
+/// The build argument carrying the build base `name` (`recipe.build-bases`):
+/// `STELLAOPS_BASE_<NAME>`, upper case, `-` and `.` as `_`.
+pub fn build_base_arg(name: &str) -> String {
+    let suffix: String = name.chars().map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_uppercase() }).collect();
+    format!("{BASE_ARG}_{suffix}")
+}
 
 /// Instructions whose effect the image cannot carry, with what to write instead. The image
 /// config is the one the engine gives the Dockerfile (`USER`, `WORKDIR`, `ENV`, `EXPOSE`,
@@ -78,6 +88,8 @@ pub enum Origin {
     Stage(usize),
     /// `${STELLAOPS_BASE}`: the component's base.
     ComponentBase,
+    /// `${STELLAOPS_BASE_<NAME>}`: a base of `recipe.build-bases`, by name.
+    BuildBase(String),
     /// A literal reference whose digest the lock pins for this platform (base `base`).
     Pinned {
         base: String,
@@ -148,8 +160,15 @@ fn instructions(text: &str) -> (Vec<Instruction>, Vec<Directive>) {
 }
 
 /// Checks every `FROM` of `text` (the Dockerfile `file`) for `platform`; `base` is the
-/// component's base in the lock.
-pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &BaseLock) -> Result<Vec<Stage>, Vec<Problem>> {
+/// component's base in the lock, `build_bases` the recipe's `build-bases`.
+pub fn check(
+    file: &str,
+    text: &str,
+    platform: Platform,
+    base: &str,
+    build_bases: &[String],
+    lock: &BaseLock,
+) -> Result<Vec<Stage>, Vec<Problem>> {
     let mut problems = Vec::new();
     let problem =
         |line: usize, message: String, hint: Option<&str>| Problem { file: file.to_owned(), line, message, hint: hint.map(str::to_owned) };
@@ -164,15 +183,16 @@ pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &Base
         }
     }
     let mut stages: Vec<Stage> = Vec::new();
-    // `${STELLAOPS_BASE}` in a FROM expands only if an ARG before the first FROM declares it.
-    let mut base_declared = false;
+    // `${STELLAOPS_BASE}` (and `${STELLAOPS_BASE_<NAME>}`) in a FROM expands only if an ARG
+    // before the first FROM declares it.
+    let mut declared: Vec<String> = Vec::new();
     for (line, ins) in &instructions {
         let mut words = ins.split_whitespace();
         let Some(keyword) = words.next() else {
             continue;
         };
         if keyword.eq_ignore_ascii_case("ARG") && stages.is_empty() {
-            base_declared |= words.next().is_some_and(|a| a.split('=').next() == Some(BASE_ARG));
+            declared.extend(words.filter_map(|a| a.split('=').next()).map(str::to_owned));
             continue;
         }
         if let Some((k, why, hint)) = REFUSED.iter().find(|(k, _, _)| keyword.eq_ignore_ascii_case(k)) {
@@ -205,15 +225,34 @@ pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &Base
             Some(Origin::Stage(i))
         } else if image.contains('$') {
             let var = image.strip_prefix("${").and_then(|v| v.strip_suffix('}')).or_else(|| image.strip_prefix('$'));
-            if var == Some(BASE_ARG) && !base_declared {
+            let listed = var.and_then(|v| build_bases.iter().find(|b| build_base_arg(b) == v));
+            let pipeline_var = var == Some(BASE_ARG) || listed.is_some();
+            if pipeline_var && !declared.iter().any(|d| Some(d.as_str()) == var) {
+                let v = var.unwrap_or(BASE_ARG);
                 problems.push(problem(
                     *line,
-                    format!("`FROM {image}`: `{BASE_ARG}` is not declared before the first `FROM`, so it would expand to nothing"),
-                    Some(&format!("add `ARG {BASE_ARG}` as the first instruction")),
+                    format!("`FROM {image}`: `{v}` is not declared before the first `FROM`, so it would expand to nothing"),
+                    Some(&format!("add `ARG {v}` before the first `FROM`")),
                 ));
                 None
             } else if var == Some(BASE_ARG) {
                 Some(Origin::ComponentBase)
+            } else if let Some(b) = listed {
+                Some(Origin::BuildBase(b.clone()))
+            } else if let Some(v) = var.filter(|v| v.starts_with(&format!("{BASE_ARG}_"))) {
+                let known = lock.bases.iter().find(|b| build_base_arg(&b.name) == v);
+                let hint = match known {
+                    Some(b) => format!("add `\"{}\"` to the component's `recipe.build-bases` (base `{}` of `{LOCK_FILE}`)", b.name, b.name),
+                    None => format!(
+                        "no base of `{LOCK_FILE}` is called that: add one there (and run `cargo xtask lock`), then list it in `recipe.build-bases`"
+                    ),
+                };
+                problems.push(problem(
+                    *line,
+                    format!("`FROM {image}`: `{v}` names no base of the component's `recipe.build-bases`, so the pipeline does not set it"),
+                    Some(&hint),
+                ));
+                None
             } else {
                 problems.push(problem(
                     *line,
@@ -285,6 +324,7 @@ pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &Base
             let ok = match root {
                 Origin::ComponentBase => true,
                 Origin::Pinned { base: b, .. } => b == base,
+                Origin::BuildBase(_) => false,
                 _ => false,
             };
             if !ok {
@@ -292,7 +332,7 @@ pub fn check(file: &str, text: &str, platform: Platform, base: &str, lock: &Base
                     last.line,
                     format!("the last stage must stand on the component's base `{base}`"),
                     Some(&format!(
-                        "write `FROM ${{{BASE_ARG}}}` for the last stage; earlier stages may use other pinned bases or `scratch`"
+                        "write `FROM ${{{BASE_ARG}}}` for the last stage; earlier stages may use other pinned bases, `recipe.build-bases` or `scratch`"
                     )),
                 ));
             }
@@ -320,7 +360,70 @@ mod tests {
     }
 
     fn run(text: &str) -> Result<Vec<Stage>, Vec<Problem>> {
-        check("c/Dockerfile", text, Platform::LinuxAmd64, "busybox", &lock())
+        check("c/Dockerfile", text, Platform::LinuxAmd64, "busybox", &[], &lock())
+    }
+
+    /// The lock with a second base, `build-tools.v2`, pinned for both platforms.
+    fn lock2() -> BaseLock {
+        let mut l = lock();
+        let mut b = l.bases[0].clone();
+        b.name = "build-tools.v2".to_owned();
+        for (i, p) in b.platforms.values_mut().enumerate() {
+            p.digest = format!("sha256:{}", ["c", "d"][i].repeat(64)).parse().unwrap();
+        }
+        l.bases.push(b);
+        l
+    }
+
+    fn run2(text: &str, build_bases: &[&str]) -> Result<Vec<Stage>, Vec<Problem>> {
+        let listed: Vec<String> = build_bases.iter().map(|s| (*s).to_owned()).collect();
+        check("c/Dockerfile", text, Platform::LinuxAmd64, "busybox", &listed, &lock2())
+    }
+
+    #[test]
+    fn build_base_args_are_upper_case_with_underscores() {
+        assert_eq!(build_base_arg("build-tools.v2"), "STELLAOPS_BASE_BUILD_TOOLS_V2");
+        assert_eq!(build_base_arg("builder"), "STELLAOPS_BASE_BUILDER");
+    }
+
+    #[test]
+    fn a_listed_build_base_is_accepted_for_build_stages() {
+        let text =
+            "ARG STELLAOPS_BASE_BUILD_TOOLS_V2\nARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE_BUILD_TOOLS_V2} AS build\nRUN echo hi > /x\n\
+                    FROM $STELLAOPS_BASE_BUILD_TOOLS_V2 AS two\nFROM ${STELLAOPS_BASE}\nCOPY --from=build /x /x\n";
+        let stages = run2(text, &["build-tools.v2"]).unwrap();
+        assert_eq!(stages.len(), 3);
+        assert_eq!(stages[0].from, Origin::BuildBase("build-tools.v2".to_owned()));
+        assert_eq!(stages[1].from, Origin::BuildBase("build-tools.v2".to_owned()));
+        assert_eq!(stages[2].from, Origin::ComponentBase);
+    }
+
+    #[test]
+    fn an_unlisted_build_base_is_refused_naming_the_recipe_key() {
+        let text = "ARG STELLAOPS_BASE\nARG STELLAOPS_BASE_BUILD_TOOLS_V2\nARG STELLAOPS_BASE_OTHER\n\
+                    FROM ${STELLAOPS_BASE_BUILD_TOOLS_V2} AS a\nFROM ${STELLAOPS_BASE_OTHER} AS b\nFROM ${STELLAOPS_BASE}\n";
+        let p = run2(text, &[]).unwrap_err();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert_eq!((p[0].line, p[1].line), (4, 5));
+        assert!(p[0].message.contains("`STELLAOPS_BASE_BUILD_TOOLS_V2` names no base of the component's `recipe.build-bases`"), "{p:?}");
+        assert!(p[0].hint.as_deref().unwrap().contains("add `\"build-tools.v2\"` to the component's `recipe.build-bases`"), "{p:?}");
+        assert!(p[1].message.contains("`recipe.build-bases`"), "{p:?}");
+        assert!(p[1].hint.as_deref().unwrap().contains("no base of `base-images.lock` is called that"), "{p:?}");
+        // Listed, but not declared with ARG before the first FROM.
+        let p = run2("ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE_BUILD_TOOLS_V2} AS a\nFROM ${STELLAOPS_BASE}\n", &["build-tools.v2"])
+            .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].message.contains("`STELLAOPS_BASE_BUILD_TOOLS_V2` is not declared"), "{p:?}");
+        assert_eq!(p[0].hint.as_deref(), Some("add `ARG STELLAOPS_BASE_BUILD_TOOLS_V2` before the first `FROM`"));
+    }
+
+    #[test]
+    fn the_last_stage_may_not_stand_on_a_build_base() {
+        let text = "ARG STELLAOPS_BASE_BUILD_TOOLS_V2\nFROM ${STELLAOPS_BASE_BUILD_TOOLS_V2} AS b\nFROM b\n";
+        let p = run2(text, &["build-tools.v2"]).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].line, 3);
+        assert!(p[0].message.contains("the last stage must stand on the component's base `busybox`"), "{p:?}");
     }
 
     #[test]

@@ -102,8 +102,17 @@ fn build_in_pool(
     reporter: &dyn Reporter,
 ) -> Result<Images, BuildError> {
     // 1. Bases: each (base, platform) once, verified against its pin.
-    let mut wanted: Vec<(String, Platform)> =
-        plan.components.iter().flat_map(|c| c.images.iter().map(|i| (i.base.clone(), i.platform))).collect();
+    //    With the build bases of Dockerfile recipes (`recipe.build-bases`): BuildKit pulls
+    //    them from the mirror, pushed from here.
+    let mut wanted: Vec<(String, Platform)> = plan
+        .components
+        .iter()
+        .flat_map(|c| {
+            c.images.iter().flat_map(move |i| {
+                std::iter::once((i.base.clone(), i.platform)).chain(c.recipe.build_bases.iter().map(move |b| (b.clone(), i.platform)))
+            })
+        })
+        .collect();
     wanted.sort();
     wanted.dedup();
     reporter.event(Event::StageStarted { stage: Stage::Bases, jobs: wanted.len() });
@@ -145,6 +154,7 @@ fn build_in_pool(
                 component: c,
                 image,
                 base: base_of(&image.base, image.platform),
+                build_bases: c.recipe.build_bases.iter().map(|b| base_of(b, image.platform)).collect(),
                 base_suite: cfg.base(&image.base).and_then(|b| b.suite.clone()),
                 repo,
                 commit,

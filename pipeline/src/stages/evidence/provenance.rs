@@ -2,8 +2,9 @@
 //!
 //! Small serde types rather than the in-toto crate, which is stale (Statement v0.1, SLSA
 //! v0.1/v0.2 only; shared/CRATES.md). The statement's subjects are the image manifest and its
-//! component's index; resolvedDependencies name the git commit, the base, each base package,
-//! every lock file and the toolchain. Run times are the only wall-clock values of a release,
+//! component's index; resolvedDependencies name the git commit, the base, the build bases of
+//! a multi-stage Dockerfile (`recipe.build-bases`), each base package, every lock file and the
+//! toolchain. Run times are the only wall-clock values of a release,
 //! read once by the caller ([`RunTimes`]).
 
 use std::collections::BTreeMap;
@@ -115,6 +116,15 @@ pub fn statement(
         digest: sha(image.base.hex()),
         name: Some("base image".to_owned()),
     });
+    // Bases only a build stage stood on (`recipe.build-bases`): inputs of the build, not
+    // layers of the image.
+    for b in image.buildkit.iter().flat_map(|bk| bk.build_bases()) {
+        deps.push(ResourceDescriptor {
+            uri: format!("oci://stellaops-base/{}@{}", b.name, b.digest),
+            digest: sha(b.digest.hex()),
+            name: Some("build base image".to_owned()),
+        });
+    }
     let distro = known.base_suite.as_deref().and_then(crate::stages::evidence::sbom::generate::debian_distro);
     // A package without a known .deb digest is not a resolved dependency: it is left out.
     for (p, deb_sha256) in known.base_packages.iter().filter_map(|p| p.deb_sha256.as_deref().map(|d| (p, d))) {

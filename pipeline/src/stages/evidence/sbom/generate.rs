@@ -4,7 +4,10 @@
 //! - the packages of the component's lock files: those a recipe layer carries into the image
 //!   (`stellaops:evidence = image`, checked against the scan) and those only the build read
 //!   (`build-input`: compiled in or used to build, which a file-system scan cannot see);
-//! - every regular file the build's own layers added, with its sha256.
+//! - every regular file the build's own layers added, with its sha256;
+//! - the build bases of a multi-stage Dockerfile (`recipe.build-bases`): `container`
+//!   components with `stellaops:evidence = build-input` (a build stage stood on them; none of
+//!   their layers is in the image), outside the image's `dependsOn`.
 
 use std::collections::BTreeMap;
 
@@ -129,6 +132,27 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
         deps.entry(r).or_default();
     }
     deps.insert(image_ref.clone(), components.iter().map(|c| c.bom_ref.clone()).collect());
+
+    // 4. Build bases: what a build stage stood on, not a part of the image.
+    for b in image.buildkit.iter().flat_map(|bk| bk.build_bases()) {
+        let purl = image_purl(&format!("stellaops-base/{}", b.name), &b.digest, Some(arch));
+        components.push(Component {
+            kind: ComponentType::Container,
+            bom_ref: purl.clone(),
+            name: b.name.clone(),
+            version: String::new(),
+            description: Some("build base: a Dockerfile build stage stood on it; no layer of it is in the image".to_owned()),
+            hashes: vec![Hash::sha256(b.digest.hex())],
+            licenses: Vec::new(),
+            purl: Some(purl.clone()),
+            properties: vec![
+                prop(EVIDENCE, "build-input"),
+                prop("stellaops:base", b.digest.as_str()),
+                prop("stellaops:build-arg", b.build_arg.as_str()),
+            ],
+        });
+        deps.entry(purl).or_default();
+    }
 
     Bom::sealed(
         Metadata {

@@ -82,6 +82,7 @@ impl Error {
         match self {
             Error::At { source, .. } => source.hint(),
             Error::Plan(p) => p.hint(),
+            Error::Source(s) => s.hint(),
             Error::KeyRequired { channel } => Some(format!(
                 "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
                  `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"

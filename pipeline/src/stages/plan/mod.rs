@@ -121,7 +121,8 @@ impl PlanError {
     pub fn hint(&self) -> Option<String> {
         match self {
             PlanError::Skew(_) => Some("align the versions in `release-trains/components.toml`".to_owned()),
-            PlanError::Config(_) | PlanError::Source(_) => None,
+            PlanError::Source(s) => s.hint(),
+            PlanError::Config(_) => None,
         }
     }
 }
@@ -291,17 +292,24 @@ mod tests {
     #[test]
     fn refusals_of_the_source_and_the_configuration_are_rejected() {
         let refusals = [
-            SourceError::NotARepo { path: "/tmp/x".into(), source: git_error() },
-            SourceError::Dirty(vec!["README.md".into()]),
-            SourceError::LockFilesChanged { tag: "v2.4.1".into(), changes: vec!["Cargo.lock".into()] },
-            SourceError::TagRequired { channel: "stable".into(), tag: "v2.4.1".into(), commit: "0123456789ab".into() },
-            SourceError::Unsupported { path: "sub".into(), commit: "0123456789ab".into(), kind: "submodule" },
+            (SourceError::NotARepo { path: "/tmp/x".into(), source: git_error() }, Some("pass `--source DIR`")),
+            (SourceError::Dirty(vec!["README.md".into()]), Some("commit or stash them")),
+            (SourceError::LockFilesChanged { tag: "v2.4.1".into(), changes: vec!["Cargo.lock".into()] }, Some("restore them from the tag")),
+            (
+                SourceError::TagRequired { channel: "stable".into(), tag: "v2.4.1".into(), commit: "0123456789ab".into() },
+                Some("`git tag v2.4.1 0123456789ab`"),
+            ),
+            (SourceError::Unsupported { path: "sub".into(), commit: "0123456789ab".into(), kind: "submodule" }, None),
         ];
-        for r in refusals {
+        for (r, hint) in refusals {
             let e = PlanError::from(r);
             assert_eq!(e.exit_code(), exit::REJECTED, "{e}");
-            // Source errors carry their hint in their message, not in `hint()`.
-            assert_eq!(e.hint(), None, "{e}");
+            // Hints are data, drawn by the CLI: never inside the message.
+            assert!(!e.to_string().contains("hint:"), "{e}");
+            match hint {
+                Some(h) => assert!(e.hint().is_some_and(|got| got.contains(h)), "{e}: {:?}", e.hint()),
+                None => assert_eq!(e.hint(), None, "{e}"),
+            }
         }
         let e = PlanError::from(config::ConfigError(vec![Problem {
             file: BUNDLE_FILE.into(),

@@ -28,11 +28,11 @@ pub enum SourceError {
         #[source]
         source: git2::Error,
     },
-    #[error("the work tree has uncommitted changes; a release is built from a clean tree:\n{}\n  hint: commit or stash them (`git status`)", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("the work tree has uncommitted changes; a release is built from a clean tree:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Dirty(Vec<String>),
-    #[error("lock files differ from tag `{tag}` (spec §2.1: lock files are frozen at the tag):\n{}\n  hint: tag the commit that changed them as a new version, or restore them from the tag", .changes.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("lock files differ from tag `{tag}` (spec §2.1: lock files are frozen at the tag):\n{}", .changes.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     LockFilesChanged { tag: String, changes: Vec<String> },
-    #[error("channel `{channel}` releases need tag `{tag}` on the released commit `{commit}`\n  hint: `git tag {tag} {commit}`, or release on `edge`")]
+    #[error("channel `{channel}` releases need tag `{tag}` on the released commit `{commit}`")]
     TagRequired { channel: String, tag: String, commit: String },
     #[error("`{path}` in commit `{commit}` is a {kind}; only files, directories and symlinks can be built")]
     Unsupported { path: String, commit: String, kind: &'static str },
@@ -42,6 +42,21 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl SourceError {
+    /// What the user can do about it (drawn by the CLI as a `hint:` line).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SourceError::Dirty(_) => Some("commit or stash them (`git status`)".to_owned()),
+            SourceError::LockFilesChanged { .. } => {
+                Some("tag the commit that changed them as a new version, or restore them from the tag".to_owned())
+            }
+            SourceError::TagRequired { tag, commit, .. } => Some(format!("`git tag {tag} {commit}`, or release on `edge`")),
+            SourceError::NotARepo { .. } => Some("run it inside the repository, or pass `--source DIR`".to_owned()),
+            SourceError::Git { .. } | SourceError::Unsupported { .. } | SourceError::Io { .. } => None,
+        }
+    }
 }
 
 fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {

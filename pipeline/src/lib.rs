@@ -18,7 +18,7 @@
 //! - this crate: [`stages`] in release order, the orchestrator [`release`], and the commands
 //!   around it: [`repro`] (build twice, compare), [`lock`] (refresh pins), [`channels`]
 //!   (promote, history, rollback), [`templates`] (chart and compose by digest), `oci::cmd` (the one
-//!   way to run a subprocess), and [`bench`] (layer, SBOM and kit timings against the
+//!   way to run a subprocess), and [`bench`](mod@bench) (layer, SBOM and kit timings against the
 //!   machine's own tools);
 //! - `xtask`: flags and progress drawing only.
 //!

@@ -1,6 +1,6 @@
 //! What customers and operators run without the build side: check a release directory
 //! ([`release`]), a published release in a registry ([`published`]) or an offline kit, and
-//! import a kit fail-closed ([`kit`]); check a channel pointer as a client ([`pointer`]); the
+//! import a kit fail-closed ([`kit`]); check a channel pointer as a client ([`pointer`](mod@pointer)); the
 //! upgrade preflight of appendix B ([`preflight`]). With them, the trust primitives the
 //! engine signs with: keys ([`keys`]), DSSE envelopes and cosign image signatures ([`sign`]),
 //! release.yaml's rendering, checksum and signatures ([`manifest`]).

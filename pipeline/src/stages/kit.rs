@@ -24,7 +24,7 @@ use verifier::sign::{self, Envelope};
 pub struct KitRequest<'a> {
     /// The release directory (`target/releases/<version>-<channel>`).
     pub release: &'a Path,
-    /// What the channel's kit holds (release-trains/<channel>.toml `[kit]`).
+    /// What the channel's kit holds (`release-trains/<channel>.toml` `[kit]`).
     pub contents: &'a KitContents,
     pub key: &'a SigningKey,
     /// A delta kit against this previous release (its release.yaml or directory) or kit.
@@ -35,7 +35,7 @@ pub struct KitRequest<'a> {
     pub threads: u32,
 }
 
-/// What [`write`] made.
+/// What [`write`](fn@write) made.
 #[derive(Debug, Clone, Serialize)]
 pub struct KitSummary {
     pub path: PathBuf,

@@ -61,7 +61,7 @@ pub struct Manifest {
     pub doc: ReleaseYaml,
 }
 
-/// The document itself, from typed inputs (pure; [`write`] adds the files and signatures).
+/// The document itself, from typed inputs (pure; [`write`](fn@write) adds the files and signatures).
 pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Deployables) -> Result<ReleaseYaml, ManifestError> {
     let rekor_of = |digest: &Digest| match &signed.rekor {
         None => "none".to_owned(),

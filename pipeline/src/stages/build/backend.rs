@@ -1,5 +1,5 @@
 //! What every build backend shares: the [`Backend`] trait, a [`Job`] (one component x
-//! platform), what a job made ([`BuiltImage`]), the lock files it found, and [`assemble`], the
+//! platform), what a job made ([`BuiltImage`]), the lock files it found, and `assemble`, the
 //! config and manifest every backend ends with (so images differ only in their layers).
 
 use std::collections::BTreeMap;

@@ -51,7 +51,7 @@ pub struct Plan {
     pub output: PathBuf,
     #[serde(skip)]
     pub root: PathBuf,
-    /// What the channel's offline kit holds (`[kit]` of release-trains/<channel>.toml).
+    /// What the channel's offline kit holds (`[kit]` of `release-trains/<channel>.toml`).
     #[serde(skip)]
     pub kit: KitContents,
     /// The differences between build-time SBOM and scan the channel accepts (`[[drift.accept]]`).

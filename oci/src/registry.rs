@@ -174,8 +174,9 @@ pub fn resolve(registry: &str, repository: &str, reference: &str) -> Result<(Dig
     })?;
     let actual = Digest::of(&bytes.0);
     if sep == '@' {
-        let expected: Digest =
-            reference.parse().map_err(|e: schema::model::ParseError| RegistryError::Fetch { reference: name.clone(), message: e.to_string() })?;
+        let expected: Digest = reference
+            .parse()
+            .map_err(|e: schema::model::ParseError| RegistryError::Fetch { reference: name.clone(), message: e.to_string() })?;
         if actual != expected {
             return Err(RegistryError::DigestMismatch { reference: name, expected, actual });
         }

@@ -235,7 +235,10 @@ fn relative(root: &Path, path: &str) -> Result<String, LockError> {
     let canon = |q: &Path| q.canonicalize().map_err(|e| LockError::Add(format!("`{}`: {e}", q.display())));
     let (abs, root) = (canon(&abs)?, canon(root)?);
     abs.strip_prefix(&root).map(|r| r.to_string_lossy().into_owned()).map_err(|_| {
-        LockError::Add(format!("`{path}` is outside the repository `{}`: the lock names bases by repository-relative paths", root.display()))
+        LockError::Add(format!(
+            "`{path}` is outside the repository `{}`: the lock names bases by repository-relative paths",
+            root.display()
+        ))
     })
 }
 
@@ -270,9 +273,9 @@ pub fn add(root: &Path, name: &str, from: &BaseFrom, platforms: &[Platform], cac
             oci::image::Document::Index(_, index) => platforms
                 .iter()
                 .map(|p| {
-                    oci::image::select_platform(&index, *p)
-                        .map(|d| (*p, d.digest))
-                        .map_err(|e| LockError::Add(format!("{what} (`{top}`) has no image for {p}: {e}; choose platforms with `--platform`")))
+                    oci::image::select_platform(&index, *p).map(|d| (*p, d.digest)).map_err(|e| {
+                        LockError::Add(format!("{what} (`{top}`) has no image for {p}: {e}; choose platforms with `--platform`"))
+                    })
                 })
                 .collect(),
         }
@@ -302,10 +305,7 @@ pub fn add(root: &Path, name: &str, from: &BaseFrom, platforms: &[Platform], cac
                 None => match index.manifests.as_slice() {
                     [one] => one.digest.clone(),
                     many => {
-                        let names: Vec<String> = many
-                            .iter()
-                            .filter_map(|m| m.annotations.get(oci::ANNOTATION_REF_NAME).cloned())
-                            .collect();
+                        let names: Vec<String> = many.iter().filter_map(|m| m.annotations.get(oci::ANNOTATION_REF_NAME).cloned()).collect();
                         return Err(LockError::Add(format!(
                             "{what}: the layout holds {} manifests; name one: `oci:{dir}:REF` ({})",
                             many.len(),
@@ -315,10 +315,8 @@ pub fn add(root: &Path, name: &str, from: &BaseFrom, platforms: &[Platform], cac
                 },
             };
             let bytes = layout.read_blob(&top).map_err(|e| LockError::Add(format!("{what}: {e}")))?;
-            let pins = per_platform(&what, &top, &bytes)?
-                .into_iter()
-                .map(|(p, d)| (p, BasePin { layout: Some(rel.clone()), ..pin(d) }))
-                .collect();
+            let pins =
+                per_platform(&what, &top, &bytes)?.into_iter().map(|(p, d)| (p, BasePin { layout: Some(rel.clone()), ..pin(d) })).collect();
             (BaseSource::OciLayout, None, pins)
         }
         BaseFrom::Archive { path: file } => {
@@ -327,15 +325,8 @@ pub fn add(root: &Path, name: &str, from: &BaseFrom, platforms: &[Platform], cac
             (BaseSource::DockerArchive, None, pins)
         }
     };
-    let mut base = Base {
-        name: name.to_owned(),
-        source,
-        suite: None,
-        epoch: None,
-        symlinks: BTreeMap::new(),
-        directories: vec![],
-        platforms: pins,
-    };
+    let mut base =
+        Base { name: name.to_owned(), source, suite: None, epoch: None, symlinks: BTreeMap::new(), directories: vec![], platforms: pins };
     // Verified as a build would: every blob fetched and hashed, the config's platform checked.
     let scratch = tempfile::tempdir().map_err(|source| LockError::Io { path: std::env::temp_dir(), source })?;
     let layout =

@@ -25,7 +25,12 @@ fn lock_add_pins_a_tagged_registry_base_by_digest_per_platform() {
     let images = release.join("images");
     let ns = format!("{registry}/lock-add-{}", std::process::id());
     let copy = |from: String, to: &str| {
-        run_ok(Command::new(&skopeo).args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"]).arg(from).arg(format!("docker://{to}")));
+        run_ok(
+            Command::new(&skopeo)
+                .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
+                .arg(from)
+                .arg(format!("docker://{to}")),
+        );
         let raw = Command::new(&skopeo).args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{to}")).output().unwrap();
         assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
         raw.stdout
@@ -73,10 +78,8 @@ fn lock_add_pins_a_tagged_registry_base_by_digest_per_platform() {
     // Refused, the lock untouched: a name already locked; a platform the index lacks; a digest
     // the registry does not have.
     let locked = repo.read("base-images.lock");
-    repo.xtask(&["lock", "add", "other", "--from", &format!("docker://{ns}/base:v1")]).refused(&[
-        "base `other` is already",
-        "cargo xtask lock",
-    ]);
+    repo.xtask(&["lock", "add", "other", "--from", &format!("docker://{ns}/base:v1")])
+        .refused(&["base `other` is already", "cargo xtask lock"]);
     let only = repo.path().join("target/amd-only");
     extract_base(&images, &amd, &only, "amd64");
     let layout = Layout::open(&only).unwrap();

@@ -576,8 +576,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Lock { action: Some(LockCommand::Add { name, from, platforms, source, json }), .. } => {
             let root = root_of(source)?;
             let cache = release::default_cache(&root);
-            let platforms =
-                if platforms.is_empty() { schema::model::Platform::ALL.to_vec() } else { platforms };
+            let platforms = if platforms.is_empty() { schema::model::Platform::ALL.to_vec() } else { platforms };
             let report = pipeline::lock::add(&root, &name, &from, &platforms, &cache).map_err(pipeline::Error::from)?;
             if json {
                 print_json(&report);

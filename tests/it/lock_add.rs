@@ -102,4 +102,24 @@ fn lock_add_pins_a_tagged_registry_base_by_digest_per_platform() {
     let missing = format!("sha256:{}", "e".repeat(64));
     repo.xtask(&["lock", "add", "gone", "--from", &format!("docker://{ns}/base@{missing}")]).refused(&["does not resolve", &missing]);
     assert_eq!(repo.read("base-images.lock"), with_amd);
+
+    // A local OCI layout inside the repository (`oci:DIR:REF`), stored by its relative path.
+    let run = repo.xtask(&["lock", "add", "lay", "--from", &format!("oci:{}:only", only.display()), "--platform", "linux/amd64", "--json"]);
+    run.ok();
+    assert_eq!(run.json()["source"], "oci-layout");
+    assert_eq!(run.json()["pins"][0]["digest"], amd.as_str());
+    let with_lay = repo.read("base-images.lock");
+    assert!(with_lay.starts_with(&with_amd) && with_lay[with_amd.len()..].contains("layout = \"target/amd-only\""), "{with_lay}");
+    // Not an image: the release's signature artifact.
+    let sig = Layout::open(&images)
+        .unwrap()
+        .index()
+        .unwrap()
+        .manifests
+        .iter()
+        .find_map(|d| d.annotations.get(ANNOTATION_REF_NAME).filter(|n| n.ends_with(".sig")).cloned())
+        .unwrap();
+    repo.xtask(&["lock", "add", "sig", "--from", &format!("oci:{}:{sig}", images.display()), "--platform", "linux/amd64"])
+        .refused(&["base `sig`", "cannot carry"]);
+    assert_eq!(repo.read("base-images.lock"), with_lay);
 }

@@ -152,3 +152,34 @@ pub fn push_manifest(layout: &Layout, digest: &Digest, repository: &str) -> Resu
         Ok(())
     })
 }
+
+/// Resolves `host/repository` at `reference` (a tag or a digest) to the digest of the
+/// manifest or index the registry serves, with its bytes as sent. A digest reference is
+/// checked against the bytes. Used once, by `cargo xtask lock add`; the tag is not kept.
+pub fn resolve(registry: &str, repository: &str, reference: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
+    let sep = if reference.starts_with("sha256:") { '@' } else { ':' };
+    let name = format!("{registry}/{repository}{sep}{reference}");
+    let rt = runtime(&name)?;
+    let c = client(registry);
+    let accept = [oci::MEDIA_MANIFEST, oci::MEDIA_DOCKER_MANIFEST, oci::MEDIA_INDEX, oci::MEDIA_DOCKER_LIST];
+    let r = if sep == '@' {
+        Reference::with_digest(registry.to_owned(), repository.to_owned(), reference.to_owned())
+    } else {
+        Reference::with_tag(registry.to_owned(), repository.to_owned(), reference.to_owned())
+    };
+    let bytes = rt.block_on(async {
+        c.pull_manifest_raw(&r, &RegistryAuth::Anonymous, &accept)
+            .await
+            .map_err(|e| RegistryError::Fetch { reference: name.clone(), message: e.to_string() })
+    })?;
+    let actual = Digest::of(&bytes.0);
+    if sep == '@' {
+        let expected: Digest = reference
+            .parse()
+            .map_err(|e: schema::model::ParseError| RegistryError::Fetch { reference: name.clone(), message: e.to_string() })?;
+        if actual != expected {
+            return Err(RegistryError::DigestMismatch { reference: name, expected, actual });
+        }
+    }
+    Ok((actual, bytes.0.to_vec()))
+}

@@ -13,14 +13,14 @@ use schema::model::Digest;
 use crate::support::{run_ok, tool, Repo, EPOCH};
 
 /// The base digests (amd64, arm64) that a release of `repo` used for `component`.
-fn bases_of(release: &Path, component: &str) -> Vec<String> {
+pub(crate) fn bases_of(release: &Path, component: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&fs::read(release.join("images.json")).unwrap()).unwrap();
     v["components"][component]["images"].as_array().unwrap().iter().map(|i| i["base"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Copies the base image `digest` (manifest, config, layers) from a release layout into a new
 /// layout at `dest`, named `name`.
-fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
+pub(crate) fn extract_base(from: &Path, digest: &str, dest: &Path, name: &str) {
     let src = Layout::open(from).unwrap();
     let dst = Layout::create(dest).unwrap();
     let d: Digest = digest.parse().unwrap();
@@ -157,7 +157,7 @@ fn a_component_from_a_git_repository_at_a_pinned_commit() {
 }
 
 /// Points `component` at the base `base` in the scratch repository's bundle.
-fn point(repo: &Repo, component: &str, base: &str) {
+pub(crate) fn point(repo: &Repo, component: &str, base: &str) {
     let text = repo.read("release-trains/components.toml");
     let at = text.find(&format!("name = \"{component}\"")).unwrap();
     let rel = text[at..].find("base = \"busybox\"").unwrap();

@@ -12,6 +12,7 @@ mod docker;
 mod evidence;
 mod faults;
 mod kit;
+mod lock_add;
 mod multistage;
 mod oci_tools;
 mod ops;

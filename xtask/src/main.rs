@@ -116,8 +116,12 @@ enum Command {
         json: bool,
     },
     /// Refresh base-images.lock: resolve each pinned package in the mirror, fetch it, assemble
-    /// the base and pin its digest. Review the diff before committing it.
+    /// the base and pin its digest. Review the diff before committing it. `lock add` adds a
+    /// base from a registry, an OCI layout or a `docker save` archive.
+    #[command(args_conflicts_with_subcommands = true)]
     Lock {
+        #[command(subcommand)]
+        action: Option<LockCommand>,
         /// Repository root (default: the current directory's repository).
         #[arg(long, value_name = "DIR")]
         source: Option<PathBuf>,
@@ -182,6 +186,36 @@ enum AttestCommand {
         dir: PathBuf,
         #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
         rekor_url: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LockCommand {
+    /// Append a new `[[base]]` to base-images.lock, pinned by digest per platform. The tag of
+    /// `--from` is resolved once, now, to the digest of the index or manifest it names; only
+    /// that digest is written (`HOST/REPO@sha256:...`), never the tag. Every pin is pulled and
+    /// verified (each blob hashed, the config's platform checked) before the file is written
+    /// (a temporary file, then renamed); the rest of the file is kept byte for byte. Refused:
+    /// a NAME already in the lock (remove it, or run `cargo xtask lock` to refresh it), a
+    /// reference that does not resolve, a platform the index lacks, something not an image.
+    Add {
+        /// Name of the new base (what `base = "..."` in components.toml refers to).
+        name: String,
+        /// `docker://HOST/REPO:TAG` or `docker://HOST/REPO@sha256:...` (a registry, read
+        /// anonymously; loopback hosts over plain HTTP), `oci:DIR[:REF]` (a local OCI layout
+        /// inside the repository; REF a ref name or digest, optional when the layout holds one
+        /// manifest), or `docker-archive:FILE` (a `docker save` tarball inside the repository).
+        #[arg(long, value_name = "SOURCE")]
+        from: pipeline::lock::BaseFrom,
+        /// Platform to pin (repeatable; default: linux/amd64 and linux/arm64).
+        #[arg(long = "platform", value_name = "OS/ARCH")]
+        platforms: Vec<schema::model::Platform>,
+        /// Repository root (default: the current directory's repository).
+        #[arg(long, value_name = "DIR")]
+        source: Option<PathBuf>,
+        /// Print the pins as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -539,7 +573,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             result.map(|_| ()).map_err(Failure::from)
         }
-        Command::Lock { source, apt_mirror, json } => {
+        Command::Lock { action: Some(LockCommand::Add { name, from, platforms, source, json }), .. } => {
+            let root = root_of(source)?;
+            let cache = release::default_cache(&root);
+            let platforms = if platforms.is_empty() { schema::model::Platform::ALL.to_vec() } else { platforms };
+            let report = pipeline::lock::add(&root, &name, &from, &platforms, &cache).map_err(pipeline::Error::from)?;
+            if json {
+                print_json(&report);
+            } else {
+                let mut s = format!("{}: added base `{}`", report.file.display(), report.base);
+                if let Some(r) = &report.reference {
+                    s += &format!(" from {r}");
+                }
+                for p in &report.pins {
+                    s += &format!("\n  {} {}", p.platform, p.digest);
+                }
+                progress::out(&s);
+            }
+            Ok(())
+        }
+        Command::Lock { action: None, source, apt_mirror, json } => {
             let root = root_of(source)?;
             let cache = release::default_cache(&root);
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);

@@ -412,7 +412,13 @@ impl<'r> BuildKit<'r> {
         if let (Ok(_), Err(e)) = (&inspected, &removed) {
             self.note(format!("builder `{endpoint}`: could not remove the temporary image `{tag}`: {e}"));
         }
-        Ok(run_config(inspected?.config.unwrap_or_default()))
+        // An image without a config would sign an image that runs as nobody asked: refuse it.
+        let config = inspected?.config.ok_or_else(|| Attempt::Build {
+            step: None,
+            message: format!("the engine's image `{tag}` has no config to read the Dockerfile's settings from"),
+            log: Vec::new(),
+        })?;
+        Ok(run_config(config))
     }
 
     /// Sends one build and follows its status stream to the end.

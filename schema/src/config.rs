@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::files::{Base, BaseLock, BaseSource, Bundle, Train};
-use crate::model::{Channel, ReleaseVersion, Version};
+use crate::model::{Channel, Platform, ReleaseVersion, Version};
 
 pub const TRAINS_DIR: &str = "release-trains";
 pub const BUNDLE_FILE: &str = "release-trains/components.toml";
@@ -76,6 +76,23 @@ impl Config {
     pub fn train(&self, channel: Channel) -> &Train {
         // `load` refuses a configuration without all three trains.
         &self.trains[&channel]
+    }
+}
+
+/// The platforms of `platforms` the lock's base `name` has no pin for; `None` when the lock
+/// has no base of that name.
+fn unpinned<'a>(lock: &BaseLock, name: &str, platforms: &'a [Platform]) -> Option<Vec<&'a Platform>> {
+    let base = lock.bases.iter().find(|b| b.name == name)?;
+    Some(platforms.iter().filter(|p| !base.platforms.contains_key(p)).collect())
+}
+
+/// `key` names `name`, which `base-images.lock` does not hold.
+fn not_a_base(key: String, name: &str) -> Problem {
+    Problem {
+        file: BUNDLE_FILE.to_owned(),
+        key,
+        message: format!("`{name}` is not a base of `{LOCK_FILE}`"),
+        hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
     }
 }
 
@@ -203,24 +220,13 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
         if c.platforms.iter().collect::<BTreeSet<_>>().len() != c.platforms.len() {
             problems.push(problem(BUNDLE_FILE, key("platforms"), "lists a platform twice"));
         }
-        match lock.bases.iter().find(|b| b.name == c.base) {
-            None => problems.push(Problem {
-                file: BUNDLE_FILE.to_owned(),
-                key: key("base"),
-                message: format!("`{}` is not a base of `{LOCK_FILE}`", c.base),
-                hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
-            }),
-            Some(b) => {
-                for p in &c.platforms {
-                    if !b.platforms.contains_key(p) {
-                        problems.push(problem(
-                            BUNDLE_FILE,
-                            key("platforms"),
-                            format!("`{p}` is not pinned for base `{}` in `{LOCK_FILE}`", c.base),
-                        ));
-                    }
-                }
-            }
+        match unpinned(&lock, &c.base, &c.platforms) {
+            None => problems.push(not_a_base(key("base"), &c.base)),
+            Some(missing) => problems.extend(
+                missing
+                    .into_iter()
+                    .map(|p| problem(BUNDLE_FILE, key("platforms"), format!("`{p}` is not pinned for base `{}` in `{LOCK_FILE}`", c.base))),
+            ),
         }
         let s = &c.source;
         match (&s.path, &s.git) {
@@ -299,24 +305,15 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                     hint: Some("the Dockerfile reaches it as `${STELLAOPS_BASE}`: drop it from `build-bases`".to_owned()),
                 });
             }
-            match lock.bases.iter().find(|b| &b.name == name) {
-                None => problems.push(Problem {
-                    file: BUNDLE_FILE.to_owned(),
-                    key: k,
-                    message: format!("`{name}` is not a base of `{LOCK_FILE}`"),
-                    hint: Some(format!("add it to `{LOCK_FILE}` and run `cargo xtask lock`")),
-                }),
-                Some(b) => {
-                    for p in &c.platforms {
-                        if !b.platforms.contains_key(p) {
-                            problems.push(problem(
-                                BUNDLE_FILE,
-                                k.clone(),
-                                format!("build base `{name}` is not pinned for `{p}` in `{LOCK_FILE}`, a platform of `{}`", c.name),
-                            ));
-                        }
-                    }
-                }
+            match unpinned(&lock, name, &c.platforms) {
+                None => problems.push(not_a_base(k, name)),
+                Some(missing) => problems.extend(missing.into_iter().map(|p| {
+                    problem(
+                        BUNDLE_FILE,
+                        k.clone(),
+                        format!("build base `{name}` is not pinned for `{p}` in `{LOCK_FILE}`, a platform of `{}`", c.name),
+                    )
+                })),
             }
         }
         if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {

@@ -373,6 +373,13 @@ impl fmt::Display for ReleaseVersion {
 }
 
 /// RFC 3339 UTC time of a unix timestamp, second precision (`2027-06-20T12:00:00Z`).
+/// An RFC 3339 time as a unix time (`--now`, pointer times, release dates).
+pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| format!("`{s}` is not an RFC 3339 time (e.g. `2027-06-20T12:00:00Z`): {e}"))
+}
+
 pub fn rfc3339(epoch: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(epoch).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");

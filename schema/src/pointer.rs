@@ -50,19 +50,12 @@ pub struct Previous {
 impl Pointer {
     /// `issued` as a unix time.
     pub fn issued_at(&self) -> Result<i64, String> {
-        parse_time(&self.issued)
+        crate::model::parse_rfc3339(&self.issued)
     }
     /// `expires` as a unix time.
     pub fn expires_at(&self) -> Result<i64, String> {
-        parse_time(&self.expires)
+        crate::model::parse_rfc3339(&self.expires)
     }
-}
-
-/// An RFC 3339 time as a unix time; the same parse and message as `verifier::ops::parse_time`.
-fn parse_time(s: &str) -> Result<i64, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time (e.g. `2027-06-20T12:00:00Z`): {e}"))
 }
 
 /// What a client remembers of each channel: the last pointer it accepted.

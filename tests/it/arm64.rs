@@ -80,11 +80,10 @@ fn both_platforms_build_on_one_amd64_engine_and_the_arm64_image_runs_under_emula
 
     // Pushed by digest and run with `--platform linux/arm64` on this amd64 engine: the RUN step
     // ran on aarch64 (emulated), and so does the container.
-    run_ok(
-        Command::new(&skopeo)
-            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:armdemo", dir.join("images").display()))
-            .arg(format!("docker://{registry}/stellaops-it/armdemo:edge")),
+    crate::support::push(
+        &skopeo,
+        &format!("oci:{}:armdemo", dir.join("images").display()),
+        &format!("{registry}/stellaops-it/armdemo:edge"),
     );
     let by_digest = format!("{registry}/stellaops-it/armdemo@{}", built["armdemo-linux-arm64"]);
     run_ok(Command::new(&docker).args(["pull", "--quiet", "--platform", "linux/arm64", &by_digest]));

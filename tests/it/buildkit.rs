@@ -367,12 +367,7 @@ fn dockerfile_config_instructions_reach_the_image_config_as_docker_build_sets_th
 
     // The image runs as the Dockerfile's user, in its working directory.
     let pushed = format!("{registry}/stellaops-it/bkdemo-config:edge");
-    run_ok(
-        Command::new(&skopeo)
-            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:bkdemo", dir.join("images").display()))
-            .arg(format!("docker://{pushed}")),
-    );
+    crate::support::push(&skopeo, &format!("oci:{}:bkdemo", dir.join("images").display()), &pushed);
     let by_digest = format!("{registry}/stellaops-it/bkdemo-config@{}", digests(&dir.join("images"))["bkdemo"]);
     run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
     let out = run_ok(Command::new(&docker).args([

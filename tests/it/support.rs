@@ -251,3 +251,25 @@ pub fn services() -> Option<(String, String)> {
         }
     }
 }
+
+/// `STELLAOPS_TEST_REGISTRY` alone (tests that need no Docker engine), or `None` with a loud
+/// message (a failure under `CI`).
+pub fn registry() -> Option<String> {
+    let found = std::env::var("STELLAOPS_TEST_REGISTRY").ok();
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "STELLAOPS_TEST_REGISTRY is not set: run tests/run.sh");
+        eprintln!("SKIPPED (not a pass): STELLAOPS_TEST_REGISTRY is not set");
+    }
+    found
+}
+
+/// `skopeo copy --all --preserve-digests` of `from` (any skopeo source) to `docker://{dest}` on
+/// the loopback registry (plain HTTP).
+pub fn push(skopeo: &Path, from: &str, dest: &str) {
+    run_ok(
+        Command::new(skopeo)
+            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
+            .arg(from)
+            .arg(format!("docker://{dest}")),
+    );
+}

@@ -79,7 +79,8 @@ impl KitError {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KitError + '_ {
+/// `KitError::Io` naming `path` (for `map_err`).
+pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KitError + '_ {
     move |source| KitError::Io { path: path.to_owned(), source }
 }
 
@@ -248,7 +249,7 @@ fn load_dir(c: &Checked, dir: &Path, name: &str, parent: &Path) -> Result<usize,
     fs::create_dir_all(rel_dir.parent().unwrap_or(&into)).map_err(io_err(&rel_dir))?;
     swap_dir(&files, &rel_dir)?;
     // index.json last: the merge of what was there and the kit's, the kit's names winning.
-    let kit_index: Index = serde_json::from_slice(&read(&staged.join("images/index.json"))?)
+    let kit_index: Index = serde_json::from_slice(&read_file(&staged.join("images/index.json"))?)
         .map_err(|e| KitError::Target { target: dir.to_owned(), reason: format!("index.json: {e}") })?;
     let mut index = if fresh {
         Index { schema_version: 2, media_type: Some(MEDIA_INDEX.to_owned()), manifests: Vec::new(), annotations: BTreeMap::new() }
@@ -583,10 +584,12 @@ fn check_type<R: Read>(e: &tar::Entry<'_, R>, path: &str) -> Result<(), String> 
     Err(format!("entry `{path}` is {what}{target}: a kit holds regular files only"))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, KitError> {
+/// A (small) file of a kit or release, read whole.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, KitError> {
     fs::read(path).map_err(io_err(path))
 }
 
-fn hash_file(path: &Path) -> Result<(Digest, u64), KitError> {
+/// sha256 and size of a file, streamed.
+pub fn hash_file(path: &Path) -> Result<(Digest, u64), KitError> {
     oci::layer::hash_file(path).map_err(io_err(path))
 }

@@ -70,9 +70,7 @@ impl Clock {
 
 /// Parses an RFC 3339 time (`2027-06-20T12:00:00Z`) to a unix time.
 pub fn parse_time(s: &str) -> Result<i64, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| format!("`{s}` is not an RFC 3339 time (e.g. `2027-06-20T12:00:00Z`): {e}"))
+    schema::model::parse_rfc3339(s)
 }
 
 /// Parses a duration: a number followed by `s`, `m`, `h` or `d` (`30h`, `2d`, `90m`).

@@ -67,7 +67,7 @@ pub fn load_state(path: &Path) -> Result<ClientState, OpsError> {
 
 /// Writes the client's state file.
 pub fn save_state(state: &ClientState, path: &Path) -> Result<(), OpsError> {
-    sign::write_json(path, state).map_err(io(path))
+    sign::write_json(path, state).map(|_| ()).map_err(io(path))
 }
 
 /// How an accepted pointer relates to what the client saw before.

@@ -186,12 +186,14 @@ pub fn verify_image(key: &PublicKey, layout: &Layout, digest: &Digest) -> Result
     Err(if problems.is_empty() { "no simple-signing layer".to_owned() } else { problems.join("; ") })
 }
 
-/// Writes `value` as pretty JSON plus a newline, atomically, creating directories.
-pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
+/// Writes `value` as pretty JSON plus a newline, atomically, creating directories; returns
+/// the sha256 of the bytes written.
+pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<Digest> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
     let mut bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    oci::write_atomic(path, &bytes)
+    oci::write_atomic(path, &bytes)?;
+    Ok(Digest::of(&bytes))
 }

@@ -15,7 +15,7 @@ use schema::kit::*;
 use schema::model::Digest;
 use schema::report::{Event, Reporter, Stage};
 use verifier::keys::SigningKey;
-use verifier::kit::KitError;
+use verifier::kit::{hash_file, io_err, read_file, KitError};
 use verifier::manifest;
 use verifier::sign::{self, Envelope};
 
@@ -190,8 +190,8 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     tar.mode(tar::HeaderMode::Deterministic);
     for (name, bytes) in [
         (MANIFEST_ENTRIES[0], yaml.clone()),
-        (MANIFEST_ENTRIES[1], read(&release.join("release.yaml.sig"))?),
-        (MANIFEST_ENTRIES[2], read(&release.join("release.yaml.sigstore.json"))?),
+        (MANIFEST_ENTRIES[1], read_file(&release.join("release.yaml.sig"))?),
+        (MANIFEST_ENTRIES[2], read_file(&release.join("release.yaml.sigstore.json"))?),
         (MANIFEST_ENTRIES[3], envelope_bytes),
     ] {
         append(&mut tar, name, bytes.len() as u64, epoch, &mut bytes.as_slice()).map_err(io_err(out))?;
@@ -243,10 +243,6 @@ fn section_name(s: KitSection) -> &'static str {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, KitError> {
-    fs::read(path).map_err(io_err(path))
-}
-
 fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, epoch: i64, data: &mut dyn Read) -> io::Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
@@ -256,10 +252,6 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, epoch: i64
     h.set_gid(0);
     h.set_mtime(epoch.max(0) as u64);
     tar.append_data(&mut h, path, data)
-}
-
-fn hash_file(path: &Path) -> Result<(Digest, u64), KitError> {
-    oci::layer::hash_file(path).map_err(io_err(path))
 }
 
 /// Adds every regular file under `release/rel` (if it exists), by relative path.
@@ -401,10 +393,6 @@ fn read_inventory_unverified(kit: &Path) -> Result<(Vec<u8>, Inventory), String>
 fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| e.to_string())
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KitError + '_ {
-    move |source| KitError::Io { path: path.to_owned(), source }
 }
 
 /// `cargo xtask kit build`: what to write for a finished release directory, decided from its

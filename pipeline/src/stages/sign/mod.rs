@@ -190,12 +190,5 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
 }
 
 fn write_envelope(path: &Path, env: &sign::Envelope) -> Result<Digest, SignError> {
-    let bytes = serde_json::to_vec_pretty(env).map_err(|e| io(path)(e.into()))?;
-    let mut bytes = bytes;
-    bytes.push(b'\n');
-    if let Some(d) = path.parent() {
-        fs::create_dir_all(d).map_err(io(d))?;
-    }
-    oci::write_atomic(path, &bytes).map_err(io(path))?;
-    Ok(Digest::of(&bytes))
+    sign::write_json(path, env).map_err(io(path))
 }

@@ -127,6 +127,7 @@ impl Error {
                 E::Source { source: crate::stages::plan::source::SourceError::Unsupported { .. }, .. } => exit::REJECTED,
                 E::NeedsBuildKit { .. } | E::Dockerfile(_) | E::DockerfileConfig { .. } => exit::REJECTED,
                 E::BuildKit(e) => e.exit_code(),
+                E::Go { source, .. } => source.exit_code(),
                 _ => exit::ENVIRONMENT,
             },
             Error::Layout(

@@ -60,6 +60,8 @@ pub struct LockChange {
 pub struct LockReport {
     pub file: PathBuf,
     pub changes: Vec<LockChange>,
+    /// Toolchains whose packages changed.
+    pub toolchains_changed: Vec<String>,
     pub unchanged: usize,
 }
 
@@ -83,7 +85,7 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
         Layout::create(scratch.path()).map_err(|e| LockError::Io { path: scratch.path().to_owned(), source: std::io::Error::other(e) })?;
     let fetch = Fetch { debs: DebSource::Mirror(mirror.clone()), cache: cache.to_owned(), root: root.to_owned() };
     let mut indexes: BTreeMap<(String, String), (String, BTreeMap<String, debian::IndexEntry>)> = BTreeMap::new();
-    let (mut changes, mut unchanged) = (Vec::new(), 0);
+    let (mut changes, mut unchanged, mut toolchain_changes) = (Vec::new(), 0, Vec::new());
     for (i, b) in lock.bases.iter_mut().enumerate() {
         if b.source == BaseSource::Debian && b.epoch.is_none() {
             b.epoch = Some(now);
@@ -148,9 +150,32 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
             b.platforms.get_mut(&platform).expect("listed above").digest = after;
         }
     }
+    // Toolchains: each package re-resolved in the index of the build machine (amd64); no
+    // digest to compare, so a change shows as a change of the pins.
+    for t in lock.toolchains.iter_mut() {
+        let key = (t.suite.clone(), "amd64".to_owned());
+        if !indexes.contains_key(&key) {
+            indexes.insert(key.clone(), debian::read_index(&mirror, &t.suite, "amd64")?);
+        }
+        let (url, index) = &indexes[&key];
+        let mut changed = false;
+        for p in t.packages.iter_mut() {
+            let entry =
+                index.get(&p.name).ok_or_else(|| DebError::NotInIndex { name: p.name.clone(), arch: "amd64".to_owned(), url: url.clone() })?;
+            changed |= p.sha256 != entry.sha256;
+            p.version = entry.version.clone();
+            p.filename = entry.filename.clone();
+            p.sha256 = entry.sha256.clone();
+        }
+        if changed {
+            toolchain_changes.push(t.name.clone());
+        } else {
+            unchanged += 1;
+        }
+    }
     let body = toml::to_string_pretty(&lock).map_err(|e| LockError::Parse(e.to_string()))?;
     write_atomic(&path, format!("{HEADER}\n{body}").as_bytes()).map_err(|source| LockError::Io { path: path.clone(), source })?;
-    Ok(LockReport { file: path, changes, unchanged })
+    Ok(LockReport { file: path, changes, toolchains_changed: toolchain_changes, unchanged })
 }
 
 /// One platform's pin written by [`add`].

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::files::{Base, BaseLock, BaseSource, Bundle, Train};
+use crate::files::{Base, BaseLock, BaseSource, Bundle, Toolchain, ToolchainKind, Train};
 use crate::model::{Channel, Platform, ReleaseVersion, Version};
 
 pub const TRAINS_DIR: &str = "release-trains";
@@ -72,6 +72,9 @@ pub struct Config {
 impl Config {
     pub fn base(&self, name: &str) -> Option<&Base> {
         self.lock.bases.iter().find(|b| b.name == name)
+    }
+    pub fn toolchain(&self, name: &str) -> Option<&Toolchain> {
+        self.lock.toolchains.iter().find(|t| t.name == name)
     }
     pub fn train(&self, channel: Channel) -> &Train {
         // `load` refuses a configuration without all three trains.
@@ -316,6 +319,49 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                 })),
             }
         }
+        if let Some(g) = &r.go {
+            let gk = |k: &str| key(&format!("recipe.go.{k}"));
+            if r.dockerfile.is_some() {
+                problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: key("recipe.go"),
+                    message: "a recipe compiles with `go` or builds a `dockerfile`, not both".to_owned(),
+                    hint: Some("compile in a build stage of the Dockerfile, or drop `dockerfile`".to_owned()),
+                });
+            }
+            match lock.toolchains.iter().find(|t| t.name == g.toolchain) {
+                Some(t) if t.kind == ToolchainKind::Go => {}
+                Some(_) => problems.push(problem(BUNDLE_FILE, gk("toolchain"), format!("`{}` is not a Go toolchain", g.toolchain))),
+                None => problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: gk("toolchain"),
+                    message: format!("`{}` is not a `[[toolchain]]` of `{LOCK_FILE}`", g.toolchain),
+                    hint: Some(format!("pin the compiler's Debian packages in `{LOCK_FILE}` (see the README, \"Compiled components\")")),
+                }),
+            }
+            for (field, v) in [("module", &g.module), ("package", &g.package), ("output", &g.output)] {
+                let v = v.strip_prefix("./").unwrap_or(v);
+                if !(v == "." || is_relative_inside(v)) || (field == "output" && v == ".") {
+                    problems.push(problem(BUNDLE_FILE, gk(field), format!("`{v}` must be a relative path, without `..`")));
+                }
+            }
+            let output = g.output.trim_start_matches("./");
+            let carried = r.layers.iter().any(|l| match l.from.strip_prefix("$OUT") {
+                Some(rest) => {
+                    let rest = rest.trim_start_matches('/');
+                    rest.is_empty() || rest == "." || output.starts_with(&format!("{}/", rest.trim_end_matches('/')))
+                }
+                None => false,
+            });
+            if !carried {
+                problems.push(Problem {
+                    file: BUNDLE_FILE.to_owned(),
+                    key: gk("output"),
+                    message: format!("no `layer` carries `$OUT/{output}` into the image"),
+                    hint: Some("add a `[[component.recipe.layer]]` with `from = \"$OUT/...\"`".to_owned()),
+                });
+            }
+        }
         if (!r.build_args.is_empty() || !r.secret_build_args.is_empty()) && r.dockerfile.is_none() {
             problems.push(problem(BUNDLE_FILE, key("recipe.build-args"), "build arguments go with a `dockerfile`"));
         }
@@ -332,11 +378,11 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                     format!("`{}` must be relative (or start with `$OUT/`), without `..`", l.from),
                 ));
             }
-            if from.is_some() && r.build.is_empty() {
+            if from.is_some() && r.build.is_empty() && r.go.is_none() {
                 problems.push(problem(
                     BUNDLE_FILE,
                     key(&format!("recipe.layer[{j}].from")),
-                    "uses `$OUT` but the recipe has no `build` command",
+                    "uses `$OUT` but the recipe has no `build` command (nor `go`)",
                 ));
             }
             if !l.to.starts_with('/') || l.to.split('/').any(|c| c == "..") {
@@ -392,6 +438,49 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
 fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
     if lock.lock_version != 1 {
         problems.push(problem(LOCK_FILE, "lock-version", format!("`{}` is not a lock format this tool reads (1)", lock.lock_version)));
+    }
+    let mut toolchains = BTreeSet::new();
+    for (i, t) in lock.toolchains.iter().enumerate() {
+        let key = |k: &str| format!("toolchain[{i}].{k}");
+        if !toolchains.insert(t.name.as_str()) {
+            problems.push(problem(LOCK_FILE, key("name"), format!("`{}` appears twice", t.name)));
+        }
+        if !is_relative_inside(&t.root) {
+            problems.push(problem(LOCK_FILE, key("root"), format!("`{}` must be relative to the unpacked packages, without `..`", t.root)));
+        }
+        if t.packages.is_empty() {
+            problems.push(problem(LOCK_FILE, key("packages"), "pins no package"));
+        }
+        for (j, p) in t.packages.iter().enumerate() {
+            let pk = key(&format!("packages[{j}]"));
+            if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+                problems.push(Problem {
+                    file: LOCK_FILE.to_owned(),
+                    key: format!("{pk}.sha256"),
+                    message: format!("`{}` ({}) is not pinned by a sha256", p.sha256, p.name),
+                    hint: Some("run `cargo xtask lock`".to_owned()),
+                });
+            }
+            if p.arch != "amd64" && p.arch != "all" {
+                problems.push(problem(
+                    LOCK_FILE,
+                    format!("{pk}.arch"),
+                    format!("`{}`: a toolchain runs on the build machine (`amd64` or `all`)", p.arch),
+                ));
+            }
+            if !is_relative_inside(&p.filename) {
+                problems.push(problem(LOCK_FILE, format!("{pk}.filename"), format!("`{}` is not a pool path", p.filename)));
+            }
+        }
+        for (module, package) in &t.go_modules {
+            if !t.packages.iter().any(|p| &p.name == package) {
+                problems.push(problem(
+                    LOCK_FILE,
+                    key(&format!("go-modules.\"{module}\"")),
+                    format!("`{package}` is not one of the toolchain's packages"),
+                ));
+            }
+        }
     }
     let mut names = BTreeSet::new();
     for (i, b) in lock.bases.iter().enumerate() {

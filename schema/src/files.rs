@@ -247,6 +247,33 @@ pub struct Recipe {
     /// `-` and `.` as `_`). Recorded in the provenance; not part of the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub build_bases: Vec<String>,
+    /// A Go program compiled by the daemonless backend before the build command, offline,
+    /// with a pinned toolchain of `base-images.lock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go: Option<GoRecipe>,
+}
+
+/// `[component.recipe.go]`: `go build` of one package of a Go module of the source, with a
+/// `[[toolchain]]` of `base-images.lock`, with `-mod=vendor`, `-trimpath`, no cgo and no
+/// network. The module's requirements come from its committed `vendor/` directory, or else
+/// from the toolchain's pinned packages (checked against `go.sum`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GoRecipe {
+    /// A `[[toolchain]]` of `base-images.lock` of kind `go`.
+    pub toolchain: String,
+    /// Directory of `go.mod`, relative to the source.
+    #[serde(default = "dot")]
+    pub module: String,
+    /// The package to build, relative to the module (`./cmd/server`).
+    #[serde(default = "dot")]
+    pub package: String,
+    /// Where the program goes, relative to `$OUT` (a `layer` from `$OUT/...` carries it).
+    pub output: String,
+}
+
+fn dot() -> String {
+    ".".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,6 +292,33 @@ pub struct BaseLock {
     pub lock_version: u32,
     #[serde(rename = "base", default)]
     pub bases: Vec<Base>,
+    #[serde(rename = "toolchain", default, skip_serializing_if = "Vec::is_empty")]
+    pub toolchains: Vec<Toolchain>,
+}
+
+/// A compiler from pinned Debian packages, run on the build machine (linux/amd64) by the
+/// daemonless backend; it cross-compiles for every platform. Not part of any image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Toolchain {
+    pub name: String,
+    pub kind: ToolchainKind,
+    /// Debian suite the packages come from.
+    pub suite: String,
+    /// `GOROOT` inside the unpacked packages (`usr/lib/go-1.19`).
+    pub root: String,
+    /// Go modules whose source a package of the toolchain carries under
+    /// `usr/share/gocode/src/<module>`: module path -> package name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub go_modules: BTreeMap<String, String>,
+    /// Every package, pinned by sha256 (architecture `amd64` or `all`).
+    pub packages: Vec<DebPin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolchainKind {
+    Go,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -604,6 +604,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for c in &report.changes {
                     s += &format!("\n  {} {}: {} -> {}", c.base, c.platform, c.before, c.after);
                 }
+                for t in &report.toolchains_changed {
+                    s += &format!("\n  toolchain {t}: packages changed (see the diff of the lock file)");
+                }
                 progress::out(&s);
             }
             Ok(())

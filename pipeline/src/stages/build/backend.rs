@@ -35,6 +35,9 @@ pub struct BuiltImage {
     /// absent for the daemonless backend.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buildkit: Option<Record>,
+    /// How `recipe.go` was compiled (toolchain, modules, flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go: Option<super::golang::GoRecord>,
 }
 
 /// What a build knew about what it put in an image.
@@ -74,6 +77,8 @@ pub struct Job<'a> {
     pub build_bases: Vec<&'a BaseImage>,
     /// Debian suite of the base, for package URLs.
     pub base_suite: Option<String>,
+    /// The toolchain of `recipe.go`, unpacked.
+    pub toolchain: Option<&'a super::golang::GoToolchain>,
     /// Repository holding the component's source and the commit to read.
     pub repo: &'a Path,
     pub commit: &'a str,
@@ -139,6 +144,8 @@ pub(crate) struct Made {
     pub buildkit: Option<Record>,
     /// The image config the engine made of the Dockerfile (BuildKit), merged with the recipe.
     pub dockerfile_config: Option<DockerfileConfig>,
+    /// How `recipe.go` was compiled (daemonless).
+    pub go: Option<super::golang::GoRecord>,
 }
 
 /// The run config `docker build` gives a Dockerfile (the base's config as the Dockerfile
@@ -253,7 +260,7 @@ fn shown<T: Serialize + ?Sized>(v: &T) -> String {
 /// labels; `created` = SOURCE_DATE_EPOCH. Shared by every backend, so that images differ only
 /// in their layers.
 pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<BuiltImage, BuildError> {
-    let Made { layers, diff_ids, history, lock_files, files, buildkit, dockerfile_config } = made;
+    let Made { layers, diff_ids, history, lock_files, files, buildkit, dockerfile_config, go } = made;
     let c = job.component;
     let platform = job.image.platform;
     let plan = job.plan;
@@ -345,6 +352,7 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
                 base_layers: job.base.manifest.layers.len(),
             },
             buildkit,
+            go,
         })
     }
 }

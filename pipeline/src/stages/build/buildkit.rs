@@ -752,6 +752,7 @@ impl Backend for BuildKit<'_> {
                 history,
                 lock_files,
                 files: diff.info.files.clone(),
+                go: None,
                 dockerfile_config: Some(build::DockerfileConfig { file: shown_dockerfile(job, &dockerfile), config: engine_config }),
                 buildkit: Some(Record {
                     endpoint,

@@ -10,7 +10,8 @@ use oci::cmd::{Cmd, CmdError};
 use oci::layer::{LayerError, LayerWriter, Modes};
 use oci::{Descriptor, Layout, LayoutError};
 
-use super::backend::{assemble, find_lock_files, Backend, BuiltImage, Job, Made};
+use super::backend::{assemble, find_lock_files, Backend, BuiltImage, Job, LockFile, Made};
+use super::golang;
 use super::error::BuildError;
 use crate::stages::plan::source;
 
@@ -71,7 +72,17 @@ impl Backend for Daemonless {
         fs::create_dir_all(&out).map_err(io_err(&out))?;
         fs::create_dir_all(&home).map_err(io_err(&home))?;
 
-        // 2. The recipe's build command, if any.
+        // 2. The recipe's Go program, if any, then its build command, if any.
+        let go = match (&c.recipe.go, job.toolchain) {
+            (Some(g), Some(tc)) => {
+                let shown = if job.subdir.is_empty() { ".".to_owned() } else { job.subdir.trim_end_matches('/').to_owned() };
+                Some(
+                    golang::build(tc, g, &src, &shown, platform, &out, plan.source_date_epoch, &home)
+                        .map_err(|source| BuildError::Go { component: c.name.clone(), platform: Some(platform), source })?,
+                )
+            }
+            _ => None,
+        };
         if let Some((program, args)) = c.recipe.build.split_first() {
             let what = format!("the build command of `{}` ({platform})", c.name);
             Cmd::new(program, what).args(args).current_dir(&src).env_clear().envs(build_env(job, &out, &home)).run().map_err(|e| {
@@ -89,7 +100,21 @@ impl Backend for Daemonless {
         let mut layers = job.base.manifest.layers.clone();
         let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
         let mut history = job.base.config.history.clone();
-        let lock_files = find_lock_files(c, platform, &src, &out)?;
+        let mut lock_files = find_lock_files(c, platform, &src, &out)?;
+        if let Some(g) = &go {
+            // What the program links is in the image (inside the binary), not a build input:
+            // go.sum's entry becomes the list of linked modules, at the program's path.
+            let (path, sha256) = g.go_sum.clone().unwrap_or_default();
+            // The vendor tree the pipeline made is not the source's: its files are no lock files.
+            let vendor = format!("{}vendor/", g.module_dir);
+            lock_files.retain(|l| l.path != path && !(g.vendor == "toolchain" && l.path.starts_with(&vendor)));
+            lock_files.push(LockFile {
+                path,
+                sha256,
+                image_path: golang::image_path(&c.recipe.layers, &g.output),
+                packages: g.linked(),
+            });
+        }
         let mut files = Vec::new();
         for spec in &c.recipe.layers {
             let dir = match spec.from.strip_prefix("$OUT") {
@@ -124,6 +149,6 @@ impl Backend for Daemonless {
             });
         }
 
-        assemble(job, layout, Made { layers, diff_ids, history, lock_files, files, buildkit: None, dockerfile_config: None })
+        assemble(job, layout, Made { layers, diff_ids, history, lock_files, files, buildkit: None, dockerfile_config: None, go })
     }
 }

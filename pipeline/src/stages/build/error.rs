@@ -72,6 +72,13 @@ pub enum BuildError {
     DockerfileConfig { component: String, platform: Platform, dockerfile: String, problems: Vec<String> },
     #[error(transparent)]
     BuildKit(#[from] BuildKitError),
+    #[error("component `{component}`{}: {source}", .platform.map(|p| format!(" ({p})")).unwrap_or_default())]
+    Go {
+        component: String,
+        platform: Option<Platform>,
+        #[source]
+        source: super::golang::GoError,
+    },
 }
 
 /// What one job made.

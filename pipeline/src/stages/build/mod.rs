@@ -16,6 +16,7 @@ pub mod daemonless;
 pub mod debian;
 pub mod dockerfile;
 pub mod error;
+pub mod golang;
 pub mod rootfs;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,21 @@ fn build_in_pool(
     reporter.event(Event::StageFinished { stage: Stage::Bases });
     let base_of = |name: &str, p: Platform| bases.iter().find(|b| b.name == name && b.platform == p).expect("fetched above");
 
+    // 1b. Toolchains of compiled components (`recipe.go`): fetched and unpacked once.
+    let mut toolchains: BTreeMap<String, golang::GoToolchain> = BTreeMap::new();
+    for c in &plan.components {
+        if let Some(g) = &c.recipe.go {
+            if !toolchains.contains_key(&g.toolchain) {
+                let t = cfg.toolchain(&g.toolchain).expect("checked when the configuration was loaded");
+                let job = format!("toolchain {}", t.name);
+                reporter.event(Event::JobStarted { stage: Stage::Bases, job: job.clone() });
+                let tc = golang::prepare(t, &opts.fetch).map_err(|source| BuildError::Go { component: c.name.clone(), platform: None, source })?;
+                reporter.event(Event::JobFinished { stage: Stage::Bases, job, detail: tc.version.clone() });
+                toolchains.insert(g.toolchain.clone(), tc);
+            }
+        }
+    }
+
     // 2. Git sources are fetched once, before the parallel jobs.
     let mut repos: BTreeMap<&str, PathBuf> = BTreeMap::new();
     for c in &plan.components {
@@ -141,6 +157,7 @@ fn build_in_pool(
     }
 
     // 3. Jobs: component x platform.
+    let toolchains = &toolchains;
     let jobs: Vec<Job<'_>> = plan
         .components
         .iter()
@@ -156,6 +173,7 @@ fn build_in_pool(
                 base: base_of(&image.base, image.platform),
                 build_bases: c.recipe.build_bases.iter().map(|b| base_of(b, image.platform)).collect(),
                 base_suite: cfg.base(&image.base).and_then(|b| b.suite.clone()),
+                toolchain: c.recipe.go.as_ref().and_then(|g| toolchains.get(&g.toolchain)),
                 repo,
                 commit,
                 subdir,

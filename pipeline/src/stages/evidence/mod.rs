@@ -12,6 +12,7 @@
 //! `drift.json` (every image's report, accepted differences with their reasons).
 
 pub mod drift;
+pub mod goinfo;
 pub mod provenance;
 pub mod sbom;
 pub mod scan;

@@ -134,6 +134,16 @@ pub fn statement(
             name: Some(format!("{}.deb", p.name)),
         });
     }
+    // The compiler of `recipe.go`: its pinned packages (it ran on the build machine).
+    for g in image.go.iter() {
+        for t in &g.toolchain_packages {
+            deps.push(ResourceDescriptor {
+                uri: crate::stages::evidence::sbom::locks::Ecosystem::Deb.purl(&t.name, &t.version, Some(&t.arch), distro),
+                digest: sha(&t.sha256),
+                name: Some(format!("toolchain `{}`: {}.deb", g.toolchain, t.name)),
+            });
+        }
+    }
     for lf in &image.lock_files {
         deps.push(ResourceDescriptor {
             uri: format!("file:{}/{}", component.name, lf.path),
@@ -184,6 +194,10 @@ pub fn statement(
                     // BuildKit: endpoint, exporter, network, build arguments (secrets redacted).
                     if let Some(bk) = &image.buildkit {
                         p["buildkit"] = serde_json::json!(bk);
+                    }
+                    // `recipe.go`: toolchain, Go version, flags, modules with their go.sum hashes.
+                    if let Some(g) = &image.go {
+                        p["go"] = serde_json::json!(g);
                     }
                     p
                 },

@@ -6,6 +6,8 @@
 //! - Debian packages from `var/lib/dpkg/status` and `status.d/`, their files from `info/*.list`;
 //! - Alpine packages from `lib/apk/db/installed`;
 //! - the OS from `etc/os-release` or `usr/lib/os-release`;
+//! - Go modules and the standard library from the build information of Go programs (ELF files,
+//!   Go 1.18 and later);
 //! - Rust crates from `Cargo.lock` files; npm packages from `node_modules/**/package.json`;
 //!   Python distributions from `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
 //! - every regular file no package owns (outside the package databases), with its sha256.
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::goinfo;
 use oci::layer::HashingReader;
 use oci::{Layout, LayoutError, Manifest};
 use schema::model::Digest;
@@ -128,7 +131,12 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                             tree.insert(p, Node::File { sha256: d.hex().to_owned() });
                         } else {
                             let mut h = HashingReader::new(&mut e);
-                            io::copy(&mut h, &mut io::sink()).map_err(read_err)?;
+                            let mut go = goinfo::Sniffer::default();
+                            io::copy(&mut h, &mut go).map_err(read_err)?;
+                            // A Go program: its build information is kept as its text.
+                            if let Some(raw) = go.found() {
+                                texts.insert(p.clone(), go_text(&raw, &p)?);
+                            }
                             tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
                         }
                     }
@@ -155,6 +163,30 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         }
     }
     catalog(&tree, &texts)
+}
+
+/// A Go program's build information as the text [`catalog`] reads: the Go version, then the
+/// main module and the dependencies, one `KIND\tPATH\tVERSION` per line. Empty for a program
+/// of Go before 1.18 (not read).
+fn go_text(raw: &[u8], path: &str) -> Result<String, ScanError> {
+    let info = goinfo::parse(raw).map_err(|(line, message)| ScanError::Malformed {
+        file: format!("/{path} (Go build information)"),
+        line,
+        message,
+    })?;
+    Ok(match info {
+        None => String::new(),
+        Some(i) => {
+            let mut t = format!("go\t{}\n", i.go_version);
+            if let Some((p, v)) = i.main {
+                t.push_str(&format!("mod\t{p}\t{v}\n"));
+            }
+            for (p, v) in i.deps {
+                t.push_str(&format!("dep\t{p}\t{v}\n"));
+            }
+            t
+        }
+    })
 }
 
 fn remove_under(tree: &mut BTreeMap<String, Node>, texts: &mut BTreeMap<String, String>, path: &str, itself: bool) {
@@ -241,6 +273,25 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
             })?;
             if let (Some(n), Some(ver)) = (v.get("name").and_then(|x| x.as_str()), v.get("version").and_then(|x| x.as_str())) {
                 out.packages.insert(Found { kind: "npm".into(), name: n.into(), version: ver.into(), location: format!("/{path}") });
+            }
+        } else if !keep_text(path) {
+            // A Go program (see `go_text`): the standard library at the Go version, each
+            // dependency, and the main module unless it is a local `(devel)` build.
+            let location = format!("/{path}");
+            for line in text.lines() {
+                let f: Vec<&str> = line.split('\t').collect();
+                let found = |name: &str, version: &str| Found {
+                    kind: "go-module".into(),
+                    name: name.into(),
+                    version: version.into(),
+                    location: location.clone(),
+                };
+                match f[..] {
+                    ["go", v] => out.packages.insert(found("stdlib", v)),
+                    ["mod", _, "(devel)"] => false,
+                    ["mod" | "dep", p, v] => out.packages.insert(found(p, v)),
+                    _ => false,
+                };
             }
         } else if python_metadata(path) {
             // RFC 822 headers up to the first blank line.

@@ -115,23 +115,20 @@ pub fn parse(raw: &[u8]) -> Result<Option<GoInfo>, (usize, String)> {
         return Ok(None);
     }
     let mut at = HEADER;
-    let mut string = |what: &str| -> Result<String, (usize, String)> {
+    let mut bytes = |what: &str| -> Result<Vec<u8>, (usize, String)> {
         let (len, used) = uvarint(&raw[at..]).ok_or_else(|| (1, format!("the length of the {what} is not a varint")))?;
         at += used;
         let end = at.checked_add(usize::try_from(len).unwrap_or(usize::MAX)).filter(|e| *e <= raw.len());
         let end = end.ok_or_else(|| (1, format!("the {what} ({len} bytes) runs past what was kept")))?;
-        let s = String::from_utf8(raw[at..end].to_vec()).map_err(|_| (1, format!("the {what} is not UTF-8")))?;
+        let s = raw[at..end].to_vec();
         at = end;
         Ok(s)
     };
-    let go_version = string("Go version")?;
-    let modinfo = string("module list")?;
-    // The module list is framed by two 16-byte sentinels.
-    let modinfo = if modinfo.len() >= 33 && modinfo.as_bytes()[modinfo.len() - 17] == b'\n' {
-        modinfo.get(16..modinfo.len() - 16).unwrap_or_default().to_owned()
-    } else {
-        modinfo
-    };
+    let go_version = String::from_utf8(bytes("Go version")?).map_err(|_| (1, "the Go version is not UTF-8".to_owned()))?;
+    let modinfo = bytes("module list")?;
+    // The module list is framed by two 16-byte (binary) sentinels.
+    let modinfo = if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' { &modinfo[16..modinfo.len() - 16] } else { &modinfo[..] };
+    let modinfo = std::str::from_utf8(modinfo).map_err(|_| (1, "the module list is not UTF-8".to_owned()))?;
     let mut info = GoInfo { go_version, main: None, deps: Vec::new() };
     for (i, line) in modinfo.lines().enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -165,12 +162,12 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn blob(version: &str, modinfo: &str) -> Vec<u8> {
+    fn blob(version: &str, modinfo: impl AsRef<[u8]>) -> Vec<u8> {
         let mut b = MAGIC.to_vec();
         b.push(8);
         b.push(2);
         b.resize(HEADER, 0);
-        for s in [version.as_bytes(), modinfo.as_bytes()] {
+        for s in [version.as_bytes(), modinfo.as_ref()] {
             b.push(u8::try_from(s.len()).unwrap());
             b.extend_from_slice(s);
         }
@@ -179,10 +176,14 @@ mod tests {
 
     #[test]
     fn the_marker_is_found_across_writes_in_an_elf_file_only() {
-        let info = "0123456789abcdef\npath\tx\nmod\tx\t(devel)\t\ndep\ta.org/b\tv1.0.0\t\ndep\tc.org/d\tv0.1.0\t\n=>\tc.org/e\tv0.2.0\t\n0123456789abcdef";
+        // Framed by binary sentinels, as the linker writes it.
+        let sentinel = [0x30u8, 0x77, 0xaf, 0x0c, 0x92, 0x74, 0x08, 0x02, 0x41, 0xe1, 0xc1, 0x07, 0xe6, 0xd6, 0x18, 0xe6];
+        let mut info = sentinel.to_vec();
+        info.extend_from_slice(b"path\tx\nmod\tx\t(devel)\t\ndep\ta.org/b\tv1.0.0\t\ndep\tc.org/d\tv0.1.0\t\n=>\tc.org/e\tv0.2.0\t\n");
+        info.extend_from_slice(&sentinel);
         let mut file = b"\x7fELF".to_vec();
         file.extend(vec![0u8; 5000]);
-        file.extend(blob("go1.19.8", info));
+        file.extend(blob("go1.19.8", &info));
         file.extend(vec![1u8; 300]);
         for chunk in [1, 7, 13, 4096] {
             let mut s = Sniffer::default();
@@ -195,7 +196,7 @@ mod tests {
             assert_eq!(got.deps, [("a.org/b".to_owned(), "v1.0.0".to_owned()), ("c.org/e".to_owned(), "v0.2.0".to_owned())]);
         }
         let mut not_elf = b"#!/bin/sh\n".to_vec();
-        not_elf.extend(blob("go1.19.8", info));
+        not_elf.extend(blob("go1.19.8", &info));
         let mut s = Sniffer::default();
         s.write_all(&not_elf).unwrap();
         assert!(s.found().is_none());

@@ -160,8 +160,11 @@ pub fn lock(root: &Path, mirror: Option<&str>, cache: &Path, now: i64) -> Result
         let (url, index) = &indexes[&key];
         let mut changed = false;
         for p in t.packages.iter_mut() {
-            let entry =
-                index.get(&p.name).ok_or_else(|| DebError::NotInIndex { name: p.name.clone(), arch: "amd64".to_owned(), url: url.clone() })?;
+            let entry = index.get(&p.name).ok_or_else(|| DebError::NotInIndex {
+                name: p.name.clone(),
+                arch: "amd64".to_owned(),
+                url: url.clone(),
+            })?;
             changed |= p.sha256 != entry.sha256;
             p.version = entry.version.clone();
             p.filename = entry.filename.clone();

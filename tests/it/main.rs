@@ -8,6 +8,7 @@
 mod arm64;
 mod bases;
 mod buildkit;
+mod compiled;
 mod docker;
 mod evidence;
 mod faults;

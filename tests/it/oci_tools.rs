@@ -20,7 +20,9 @@ fn umoci_and_skopeo_accept_every_image_of_the_layout() {
         if name.ends_with("-linux-amd64") || name.ends_with("-linux-arm64") {
             let dest = scratch.path().join(format!("unpack-{name}"));
             run_ok(Command::new(&umoci).arg("unpack").arg("--image").arg(format!("{}:{name}", layout.display())).arg(&dest));
-            let script = dest.join("rootfs/usr/bin/stellaops-standin");
+            // excititor is the compiled Go program; the others are the shell stand-in.
+            let program = if name.starts_with("excititor-") { "stellaops-excititor" } else { "stellaops-standin" };
+            let script = dest.join("rootfs/usr/bin").join(program);
             assert!(script.is_file(), "{name}: {} missing", script.display());
             assert!(dest.join("rootfs/bin/busybox").is_file());
             unpacked += 1;

@@ -11,8 +11,8 @@ use oci::layer::{LayerError, LayerWriter, Modes};
 use oci::{Descriptor, Layout, LayoutError};
 
 use super::backend::{assemble, find_lock_files, Backend, BuiltImage, Job, LockFile, Made};
-use super::golang;
 use super::error::BuildError;
+use super::golang;
 use crate::stages::plan::source;
 
 /// The embedded default backend: no daemon, no registry.
@@ -77,8 +77,18 @@ impl Backend for Daemonless {
             (Some(g), Some(tc)) => {
                 let shown = if job.subdir.is_empty() { ".".to_owned() } else { job.subdir.trim_end_matches('/').to_owned() };
                 Some(
-                    golang::build(tc, g, &src, &shown, platform, &out, plan.source_date_epoch, &home)
-                        .map_err(|source| BuildError::Go { component: c.name.clone(), platform: Some(platform), source })?,
+                    golang::build(
+                        tc,
+                        g,
+                        &golang::Dirs { src: &src, shown: &shown, out: &out, home: &home },
+                        platform,
+                        plan.source_date_epoch,
+                    )
+                    .map_err(|source| BuildError::Go {
+                        component: c.name.clone(),
+                        platform: Some(platform),
+                        source,
+                    })?,
                 )
             }
             _ => None,
@@ -108,12 +118,7 @@ impl Backend for Daemonless {
             // The vendor tree the pipeline made is not the source's: its files are no lock files.
             let vendor = format!("{}vendor/", g.module_dir);
             lock_files.retain(|l| l.path != path && !(g.vendor == "toolchain" && l.path.starts_with(&vendor)));
-            lock_files.push(LockFile {
-                path,
-                sha256,
-                image_path: golang::image_path(&c.recipe.layers, &g.output),
-                packages: g.linked(),
-            });
+            lock_files.push(LockFile { path, sha256, image_path: golang::image_path(&c.recipe.layers, &g.output), packages: g.linked() });
         }
         let mut files = Vec::new();
         for spec in &c.recipe.layers {

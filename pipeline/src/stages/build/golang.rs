@@ -146,7 +146,12 @@ pub fn prepare(t: &Toolchain, fetch: &Fetch) -> Result<GoToolchain, GoError> {
         packages: t
             .packages
             .iter()
-            .map(|p: &DebPin| ToolchainPackage { name: p.name.clone(), version: p.version.clone(), arch: p.arch.clone(), sha256: p.sha256.clone() })
+            .map(|p: &DebPin| ToolchainPackage {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                sha256: p.sha256.clone(),
+            })
             .collect(),
         go_modules: t.go_modules.clone(),
         cache,
@@ -219,7 +224,10 @@ fn refused(file: &str, line: usize, verb: &str) -> GoError {
         line,
         message: format!("`{verb}` is not supported by the pipeline's Go builds"),
         hint: match verb {
-            "replace" => "a replaced module would be built from something else than `go.sum` pins: vendor the fork under its own path and version".to_owned(),
+            "replace" => {
+                "a replaced module would be built from something else than `go.sum` pins: vendor the fork under its own path and version"
+                    .to_owned()
+            }
             _ => format!("remove the `{verb}` directive (the pipeline builds exactly the required versions with the pinned toolchain)"),
         },
     }
@@ -360,9 +368,22 @@ impl GoRecord {
 
 const FLAGS: [&str; 4] = ["-trimpath", "-buildvcs=false", "-ldflags=-buildid=", "-mod=vendor"];
 
-/// Compiles `recipe` of the source in `src` (modified: a `vendor/` may be added) for
-/// `platform` into `out`. `shown` is the source as messages name it (`components/x`).
-pub fn build(tc: &GoToolchain, recipe: &GoRecipe, src: &Path, shown: &str, platform: Platform, out: &Path, epoch: i64, home: &Path) -> Result<GoRecord, GoError> {
+/// Where one Go build runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Dirs<'a> {
+    /// The component's source (modified: a `vendor/` may be added).
+    pub src: &'a Path,
+    /// The source as messages name it (`components/x`).
+    pub shown: &'a str,
+    /// `$OUT`.
+    pub out: &'a Path,
+    /// `HOME` of the build (GOPATH goes there).
+    pub home: &'a Path,
+}
+
+/// Compiles `recipe` for `platform` into `$OUT/<output>`.
+pub fn build(tc: &GoToolchain, recipe: &GoRecipe, dirs: &Dirs<'_>, platform: Platform, epoch: i64) -> Result<GoRecord, GoError> {
+    let Dirs { src, shown, out, home } = *dirs;
     let module_dir = src.join(&recipe.module);
     let rel = |f: &str| {
         let m = recipe.module.trim_start_matches("./").trim_end_matches('/');
@@ -397,7 +418,8 @@ pub fn build(tc: &GoToolchain, recipe: &GoRecipe, src: &Path, shown: &str, platf
     let vendor = module_dir.join("vendor");
     let (how, modules) = if vendor.join("modules.txt").is_file() {
         // The source's own vendor tree: Go checks it against go.mod; it is what the tag holds.
-        let modules = gomod.require.iter().map(|(p, v, _)| GoModule { path: p.clone(), version: v.clone(), h1: None, from_package: None }).collect();
+        let modules =
+            gomod.require.iter().map(|(p, v, _)| GoModule { path: p.clone(), version: v.clone(), h1: None, from_package: None }).collect();
         ("committed", modules)
     } else {
         ("toolchain", vendor_from_toolchain(tc, &gomod, sums.as_ref().map(|s| &s.0), &vendor, &rel("go.sum"))?)
@@ -482,7 +504,8 @@ pub fn image_path(layers: &[schema::files::LayerSpec], output: &str) -> Option<S
 
 /// `1.21` newer than `go1.19.8`?
 fn newer_than(wanted: &str, have: &str) -> bool {
-    let nums = |s: &str| -> Vec<u64> { s.trim_start_matches("go").split(['.', 'r', 'b']).map(|p| p.parse().unwrap_or(0)).take(2).collect() };
+    let nums =
+        |s: &str| -> Vec<u64> { s.trim_start_matches("go").split(['.', 'r', 'b']).map(|p| p.parse().unwrap_or(0)).take(2).collect() };
     nums(wanted) > nums(have)
 }
 
@@ -517,18 +540,20 @@ fn vendor_from_toolchain(
         }
         let tree = tc.dir.join(GOCODE).join(path);
         if !tree.is_dir() {
-            return Err(module_err(format!("`{package}` has no `/{GOCODE}/{path}`"), "check the toolchain's `go-modules` entry".to_owned()));
+            return Err(module_err(
+                format!("`{package}` has no `/{GOCODE}/{path}`"),
+                "check the toolchain's `go-modules` entry".to_owned(),
+            ));
         }
         let actual = dirhash(&tree, path, version)?;
         let pinned = sums.and_then(|s| s.get(&(path.clone(), version.clone())));
         match pinned {
             Some(h) if *h == actual => {}
-            Some(h) => {
-                return Err(module_err(
-                    format!("`{path}` {version}: the tree of `{package}` hashes to `{actual}`, go.sum pins `{h}`"),
-                    "the module's source is not what was locked; if the change is intended, put the new hash in go.sum and review the package".to_owned(),
-                ))
-            }
+            Some(h) => return Err(module_err(
+                format!("`{path}` {version}: the tree of `{package}` hashes to `{actual}`, go.sum pins `{h}`"),
+                "the module's source is not what was locked; if the change is intended, put the new hash in go.sum and review the package"
+                    .to_owned(),
+            )),
             None => {
                 return Err(module_err(
                     format!("`{path}` {version} has no `h1:` line (module tree `{actual}`)"),

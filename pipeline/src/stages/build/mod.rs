@@ -139,7 +139,11 @@ fn build_in_pool(
                 let t = cfg.toolchain(&g.toolchain).expect("checked when the configuration was loaded");
                 let job = format!("toolchain {}", t.name);
                 reporter.event(Event::JobStarted { stage: Stage::Bases, job: job.clone() });
-                let tc = golang::prepare(t, &opts.fetch).map_err(|source| BuildError::Go { component: c.name.clone(), platform: None, source })?;
+                let tc = golang::prepare(t, &opts.fetch).map_err(|source| BuildError::Go {
+                    component: c.name.clone(),
+                    platform: None,
+                    source,
+                })?;
                 reporter.event(Event::JobFinished { stage: Stage::Bases, job, detail: tc.version.clone() });
                 toolchains.insert(g.toolchain.clone(), tc);
             }

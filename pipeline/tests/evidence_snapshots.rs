@@ -112,6 +112,7 @@ fn fixture() -> Fixture {
             base_layers: 1,
         },
         buildkit: None,
+        go: None,
     };
     Fixture { plan, image, index: Digest::of(b"index") }
 }

@@ -66,6 +66,8 @@ const LOG_TAIL: usize = 20;
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Transport failures of one job before its endpoint is dropped even though it answers pings.
 const MAX_TRANSPORT_FAILURES: u32 = 3;
+/// How BuildKit names the vertex that imports a `cachefrom` reference.
+const CACHE_IMPORT_VERTEX: &str = "importing cache manifest from ";
 /// The value recorded for secret build arguments.
 pub const REDACTED: &str = "<redacted>";
 
@@ -696,10 +698,15 @@ impl<'r> BuildKit<'r> {
                     entry.error.clone_from(&v.error);
                     continue;
                 }
-                if v.cached && !entry.done {
-                    entry.done = true;
-                    cached_steps.push(v.name.clone());
-                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
+                // A cache hit is reported once, as `cached`: the engine sends it again with a
+                // start and completion time, which are not a run.
+                if v.cached {
+                    if !entry.done {
+                        entry.done = true;
+                        entry.started = true;
+                        cached_steps.push(v.name.clone());
+                        self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
+                    }
                     continue;
                 }
                 if v.started.is_some() && !entry.started {
@@ -735,7 +742,15 @@ impl<'r> BuildKit<'r> {
                 }
             }
         }
-        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty());
+        // BuildKit names the cache import `importing cache manifest from REF`; a cache not
+        // there yet (the first build) fails that vertex, not the build: every step runs.
+        let is_cache_import = |v: &Vertex| v.name.starts_with(CACHE_IMPORT_VERTEX);
+        if report {
+            if let Some(v) = order.iter().filter_map(|d| vertices.get(d)).find(|v| is_cache_import(v) && !v.error.is_empty()) {
+                self.note(format!("`{job_name}`: no build cache imported ({}): every step runs", v.error));
+            }
+        }
+        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty() && !is_cache_import(v));
         match (failure, failed_vertex) {
             (None, None) if export.is_none_or(Path::is_file) => Ok(Outcome { cached_steps }),
             (None, None) => Err(Attempt::Endpoint("the build ended without a result (connection lost?)".to_owned())),

@@ -97,11 +97,11 @@ impl Certs {
         sign("server", "ca", "127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
         sign("client", "ca", "stellaops-it client", "extendedKeyUsage=clientAuth\n");
         sign("wrong", "other-ca", "stellaops-it wrong client", "extendedKeyUsage=clientAuth\n");
-        for (sub, name, ca) in [("client", "client", "ca"), ("wrong", "wrong", "ca")] {
+        for (sub, name, ca) in [("client", "client", "ca"), ("wrong", "wrong", "ca"), ("untrusting", "client", "other-ca")] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).unwrap();
             // The wrong client trusts the right CA for the server: only its own certificate
-            // is wrong.
+            // is wrong. The untrusting one has the right certificate but not the engines' CA.
             fs::copy(dir.join(format!("{ca}.pem")), d.join("ca.pem")).unwrap();
             fs::copy(dir.join(format!("{name}-cert.pem")), d.join("cert.pem")).unwrap();
             fs::copy(dir.join(format!("{name}-key.pem")), d.join("key.pem")).unwrap();
@@ -117,6 +117,11 @@ impl Certs {
     /// `DOCKER_CERT_PATH` of a client whose certificate another CA signed.
     fn wrong(&self) -> PathBuf {
         self.dir.join("wrong")
+    }
+
+    /// `DOCKER_CERT_PATH` of a client that does not trust the engines' CA.
+    fn untrusting(&self) -> PathBuf {
+        self.dir.join("untrusting")
     }
 }
 
@@ -304,6 +309,11 @@ fn a_client_certificate_of_another_ca_is_refused_by_the_health_check_naming_the_
     );
     assert!(!out.exists());
     eprintln!("with a client certificate of another CA:\n{}", run.stderr);
+    // A client that does not trust the engine's CA refuses the engine.
+    let run = Run::of(release_cmd(&repo, &out, &[engine.endpoint()], &certs.untrusting(), &["--base-mirror", &mirror]).output().unwrap());
+    assert_eq!(run.code, 3, "expected exit 3 (no usable endpoint)\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains(&format!("`{}`: the engine's certificate was refused", engine.endpoint())), "{}", run.stderr);
+    eprintln!("with a CA that did not sign the engine's certificate:\n{}", run.stderr);
     // The right certificate passes the same health check (the refusal was the certificate).
     let run = Run::of(release_cmd(&repo, &out, &[engine.endpoint()], &certs.client(), &["--base-mirror", &mirror]).output().unwrap());
     run.ok();
@@ -404,4 +414,28 @@ fn a_shared_cache_spares_a_fresh_builder_its_run_steps_and_a_builder_killed_mid_
     assert!(record(&out_ab).get("build_cache").is_none());
     assert_eq!(digests(&out_ab.join("images")), on_a, "the retried build changed the digests");
     eprintln!("on A and B, A killed: {:?} ({:?})", digests(&out_ab.join("images")), started.elapsed());
+}
+
+#[test]
+fn a_build_cache_that_cannot_be_pushed_fails_the_release_naming_it() {
+    let Some((docker_host, registry)) = crate::support::services() else {
+        return;
+    };
+    let repo = pool_repo();
+    let out = repo.path().join("target/releases/no-cache");
+    // Nothing listens on port 9: the import finds nothing (a note), the push fails.
+    let cache = "127.0.0.1:9/stellaops-cache";
+    let flags = ["--base-mirror", &format!("{registry}/stellaops-it-bases"), "--build-cache", cache].map(|s| s.to_owned());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cmd = release_cmd(&repo, &out, &[docker_host.clone()], Path::new(""), &flags);
+    cmd.env_remove("DOCKER_CERT_PATH");
+    let run = Run::of(cmd.output().unwrap());
+    assert_eq!(run.code, 3, "expected exit 3\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains(&format!("on `{docker_host}`: cannot push the build cache `{cache}/pooldemo:linux-amd64-inline-cache`")),
+        "{}",
+        run.stderr
+    );
+    assert!(notes(&events(&run)).iter().any(|n| n.contains("no build cache imported")), "{}", run.stdout);
+    assert!(!out.exists());
 }

@@ -312,8 +312,11 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
     } else {
         None
     };
+    // An engine that dies mid-build (killed, its machine gone) shows as a reset or an EOF.
+    let lost = ["error reading a body", "connection reset", "unexpected eof", "broken pipe", "connection closed"];
     match tls {
         Some(why) => format!("{why} ({all})"),
+        None if lost.iter().any(|l| lower.contains(l)) => format!("the connection to the engine was lost ({all})"),
         None => all,
     }
 }
@@ -1132,6 +1135,8 @@ mod tests {
         assert!(reason(&e).starts_with("the engine's certificate was refused"), "{}", reason(&e));
         let e = std::io::Error::other("received fatal alert: BadCertificate");
         assert!(reason(&e).starts_with("the TLS handshake was refused"), "{}", reason(&e));
+        let e = std::io::Error::other("error reading a body from connection");
+        assert!(reason(&e).starts_with("the connection to the engine was lost"), "{}", reason(&e));
         let e = std::io::Error::other("connection refused");
         assert_eq!(reason(&e), "connection refused");
     }

@@ -78,7 +78,7 @@ pub enum BuildError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildKitError {
-    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
+    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` or `--builder tcp://HOST:PORT` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
     NoEndpoint(Vec<(String, String)>),
     #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock` or `[PLATFORM[,PLATFORM]=]tcp://HOST:PORT`\n  hint: a standalone buildkitd (its gRPC API) is not supported: point `--builder` at a Docker engine")]
     BadEndpoint(String),

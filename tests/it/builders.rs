@@ -427,7 +427,7 @@ fn a_build_cache_that_cannot_be_pushed_fails_the_release_naming_it() {
     let cache = "127.0.0.1:9/stellaops-cache";
     let flags = ["--base-mirror", &format!("{registry}/stellaops-it-bases"), "--build-cache", cache].map(|s| s.to_owned());
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let mut cmd = release_cmd(&repo, &out, &[docker_host.clone()], Path::new(""), &flags);
+    let mut cmd = release_cmd(&repo, &out, std::slice::from_ref(&docker_host), Path::new(""), &flags);
     cmd.env_remove("DOCKER_CERT_PATH");
     let run = Run::of(cmd.output().unwrap());
     assert_eq!(run.code, 3, "expected exit 3\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);

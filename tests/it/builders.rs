@@ -218,13 +218,18 @@ impl Drop for TlsEngine {
 /// A repository with one more component, `pooldemo` (amd64 only), built from [`DOCKERFILE`]
 /// (the others are daemonless: the deployment templates name them all).
 fn pool_repo() -> Repo {
+    pool_repo_with(DOCKERFILE, "")
+}
+
+/// As [`pool_repo`], with `dockerfile` and more keys of the recipe.
+fn pool_repo_with(dockerfile: &str, recipe: &str) -> Repo {
     let repo = Repo::new();
-    repo.write("components/pooldemo/Dockerfile", DOCKERFILE);
+    repo.write("components/pooldemo/Dockerfile", dockerfile);
     let bundle = repo.read("release-trains/components.toml");
     repo.write(
         "release-trains/components.toml",
         &format!(
-            "{bundle}\n[[component]]\nname = \"pooldemo\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/pooldemo\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\n"
+            "{bundle}\n[[component]]\nname = \"pooldemo\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"busybox\"\nsource = {{ path = \"components/pooldemo\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\n{recipe}"
         ),
     );
     repo.commit_all("pooldemo: one Dockerfile component", EPOCH);
@@ -438,4 +443,33 @@ fn a_build_cache_that_cannot_be_pushed_fails_the_release_naming_it() {
     );
     assert!(notes(&events(&run)).iter().any(|n| n.contains("no build cache imported")), "{}", run.stdout);
     assert!(!out.exists());
+}
+
+#[test]
+fn a_component_with_secret_build_args_is_built_without_the_cache_so_that_its_secret_is_not_pushed() {
+    let Some((docker_host, registry)) = crate::support::services() else {
+        return;
+    };
+    const SECRET: &str = "pooldemo-secret-never-pushed";
+    let repo = pool_repo_with(
+        "ARG STELLAOPS_BASE\nFROM ${STELLAOPS_BASE}\nARG POOL_TOKEN\nRUN /bin/busybox test -n \"$POOL_TOKEN\" && /bin/busybox mkdir /srv\nENTRYPOINT [\"/bin/busybox\"]\n",
+        "secret-build-args = [\"POOL_TOKEN\"]\n",
+    );
+    let out = repo.path().join("target/releases/secret");
+    // Nothing listens on port 9: a push (or an import) there would fail the release.
+    let flags =
+        ["--base-mirror".to_owned(), format!("{registry}/stellaops-it-bases"), "--build-cache".to_owned(), "127.0.0.1:9/c".to_owned()];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cmd = release_cmd(&repo, &out, std::slice::from_ref(&docker_host), Path::new(""), &flags);
+    cmd.env_remove("DOCKER_CERT_PATH").env("POOL_TOKEN", SECRET);
+    let run = Run::of(cmd.output().unwrap());
+    run.ok();
+    let ev = events(&run);
+    assert!(
+        notes(&ev).iter().any(|n| n.contains("built without the build cache") && n.contains("`recipe.secret-build-args` (POOL_TOKEN)")),
+        "{}",
+        run.stdout
+    );
+    assert!(!ev.iter().any(|e| e["step"].as_str().unwrap_or_default().contains("importing cache")), "{}", run.stdout);
+    assert!(record(&out).get("build_cache").is_none(), "{}", record(&out));
 }

@@ -26,7 +26,8 @@
 //!    before it is removed; the export build of any later job imports it (`cachefrom`) and
 //!    may use the engine's own cache (`nocache` only without the flag). The cache decides
 //!    which steps run, never the bytes: the rootfs is normalized as always, so the digests
-//!    do not change, and the record names the cache and the steps taken from it.
+//!    do not change, and the record names the cache and the steps taken from it. Not for a
+//!    component with secret build arguments: the image's history carries their values.
 //!
 //! Endpoints are Docker engines, optionally keyed by the platforms they build
 //! (`linux/arm64=unix:///...`): a socket (`unix:///path` or a path), or `tcp://HOST:PORT`
@@ -917,7 +918,19 @@ impl Backend for BuildKit<'_> {
             lw.finish().map_err(io_err(&src))?.0
         };
         let BuildArgs { passed, recorded } = self.build_args(job)?;
-        let cache_ref = self.cache_ref(&c.name, platform);
+        // A component with secret build arguments gets no cache: BuildKit writes the build
+        // arguments a RUN step uses into the image's history (`RUN |1 TOKEN=... `), and that
+        // image is what would be pushed to the cache registry.
+        let cache_ref = match (&self.opts.build_cache, c.recipe.secret_build_args.is_empty()) {
+            (Some(_), false) => {
+                self.note(format!(
+                    "`{job_name}`: built without the build cache: its image history would carry the values of `recipe.secret-build-args` ({}) to the cache registry",
+                    c.recipe.secret_build_args.join(", ")
+                ));
+                None
+            }
+            _ => self.cache_ref(&c.name, platform),
+        };
         let export = scratch.path().join("rootfs.tar");
         let request = Request {
             job_name: &job_name,

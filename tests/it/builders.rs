@@ -356,7 +356,10 @@ fn a_shared_cache_spares_a_fresh_builder_its_run_steps_and_a_builder_killed_mid_
     assert_eq!(rec["build_cache"]["reference"], reference.as_str(), "{rec}");
     let exported = rec["build_cache"]["exported"].as_str().unwrap();
     assert!(exported.starts_with(&format!("{cache}/pooldemo@sha256:")), "{rec}");
-    eprintln!("on A: {on_a:?}, cache exported as {exported} ({:?})", started.elapsed());
+    // Neither the temporary image nor the cache's tag is left on the engine.
+    let left = run_ok(a.docker(&certs).args(["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert!(!left.contains("stellaops-tmp/") && !left.contains("inline-cache"), "left on A: {left}");
+    eprintln!("on A: pooldemo {}, cache exported as {exported} ({:?})", on_a["pooldemo"], started.elapsed());
 
     // On B alone, a fresh engine with the same cache: the RUN steps come from the cache, and
     // the images are the same.
@@ -418,7 +421,7 @@ fn a_shared_cache_spares_a_fresh_builder_its_run_steps_and_a_builder_killed_mid_
     assert_eq!(record(&out_ab)["endpoint"], b.endpoint().as_str());
     assert!(record(&out_ab).get("build_cache").is_none());
     assert_eq!(digests(&out_ab.join("images")), on_a, "the retried build changed the digests");
-    eprintln!("on A and B, A killed: {:?} ({:?})", digests(&out_ab.join("images")), started.elapsed());
+    eprintln!("on A and B, A killed: pooldemo {} ({:?})", digests(&out_ab.join("images"))["pooldemo"], started.elapsed());
 }
 
 #[test]
@@ -443,6 +446,7 @@ fn a_build_cache_that_cannot_be_pushed_fails_the_release_naming_it() {
     );
     assert!(notes(&events(&run)).iter().any(|n| n.contains("no build cache imported")), "{}", run.stdout);
     assert!(!out.exists());
+    eprintln!("with a cache registry that is not there:\n{}", run.stderr);
 }
 
 #[test]

@@ -205,12 +205,20 @@ impl Drop for TlsEngine {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
         }
         // Its shims, whose parent was that containerd, are killed by pid too.
+        let dir = self.dir.path().to_string_lossy().into_owned();
         for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let dir = self.dir.path().to_string_lossy().into_owned();
             if String::from_utf8_lossy(&cmdline).contains(&dir) {
                 let _ = Command::new("kill").args(["-KILL", &entry.file_name().to_string_lossy()]).stderr(Stdio::null()).status();
             }
+        }
+        // A killed dockerd leaves its mounts (the data root bind-mounted on itself): unmounted,
+        // deepest first, so that the temporary directory can go.
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(1)).filter(|m| m.starts_with(&dir)).collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).stderr(Stdio::null()).status();
         }
     }
 }

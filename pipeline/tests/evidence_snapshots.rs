@@ -182,6 +182,7 @@ fn buildkit_record(build_bases: &[&str]) -> Record {
             build_arg: dockerfile::build_base_arg(b),
         }))
         .collect(),
+        build_cache: None,
     }
 }
 
@@ -189,6 +190,8 @@ fn buildkit_record(build_bases: &[&str]) -> Record {
 fn a_single_base_buildkit_record_does_not_list_bases() {
     let json = serde_json::to_value(buildkit_record(&[])).unwrap();
     assert!(json.get("bases").is_none(), "{json}");
+    // Nor a build cache when none was used (records keep their bytes).
+    assert!(json.get("build_cache").is_none(), "{json}");
     let json = serde_json::to_value(buildkit_record(&["builder"])).unwrap();
     assert_eq!(json["bases"][1]["name"], "builder");
     assert_eq!(json["bases"][1]["role"], "build");

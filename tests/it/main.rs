@@ -7,6 +7,7 @@
 
 mod arm64;
 mod bases;
+mod builders;
 mod buildkit;
 mod compiled;
 mod docker;

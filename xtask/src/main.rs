@@ -283,11 +283,31 @@ struct BuildFlags {
     /// components whose recipe has a `dockerfile` with BuildKit (the others daemonless).
     #[arg(long, value_enum, default_value = "daemonless", env = "STELLAOPS_BACKEND")]
     backend: BackendArg,
-    /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`, optionally
-    /// keyed by the platforms it builds (`linux/arm64=unix:///srv/arm/docker.sock`). Repeat for
-    /// a pool (default: `DOCKER_HOST`).
+    /// A BuildKit endpoint: a Docker engine socket, `unix:///path/docker.sock`, or an engine
+    /// over TCP with mutual TLS, `tcp://HOST:PORT` (see `--builder-tls-*`); optionally keyed by
+    /// the platforms it builds (`linux/arm64=tcp://10.0.0.7:2376`). Repeat for a pool (default:
+    /// `DOCKER_HOST`).
     #[arg(long = "builder", value_name = "ENDPOINT")]
     builders: Vec<String>,
+    /// CA certificate (PEM) that signed the `tcp://` builders' server certificates. With
+    /// `--builder-tls-cert` and `--builder-tls-key`; without the three, `DOCKER_CERT_PATH`'s
+    /// `ca.pem`, `cert.pem` and `key.pem`. A `tcp://` builder without either is refused.
+    #[arg(long, value_name = "FILE", requires_all = ["builder_tls_cert", "builder_tls_key"])]
+    builder_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to the `tcp://` builders (extendedKeyUsage
+    /// clientAuth, signed by a CA the engines trust with `--tlsverify`).
+    #[arg(long, value_name = "FILE", requires_all = ["builder_tls_ca", "builder_tls_key"])]
+    builder_tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["builder_tls_ca", "builder_tls_cert"])]
+    builder_tls_key: Option<PathBuf>,
+    /// Share BuildKit's cache between builders and releases through a registry repository,
+    /// `HOST[:PORT]/REPO`: each Dockerfile component's cache is pushed there as
+    /// `REPO/<component>:<os>-<arch>-inline-cache` (BuildKit's inline cache) and imported by
+    /// later builds, which then skip the steps it holds. Digests do not change; the build
+    /// record names the cache and the cached steps. Without it, no cache is used at all.
+    #[arg(long, value_name = "REPO", env = "STELLAOPS_BUILD_CACHE")]
+    build_cache: Option<String>,
     /// BuildKit builds at once per endpoint.
     #[arg(long, value_name = "N", default_value_t = 2)]
     builds_per_builder: usize,
@@ -314,8 +334,20 @@ impl BuildFlags {
                     endpoints,
                     per_endpoint: self.builds_per_builder,
                     base_mirror: self.base_mirror.clone(),
+                    tls: self.builder_tls(),
+                    build_cache: self.build_cache.clone(),
                 })
             }
+        }
+    }
+
+    /// The `tcp://` builders' TLS files: the flags, else `DOCKER_CERT_PATH` (checked, with
+    /// the file named, by the health check).
+    fn builder_tls(&self) -> Option<pipeline::stages::build::buildkit::TlsFiles> {
+        use pipeline::stages::build::buildkit::TlsFiles;
+        match (&self.builder_tls_ca, &self.builder_tls_cert, &self.builder_tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }),
+            _ => std::env::var_os("DOCKER_CERT_PATH").filter(|d| !d.is_empty()).map(|d| TlsFiles::in_dir(std::path::Path::new(&d))),
         }
     }
 
@@ -330,6 +362,13 @@ impl BuildFlags {
             args.extend(["--builds-per-builder".into(), self.builds_per_builder.to_string().into()]);
             if let Some(m) = &self.base_mirror {
                 args.extend(["--base-mirror".into(), m.into()]);
+            }
+            if let (Some(ca), Some(cert), Some(key)) = (&self.builder_tls_ca, &self.builder_tls_cert, &self.builder_tls_key) {
+                args.extend(["--builder-tls-ca".into(), ca.into(), "--builder-tls-cert".into(), cert.into()]);
+                args.extend(["--builder-tls-key".into(), key.into()]);
+            }
+            if let Some(c) = &self.build_cache {
+                args.extend(["--build-cache".into(), c.into()]);
             }
         }
         args

@@ -383,6 +383,22 @@ pub struct Record {
     /// of single-base Dockerfiles keep their bytes.
     #[serde(skip_serializing_if = "no_build_base")]
     pub bases: Vec<StageBase>,
+    /// The shared cache the builder was allowed to trust (`--build-cache`); absent without
+    /// it, so records of uncached builds keep their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_cache: Option<BuildCache>,
+}
+
+/// BuildKit's inline cache in a registry, as one build used it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildCache {
+    /// The reference imported from (`cachefrom`) and pushed to.
+    pub reference: String,
+    /// The steps the engine did not run, taking their result from a cache (the registry's,
+    /// or the engine's own from an earlier build).
+    pub cached_steps: Vec<String>,
+    /// `reference@digest`: the cache image this build pushed.
+    pub exported: String,
 }
 
 /// A base a Dockerfile stage stands on.

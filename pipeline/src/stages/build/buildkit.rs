@@ -20,9 +20,22 @@
 //! 3. Progress: BuildKit's status stream (vertices, logs) goes to the [`Reporter`]; a failed
 //!    step is reported with the tail of its log.
 //!
-//! Endpoints are Docker engine sockets (`unix:///path` or a path), optionally keyed by the
-//! platforms they build (`linux/arm64=unix:///...`). A standalone buildkitd (its Control API
-//! over gRPC, `tcp://` with mTLS) is not supported yet.
+//! 4. Shared cache (`--build-cache HOST:PORT/REPO`): Docker 20.10's BuildKit (the "docker"
+//!    driver) exports only the *inline* cache, inside an image. The config build gets
+//!    `BUILDKIT_INLINE_CACHE=1` and its image is pushed as `REPO/<component>:<os>-<arch>-inline-cache`
+//!    before it is removed; the export build of any later job imports it (`cachefrom`) and
+//!    may use the engine's own cache (`nocache` only without the flag). The cache decides
+//!    which steps run, never the bytes: the rootfs is normalized as always, so the digests
+//!    do not change, and the record names the cache and the steps taken from it. Not for a
+//!    component with secret build arguments: the image's history carries their values.
+//!
+//! Endpoints are Docker engines, optionally keyed by the platforms they build
+//! (`linux/arm64=unix:///...`): a socket (`unix:///path` or a path), or `tcp://HOST:PORT`
+//! spoken to with mutual TLS only ([`TlsFiles`]: a CA, a client certificate and key; an
+//! endpoint without them is refused, never spoken to in clear). A standalone `buildkitd` (its
+//! Control API over gRPC) is not supported: Debian packages none, so there is nothing here to
+//! test it against; its `tcp://` address would reach the Docker API client and fail the
+//! health check.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -54,19 +67,58 @@ const LOG_TAIL: usize = 20;
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Transport failures of one job before its endpoint is dropped even though it answers pings.
 const MAX_TRANSPORT_FAILURES: u32 = 3;
+/// How BuildKit names the vertex that imports a `cachefrom` reference.
+const CACHE_IMPORT_VERTEX: &str = "importing cache manifest from ";
 /// The value recorded for secret build arguments.
 pub const REDACTED: &str = "<redacted>";
 
-/// Options of the BuildKit backend (CLI: `--backend buildkit`, `--builder`, `--base-mirror`).
+/// Options of the BuildKit backend (CLI: `--backend buildkit`, `--builder`, `--base-mirror`,
+/// `--builder-tls-*`, `--build-cache`).
 #[derive(Debug, Clone)]
 pub struct BuildKitOptions {
-    /// Docker engine sockets: `unix:///path/docker.sock` or a path.
+    /// Docker engines: `unix:///path/docker.sock`, a path, or `tcp://HOST:PORT` (mutual TLS).
     pub endpoints: Vec<String>,
     /// Builds at once per endpoint.
     pub per_endpoint: usize,
     /// `host:port/path` of a registry into which the pinned bases are pushed by digest, for
     /// BuildKit to pull them from.
     pub base_mirror: Option<String>,
+    /// The client's TLS material for `tcp://` endpoints (every one of them).
+    pub tls: Option<TlsFiles>,
+    /// `host:port/path` of a registry repository holding BuildKit's inline cache, shared by
+    /// the endpoints of the pool (and by later releases).
+    pub build_cache: Option<String>,
+}
+
+/// The files of a mutual-TLS client: the CA that signed the engines' certificates, and this
+/// client's certificate and key (`DOCKER_CERT_PATH`'s `ca.pem`, `cert.pem`, `key.pem`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `DIR/ca.pem`, `DIR/cert.pem`, `DIR/key.pem` (Docker's `DOCKER_CERT_PATH` layout).
+    pub fn in_dir(dir: &Path) -> TlsFiles {
+        TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") }
+    }
+
+    /// Each file is readable and holds PEM (bollard reads the client certificate and key only
+    /// during the handshake, where a missing file would go unnoticed and no certificate be
+    /// sent).
+    fn check(&self) -> Result<(), BuildKitError> {
+        for (role, path) in [("CA certificate", &self.ca), ("client certificate", &self.cert), ("client key", &self.key)] {
+            let message = match fs::read(path) {
+                Ok(bytes) if bytes.windows(11).any(|w| w == b"-----BEGIN ") => continue,
+                Ok(_) => "holds no PEM block".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            return Err(BuildKitError::TlsFile { role, path: path.clone(), message });
+        }
+        Ok(())
+    }
 }
 
 /// The Docker engine's BuildKit, through a pool of endpoints.
@@ -116,7 +168,7 @@ pub fn parse_endpoint(spec: &str) -> Result<(String, Option<BTreeSet<Platform>>)
         }
         None => (None, spec),
     };
-    socket_of(address)?;
+    address_of(address)?;
     Ok((address.to_owned(), platforms))
 }
 
@@ -198,15 +250,76 @@ impl Pool {
     }
 }
 
-/// `unix:///x.sock` or `/x.sock` -> the socket path.
-fn socket_of(endpoint: &str) -> Result<String, BuildKitError> {
+/// Where an engine listens.
+#[derive(Debug, PartialEq, Eq)]
+enum Address {
+    /// A socket path.
+    Unix(String),
+    /// `HOST:PORT`, spoken to with mutual TLS only.
+    Tcp(String),
+}
+
+/// `unix:///x.sock` or `/x.sock` -> the socket path; `tcp://HOST:PORT` -> `HOST:PORT`.
+fn address_of(endpoint: &str) -> Result<Address, BuildKitError> {
     if let Some(p) = endpoint.strip_prefix("unix://") {
-        return Ok(p.to_owned());
+        return Ok(Address::Unix(p.to_owned()));
     }
     if endpoint.starts_with('/') {
-        return Ok(endpoint.to_owned());
+        return Ok(Address::Unix(endpoint.to_owned()));
+    }
+    if let Some(hp) = endpoint.strip_prefix("tcp://") {
+        let hp = hp.trim_end_matches('/');
+        let port_ok = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if port_ok && !hp.contains('/') {
+            return Ok(Address::Tcp(hp.to_owned()));
+        }
     }
     Err(BuildKitError::BadEndpoint(endpoint.to_owned()))
+}
+
+/// `HOST[:PORT]/REPOSITORY`, lower case, without a tag or digest (the pipeline adds the tag).
+fn check_build_cache(cache: &str) -> Result<(), BuildKitError> {
+    let bad = || BuildKitError::BadBuildCache(cache.to_owned());
+    let (host, repo) = cache.trim_end_matches('/').split_once('/').ok_or_else(bad)?;
+    let repo_ok = !repo.is_empty()
+        && repo.split('/').all(|p| !p.is_empty())
+        && repo.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-/".contains(ch));
+    if host.is_empty() || host.contains('@') || !repo_ok {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// A readable reason for a failure to reach an engine: the error and its sources, with TLS
+/// failures (rustls, through hyper) said as such.
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !chain.iter().any(|c| c.contains(&text)) {
+            chain.push(text);
+        }
+        source = s.source();
+    }
+    let all = chain.join(": ");
+    let lower = all.to_ascii_lowercase();
+    let tls = if lower.contains("certificate") || lower.contains("received fatal alert") || lower.contains("handshake") {
+        if lower.contains("unknownissuer") || lower.contains("unknown issuer") || lower.contains("invalid peer certificate") {
+            Some("the engine's certificate was refused: it is not signed by the CA given (`--builder-tls-ca`)")
+        } else {
+            Some("the TLS handshake was refused: the engine did not accept the client certificate (signed by a CA it does not trust?)")
+        }
+    } else {
+        None
+    };
+    // An engine that dies mid-build (killed, its machine gone) shows as a reset or an EOF.
+    let lost = ["error reading a body", "connection reset", "unexpected eof", "broken pipe", "connection closed"];
+    match tls {
+        Some(why) => format!("{why} ({all})"),
+        None if lost.iter().any(|l| lower.contains(l)) => format!("the connection to the engine was lost ({all})"),
+        None => all,
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, BuildKitError> {
@@ -216,24 +329,32 @@ fn runtime() -> Result<tokio::runtime::Runtime, BuildKitError> {
         .map_err(|source| BuildKitError::Io { path: PathBuf::from("<tokio runtime>"), source })
 }
 
-async fn connect(endpoint: &str) -> Result<Docker, String> {
-    let path = socket_of(endpoint).map_err(|e| e.to_string())?;
-    let docker = Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION).map_err(|e| e.to_string())?;
+/// A client of the engine at `endpoint` that answered its version and a ping. A `tcp://`
+/// endpoint is spoken to over mutual TLS only (`tls`, checked by the health check).
+async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Docker, String> {
+    let docker = match address_of(endpoint).map_err(|e| e.to_string())? {
+        Address::Unix(path) => Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION),
+        Address::Tcp(host_port) => {
+            let tls = tls.ok_or_else(|| "a `tcp://` endpoint needs TLS material".to_owned())?;
+            Docker::connect_with_ssl(&format!("tcp://{host_port}"), &tls.key, &tls.cert, &tls.ca, 3600, bollard::API_DEFAULT_VERSION)
+        }
+    }
+    .map_err(|e| reason(&e))?;
     let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
         .await
         .map_err(|_| format!("no answer within {}s", PING_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| reason(&e))?;
     tokio::time::timeout(PING_TIMEOUT, docker.ping())
         .await
         .map_err(|_| format!("no answer to ping within {}s", PING_TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| reason(&e))?;
     Ok(docker)
 }
 
 /// The health check: the engine answers a ping and its version.
-fn ping(endpoint: &str) -> Result<(), String> {
+fn ping(endpoint: &str, tls: Option<&TlsFiles>) -> Result<(), String> {
     let rt = runtime().map_err(|e| e.to_string())?;
-    rt.block_on(connect(endpoint)).map(|_| ())
+    rt.block_on(connect(endpoint, tls)).map(|_| ())
 }
 
 /// Build arguments: as passed to BuildKit, and as recorded (secrets redacted).
@@ -255,12 +376,27 @@ struct Request<'a> {
     /// image exporter, tagged `tag`, steps from the cache, no progress reported).
     export: Option<&'a Path>,
     tag: Option<&'a str>,
+    /// The inline cache (`--build-cache`): the export build imports it (`cachefrom`), the
+    /// config build carries it in its image (`BUILDKIT_INLINE_CACHE=1`) to be pushed there.
+    cache: Option<&'a str>,
+}
+
+/// What an export build tells besides its rootfs: the steps the engine did not run.
+struct Outcome {
+    cached_steps: Vec<String>,
 }
 
 /// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
 enum Attempt {
     Endpoint(String),
-    Build { step: Option<String>, message: String, log: Vec<String> },
+    /// The build went through but its cache could not be pushed (fails the job: the cache
+    /// was asked for).
+    CachePush(String),
+    Build {
+        step: Option<String>,
+        message: String,
+        log: Vec<String>,
+    },
 }
 
 /// One vertex (step) of the build, as the status stream tells it.
@@ -295,10 +431,25 @@ impl<'r> BuildKit<'r> {
                 "no endpoint given and `DOCKER_HOST` is not set".to_owned(),
             )]));
         }
-        for (i, spec) in self.opts.endpoints.iter().enumerate() {
-            parse_endpoint(spec)?;
+        // Every endpoint parses, and a `tcp://` one has readable TLS material: never a Docker
+        // API in clear, never a handshake that silently sends no client certificate.
+        if let Some(cache) = &self.opts.build_cache {
+            check_build_cache(cache)?;
+        }
+        let mut checked_tls = false;
+        for spec in &self.opts.endpoints {
+            let (address, _) = parse_endpoint(spec)?;
+            if let Address::Tcp(_) = address_of(&address)? {
+                let tls = self.opts.tls.as_ref().ok_or_else(|| BuildKitError::NoTls(address.clone()))?;
+                if !checked_tls {
+                    tls.check()?;
+                    checked_tls = true;
+                }
+            }
+        }
+        for i in 0..self.opts.endpoints.len() {
             let e = &self.pool.names[i];
-            match ping(e) {
+            match ping(e, self.opts.tls.as_ref()) {
                 Ok(()) => self.note(format!("builder `{e}`: up")),
                 Err(why) => {
                     self.pool.drop_endpoint(i, &why);
@@ -376,9 +527,61 @@ impl<'r> BuildKit<'r> {
     }
 
     /// One build on one endpoint: the exported rootfs lands in `export`.
-    async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<(), Attempt> {
-        let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
+    async fn attempt(&self, endpoint: &str, req: &Request<'_>) -> Result<Outcome, Attempt> {
+        let docker = connect(endpoint, self.opts.tls.as_ref()).await.map_err(Attempt::Endpoint)?;
         self.run_build(&docker, req).await
+    }
+
+    /// Where the inline cache of `component` for `platform` lives under `--build-cache`: one
+    /// tag per component and platform, the same from release to release (each release's
+    /// push replaces it).
+    fn cache_ref(&self, component: &str, platform: Platform) -> Option<String> {
+        self.opts.build_cache.as_ref().map(|c| {
+            format!("{}/{}:{}-inline-cache", c.trim_end_matches('/'), component.to_ascii_lowercase(), platform.as_str().replace('/', "-"))
+        })
+    }
+
+    /// Tags the config build's image `tag` as `reference` (the cache), pushes it, and removes
+    /// that tag again; returns `reference@digest` as pushed.
+    async fn push_cache(&self, docker: &Docker, tag: &str, reference: &str) -> Result<String, String> {
+        use bollard::query_parameters::{PushImageOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder};
+        let (repo, cache_tag) = reference.rsplit_once(':').ok_or_else(|| format!("`{reference}` has no tag"))?;
+        docker
+            .tag_image(tag, Some(TagImageOptionsBuilder::new().repo(repo).tag(cache_tag).build()))
+            .await
+            .map_err(|e| format!("tagging: {}", reason(&e)))?;
+        // Anonymous credentials: engine 20.10 refuses a push without an `X-Registry-Auth`.
+        let mut stream = docker.push_image(
+            repo,
+            Some(PushImageOptionsBuilder::new().tag(cache_tag).build()),
+            Some(bollard::auth::DockerCredentials::default()),
+        );
+        let mut pushed: Result<String, String> = Err("the engine reported no digest".to_owned());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                        pushed = Err(e);
+                        break;
+                    }
+                    // `<tag>: digest: sha256:... size: N`
+                    if let Some(d) =
+                        info.status.as_deref().and_then(|s| s.split("digest: ").nth(1)).and_then(|s| s.split_whitespace().next())
+                    {
+                        pushed = Ok(format!("{repo}@{d}"));
+                    }
+                }
+                Err(e) => {
+                    pushed = Err(reason(&e));
+                    break;
+                }
+            }
+        }
+        let untagged = docker.remove_image(reference, Some(RemoveImageOptionsBuilder::new().noprune(true).build()), None).await;
+        if let Err(e) = untagged {
+            self.note(format!("could not remove the tag `{reference}` after pushing it: {e}"));
+        }
+        pushed
     }
 
     /// The config `docker build` gives the Dockerfile: the same build again (same context,
@@ -390,9 +593,13 @@ impl<'r> BuildKit<'r> {
     /// and the `tar` exporter returns no config. The config is computed by the Dockerfile
     /// frontend from the Dockerfile and the base's config alone, so it does not depend on
     /// whether a step came from the cache.
-    async fn image_config(&self, endpoint: &str, req: &Request<'_>, component: &str) -> Result<oci::RunConfig, Attempt> {
+    ///
+    /// With `--build-cache`, the image also carries BuildKit's inline cache (its config holds
+    /// the cache keys of every step; the layers are the steps' results) and is pushed to the
+    /// cache reference before it is removed: returned as `reference@digest`.
+    async fn image_config(&self, endpoint: &str, req: &Request<'_>, component: &str) -> Result<(oci::RunConfig, Option<String>), Attempt> {
         use bollard::query_parameters::RemoveImageOptionsBuilder;
-        let docker = connect(endpoint).await.map_err(Attempt::Endpoint)?;
+        let docker = connect(endpoint, self.opts.tls.as_ref()).await.map_err(Attempt::Endpoint)?;
         static TAGS: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let tag = format!(
@@ -404,8 +611,12 @@ impl<'r> BuildKit<'r> {
         );
         let built = self.run_build(&docker, &Request { export: None, tag: Some(&tag), ..*req }).await;
         let inspected = match built {
-            Ok(()) => docker.inspect_image(&tag).await.map_err(|e| Attempt::Endpoint(format!("inspecting `{tag}`: {e}"))),
+            Ok(_) => docker.inspect_image(&tag).await.map_err(|e| Attempt::Endpoint(format!("inspecting `{tag}`: {}", reason(&e)))),
             Err(e) => Err(e),
+        };
+        let pushed = match (&inspected, req.cache) {
+            (Ok(_), Some(reference)) => Some(self.push_cache(&docker, &tag, reference).await),
+            _ => None,
         };
         // Removed even when the build or the inspection failed (a missing image is fine).
         let removed = docker.remove_image(&tag, Some(RemoveImageOptionsBuilder::new().force(true).noprune(false).build()), None).await;
@@ -418,25 +629,33 @@ impl<'r> BuildKit<'r> {
             message: format!("the engine's image `{tag}` has no config to read the Dockerfile's settings from"),
             log: Vec::new(),
         })?;
-        Ok(run_config(config))
+        let pushed = pushed.transpose().map_err(Attempt::CachePush)?;
+        Ok((run_config(config), pushed))
     }
 
     /// Sends one build and follows its status stream to the end.
-    async fn run_build(&self, docker: &Docker, req: &Request<'_>) -> Result<(), Attempt> {
-        let Request { job_name, context, dockerfile, platform, args, export, tag } = *req;
+    async fn run_build(&self, docker: &Docker, req: &Request<'_>) -> Result<Outcome, Attempt> {
+        let Request { job_name, context, dockerfile, platform, args, export, tag, cache } = *req;
         let report = export.is_some();
+        let mut buildargs = args.clone();
+        if cache.is_some() && export.is_none() {
+            // The cache keys go into the image's config, which is pushed as the cache.
+            buildargs.insert("BUILDKIT_INLINE_CACHE".to_owned(), "1".to_owned());
+        }
         static SESSIONS: AtomicU64 = AtomicU64::new(0);
         let session = format!("stellaops-{}-{}", std::process::id(), SESSIONS.fetch_add(1, Ordering::Relaxed));
         let options = BuildImageOptions {
             dockerfile: dockerfile.to_owned(),
-            // Hermetic: RUN steps get no network; a release never reuses a builder's cache.
+            // Hermetic: RUN steps get no network; a release reuses no cache unless it was
+            // asked to (`--build-cache`: the registry's inline cache, and the engine's own).
             networkmode: Some("none".to_owned()),
             // The config build reuses the steps the release build just made.
-            nocache: export.is_some(),
+            nocache: export.is_some() && cache.is_none(),
+            cachefrom: cache.filter(|_| export.is_some()).map(|c| vec![c.to_owned()]),
             rm: true,
             forcerm: true,
             platform: platform.to_string(),
-            buildargs: Some(args.clone().into_iter().collect()),
+            buildargs: Some(buildargs.into_iter().collect()),
             version: BuilderVersion::BuilderBuildKit,
             session: Some(session),
             outputs: export.map(|e| ImageBuildOutput::Tar(e.display().to_string())),
@@ -447,6 +666,7 @@ impl<'r> BuildKit<'r> {
         let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
         let mut order: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
+        let mut cached_steps: Vec<String> = Vec::new();
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
@@ -461,7 +681,7 @@ impl<'r> BuildKit<'r> {
                             failure = Some(message);
                             break;
                         }
-                        other => return Err(Attempt::Endpoint(other.to_string())),
+                        other => return Err(Attempt::Endpoint(reason(&other))),
                     }
                 }
             };
@@ -482,9 +702,15 @@ impl<'r> BuildKit<'r> {
                     entry.error.clone_from(&v.error);
                     continue;
                 }
-                if v.cached && !entry.done {
-                    entry.done = true;
-                    self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
+                // A cache hit is reported once, as `cached`: the engine sends it again with a
+                // start and completion time, which are not a run.
+                if v.cached {
+                    if !entry.done {
+                        entry.done = true;
+                        entry.started = true;
+                        cached_steps.push(v.name.clone());
+                        self.reporter.event(Event::Step { job: job_name.to_owned(), step: v.name.clone(), status: "cached".to_owned() });
+                    }
                     continue;
                 }
                 if v.started.is_some() && !entry.started {
@@ -520,9 +746,17 @@ impl<'r> BuildKit<'r> {
                 }
             }
         }
-        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty());
+        // BuildKit names the cache import `importing cache manifest from REF`; a cache not
+        // there yet (the first build) fails that vertex, not the build: every step runs.
+        let is_cache_import = |v: &Vertex| v.name.starts_with(CACHE_IMPORT_VERTEX);
+        if report {
+            if let Some(v) = order.iter().filter_map(|d| vertices.get(d)).find(|v| is_cache_import(v) && !v.error.is_empty()) {
+                self.note(format!("`{job_name}`: no build cache imported ({}): every step runs", v.error));
+            }
+        }
+        let failed_vertex = order.iter().filter_map(|d| vertices.get(d)).find(|v| !v.error.is_empty() && !is_cache_import(v));
         match (failure, failed_vertex) {
-            (None, None) if export.is_none_or(Path::is_file) => Ok(()),
+            (None, None) if export.is_none_or(Path::is_file) => Ok(Outcome { cached_steps }),
             (None, None) => Err(Attempt::Endpoint("the build ended without a result (connection lost?)".to_owned())),
             (message, Some(v)) => {
                 let mut log = v.log.clone();
@@ -684,6 +918,19 @@ impl Backend for BuildKit<'_> {
             lw.finish().map_err(io_err(&src))?.0
         };
         let BuildArgs { passed, recorded } = self.build_args(job)?;
+        // A component with secret build arguments gets no cache: BuildKit writes the build
+        // arguments a RUN step uses into the image's history (`RUN |1 TOKEN=... `), and that
+        // image is what would be pushed to the cache registry.
+        let cache_ref = match (&self.opts.build_cache, c.recipe.secret_build_args.is_empty()) {
+            (Some(_), false) => {
+                self.note(format!(
+                    "`{job_name}`: built without the build cache: its image history would carry the values of `recipe.secret-build-args` ({}) to the cache registry",
+                    c.recipe.secret_build_args.join(", ")
+                ));
+                None
+            }
+            _ => self.cache_ref(&c.name, platform),
+        };
         let export = scratch.path().join("rootfs.tar");
         let request = Request {
             job_name: &job_name,
@@ -693,32 +940,44 @@ impl Backend for BuildKit<'_> {
             args: &passed,
             export: Some(&export),
             tag: None,
+            cache: cache_ref.as_deref(),
         };
 
         // 2. On the pool, retrying elsewhere when an endpoint fails under us.
         let rt = runtime()?;
         let mut transport_failures = 0;
-        let (endpoint, engine_config) = loop {
+        let (endpoint, engine_config, outcome, pushed) = loop {
             let i = self.pool.acquire(platform)?;
             let endpoint = self.pool.names[i].clone();
             let _ = fs::remove_file(&export);
             let result = rt.block_on(async {
-                self.attempt(&endpoint, &request).await?;
-                self.image_config(&endpoint, &request, &c.name).await
+                let outcome = self.attempt(&endpoint, &request).await?;
+                let (config, pushed) = self.image_config(&endpoint, &request, &c.name).await?;
+                Ok((outcome, config, pushed))
             });
             self.pool.release(i);
             match result {
-                Ok(config) => break (endpoint, config),
+                Ok((outcome, config, pushed)) => break (endpoint, config, outcome, pushed),
                 Err(Attempt::Endpoint(why)) => {
                     // The health check decides: an endpoint that still answers keeps its place
                     // (a transient failure), up to a bound on retries of this job.
                     transport_failures += 1;
-                    let health = ping(&endpoint);
+                    let health = ping(&endpoint, self.opts.tls.as_ref());
                     if health.is_ok() && transport_failures < MAX_TRANSPORT_FAILURES {
                         self.note(format!("builder `{endpoint}` failed `{job_name}` ({why}) but answers its health check: retrying"));
                     } else if self.pool.drop_endpoint(i, &why) {
                         self.note(format!("builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"));
                     }
+                }
+                Err(Attempt::CachePush(message)) => {
+                    return Err(BuildKitError::CachePush {
+                        component: c.name.clone(),
+                        platform,
+                        endpoint,
+                        reference: cache_ref.unwrap_or_default(),
+                        message,
+                    }
+                    .into())
                 }
                 Err(Attempt::Build { step, message, log }) => {
                     return Err(BuildKitError::Failed { component: c.name.clone(), platform, endpoint, step, message, log }.into())
@@ -760,6 +1019,11 @@ impl Backend for BuildKit<'_> {
                     exporter: "tar",
                     network: "none",
                     build_args: recorded,
+                    build_cache: cache_ref.map(|reference| build::BuildCache {
+                        reference,
+                        cached_steps: outcome.cached_steps,
+                        exported: pushed.unwrap_or_default(),
+                    }),
                     changed_paths: diff.changed,
                     removed_paths: diff.removed,
                     bases: std::iter::once(StageBase {
@@ -826,12 +1090,69 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_are_unix_sockets() {
-        assert_eq!(socket_of("unix:///run/d.sock").unwrap(), "/run/d.sock");
-        assert_eq!(socket_of("/run/d.sock").unwrap(), "/run/d.sock");
-        let e = socket_of("tcp://10.0.0.1:1234").unwrap_err();
+    fn endpoints_are_unix_sockets_or_tcp_with_a_port() {
+        assert_eq!(address_of("unix:///run/d.sock").unwrap(), Address::Unix("/run/d.sock".into()));
+        assert_eq!(address_of("/run/d.sock").unwrap(), Address::Unix("/run/d.sock".into()));
+        assert_eq!(address_of("tcp://10.0.0.1:2376").unwrap(), Address::Tcp("10.0.0.1:2376".into()));
+        assert_eq!(address_of("tcp://builder.example:2376/").unwrap(), Address::Tcp("builder.example:2376".into()));
+        for bad in ["tcp://10.0.0.1", "tcp://:2376", "tcp://h:99999", "ssh://h", "https://h:2376", "docker.sock"] {
+            let e = address_of(bad).unwrap_err();
+            assert_eq!(e.exit_code(), schema::exit::REJECTED);
+            assert!(e.to_string().contains(&format!("`{bad}`")) && e.to_string().contains("buildkitd"), "{e}");
+        }
+        let (addr, only) = parse_endpoint("linux/arm64=tcp://10.0.0.2:2376").unwrap();
+        assert_eq!((addr.as_str(), only.map(|s| s.len())), ("tcp://10.0.0.2:2376", Some(1)));
+    }
+
+    #[test]
+    fn a_tcp_endpoint_without_tls_material_is_refused_before_any_connection() {
+        let reporter = schema::report::Silent;
+        let opts = BuildKitOptions {
+            endpoints: vec!["tcp://127.0.0.1:9".into()],
+            per_endpoint: 1,
+            base_mirror: None,
+            tls: None,
+            build_cache: None,
+        };
+        let e = BuildKit::new(opts.clone(), &reporter).health_check().unwrap_err();
+        assert!(matches!(e, BuildKitError::NoTls(ref a) if a == "tcp://127.0.0.1:9"), "{e}");
+        assert!(e.to_string().contains("DOCKER_CERT_PATH"), "{e}");
         assert_eq!(e.exit_code(), schema::exit::REJECTED);
-        assert!(e.to_string().contains("not supported yet"), "{e}");
+        // A missing file is named.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let tls = TlsFiles::in_dir(dir.path());
+        let e = BuildKit::new(BuildKitOptions { tls: Some(tls.clone()), ..opts.clone() }, &reporter).health_check().unwrap_err();
+        assert!(matches!(e, BuildKitError::TlsFile { role: "client certificate", ref path, .. } if *path == tls.cert), "{e}");
+        assert!(e.to_string().contains(&format!("`{}`", tls.cert.display())), "{e}");
+        // A file that is not PEM.
+        fs::write(&tls.cert, "not a certificate").unwrap();
+        let e = BuildKit::new(BuildKitOptions { tls: Some(tls), ..opts }, &reporter).health_check().unwrap_err();
+        assert!(e.to_string().contains("holds no PEM block"), "{e}");
+    }
+
+    #[test]
+    fn a_build_cache_is_a_repository_without_tag_or_digest() {
+        assert!(check_build_cache("127.0.0.1:5000/stellaops/cache").is_ok());
+        assert!(check_build_cache("registry.example/cache/").is_ok());
+        for bad in ["127.0.0.1:5000", "127.0.0.1:5000/cache:tag", "r.example/cache@sha256:00", "r.example/Cache", "/cache", "r.example//c"]
+        {
+            let e = check_build_cache(bad).unwrap_err();
+            assert_eq!(e.exit_code(), schema::exit::REJECTED, "{bad}");
+            assert!(e.to_string().contains(&format!("`{bad}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_failures_read_as_such() {
+        let e = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert!(reason(&e).starts_with("the engine's certificate was refused"), "{}", reason(&e));
+        let e = std::io::Error::other("received fatal alert: BadCertificate");
+        assert!(reason(&e).starts_with("the TLS handshake was refused"), "{}", reason(&e));
+        let e = std::io::Error::other("error reading a body from connection");
+        assert!(reason(&e).starts_with("the connection to the engine was lost"), "{}", reason(&e));
+        let e = std::io::Error::other("connection refused");
+        assert_eq!(reason(&e), "connection refused");
     }
 
     #[test]

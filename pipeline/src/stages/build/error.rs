@@ -85,10 +85,18 @@ pub enum BuildError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildKitError {
-    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
+    #[error("no BuildKit endpoint is usable:\n{}\n  hint: start the Docker engine, or pass working endpoints with `--builder unix:///path/docker.sock` or `--builder tcp://HOST:PORT` (default: `DOCKER_HOST`)", .0.iter().map(|(e, why)| format!("  - `{e}`: {why}")).collect::<Vec<_>>().join("\n"))]
     NoEndpoint(Vec<(String, String)>),
-    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock`\n  hint: TCP endpoints and standalone buildkitd are not supported yet")]
+    #[error("endpoint `{0}` is not `[PLATFORM[,PLATFORM]=]unix:///path/docker.sock` or `[PLATFORM[,PLATFORM]=]tcp://HOST:PORT`\n  hint: a standalone buildkitd (its gRPC API) is not supported: point `--builder` at a Docker engine")]
     BadEndpoint(String),
+    #[error("endpoint `{0}`: a Docker engine over TCP is spoken to with mutual TLS only, and no TLS material was given\n  hint: pass `--builder-tls-ca`, `--builder-tls-cert` and `--builder-tls-key`, or set `DOCKER_CERT_PATH` to a directory with `ca.pem`, `cert.pem` and `key.pem`")]
+    NoTls(String),
+    #[error("`{path}`: the builders' TLS {role}: {message}\n  hint: `--builder-tls-ca`, `--builder-tls-cert`, `--builder-tls-key` (or `DOCKER_CERT_PATH`) name PEM files")]
+    TlsFile { role: &'static str, path: PathBuf, message: String },
+    #[error("`--build-cache` `{0}` is not `HOST[:PORT]/REPOSITORY` (no tag, no digest)")]
+    BadBuildCache(String),
+    #[error("component `{component}` ({platform}) on `{endpoint}`: cannot push the build cache `{reference}`: {message}\n  hint: the engine pushes it: the registry must be reachable from the engine (a loopback registry is insecure by default)")]
+    CachePush { component: String, platform: Platform, endpoint: String, reference: String, message: String },
     #[error("base `{base}` ({platform}) is not in a registry BuildKit can pull from\n  hint: pass `--base-mirror HOST:PORT/PATH` (the pipeline pushes the pinned base there by digest), or pin the base with `source = \"registry\"`")]
     NoBaseSource { base: String, platform: Platform },
     #[error("base `{base}` ({platform}): cannot push it to the mirror: {source}")]
@@ -124,6 +132,9 @@ impl BuildKitError {
         use schema::exit;
         match self {
             BuildKitError::BadEndpoint(_)
+            | BuildKitError::NoTls(_)
+            | BuildKitError::TlsFile { .. }
+            | BuildKitError::BadBuildCache(_)
             | BuildKitError::NoBaseSource { .. }
             | BuildKitError::MissingSecret { .. }
             | BuildKitError::Failed { .. }

@@ -43,7 +43,7 @@ pub enum ScanError {
 }
 
 /// A package found in the image.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Found {
     /// syft's package type names: deb, apk, rust-crate, npm, python.
     pub kind: String,
@@ -53,7 +53,7 @@ pub struct Found {
     pub location: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ScanResult {
     pub os: Option<String>,
     pub packages: BTreeSet<Found>,

@@ -178,6 +178,13 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
     fs::create_dir_all(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    // One release into `out` at a time: a second waits (and says for whom) rather than racing
+    // it to the final rename.
+    let lock_path = oci::statelock::beside(&out);
+    let _lock = oci::statelock::StateLock::acquire(&lock_path, &format!("the release `{}`", out.display()), &|message| {
+        reporter.event(Event::Note { message })
+    })
+    .map_err(|source| Error::Io { path: lock_path.clone(), source })?;
     let staging =
         tempfile::Builder::new().prefix(".staging-").tempdir_in(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
 

@@ -12,9 +12,14 @@ use oci::statelock::StateLock;
 
 use crate::support::{xtask_cmd, Repo, EPOCH};
 
-/// Starts `xtask ARGS --source repo` with stderr read line by line into a channel.
-fn start(repo: &Repo, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = xtask_cmd().args(args).arg("--source").arg(repo.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+/// Starts `xtask ARGS [--source repo]` with stderr read line by line into a channel.
+fn start(repo: Option<&Repo>, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = xtask_cmd();
+    cmd.args(args);
+    if let Some(repo) = repo {
+        cmd.arg("--source").arg(repo.path());
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = mpsc::channel();
     let err = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -62,7 +67,7 @@ fn a_second_release_of_the_same_output_waits_for_the_first_and_a_killed_holder_d
 
     // Held here (as another `release` would hold it): the release waits and names us.
     let held = StateLock::acquire(&lock, "test", &|m| panic!("{m}")).unwrap();
-    let (child, rx) = start(&repo, &["release", "--channel", "edge"]);
+    let (child, rx) = start(Some(&repo), &["release", "--channel", "edge"]);
     let line = wait_for(&rx, "waiting for the release");
     assert!(line.contains(&format!("held by PID {}", std::process::id())), "{line}");
     std::thread::sleep(Duration::from_millis(500));
@@ -73,6 +78,21 @@ fn a_second_release_of_the_same_output_waits_for_the_first_and_a_killed_holder_d
     assert!(releases.join("2.4.1-edge/release.yaml").is_file());
     no_lock_files(&releases);
 
+    // A kit import into a directory another import holds waits too.
+    let into = repo.path().join("target/imported");
+    let held = StateLock::acquire(&repo.path().join("target/.imported.lock"), "test", &|m| panic!("{m}")).unwrap();
+    let kit = releases.join("2.4.1-edge/stellaops-kit-2.4.1-edge.tar.zst");
+    let key = repo.path().join("target/keys/dev.pub");
+    let (child, rx) =
+        start(None, &["kit", "import", kit.to_str().unwrap(), "--into", into.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    wait_for(&rx, "waiting for the import target");
+    assert!(!into.exists(), "imported while the target was locked");
+    drop(held);
+    let (ok, rest) = finish(child, rx);
+    assert!(ok, "{rest}");
+    assert!(into.join("oci-layout").is_file());
+    no_lock_files(&repo.path().join("target"));
+
     // Held by a process that is then killed: the kernel drops its lock, the release goes on.
     let holder = Command::new("flock").arg("-o").arg(&lock).args(["sleep", "300"]).spawn();
     let Ok(mut holder) = holder else {
@@ -80,7 +100,7 @@ fn a_second_release_of_the_same_output_waits_for_the_first_and_a_killed_holder_d
         return;
     };
     std::thread::sleep(Duration::from_millis(300));
-    let (child, rx) = start(&repo, &["release", "--channel", "edge"]);
+    let (child, rx) = start(Some(&repo), &["release", "--channel", "edge"]);
     wait_for(&rx, "waiting for the release");
     holder.kill().unwrap();
     holder.wait().unwrap();
@@ -98,7 +118,7 @@ fn a_promote_waits_for_the_channel_store_held_by_another_command() {
     std::fs::create_dir_all(&store).unwrap();
     let held = StateLock::acquire(&store.join(".lock"), "test", &|m| panic!("{m}")).unwrap();
     let now = schema::model::rfc3339(EPOCH);
-    let (child, rx) = start(&repo, &["promote", out.to_str().unwrap(), "--to", "edge", "--now", &now]);
+    let (child, rx) = start(Some(&repo), &["promote", out.to_str().unwrap(), "--to", "edge", "--now", &now]);
     let line = wait_for(&rx, "waiting for the channel store");
     assert!(line.contains(&format!("held by PID {}", std::process::id())), "{line}");
     std::thread::sleep(Duration::from_millis(300));

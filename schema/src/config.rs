@@ -435,6 +435,21 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// A pinned Debian package (of a base or a toolchain): its sha256 and its pool path.
+fn check_deb_pin(key: &str, p: &crate::files::DebPin, problems: &mut Vec<Problem>) {
+    if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        problems.push(Problem {
+            file: LOCK_FILE.to_owned(),
+            key: format!("{key}.sha256"),
+            message: format!("`{}` ({}) is not pinned by a sha256", p.sha256, p.name),
+            hint: Some("run `cargo xtask lock`".to_owned()),
+        });
+    }
+    if !is_relative_inside(&p.filename) {
+        problems.push(problem(LOCK_FILE, format!("{key}.filename"), format!("`{}` is not a pool path", p.filename)));
+    }
+}
+
 fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
     if lock.lock_version != 1 {
         problems.push(problem(LOCK_FILE, "lock-version", format!("`{}` is not a lock format this tool reads (1)", lock.lock_version)));
@@ -453,23 +468,13 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
         }
         for (j, p) in t.packages.iter().enumerate() {
             let pk = key(&format!("packages[{j}]"));
-            if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
-                problems.push(Problem {
-                    file: LOCK_FILE.to_owned(),
-                    key: format!("{pk}.sha256"),
-                    message: format!("`{}` ({}) is not pinned by a sha256", p.sha256, p.name),
-                    hint: Some("run `cargo xtask lock`".to_owned()),
-                });
-            }
+            check_deb_pin(&pk, p, problems);
             if p.arch != "amd64" && p.arch != "all" {
                 problems.push(problem(
                     LOCK_FILE,
                     format!("{pk}.arch"),
                     format!("`{}`: a toolchain runs on the build machine (`amd64` or `all`)", p.arch),
                 ));
-            }
-            if !is_relative_inside(&p.filename) {
-                problems.push(problem(LOCK_FILE, format!("{pk}.filename"), format!("`{}` is not a pool path", p.filename)));
             }
         }
         for (module, package) in &t.go_modules {
@@ -530,19 +535,9 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
             }
             for (j, p) in pin.packages.iter().enumerate() {
                 let pk = pkey(&format!("packages[{j}]"));
-                if p.sha256.len() != 64 || !p.sha256.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
-                    problems.push(Problem {
-                        file: LOCK_FILE.to_owned(),
-                        key: format!("{pk}.sha256"),
-                        message: format!("`{}` ({}) is not pinned by a sha256", p.sha256, p.name),
-                        hint: Some("run `cargo xtask lock`".to_owned()),
-                    });
-                }
+                check_deb_pin(&pk, p, problems);
                 if p.arch != platform.deb_arch() && p.arch != "all" {
                     problems.push(problem(LOCK_FILE, format!("{pk}.arch"), format!("`{}` does not match platform `{platform}`", p.arch)));
-                }
-                if !is_relative_inside(&p.filename) {
-                    problems.push(problem(LOCK_FILE, format!("{pk}.filename"), format!("`{}` is not a pool path", p.filename)));
                 }
             }
         }

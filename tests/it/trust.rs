@@ -520,16 +520,20 @@ fn verify_names_an_altered_arm64_sbom_or_protobuf_sbom_in_a_directory_and_a_kit(
     ] {
         let d = altered(name, file);
         let run = verify(&d, &public, &[]);
-        rejected(&run, &[&format!("[FAIL] {label}"), file]);
-        // Only that image's checks fail.
+        rejected(&run, &[&format!("[FAIL] {label}"), "hashes to", "release.yaml states"]);
+        // Only that image's checks fail, and a failure names the file.
         let failed: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("[FAIL]")).collect();
         assert!(failed.iter().all(|l| l.contains(label)), "{name}: {failed:#?}");
+        assert!(failed.iter().any(|l| l.contains(&format!("{file}` hashes to"))), "{name}: {failed:#?}");
         // Packed into a kit (its inventory signed anew over the altered file), `verify KIT`
         // fails the same way.
         let kit = scratch.path().join(format!("{name}.tar.zst"));
         repo.xtask(&["kit", "build", d.to_str().unwrap(), "--out", kit.to_str().unwrap()]).ok();
         let run = verify(&kit, &public, &[]);
-        rejected(&run, &[label, file]);
+        rejected(&run, &["refused", label, "hashes to", "release.yaml states"]);
+        let failed: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("  - ")).collect();
+        assert!(failed.iter().all(|l| l.contains(label)), "{name} (kit): {failed:#?}");
+        assert!(failed.iter().any(|l| l.contains(&format!("{file}` hashes to"))), "{name} (kit): {failed:#?}");
     }
     // The protobuf SBOM's envelope swapped for another image's (genuine, signed): refused.
     let d = scratch.path().join("pb-envelope");

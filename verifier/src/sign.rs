@@ -222,3 +222,34 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<Digest
     oci::write_atomic(path, &bytes)?;
     Ok(Digest::of(&bytes))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protobuf_sbom_statement_names_the_file_by_digest_and_nothing_else_is_taken_for_one() {
+        let pb = b"\x0a\x03bom";
+        let image = Digest::of(b"manifest");
+        let body = statement(
+            &[("r.example/x@sha256:...".to_owned(), &image)],
+            SBOM_PROTOBUF_PREDICATE,
+            protobuf_sbom_predicate("linux-arm64.cdx.pb", pb),
+        );
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(protobuf_sbom_digest(&st).unwrap(), Digest::of(pb));
+        assert_eq!(st["predicate"]["size"], 5);
+        assert_eq!(st["predicate"]["mediaType"], oci::referrers::ARTIFACT_SBOM_PROTOBUF);
+        // A JSON SBOM's statement (another predicate type) is not one.
+        let json = statement(&[("x".to_owned(), &image)], SBOM_PREDICATE, serde_json::json!({"bomFormat": "CycloneDX"}));
+        let e = protobuf_sbom_digest(&serde_json::from_slice(&json).unwrap()).unwrap_err();
+        assert!(e.contains("predicate type"), "{e}");
+        // Nor one whose digest is missing or not sha256 hex.
+        let mut bad = st.clone();
+        bad["predicate"]["digest"]["sha256"] = "xyz".into();
+        assert!(protobuf_sbom_digest(&bad).is_err());
+        bad["predicate"]["digest"] = serde_json::json!({});
+        assert!(protobuf_sbom_digest(&bad).unwrap_err().contains("names no"));
+    }
+}

@@ -138,11 +138,16 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
             );
         }
         for p in &c.platforms {
-            let held = index.manifests.iter().any(|m| m.digest == p.image.digest);
+            let held = index.manifests.iter().find(|m| m.digest == p.image.digest);
+            let platform = held.and_then(|m| m.platform.as_ref()).map(|x| format!("{}/{}", x.os, x.architecture));
             push(
                 &mut r,
                 format!("{} {}: the image release.yaml lists is in the index", c.name, p.platform),
-                if held { Ok(()) } else { Err(format!("the index `{index_digest}` does not hold `{}`", p.image)) },
+                match (held, platform) {
+                    (None, _) => Err(format!("the index `{index_digest}` does not hold `{}`", p.image)),
+                    (Some(_), Some(x)) if x == p.platform.as_str() => Ok(()),
+                    (Some(_), x) => Err(format!("the index lists `{}` for platform `{}`", p.image.digest, x.unwrap_or_default())),
+                },
             );
         }
         for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {

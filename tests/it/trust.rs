@@ -535,6 +535,22 @@ fn verify_names_an_altered_arm64_sbom_or_protobuf_sbom_in_a_directory_and_a_kit(
         assert!(failed.iter().all(|l| l.contains(label)), "{name} (kit): {failed:#?}");
         assert!(failed.iter().any(|l| l.contains(&format!("{file}` hashes to"))), "{name} (kit): {failed:#?}");
     }
+    // A kit without `sboms/` (the channel's `[kit] sections`): its SBOMs are checked as the
+    // referrer blobs of `images/`, and it verifies.
+    repo.edit("release-trains/edge.toml", "\"sboms\", ", "");
+    let lean = scratch.path().join("lean.tar.zst");
+    repo.xtask(&["kit", "build", dir.to_str().unwrap(), "--out", lean.to_str().unwrap()]).ok();
+    let listing = crate::support::run_ok(Command::new("sh").arg("-c").arg(format!("zstd -dc '{}' | tar -t", lean.display())));
+    assert!(!listing.contains("sboms/") && listing.contains("attest/web-ui/linux-arm64.sbom-protobuf.dsse.json"), "{listing}");
+    let run = verify(&lean, &public, &["--json"]);
+    run.ok();
+    let checks = run.json()["report"]["checks"]["checks"].as_array().unwrap().clone();
+    let pb = checks
+        .iter()
+        .find(|c| c["what"].as_str().unwrap().starts_with("web-ui linux/arm64: SBOM protobuf"))
+        .unwrap_or_else(|| panic!("{checks:#?}"));
+    assert_eq!(pb["ok"], true, "{pb}");
+
     // The protobuf SBOM's envelope swapped for another image's (genuine, signed): refused.
     let d = scratch.path().join("pb-envelope");
     copy_dir(&dir, &d);

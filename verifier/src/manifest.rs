@@ -254,6 +254,28 @@ mod tests {
     }
 
     #[test]
+    fn platforms_follow_the_spec_keys_and_their_entries_are_typed() {
+        let (doc, text) = rendered();
+        // After §6.1's keys of the component, in the plan's platform order.
+        let authority = &text[text.find("name: \"authority\"").unwrap()..text.find("name: \"scanner\"").unwrap()];
+        let at = |k: &str| authority.find(k).unwrap();
+        assert!(at("signature:") < at("platforms:") && at("\"linux/amd64\"") < at("\"linux/arm64\""), "{authority}");
+        // A component without them (written before they existed) reads as an empty list.
+        assert!(doc.components[1].platforms.is_empty());
+        assert!(!text[text.find("name: \"scanner\"").unwrap()..].contains("platforms:"));
+        // An unknown key, an unknown platform or an image not pinned by digest is refused.
+        for (from, to) in [
+            ("        sbomProtobuf: ", "        sbomProtobufs: "),
+            ("platform: \"linux/arm64\"", "platform: \"linux/s390x\""),
+            (doc.components[0].platforms[1].image.to_string().as_str(), "registry.stella-ops.org/stellaops/authority:2.4.1"),
+        ] {
+            let edited = text.replacen(from, to, 1);
+            assert_ne!(edited, text);
+            assert!(parse(edited.as_bytes()).is_err(), "{to}");
+        }
+    }
+
+    #[test]
     fn a_release_without_compose_writes_and_reads_empty_strings() {
         let mut doc = fixed();
         doc.compose = ComposeEntry::none();

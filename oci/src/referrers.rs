@@ -13,6 +13,7 @@
 //! | `sbom-cyclonedx-json` | platform manifest | `application/vnd.cyclonedx+json` | the same |
 //! | `sbom-cyclonedx-protobuf` | platform manifest | `application/x.vnd.cyclonedx+protobuf` | the same |
 //! | `sbom-attestation` | platform manifest | `application/vnd.dsse.envelope.v1+json` | the same |
+//! | `sbom-protobuf-attestation` | platform manifest | `application/vnd.dsse.envelope.v1+json` | the same |
 //! | `provenance-attestation` | platform manifest | `application/vnd.dsse.envelope.v1+json` | the same |
 //! | `signature` | platform manifest, index | `application/vnd.dev.cosign.artifact.sig.v1+json` | cosign simple signing |
 //! | `drift-report` | index | `application/vnd.stellaops.drift-report.v1+json` | the same |
@@ -46,8 +47,14 @@ pub const ANNOTATION_CREATED: &str = "org.opencontainers.image.created";
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 
 /// The kinds every platform image has, and every component index has.
-pub const IMAGE_KINDS: [&str; 5] =
-    ["sbom-cyclonedx-json", "sbom-cyclonedx-protobuf", "sbom-attestation", "provenance-attestation", "signature"];
+pub const IMAGE_KINDS: [&str; 6] = [
+    "sbom-cyclonedx-json",
+    "sbom-cyclonedx-protobuf",
+    "sbom-attestation",
+    "sbom-protobuf-attestation",
+    "provenance-attestation",
+    "signature",
+];
 pub const INDEX_KINDS: [&str; 3] = ["signature", "drift-report", "drift-attestation"];
 
 /// An image-spec 1.1 artifact manifest (a manifest with `artifactType` and `subject`).

@@ -18,7 +18,7 @@ use pipeline::stages::evidence::sbom::generate;
 use pipeline::stages::evidence::sbom::locks::{Ecosystem, LockedPackage};
 use pipeline::stages::evidence::sbom::{Bom, ComponentType};
 use pipeline::stages::evidence::scan::ScanResult;
-use pipeline::stages::plan::source::SourceFacts;
+use pipeline::stages::plan::source::{RepositoryUrl, SourceFacts, UrlFrom};
 use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
 use schema::model::{Channel, Digest, Platform};
 
@@ -57,6 +57,7 @@ fn fixture() -> Fixture {
             tag_elsewhere: None,
             source_date_epoch: EPOCH,
             dirty: Vec::new(),
+            url: RepositoryUrl { url: "https://git.stella-ops.org/stella-ops/release.git".to_owned(), from: UrlFrom::Configured },
         },
         source_date_epoch: EPOCH,
         created: schema::model::rfc3339(EPOCH),

@@ -200,6 +200,18 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
     if registry.is_empty() || registry.contains('@') || registry.ends_with('/') || !registry.contains('/') {
         problems.push(problem(BUNDLE_FILE, "release.registry", format!("`{registry}` is not `HOST/NAMESPACE`")));
     }
+    if let Some(url) = &bundle.release.source {
+        if let Err(e) = source_url(url) {
+            problems.push(Problem {
+                file: BUNDLE_FILE.to_owned(),
+                key: "release.source".to_owned(),
+                message: e,
+                hint: Some(
+                    "write the URL others clone the repository from, e.g. `https://git.stella-ops.org/stella-ops/release.git`".to_owned(),
+                ),
+            });
+        }
+    }
     for (i, m) in bundle.release.mirrors.iter().enumerate() {
         if let Err(e) = m.registry.parse::<crate::model::RegistryTarget>() {
             problems.push(problem(BUNDLE_FILE, format!("release.mirror[{i}].registry"), e));
@@ -544,11 +556,101 @@ fn check_lock(lock: &BaseLock, problems: &mut Vec<Problem>) {
     }
 }
 
+/// Checks that `url` can stand for the repository in provenance: `https://HOST/PATH` or
+/// `ssh://HOST[:PORT]/PATH`, without credentials (a user name included: two clones must
+/// record the same URL), query, fragment or blanks. A local path or `file://` is not where
+/// anyone else fetches the source, and plain `http://` is refused for `https://`.
+pub fn source_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("`{url}` is not a URL: write `https://HOST/PATH`"));
+    };
+    match scheme {
+        "https" | "ssh" => {}
+        "file" => return Err(format!("`{url}` is a local path, not where others fetch the repository")),
+        "http" => return Err(format!("`{url}` is plain `http://`: write its `https://` URL")),
+        other => return Err(format!("`{url}`: scheme `{other}` is not one a repository URL is recorded with (`https`, `ssh`)")),
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err(format!("`{url}` carries credentials or a user name: the URL is recorded in every release, write it without them"));
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(format!("`{url}` names no host"));
+    }
+    if path.trim_matches('/').is_empty() {
+        return Err(format!("`{url}` names no repository path"));
+    }
+    if url.contains(['?', '#']) || url.chars().any(char::is_whitespace) {
+        return Err(format!("`{url}` has a query, a fragment or a blank"));
+    }
+    Ok(())
+}
+
+/// The canonical form of a git remote's URL: credentials and user name dropped
+/// (`https://user:token@host/x` -> `https://host/x`), scp-like `user@host:path` written
+/// `ssh://host/path`; then checked as [`source_url`] checks a configured one.
+pub fn remote_source_url(remote: &str) -> Result<String, String> {
+    let url = match remote.split_once("://") {
+        Some(_) => remote.to_owned(),
+        // scp-like syntax: `[user@]host:path`, where the host has no `/` (else it is a path).
+        None => match remote.split_once(':') {
+            Some((host, path)) if !host.is_empty() && !host.contains('/') && !path.is_empty() => {
+                format!("ssh://{host}/{}", path.trim_start_matches('/'))
+            }
+            _ => return Err(format!("`{remote}` is a local path, not where others fetch the repository")),
+        },
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", &url));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let url = format!("{scheme}://{host}/{path}");
+    source_url(&url)?;
+    Ok(url)
+}
+
 pub fn source_name(s: BaseSource) -> &'static str {
     match s {
         BaseSource::Debian => "debian",
         BaseSource::OciLayout => "oci-layout",
         BaseSource::Registry => "registry",
         BaseSource::DockerArchive => "docker-archive",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_url_is_https_or_ssh_without_credentials() {
+        for ok in ["https://git.stella-ops.org/stella-ops/release.git", "ssh://git.example.org:2222/team/repo.git"] {
+            assert_eq!(source_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("/home/me/release", "is not a URL"),
+            ("file:///home/me/release", "local path"),
+            ("http://git.example.org/x.git", "plain `http://`"),
+            ("git://git.example.org/x.git", "scheme `git`"),
+            ("https://me:token@git.example.org/x.git", "credentials"),
+            ("ssh://git@git.example.org/x.git", "user name"),
+            ("https://git.example.org/", "no repository path"),
+            ("https:///x.git", "no host"),
+            ("https://git.example.org/x.git?ref=main", "query"),
+        ] {
+            let e = source_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_remote_url_loses_its_credentials_and_a_local_one_is_refused() {
+        assert_eq!(remote_source_url("https://me:t0ken@git.example.org/team/x.git").unwrap(), "https://git.example.org/team/x.git");
+        assert_eq!(remote_source_url("git@github.com:stella-ops/release.git").unwrap(), "ssh://github.com/stella-ops/release.git");
+        assert_eq!(remote_source_url("ssh://git@host:2222/x.git").unwrap(), "ssh://host:2222/x.git");
+        for local in ["/srv/git/release.git", "../release", "file:///srv/git/release.git"] {
+            assert!(remote_source_url(local).is_err(), "{local}");
+        }
+        assert!(remote_source_url("http://me@git.example.org/x.git").unwrap_err().contains("http://"));
     }
 }

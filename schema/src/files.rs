@@ -140,6 +140,11 @@ pub struct ReleaseSection {
     pub version: String,
     /// Where images are published: `host/namespace`.
     pub registry: String,
+    /// The repository's canonical URL (`https://HOST/PATH` or `ssh://HOST/PATH`, no
+    /// credentials), recorded as the source of every provenance; without it, the `origin`
+    /// remote's URL (credentials stripped) is used ([`crate::config::source_url`]).
+    #[serde(default)]
+    pub source: Option<String>,
     /// Registries that receive the same content by digest after the primary (spec §3.1).
     #[serde(default, rename = "mirror")]
     pub mirrors: Vec<MirrorSection>,

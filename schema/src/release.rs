@@ -5,10 +5,18 @@
 //! in the order of §6.1) from the `Display` of each field; these types are what a reader gets
 //! after parsing, so a value that cannot be what §6.1 says (an image pinned by a tag, a digest
 //! that is not `sha256:`, an unknown channel) is refused at the edge, with the key it came from.
+//!
+//! Per-platform references: §6.1 gives a component one `sbom` and one `provenance`; they are
+//! kept, naming the component's first platform's (linux/amd64 for the default bundle). Every
+//! platform's image, SBOMs (CycloneDX JSON and protobuf) and provenance are listed in an extra
+//! key, `platforms`, written after §6.1's keys of the component: a reader of §6.1 that looks
+//! up the keys it knows (as YAML readers do) reads the same document as before; this
+//! pipeline's readers accept a release.yaml without it (releases cut before it existed are
+//! still promoted, rolled back and preflighted) and `verify` refuses one without it.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, Digest, PinnedRef, Version};
+use crate::model::{Channel, Digest, PinnedRef, Platform, Version};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +50,32 @@ pub struct ComponentEntry {
     pub sbom: String,
     pub provenance: String,
     pub signature: SignatureEntry,
+    /// Every platform's image and evidence, in the component's platform order (not in §6.1:
+    /// see the module's documentation). Empty in a release.yaml written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformEntry>,
+}
+
+/// One platform image of a component and its evidence, each named as §6.1 names the
+/// component's: `oci://<repository>/<kind>@sha256:<digest of the file>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlatformEntry {
+    pub platform: Platform,
+    /// `repository@sha256:...` of the platform's image manifest.
+    pub image: PinnedRef,
+    /// `oci://<repository>/referrers/cdx-json@sha256:...`: the CycloneDX JSON SBOM.
+    pub sbom: String,
+    /// `oci://<repository>/referrers/cdx-protobuf@sha256:...`: the CycloneDX protobuf SBOM.
+    pub sbom_protobuf: String,
+    /// `oci://<repository>/attest/provenance@sha256:...`: the signed provenance envelope.
+    pub provenance: String,
+}
+
+/// The digest an `oci://...@sha256:<hex>` reference of release.yaml names, or why it names none.
+pub fn stated_digest(reference: &str) -> Result<Digest, String> {
+    let (_, d) = reference.rsplit_once('@').ok_or_else(|| format!("`{reference}` names no digest"))?;
+    d.parse().map_err(|e| format!("`{reference}`: {e}"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,5 +155,13 @@ mod tests {
         let some: ComposeEntry = serde_json::from_str(&format!(r#"{{"file":"c.yaml","digest":"{d}"}}"#)).unwrap();
         assert_eq!(some.digest, Some(d));
         assert!(serde_json::from_str::<ComposeEntry>(r#"{"file":"c.yaml","digest":"md5:00"}"#).is_err());
+    }
+
+    #[test]
+    fn a_stated_digest_is_the_sha256_after_the_last_at() {
+        let d = Digest::of(b"sbom");
+        assert_eq!(stated_digest(&format!("oci://r.example/ns/x/referrers/cdx-json@{d}")).unwrap(), d);
+        assert!(stated_digest("oci://r.example/ns/x/referrers/cdx-json").unwrap_err().contains("names no digest"));
+        assert!(stated_digest("oci://r.example/x@sha256:abc").is_err());
     }
 }

@@ -148,6 +148,11 @@ fn kits_are_deterministic_and_import_into_a_layout_umoci_accepts() {
     assert_eq!(sha256_file(&files.join("manifest/release.yaml")), sha256_file(&rel.join("release.yaml")));
     assert!(files.join("charts/platform-2.4.1.tgz").is_file());
     assert!(files.join("sboms/web-ui/linux-arm64.cdx.pb").is_file());
+    // The protobuf SBOM's signed envelope travels with the others.
+    assert_eq!(
+        sha256_file(&files.join("attest/web-ui/linux-arm64.sbom-protobuf.dsse.json")),
+        sha256_file(&rel.join("attest/web-ui/linux-arm64.sbom-protobuf.dsse.json"))
+    );
     assert!(files.join("policy/block-critical-vulnerabilities.yaml").is_file());
 
     // Importing the same kit again changes nothing.

@@ -335,12 +335,12 @@ fn the_release_layout_holds_every_referrer_with_subject_and_artifact_type() {
             *kinds.entry(t.clone()).or_default() += 1;
         }
     }
-    // 16 platform images x (SBOM JSON, SBOM protobuf, 2 envelopes, signature) + 8 indexes x
-    // (signature, drift report, drift envelope).
+    // 16 platform images x (SBOM JSON, SBOM protobuf, 3 envelopes: SBOM JSON, SBOM protobuf,
+    // provenance; signature) + 8 indexes x (signature, drift report, drift envelope).
     assert_eq!(refs.len(), 24, "every index and platform manifest is a subject");
     assert_eq!(kinds["application/vnd.cyclonedx+json"], 16);
     assert_eq!(kinds["application/x.vnd.cyclonedx+protobuf"], 16);
-    assert_eq!(kinds["application/vnd.dsse.envelope.v1+json"], 16 * 2 + 8);
+    assert_eq!(kinds["application/vnd.dsse.envelope.v1+json"], 16 * 3 + 8);
     assert_eq!(kinds["application/vnd.dev.cosign.artifact.sig.v1+json"], 24);
     assert_eq!(kinds["application/vnd.stellaops.drift-report.v1+json"], 8);
     for (_, index) in images {
@@ -357,7 +357,7 @@ fn publishes_to_debian_registry_by_digest_with_fallback_referrers_verifies_and_a
     let report = &run.json()["publish"]["destinations"][0];
     assert_eq!(report["status"], "published");
     assert_eq!(report["push"]["referrers_mode"], "fallback", "distribution 2.8 has no referrers API");
-    assert_eq!(report["push"]["referrers"], 104);
+    assert_eq!(report["push"]["referrers"], 120);
     // skopeo reads the same digests as release.yaml, by tag and by digest.
     for (name, digest) in released_images() {
         for reference in [format!("{target}/{name}:2.4.1"), format!("{target}/{name}:edge"), format!("{target}/{name}@{digest}")] {
@@ -427,7 +427,7 @@ fn test_server_playing_a_registry_with_the_referrers_api_and_bearer_tokens_gives
     let p = &run.json()["publish"]["destinations"][0]["push"];
     assert_eq!(p["referrers_mode"], "api");
     assert_eq!(p["fallback_indexes_written"], 0, "no fallback tags where the API is served");
-    assert_eq!(p["referrers"], 104);
+    assert_eq!(p["referrers"], 120);
     assert!(front.requests().iter().any(|r| r.starts_with("GET /token")), "the bearer token flow ran");
     // No `sha256-<hex>` fallback tag in the registry behind it, only cosign's `.sig` tags.
     let tags = |repo: &str| -> Vec<String> {
@@ -465,6 +465,62 @@ fn test_server_playing_a_registry_with_the_referrers_api_and_bearer_tokens_gives
     assert_eq!(bad.code, 1, "{}", bad.stderr);
     assert!(bad.stderr.contains("refused the credentials of `ci`"), "{}", bad.stderr);
     assert!(!bad.stderr.contains("wrong-pass-77") && !bad.stdout.contains("wrong-pass-77"));
+}
+
+/// Issue 14: `verify --registry` checks every platform's referrers against the digests
+/// release.yaml states. A release whose layout hangs the linux/amd64 protobuf SBOM on the
+/// linux/arm64 image of `signer` (a genuine blob, in a well-formed referrer) publishes, and
+/// verify names the referrer and the digest release.yaml states.
+#[test]
+fn verify_registry_names_an_arm64_protobuf_sbom_that_is_not_the_one_release_yaml_states() {
+    let Some(reg) = Registry::start(None) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("release");
+    run_ok(Command::new("cp").arg("-a").arg(release()).arg(&dir));
+    let layout = dir.join("images");
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let doc: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(dir.join("release.yaml")).unwrap()).unwrap();
+    let signer = doc["components"].as_array().unwrap().iter().find(|c| c["name"] == "signer").unwrap();
+    let stated = |i: usize, k: &str| signer["platforms"][i][k].as_str().unwrap().rsplit_once('@').unwrap().1.to_owned();
+    let (amd64_pb, arm64_pb, arm64_image) = (stated(0, "sbomProtobuf"), stated(1, "sbomProtobuf"), stated(1, "image"));
+    let path = layout.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut swapped = 0;
+    for d in index["manifests"].as_array_mut().unwrap() {
+        if d["artifactType"] != "application/x.vnd.cyclonedx+protobuf" {
+            continue;
+        }
+        let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(d["digest"].as_str().unwrap())).unwrap()).unwrap();
+        if m["subject"]["digest"] != arm64_image.as_str() {
+            continue;
+        }
+        assert_eq!(m["layers"][0]["digest"], arm64_pb.as_str());
+        m["layers"][0]["digest"] = amd64_pb.clone().into();
+        m["layers"][0]["size"] = std::fs::metadata(blob(&amd64_pb)).unwrap().len().into();
+        let bytes = serde_json::to_vec(&m).unwrap();
+        let digest = sha256(&bytes);
+        std::fs::write(blob(&digest), &bytes).unwrap();
+        d["digest"] = digest.into();
+        d["size"] = bytes.len().into();
+        swapped += 1;
+    }
+    assert_eq!(swapped, 1);
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let mut cmd = xtask_cmd();
+    cmd.arg("publish").arg(&dir).args(["--registry", &reg.target(), "--json"]);
+    Run::of(cmd.output().unwrap()).ok();
+    let mut cmd = xtask_cmd();
+    cmd.arg("verify").arg(&dir).arg("--key").arg(dev_pub()).args(["--registry", &reg.target()]);
+    let v = Run::of(cmd.output().unwrap());
+    assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
+    let failed: Vec<&str> = v.stdout.lines().filter(|l| l.starts_with("[FAIL]")).collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert!(failed[0].contains("signer linux/arm64: referrer sbom-cyclonedx-protobuf"), "{}", failed[0]);
+    assert!(failed[0].contains(&format!("it holds `{amd64_pb}`, release.yaml states `{arm64_pb}`")), "{}", failed[0]);
+    // The release as made verifies on the same registry once published whole.
+    let good = Registry::start(None).unwrap();
+    publish(&good.target(), &[]).ok();
+    verify_registry(&good.target(), &[]).ok();
 }
 
 #[test]

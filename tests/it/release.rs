@@ -157,6 +157,84 @@ fn a_fresh_clone_of_this_repository_cuts_an_edge_release_without_docker_or_regis
     }
 }
 
+/// Issue 14: the provenance names the repository by its canonical URL, never a path of the
+/// machine: two clones of one commit at different paths give provenance statements that
+/// differ only in `runDetails`. Without `[release] source`, the `origin` remote's URL is used
+/// with its credentials stripped; an `origin` that is a local path is refused in plan.
+#[test]
+fn two_clones_at_different_paths_give_provenance_that_differs_only_in_run_details() {
+    let repo = Repo::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("somewhere/else/entirely/b");
+    let release = |clone: &std::path::Path| {
+        crate::support::run_ok(std::process::Command::new("git").args(["clone", "--quiet"]).arg(repo.path()).arg(clone));
+        let mut cmd = crate::support::xtask_cmd();
+        cmd.args(["release", "--channel", "edge", "--skip-gates", "--source"]).arg(clone);
+        crate::support::Run::of(cmd.output().unwrap()).ok();
+        clone.join("target/releases/2.4.1-edge")
+    };
+    let (ra, rb) = (release(&a), release(&b));
+    let commit = repo.git(&["rev-parse", "HEAD"]);
+    let statements = walkdir(&ra.join("provenance"));
+    assert_eq!(statements.len(), 16);
+    let mut run_details_differ = 0;
+    for sa in &statements {
+        let rel = sa.strip_prefix(&ra).unwrap();
+        let text = fs::read_to_string(sa).unwrap();
+        // Neither clone's path (nor the repository they were cloned from) is in it.
+        for path in [&a, &b, &repo.path().to_owned()] {
+            assert!(!text.contains(path.to_str().unwrap()), "{} names `{}`", rel.display(), path.display());
+        }
+        let mut va: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut vb: serde_json::Value = serde_json::from_slice(&fs::read(rb.join(rel)).unwrap()).unwrap();
+        let source = &va["predicate"]["buildDefinition"]["resolvedDependencies"][0];
+        assert_eq!(source["uri"], format!("git+https://git.stella-ops.org/stella-ops/release.git@{commit}"), "{}", rel.display());
+        assert_eq!(source["digest"]["gitCommit"], commit.as_str());
+        let (da, db) =
+            (va["predicate"].as_object_mut().unwrap().remove("runDetails"), vb["predicate"].as_object_mut().unwrap().remove("runDetails"));
+        assert!(da.is_some() && db.is_some());
+        run_details_differ += usize::from(da != db);
+        assert_eq!(va, vb, "{}: the provenance of two clones differs outside runDetails", rel.display());
+    }
+    // (The invocation ids differ: what was compared is not two copies of one file.)
+    assert_eq!(run_details_differ, 16);
+
+    // Without `[release] source`: the clone's `origin` is a local path, refused with the hint.
+    repo.edit("release-trains/components.toml", "source = \"https://git.stella-ops.org/stella-ops/release.git\"\n", "");
+    repo.commit_all("no configured source", EPOCH);
+    let c = tmp.path().join("c");
+    crate::support::run_ok(std::process::Command::new("git").args(["clone", "--quiet"]).arg(repo.path()).arg(&c));
+    let plan = |args: &[&str]| {
+        let mut cmd = crate::support::xtask_cmd();
+        cmd.arg("plan").args(args).arg("--source").arg(&c);
+        crate::support::Run::of(cmd.output().unwrap())
+    };
+    plan(&[]).refused(&["no canonical URL", "the `origin` remote", "is a local path", "hint:", "[release] source"]);
+    // No remote at all: refused too, naming both places the URL can come from.
+    crate::support::run_ok(std::process::Command::new("git").args(["remote", "remove", "origin"]).current_dir(&c));
+    plan(&[]).refused(&["sets no `[release] source`", "no `origin` remote"]);
+    // An `origin` with credentials: recorded without them, and never printed.
+    crate::support::run_ok(
+        std::process::Command::new("git")
+            .args(["remote", "add", "origin", "https://ci-bot:s3cr3t-t0ken@git.example.org/team/release.git"])
+            .current_dir(&c),
+    );
+    let run = plan(&["--json"]);
+    run.ok();
+    assert!(!run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"), "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["source"]["url"], serde_json::json!({"url": "https://git.example.org/team/release.git", "from": "origin"}));
+    // A configured URL with credentials is refused by the configuration's check.
+    let bundle = fs::read_to_string(c.join("release-trains/components.toml")).unwrap();
+    fs::write(
+        c.join("release-trains/components.toml"),
+        bundle.replacen("registry = ", "source = \"https://me:pw@git.example.org/x.git\"\nregistry = ", 1),
+    )
+    .unwrap();
+    plan(&[]).refused(&["release-trains/components.toml", "`release.source`", "carries credentials"]);
+}
+
 fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).unwrap() {

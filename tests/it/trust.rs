@@ -113,9 +113,9 @@ fn envelopes_and_image_signatures_verify_with_other_peoples_tools() {
             envelopes.push(p);
         }
     }
-    assert_eq!(envelopes.len(), 34, "16 images x (SBOM, provenance) + drift + the gate record");
+    assert_eq!(envelopes.len(), 50, "16 images x (SBOM JSON, SBOM protobuf, provenance) + drift + the gate record");
     let out = run_ok(Command::new(&py).arg(scripts.join("dsse_verify.py")).arg(&public).args(&envelopes));
-    assert!(out.contains("34 verified, 0 failed"), "{out}");
+    assert!(out.contains("50 verified, 0 failed"), "{out}");
     // 2. Image signatures, by the openssl recipe: the signature tag of each image, its
     //    simple-signing payload naming the digest, the signature over it.
     let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("images/index.json")).unwrap()).unwrap();
@@ -326,7 +326,8 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
         run_ok(Command::new("sh").arg("-c").arg(format!("sed '/^checksums:/,$d' '{}' | sha256sum", dir.join("release.yaml").display())));
     let computed = out.split_whitespace().next().unwrap();
     assert!(text.contains(&format!("checksums:\n  sha256: \"{computed}\"\n")), "{text}");
-    // Exactly the §6.1 keys, as a generic YAML value.
+    // Exactly the §6.1 keys, as a generic YAML value, and per component one more after them,
+    // `platforms` (every platform's references; README "release.yaml").
     let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let keys =
         |m: &serde_norway::Value| -> Vec<String> { m.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect() };
@@ -338,7 +339,10 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
     let components = v["components"].as_sequence().unwrap();
     assert_eq!(components.len(), 8);
     for c in components {
-        assert_eq!(keys(c), ["name", "image", "sbom", "provenance", "signature"]);
+        assert_eq!(keys(c), ["name", "image", "sbom", "provenance", "signature", "platforms"]);
+        for p in c["platforms"].as_sequence().unwrap() {
+            assert_eq!(keys(p), ["platform", "image", "sbom", "sbomProtobuf", "provenance"]);
+        }
         assert!(c["image"].as_str().unwrap().contains("@sha256:"));
         assert_eq!(keys(&c["signature"]), ["rekorUUID"]);
     }
@@ -448,6 +452,126 @@ fn verify_passes_on_a_fresh_release_and_names_each_tampering() {
     verify(&ed_dir, &ed_public, &["--fips"]).rejected_by(&["FIPS mode allows ES256"]);
 }
 
+/// Issue 14: release.yaml names every platform's SBOMs (JSON and protobuf) and provenance, by
+/// digest, and `verify` fails naming the file when the arm64 SBOM or the protobuf SBOM of any
+/// image is altered, in a release directory and in a kit packed from it.
+#[test]
+fn verify_names_an_altered_arm64_sbom_or_protobuf_sbom_in_a_directory_and_a_kit() {
+    let repo = Repo::new();
+    repo.xtask(&["release", "--channel", "edge"]).ok();
+    let dir = repo.releases().join("2.4.1-edge");
+    let public = repo.path().join("target/keys/dev.pub");
+    verify(&dir, &public, &[]).ok();
+
+    // Every platform listed, each digest the file's (hashed here, not by the verifier).
+    use sha2::Digest as _;
+    let sha = |p: &Path| format!("sha256:{:x}", sha2::Sha256::digest(fs::read(p).unwrap()));
+    let v: serde_norway::Value = serde_norway::from_slice(&fs::read(dir.join("release.yaml")).unwrap()).unwrap();
+    let components = v["components"].as_sequence().unwrap();
+    assert_eq!(components.len(), 8);
+    for c in components {
+        let name = c["name"].as_str().unwrap();
+        let platforms = c["platforms"].as_sequence().unwrap();
+        let listed: Vec<&str> = platforms.iter().map(|p| p["platform"].as_str().unwrap()).collect();
+        assert_eq!(listed, ["linux/amd64", "linux/arm64"], "{name}");
+        // §6.1's `sbom` and `provenance` stay, naming the linux/amd64 ones.
+        assert_eq!(c["sbom"], platforms[0]["sbom"], "{name}");
+        assert_eq!(c["provenance"], platforms[0]["provenance"], "{name}");
+        for p in platforms {
+            let slug = p["platform"].as_str().unwrap().replace('/', "-");
+            let stated = |k: &str| p[k].as_str().unwrap().rsplit_once('@').unwrap().1.to_owned();
+            assert_eq!(stated("sbom"), sha(&dir.join(format!("sboms/{name}/{slug}.cdx.json"))), "{name} {slug}");
+            assert_eq!(stated("sbomProtobuf"), sha(&dir.join(format!("sboms/{name}/{slug}.cdx.pb"))), "{name} {slug}");
+            assert_eq!(stated("provenance"), sha(&dir.join(format!("attest/{name}/{slug}.provenance.dsse.json"))), "{name} {slug}");
+            assert!(p["sbomProtobuf"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("oci://registry.stella-ops.org/stellaops/{name}/referrers/cdx-protobuf@")));
+            assert!(p["image"].as_str().unwrap().contains("@sha256:"));
+            // The protobuf SBOM's envelope names it by digest, about this image.
+            let env: serde_json::Value =
+                serde_json::from_slice(&fs::read(dir.join(format!("attest/{name}/{slug}.sbom-protobuf.dsse.json"))).unwrap()).unwrap();
+            let st: serde_json::Value =
+                serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap())
+                    .unwrap();
+            assert_eq!(format!("sha256:{}", st["predicate"]["digest"]["sha256"].as_str().unwrap()), stated("sbomProtobuf"));
+            assert_eq!(
+                format!(
+                    "{}@sha256:{}",
+                    c["image"].as_str().unwrap().split('@').next().unwrap(),
+                    st["subject"][0]["digest"]["sha256"].as_str().unwrap()
+                ),
+                p["image"].as_str().unwrap()
+            );
+        }
+    }
+
+    let scratch = tempfile::tempdir().unwrap();
+    let altered = |name: &str, file: &str| -> PathBuf {
+        let d = scratch.path().join(name);
+        copy_dir(&dir, &d);
+        flip_byte(&d.join(file), 40);
+        d
+    };
+    for (name, file, label) in [
+        ("arm64-json", "sboms/signer/linux-arm64.cdx.json", "signer linux/arm64"),
+        ("amd64-pb", "sboms/signer/linux-amd64.cdx.pb", "signer linux/amd64"),
+        ("arm64-pb", "sboms/web-ui/linux-arm64.cdx.pb", "web-ui linux/arm64"),
+    ] {
+        let d = altered(name, file);
+        let run = verify(&d, &public, &[]);
+        rejected(&run, &[&format!("[FAIL] {label}"), "hashes to", "release.yaml states"]);
+        // Only that image's checks fail, and a failure names the file.
+        let failed: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with("[FAIL]")).collect();
+        assert!(failed.iter().all(|l| l.contains(label)), "{name}: {failed:#?}");
+        assert!(failed.iter().any(|l| l.contains(&format!("{file}` hashes to"))), "{name}: {failed:#?}");
+        // Packed into a kit (its inventory signed anew over the altered file), `verify KIT`
+        // fails the same way.
+        let kit = scratch.path().join(format!("{name}.tar.zst"));
+        repo.xtask(&["kit", "build", d.to_str().unwrap(), "--out", kit.to_str().unwrap()]).ok();
+        let run = verify(&kit, &public, &[]);
+        rejected(&run, &["refused", label, "hashes to", "release.yaml states"]);
+        let failed: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("  - ")).collect();
+        assert!(failed.iter().all(|l| l.contains(label)), "{name} (kit): {failed:#?}");
+        assert!(failed.iter().any(|l| l.contains(&format!("{file}` hashes to"))), "{name} (kit): {failed:#?}");
+    }
+    // A kit without `sboms/` (the channel's `[kit] sections`): its SBOMs are checked as the
+    // referrer blobs of `images/`, and it verifies.
+    repo.edit("release-trains/edge.toml", "\"sboms\", ", "");
+    let lean = scratch.path().join("lean.tar.zst");
+    repo.xtask(&["kit", "build", dir.to_str().unwrap(), "--out", lean.to_str().unwrap()]).ok();
+    let listing = crate::support::run_ok(Command::new("sh").arg("-c").arg(format!("zstd -dc '{}' | tar -t", lean.display())));
+    assert!(!listing.contains("sboms/") && listing.contains("attest/web-ui/linux-arm64.sbom-protobuf.dsse.json"), "{listing}");
+    let run = verify(&lean, &public, &["--json"]);
+    run.ok();
+    let checks = run.json()["report"]["checks"]["checks"].as_array().unwrap().clone();
+    let pb = checks
+        .iter()
+        .find(|c| c["what"].as_str().unwrap().starts_with("web-ui linux/arm64: SBOM protobuf"))
+        .unwrap_or_else(|| panic!("{checks:#?}"));
+    assert_eq!(pb["ok"], true, "{pb}");
+
+    // The protobuf SBOM's envelope swapped for another image's (genuine, signed): refused.
+    let d = scratch.path().join("pb-envelope");
+    copy_dir(&dir, &d);
+    fs::copy(
+        d.join("attest/authority/linux-amd64.sbom-protobuf.dsse.json"),
+        d.join("attest/authority/linux-arm64.sbom-protobuf.dsse.json"),
+    )
+    .unwrap();
+    rejected(&verify(&d, &public, &[]), &["[FAIL] authority linux/arm64: SBOM protobuf", "not this image"]);
+    // The arm64 entry removed from release.yaml (re-signing is not possible without the key,
+    // so the signature fails too; the check of the entry itself is named).
+    let d = scratch.path().join("no-arm64-entry");
+    copy_dir(&dir, &d);
+    let yaml = fs::read_to_string(d.join("release.yaml")).unwrap();
+    let start = yaml.find("      - platform: \"linux/arm64\"").unwrap();
+    let end = start + yaml[start..].find("provenance: ").unwrap();
+    let end = end + yaml[end..].find('\n').unwrap() + 1;
+    fs::write(d.join("release.yaml"), format!("{}{}", &yaml[..start], &yaml[end..])).unwrap();
+    rejected(&verify(&d, &public, &[]), &["[FAIL] release.yaml signature", "`platforms` has no `linux/arm64` entry"]);
+}
+
 trait RejectedBy {
     fn rejected_by(&self, needles: &[&str]);
 }
@@ -541,8 +665,9 @@ fn an_unreachable_transparency_log_leaves_entries_pending_and_resubmit_sends_the
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{yaml}");
     let queue = || fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);
-    // 24 image signatures, 32 SBOM/provenance envelopes, the drift report, release.yaml.
-    assert_eq!(queue(), 58);
+    // 24 image signatures, 48 SBOM (JSON, protobuf) and provenance envelopes, the drift
+    // report, release.yaml.
+    assert_eq!(queue(), 74);
     // The release still verifies: the log is not a condition of its signatures.
     verify(&dir, &public, &[]).ok();
 
@@ -552,14 +677,14 @@ fn an_unreachable_transparency_log_leaves_entries_pending_and_resubmit_sends_the
     cmd.args(["attest", "resubmit"]).arg(&dir).args(["--rekor-url", &log.url, "--json"]);
     let run = Run::of(cmd.output().unwrap());
     run.ok();
-    assert_eq!(run.json()["sent"], 58);
+    assert_eq!(run.json()["sent"], 74);
     assert_eq!(queue(), 0);
-    assert_eq!(log.entries.lock().unwrap().len(), 58);
+    assert_eq!(log.entries.lock().unwrap().len(), 74);
     let proofs = fs::read_dir(dir.join("attest/tlog"))
         .unwrap()
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".rekor.json"))
         .count();
-    assert_eq!(proofs, 58);
+    assert_eq!(proofs, 74);
     // An entry the log already has counts as sent: a second release logs everything at once,
     // the repeated entries answered 409 by the log.
     let run = release_with(&repo, &key, &["--rekor-url", &log.url, "--out", repo.path().join("target/again").to_str().unwrap()]);

@@ -44,6 +44,20 @@ fn body(doc: &ReleaseYaml) -> String {
             q(&c.provenance),
             q(&c.signature.rekor_uuid)
         );
+        // Not in §6.1: every platform's references, after the keys §6.1 gives a component.
+        if !c.platforms.is_empty() {
+            s += "    platforms:\n";
+            for p in &c.platforms {
+                s += &format!(
+                    "      - platform: {}\n        image: {}\n        sbom: {}\n        sbomProtobuf: {}\n        provenance: {}\n",
+                    q(p.platform.as_str()),
+                    q(&p.image.to_string()),
+                    q(&p.sbom),
+                    q(&p.sbom_protobuf),
+                    q(&p.provenance)
+                );
+            }
+        }
     }
     if doc.charts.is_empty() {
         s += "charts: []\n";
@@ -130,7 +144,8 @@ mod tests {
     use super::*;
     use schema::model::Channel;
 
-    /// A fixed release.yaml: two components, one chart, the compose file.
+    /// A fixed release.yaml: two components (the first with per-platform references, the
+    /// second without, as written before they existed), one chart, the compose file.
     fn fixed() -> ReleaseYaml {
         let component = |name: &str, rekor: &str| ComponentEntry {
             name: name.to_owned(),
@@ -138,7 +153,22 @@ mod tests {
             sbom: format!("sbom/{name}.cdx.json"),
             provenance: format!("provenance/{name}.intoto.jsonl"),
             signature: SignatureEntry { rekor_uuid: rekor.to_owned() },
+            platforms: Vec::new(),
         };
+        let platform = |name: &str, platform: schema::model::Platform| {
+            let d = |what: &str| Digest::of(format!("{name} {platform} {what}").as_bytes());
+            let repo = format!("registry.stella-ops.org/stellaops/{name}");
+            PlatformEntry {
+                platform,
+                image: format!("{repo}@{}", d("manifest")).parse().unwrap(),
+                sbom: format!("oci://{repo}/referrers/cdx-json@{}", d("json")),
+                sbom_protobuf: format!("oci://{repo}/referrers/cdx-protobuf@{}", d("pb")),
+                provenance: format!("oci://{repo}/attest/provenance@{}", d("provenance")),
+            }
+        };
+        let mut authority = component("authority", "pending");
+        authority.platforms =
+            vec![platform("authority", schema::model::Platform::LinuxAmd64), platform("authority", schema::model::Platform::LinuxArm64)];
         ReleaseYaml {
             release: ReleaseInfo {
                 version: "2.4.1".parse().unwrap(),
@@ -146,7 +176,7 @@ mod tests {
                 date: "2027-06-15T12:00:00Z".to_owned(),
                 calendar: "2027.06".to_owned(),
             },
-            components: vec![component("authority", "pending"), component("scanner", "none")],
+            components: vec![authority, component("scanner", "none")],
             charts: vec![ChartEntry { name: "stellaops".to_owned(), version: "2.4.1".to_owned(), digest: Digest::of(b"chart") }],
             compose: ComposeEntry { file: "compose/docker-compose.yaml".to_owned(), digest: Some(Digest::of(b"compose")) },
             checksums: Checksums { sha256: String::new() },
@@ -221,6 +251,28 @@ mod tests {
         }
         let chart = Digest::of(b"chart").to_string();
         assert!(parse(text.replace(&chart, "sha256:chart").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn platforms_follow_the_spec_keys_and_their_entries_are_typed() {
+        let (doc, text) = rendered();
+        // After §6.1's keys of the component, in the plan's platform order.
+        let authority = &text[text.find("name: \"authority\"").unwrap()..text.find("name: \"scanner\"").unwrap()];
+        let at = |k: &str| authority.find(k).unwrap();
+        assert!(at("signature:") < at("platforms:") && at("\"linux/amd64\"") < at("\"linux/arm64\""), "{authority}");
+        // A component without them (written before they existed) reads as an empty list.
+        assert!(doc.components[1].platforms.is_empty());
+        assert!(!text[text.find("name: \"scanner\"").unwrap()..].contains("platforms:"));
+        // An unknown key, an unknown platform or an image not pinned by digest is refused.
+        for (from, to) in [
+            ("        sbomProtobuf: ", "        sbomProtobufs: "),
+            ("platform: \"linux/arm64\"", "platform: \"linux/s390x\""),
+            (doc.components[0].platforms[1].image.to_string().as_str(), "registry.stella-ops.org/stellaops/authority:2.4.1"),
+        ] {
+            let edited = text.replacen(from, to, 1);
+            assert_ne!(edited, text);
+            assert!(parse(edited.as_bytes()).is_err(), "{to}");
+        }
     }
 
     #[test]

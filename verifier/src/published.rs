@@ -10,7 +10,10 @@
 //! 4. its referrers (referrers API, else the `sha256-<hex>` fallback index): every kind of
 //!    [`oci::referrers`] listed with its `artifactType`; signatures and DSSE envelopes pulled
 //!    and verified with the key, each about this manifest; the SBOM that release.yaml names is
-//!    among them.
+//!    among them;
+//! 5. each platform release.yaml lists under `platforms`: its manifest in the index, its SBOM
+//!    JSON, SBOM protobuf and provenance envelope referrers holding exactly the digests stated,
+//!    the protobuf SBOM's signed statement naming that digest.
 //!
 //! Every check runs and is reported; `ok()` is false if any failed.
 
@@ -123,12 +126,48 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
         };
         // 3 and 4 for the index, then each platform manifest.
         let index_desc = Descriptor::new(MEDIA_INDEX, index_digest.clone(), 0);
-        check_subject(&mut r, &client, key, &repo, &format!("{} index", c.name), &index_desc, &referrers::INDEX_KINDS, mode, None);
+        let none = Expect::default();
+        check_subject(&mut r, &client, key, &repo, &format!("{} index", c.name), &index_desc, &referrers::INDEX_KINDS, mode, &none);
         let sbom_digest = c.sbom.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_default();
         let mut sbom_found = false;
+        if c.platforms.is_empty() {
+            push(
+                &mut r,
+                format!("{}: per-platform references in release.yaml", c.name),
+                Err("release.yaml lists no `platforms` for this component (written before they were); hint: cut the release again".into()),
+            );
+        }
+        for p in &c.platforms {
+            let held = index.manifests.iter().find(|m| m.digest == p.image.digest);
+            let platform = held.and_then(|m| m.platform.as_ref()).map(|x| format!("{}/{}", x.os, x.architecture));
+            push(
+                &mut r,
+                format!("{} {}: the image release.yaml lists is in the index", c.name, p.platform),
+                match (held, platform) {
+                    (None, _) => Err(format!("the index `{index_digest}` does not hold `{}`", p.image)),
+                    (Some(_), Some(x)) if x == p.platform.as_str() => Ok(()),
+                    (Some(_), x) => Err(format!("the index lists `{}` for platform `{}`", p.image.digest, x.unwrap_or_default())),
+                },
+            );
+        }
         for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {
             let platform = m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default();
             let label = format!("{} {platform}", c.name);
+            let expect = match c.platforms.iter().find(|p| p.platform.as_str() == platform) {
+                Some(p) => match Expect::of(p) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        push(&mut r, format!("{label}: references in release.yaml"), Err(e));
+                        Expect::default()
+                    }
+                },
+                None => {
+                    if !c.platforms.is_empty() {
+                        push(&mut r, format!("{label}: listed in release.yaml"), Err(format!("`platforms` has no `{platform}` entry")));
+                    }
+                    Expect::default()
+                }
+            };
             let blobs = match client.get_manifest(&repo, m.digest.as_str()) {
                 Ok(Some(f)) => match serde_json::from_slice::<Manifest>(&f.bytes) {
                     Ok(man) => {
@@ -144,7 +183,8 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
                 Err(e) => Err(e.to_string()),
             };
             push(&mut r, format!("{label}: manifest and every blob resolve by digest"), blobs);
-            sbom_found |= check_subject(&mut r, &client, key, &repo, &label, m, &referrers::IMAGE_KINDS, mode, Some(&sbom_digest));
+            let expect = Expect { sbom: Some(sbom_digest.clone()), ..expect };
+            sbom_found |= check_subject(&mut r, &client, key, &repo, &label, m, &referrers::IMAGE_KINDS, mode, &expect);
         }
         push(
             &mut r,
@@ -155,8 +195,33 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
     r
 }
 
+/// What release.yaml states about one platform image's referrers.
+#[derive(Debug, Default)]
+struct Expect {
+    /// The layer digest each kind's referrer must hold (SBOM JSON, SBOM protobuf, provenance envelope).
+    layers: std::collections::BTreeMap<&'static str, Digest>,
+    /// The protobuf SBOM digest its signed statement must name.
+    protobuf: Option<Digest>,
+    /// §6.1's `sbom` of the component (a `sha256:` digest of the CycloneDX JSON).
+    sbom: Option<String>,
+}
+
+impl Expect {
+    fn of(p: &crate::manifest::PlatformEntry) -> Result<Expect, String> {
+        let d = |r: &str| schema::release::stated_digest(r).map_err(|e| format!("release.yaml: {e}"));
+        let (json, pb, provenance) = (d(&p.sbom)?, d(&p.sbom_protobuf)?, d(&p.provenance)?);
+        Ok(Expect {
+            layers: [(referrers::IMAGE_KINDS[0], json), (referrers::IMAGE_KINDS[1], pb.clone()), (referrers::IMAGE_KINDS[4], provenance)]
+                .into_iter()
+                .collect(),
+            protobuf: Some(pb),
+            sbom: None,
+        })
+    }
+}
+
 /// Checks the signature and referrers of `subject`; returns whether an SBOM referrer holds
-/// `sbom` (a `sha256:` digest of the CycloneDX JSON).
+/// `expect.sbom`.
 #[allow(clippy::too_many_arguments)]
 fn check_subject(
     r: &mut VerifyReport,
@@ -167,7 +232,7 @@ fn check_subject(
     subject: &Descriptor,
     kinds: &[&str],
     mode: ReferrersMode,
-    sbom: Option<&str>,
+    expect: &Expect,
 ) -> bool {
     let d = &subject.digest;
     // The legacy cosign tag.
@@ -192,7 +257,10 @@ fn check_subject(
         let result = match found.first() {
             None => Err(format!("not listed (referrers {})", if mode == ReferrersMode::Api { "API" } else { "fallback index" })),
             Some(x) if x.artifact_type.is_none() => Err("listed without an artifactType".into()),
-            Some(x) => check_referrer(client, key, repo, d, x, sbom, &mut sbom_found),
+            Some(x) => check_referrer(client, key, repo, d, x, expect, &mut sbom_found).and_then(|layer| match expect.layers.get(kind) {
+                Some(want) if want != &layer => Err(format!("it holds `{layer}`, release.yaml states `{want}`")),
+                _ => Ok(()),
+            }),
         };
         push(r, format!("{label}: referrer {kind}"), result);
     }
@@ -205,9 +273,9 @@ fn check_referrer(
     repo: &str,
     subject: &Digest,
     x: &Descriptor,
-    sbom: Option<&str>,
+    expect: &Expect,
     sbom_found: &mut bool,
-) -> Result<(), String> {
+) -> Result<Digest, String> {
     let f = client.get_manifest(repo, x.digest.as_str()).map_err(|e| e.to_string())?.ok_or("its manifest is not in the registry")?;
     let m: referrers::ArtifactManifest = serde_json::from_slice(&f.bytes).map_err(|e| format!("not an artifact manifest: {e}"))?;
     if &m.subject.digest != subject {
@@ -217,8 +285,9 @@ fn check_referrer(
         return Err(format!("listed as `{}`, its manifest says `{}`", x.artifact_type.as_deref().unwrap_or_default(), m.artifact_type));
     }
     let layer = m.layers.first().ok_or("it has no layer")?;
+    let held = layer.digest.clone();
     match m.artifact_type.as_str() {
-        referrers::ARTIFACT_COSIGN_SIGNATURE => verify_simple_signing(client, key, repo, subject, &m.layers),
+        referrers::ARTIFACT_COSIGN_SIGNATURE => verify_simple_signing(client, key, repo, subject, &m.layers).map(|()| held),
         referrers::ARTIFACT_DSSE => {
             let bytes = client.get_blob(repo, &layer.digest, SMALL).map_err(|e| e.to_string())?;
             let env: sign::Envelope = serde_json::from_slice(&bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
@@ -226,20 +295,25 @@ fn check_referrer(
             let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("payload is not a statement: {e}"))?;
             let about = st["subject"].as_array().into_iter().flatten().any(|s| s["digest"]["sha256"].as_str() == Some(subject.hex()));
             // The drift report is about every platform image, its referrer hangs on the index.
-            if about || st["predicateType"] == sign::DRIFT_PREDICATE {
-                Ok(())
-            } else {
-                Err("its statement is not about this image".into())
+            if !about && st["predicateType"] != sign::DRIFT_PREDICATE {
+                return Err("its statement is not about this image".into());
             }
+            if st["predicateType"] == sign::SBOM_PROTOBUF_PREDICATE {
+                let signed = sign::protobuf_sbom_digest(&st)?;
+                if let Some(want) = expect.protobuf.as_ref().filter(|w| **w != signed) {
+                    return Err(format!("it signs the protobuf SBOM `{signed}`, release.yaml states `{want}`"));
+                }
+            }
+            Ok(held)
         }
         _ => {
             if client.blob_exists(repo, &layer.digest).map_err(|e| e.to_string())?.is_none() {
                 return Err(format!("blob `{}` missing", layer.digest));
             }
-            if sbom == Some(layer.digest.as_str()) {
+            if expect.sbom.as_deref() == Some(layer.digest.as_str()) {
                 *sbom_found = true;
             }
-            Ok(())
+            Ok(held)
         }
     }
 }

@@ -7,9 +7,12 @@
 //! 3. every image named by release.yaml: present in the layout, every blob hashing to its
 //!    digest (streamed), its index and manifests signed (cosign artifacts), its config
 //!    carrying the labels of spec §6.2 with this release's channel and calendar;
-//! 4. every SBOM and provenance envelope (DSSE) signed, its subject the image it describes,
-//!    its content the file beside it; the drift report's envelope;
-//! 5. the SBOM and provenance digests release.yaml states; chart and compose digests.
+//! 4. every SBOM (JSON and protobuf) and provenance envelope (DSSE) signed, its subject the
+//!    image it describes, its content the file beside it; the drift report's envelope;
+//! 5. the digests release.yaml states for every platform (`platforms`: image, SBOM JSON,
+//!    SBOM protobuf, provenance envelope), each file hashed, each SBOM also held in `images/`
+//!    as the referrer blob that is published; §6.1's `sbom` and `provenance` the first
+//!    platform's; chart and compose digests.
 //!
 //! Every check runs; the report lists each as ok or failed, and `ok()` is false if any failed.
 
@@ -218,6 +221,42 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
             }
         };
         r.check(format!("{}: index signature", c.name), sign::verify_image(key, &layout, &index_digest));
+        // 5. release.yaml's own list of the platforms (not in §6.1; required here).
+        if c.platforms.is_empty() {
+            r.fail(
+                format!("{}: per-platform references in release.yaml", c.name),
+                "release.yaml lists no `platforms` for this component, so the SBOMs and provenance of its platforms are not \
+                 pinned by the signed manifest (a release.yaml written before they were); hint: cut the release again",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for p in &c.platforms {
+            if !seen.insert(p.platform) {
+                r.fail(format!("{} {}: listed once in release.yaml", c.name, p.platform), "the platform is listed twice under `platforms`");
+            }
+            if !index
+                .manifests
+                .iter()
+                .any(|m| m.platform.as_ref().is_some_and(|x| format!("{}/{}", x.os, x.architecture) == p.platform.as_str()))
+            {
+                r.fail(
+                    format!("{} {}: in the index", c.name, p.platform),
+                    format!("release.yaml lists `{}` under `platforms`, the index `{index_digest}` holds no such image", p.platform),
+                );
+            }
+        }
+        if let Some(first) = c.platforms.first() {
+            r.check(
+                format!("{}: `sbom` and `provenance` are the {} ones", c.name, first.platform),
+                if c.sbom != first.sbom {
+                    Err(format!("`sbom` is `{}`, `platforms[0].sbom` is `{}`", c.sbom, first.sbom))
+                } else if c.provenance != first.provenance {
+                    Err(format!("`provenance` is `{}`, `platforms[0].provenance` is `{}`", c.provenance, first.provenance))
+                } else {
+                    Ok(())
+                },
+            );
+        }
         for m in index.manifests.iter().filter(|m| m.media_type != MEDIA_INDEX) {
             let platform = m.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)).unwrap_or_default();
             let label = format!("{} {platform}", c.name);
@@ -240,40 +279,74 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
             // 4. Its SBOM and provenance envelopes.
             let slug = platform.replace('/', "-");
             let subject = format!("{repository}@{}", m.digest);
+            let sbom_json = format!("sboms/{}/{slug}.cdx.json", c.name);
+            let sbom_pb = format!("sboms/{}/{slug}.cdx.pb", c.name);
+            // A kit may leave `sboms/` out (the channel's `[kit] sections`): the SBOMs are then
+            // checked in `images/`, as the referrer blobs they also are.
+            let file = |rel: &str| Some(tree.join(rel)).filter(|p| !tree.kit || p.exists());
             r.check(
                 format!("{label}: SBOM signed and about this image"),
                 check_attestation(
                     key,
                     &dir.join(format!("attest/{}/{slug}.sbom.dsse.json", c.name)),
                     &m.digest,
-                    Some(dir.join(format!("sboms/{}/{slug}.cdx.json", c.name))).filter(|p| !tree.kit || p.exists()).as_deref(),
+                    file(&sbom_json).as_deref(),
                     true,
                     &subject,
                 ),
             );
+            let provenance_envelope = format!("attest/{}/{slug}.provenance.dsse.json", c.name);
             r.check(
                 format!("{label}: provenance signed and about this image"),
                 check_attestation(
                     key,
-                    &dir.join(format!("attest/{}/{slug}.provenance.dsse.json", c.name)),
+                    &tree.join(&provenance_envelope),
                     &m.digest,
                     Some(dir.join(format!("provenance/{}/{slug}.intoto.json", c.name))).filter(|_| !tree.kit).as_deref(),
                     false,
                     &subject,
                 ),
             );
-        }
-        // 5. The digests release.yaml states.
-        if !tree.kit || tree.join("sboms").exists() {
+            // 5. What release.yaml states for this platform.
+            let Some(entry) = c.platforms.iter().find(|p| p.platform.as_str() == platform) else {
+                if !c.platforms.is_empty() {
+                    r.fail(format!("{label}: listed in release.yaml"), format!("`platforms` has no `{platform}` entry"));
+                }
+                continue;
+            };
             r.check(
-                format!("{}: SBOM digest in release.yaml", c.name),
-                stated_digest(dir, &c.sbom, &format!("sboms/{}", c.name), ".cdx.json"),
+                format!("{label}: image digest in release.yaml"),
+                if entry.image.digest != m.digest || entry.image.name() != repository {
+                    Err(format!("release.yaml states `{}`, the index holds `{repository}@{}`", entry.image, m.digest))
+                } else {
+                    Ok(())
+                },
+            );
+            r.check(
+                format!("{label}: SBOM JSON `{sbom_json}` is the one release.yaml states"),
+                stated_digest(&entry.sbom).and_then(|d| {
+                    if let Some(f) = file(&sbom_json) {
+                        file_digest(&f, &d)?;
+                    }
+                    referrer_blob(&layout, &d)
+                }),
+            );
+            let pb_envelope = format!("attest/{}/{slug}.sbom-protobuf.dsse.json", c.name);
+            r.check(
+                format!("{label}: SBOM protobuf `{sbom_pb}` signed ({pb_envelope}), about this image, the one release.yaml states"),
+                stated_digest(&entry.sbom_protobuf).and_then(|d| {
+                    check_protobuf_attestation(key, &tree.join(&pb_envelope), &m.digest, &d)?;
+                    if let Some(f) = file(&sbom_pb) {
+                        file_digest(&f, &d)?;
+                    }
+                    referrer_blob(&layout, &d)
+                }),
+            );
+            r.check(
+                format!("{label}: provenance envelope `{provenance_envelope}` is the one release.yaml states"),
+                stated_digest(&entry.provenance).and_then(|d| file_digest(&tree.join(&provenance_envelope), &d)),
             );
         }
-        r.check(
-            format!("{}: provenance digest in release.yaml", c.name),
-            stated_digest(dir, &c.provenance, &format!("attest/{}", c.name), ".provenance.dsse.json"),
-        );
     }
     r.check("drift report signed", {
         read_envelope(&dir.join("attest/drift.dsse.json")).and_then(|env| sign::verify_envelope(key, &env)).and_then(|body| {
@@ -317,20 +390,38 @@ fn file_digest(path: &Path, stated: &Digest) -> Result<(), String> {
     }
 }
 
-/// The digest at the end of an `oci://...@sha256:...` reference is one of the files under
-/// `dir/sub` ending in `suffix`.
-fn stated_digest(dir: &Path, reference: &str, sub: &str, suffix: &str) -> Result<(), String> {
-    let stated = reference.rsplit_once('@').map(|(_, d)| d).ok_or_else(|| format!("`{reference}` names no digest"))?;
-    let found = fs::read_dir(dir.join(sub))
-        .map_err(|e| format!("`{sub}`: {e}"))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
-        .any(|e| fs::read(e.path()).map(|b| Digest::of(&b).as_str() == stated).unwrap_or(false));
-    if found {
+/// The digest an `oci://...@sha256:...` reference of release.yaml names.
+fn stated_digest(reference: &str) -> Result<Digest, String> {
+    schema::release::stated_digest(reference).map_err(|e| format!("release.yaml: {e}"))
+}
+
+/// `images/` holds the blob `digest` (an SBOM, published as a referrer's layer), hashed.
+fn referrer_blob(layout: &Layout, digest: &Digest) -> Result<(), String> {
+    let (actual, _) = oci::layer::hash_file(&layout.blob_path(digest))
+        .map_err(|e| format!("`images/` does not hold it as a referrer blob (`{digest}`): {e}"))?;
+    if &actual == digest {
         Ok(())
     } else {
-        Err(format!("no file under `{sub}` hashes to `{stated}`"))
+        Err(format!("the referrer blob `{digest}` in `images/` hashes to `{actual}`"))
     }
+}
+
+/// The protobuf SBOM's envelope: signed by `key`, its statement about the image `digest`, and
+/// naming by sha256 the SBOM release.yaml states (`stated`).
+fn check_protobuf_attestation(key: &PublicKey, envelope: &Path, digest: &Digest, stated: &Digest) -> Result<(), String> {
+    let env = read_envelope(envelope)?;
+    let body = sign::verify_envelope(key, &env).map_err(|e| format!("`{}`: {e}", envelope.display()))?;
+    let st: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("`{}`: payload is not a statement: {e}", envelope.display()))?;
+    let first = st["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
+    if first != digest.hex() {
+        return Err(format!("`{}`: its subject is `sha256:{first}`, not this image", envelope.display()));
+    }
+    let signed = sign::protobuf_sbom_digest(&st).map_err(|e| format!("`{}`: {e}", envelope.display()))?;
+    if &signed != stated {
+        return Err(format!("`{}` signs `{signed}`, release.yaml states `{stated}`", envelope.display()));
+    }
+    Ok(())
 }
 
 fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String> {

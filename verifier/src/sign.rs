@@ -7,6 +7,9 @@
 //! - SBOMs are wrapped in an in-toto Statement v1 (predicate type `https://cyclonedx.org/bom`)
 //!   whose subject is the image manifest; the drift report in one whose subjects are every
 //!   image (predicate type of this pipeline).
+//! - The protobuf SBOM (binary, so not a JSON predicate) in a statement of the same subject
+//!   whose predicate ([`SBOM_PROTOBUF_PREDICATE`]) names the `.cdx.pb` file by sha256 and size
+//!   ([`protobuf_sbom_predicate`]): the signature covers the file through its digest.
 //! - Image signatures: cosign's "simple signing" payload naming the manifest (or index)
 //!   digest, signed, stored as the cosign signature artifact in the OCI layout under the tag
 //!   `sha256-<hex>.sig`: a manifest whose one layer is the payload, with the base64 signature
@@ -25,6 +28,8 @@ use schema::model::Digest;
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const SBOM_PREDICATE: &str = "https://cyclonedx.org/bom";
 pub const DRIFT_PREDICATE: &str = "https://stella-ops.org/attestations/drift/v1";
+/// The predicate type of the statement about an image's CycloneDX protobuf SBOM.
+pub const SBOM_PROTOBUF_PREDICATE: &str = "https://stella-ops.org/attestations/cyclonedx-protobuf/v1";
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const COSIGN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
 
@@ -86,6 +91,26 @@ pub fn statement(subjects: &[(String, &Digest)], predicate_type: &str, predicate
     .expect("a statement serializes");
     v.push(b'\n');
     v
+}
+
+/// The predicate of the statement about a protobuf SBOM: the file `name` (`linux-amd64.cdx.pb`)
+/// by media type, sha256 and size (an in-toto ResourceDescriptor's fields).
+pub fn protobuf_sbom_predicate(name: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "mediaType": oci::referrers::ARTIFACT_SBOM_PROTOBUF,
+        "digest": { "sha256": Digest::of(bytes).hex() },
+        "size": bytes.len(),
+    })
+}
+
+/// The sha256 a protobuf SBOM statement's predicate names, or why it names none.
+pub fn protobuf_sbom_digest(statement: &serde_json::Value) -> Result<Digest, String> {
+    if statement["predicateType"] != SBOM_PROTOBUF_PREDICATE {
+        return Err(format!("its predicate type is {}, not `{SBOM_PROTOBUF_PREDICATE}`", statement["predicateType"]));
+    }
+    let hex = statement["predicate"]["digest"]["sha256"].as_str().ok_or("its predicate names no `digest.sha256`")?;
+    format!("sha256:{hex}").parse().map_err(|e| format!("its predicate's digest: {e}"))
 }
 
 /// cosign's simple-signing payload for `digest` in `repository`.
@@ -196,4 +221,35 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> std::io::Result<Digest
     bytes.push(b'\n');
     oci::write_atomic(path, &bytes)?;
     Ok(Digest::of(&bytes))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protobuf_sbom_statement_names_the_file_by_digest_and_nothing_else_is_taken_for_one() {
+        let pb = b"\x0a\x03bom";
+        let image = Digest::of(b"manifest");
+        let body = statement(
+            &[("r.example/x@sha256:...".to_owned(), &image)],
+            SBOM_PROTOBUF_PREDICATE,
+            protobuf_sbom_predicate("linux-arm64.cdx.pb", pb),
+        );
+        let st: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(protobuf_sbom_digest(&st).unwrap(), Digest::of(pb));
+        assert_eq!(st["predicate"]["size"], 5);
+        assert_eq!(st["predicate"]["mediaType"], oci::referrers::ARTIFACT_SBOM_PROTOBUF);
+        // A JSON SBOM's statement (another predicate type) is not one.
+        let json = statement(&[("x".to_owned(), &image)], SBOM_PREDICATE, serde_json::json!({"bomFormat": "CycloneDX"}));
+        let e = protobuf_sbom_digest(&serde_json::from_slice(&json).unwrap()).unwrap_err();
+        assert!(e.contains("predicate type"), "{e}");
+        // Nor one whose digest is missing or not sha256 hex.
+        let mut bad = st.clone();
+        bad["predicate"]["digest"]["sha256"] = "xyz".into();
+        assert!(protobuf_sbom_digest(&bad).is_err());
+        bad["predicate"]["digest"] = serde_json::json!({});
+        assert!(protobuf_sbom_digest(&bad).unwrap_err().contains("names no"));
+    }
 }

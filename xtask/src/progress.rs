@@ -137,6 +137,14 @@ pub fn render_plan(plan: &Plan) -> String {
         plan.source_date_epoch,
         plan.created
     );
+    s += &format!(
+        "          {} ({})\n",
+        plan.source.url.url,
+        match plan.source.url.from {
+            pipeline::stages::plan::source::UrlFrom::Configured => "`[release] source`",
+            pipeline::stages::plan::source::UrlFrom::Origin => "the `origin` remote",
+        }
+    );
     if !plan.source.dirty.is_empty() {
         s += &format!("warning   {} uncommitted change(s): `release` will refuse; HEAD is what gets built\n", plan.source.dirty.len());
     }

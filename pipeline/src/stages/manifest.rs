@@ -1,5 +1,8 @@
 //! The manifest stage: `release.yaml` (spec §6.1), written last, then `release.yaml.sig` and
 //! `release.yaml.sigstore.json`, and the log entry of release.yaml when a log is configured.
+//! Each component lists, beside §6.1's keys (whose `sbom` and `provenance` are its first
+//! platform's), every platform's image, SBOMs and provenance (`platforms`, see
+//! [`schema::release`]).
 //!
 //! In: the plan, the built images, the sign stage's [`Signed`] (the digests of every SBOM and
 //! provenance envelope, from the bytes it read or wrote; the transparency log's answers) and
@@ -12,7 +15,9 @@ use oci::write_atomic;
 use schema::exit;
 use schema::model::{rfc3339, Digest, PinnedRef};
 use verifier::keys::SigningKey;
-use verifier::manifest::{self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, ReleaseInfo, ReleaseYaml, SignatureEntry};
+use verifier::manifest::{
+    self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, PlatformEntry, ReleaseInfo, ReleaseYaml, SignatureEntry,
+};
 use verifier::sign;
 
 use crate::stages::build::Images;
@@ -74,25 +79,35 @@ pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Dep
     let mut components = Vec::with_capacity(plan.components.len());
     for pc in &plan.components {
         let c = images.components.get(&pc.name).ok_or_else(|| ManifestError::Missing(format!("no images for component `{}`", pc.name)))?;
-        // release.yaml names one SBOM and one provenance per component: its first platform's.
-        let first = pc
-            .images
-            .first()
-            .map(|i| i.platform)
-            .ok_or_else(|| ManifestError::Missing(format!("component `{}` has no platform", pc.name)))?;
-        let docs = signed
-            .documents
-            .get(&(pc.name.clone(), first))
-            .ok_or_else(|| ManifestError::Missing(format!("no signed SBOM and provenance for `{}` {first}", pc.name)))?;
-        let image: PinnedRef = format!("{}@{}", c.repository, c.index.digest)
-            .parse()
-            .map_err(|e| ManifestError::Missing(format!("component `{}`: image reference: {e}", pc.name)))?;
+        let pinned = |digest: &Digest| -> Result<PinnedRef, ManifestError> {
+            format!("{}@{digest}", c.repository)
+                .parse()
+                .map_err(|e| ManifestError::Missing(format!("component `{}`: image reference: {e}", pc.name)))
+        };
+        // Every platform's references, in the plan's platform order.
+        let mut platforms = Vec::with_capacity(pc.images.len());
+        for i in &pc.images {
+            let docs = signed
+                .documents
+                .get(&(pc.name.clone(), i.platform))
+                .ok_or_else(|| ManifestError::Missing(format!("no signed SBOM and provenance for `{}` {}", pc.name, i.platform)))?;
+            platforms.push(PlatformEntry {
+                platform: i.platform,
+                image: pinned(&docs.manifest)?,
+                sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, docs.sbom_json),
+                sbom_protobuf: format!("oci://{}/referrers/cdx-protobuf@{}", c.repository, docs.sbom_protobuf),
+                provenance: format!("oci://{}/attest/provenance@{}", c.repository, docs.provenance_envelope),
+            });
+        }
+        // §6.1 names one SBOM and one provenance per component: its first platform's.
+        let first = platforms.first().ok_or_else(|| ManifestError::Missing(format!("component `{}` has no platform", pc.name)))?;
         components.push(ComponentEntry {
             name: pc.name.clone(),
-            image,
-            sbom: format!("oci://{}/referrers/cdx-json@{}", c.repository, docs.sbom_json),
-            provenance: format!("oci://{}/attest/provenance@{}", c.repository, docs.provenance_envelope),
+            image: pinned(&c.index.digest)?,
+            sbom: first.sbom.clone(),
+            provenance: first.provenance.clone(),
             signature: SignatureEntry { rekor_uuid: rekor_of(&c.index.digest) },
+            platforms,
         });
     }
     Ok(ReleaseYaml {

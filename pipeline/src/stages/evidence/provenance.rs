@@ -2,7 +2,8 @@
 //!
 //! Small serde types rather than the in-toto crate, which is stale (Statement v0.1, SLSA
 //! v0.1/v0.2 only; shared/CRATES.md). The statement's subjects are the image manifest and its
-//! component's index; resolvedDependencies name the git commit, the base, the build bases of
+//! component's index; resolvedDependencies name the git commit (of the repository's canonical
+//! URL, [`crate::stages::plan::source::RepositoryUrl`]), the base, the build bases of
 //! a multi-stage Dockerfile (`recipe.build-bases`), each base package, every lock file and the
 //! toolchain. Run times are the only wall-clock values of a release,
 //! read once by the caller ([`RunTimes`]).
@@ -106,8 +107,9 @@ pub fn statement(
     let base_ref = component.images.iter().find(|i| i.platform == image.platform).map(|i| i.base.as_str()).ok_or_else(|| {
         format!("the plan of `{}` has no image for {}, so its base image cannot be named", component.name, image.platform)
     })?;
+    // SLSA's git form: `git+<the repository's canonical URL>@<commit>` (never a local path).
     let mut deps = vec![ResourceDescriptor {
-        uri: format!("git+file://{}@{}", plan.root.display(), plan.source.commit),
+        uri: format!("git+{}@{}", plan.source.url.url, plan.source.commit),
         digest: BTreeMap::from([("gitCommit".to_owned(), plan.source.commit.clone())]),
         name: plan.source.tag.clone(),
     }];

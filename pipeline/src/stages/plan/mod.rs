@@ -131,7 +131,7 @@ impl PlanError {
 pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), PlanError> {
     let cfg = config::load(&opts.root)?;
     let tag_name = format!("v{}", cfg.version);
-    let facts = source::facts(&cfg.root, &tag_name)?;
+    let facts = source::facts(&cfg.root, &tag_name, cfg.bundle.release.source.as_deref())?;
     let epoch = facts.source_date_epoch;
     let version = ReleaseVersion::at(cfg.version, epoch);
     if let Some(declared) = cfg.declared {
@@ -300,6 +300,7 @@ mod tests {
                 Some("`git tag v2.4.1 0123456789ab`"),
             ),
             (SourceError::Unsupported { path: "sub".into(), commit: "0123456789ab".into(), kind: "submodule" }, None),
+            (SourceError::NoRepositoryUrl { reason: "no origin".into() }, Some("`[release] source = \"https://HOST/PATH\"`")),
         ];
         for (r, hint) in refusals {
             let e = PlanError::from(r);

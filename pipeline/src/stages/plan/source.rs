@@ -36,6 +36,8 @@ pub enum SourceError {
     TagRequired { channel: String, tag: String, commit: String },
     #[error("`{path}` in commit `{commit}` is a {kind}; only files, directories and symlinks can be built")]
     Unsupported { path: String, commit: String, kind: &'static str },
+    #[error("the repository has no canonical URL for the provenance to record: {reason}")]
+    NoRepositoryUrl { reason: String },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -54,6 +56,10 @@ impl SourceError {
             }
             SourceError::TagRequired { tag, commit, .. } => Some(format!("`git tag {tag} {commit}`, or release on `edge`")),
             SourceError::NotARepo { .. } => Some("run it inside the repository, or pass `--source DIR`".to_owned()),
+            SourceError::NoRepositoryUrl { .. } => Some(format!(
+                "set the URL others clone it from in `{}`: `[release] source = \"https://HOST/PATH\"`, or give the clone an `origin` remote with it",
+                schema::config::BUNDLE_FILE
+            )),
             SourceError::Git { .. } | SourceError::Unsupported { .. } | SourceError::Io { .. } => None,
         }
     }
@@ -79,10 +85,64 @@ pub struct SourceFacts {
     pub source_date_epoch: i64,
     /// Uncommitted changes (relative paths), empty when clean.
     pub dirty: Vec<String>,
+    /// The repository's canonical URL, recorded as the source in provenance (never a path of
+    /// this machine: two clones of one commit record the same source).
+    pub url: RepositoryUrl,
 }
 
-/// Reads the facts of the repository holding `root`. `tag_name` is the release tag to look for.
-pub fn facts(root: &Path, tag_name: &str) -> Result<SourceFacts, SourceError> {
+/// The repository's canonical URL and where it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepositoryUrl {
+    /// `https://HOST/PATH` or `ssh://HOST/PATH`, without credentials.
+    pub url: String,
+    pub from: UrlFrom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UrlFrom {
+    /// `[release] source` of `release-trains/components.toml`.
+    Configured,
+    /// The `origin` remote, credentials stripped.
+    Origin,
+}
+
+/// The URL provenance records for `repo`: `configured` (already validated by the
+/// configuration) or else the `origin` remote's, credentials stripped; a repository without
+/// either, or whose `origin` is a local path, is refused.
+fn repository_url(repo: &Repository, configured: Option<&str>) -> Result<RepositoryUrl, SourceError> {
+    if let Some(url) = configured {
+        return Ok(RepositoryUrl { url: url.to_owned(), from: UrlFrom::Configured });
+    }
+    let remote = match repo.find_remote("origin") {
+        Ok(r) => r,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => {
+            return Err(SourceError::NoRepositoryUrl {
+                reason: format!("`{}` sets no `[release] source` and the repository has no `origin` remote", schema::config::BUNDLE_FILE),
+            })
+        }
+        Err(e) => return Err(git("read the `origin` remote")(e)),
+    };
+    let raw = remote.url().map_err(|_| SourceError::NoRepositoryUrl { reason: "the `origin` remote's URL is not UTF-8".to_owned() })?;
+    // The message names the remote without what its URL may carry (a token): scheme and host only.
+    let url = schema::config::remote_source_url(raw)
+        .map_err(|e| SourceError::NoRepositoryUrl { reason: format!("the `origin` remote: {}", redact_credentials(raw, &e)) })?;
+    Ok(RepositoryUrl { url, from: UrlFrom::Origin })
+}
+
+/// `message` with the credentials of `url` (`user:secret@`) replaced by `***@`.
+fn redact_credentials(url: &str, message: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else { return message.to_owned() };
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if !userinfo.is_empty() => message.replace(&format!("{userinfo}@"), "***@"),
+        _ => message.to_owned(),
+    }
+}
+
+/// Reads the facts of the repository holding `root`. `tag_name` is the release tag to look for;
+/// `configured_url` the bundle's `[release] source`.
+pub fn facts(root: &Path, tag_name: &str, configured_url: Option<&str>) -> Result<SourceFacts, SourceError> {
     let repo = Repository::discover(root).map_err(|source| SourceError::NotARepo { path: root.to_owned(), source })?;
     let workdir = repo.workdir().unwrap_or(root).to_owned();
     let head = repo.head().map_err(git("read HEAD (is there a commit?)"))?;
@@ -117,7 +177,8 @@ pub fn facts(root: &Path, tag_name: &str) -> Result<SourceFacts, SourceError> {
         })
         .collect();
     dirty.sort();
-    Ok(SourceFacts { workdir, commit: commit.id().to_string(), tag, tag_elsewhere, source_date_epoch: epoch, dirty })
+    let url = repository_url(&repo, configured_url)?;
+    Ok(SourceFacts { workdir, commit: commit.id().to_string(), tag, tag_elsewhere, source_date_epoch: epoch, dirty, url })
 }
 
 /// Lock files under `dirs` (relative to the repository) in the tree of commit `id`: path -> blob.

@@ -6,8 +6,10 @@
 //! 1. image signatures: one cosign artifact per manifest and per index, named
 //!    `sha256-<hex>.sig` in the layout's `index.json`;
 //! 2. `attest/<component>/<platform>.sbom.dsse.json` (statement: subject the manifest,
-//!    predicate the CycloneDX JSON), `attest/<component>/<platform>.provenance.dsse.json`,
-//!    `attest/drift.dsse.json` (subjects: every image);
+//!    predicate the CycloneDX JSON), `attest/<component>/<platform>.sbom-protobuf.dsse.json`
+//!    (subject the manifest, predicate the `.cdx.pb` file by sha256 and size),
+//!    `attest/<component>/<platform>.provenance.dsse.json`, `attest/drift.dsse.json`
+//!    (subjects: every image);
 //! 3. the same documents and signatures as OCI 1.1 referrers in the layout ([`crate::stages::sign::referrers`]);
 //! 4. the transparency log: every signature and envelope entered (or queued when it is down).
 
@@ -83,7 +85,10 @@ pub struct Signed {
 /// The digests of one image's evidence documents, from the bytes this stage read or wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedDocuments {
+    /// The platform image manifest the documents are about.
+    pub manifest: Digest,
     pub sbom_json: Digest,
+    pub sbom_protobuf: Digest,
     pub provenance_envelope: Digest,
 }
 
@@ -145,19 +150,34 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
         let dir = out.join("attest").join(&e.component);
         let sbom_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement);
         write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sbom_env)?;
+        // The protobuf SBOM, by digest: the same subject, signed the same way.
+        let pb_path = out.join(&e.sbom_protobuf);
+        let pb_bytes = fs::read(&pb_path).map_err(io(&pb_path))?;
+        let pb_statement = sign::statement(
+            &[(name.clone(), &image.manifest.digest)],
+            sign::SBOM_PROTOBUF_PREDICATE,
+            sign::protobuf_sbom_predicate(&format!("{slug}.cdx.pb"), &pb_bytes),
+        );
+        let pb_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &pb_statement);
+        write_envelope(&dir.join(format!("{slug}.sbom-protobuf.dsse.json")), &pb_env)?;
         let prov_path = out.join(&e.provenance);
         let prov = fs::read(&prov_path).map_err(io(&prov_path))?;
         let prov_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov);
         let prov_digest = write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &prov_env)?;
         documents.insert(
             (e.component.clone(), image.platform),
-            SignedDocuments { sbom_json: Digest::of(&sbom_bytes), provenance_envelope: prov_digest },
+            SignedDocuments {
+                manifest: image.manifest.digest.clone(),
+                sbom_json: Digest::of(&sbom_bytes),
+                sbom_protobuf: Digest::of(&pb_bytes),
+                provenance_envelope: prov_digest,
+            },
         );
-        for (kind, env) in [("sbom", &sbom_env), ("provenance", &prov_env)] {
+        for (kind, env) in [("sbom", &sbom_env), ("sbom-protobuf", &pb_env), ("provenance", &prov_env)] {
             let id = format!("attest/{}/{slug}.{kind}.dsse.json", e.component);
             log_entries.push(tlog::dsse(&id, &serde_json::to_string(env).map_err(|e| io(out)(e.into()))?, &pem));
         }
-        envelopes += 2;
+        envelopes += 3;
         reporter.event(Event::JobFinished { stage: Stage::Sign, job: format!("{} {}", e.component, e.platform), detail: "signed".into() });
     }
     let drift: serde_json::Value =

@@ -121,6 +121,13 @@ pub fn attach(layout: &Layout, images: &Images, evidence: &Evidence, dir: &Path,
                 Artifact {
                     kind: IMAGE_KINDS[3],
                     artifact_type: ARTIFACT_DSSE,
+                    predicate: Some(sign::SBOM_PROTOBUF_PREDICATE),
+                    title: format!("{slug}.sbom-protobuf.dsse.json"),
+                    bytes: read(dir, format!("attest/{name}/{slug}.sbom-protobuf.dsse.json"))?,
+                },
+                Artifact {
+                    kind: IMAGE_KINDS[4],
+                    artifact_type: ARTIFACT_DSSE,
                     predicate: Some(crate::stages::evidence::provenance::PREDICATE_TYPE),
                     title: format!("{slug}.provenance.dsse.json"),
                     bytes: read(dir, format!("attest/{name}/{slug}.provenance.dsse.json"))?,

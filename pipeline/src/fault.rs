@@ -8,6 +8,10 @@
 //!   directory) with an empty directory, so reading it fails as an unreadable file does (the
 //!   tests run as root, for whom permission bits do not make a file unreadable).
 //!
+//! - `reorder@<point>=<path>`: in a process whose `TZ` is not `UTC` (the second build of
+//!   `repro`), swaps the first two entries of the `components` array of the JSON file `<path>`:
+//!   a generator whose output order depends on its environment.
+//!
 //! Points: `plan`, `build`, `evidence`, `sign`, `manifest` (each after that stage).
 
 use std::path::Path;
@@ -21,6 +25,17 @@ pub fn at(point: &str, staging: &Path) {
     if let Some(p) = spec.strip_prefix("panic@") {
         if p == point {
             panic!("fault injected by {VAR} after the {point} stage");
+        }
+    } else if let Some((p, rel)) = spec.strip_prefix("reorder@").and_then(|r| r.split_once('=')) {
+        if p == point && std::env::var("TZ").is_ok_and(|tz| tz != "UTC") {
+            let path = staging.join(rel);
+            let v: Option<serde_json::Value> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(mut v) = v {
+                if let Some(list) = v.get_mut("components").and_then(|c| c.as_array_mut()).filter(|l| l.len() > 1) {
+                    list.swap(0, 1);
+                }
+                let _ = std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap_or_default());
+            }
         }
     } else if let Some(rest) = spec.strip_prefix("unreadable@") {
         if let Some((p, rel)) = rest.split_once('=') {

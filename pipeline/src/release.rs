@@ -196,8 +196,16 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter).map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
     let (_, finished) = now();
-    let times =
-        RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
+    let times = if std::env::var_os(crate::repro::PINNED_RUN_ENV).is_some() {
+        // A build of `repro` (never published): see `repro::MASKED`.
+        RunTimes {
+            invocation_id: crate::repro::PINNED_INVOCATION.to_owned(),
+            started: plan.created.clone(),
+            finished: plan.created.clone(),
+        }
+    } else {
+        RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished }
+    };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
     let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
@@ -268,7 +276,12 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     kit.path = out.join(&kit_file);
 
     reporter.event(Event::StageStarted { stage: Stage::Write, jobs: 2 });
-    write_json(&staging.path().join("plan.json"), &plan).map_err(|e| e.at(Stage::Write))?;
+    // plan.json records no local path: where this machine wrote the release is not part of it.
+    let mut plan_json = serde_json::to_value(&plan).map_err(|e| Error::Io { path: staging.path().join("plan.json"), source: e.into() })?;
+    if let Some(o) = plan_json.as_object_mut() {
+        o.remove("output");
+    }
+    write_json(&staging.path().join("plan.json"), &plan_json).map_err(|e| e.at(Stage::Write))?;
     write_json(&staging.path().join("images.json"), &images).map_err(|e| e.at(Stage::Write))?;
     publish_dir(staging.keep(), &out).map_err(|e| e.at(Stage::Write))?;
     reporter.event(Event::StageFinished { stage: Stage::Write });

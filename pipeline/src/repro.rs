@@ -1,7 +1,10 @@
-//! Reproducibility: build the release twice under different conditions and compare every
-//! index, manifest, config and layer digest. On a mismatch, say where: component, platform,
-//! layer, and the first differing file and header field (mtime, mode, owner, content...), or
-//! the JSON path of the first differing config value.
+//! Reproducibility: make the whole release twice under different conditions (evidence,
+//! signatures with one throwaway key, release.yaml, chart, compose file, kit; no gates, no
+//! log, no publish) and compare every file of the two release directories: the images index
+//! by index, manifest, config and layer; everything else byte for byte. On a mismatch, say
+//! where: component, platform, layer, and the first differing file and header field (mtime,
+//! mode, owner, content...), or the JSON path of the first differing value, or the first
+//! differing entry of the kit. What may differ by design is [`MASKED`], and only that.
 //!
 //! The two builds run as separate processes (umask is per process), each with its own
 //! temporary directory, TZ, locale, umask and thread count.
@@ -23,6 +26,8 @@ use schema::model::Digest;
 pub enum ReproError {
     #[error("the two builds differ ({} difference{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
     Mismatch(Vec<Mismatch>),
+    #[error("the two release directories differ ({} file{}):\n{}{}\n  hint: `--keep DIR` keeps both trees (diffoscope DIR/build-1 DIR/build-2)", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"), if .1.is_empty() { String::new() } else { format!("\nand in images/:\n{}", .1.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")) })]
+    Files(Vec<FileMismatch>, Vec<Mismatch>),
     #[error("build {run} ({conditions}) failed with exit code {code}:\n{stderr}")]
     BuildFailed { run: usize, conditions: String, code: i32, stderr: String },
     #[error(transparent)]
@@ -38,10 +43,47 @@ pub enum ReproError {
 impl ReproError {
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            ReproError::Mismatch(_) => schema::exit::REJECTED,
+            ReproError::Mismatch(_) | ReproError::Files(..) => schema::exit::REJECTED,
             ReproError::BuildFailed { code, .. } => schema::exit::Code::from_status(*code),
             ReproError::Layout(_) | ReproError::Io { .. } => schema::exit::ENVIRONMENT,
         }
+    }
+}
+
+/// Set in the environment of `repro`'s two builds, and only there (see [`MASKED`]).
+pub const PINNED_RUN_ENV: &str = "STELLAOPS_REPRO_BUILD";
+/// The provenance `invocationId` of a `repro` build: says what it is wherever it ends up.
+pub const PINNED_INVOCATION: &str = "stellaops-repro-check";
+
+/// What differs between two builds of one source by design, and how `repro` compares it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Masked {
+    pub what: &'static str,
+    pub files: &'static str,
+    pub how: &'static str,
+}
+
+/// The one place that lists what may differ by design.
+pub const MASKED: &[Masked] = &[Masked {
+    what: "provenance run details (`runDetails.metadata`: invocationId, startedOn, finishedOn)",
+    files: "provenance/*/*.intoto.json and their envelopes, and what names their digests (release.yaml, its signatures, the referrers in images/, the kit)",
+    how: "pinned in both builds (invocationId `stellaops-repro-check`, both times = SOURCE_DATE_EPOCH), then compared byte for byte like the rest",
+}];
+
+/// A file of the release directory (outside `images/`) that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileMismatch {
+    /// Path relative to the release directory.
+    pub file: String,
+    /// Where inside: a JSON path, a kit entry and header field, or a byte offset.
+    pub at: String,
+    pub a: String,
+    pub b: String,
+}
+
+impl fmt::Display for FileMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` at {}: `{}` vs `{}`", self.file, self.at, self.a, self.b)
     }
 }
 
@@ -113,8 +155,12 @@ pub struct ReproReport {
     pub conditions: [Conditions; 2],
     pub images: usize,
     pub blobs_compared: usize,
+    /// Files of the release directory outside `images/`, compared byte for byte.
+    pub files_compared: usize,
     /// Ref name -> digest, identical in both builds.
     pub digests: BTreeMap<String, Digest>,
+    /// What differs by design and how it was compared.
+    pub masked: &'static [Masked],
 }
 
 /// Runs `exe args... --out <dir> --jobs <n>` twice under [`variations`], then compares.
@@ -146,6 +192,9 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
             .env("LC_ALL", &cond.lang)
             .env("TMPDIR", &tmpdir)
             .env("RAYON_NUM_THREADS", cond.jobs.to_string())
+            .env(PINNED_RUN_ENV, "1")
+            // The throwaway key `repro` passes is not encrypted.
+            .env(verifier::keys::PASSPHRASE_ENV, "")
             // A reproducibility check records nothing in a transparency log.
             .env_remove("STELLAOPS_REKOR_URL");
         let command = cmd.command_line();
@@ -168,6 +217,7 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
     let a = Layout::open(&outs[0].join("images"))?;
     let b = Layout::open(&outs[1].join("images"))?;
     let result = compare(&a, &b);
+    let files = compare_trees(&outs[0], &outs[1]);
     if let Some(keep) = keep {
         for (i, out) in outs.iter().enumerate() {
             let dest = keep.join(format!("build-{}", i + 1));
@@ -177,10 +227,88 @@ pub fn run(exe: &Path, args: &[OsString], keep: Option<&Path>) -> Result<ReproRe
         }
     }
     let (mismatches, digests, blobs) = result?;
+    let (file_mismatches, files_compared) = files?;
+    // A file that differs (an SBOM, release.yaml) is where to look first; the images it is
+    // attached to as a referrer differ because of it.
+    if !file_mismatches.is_empty() {
+        return Err(ReproError::Files(file_mismatches, mismatches));
+    }
     if !mismatches.is_empty() {
         return Err(ReproError::Mismatch(mismatches));
     }
-    Ok(ReproReport { conditions, images: digests.len(), blobs_compared: blobs, digests })
+    Ok(ReproReport { conditions, images: digests.len(), blobs_compared: blobs, files_compared, digests, masked: MASKED })
+}
+
+/// Every file of two release directories outside `images/` (which [`compare`] explains),
+/// byte for byte; each that differs is explained.
+pub fn compare_trees(a: &Path, b: &Path) -> Result<(Vec<FileMismatch>, usize), ReproError> {
+    let list = |root: &Path| -> Result<std::collections::BTreeSet<String>, ReproError> {
+        let mut out = std::collections::BTreeSet::new();
+        for e in walkdir::WalkDir::new(root).into_iter().filter_entry(|e| e.depth() != 1 || e.file_name() != "images") {
+            let e = e.map_err(|e| ReproError::Io { path: root.to_owned(), source: e.into() })?;
+            if !e.file_type().is_dir() {
+                out.insert(e.path().strip_prefix(root).unwrap_or(e.path()).to_string_lossy().into_owned());
+            }
+        }
+        Ok(out)
+    };
+    let (la, lb) = (list(a)?, list(b)?);
+    let mut out = Vec::new();
+    let mut compared = 0;
+    for rel in la.union(&lb) {
+        let (pa, pb) = (a.join(rel), b.join(rel));
+        match (la.contains(rel), lb.contains(rel)) {
+            (true, false) | (false, true) => {
+                let first = la.contains(rel);
+                out.push(FileMismatch {
+                    file: rel.clone(),
+                    at: "presence".into(),
+                    a: if first { "present" } else { "absent" }.into(),
+                    b: if first { "absent" } else { "present" }.into(),
+                });
+                continue;
+            }
+            _ => {}
+        }
+        compared += 1;
+        let hash = |p: &Path| -> Result<Digest, ReproError> {
+            let mut f = fs::File::open(p).map_err(|source| ReproError::Io { path: p.to_owned(), source })?;
+            content_digest(&mut f).map_err(|source| ReproError::Io { path: p.to_owned(), source })
+        };
+        if hash(&pa)? == hash(&pb)? {
+            continue;
+        }
+        out.push(explain(rel, &pa, &pb)?);
+    }
+    Ok((out, compared))
+}
+
+/// Where two versions of one release file first differ.
+fn explain(rel: &str, a: &Path, b: &Path) -> Result<FileMismatch, ReproError> {
+    let mk = |at: String, x: String, y: String| FileMismatch { file: rel.to_owned(), at, a: x, b: y };
+    if rel.ends_with(".tar.zst") {
+        let (entry, field, x, y) = first_zstd_tar_difference(a, b)?;
+        return Ok(mk(format!("entry `{entry}`, {field}"), x, y));
+    }
+    let read = |p: &Path| fs::read(p).map_err(|source| ReproError::Io { path: p.to_owned(), source });
+    let (xa, xb) = (read(a)?, read(b)?);
+    if rel.ends_with(".json") {
+        if let (Ok(ja), Ok(jb)) = (serde_json::from_slice::<serde_json::Value>(&xa), serde_json::from_slice::<serde_json::Value>(&xb)) {
+            if let Some((path, x, y)) = first_json_difference(&ja, &jb, "$".into()) {
+                return Ok(mk(format!("JSON path `{path}`"), x, y));
+            }
+        }
+    }
+    if rel.ends_with(".yaml") || rel.ends_with(".yml") {
+        if let (Ok(ja), Ok(jb)) = (serde_norway::from_slice::<serde_json::Value>(&xa), serde_norway::from_slice::<serde_json::Value>(&xb)) {
+            if let Some((path, x, y)) = first_json_difference(&ja, &jb, "$".into()) {
+                return Ok(mk(format!("YAML path `{path}`"), x, y));
+            }
+        }
+    }
+    let at = xa.iter().zip(&xb).position(|(x, y)| x != y).unwrap_or(xa.len().min(xb.len()));
+    let around = |v: &[u8]| String::from_utf8_lossy(&v[at.min(v.len())..(at + 32).min(v.len())]).into_owned();
+    Ok(mk(format!("byte {at}"), around(&xa), around(&xb)))
 }
 
 type Compared = (Vec<Mismatch>, BTreeMap<String, Digest>, usize);
@@ -327,16 +455,36 @@ pub fn first_tar_difference(a: &Path, b: &Path) -> Result<(String, String, Strin
         let f = fs::File::open(p).map_err(|source| ReproError::Io { path: p.to_owned(), source })?;
         Ok(tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f))))
     };
+    let (ta, tb) = (open(a)?, open(b)?);
+    first_entry_difference(ta, tb, a, b, "(whole layer)")
+}
+
+/// The first difference between two zstd'd tar archives (kits): (entry, field, a, b).
+fn first_zstd_tar_difference(a: &Path, b: &Path) -> Result<(String, String, String, String), ReproError> {
+    let open = |p: &Path| -> Result<tar::Archive<zstd::stream::read::Decoder<'static, io::BufReader<fs::File>>>, ReproError> {
+        let f = fs::File::open(p).map_err(|source| ReproError::Io { path: p.to_owned(), source })?;
+        Ok(tar::Archive::new(zstd::stream::read::Decoder::new(f).map_err(|source| ReproError::Io { path: p.to_owned(), source })?))
+    };
+    first_entry_difference(open(a)?, open(b)?, a, b, "(whole archive)")
+}
+
+/// Entry by entry, in order: path, then each header field, then content.
+fn first_entry_difference<X: Read, Y: Read>(
+    mut ta: tar::Archive<X>,
+    mut tb: tar::Archive<Y>,
+    a: &Path,
+    b: &Path,
+    whole: &str,
+) -> Result<(String, String, String, String), ReproError> {
     let io_a = |source| ReproError::Io { path: a.to_owned(), source };
     let io_b = |source| ReproError::Io { path: b.to_owned(), source };
-    let (mut ta, mut tb) = (open(a)?, open(b)?);
     let mut ea = ta.entries().map_err(io_a)?;
     let mut eb = tb.entries().map_err(io_b)?;
     loop {
         match (ea.next(), eb.next()) {
             (None, None) => {
                 return Ok((
-                    "(whole layer)".into(),
+                    whole.into(),
                     "compression".into(),
                     "same tar entries".into(),
                     "other compressed bytes (compressor or gzip header)".into(),

@@ -117,6 +117,35 @@ fn repro_names_the_file_that_is_not_reproducible() {
 }
 
 #[test]
+fn repro_compares_every_file_of_the_release_and_names_the_json_path_of_an_sbom_that_differs() {
+    let repo = Repo::new();
+    let run = repo.xtask(&["repro", "--json"]);
+    run.ok();
+    let v = run.json();
+    // Beyond the images: SBOMs, scans, provenance, envelopes, release.yaml and its signatures,
+    // chart, compose file, the kit.
+    let files = v["report"]["files_compared"].as_u64().unwrap();
+    assert!(files > 100, "{files} files compared");
+    assert!(v["report"]["masked"][0]["what"].as_str().unwrap().contains("run details"), "{}", v["report"]["masked"]);
+
+    // A generator whose output order depends on its environment (the second build only).
+    let mut cmd = crate::support::xtask_cmd();
+    cmd.args(["repro", "--json", "--source"])
+        .arg(repo.path())
+        .env("STELLAOPS_TEST_FAULT", "reorder@evidence=sboms/web-ui/linux-amd64.cdx.json");
+    let run = crate::support::Run::of(cmd.output().unwrap());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["reproducible"], false);
+    let sbom = v["files"].as_array().unwrap().iter().find(|f| f["file"] == "sboms/web-ui/linux-amd64.cdx.json").expect("the SBOM is named");
+    assert!(sbom["at"].as_str().unwrap().starts_with("JSON path `$.components[0]"), "{sbom}");
+    // Only what depends on that SBOM differs: not another component's SBOM.
+    assert!(v["files"].as_array().unwrap().iter().all(|f| !f["file"].as_str().unwrap().starts_with("sboms/authority/")));
+    let text = repo.xtask(&["repro"]);
+    assert_eq!(text.code, 0, "without the fault: {}", text.stderr);
+}
+
+#[test]
 fn repro_names_the_header_field_when_a_symlink_target_leaks_from_the_build() {
     let repo = Repo::new();
     let text = repo.read("release-trains/components.toml");

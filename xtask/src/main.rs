@@ -102,8 +102,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build the release twice under different TZ, locale, umask, thread count and temporary
-    /// directory, and compare every index, manifest, config and layer digest.
+    /// Make the whole release twice (images, evidence, signatures with one throwaway key,
+    /// release.yaml, chart, compose file, kit; no gates, log or publish) under different TZ,
+    /// locale, umask, thread count and temporary directory, and compare every file: images
+    /// index by index, manifest, config and layer, the rest byte for byte. What differs by
+    /// design (provenance run details) is pinned in both builds and reported.
     Repro {
         #[command(flatten)]
         target: Target,
@@ -590,8 +593,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let root = root_of(target.source.clone())?;
             let exe = std::env::current_exe()
                 .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("cannot find this program: {e}") })?;
-            let mut args: Vec<OsString> =
-                vec!["--quiet".into(), "build".into(), "--channel".into(), target.channel_name().into(), "--source".into(), root.into()];
+            // Both builds sign with one throwaway key (signatures are deterministic, so they
+            // compare too); made here, gone with the command.
+            let keys = tempfile::Builder::new().prefix("stellaops-repro-key-").tempdir().map_err(|e| Failure {
+                code: schema::exit::Code::Environment,
+                message: format!("cannot make a temporary directory: {e}"),
+            })?;
+            let key = keys.path().join("throwaway.key");
+            verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
+                .write(&key, &key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
+                .map_err(pipeline::Error::from)?;
+            let mut args: Vec<OsString> = vec![
+                "--quiet".into(),
+                "build".into(),
+                "--channel".into(),
+                target.channel_name().into(),
+                "--source".into(),
+                root.into(),
+                "--key".into(),
+                key.into(),
+            ];
             if let Some(d) = &build.deb_dir {
                 args.extend(["--deb-dir".into(), d.into()]);
             }
@@ -603,17 +624,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             args.extend(build.backend_args());
             if !cli.quiet && !json {
-                progress::eprint("repro: building twice (varied TZ, locale, umask, threads, temp dirs)...");
+                progress::eprint("repro: making the release twice (varied TZ, locale, umask, threads, temp dirs)...");
             }
             let result = pipeline::repro::run(&exe, &args, keep.as_deref()).map_err(pipeline::Error::from);
             match (&result, json) {
                 (Ok(report), true) => print_json(&serde_json::json!({"event": "result", "reproducible": true, "report": report})),
                 (Ok(report), false) => progress::out(&format!(
-                    "reproducible: {} images, {} blobs compared, identical digests under\n  1: {}\n  2: {}",
-                    report.images, report.blobs_compared, report.conditions[0], report.conditions[1]
+                    "reproducible: {} images, {} blobs and {} other files of the release compared, identical under\n  1: {}\n  2: {}\n{}",
+                    report.images,
+                    report.blobs_compared,
+                    report.files_compared,
+                    report.conditions[0],
+                    report.conditions[1],
+                    report.masked.iter().map(|m| format!("  by design: {}: {}", m.what, m.how)).collect::<Vec<_>>().join("\n")
                 )),
                 (Err(pipeline::Error::Repro(pipeline::repro::ReproError::Mismatch(m))), true) => {
                     print_json(&serde_json::json!({"event": "result", "reproducible": false, "mismatches": m}))
+                }
+                (Err(pipeline::Error::Repro(pipeline::repro::ReproError::Files(f, m))), true) => {
+                    print_json(&serde_json::json!({"event": "result", "reproducible": false, "files": f, "mismatches": m}))
                 }
                 _ => {}
             }

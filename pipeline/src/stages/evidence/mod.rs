@@ -13,6 +13,7 @@
 
 pub mod drift;
 pub mod goinfo;
+pub mod inventory;
 pub mod provenance;
 pub mod sbom;
 pub mod scan;

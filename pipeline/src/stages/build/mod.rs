@@ -138,14 +138,15 @@ fn build_in_pool(
         .collect::<BTreeMap<_, _>>()
         .into_values()
         .collect();
-    let inventories: BTreeMap<schema::model::Digest, std::sync::Arc<BaseInventory>> = image_bases
-        .par_iter()
-        .map(|b| {
-            let inv = inventory::of_base(layout, &b.digest, &b.manifest, &opts.fetch.cache)
-                .map_err(|source| BuildError::Inventory { base: b.name.clone(), platform: b.platform, source })?;
-            Ok((b.digest.clone(), std::sync::Arc::new(inv)))
-        })
-        .collect::<Result<_, BuildError>>()?;
+    let inventories: BTreeMap<schema::model::Digest, std::sync::Arc<BaseInventory>> =
+        image_bases
+            .par_iter()
+            .map(|b| {
+                let inv = inventory::of_base(layout, &b.digest, &b.manifest, &opts.fetch.cache)
+                    .map_err(|source| BuildError::Inventory { base: b.name.clone(), platform: b.platform, source })?;
+                Ok((b.digest.clone(), std::sync::Arc::new(inv)))
+            })
+            .collect::<Result<_, BuildError>>()?;
     reporter.event(Event::StageFinished { stage: Stage::Bases });
     let base_of = |name: &str, p: Platform| bases.iter().find(|b| b.name == name && b.platform == p).expect("fetched above");
 

@@ -137,8 +137,15 @@ mod tests {
     fn an_inventory_is_scanned_once_then_read_from_the_cache_and_a_wrong_entry_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let status = "Package: a\nVersion: 1\nStatus: install ok installed\n\n";
-        let (layout, manifest) =
-            image(&tmp.path().join("layout"), &[("etc/group", "root:x:0:\n"), ("var/lib/dpkg/status", status), ("var/lib/dpkg/info/a.list", "/usr/bin/a\n"), ("usr/bin/a", "a")]);
+        let (layout, manifest) = image(
+            &tmp.path().join("layout"),
+            &[
+                ("etc/group", "root:x:0:\n"),
+                ("var/lib/dpkg/status", status),
+                ("var/lib/dpkg/info/a.list", "/usr/bin/a\n"),
+                ("usr/bin/a", "a"),
+            ],
+        );
         let base = Digest::of(b"the base");
         let cache = tmp.path().join("cache");
         let inv = of_base(&layout, &base, &manifest, &cache).unwrap();

@@ -9,6 +9,13 @@
 //!   tests run as root, for whom permission bits do not make a file unreadable).
 //!
 //! Points: `plan`, `build`, `evidence`, `sign`, `manifest` (each after that stage).
+//!
+//! And one fault inside the build, for the drift gate's tests (a layer the build does not
+//! account for, which no backend makes on its own):
+//!
+//! - `stowaway@layer=<image path>`: the daemonless backend writes a small file at `<image
+//!   path>` into the component's last layer and leaves it out of what the build records; a
+//!   name `.wh.<name>` makes it a whiteout, which removes `<name>` of the base.
 
 use std::path::Path;
 
@@ -33,3 +40,12 @@ pub fn at(point: &str, staging: &Path) {
         }
     }
 }
+
+/// The image path of a `stowaway@layer=<path>` fault, when one is configured.
+pub fn stowaway() -> Option<String> {
+    let spec = std::env::var(VAR).ok()?;
+    spec.strip_prefix("stowaway@layer=").map(|p| format!("/{}", p.trim_start_matches('/')))
+}
+
+/// What a stowaway file holds.
+pub const STOWAWAY: &[u8] = b"stowaway: not declared by the build\n";

@@ -13,9 +13,10 @@
 //! And one fault inside the build, for the drift gate's tests (a layer the build does not
 //! account for, which no backend makes on its own):
 //!
-//! - `stowaway@layer=<image path>`: the daemonless backend writes a small file at `<image
-//!   path>` into the component's last layer and leaves it out of what the build records; a
-//!   name `.wh.<name>` makes it a whiteout, which removes `<name>` of the base.
+//! - `stowaway@<component>=<image path>[,<image path>...]`: the daemonless backend writes a
+//!   small file at each `<image path>` into the last layer of `<component>`'s images and
+//!   leaves it out of what the build records; a name `.wh.<name>` makes it a whiteout, which
+//!   removes `<name>` of the base.
 
 use std::path::Path;
 
@@ -41,10 +42,18 @@ pub fn at(point: &str, staging: &Path) {
     }
 }
 
-/// The image path of a `stowaway@layer=<path>` fault, when one is configured.
-pub fn stowaway() -> Option<String> {
-    let spec = std::env::var(VAR).ok()?;
-    spec.strip_prefix("stowaway@layer=").map(|p| format!("/{}", p.trim_start_matches('/')))
+/// The image paths of a `stowaway@<component>=<path>,...` fault for `component` (sorted, as
+/// a layer writes them); empty without one.
+pub fn stowaways(component: &str) -> Vec<String> {
+    let Ok(spec) = std::env::var(VAR) else { return Vec::new() };
+    let mut paths: Vec<String> = spec
+        .strip_prefix("stowaway@")
+        .and_then(|rest| rest.split_once('='))
+        .filter(|(c, _)| *c == component)
+        .map(|(_, list)| list.split(',').map(|p| format!("/{}", p.trim_start_matches('/'))).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
 }
 
 /// What a stowaway file holds.

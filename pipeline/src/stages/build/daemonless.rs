@@ -121,7 +121,7 @@ impl Backend for Daemonless {
             lock_files.push(LockFile { path, sha256, image_path: golang::image_path(&c.recipe.layers, &g.output), packages: g.linked() });
         }
         let mut files = Vec::new();
-        let stowaway = crate::fault::stowaway();
+        let stowaways = crate::fault::stowaways(&c.name);
         for (i, spec) in c.recipe.layers.iter().enumerate() {
             let last = i + 1 == c.recipe.layers.len();
             let dir = match spec.from.strip_prefix("$OUT") {
@@ -136,7 +136,7 @@ impl Backend for Daemonless {
                     let mut lw = LayerWriter::new(w, plan.source_date_epoch);
                     lw.record_files();
                     lw.add_tree(&dir, &spec.to, Modes::Normalize).map_err(io::Error::other)?;
-                    if let Some(p) = stowaway.as_deref().filter(|_| last) {
+                    for p in stowaways.iter().filter(|_| last) {
                         // A test fault (`crate::fault`): a file the build does not record.
                         let bytes =
                             if p.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) { &b""[..] } else { crate::fault::STOWAWAY };
@@ -151,7 +151,7 @@ impl Backend for Daemonless {
                     },
                     other => layout_err(other),
                 })?;
-            files.extend(info.files.iter().filter(|f| Some(&f.path) != stowaway.as_ref()).cloned());
+            files.extend(info.files.iter().filter(|f| !stowaways.contains(&f.path)).cloned());
             layers.push(Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
             diff_ids.push(info.diff_id);
             history.push(oci::History {

@@ -37,7 +37,6 @@ type Items = BTreeMap<(String, String), BTreeSet<String>>;
 struct Declared {
     /// Every package (the base's and the component's).
     packages: Items,
-    base_packages: usize,
     /// The packages of the component (the SBOM's without `stellaops:base`).
     component_packages: Items,
     /// The component's files: path -> sha256.
@@ -70,9 +69,7 @@ fn declared(bom: &Bom) -> Declared {
                 d.files.insert(c.name.clone(), sha);
             }
         } else if let Some(eco) = prop(ECOSYSTEM) {
-            if of_base {
-                d.base_packages += 1;
-            } else {
+            if !of_base {
                 d.component_packages.entry((eco.to_owned(), c.name.clone())).or_default().insert(c.version.clone());
             }
             d.packages.entry((eco.to_owned(), c.name.clone())).or_default().insert(c.version.clone());
@@ -663,7 +660,9 @@ mod tests {
     }
 
     /// (change, name, declared, found, layer index) of each difference.
-    fn with_layers(r: &DriftReport) -> Vec<(DriftChange, &str, Option<&str>, Option<&str>, Option<usize>)> {
+    type LayeredRow<'a> = (DriftChange, &'a str, Option<&'a str>, Option<&'a str>, Option<usize>);
+
+    fn with_layers(r: &DriftReport) -> Vec<LayeredRow<'_>> {
         r.differences
             .iter()
             .map(|d| (d.change, d.name.as_str(), d.declared.as_deref(), d.found.as_deref(), d.layer.as_ref().map(|l| l.index)))

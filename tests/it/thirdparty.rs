@@ -185,3 +185,58 @@ fn a_component_on_a_debootstrap_base_releases_with_zero_drift_and_undeclared_cha
     assert!(run.stderr.contains(&format!("thirdparty linux/amd64: base {}", &pin[..19])), "{}", run.stderr);
     assert!(run.stderr.contains(&format!("{packages} packages, {files} files no package owns")), "{}", run.stderr);
 }
+
+/// A Dockerfile build on the debootstrap base: what its RUN step removes and changes of the
+/// base is declared by the build's own record (the layer is the rootfs diff, whiteouts
+/// included), so only what no lock file declares, a package, stops the release.
+const DOCKERFILE: &str = r#"ARG STELLAOPS_BASE
+FROM ${STELLAOPS_BASE}
+COPY bin/ /usr/local/bin/
+RUN rm /etc/debian_version \
+ && echo "built by BuildKit" >> /etc/issue.net \
+ && mkdir -p /opt/app/node_modules/undeclared \
+ && printf '{"name": "undeclared", "version": "1.0.0"}\n' > /opt/app/node_modules/undeclared/package.json
+"#;
+
+#[test]
+fn a_dockerfile_on_a_debootstrap_base_declares_what_it_changes_and_removes_but_not_a_package() {
+    let Some((docker_host, registry)) = crate::support::services() else {
+        return;
+    };
+    let Some(layout) = minbase_layout() else { return };
+    let repo = repo_on_minbase(&layout);
+    repo.write("components/bkthird/Dockerfile", DOCKERFILE);
+    repo.write("components/bkthird/bin/bkthird", "#!/bin/sh\necho bkthird\n");
+    let bundle = repo.read("release-trains/components.toml");
+    repo.write(
+        "release-trains/components.toml",
+        &format!(
+            "{bundle}\n[[component]]\nname = \"bkthird\"\nversion = \"2.4.1\"\nskew-group = \"scanner\"\nplatforms = [\"linux/amd64\"]\nbase = \"debian\"\nsource = {{ path = \"components/bkthird\" }}\n\n[component.recipe]\ndockerfile = \"Dockerfile\"\nentrypoint = [\"/bin/sh\", \"/usr/local/bin/bkthird\"]\n"
+        ),
+    );
+    repo.commit_all("bkthird: a Dockerfile component on the debootstrap base", EPOCH);
+    let mirror = format!("{registry}/stellaops-it-thirdparty");
+    let mut cmd = crate::support::xtask_cmd();
+    cmd.args(["release", "--backend", "buildkit", "--builder", &docker_host, "--base-mirror", &mirror]).arg("--source").arg(repo.path());
+    let run = crate::support::Run::of(cmd.output().unwrap());
+    run.refused(&["drift", "undeclared", "1.0.0", "#1 sha256:", "REJECTED"]);
+    let rejected = json(&repo.releases().join("2.4.1-edge.drift-rejected.json"));
+    let r = rejected["images"].as_array().unwrap().iter().find(|i| i["component"] == "bkthird").unwrap().clone();
+    // One layer after the base's: the rootfs diff of the Dockerfile.
+    let own = &r["from_component"];
+    let layers = own["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{own}");
+    assert_eq!(layers[0]["index"], 1);
+    // The removal and the change of a file a package owns are declared; the package is not.
+    assert_eq!((own["declared_removed"].as_u64(), own["found_removed"].as_u64()), (Some(1), Some(1)), "{own}");
+    let diffs = r["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 1, "{r:#}");
+    assert_eq!(
+        (diffs[0]["change"].as_str(), diffs[0]["type"].as_str(), diffs[0]["name"].as_str()),
+        (Some("added"), Some("npm"), Some("undeclared"))
+    );
+    assert_eq!(diffs[0]["layer"], layers[0]);
+    // The daemonless component on the same base: still no difference.
+    let other = rejected["images"].as_array().unwrap().iter().find(|i| i["component"] == "thirdparty").unwrap();
+    assert_eq!(other["differences"], serde_json::json!([]), "{other:#}");
+}

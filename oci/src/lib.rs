@@ -16,5 +16,6 @@ pub mod pgzip;
 pub mod push;
 pub mod referrers;
 pub mod registry;
+pub mod statelock;
 
 pub use layout::*;

@@ -178,6 +178,13 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
     fs::create_dir_all(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    // One release into `out` at a time: a second waits (and says for whom) rather than racing
+    // it to the final rename.
+    let lock_path = oci::statelock::beside(&out);
+    let _lock = oci::statelock::StateLock::acquire(&lock_path, &format!("the release `{}`", out.display()), &|message| {
+        reporter.event(Event::Note { message })
+    })
+    .map_err(|source| Error::Io { path: lock_path.clone(), source })?;
     let staging =
         tempfile::Builder::new().prefix(".staging-").tempdir_in(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
 
@@ -188,7 +195,6 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let images =
         build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter).map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
-    let gates = gates(opts.gates, gates_cfg.as_ref(), &plan, &images, staging.path(), &out, reporter).map_err(|e| e.at(Stage::Gates))?;
     let (_, finished) = now();
     let times =
         RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished };
@@ -197,6 +203,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
     let evidence = crate::stages::evidence::run(&plan, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
+    // The gates after the evidence: the audit checks what the scans found in every image.
+    let gates = gates(opts.gates, gates_cfg.as_ref(), (&plan, &images, &evidence), staging.path(), &out, reporter)
+        .map_err(|e| e.at(Stage::Gates))?;
     // The chart and compose file, every image by its index digest.
     let template_images: Vec<crate::templates::TemplateImage> = images
         .components
@@ -280,14 +289,14 @@ fn at<E: Into<Error>>(stage: Stage) -> impl FnOnce(E) -> Error {
     move |e| e.into().at(stage)
 }
 
-/// The gates stage: runs them (after the build, which found every lock file), or records that
+/// The gates stage: runs them (after the build, which found every lock file, and the evidence,
+/// whose scans list what each image holds), or records that
 /// they were skipped. A failure writes its report beside the release
 /// (`<release>.gates-rejected.json`) and stops the release.
 fn gates(
     mode: Gates,
     cfg: Option<&crate::stages::gates::GatesConfig>,
-    plan: &Plan,
-    images: &Images,
+    (plan, images, evidence): (&Plan, &Images, &crate::stages::evidence::Evidence),
     staging: &Path,
     out: &Path,
     reporter: &dyn Reporter,
@@ -307,7 +316,16 @@ fn gates(
     };
     let jobs = usize::from(cfg.audit.is_some()) + cfg.tests.len() + cfg.budgets.len();
     reporter.event(Event::StageStarted { stage: Stage::Gates, jobs });
-    let report = gates::run(&plan.root, cfg, images, staging, reporter)?;
+    // The scans the evidence stage wrote, read back as written.
+    let mut scans = Vec::new();
+    for e in &evidence.images {
+        let path = staging.join(&e.scan);
+        let bytes = fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let scan = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Io { path: path.clone(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) })?;
+        scans.push(gates::ScannedImage { component: e.component.clone(), platform: e.platform, scan });
+    }
+    let report = gates::run(&plan.root, cfg, images, &scans, staging, reporter)?;
     reporter.event(Event::StageFinished { stage: Stage::Gates });
     if report.status != GateStatus::Passed {
         write_json(&rejected, &report)?;

@@ -57,6 +57,19 @@ pub struct GateResult {
     /// The command's output (`gates/<name>.log` in the release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The audit's advisory file, pinned by its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advisories: Option<AdvisoryFile>,
+}
+
+/// The advisory file an audit read: its path in the repository, its sha256 and how many
+/// (not withdrawn) advisories it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvisoryFile {
+    pub path: String,
+    pub sha256: String,
+    pub records: usize,
 }
 
 /// A locked package an advisory lists.
@@ -69,7 +82,11 @@ pub struct Finding {
     pub package: String,
     pub version: String,
     pub component: String,
+    /// The lock file, or where in the image the scan found the package.
     pub lock_file: String,
+    /// `<component> (<platform>)` when the package was found in that image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl GateReport {
@@ -85,9 +102,13 @@ impl GateReport {
                 out.push(format!("{}: {}", g.name, g.detail));
             }
             for f in &g.findings {
+                let place = match &f.image {
+                    Some(image) => format!("at `{}` in image `{image}`", f.lock_file),
+                    None => format!("in `{}` of `{}`", f.lock_file, f.component),
+                };
                 out.push(format!(
-                    "{}: `{}` {} ({}) in `{}` of `{}` is affected by {}: {}",
-                    g.name, f.package, f.version, f.ecosystem, f.lock_file, f.component, f.advisory, f.summary
+                    "{}: `{}` {} ({}) {place} is affected by {}: {}",
+                    g.name, f.package, f.version, f.ecosystem, f.advisory, f.summary
                 ));
             }
         }
@@ -110,6 +131,7 @@ mod tests {
             version: "1.3.0".into(),
             component: "ui".into(),
             lock_file: "ui/package-lock.json".into(),
+            image: None,
         };
         let report = GateReport {
             status: GateStatus::Failed,
@@ -123,6 +145,7 @@ mod tests {
                     measured: None,
                     findings: vec![finding],
                     log: None,
+                    advisories: None,
                 },
                 GateResult {
                     name: "unit".into(),
@@ -133,6 +156,7 @@ mod tests {
                     measured: None,
                     findings: Vec::new(),
                     log: Some("gates/unit.log".into()),
+                    advisories: None,
                 },
             ],
         };

@@ -15,6 +15,7 @@ mod evidence;
 mod faults;
 mod kit;
 mod lock_add;
+mod locks;
 mod multistage;
 mod oci_tools;
 mod ops;

@@ -315,6 +315,51 @@ fn ops_gates_a_lock_file_package_in_the_advisory_file_fails_the_release_naming_i
 }
 
 #[test]
+fn ops_gates_the_audit_checks_the_debian_packages_of_the_bases_with_debian_version_order() {
+    let repo = Repo::new();
+    // busybox-static 1:1.35.0-4+deb12u1+b1 is in every image's base. The first advisory is
+    // fixed by a later Debian revision (affected); the second was fixed before it (not), which
+    // only Debian's ordering tells apart (`+deb12u1+b1` vs `+deb12u1`, epochs).
+    repo.write(
+        "release-trains/advisories.osv.json",
+        r#"[
+  {"id": "DSA-TEST-1", "summary": "a test advisory on busybox",
+   "affected": [{"package": {"ecosystem": "Debian:12", "name": "busybox-static"},
+                 "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.35.0-4+deb12u2"}]}]}]},
+  {"id": "DSA-TEST-2", "summary": "fixed before this build",
+   "affected": [{"package": {"ecosystem": "Debian:12", "name": "busybox-static"},
+                 "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1:1.35.0-4+deb12u1"}]}]}]}
+]
+"#,
+    );
+    repo.commit_all("an advisory on a base package", crate::support::EPOCH);
+    let r = repo.xtask(&["release", "--channel", "edge"]);
+    r.refused(&[
+        "release gates failed",
+        "`busybox-static` 1:1.35.0-4+deb12u1+b1 (deb) at `/var/lib/dpkg/status` in image `authority (linux/arm64)`",
+        "DSA-TEST-1",
+    ]);
+    assert!(!r.stderr.contains("DSA-TEST-2"), "fixed in an earlier revision:\n{}", r.stderr);
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(repo.releases().join("2.4.1-edge.gates-rejected.json")).unwrap()).unwrap();
+    let audit = &report["gates"][0];
+    // 8 components x 2 platforms, each with busybox-static.
+    assert_eq!(audit["findings"].as_array().unwrap().len(), 16, "{audit}");
+    let file = fs::read(repo.path().join("release-trains/advisories.osv.json")).unwrap();
+    use sha2::Digest as _;
+    assert_eq!(audit["advisories"]["sha256"], format!("{:x}", sha2::Sha256::digest(&file)));
+    assert_eq!(audit["advisories"]["records"], 2);
+
+    // Fixed: an advisory whose fix is older than the package passes, and the record pins the file.
+    repo.write("release-trains/advisories.osv.json", "[]\n");
+    repo.commit_all("no advisories", crate::support::EPOCH);
+    repo.xtask(&["release", "--channel", "edge"]).ok();
+    let gates: serde_json::Value = serde_json::from_slice(&fs::read(repo.releases().join("2.4.1-edge/gates.json")).unwrap()).unwrap();
+    assert_eq!(gates["gates"][0]["advisories"]["sha256"], format!("{:x}", sha2::Sha256::digest(b"[]\n")));
+    assert!(gates["gates"][0]["detail"].as_str().unwrap().contains("found in 16 image(s)"), "{}", gates["gates"][0]["detail"]);
+}
+
+#[test]
 fn ops_gates_failing_tests_and_budgets_fail_the_release_and_a_passing_run_is_recorded() {
     let repo = Repo::new();
     repo.write(

@@ -110,6 +110,16 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             }
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
+            let (lock, what) = match &into {
+                kit_import::Target::Dir(d) => {
+                    let d = std::env::current_dir().map(|c| c.join(d)).unwrap_or_else(|_| d.clone());
+                    (oci::statelock::beside(&d), format!("the import target `{}`", d.display()))
+                }
+                kit_import::Target::Registry { target, .. } => {
+                    (oci::statelock::for_remote(&target.to_string()), format!("the import target `{target}`"))
+                }
+            };
+            let _lock = crate::hold(&lock, &what)?;
             checked("imported", json, quiet, |reporter| kit_import::import(&path, &into, &public, fips, reporter))
         }
     }

@@ -10,7 +10,7 @@ mod progress;
 mod publish;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use schema::exit::Code;
@@ -444,6 +444,13 @@ fn main() -> ExitCode {
             exit(code)
         }
     }
+}
+
+/// Takes the lock of a state (see `oci::statelock`) for the rest of the command, saying on
+/// stderr whom it waits for.
+pub(crate) fn hold(path: &Path, what: &str) -> Result<oci::statelock::StateLock, Failure> {
+    oci::statelock::StateLock::acquire(path, what, &|m| progress::eprint(&format!("note: {m}")))
+        .map_err(|source| pipeline::Error::Io { path: path.to_owned(), source }.into())
 }
 
 pub(crate) struct Failure {

@@ -204,6 +204,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                     message: format!("`{release}` is neither a release directory nor a version: {e}"),
                 })?)
             };
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
             let req = channels::Promote { root: &root, store: &store, release: what, to: to.into(), key: &key, now: clock.clock().now() };
             let done = channels::promote(&req).map_err(ops)?;
             if json {
@@ -254,6 +255,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let key = key.load(&root)?;
             let channel: Channel = channel.into();
             let out = out.unwrap_or_else(|| root.join(format!("target/rollback/{channel}-{to}")));
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
             let req = channels::Rollback { root: &root, store: &store, channel, to, key: &key, now: clock.clock().now(), out: &out };
             let done = channels::rollback(&req).map_err(ops)?;
             if json {

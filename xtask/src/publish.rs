@@ -108,6 +108,12 @@ pub enum DoctorCommand {
 /// Publishes `dir` and renders the report.
 pub fn publish_dir(dir: &Path, flags: &PublishFlags, root: &Path, mode: Mode) -> Result<ReleaseReport, Failure> {
     let opts = ReleaseOptions { destinations: flags.destinations(root)?, push: flags.push_options() };
+    // One publish at a time per destination (in a stable order: no two runs wait on each other).
+    let mut keys: Vec<String> = opts.destinations.iter().map(|d| d.target.to_string()).collect();
+    keys.sort();
+    keys.dedup();
+    let _locks =
+        keys.iter().map(|k| crate::hold(&oci::statelock::for_remote(k), &format!("publishing to `{k}`"))).collect::<Result<Vec<_>, _>>()?;
     let reporter = Progress::new(mode);
     let report = publish::publish_release(dir, &opts, &reporter);
     reporter.finish();

@@ -329,17 +329,54 @@ fn runtime() -> Result<tokio::runtime::Runtime, BuildKitError> {
         .map_err(|source| BuildKitError::Io { path: PathBuf::from("<tokio runtime>"), source })
 }
 
+/// A client of the engine at `host_port` over mutual TLS that trusts the CA of `tls` alone.
+///
+/// Written here rather than bollard's `connect_with_ssl`, which adds the system's root
+/// certificates to the CA given: any engine with a publicly signed certificate for the name
+/// would then pass for a builder. The client certificate is sent on every handshake.
+fn mutual_tls(host_port: &str, tls: &TlsFiles) -> Result<Docker, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pem_err = |role: &str, path: &Path, e: rustls_pki_types::pem::Error| format!("the {role} `{}`: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&tls.ca).map_err(|e| pem_err("CA certificate", &tls.ca, e))? {
+        roots
+            .add(c.map_err(|e| pem_err("CA certificate", &tls.ca, e))?)
+            .map_err(|e| format!("the CA certificate `{}`: {e}", tls.ca.display()))?;
+    }
+    let chain = CertificateDer::pem_file_iter(&tls.cert)
+        .map_err(|e| pem_err("client certificate", &tls.cert, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err("client certificate", &tls.cert, e))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| pem_err("client key", &tls.key, e))?;
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("the client certificate `{}` and key `{}`: {e}", tls.cert.display(), tls.key.display()))?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnector::from((http, config));
+    let mut builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.pool_max_idle_per_host(0);
+    let client = builder.build(https);
+    let transport = move |req: bollard::BollardRequest| {
+        let client = client.clone();
+        async move { client.request(req).await.map_err(bollard::errors::Error::from) }
+    };
+    Docker::connect_with_custom_transport(transport, Some(format!("https://{host_port}")), 3600, bollard::API_DEFAULT_VERSION)
+        .map_err(|e| reason(&e))
+}
+
 /// A client of the engine at `endpoint` that answered its version and a ping. A `tcp://`
 /// endpoint is spoken to over mutual TLS only (`tls`, checked by the health check).
 async fn connect(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Docker, String> {
     let docker = match address_of(endpoint).map_err(|e| e.to_string())? {
-        Address::Unix(path) => Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION),
+        Address::Unix(path) => Docker::connect_with_unix(&path, 3600, bollard::API_DEFAULT_VERSION).map_err(|e| reason(&e))?,
         Address::Tcp(host_port) => {
             let tls = tls.ok_or_else(|| "a `tcp://` endpoint needs TLS material".to_owned())?;
-            Docker::connect_with_ssl(&format!("tcp://{host_port}"), &tls.key, &tls.cert, &tls.ca, 3600, bollard::API_DEFAULT_VERSION)
+            mutual_tls(&host_port, tls)?
         }
-    }
-    .map_err(|e| reason(&e))?;
+    };
     let docker = tokio::time::timeout(PING_TIMEOUT, docker.negotiate_version())
         .await
         .map_err(|_| format!("no answer within {}s", PING_TIMEOUT.as_secs()))?

@@ -53,7 +53,7 @@ pub struct Found {
     pub location: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScanResult {
     pub os: Option<String>,
     pub packages: BTreeSet<Found>,

@@ -26,6 +26,8 @@
 //! lock file stops the audit (fail closed): list its versions instead. An OSV export (one
 //! record per file) becomes this file with `jq -s . *.json`.
 
+pub mod versions;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -169,13 +171,14 @@ pub fn load(root: &Path) -> Result<GatesConfig, GateError> {
     }
 }
 
-/// Runs every gate: the audit over `images`' lock files, then the tests, then the budgets (one
+/// Runs every gate: the audit over `images`' lock files and what `scans` found, then the tests, then the budgets (one
 /// at a time: budgets measure). Logs go to `<out>/gates/`. Returns the report whatever the
 /// outcome; the caller fails the release when its status is not `passed`.
 pub fn run(
     root: &Path,
     cfg: &GatesConfig,
     images: &Images,
+    scans: &[ScannedImage],
     out: &Path,
     reporter: &dyn schema::report::Reporter,
 ) -> Result<GateReport, GateError> {
@@ -184,19 +187,20 @@ pub fn run(
     if let Some(a) = &cfg.audit {
         let t = Instant::now();
         let db = Advisories::load(&root.join(&a.advisories), &a.advisories)?;
-        let findings = audit(&db, images).map_err(|message| GateError::Advisories { file: a.advisories.clone(), message })?;
-        let lock_files: BTreeSet<(&str, &str)> = images
-            .components
-            .iter()
-            .flat_map(|(c, ci)| ci.images.iter().flat_map(move |i| i.lock_files.iter().map(move |l| (c.as_str(), l.path.as_str()))))
-            .collect();
+        let (packages, unaudited) = shipped(images, scans);
+        let findings = audit(&db, &packages).map_err(|message| GateError::Advisories { file: a.advisories.clone(), message })?;
+        let lock_files: BTreeSet<(&str, &str)> = packages.iter().filter(|p| p.image.is_none()).map(|p| (p.component, p.location)).collect();
+        let in_images = packages.iter().filter(|p| p.image.is_some()).count();
         let passed = findings.is_empty();
         let detail = format!(
-            "{} lock file(s) of {} component(s) against {} advisories in `{}`: {} finding(s)",
+            "{} package(s) of {} lock file(s) and {in_images} found in {} image(s){} against {} advisories in `{}` (sha256 {}): {} finding(s)",
+            packages.len() - in_images,
             lock_files.len(),
-            images.components.len(),
+            scans.len(),
+            if unaudited > 0 { format!(" ({unaudited} of an ecosystem without advisories here, not audited)") } else { String::new() },
             db.records.len(),
             a.advisories,
+            db.sha256,
             findings.len()
         );
         reporter.event(Event::JobFinished { stage: Stage::Gates, job: "dependency audit".into(), detail: detail.clone() });
@@ -209,6 +213,11 @@ pub fn run(
             measured: None,
             findings,
             log: None,
+            advisories: Some(schema::gates::AdvisoryFile {
+                path: a.advisories.clone(),
+                sha256: db.sha256.clone(),
+                records: db.records.len(),
+            }),
         });
     }
     let logs = out.join("gates");
@@ -231,6 +240,7 @@ pub fn run(
             measured: None,
             findings: vec![],
             log: Some(r.log),
+            advisories: None,
         });
     }
     for b in &cfg.budgets {
@@ -285,6 +295,7 @@ pub fn run(
             measured,
             findings: vec![],
             log: Some(r.log),
+            advisories: None,
         });
     }
     let status = if gates.iter().all(|g| g.passed) { GateStatus::Passed } else { GateStatus::Failed };
@@ -368,6 +379,9 @@ fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Pa
 #[derive(Debug, Clone)]
 pub struct Advisories {
     pub records: Vec<Osv>,
+    /// The sha256 of the file as read (recorded in the gate record: which advisories a
+    /// release was checked against).
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -445,47 +459,55 @@ impl Advisories {
             }
         }
         if problems.is_empty() {
-            Ok(Advisories { records: records.into_iter().filter(|r| r.withdrawn.is_none()).collect() })
+            Ok(Advisories {
+                records: records.into_iter().filter(|r| r.withdrawn.is_none()).collect(),
+                sha256: schema::model::Digest::of(&bytes).hex().to_owned(),
+            })
         } else {
             Err(GateError::Advisories { file: label.to_owned(), message: problems.join("; ") })
         }
     }
 }
 
-fn semver(v: &str) -> Option<semver::Version> {
-    let v = v.strip_prefix('v').unwrap_or(v);
-    semver::Version::parse(v).ok().or_else(|| {
-        // `1.2` or `1` as `1.2.0` / `1.0.0`.
-        let parts = v.split('.').count();
-        if parts < 3 && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
-            semver::Version::parse(&format!("{v}{}", ".0".repeat(3 - parts))).ok()
+/// Whether `version` is in the range, or why it cannot be told. `SEMVER` ranges order by
+/// semantic versions; `ECOSYSTEM` ranges by the ecosystem's own order (dpkg's for Debian,
+/// PEP 440 for PyPI).
+fn in_range(range: &Range, ecosystem: Ecosystem, version: &str) -> Result<bool, String> {
+    use std::cmp::Ordering;
+    let by_semver = range.kind == "SEMVER";
+    let cmp = |a: &str, b: &str| -> Option<Ordering> {
+        if by_semver {
+            Some(versions::semver(a)?.cmp(&versions::semver(b)?))
         } else {
-            None
+            versions::compare(ecosystem, a, b)
         }
-    })
-}
-
-/// Whether `version` is in the range, or why it cannot be told.
-fn in_range(range: &Range, version: &str) -> Result<bool, String> {
-    let v = semver(version).ok_or_else(|| format!("version `{version}` is not a semantic version"))?;
-    let mut events = Vec::new();
+    };
+    let what = if by_semver { "a semantic version".to_owned() } else { format!("a {} version", ecosystem.as_str()) };
+    cmp(version, version).ok_or_else(|| format!("version `{version}` is not {what}"))?;
+    let mut events: Vec<(&str, &str)> = Vec::new();
     for e in &range.events {
         let (k, val) = e.iter().next().ok_or("an empty range event")?;
         let val = val.as_str().ok_or_else(|| format!("range event `{k}` is not a string"))?;
-        let at = if k == "introduced" && val == "0" {
-            semver::Version::new(0, 0, 0)
-        } else {
-            semver(val).ok_or_else(|| format!("range event `{k}: {val}` is not a semantic version"))?
-        };
-        events.push((at, k.as_str()));
+        if !(k == "introduced" && val == "0") && cmp(val, val).is_none() {
+            return Err(format!("range event `{k}: {val}` is not {what}"));
+        }
+        events.push((val, k.as_str()));
     }
-    events.sort_by(|a, b| a.0.cmp(&b.0));
+    // "0" is before every version.
+    let order = |a: &str, b: &str| match (a == "0", b == "0") {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        _ => cmp(a, b).unwrap_or(Ordering::Equal),
+    };
+    events.sort_by(|a, b| order(a.0, b.0));
     let mut affected = false;
     for (at, kind) in &events {
+        let at_or_below = order(at, version) != Ordering::Greater;
         match *kind {
-            "introduced" if *at <= v => affected = true,
-            "fixed" if *at <= v => affected = false,
-            "last_affected" if *at < v => affected = false,
+            "introduced" if at_or_below => affected = true,
+            "fixed" if at_or_below => affected = false,
+            "last_affected" if order(at, version) == Ordering::Less => affected = false,
             "introduced" | "fixed" | "last_affected" | "limit" => {}
             other => return Err(format!("unknown range event `{other}`")),
         }
@@ -493,38 +515,94 @@ fn in_range(range: &Range, version: &str) -> Result<bool, String> {
     Ok(affected)
 }
 
-/// Every locked package of every component listed by an advisory.
-pub fn audit(db: &Advisories, images: &Images) -> Result<Vec<Finding>, String> {
-    let mut findings = BTreeSet::new();
+/// A package the audit checks: from a lock file of the source, or found in an image.
+#[derive(Debug, Clone)]
+pub struct Audited<'a> {
+    pub ecosystem: Ecosystem,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub component: &'a str,
+    /// `<component> (<platform>)` for a package found in an image.
+    pub image: Option<String>,
+    /// The lock file, or the path in the image where the scan found it.
+    pub location: &'a str,
+}
+
+/// Everything shipped: every package of every lock file, and every package the scans found
+/// in every image (the bases' Debian packages included). Packages of ecosystems no advisory
+/// format covers here (Alpine's) are not audited; the record counts them.
+pub fn shipped<'a>(images: &'a Images, scans: &'a [ScannedImage]) -> (Vec<Audited<'a>>, usize) {
+    let mut out = Vec::new();
     for (component, ci) in &images.components {
         for lf in ci.images.iter().flat_map(|i| &i.lock_files) {
             for p in &lf.packages {
-                for r in &db.records {
-                    for a in &r.affected {
-                        if ecosystem_of(&a.package.ecosystem) != Some(p.ecosystem) || !same_name(p.ecosystem, &a.package.name, &p.name) {
-                            continue;
-                        }
-                        let mut hit = a.versions.iter().any(|v| v == &p.version || v.strip_prefix('v') == Some(&p.version));
-                        for rg in &a.ranges {
-                            hit |= in_range(rg, &p.version).map_err(|e| {
-                                format!(
-                                    "advisory `{}` for `{}` (in `{}` of `{component}`): {e}; list its affected `versions` instead",
-                                    r.id, p.name, lf.path
-                                )
-                            })?;
-                        }
-                        if hit {
-                            findings.insert(Finding {
-                                advisory: r.id.clone(),
-                                summary: r.summary.clone(),
-                                ecosystem: p.ecosystem.as_str().to_owned(),
-                                package: p.name.clone(),
-                                version: p.version.clone(),
-                                component: component.clone(),
-                                lock_file: lf.path.clone(),
-                            });
-                        }
-                    }
+                out.push(Audited {
+                    ecosystem: p.ecosystem,
+                    name: &p.name,
+                    version: &p.version,
+                    component,
+                    image: None,
+                    location: &lf.path,
+                });
+            }
+        }
+    }
+    let mut unaudited = 0;
+    for s in scans {
+        for p in &s.scan.packages {
+            match Ecosystem::parse(&p.kind) {
+                Some(ecosystem) => out.push(Audited {
+                    ecosystem,
+                    name: &p.name,
+                    version: &p.version,
+                    component: &s.component,
+                    image: Some(format!("{} ({})", s.component, s.platform)),
+                    location: &p.location,
+                }),
+                None => unaudited += 1,
+            }
+        }
+    }
+    (out, unaudited)
+}
+
+/// One image's scan, for the audit.
+#[derive(Debug, Clone)]
+pub struct ScannedImage {
+    pub component: String,
+    pub platform: schema::model::Platform,
+    pub scan: crate::stages::evidence::scan::ScanResult,
+}
+
+/// Every audited package an advisory lists.
+pub fn audit(db: &Advisories, packages: &[Audited<'_>]) -> Result<Vec<Finding>, String> {
+    let mut findings = BTreeSet::new();
+    for p in packages {
+        for r in &db.records {
+            for a in &r.affected {
+                if ecosystem_of(&a.package.ecosystem) != Some(p.ecosystem) || !same_name(p.ecosystem, &a.package.name, p.name) {
+                    continue;
+                }
+                let mut hit = a.versions.iter().any(|v| v == p.version || v.strip_prefix('v') == Some(p.version));
+                for rg in &a.ranges {
+                    hit |= in_range(rg, p.ecosystem, p.version).map_err(|e| {
+                        format!(
+                            "advisory `{}` for `{}` (in `{}` of `{}`): {e}; list its affected `versions` instead",
+                            r.id, p.name, p.location, p.component
+                        )
+                    })?;
+                }
+                if hit {
+                    findings.insert(Finding {
+                        advisory: r.id.clone(),
+                        summary: r.summary.clone(),
+                        ecosystem: p.ecosystem.as_str().to_owned(),
+                        package: p.name.to_owned(),
+                        version: p.version.to_owned(),
+                        component: p.component.to_owned(),
+                        lock_file: p.location.to_owned(),
+                        image: p.image.clone(),
+                    });
                 }
             }
         }
@@ -593,14 +671,36 @@ mod tests {
     #[test]
     fn osv_ranges_introduced_fixed_last_affected() {
         let r = range(&[("introduced", "0"), ("fixed", "1.2.3")]);
-        assert_eq!(in_range(&r, "1.2.2"), Ok(true));
-        assert_eq!(in_range(&r, "1.2.3"), Ok(false));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "1.2.2"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "1.2.3"), Ok(false));
         let r = range(&[("introduced", "2.0.0"), ("last_affected", "2.1.0"), ("introduced", "3.0.0")]);
-        assert_eq!(in_range(&r, "1.9.0"), Ok(false));
-        assert_eq!(in_range(&r, "2.1.0"), Ok(true));
-        assert_eq!(in_range(&r, "2.1.1"), Ok(false));
-        assert_eq!(in_range(&r, "3.4.0"), Ok(true));
-        assert_eq!(in_range(&r, "v3.4.0"), Ok(true));
-        assert!(in_range(&r, "1:2.3-4").unwrap_err().contains("not a semantic version"));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "1.9.0"), Ok(false));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "2.1.0"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "2.1.1"), Ok(false));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "3.4.0"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Npm, "v3.4.0"), Ok(true));
+        assert!(in_range(&r, Ecosystem::Npm, "1:2.3-4").unwrap_err().contains("not a semantic version"));
+    }
+
+    fn ecosystem_range(events: &[(&str, &str)]) -> Range {
+        Range { kind: "ECOSYSTEM".into(), ..range(events) }
+    }
+
+    #[test]
+    fn ecosystem_ranges_order_debian_and_python_versions_their_own_way() {
+        // Debian: epochs, `~` before the release, `+debNuM` point releases.
+        let r = ecosystem_range(&[("introduced", "0"), ("fixed", "1:1.35.0-4+deb12u2")]);
+        assert_eq!(in_range(&r, Ecosystem::Deb, "1:1.35.0-4+deb12u1+b1"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Deb, "1:1.35.0-4+deb12u2"), Ok(false));
+        assert_eq!(in_range(&r, Ecosystem::Deb, "1.36.0-1"), Ok(true), "no epoch is epoch 0, before 1:");
+        let r = ecosystem_range(&[("introduced", "3.0.11-1~deb12u1"), ("fixed", "3.0.11-1")]);
+        assert_eq!(in_range(&r, Ecosystem::Deb, "3.0.11-1~deb12u2"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Deb, "3.0.11-1"), Ok(false));
+        // PEP 440: a pre-release is before its release, a post-release after.
+        let r = ecosystem_range(&[("introduced", "2.0rc1"), ("fixed", "2.0.post1")]);
+        assert_eq!(in_range(&r, Ecosystem::Python, "2.0"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::Python, "2.0b9"), Ok(false));
+        assert_eq!(in_range(&r, Ecosystem::Python, "2.0.post1"), Ok(false));
+        assert!(in_range(&r, Ecosystem::Python, "two").unwrap_err().contains("not a python version"));
     }
 }

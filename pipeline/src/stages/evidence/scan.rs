@@ -65,9 +65,8 @@ pub struct ScanResult {
     /// is the post-build evidence): every regular file with the layer that last wrote it.
     #[serde(skip)]
     pub tree: BTreeMap<String, Written>,
-    /// Paths (of regular files) that a layer removed (a whiteout, or an entry of another kind
-    /// at the path or above it), with the last layer that did; only meaningful for paths not
-    /// in [`ScanResult::tree`].
+    /// Regular files that a layer removed (a whiteout, or an entry of another kind at the path
+    /// or above it) and that are not in the image, with the last layer that removed them.
     #[serde(skip)]
     pub gone: BTreeMap<String, usize>,
     /// The digests of the layers read, in order (index = position in the manifest).
@@ -205,7 +204,9 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
             out.tree.insert(format!("/{path}"), Written { sha256: sha256.clone(), layer: *layer });
         }
     }
-    out.gone = t.gone.into_iter().map(|(p, l)| (format!("/{p}"), l)).collect();
+    let nodes = &t.nodes;
+    out.gone =
+        t.gone.into_iter().filter(|(p, _)| !matches!(nodes.get(p), Some(Node::File { .. }))).map(|(p, l)| (format!("/{p}"), l)).collect();
     out.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
     Ok(out)
 }
@@ -375,4 +376,71 @@ pub fn digest(r: &ScanResult) -> Digest {
     // is a bug, reported as an internal error rather than the digest of nothing.
     #[allow(clippy::expect_used)]
     Digest::of(&serde_json::to_vec(r).expect("a scan result serializes"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use oci::layer::{EntryData, LayerWriter};
+
+    /// A layout holding one image whose layers hold `layers` (path, content; content `None`
+    /// for a directory).
+    fn image(dir: &std::path::Path, layers: &[&[(&str, Option<&str>)]]) -> (Layout, Manifest) {
+        let layout = Layout::create(dir).unwrap();
+        let mut descriptors = Vec::new();
+        for entries in layers {
+            let (digest, size, _) = layout
+                .put_blob_with(|w| {
+                    let mut lw = LayerWriter::new(w, 0);
+                    for (p, c) in *entries {
+                        match c {
+                            Some(c) => lw.add_entry(p, 0o644, (0, 0), EntryData::File { size: c.len() as u64, data: &mut c.as_bytes() })?,
+                            None => lw.add_entry(p, 0o755, (0, 0), EntryData::Dir)?,
+                        }
+                    }
+                    lw.finish().map(|_| ())
+                })
+                .unwrap();
+            descriptors.push(oci::Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
+        }
+        let config = layout.put_json(oci::MEDIA_CONFIG, &serde_json::json!({})).unwrap();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+            config,
+            layers: descriptors,
+            subject: None,
+            annotations: Default::default(),
+        };
+        (layout, manifest)
+    }
+
+    #[test]
+    fn every_file_is_attributed_to_the_layer_that_last_wrote_or_removed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, manifest) = image(
+            tmp.path(),
+            &[
+                &[("etc/group", Some("root:x:0:\n")), ("etc/motd", Some("hi\n")), ("var/log/a", Some("a")), ("var/log/b", Some("b"))],
+                // Layer 1: changes one file, removes one, empties a directory, adds one.
+                &[
+                    ("etc/.wh.motd", Some("")),
+                    ("etc/group", Some("root:x:0:\nstaff:x:50:\n")),
+                    ("usr/local/bin/app", Some("app")),
+                    ("var/log/.wh..wh..opq", Some("")),
+                ],
+            ],
+        );
+        let s = scan(&layout, &manifest).unwrap();
+        let layer = |p: &str| s.tree.get(p).map(|w| w.layer);
+        assert_eq!((layer("/etc/group"), layer("/usr/local/bin/app")), (Some(1), Some(1)));
+        assert_eq!(s.tree.len(), 2, "{:?}", s.tree);
+        assert_eq!(s.gone, [("/etc/motd".to_owned(), 1), ("/var/log/a".to_owned(), 1), ("/var/log/b".to_owned(), 1)].into());
+        assert_eq!((s.layer_of("/etc/motd"), s.layer_of("/etc/group"), s.layer_of("/nowhere")), (Some(1), Some(1), None));
+        assert_eq!(s.layers, manifest.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
+        // The scan's JSON (the evidence document) does not carry them.
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("tree").is_none() && json.get("gone").is_none() && json.get("layers").is_none(), "{json}");
+    }
 }

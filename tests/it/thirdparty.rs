@@ -121,7 +121,8 @@ fn a_component_on_a_debootstrap_base_releases_with_zero_drift_and_undeclared_cha
     let repo = repo_on_minbase(&layout);
 
     // 1. Pristine base: no difference; the base's contribution counted apart.
-    repo.xtask(&["release"]).ok();
+    let first = repo.xtask(&["release"]);
+    first.ok();
     let release = repo.releases().join("2.4.1-edge");
     let drift = json(&release.join("drift.json"));
     let r = report(&drift);
@@ -135,6 +136,10 @@ fn a_component_on_a_debootstrap_base_releases_with_zero_drift_and_undeclared_cha
     assert_eq!(own["layers"].as_array().unwrap().iter().map(|l| l["index"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2], "{own}");
     assert_eq!((own["declared_files"].as_u64(), own["found_files"].as_u64()), (Some(2), Some(2)), "{own}");
     assert_eq!((own["found_packages"].as_u64(), own["found_removed"].as_u64()), (Some(0), Some(0)), "{own}");
+    // The progress line of the image says the same.
+    let line =
+        format!("0 differences; base: {packages} packages, {files} files no package owns; component: 0 packages, 2 files, 0 removals");
+    assert!(first.stderr.contains(&line), "{line}\n{}", first.stderr);
     // The build-time SBOM lists the base's own files as the base's.
     let sbom = json(&release.join("sboms/thirdparty/linux-amd64.cdx.json"));
     let pin = base["digest"].as_str().unwrap();

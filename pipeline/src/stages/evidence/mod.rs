@@ -195,7 +195,16 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
             reporter.event(Event::JobFinished {
                 stage: Stage::Evidence,
                 job,
-                detail: format!("{} components, {} differences", bom.components.len(), report.differences.len()),
+                detail: format!(
+                    "{} components, {} differences; base: {} packages, {} files no package owns; component: {} packages, {} files, {} removals",
+                    bom.components.len(),
+                    report.differences.len(),
+                    report.from_base.packages,
+                    report.from_base.files,
+                    report.from_component.found_packages,
+                    report.from_component.found_files,
+                    report.from_component.found_removed,
+                ),
             });
             Ok((
                 ImageEvidence {

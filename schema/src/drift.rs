@@ -102,9 +102,14 @@ pub struct DriftReport {
     pub platform: Platform,
     /// The image's purl.
     pub image: String,
+    /// Packages the build-time SBOM declares in the image (the base's and the component's).
     pub declared_packages: usize,
+    /// Packages the scan found in the image.
     pub found_packages: usize,
+    /// Files the build-time SBOM lists in the image (the base's no package owns, and those
+    /// of the component's layers).
     pub declared_files: usize,
+    /// Files in the image no package owns, as the scan found them.
     pub found_files: usize,
     /// What the base brings (not compared: the base inventory is the scan of the pinned base).
     pub from_base: BaseContribution,

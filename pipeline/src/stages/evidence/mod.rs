@@ -4,7 +4,9 @@
 //! ```text
 //! built image ─┬─► build-time SBOM ──┐
 //!              └─► scan (layers) ────┴─► drift ─► gate (channel policy)
-//!              └─► provenance
+//!              └─► provenance            ▲
+//! base inventory (made by the build, ────┘ (and into the SBOM: the base's contribution)
+//!   cached per base digest: `inventory`)
 //! ```
 //!
 //! Outputs, under the release directory: `sboms/<component>/<platform>.cdx.json|.cdx.pb`,

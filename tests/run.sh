@@ -18,8 +18,9 @@ sudo=""
 # strace: the kit test that checks an import into a directory opens no socket;
 # libprotobuf-dev: google/protobuf/timestamp.proto, which CycloneDX's .proto imports (protoc --decode);
 # qemu-user-static, binfmt-support: arm64 RUN steps and containers under emulation (tests/it/arm64.rs);
-# python3-packaging: PyPA's PEP 440 ordering, the reference the audit's version order is tested against.
-packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support)
+# python3-packaging: PyPA's PEP 440 ordering, the reference the audit's version order is tested against;
+# debootstrap: a third-party Debian base, packed by umoci (tests/it/thirdparty.rs).
+packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -324,7 +324,18 @@ impl<W: Write> LayerWriter<W> {
                 Ok(())
             }
             EntryData::Symlink(target) => self.tar.append_link(&mut h, path, target),
-            EntryData::Hardlink(target) => self.tar.append_link(&mut h, path, target.trim_start_matches('/')),
+            EntryData::Hardlink(target) => {
+                let target = target.trim_start_matches('/');
+                self.tar.append_link(&mut h, path, target)?;
+                // A hard link is a regular file of the image: recorded with its target's content.
+                if let Some(files) = &mut self.files {
+                    let want = format!("/{target}");
+                    if let Some(t) = files.iter().rev().find(|f| f.path == want).cloned() {
+                        files.push(FileRecord { path: format!("/{path}"), ..t });
+                    }
+                }
+                Ok(())
+            }
         }
     }
 

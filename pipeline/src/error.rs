@@ -118,6 +118,11 @@ impl Error {
                     ..
                 })
                 | E::Base(B::Registry { source: oci::registry::RegistryError::DigestMismatch { .. }, .. })
+                | E::Inventory {
+                    source:
+                        crate::stages::evidence::inventory::InventoryError::Scan(crate::stages::evidence::scan::ScanError::Malformed { .. }),
+                    ..
+                }
                 | E::Command { .. }
                 | E::LockFile { .. }
                 | E::MissingLayerSource { .. }

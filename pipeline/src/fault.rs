@@ -13,6 +13,14 @@
 //!   a generator whose output order depends on its environment.
 //!
 //! Points: `plan`, `build`, `evidence`, `sign`, `manifest` (each after that stage).
+//!
+//! And one fault inside the build, for the drift gate's tests (a layer the build does not
+//! account for, which no backend makes on its own):
+//!
+//! - `stowaway@<component>=<image path>[,<image path>...]`: the daemonless backend writes a
+//!   small file at each `<image path>` into the last layer of `<component>`'s images and
+//!   leaves it out of what the build records; a name `.wh.<name>` makes it a whiteout, which
+//!   removes `<name>` of the base.
 
 use std::path::Path;
 
@@ -48,3 +56,20 @@ pub fn at(point: &str, staging: &Path) {
         }
     }
 }
+
+/// The image paths of a `stowaway@<component>=<path>,...` fault for `component` (sorted, as
+/// a layer writes them); empty without one.
+pub fn stowaways(component: &str) -> Vec<String> {
+    let Ok(spec) = std::env::var(VAR) else { return Vec::new() };
+    let mut paths: Vec<String> = spec
+        .strip_prefix("stowaway@")
+        .and_then(|rest| rest.split_once('='))
+        .filter(|(c, _)| *c == component)
+        .map(|(_, list)| list.split(',').map(|p| format!("/{}", p.trim_start_matches('/'))).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
+/// What a stowaway file holds.
+pub const STOWAWAY: &[u8] = b"stowaway: not declared by the build\n";

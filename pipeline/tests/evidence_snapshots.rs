@@ -13,11 +13,12 @@ use pipeline::stages::build::backend::{Record, StageBase};
 use pipeline::stages::build::base::BasePackage;
 use pipeline::stages::build::{dockerfile, BuiltImage, Known, LockFile};
 use pipeline::stages::evidence::drift;
+use pipeline::stages::evidence::inventory::{self, BaseInventory};
 use pipeline::stages::evidence::provenance::{self, RunTimes};
 use pipeline::stages::evidence::sbom::generate;
 use pipeline::stages::evidence::sbom::locks::{Ecosystem, LockedPackage};
 use pipeline::stages::evidence::sbom::{Bom, ComponentType};
-use pipeline::stages::evidence::scan::ScanResult;
+use pipeline::stages::evidence::scan::{ScanResult, Written};
 use pipeline::stages::plan::source::{RepositoryUrl, SourceFacts, UrlFrom};
 use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
 use schema::model::{Channel, Digest, Platform};
@@ -111,6 +112,8 @@ fn fixture() -> Fixture {
                 mode: 0o755,
             }],
             base_layers: 1,
+            // The SBOM of an image whose base brings nothing but its pinned packages.
+            base_inventory: None,
         },
         buildkit: None,
         go: None,
@@ -219,14 +222,27 @@ fn build_bases_are_build_inputs_of_the_sbom_and_resolved_dependencies_of_the_pro
     assert!(bom.dangling_refs().is_empty());
     assert_eq!(Bom::from_json(&bom.to_json()).unwrap(), bom);
     // The drift gate does not compare it: the same report with and without it.
+    let binary = Digest::of(b"binary").hex().to_owned();
     let scan = ScanResult {
         os: None,
         packages: Default::default(),
-        files: [("/usr/bin/authority".to_owned(), Digest::of(b"binary").hex().to_owned())].into(),
+        files: [("/usr/bin/authority".to_owned(), binary.clone())].into(),
         file_count: 1,
+        tree: [("/usr/bin/authority".to_owned(), Written { sha256: binary, layer: 1 })].into(),
+        gone: Default::default(),
+        layers: f.image.layers.clone(),
     };
-    let with = drift::compare("authority", Platform::LinuxAmd64, &bom, &scan, &[]);
-    let without = drift::compare("authority", Platform::LinuxAmd64, &single, &scan, &[]);
+    let base = BaseInventory {
+        format: inventory::FORMAT,
+        base: f.image.base.clone(),
+        layers: f.image.layers[..1].to_vec(),
+        os: None,
+        packages: Default::default(),
+        files: Default::default(),
+        tree: Default::default(),
+    };
+    let with = drift::compare("authority", Platform::LinuxAmd64, &bom, &scan, &base, &[]);
+    let without = drift::compare("authority", Platform::LinuxAmd64, &single, &scan, &base, &[]);
     assert_eq!(format!("{:?}", with.differences), format!("{:?}", without.differences));
     assert_eq!(with.declared_packages, without.declared_packages);
 
@@ -239,4 +255,60 @@ fn build_bases_are_build_inputs_of_the_sbom_and_resolved_dependencies_of_the_pro
     assert_eq!(deps[2].digest["sha256"], Digest::of(b"builder").hex());
     assert_eq!(st.predicate.build_definition.build_type, provenance::BUILD_TYPE_BUILDKIT);
     assert_eq!(st.predicate.build_definition.internal_parameters["buildkit"]["bases"][1]["name"], "builder");
+}
+
+#[test]
+fn the_base_inventory_is_in_the_sbom_as_the_bases_contribution() {
+    let mut f = fixture();
+    let found = |kind: &str, name: &str, version: &str, location: &str| pipeline::stages::evidence::scan::Found {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        version: version.to_owned(),
+        location: location.to_owned(),
+    };
+    let sha = |s: &str| Digest::of(s.as_bytes()).hex().to_owned();
+    // A pinned package found again (listed once), a package of another ecosystem, files no
+    // package owns: one the component's layer replaces and one under a directory it removes.
+    let files = [("/etc/group", "group"), ("/usr/bin/authority", "old"), ("/var/cache/x/y", "cache")];
+    f.image.known.files.push(FileRecord { path: "/var/cache/.wh.x".to_owned(), sha256: sha(""), size: 0, mode: 0o644 });
+    f.image.known.base_inventory = Some(std::sync::Arc::new(BaseInventory {
+        format: inventory::FORMAT,
+        base: f.image.base.clone(),
+        layers: f.image.layers[..1].to_vec(),
+        os: Some("debian 12".to_owned()),
+        packages: [
+            found("deb", "libssl3", "1.0-1", "/var/lib/dpkg/status"),
+            found("python", "pip", "23.0.1", "/usr/lib/python3/dist-packages/pip-23.0.1.dist-info/METADATA"),
+        ]
+        .into(),
+        files: files.iter().map(|(p, c)| ((*p).to_owned(), sha(c))).collect(),
+        tree: files.iter().map(|(p, c)| ((*p).to_owned(), sha(c))).collect(),
+    }));
+    let bom = generate::build_time(&f.plan, &f.plan.components[0], &f.image, &f.index);
+    let base = f.image.base.to_string();
+    let of_base =
+        |c: &&pipeline::stages::evidence::sbom::Component| c.properties.iter().any(|p| p.name == generate::BASE && p.value == base);
+    let mut names: Vec<(&str, ComponentType)> = bom.components.iter().filter(of_base).map(|c| (c.name.as_str(), c.kind)).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("/etc/group", ComponentType::File),
+            ("libc6", ComponentType::Library),
+            ("libssl3", ComponentType::Library),
+            ("pip", ComponentType::Library)
+        ]
+    );
+    let pip = bom.components.iter().find(|c| c.name == "pip").unwrap();
+    assert_eq!(pip.purl.as_deref(), Some("pkg:pypi/pip@23.0.1"));
+    // The component's own file replaces the base's: listed once, with the component's content.
+    let authority: Vec<_> = bom.components.iter().filter(|c| c.name == "/usr/bin/authority").collect();
+    assert_eq!(authority.len(), 1);
+    assert_eq!(authority[0].hashes[0].content, Digest::of(b"binary").hex());
+    assert!(!of_base(&authority[0]));
+    // Everything is in the image's dependsOn; every ref resolves.
+    let image = bom.dependencies.iter().find(|d| d.reference == "image").unwrap();
+    assert!(image.depends_on.contains(&"file:/etc/group".to_owned()) && image.depends_on.contains(&pip.bom_ref));
+    assert!(bom.dangling_refs().is_empty(), "{:?}", bom.dangling_refs());
+    assert_eq!(Bom::from_json(&bom.to_json()).unwrap(), bom);
 }

@@ -24,4 +24,5 @@ mod refusals;
 mod release;
 mod support;
 mod templates;
+mod thirdparty;
 mod trust;

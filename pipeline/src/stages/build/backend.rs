@@ -51,6 +51,10 @@ pub struct Known {
     pub files: Vec<oci::layer::FileRecord>,
     /// Number of layers that are the base's.
     pub base_layers: usize,
+    /// What the base holds on its own (made once per base digest, cached): the build-time
+    /// SBOM lists it as the base's contribution and the drift gate subtracts it from the scan.
+    /// Every backend sets it; the evidence stage refuses an image without it.
+    pub base_inventory: Option<std::sync::Arc<crate::stages::evidence::inventory::BaseInventory>>,
 }
 
 /// A lock file of a component: where it is, its sha256, where it lands in the image (when a
@@ -73,6 +77,8 @@ pub struct Job<'a> {
     pub component: &'a PlannedComponent,
     pub image: &'a PlannedImage,
     pub base: &'a BaseImage,
+    /// What `base` holds on its own (see [`Known::base_inventory`]).
+    pub base_inventory: std::sync::Arc<crate::stages::evidence::inventory::BaseInventory>,
     /// The recipe's `build-bases` for this platform, in the recipe's order (BuildKit only).
     pub build_bases: Vec<&'a BaseImage>,
     /// Debian suite of the base, for package URLs.
@@ -350,6 +356,7 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
                 base_suite: job.base_suite.clone(),
                 files,
                 base_layers: job.base.manifest.layers.len(),
+                base_inventory: Some(job.base_inventory.clone()),
             },
             buildkit,
             go,

@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 
 use oci::cmd::{Cmd, CmdError};
-use oci::layer::{LayerError, LayerWriter, Modes};
+use oci::layer::{EntryData, LayerError, LayerWriter, Modes};
 use oci::{Descriptor, Layout, LayoutError};
 
 use super::backend::{assemble, find_lock_files, Backend, BuiltImage, Job, LockFile, Made};
@@ -121,7 +121,9 @@ impl Backend for Daemonless {
             lock_files.push(LockFile { path, sha256, image_path: golang::image_path(&c.recipe.layers, &g.output), packages: g.linked() });
         }
         let mut files = Vec::new();
-        for spec in &c.recipe.layers {
+        let stowaways = crate::fault::stowaways(&c.name);
+        for (i, spec) in c.recipe.layers.iter().enumerate() {
+            let last = i + 1 == c.recipe.layers.len();
             let dir = match spec.from.strip_prefix("$OUT") {
                 Some(rest) => out.join(rest.trim_start_matches('/')),
                 None => src.join(&spec.from),
@@ -134,6 +136,12 @@ impl Backend for Daemonless {
                     let mut lw = LayerWriter::new(w, plan.source_date_epoch);
                     lw.record_files();
                     lw.add_tree(&dir, &spec.to, Modes::Normalize).map_err(io::Error::other)?;
+                    for p in stowaways.iter().filter(|_| last) {
+                        // A test fault (`crate::fault`): a file the build does not record.
+                        let bytes =
+                            if p.rsplit('/').next().is_some_and(|n| n.starts_with(".wh.")) { &b""[..] } else { crate::fault::STOWAWAY };
+                        lw.add_entry(p, 0o644, (0, 0), EntryData::File { size: bytes.len() as u64, data: &mut &bytes[..] })?;
+                    }
                     lw.finish().map(|(_, info)| info)
                 })
                 .map_err(|e| match e {
@@ -143,7 +151,7 @@ impl Backend for Daemonless {
                     },
                     other => layout_err(other),
                 })?;
-            files.extend(info.files.iter().cloned());
+            files.extend(info.files.iter().filter(|f| !stowaways.contains(&f.path)).cloned());
             layers.push(Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
             diff_ids.push(info.diff_id);
             history.push(oci::History {

@@ -18,6 +18,13 @@ use crate::stages::plan::source::SourceError;
 pub enum BuildError {
     #[error(transparent)]
     Base(#[from] BaseError),
+    #[error("base `{base}` ({platform}): inventory: {source}")]
+    Inventory {
+        base: String,
+        platform: Platform,
+        #[source]
+        source: crate::stages::evidence::inventory::InventoryError,
+    },
     #[error("component `{component}` ({platform}): {source}")]
     Source {
         component: String,

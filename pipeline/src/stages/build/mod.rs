@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::stages::evidence::inventory::{self, BaseInventory};
 use crate::stages::plan::source::{self};
 use crate::stages::plan::{Plan, PlannedSource};
 use base::{BaseImage, Fetch};
@@ -128,6 +129,24 @@ fn build_in_pool(
             Ok(img)
         })
         .collect::<Result<_, BuildError>>()?;
+    // 1a. What each image base holds on its own (scanned once per digest, then cached): the
+    //     build-time SBOM and the drift gate need it.
+    let image_bases: Vec<&BaseImage> = bases
+        .iter()
+        .filter(|b| plan.components.iter().any(|c| c.images.iter().any(|i| i.base == b.name && i.platform == b.platform)))
+        .map(|b| (&b.digest, b))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let inventories: BTreeMap<schema::model::Digest, std::sync::Arc<BaseInventory>> =
+        image_bases
+            .par_iter()
+            .map(|b| {
+                let inv = inventory::of_base(layout, &b.digest, &b.manifest, &opts.fetch.cache)
+                    .map_err(|source| BuildError::Inventory { base: b.name.clone(), platform: b.platform, source })?;
+                Ok((b.digest.clone(), std::sync::Arc::new(inv)))
+            })
+            .collect::<Result<_, BuildError>>()?;
     reporter.event(Event::StageFinished { stage: Stage::Bases });
     let base_of = |name: &str, p: Platform| bases.iter().find(|b| b.name == name && b.platform == p).expect("fetched above");
 
@@ -162,6 +181,7 @@ fn build_in_pool(
 
     // 3. Jobs: component x platform.
     let toolchains = &toolchains;
+    let inventories = &inventories;
     let jobs: Vec<Job<'_>> = plan
         .components
         .iter()
@@ -175,6 +195,7 @@ fn build_in_pool(
                 component: c,
                 image,
                 base: base_of(&image.base, image.platform),
+                base_inventory: inventories[&base_of(&image.base, image.platform).digest].clone(),
                 build_bases: c.recipe.build_bases.iter().map(|b| base_of(b, image.platform)).collect(),
                 base_suite: cfg.base(&image.base).and_then(|b| b.suite.clone()),
                 toolchain: c.recipe.go.as_ref().and_then(|g| toolchains.get(&g.toolchain)),

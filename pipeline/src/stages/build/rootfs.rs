@@ -68,10 +68,15 @@ struct Exported {
     link: Option<String>,
 }
 
-/// `./a/b/` -> `a/b`.
+/// `./a/b/` -> `a/b`; the root (`.`, `./`, `/`) -> `` (which the indexes skip).
 fn clean(path: &[u8]) -> String {
     let s = String::from_utf8_lossy(path);
-    s.trim_start_matches("./").trim_matches('/').trim_start_matches("./").to_owned()
+    let p = s.trim_start_matches("./").trim_matches('/').trim_start_matches("./");
+    if p == "." {
+        String::new()
+    } else {
+        p.to_owned()
+    }
 }
 
 /// Sort key of the walk order: each directory's children by name bytes, parents first.
@@ -344,6 +349,17 @@ pub fn diff_layer(layout: &Layout, base_layers: &[Descriptor], export: &Path, ep
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_entry_of_a_tar_is_no_path() {
+        // Regression: umoci writes the root as `.`, which became a path of the base that the
+        // build result lacked, so the layer carried a whiteout `.wh..` of the root.
+        for root in [".", "./", "/", ""] {
+            assert_eq!(clean(root.as_bytes()), "", "{root:?}");
+        }
+        assert_eq!(clean(b"./etc/"), "etc");
+        assert_eq!(clean(b"./.hidden"), ".hidden");
+    }
 
     fn tar_of(entries: &[(&str, tar::EntryType, u32, &[u8], u64)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

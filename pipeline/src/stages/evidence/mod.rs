@@ -4,7 +4,9 @@
 //! ```text
 //! built image ─┬─► build-time SBOM ──┐
 //!              └─► scan (layers) ────┴─► drift ─► gate (channel policy)
-//!              └─► provenance
+//!              └─► provenance            ▲
+//! base inventory (made by the build, ────┘ (and into the SBOM: the base's contribution)
+//!   cached per base digest: `inventory`)
 //! ```
 //!
 //! Outputs, under the release directory: `sboms/<component>/<platform>.cdx.json|.cdx.pb`,
@@ -13,6 +15,7 @@
 
 pub mod drift;
 pub mod goinfo;
+pub mod inventory;
 pub mod provenance;
 pub mod sbom;
 pub mod scan;
@@ -62,6 +65,8 @@ pub enum EvidenceError {
         #[source]
         source: proto::ProtoError,
     },
+    #[error("image `{component}` ({platform}): the build gave no base inventory (this is a bug)")]
+    NoBaseInventory { component: String, platform: String },
     #[error("image `{component}` ({platform}): provenance: {message}")]
     Provenance { component: String, platform: String, message: String },
     #[error("drift between the build-time SBOM and the scan of the image ({count} difference{} not accepted by the `{channel}` policy); report: `{}`\n{table}  hint: fix the build, or accept the exact difference with a reason in `release-trains/{channel}.toml` ([[drift.accept]])", if *.count == 1 { "" } else { "s" }, .report.display())]
@@ -167,7 +172,12 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
                 platform: image.platform.to_string(),
                 source,
             })?;
-            let report = drift::compare(&c.name, image.platform, &bom, &scanned, policy);
+            let base = image
+                .known
+                .base_inventory
+                .as_deref()
+                .ok_or_else(|| EvidenceError::NoBaseInventory { component: c.name.clone(), platform: image.platform.to_string() })?;
+            let report = drift::compare(&c.name, image.platform, &bom, &scanned, base, policy);
             let statement = provenance::statement(plan, c, image, index, &toolchain, times).map_err(|message| {
                 EvidenceError::Provenance { component: c.name.clone(), platform: image.platform.to_string(), message }
             })?;
@@ -187,7 +197,16 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
             reporter.event(Event::JobFinished {
                 stage: Stage::Evidence,
                 job,
-                detail: format!("{} components, {} differences", bom.components.len(), report.differences.len()),
+                detail: format!(
+                    "{} components, {} differences; base: {} packages, {} files no package owns; component: {} packages, {} files, {} removals",
+                    bom.components.len(),
+                    report.differences.len(),
+                    report.from_base.packages,
+                    report.from_base.files,
+                    report.from_component.found_packages,
+                    report.from_component.found_files,
+                    report.from_component.found_removed,
+                ),
             });
             Ok((
                 ImageEvidence {
@@ -207,7 +226,12 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
         .collect::<Result<_, EvidenceError>>()?;
     let (evidence, reports): (Vec<ImageEvidence>, Vec<DriftReport>) = results.into_iter().unzip();
     let rejected: usize = reports.iter().map(|r| r.rejected().count()).sum();
-    let table = if rejected > 0 { drift::table(&reports) } else { String::new() };
+    let table = if rejected > 0 {
+        let with_differences: Vec<DriftReport> = reports.iter().filter(|r| r.rejected().count() > 0).cloned().collect();
+        format!("{}{}", drift::table(&reports), drift::contributions(&with_differences))
+    } else {
+        String::new()
+    };
     let doc = DriftFile { channel: plan.channel, images: reports, version: plan.version }
         .to_json()
         .map_err(|source| EvidenceError::Serialize { path: out.join("drift.json"), what: "drift report", source })?;

@@ -20,7 +20,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::goinfo;
 use oci::layer::HashingReader;
@@ -43,7 +43,7 @@ pub enum ScanError {
 }
 
 /// A package found in the image.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Found {
     /// syft's package type names: deb, apk, rust-crate, npm, python.
     pub kind: String,
@@ -53,7 +53,7 @@ pub struct Found {
     pub location: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ScanResult {
     pub os: Option<String>,
     pub packages: BTreeSet<Found>,
@@ -61,12 +61,45 @@ pub struct ScanResult {
     pub files: BTreeMap<String, String>,
     /// Regular files in the image, all told.
     pub file_count: usize,
+    /// Where each thing came from, for the drift gate (not in the scan's JSON, whose format
+    /// is the post-build evidence): every regular file with the layer that last wrote it.
+    #[serde(skip)]
+    pub tree: BTreeMap<String, Written>,
+    /// Regular files that a layer removed (a whiteout, or an entry of another kind at the path
+    /// or above it) and that are not in the image, with the last layer that removed them.
+    #[serde(skip)]
+    pub gone: BTreeMap<String, usize>,
+    /// The digests of the layers read, in order (index = position in the manifest).
+    #[serde(skip)]
+    pub layers: Vec<Digest>,
+}
+
+/// A regular file of the image: its sha256 and the index of the layer that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub sha256: String,
+    pub layer: usize,
+}
+
+impl ScanResult {
+    /// The layer that put `path` (absolute) where it is, or that removed it.
+    pub fn layer_of(&self, path: &str) -> Option<usize> {
+        self.tree.get(path).map(|w| w.layer).or_else(|| self.gone.get(path).copied())
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Node {
-    File { sha256: String },
+    File { sha256: String, layer: usize },
     Other,
+}
+
+/// The file tree being applied, and what was removed from it.
+#[derive(Default)]
+struct Tree {
+    nodes: BTreeMap<String, Node>,
+    texts: BTreeMap<String, String>,
+    gone: BTreeMap<String, usize>,
 }
 
 fn keep_text(path: &str) -> bool {
@@ -95,8 +128,7 @@ fn python_metadata(path: &str) -> bool {
 
 /// Scans the image whose manifest is `manifest`, in `layout`.
 pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanError> {
-    let mut tree: BTreeMap<String, Node> = BTreeMap::new();
-    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut t = Tree::default();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let path = layout.blob_path(&layer.digest);
         let read_err = |source| ScanError::Read { path: path.clone(), layer: i, source };
@@ -110,47 +142,51 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                 let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
                 let (dir, name) = p.rsplit_once('/').map(|(d, n)| (d.to_owned(), n)).unwrap_or((String::new(), p.as_str()));
                 if name == ".wh..wh..opq" {
-                    remove_under(&mut tree, &mut texts, &dir, false);
+                    t.remove_under(&dir, false, i);
                     continue;
                 }
                 if let Some(hidden) = name.strip_prefix(".wh.") {
                     let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
-                    remove_under(&mut tree, &mut texts, &target, true);
+                    t.remove_under(&target, true, i);
                     continue;
                 }
                 match e.header().entry_type() {
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
                         // A file replaces whatever was at its path (a directory's subtree too).
-                        remove_under(&mut tree, &mut texts, &p, true);
+                        t.remove_under(&p, true, i);
                         if keep_text(&p) {
                             let mut s = String::new();
                             let mut h = HashingReader::new(&mut e);
                             h.read_to_string(&mut s).map_err(read_err)?;
                             let (d, _) = h.finish();
-                            texts.insert(p.clone(), s);
-                            tree.insert(p, Node::File { sha256: d.hex().to_owned() });
+                            t.texts.insert(p.clone(), s);
+                            t.nodes.insert(p, Node::File { sha256: d.hex().to_owned(), layer: i });
                         } else {
                             let mut h = HashingReader::new(&mut e);
                             let mut go = goinfo::Sniffer::default();
                             io::copy(&mut h, &mut go).map_err(read_err)?;
                             // A Go program: its build information is kept as its text.
                             if let Some(raw) = go.found() {
-                                texts.insert(p.clone(), go_text(&raw, &p)?);
+                                t.texts.insert(p.clone(), go_text(&raw, &p)?);
                             }
-                            tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
+                            t.nodes.insert(p, Node::File { sha256: h.finish().0.hex().to_owned(), layer: i });
                         }
                     }
                     tar::EntryType::Link => {
-                        // A hard link: the same content as its target.
+                        // A hard link: the same content as its target, written by this layer.
                         let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
-                        let node = target.and_then(|t| tree.get(&t).cloned()).unwrap_or(Node::Other);
-                        tree.insert(p, node);
+                        let node = match target.and_then(|to| t.nodes.get(&to).cloned()) {
+                            Some(Node::File { sha256, .. }) => Node::File { sha256, layer: i },
+                            _ => Node::Other,
+                        };
+                        t.remove_under(&p, true, i);
+                        t.nodes.insert(p, node);
                     }
                     _ => {
-                        if !matches!(tree.get(&p), Some(Node::Other)) {
-                            remove_under(&mut tree, &mut texts, &p, true);
+                        if !matches!(t.nodes.get(&p), Some(Node::Other)) {
+                            t.remove_under(&p, true, i);
                         }
-                        tree.insert(p, Node::Other);
+                        t.nodes.insert(p, Node::Other);
                     }
                 }
             }
@@ -162,7 +198,17 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
             return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
         }
     }
-    catalog(&tree, &texts)
+    let mut out = catalog(&t.nodes, &t.texts)?;
+    for (path, node) in &t.nodes {
+        if let Node::File { sha256, layer } = node {
+            out.tree.insert(format!("/{path}"), Written { sha256: sha256.clone(), layer: *layer });
+        }
+    }
+    let nodes = &t.nodes;
+    out.gone =
+        t.gone.into_iter().filter(|(p, _)| !matches!(nodes.get(p), Some(Node::File { .. }))).map(|(p, l)| (format!("/{p}"), l)).collect();
+    out.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+    Ok(out)
 }
 
 /// A Go program's build information as the text [`catalog`] reads: the Go version, then the
@@ -189,16 +235,21 @@ fn go_text(raw: &[u8], path: &str) -> Result<String, ScanError> {
     })
 }
 
-fn remove_under(tree: &mut BTreeMap<String, Node>, texts: &mut BTreeMap<String, String>, path: &str, itself: bool) {
-    let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
-    let doomed: Vec<String> = tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
-    for k in doomed {
-        tree.remove(&k);
-        texts.remove(&k);
-    }
-    if itself {
-        tree.remove(path);
-        texts.remove(path);
+impl Tree {
+    /// Removes `path`'s subtree (and `path` itself when `itself`), by layer `layer`.
+    fn remove_under(&mut self, path: &str, itself: bool, layer: usize) {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        let mut doomed: Vec<String> =
+            self.nodes.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
+        if itself && self.nodes.contains_key(path) {
+            doomed.push(path.to_owned());
+        }
+        for k in doomed {
+            if let Some(Node::File { .. }) = self.nodes.remove(&k) {
+                self.gone.insert(k.clone(), layer);
+            }
+            self.texts.remove(&k);
+        }
     }
 }
 
@@ -308,7 +359,7 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
         }
     }
     for (path, node) in tree {
-        if let Node::File { sha256 } = node {
+        if let Node::File { sha256, .. } = node {
             out.file_count += 1;
             let db = path.starts_with("var/lib/dpkg/") || path.starts_with("lib/apk/db/");
             if !db && !owned.contains(path) {
@@ -325,4 +376,71 @@ pub fn digest(r: &ScanResult) -> Digest {
     // is a bug, reported as an internal error rather than the digest of nothing.
     #[allow(clippy::expect_used)]
     Digest::of(&serde_json::to_vec(r).expect("a scan result serializes"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use oci::layer::{EntryData, LayerWriter};
+
+    /// A layout holding one image whose layers hold `layers` (path, content; content `None`
+    /// for a directory).
+    fn image(dir: &std::path::Path, layers: &[&[(&str, Option<&str>)]]) -> (Layout, Manifest) {
+        let layout = Layout::create(dir).unwrap();
+        let mut descriptors = Vec::new();
+        for entries in layers {
+            let (digest, size, _) = layout
+                .put_blob_with(|w| {
+                    let mut lw = LayerWriter::new(w, 0);
+                    for (p, c) in *entries {
+                        match c {
+                            Some(c) => lw.add_entry(p, 0o644, (0, 0), EntryData::File { size: c.len() as u64, data: &mut c.as_bytes() })?,
+                            None => lw.add_entry(p, 0o755, (0, 0), EntryData::Dir)?,
+                        }
+                    }
+                    lw.finish().map(|_| ())
+                })
+                .unwrap();
+            descriptors.push(oci::Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
+        }
+        let config = layout.put_json(oci::MEDIA_CONFIG, &serde_json::json!({})).unwrap();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+            config,
+            layers: descriptors,
+            subject: None,
+            annotations: Default::default(),
+        };
+        (layout, manifest)
+    }
+
+    #[test]
+    fn every_file_is_attributed_to_the_layer_that_last_wrote_or_removed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (layout, manifest) = image(
+            tmp.path(),
+            &[
+                &[("etc/group", Some("root:x:0:\n")), ("etc/motd", Some("hi\n")), ("var/log/a", Some("a")), ("var/log/b", Some("b"))],
+                // Layer 1: changes one file, removes one, empties a directory, adds one.
+                &[
+                    ("etc/.wh.motd", Some("")),
+                    ("etc/group", Some("root:x:0:\nstaff:x:50:\n")),
+                    ("usr/local/bin/app", Some("app")),
+                    ("var/log/.wh..wh..opq", Some("")),
+                ],
+            ],
+        );
+        let s = scan(&layout, &manifest).unwrap();
+        let layer = |p: &str| s.tree.get(p).map(|w| w.layer);
+        assert_eq!((layer("/etc/group"), layer("/usr/local/bin/app")), (Some(1), Some(1)));
+        assert_eq!(s.tree.len(), 2, "{:?}", s.tree);
+        assert_eq!(s.gone, [("/etc/motd".to_owned(), 1), ("/var/log/a".to_owned(), 1), ("/var/log/b".to_owned(), 1)].into());
+        assert_eq!((s.layer_of("/etc/motd"), s.layer_of("/etc/group"), s.layer_of("/nowhere")), (Some(1), Some(1), None));
+        assert_eq!(s.layers, manifest.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
+        // The scan's JSON (the evidence document) does not carry them.
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("tree").is_none() && json.get("gone").is_none() && json.get("layers").is_none(), "{json}");
+    }
 }

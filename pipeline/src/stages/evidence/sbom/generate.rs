@@ -1,6 +1,10 @@
 //! The build-time SBOM: what the build knew, and nothing read back from the image.
 //!
 //! - the base's packages, from its pins (name, version, architecture, the `.deb`'s sha256);
+//! - the base's inventory ([`crate::stages::evidence::inventory`]): the packages its own
+//!   layers hold that the pins do not name, and the regular files no package owns (less those
+//!   the component's layers replace or remove). Every base contribution carries
+//!   `stellaops:base = <base digest>`; the component's own do not;
 //! - the packages of the component's lock files: those a recipe layer carries into the image
 //!   (`stellaops:evidence = image`, checked against the scan) and those only the build read
 //!   (`build-input`: compiled in or used to build, which a file-system scan cannot see);
@@ -9,7 +13,7 @@
 //!   components with `stellaops:evidence = build-input` (a build stage stood on them; none of
 //!   their layers is in the image), outside the image's `dependsOn`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::locks::{Ecosystem, LockedPackage};
 use super::{purl_encode, Bom, Component, ComponentType, Dependency, Hash, License, Metadata, Property, Tools};
@@ -20,6 +24,30 @@ use schema::model::Digest;
 pub const TOOL_NAME: &str = "stellaops-release-pipeline";
 pub const EVIDENCE: &str = "stellaops:evidence";
 pub const ECOSYSTEM: &str = "stellaops:ecosystem";
+/// On a component the base contributed (its packages and files): the base's digest.
+pub const BASE: &str = "stellaops:base";
+
+/// The paths a component's layers remove, from the whiteouts the build recorded among their
+/// files (`/d/.wh.name` removes `/d/name`; `/d/.wh..wh..opq` empties `/d`): each as a path
+/// prefix (`/d/name` and everything under it; `/d/` for an opaque directory).
+pub fn removed_paths(files: &[oci::layer::FileRecord]) -> Vec<String> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let (dir, name) = f.path.rsplit_once('/')?;
+            if name == ".wh..wh..opq" {
+                Some(format!("{dir}/"))
+            } else {
+                name.strip_prefix(".wh.").map(|n| format!("{dir}/{n}"))
+            }
+        })
+        .collect()
+}
+
+/// Whether `path` is under one of `removed` (as [`removed_paths`] gives them).
+pub fn is_removed(path: &str, removed: &[String]) -> bool {
+    removed.iter().any(|r| if r.ends_with('/') { path.starts_with(r.as_str()) } else { path == r || path.starts_with(&format!("{r}/")) })
+}
 
 /// `debian-12` for `bookworm`, as purls and scanners name Debian releases.
 pub fn debian_distro(suite: &str) -> Option<&'static str> {
@@ -77,7 +105,7 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
     for p in &known.base_packages {
         let purl = Ecosystem::Deb.purl(&p.name, &p.version, Some(&p.arch), distro);
         deb_refs.insert(p.name.as_str(), purl.clone());
-        let mut properties = vec![prop(ECOSYSTEM, "deb"), prop(EVIDENCE, "image"), prop("stellaops:base", image.base.as_str())];
+        let mut properties = vec![prop(ECOSYSTEM, "deb"), prop(EVIDENCE, "image"), prop(BASE, image.base.as_str())];
         if let Some(s) = &p.source {
             properties.push(prop("stellaops:deb-source", s.as_str()));
         }
@@ -96,6 +124,59 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
     for p in &known.base_packages {
         let on = p.depends.iter().filter_map(|d| deb_refs.get(d.as_str()).cloned()).collect();
         deps.insert(deb_refs[p.name.as_str()].clone(), on);
+    }
+
+    // 1b. The base's inventory: packages its layers hold that the pins do not name, and the
+    //     files no package owns that the component's layers leave as they are.
+    if let Some(inv) = known.base_inventory.as_deref() {
+        let pinned: BTreeSet<(&str, &str)> = known.base_packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        for p in &inv.packages {
+            if p.kind == "deb" && pinned.contains(&(p.name.as_str(), p.version.as_str())) {
+                continue;
+            }
+            let purl = Ecosystem::parse(&p.kind).map(|e| match e {
+                Ecosystem::Deb => e.purl(&p.name, &p.version, None, distro),
+                _ => e.purl(&p.name, &p.version, None, None),
+            });
+            let bom_ref = purl.clone().unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version));
+            deps.entry(bom_ref.clone()).or_default();
+            components.push(Component {
+                kind: ComponentType::Library,
+                bom_ref,
+                name: p.name.clone(),
+                version: p.version.clone(),
+                description: None,
+                hashes: Vec::new(),
+                licenses: Vec::new(),
+                purl,
+                properties: vec![
+                    prop(ECOSYSTEM, p.kind.as_str()),
+                    prop(EVIDENCE, "image"),
+                    prop(BASE, image.base.as_str()),
+                    prop("stellaops:location", p.location.as_str()),
+                ],
+            });
+        }
+        let replaced: BTreeSet<&str> = known.files.iter().map(|f| f.path.as_str()).collect();
+        let removed = removed_paths(&known.files);
+        for (path, sha) in &inv.files {
+            if replaced.contains(path.as_str()) || is_removed(path, &removed) {
+                continue;
+            }
+            let r = format!("file:{path}");
+            deps.entry(r.clone()).or_default();
+            components.push(Component {
+                kind: ComponentType::File,
+                bom_ref: r,
+                name: path.clone(),
+                version: String::new(),
+                description: None,
+                hashes: vec![Hash::sha256(sha)],
+                licenses: Vec::new(),
+                purl: None,
+                properties: vec![prop(EVIDENCE, "image"), prop(BASE, image.base.as_str())],
+            });
+        }
     }
 
     // 2. The lock files' packages.

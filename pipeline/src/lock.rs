@@ -377,7 +377,12 @@ pub fn add(root: &Path, name: &str, from: &BaseFrom, platforms: &[Platform], cac
     } else {
         "\n\n"
     };
-    let out = format!("{text}{sep}{block}");
+    // After the last base, before the toolchains: where `cargo xtask lock` writes bases, so
+    // that a later `lock` leaves the file as it is.
+    let out = match text.find("\n[[toolchain]]") {
+        Some(at) => format!("{}{block}\n{}", &text[..at + 1], &text[at + 1..]),
+        None => format!("{text}{sep}{block}"),
+    };
     // What is written must read back as the lock with one more base.
     let back: BaseLock = toml::from_str(&out).map_err(|e| LockError::Parse(format!("the appended entry does not parse: {e}")))?;
     if back.bases.len() != lock.bases.len() + 1 {

@@ -8,12 +8,19 @@
 //! - the OS from `etc/os-release` or `usr/lib/os-release`;
 //! - Go modules and the standard library from the build information of Go programs (ELF files,
 //!   Go 1.18 and later);
-//! - Rust crates from `Cargo.lock` files; npm packages from `node_modules/**/package.json`;
-//!   Python distributions from `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
+//! - Rust crates from `Cargo.lock` files and from the `.dep-v0` section cargo-auditable writes
+//!   into programs ([`auditable`]: located on the first pass, read on a second pass over the
+//!   layers that hold such a program);
+//! - npm packages from `node_modules/**/package.json`; Python distributions from
+//!   `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
+//! - .NET packages from `*.deps.json` (the `libraries` of type `package`);
+//! - Java packages from `.jar`, `.war`, `.ear` (and the other zip-based Java packagings) and
+//!   the archives nested in them ([`java`]); one archive at a time is held, at most
+//!   [`java::MAX`] bytes;
 //! - every regular file no package owns (outside the package databases), with its sha256.
 //!
 //! Layers are streamed: memory holds one entry per path and the package files' text, never a
-//! layer or a file's content.
+//! layer, nor a file's content except one Java archive's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,7 +29,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::goinfo;
+use super::{auditable, goinfo, java};
 use oci::layer::HashingReader;
 use oci::{Layout, LayoutError, Manifest};
 use schema::model::Digest;
@@ -40,6 +47,33 @@ pub enum ScanError {
     },
     #[error("image file `{file}`: line {line}: {message}")]
     Malformed { file: String, line: usize, message: String },
+    #[error("image file `{file}`: a Java archive larger than the {limit} bytes the scan reads\n  hint: an archive this large is read whole to find the archives nested in it; split it, or ship its nested archives as files")]
+    TooLarge { file: String, limit: u64 },
+}
+
+/// What the scan keeps of the files that describe packages, by path.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Package files' text (and Go build information, see [`go_text`]).
+    texts: BTreeMap<String, String>,
+    /// Packages read from a file while it streamed (Java archives, cargo-auditable programs).
+    found: BTreeMap<String, Vec<Found>>,
+    /// Programs of the current layer with a `.dep-v0` section: (entry index, offset, size).
+    pending: BTreeMap<String, (usize, u64, u64)>,
+}
+
+/// Writes to both sniffers.
+struct Tee<'a>(&'a mut goinfo::Sniffer, &'a mut auditable::Sniffer);
+
+impl io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A package found in the image.
@@ -79,6 +113,7 @@ fn keep_text(path: &str) -> bool {
         || path == "usr/lib/os-release"
         || name == "Cargo.lock"
         || (name == "package.json" && path.contains("node_modules/"))
+        || name.ends_with(".deps.json")
         || python_metadata(path)
 }
 
@@ -96,7 +131,7 @@ fn python_metadata(path: &str) -> bool {
 /// Scans the image whose manifest is `manifest`, in `layout`.
 pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanError> {
     let mut tree: BTreeMap<String, Node> = BTreeMap::new();
-    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    let mut kept = Kept::default();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let path = layout.blob_path(&layer.digest);
         let read_err = |source| ScanError::Read { path: path.clone(), layer: i, source };
@@ -105,37 +140,66 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
         {
             let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&mut blob));
-            for e in ar.entries().map_err(read_err)? {
+            for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
                 let mut e = e.map_err(read_err)?;
                 let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
                 let (dir, name) = p.rsplit_once('/').map(|(d, n)| (d.to_owned(), n)).unwrap_or((String::new(), p.as_str()));
                 if name == ".wh..wh..opq" {
-                    remove_under(&mut tree, &mut texts, &dir, false);
+                    remove_under(&mut tree, &mut kept, &dir, false);
                     continue;
                 }
                 if let Some(hidden) = name.strip_prefix(".wh.") {
                     let target = if dir.is_empty() { hidden.to_owned() } else { format!("{dir}/{hidden}") };
-                    remove_under(&mut tree, &mut texts, &target, true);
+                    remove_under(&mut tree, &mut kept, &target, true);
                     continue;
                 }
                 match e.header().entry_type() {
                     tar::EntryType::Regular | tar::EntryType::Continuous => {
                         // A file replaces whatever was at its path (a directory's subtree too).
-                        remove_under(&mut tree, &mut texts, &p, true);
+                        remove_under(&mut tree, &mut kept, &p, true);
                         if keep_text(&p) {
                             let mut s = String::new();
                             let mut h = HashingReader::new(&mut e);
                             h.read_to_string(&mut s).map_err(read_err)?;
                             let (d, _) = h.finish();
-                            texts.insert(p.clone(), s);
+                            kept.texts.insert(p.clone(), s);
                             tree.insert(p, Node::File { sha256: d.hex().to_owned() });
+                        } else if java::is_archive(name) {
+                            // A Java archive is read whole (its directory is at its end).
+                            let mut h = HashingReader::new(&mut e);
+                            let mut bytes = Vec::new();
+                            (&mut h).take(java::MAX + 1).read_to_end(&mut bytes).map_err(read_err)?;
+                            if bytes.len() as u64 > java::MAX {
+                                return Err(ScanError::TooLarge { file: format!("/{p}"), limit: java::MAX });
+                            }
+                            let found = java::catalog(&format!("/{p}"), &bytes).map_err(|m| ScanError::Malformed {
+                                file: m.file,
+                                line: m.line,
+                                message: m.message,
+                            })?;
+                            drop(bytes);
+                            let found = found
+                                .into_iter()
+                                .map(|j| Found { kind: "java-archive".into(), name: j.name(), version: j.version, location: j.location })
+                                .collect();
+                            kept.found.insert(p.clone(), found);
+                            tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
                         } else {
                             let mut h = HashingReader::new(&mut e);
-                            let mut go = goinfo::Sniffer::default();
-                            io::copy(&mut h, &mut go).map_err(read_err)?;
+                            let (mut go, mut dep) = (goinfo::Sniffer::default(), auditable::Sniffer::default());
+                            io::copy(&mut h, &mut Tee(&mut go, &mut dep)).map_err(read_err)?;
                             // A Go program: its build information is kept as its text.
                             if let Some(raw) = go.found() {
-                                texts.insert(p.clone(), go_text(&raw, &p)?);
+                                kept.texts.insert(p.clone(), go_text(&raw, &p)?);
+                            }
+                            // A cargo-auditable program: its section is read on the second pass.
+                            let section = dep.locate().map_err(|message| ScanError::Malformed {
+                                file: format!("/{p} (cargo-auditable `.dep-v0` section)"),
+                                line: 1,
+                                message,
+                            })?;
+                            if let Some((offset, size)) = section {
+                                kept.pending.insert(p.clone(), (index, offset, size));
                             }
                             tree.insert(p, Node::File { sha256: h.finish().0.hex().to_owned() });
                         }
@@ -148,7 +212,7 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                     }
                     _ => {
                         if !matches!(tree.get(&p), Some(Node::Other)) {
-                            remove_under(&mut tree, &mut texts, &p, true);
+                            remove_under(&mut tree, &mut kept, &p, true);
                         }
                         tree.insert(p, Node::Other);
                     }
@@ -161,8 +225,48 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         if d != layer.digest {
             return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
         }
+        if !kept.pending.is_empty() {
+            read_sections(&path, i, std::mem::take(&mut kept.pending), &mut kept.found)?;
+        }
     }
-    catalog(&tree, &texts)
+    catalog(&tree, &kept)
+}
+
+/// The second pass over layer `layer` (the blob at `path`, its digest checked on the first):
+/// the `.dep-v0` sections of the programs `pending` names, read into their crates.
+fn read_sections(
+    path: &std::path::Path,
+    layer: usize,
+    pending: BTreeMap<String, (usize, u64, u64)>,
+    found: &mut BTreeMap<String, Vec<Found>>,
+) -> Result<(), ScanError> {
+    let read_err = |source| ScanError::Read { path: path.to_owned(), layer, source };
+    let by_index: BTreeMap<usize, (&String, u64, u64)> = pending.iter().map(|(p, &(i, o, s))| (i, (p, o, s))).collect();
+    let f = fs::File::open(path).map_err(read_err)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, f)));
+    for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
+        let e = e.map_err(read_err)?;
+        let Some(&(p, offset, size)) = by_index.get(&index) else { continue };
+        let file = format!("/{p} (cargo-auditable `.dep-v0` section)");
+        let bytes = auditable::read_section(e, offset, size).map_err(|e| ScanError::Malformed {
+            file: file.clone(),
+            line: 1,
+            message: e.to_string(),
+        })?;
+        let crates = auditable::parse(&bytes).map_err(|(line, message)| ScanError::Malformed { file, line, message })?;
+        let location = format!("/{p}");
+        found.insert(
+            p.clone(),
+            crates
+                .into_iter()
+                .map(|(name, version)| Found { kind: "rust-crate".into(), name, version, location: location.clone() })
+                .collect(),
+        );
+        if found.keys().filter(|k| pending.contains_key(*k)).count() == pending.len() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A Go program's build information as the text [`catalog`] reads: the Go version, then the
@@ -189,16 +293,20 @@ fn go_text(raw: &[u8], path: &str) -> Result<String, ScanError> {
     })
 }
 
-fn remove_under(tree: &mut BTreeMap<String, Node>, texts: &mut BTreeMap<String, String>, path: &str, itself: bool) {
+fn remove_under(tree: &mut BTreeMap<String, Node>, kept: &mut Kept, path: &str, itself: bool) {
     let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
     let doomed: Vec<String> = tree.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(k, _)| k.clone()).collect();
+    let mut forget = |k: &str| {
+        tree.remove(k);
+        kept.texts.remove(k);
+        kept.found.remove(k);
+        kept.pending.remove(k);
+    };
     for k in doomed {
-        tree.remove(&k);
-        texts.remove(&k);
+        forget(&k);
     }
     if itself {
-        tree.remove(path);
-        texts.remove(path);
+        forget(path);
     }
 }
 
@@ -206,10 +314,11 @@ fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
     stanza.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
 }
 
-fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> Result<ScanResult, ScanError> {
+fn catalog(tree: &BTreeMap<String, Node>, kept: &Kept) -> Result<ScanResult, ScanError> {
     let mut out = ScanResult::default();
     let mut owned: BTreeSet<String> = BTreeSet::new();
-    for (path, text) in texts {
+    out.packages.extend(kept.found.values().flatten().cloned());
+    for (path, text) in &kept.texts {
         if path == "etc/os-release" || (path == "usr/lib/os-release" && out.os.is_none()) {
             let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_owned());
             out.os = Some(format!("{} {}", get("ID").unwrap_or_default(), get("VERSION_ID").unwrap_or_default()).trim().to_owned());
@@ -265,6 +374,8 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
                     });
                 }
             }
+        } else if path.ends_with(".deps.json") {
+            out.packages.extend(dotnet_deps(path, text)?);
         } else if path.ends_with("package.json") {
             let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ScanError::Malformed {
                 file: format!("/{path}"),
@@ -319,10 +430,84 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
     Ok(out)
 }
 
+/// The NuGet packages of a `*.deps.json` (what `dotnet build` and `dotnet publish` write): the
+/// `libraries` of type `package`, keyed `Name/Version`. Projects (the application and the
+/// projects it references) are the component's own code, not packages.
+fn dotnet_deps(path: &str, text: &str) -> Result<Vec<Found>, ScanError> {
+    let bad = |line: usize, message: String| ScanError::Malformed { file: format!("/{path}"), line, message };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.line().max(1), e.to_string()))?;
+    let Some(libraries) = v.get("libraries").and_then(|l| l.as_object()) else {
+        return Err(bad(1, "no `libraries` object".into()));
+    };
+    let line_of = |key: &str| text.find(&format!("\"{key}\"")).map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1);
+    let mut out = Vec::new();
+    for (key, lib) in libraries {
+        let Some((name, version)) = key.split_once('/').filter(|(n, v)| !n.is_empty() && !v.is_empty() && !v.contains('/')) else {
+            return Err(bad(line_of(key), format!("library `{key}` is not `Name/Version`")));
+        };
+        let Some(kind) = lib.get("type").and_then(|t| t.as_str()) else {
+            return Err(bad(line_of(key), format!("library `{key}` has no `type`")));
+        };
+        if kind == "package" {
+            out.push(Found { kind: "dotnet".into(), name: name.into(), version: version.into(), location: format!("/{path}") });
+        }
+    }
+    Ok(out)
+}
+
 /// The digest of a scan result's canonical JSON (for reports).
 pub fn digest(r: &ScanResult) -> Digest {
     // Plain data (strings, numbers, maps with string keys) always serializes; a failure here
     // is a bug, reported as an internal error rather than the digest of nothing.
     #[allow(clippy::expect_used)]
     Digest::of(&serde_json::to_vec(r).expect("a scan result serializes"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// As `dotnet publish` writes `App.deps.json` (abridged).
+    const DEPS: &str = r#"{
+  "runtimeTarget": {"name": ".NETCoreApp,Version=v8.0/linux-x64", "signature": ""},
+  "compilationOptions": {},
+  "targets": {
+    ".NETCoreApp,Version=v8.0/linux-x64": {
+      "App/1.0.0": {"dependencies": {"Newtonsoft.Json": "13.0.3", "Lib": "1.0.0"}, "runtime": {"App.dll": {}}},
+      "Newtonsoft.Json/13.0.3": {"runtime": {"lib/net6.0/Newtonsoft.Json.dll": {"assemblyVersion": "13.0.0.0", "fileVersion": "13.0.3.27908"}}},
+      "Lib/1.0.0": {"runtime": {"Lib.dll": {}}}
+    }
+  },
+  "libraries": {
+    "App/1.0.0": {"type": "project", "serviceable": false, "sha512": ""},
+    "Newtonsoft.Json/13.0.3": {"type": "package", "serviceable": true, "sha512": "sha512-HrC5BXdl00IP9zeV+0Z848QWPAoCr9P3bDEZguI+gkLcBKAOxix/tLEAAHC+UvDNPv4a2d18lOReHMOagPa+zQ==", "path": "newtonsoft.json/13.0.3", "hashPath": "newtonsoft.json.13.0.3.nupkg.sha512"},
+    "Lib/1.0.0": {"type": "project", "serviceable": false, "sha512": ""}
+  }
+}
+"#;
+
+    #[test]
+    fn deps_json_packages_are_read_and_projects_left_out() {
+        let found = dotnet_deps("app/App.deps.json", DEPS).unwrap();
+        let got: Vec<(&str, &str, &str)> = found.iter().map(|f| (f.kind.as_str(), f.name.as_str(), f.version.as_str())).collect();
+        assert_eq!(got, [("dotnet", "Newtonsoft.Json", "13.0.3")]);
+        assert_eq!(found[0].location, "/app/App.deps.json");
+        assert!(keep_text("app/App.deps.json"));
+    }
+
+    #[test]
+    fn a_malformed_deps_json_is_refused_with_file_and_line() {
+        let e = dotnet_deps("a/x.deps.json", "{\n \"libraries\": {\n  \"A/1\": {\"type\": }\n}}").unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { file, line: 3, .. } if file == "/a/x.deps.json"), "{e}");
+        let e = dotnet_deps("a/x.deps.json", "{\"targets\": {}}").unwrap_err();
+        assert!(e.to_string().contains("no `libraries` object"), "{e}");
+        let e = dotnet_deps("a/x.deps.json", "{\n\"libraries\": {\n\"NoVersion\": {\"type\": \"package\"}}}").unwrap_err();
+        assert!(
+            matches!(&e, ScanError::Malformed { line: 3, message, .. } if message.contains("`NoVersion` is not `Name/Version`")),
+            "{e}"
+        );
+        let e = dotnet_deps("a/x.deps.json", "{\n\"libraries\": {\n\n\"A/1.0\": {}}}").unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { line: 4, message, .. } if message.contains("no `type`")), "{e}");
+    }
 }

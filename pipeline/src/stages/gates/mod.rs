@@ -530,12 +530,14 @@ pub struct Audited<'a> {
 
 /// Everything shipped: every package of every lock file, and every package the scans found
 /// in every image (the bases' Debian packages included). Packages of ecosystems no advisory
-/// format covers here (Alpine's) are not audited; the record counts them.
+/// format covers here (Alpine's) or whose version order is not implemented (Maven's) are not
+/// audited; the record counts those the scans found.
 pub fn shipped<'a>(images: &'a Images, scans: &'a [ScannedImage]) -> (Vec<Audited<'a>>, usize) {
     let mut out = Vec::new();
     for (component, ci) in &images.components {
         for lf in ci.images.iter().flat_map(|i| &i.lock_files) {
-            for p in &lf.packages {
+            // Maven versions have an order of their own, not implemented here: not audited.
+            for p in lf.packages.iter().filter(|p| p.ecosystem != Ecosystem::JavaArchive) {
                 out.push(Audited {
                     ecosystem: p.ecosystem,
                     name: &p.name,
@@ -550,7 +552,7 @@ pub fn shipped<'a>(images: &'a Images, scans: &'a [ScannedImage]) -> (Vec<Audite
     let mut unaudited = 0;
     for s in scans {
         for p in &s.scan.packages {
-            match Ecosystem::parse(&p.kind) {
+            match Ecosystem::parse(&p.kind).filter(|e| *e != Ecosystem::JavaArchive) {
                 Some(ecosystem) => out.push(Audited {
                     ecosystem,
                     name: &p.name,

@@ -122,9 +122,8 @@ fn archive(file: &str, bytes: &[u8], depth: usize, out: &mut Vec<JavaPackage>) -
             // 2. Every pom.properties is a package; one naming the archive's own artifact is it.
             let mut aux = Vec::new();
             for (_, p) in &poms {
-                if p.artifact == main.artifact
-                    || (Some(&p.group) == main.group.as_ref() && p.version == main.version && p.artifact == main.artifact)
-                {
+                // (The same group, artifact and version is the same artifact too: covered.)
+                if p.artifact == main.artifact {
                     main.group = Some(p.group.clone()).filter(|g| !g.is_empty());
                     main.version = p.version.clone();
                     continue;

@@ -337,3 +337,39 @@ fn malformed_deps_json_and_auditable_data_are_refused_with_file_and_line() {
     ]);
     assert!(!repo.releases().join("2.4.1-edge").exists());
 }
+
+#[test]
+fn packages_no_carried_lock_file_declares_are_drift() {
+    let repo = Repo::new();
+    if add_ecosystems(&repo).is_none() {
+        return;
+    }
+    for lock in ["java/gradle.lockfile", "dotnet/packages.lock.json", "rust/Cargo.lock"] {
+        fs::remove_file(repo.path().join("components/ecosys").join(lock)).unwrap();
+    }
+    repo.commit_all("no lock files", EPOCH);
+    let run = repo.xtask(&["release"]);
+    run.refused(&["drift", "REJECTED"]);
+    let report = json(&repo.releases().join("2.4.1-edge.drift-rejected.json"));
+    let image = report["images"].as_array().unwrap().iter().find(|i| i["component"] == "ecosys").unwrap();
+    let diffs: BTreeSet<(String, String, String)> = image["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            (s("change"), s("type"), s("name"))
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("added", "dotnet", "Newtonsoft.Json"),
+        ("added", "dotnet", "Serilog"),
+        ("added", "java-archive", "org.apache.commons:commons-lang3"),
+        ("added", "rust-crate", "hello"),
+        ("added", "rust-crate", "itoa"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(diffs, want, "{image}");
+}

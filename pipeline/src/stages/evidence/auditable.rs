@@ -326,6 +326,46 @@ pub(crate) mod tests {
         assert_eq!(s.locate().unwrap(), None);
     }
 
+    /// The same layout as [`elf`] in a big-endian ELF32 file (as for 32-bit MIPS or PowerPC).
+    fn elf32_be(data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 0x100];
+        f[..4].copy_from_slice(b"\x7fELF");
+        f[4] = 1;
+        f[5] = 2;
+        f.extend_from_slice(data);
+        let strtab_off = u32::try_from(f.len()).unwrap();
+        let strtab = b"\0.text\0.dep-v0\0.shstrtab\0";
+        f.extend_from_slice(strtab);
+        let shoff = u32::try_from(f.len()).unwrap();
+        let sh = |name: u32, kind: u32, off: u32, size: u32| {
+            let mut h = vec![0u8; 40];
+            h[0..4].copy_from_slice(&name.to_be_bytes());
+            h[4..8].copy_from_slice(&kind.to_be_bytes());
+            h[16..20].copy_from_slice(&off.to_be_bytes());
+            h[20..24].copy_from_slice(&size.to_be_bytes());
+            h
+        };
+        f.extend(sh(0, 0, 0, 0));
+        f.extend(sh(7, 1, 0x100, u32::try_from(data.len()).unwrap()));
+        f.extend(sh(15, 3, strtab_off, u32::try_from(strtab.len()).unwrap()));
+        f[0x20..0x24].copy_from_slice(&shoff.to_be_bytes());
+        f[0x2e..0x30].copy_from_slice(&40u16.to_be_bytes());
+        f[0x30..0x32].copy_from_slice(&3u16.to_be_bytes());
+        f[0x32..0x34].copy_from_slice(&2u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn a_big_endian_elf32_program_is_read_too() {
+        let section = deflate(JSON);
+        let file = elf32_be(&section);
+        let mut s = Sniffer::default();
+        for c in file.chunks(5) {
+            s.write_all(c).unwrap();
+        }
+        assert_eq!(s.locate().unwrap(), Some((0x100, section.len() as u64)));
+    }
+
     #[test]
     fn malformed_sections_are_errors_not_panics() {
         assert!(parse(b"not zlib").unwrap_err().1.contains("not zlib"));

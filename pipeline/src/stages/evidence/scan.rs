@@ -205,8 +205,22 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                         }
                     }
                     tar::EntryType::Link => {
-                        // A hard link: the same content as its target.
+                        // A hard link: the same content as its target, so the same packages.
                         let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
+                        remove_under(&mut tree, &mut kept, &p, true);
+                        if let Some(t) = &target {
+                            if let Some(text) = kept.texts.get(t).filter(|_| keep_text(&p) == keep_text(t)).cloned() {
+                                kept.texts.insert(p.clone(), text);
+                            }
+                            if let Some(found) = kept.found.get(t).cloned() {
+                                let (from, to) = (format!("/{t}"), format!("/{p}"));
+                                let moved = found.into_iter().map(|f| Found { location: f.location.replacen(&from, &to, 1), ..f });
+                                kept.found.insert(p.clone(), moved.collect());
+                            }
+                            if let Some(section) = kept.pending.get(t).copied() {
+                                kept.pending.insert(p.clone(), section);
+                            }
+                        }
                         let node = target.and_then(|t| tree.get(&t).cloned()).unwrap_or(Node::Other);
                         tree.insert(p, node);
                     }
@@ -241,28 +255,35 @@ fn read_sections(
     found: &mut BTreeMap<String, Vec<Found>>,
 ) -> Result<(), ScanError> {
     let read_err = |source| ScanError::Read { path: path.to_owned(), layer, source };
-    let by_index: BTreeMap<usize, (&String, u64, u64)> = pending.iter().map(|(p, &(i, o, s))| (i, (p, o, s))).collect();
+    // Hard links to a program share its entry: one read, every path.
+    let mut by_index: BTreeMap<usize, (Vec<&String>, u64, u64)> = BTreeMap::new();
+    for (p, &(i, o, s)) in &pending {
+        by_index.entry(i).or_insert_with(|| (Vec::new(), o, s)).0.push(p);
+    }
+    let last = by_index.keys().next_back().copied().unwrap_or(0);
     let f = fs::File::open(path).map_err(read_err)?;
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, f)));
     for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
         let e = e.map_err(read_err)?;
-        let Some(&(p, offset, size)) = by_index.get(&index) else { continue };
-        let file = format!("/{p} (cargo-auditable `.dep-v0` section)");
-        let bytes = auditable::read_section(e, offset, size).map_err(|e| ScanError::Malformed {
+        let Some((paths, offset, size)) = by_index.get(&index) else { continue };
+        let file = format!("/{} (cargo-auditable `.dep-v0` section)", paths[0]);
+        let bytes = auditable::read_section(e, *offset, *size).map_err(|e| ScanError::Malformed {
             file: file.clone(),
             line: 1,
             message: e.to_string(),
         })?;
         let crates = auditable::parse(&bytes).map_err(|(line, message)| ScanError::Malformed { file, line, message })?;
-        let location = format!("/{p}");
-        found.insert(
-            p.clone(),
-            crates
-                .into_iter()
-                .map(|(name, version)| Found { kind: "rust-crate".into(), name, version, location: location.clone() })
-                .collect(),
-        );
-        if found.keys().filter(|k| pending.contains_key(*k)).count() == pending.len() {
+        for p in paths {
+            let location = format!("/{p}");
+            let list = crates.iter().map(|(name, version)| Found {
+                kind: "rust-crate".into(),
+                name: name.clone(),
+                version: version.clone(),
+                location: location.clone(),
+            });
+            found.insert((*p).clone(), list.collect());
+        }
+        if index >= last {
             break;
         }
     }
@@ -486,6 +507,104 @@ mod tests {
   }
 }
 "#;
+
+    /// A gzipped layer of (path, content) files and (path, target) hard links (content `None`).
+    fn layer(layout: &Layout, entries: &[(&str, Option<&[u8]>, &str)]) -> oci::Descriptor {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            match data {
+                Some(d) => {
+                    h.set_size(d.len() as u64);
+                    b.append_data(&mut h, path, *d).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, link).unwrap();
+                }
+            }
+        }
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        layout.put_blob("application/vnd.oci.image.layer.v1.tar+gzip", &gz.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn archives_programs_and_deps_json_across_layers_whiteouts_and_hard_links() {
+        use crate::stages::evidence::{auditable, java};
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let pom = |a: &str| format!("groupId=g\nartifactId={a}\nversion=1.0\n");
+        let jar_a = java::tests::zip(
+            &[("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"), ("META-INF/maven/g/a/pom.properties", pom("a").as_bytes())],
+            true,
+        );
+        let jar_b = java::tests::zip(
+            &[("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"), ("META-INF/maven/g/b/pom.properties", pom("b").as_bytes())],
+            true,
+        );
+        let prog = auditable::tests::elf(&auditable::tests::deflate(
+            r#"{"packages":[{"name":"app","version":"0.1.0","root":true},{"name":"itoa","version":"1.0.11"}]}"#,
+        ));
+        let one = layer(
+            &layout,
+            &[
+                ("opt/a.jar", Some(&jar_a), ""),
+                ("opt/b.jar", Some(&jar_b), ""),
+                ("usr/bin/prog", Some(&prog), ""),
+                ("usr/bin/prog-link", None, "usr/bin/prog"),
+                ("app/App.deps.json", Some(DEPS.as_bytes()), ""),
+            ],
+        );
+        // The next layer removes b.jar and the program (its hard link stays), and links a.jar.
+        let two =
+            layer(&layout, &[("opt/.wh.b.jar", Some(b""), ""), ("opt/c.jar", None, "opt/a.jar"), ("usr/bin/.wh.prog", Some(b""), "")]);
+        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
+        let manifest =
+            Manifest { schema_version: 2, media_type: None, config, layers: vec![one, two], subject: None, annotations: BTreeMap::new() };
+        let r = scan(&layout, &manifest).unwrap();
+        let got: Vec<(&str, &str, &str, &str)> =
+            r.packages.iter().map(|p| (p.kind.as_str(), p.name.as_str(), p.version.as_str(), p.location.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("dotnet", "Newtonsoft.Json", "13.0.3", "/app/App.deps.json"),
+                ("java-archive", "g:a", "1.0", "/opt/a.jar"),
+                ("java-archive", "g:a", "1.0", "/opt/c.jar"),
+                ("rust-crate", "app", "0.1.0", "/usr/bin/prog-link"),
+                ("rust-crate", "itoa", "1.0.11", "/usr/bin/prog-link"),
+            ]
+        );
+        // The archives and programs are files with their hashes, as every unowned file.
+        assert_eq!(r.files["/opt/a.jar"], schema::model::Digest::of(&jar_a).hex());
+        assert_eq!(r.files["/opt/c.jar"], schema::model::Digest::of(&jar_a).hex());
+        assert_eq!(r.files["/usr/bin/prog-link"], schema::model::Digest::of(&prog).hex());
+        assert!(!r.files.contains_key("/opt/b.jar") && !r.files.contains_key("/usr/bin/prog"));
+    }
+
+    #[test]
+    fn a_broken_archive_or_section_in_an_image_is_refused_naming_it() {
+        use crate::stages::evidence::auditable;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
+        let image = |entries: &[(&str, Option<&[u8]>, &str)]| Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: config.clone(),
+            layers: vec![layer(&layout, entries)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let e = scan(&layout, &image(&[("srv/app.war", Some(b"PK\x03\x04 but no directory, long enough"), "")])).unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { file, line: 1, .. } if file == "/srv/app.war"), "{e}");
+        let prog = auditable::tests::elf(b"not zlib");
+        let e = scan(&layout, &image(&[("usr/bin/x", Some(&prog), "")])).unwrap_err();
+        assert!(e.to_string().contains("`/usr/bin/x (cargo-auditable `.dep-v0` section)`: line 1: not zlib-compressed data"), "{e}");
+    }
 
     #[test]
     fn deps_json_packages_are_read_and_projects_left_out() {

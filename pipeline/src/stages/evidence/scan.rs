@@ -601,6 +601,11 @@ mod tests {
         };
         let e = scan(&layout, &image(&[("srv/app.war", Some(b"PK\x03\x04 but no directory, long enough"), "")])).unwrap_err();
         assert!(matches!(&e, ScanError::Malformed { file, line: 1, .. } if file == "/srv/app.war"), "{e}");
+        // An archive over the bound is refused by name, with a hint.
+        let big = vec![0u8; usize::try_from(crate::stages::evidence::java::MAX).unwrap() + 1];
+        let e = scan(&layout, &image(&[("opt/huge.jar", Some(&big), "")])).unwrap_err();
+        assert!(matches!(&e, ScanError::TooLarge { file, .. } if file == "/opt/huge.jar"), "{e}");
+        assert!(e.to_string().contains("hint:"), "{e}");
         let prog = auditable::tests::elf(b"not zlib");
         let e = scan(&layout, &image(&[("usr/bin/x", Some(&prog), "")])).unwrap_err();
         assert!(e.to_string().contains("`/usr/bin/x (cargo-auditable `.dep-v0` section)`: line 1: not zlib-compressed data"), "{e}");

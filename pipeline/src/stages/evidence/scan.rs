@@ -79,7 +79,8 @@ impl io::Write for Tee<'_> {
 /// A package found in the image.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Found {
-    /// syft's package type names: deb, apk, rust-crate, npm, python.
+    /// syft's package type names: deb, apk, go-module, rust-crate, npm, python, dotnet,
+    /// java-archive.
     pub kind: String,
     pub name: String,
     pub version: String,

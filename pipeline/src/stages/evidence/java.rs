@@ -65,13 +65,15 @@ pub fn is_archive(name: &str) -> bool {
 /// The packages of the archive `file` (its path in the image, for locations and messages).
 pub fn catalog(file: &str, bytes: &[u8]) -> Result<Vec<JavaPackage>, Malformed> {
     let mut out = Vec::new();
-    archive(file, bytes, 0, &mut out)?;
+    archive(file, bytes, 0, MAX, &mut out)?;
     out.sort();
     out.dedup();
     Ok(out)
 }
 
-fn archive(file: &str, bytes: &[u8], depth: usize, out: &mut Vec<JavaPackage>) -> Result<(), Malformed> {
+/// `budget`: how many bytes the archives nested in this one may still take in memory, all
+/// levels together (the outer archive's bytes are the scan's): at most [`MAX`] more.
+fn archive(file: &str, bytes: &[u8], depth: usize, budget: u64, out: &mut Vec<JavaPackage>) -> Result<(), Malformed> {
     let bad = |message: String| Malformed { file: file.to_owned(), line: 1, message };
     if depth > MAX_DEPTH {
         return Err(bad(format!("archives nested more than {MAX_DEPTH} deep")));
@@ -148,8 +150,8 @@ fn archive(file: &str, bytes: &[u8], depth: usize, out: &mut Vec<JavaPackage>) -
     // 3. Nested archives.
     for e in zip.entries.iter().filter(|e| is_archive(&e.name) && !e.name.ends_with('/')) {
         let inner = format!("{file}:{}", e.name);
-        let b = zip.read(e, MAX).map_err(|m| Malformed { file: inner.clone(), line: 1, message: m })?;
-        archive(&inner, &b, depth + 1, out)?;
+        let b = zip.read(e, budget).map_err(|m| Malformed { file: inner.clone(), line: 1, message: m })?;
+        archive(&inner, &b, depth + 1, budget - b.len() as u64, out)?;
     }
     Ok(())
 }
@@ -457,7 +459,7 @@ impl<'a> Zip<'a> {
             return Err("the entry is encrypted".into());
         }
         if e.size > limit {
-            return Err(format!("the entry is {} bytes, more than the {limit} read", e.size));
+            return Err(format!("the entry is {} bytes, more than the {limit} bytes left to read (nested archives share {MAX})", e.size));
         }
         let at = us(e.local);
         if le32(self.bytes, at) != Some(0x0403_4b50) {
@@ -480,7 +482,7 @@ impl<'a> Zip<'a> {
             m => return Err(format!("compression method {m} is not supported (stored and deflate are)")),
         }
         if out.len() as u64 > limit {
-            return Err(format!("the entry inflates to more than the {limit} bytes read"));
+            return Err(format!("the entry inflates to more than the {limit} bytes left to read"));
         }
         if out.len() as u64 != e.size {
             return Err(format!("the entry is {} bytes, the directory says {}", out.len(), e.size));
@@ -635,6 +637,16 @@ pub(crate) mod tests {
         // A nested archive that is no zip is named by its path inside the outer one.
         let outer = zip(&[("WEB-INF/lib/broken.jar", b"garbage garbage garbage garbage")], true);
         assert_eq!(catalog("/a.war", &outer).unwrap_err().file, "/a.war:WEB-INF/lib/broken.jar");
+        // Nested archives share one memory budget: a chain of them larger than it is refused.
+        let padding = vec![0u8; usize::try_from(MAX).unwrap() / 2 + 1000];
+        let inner = zip(&[("META-INF/MANIFEST.MF", MF), ("big.bin", &padding)], false);
+        let middle = zip(&[("lib/a.jar", &inner)], false);
+        let outer = zip(&[("WEB-INF/lib/m.jar", &middle)], true);
+        let e = catalog("/o.war", &outer).unwrap_err();
+        assert_eq!(e.file, "/o.war:WEB-INF/lib/m.jar:lib/a.jar", "{e:?}");
+        assert!(e.message.contains("bytes left to read"), "{e:?}");
+        // Each alone fits.
+        assert!(catalog("/m.jar", &middle).is_ok());
         // Truncated: every cut of a valid archive is an error or a result, never a panic.
         let good = zip(&[("META-INF/MANIFEST.MF", MF), ("META-INF/maven/g/a/pom.properties", POM)], true);
         for cut in 0..good.len() {

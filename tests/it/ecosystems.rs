@@ -373,3 +373,27 @@ fn packages_no_carried_lock_file_declares_are_drift() {
     .collect();
     assert_eq!(diffs, want, "{image}");
 }
+
+#[test]
+fn a_maven_advisory_on_a_jar_nested_in_a_war_stops_the_release() {
+    let repo = Repo::new();
+    if add_ecosystems(&repo).is_none() {
+        return;
+    }
+    // Maven's order: 3.12.0 is before 3.12.1 (and after 3.12.0-RC1).
+    repo.write(
+        "release-trains/advisories.osv.json",
+        r#"[{"id": "STELLA-TEST-MAVEN-1", "summary": "a test advisory",
+  "affected": [{"package": {"ecosystem": "Maven", "name": "org.apache.commons:commons-lang3"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "3.12.0-RC1"}, {"fixed": "3.12.1"}]}]}]}]
+"#,
+    );
+    repo.commit_all("an advisory on commons-lang3", EPOCH);
+    repo.xtask(&["release"]).refused(&[
+        "release gates failed",
+        "STELLA-TEST-MAVEN-1",
+        "`org.apache.commons:commons-lang3` 3.12.0",
+        "/opt/java/web.war:WEB-INF/lib/commons-lang3.jar",
+        "ecosys (linux/amd64)",
+    ]);
+}

@@ -110,7 +110,7 @@ impl io::Write for Sniffer {
                 return Ok(buf.len());
             }
             match Elf::parse(&self.head) {
-                Some(e) if e.shnum > 0 && e.table_len() <= MAX_HEADERS => self.elf = Some(e),
+                Some(e) if e.table_len() <= MAX_HEADERS => self.elf = Some(e),
                 _ => {
                     self.not_elf = true;
                     return Ok(buf.len());
@@ -169,7 +169,11 @@ impl Sniffer {
         if self.marks.is_empty() {
             return Ok(None);
         }
-        if (self.headers.len() as u64) < e.table_len() {
+        if e.shnum == 0 && e.shoff != 0 {
+            // The count is in the first section header (65,280 sections or more): not read, said.
+            return Err("the section name `.dep-v0` is there but the file numbers its sections the extended way (65,280 or more sections), which is not read".into());
+        }
+        if e.shnum == 0 || (self.headers.len() as u64) < e.table_len() {
             // A name but no section table in the file: not a section.
             return Ok(None);
         }
@@ -353,6 +357,15 @@ pub(crate) mod tests {
         f[0x30..0x32].copy_from_slice(&3u16.to_be_bytes());
         f[0x32..0x34].copy_from_slice(&2u16.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn extended_section_numbering_is_refused_not_skipped() {
+        let mut file = elf(&deflate(JSON));
+        file[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes());
+        let mut s = Sniffer::default();
+        s.write_all(&file).unwrap();
+        assert!(s.locate().unwrap_err().contains("extended way"));
     }
 
     #[test]

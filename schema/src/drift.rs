@@ -35,7 +35,7 @@ impl DriftFile {
 #[serde(deny_unknown_fields)]
 pub struct Difference {
     pub change: DriftChange,
-    /// `file`, or a package type (deb, rust-crate, npm, python, go-module, dotnet).
+    /// `file`, or a package type (deb, rust-crate, npm, python, go-module, dotnet, java-archive).
     #[serde(rename = "type")]
     pub kind: String,
     /// Package name, or absolute file path.

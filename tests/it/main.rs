@@ -11,6 +11,7 @@ mod builders;
 mod buildkit;
 mod compiled;
 mod docker;
+mod ecosystems;
 mod evidence;
 mod faults;
 mod kit;

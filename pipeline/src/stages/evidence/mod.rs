@@ -13,9 +13,11 @@
 //! `scans/<component>/<platform>.json`, `provenance/<component>/<platform>.intoto.json`,
 //! `drift.json` (every image's report, accepted differences with their reasons).
 
+pub mod auditable;
 pub mod drift;
 pub mod goinfo;
 pub mod inventory;
+pub mod java;
 pub mod provenance;
 pub mod sbom;
 pub mod scan;

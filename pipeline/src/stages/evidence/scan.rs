@@ -8,12 +8,19 @@
 //! - the OS from `etc/os-release` or `usr/lib/os-release`;
 //! - Go modules and the standard library from the build information of Go programs (ELF files,
 //!   Go 1.18 and later);
-//! - Rust crates from `Cargo.lock` files; npm packages from `node_modules/**/package.json`;
-//!   Python distributions from `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
+//! - Rust crates from `Cargo.lock` files and from the `.dep-v0` section cargo-auditable writes
+//!   into programs ([`auditable`]: located on the first pass, read on a second pass over the
+//!   layers that hold such a program);
+//! - npm packages from `node_modules/**/package.json`; Python distributions from
+//!   `*.dist-info/METADATA` and `*.egg-info` (file or `PKG-INFO`);
+//! - .NET packages from `*.deps.json` (the `libraries` of type `package`);
+//! - Java packages from `.jar`, `.war`, `.ear` (and the other zip-based Java packagings) and
+//!   the archives nested in them ([`java`]); one archive at a time is held, at most
+//!   [`java::MAX`] bytes;
 //! - every regular file no package owns (outside the package databases), with its sha256.
 //!
 //! Layers are streamed: memory holds one entry per path and the package files' text, never a
-//! layer or a file's content.
+//! layer, nor a file's content except one Java archive's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,7 +29,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::goinfo;
+use super::{auditable, goinfo, java};
 use oci::layer::HashingReader;
 use oci::{Layout, LayoutError, Manifest};
 use schema::model::Digest;
@@ -40,12 +47,40 @@ pub enum ScanError {
     },
     #[error("image file `{file}`: line {line}: {message}")]
     Malformed { file: String, line: usize, message: String },
+    #[error("image file `{file}`: a Java archive larger than the {limit} bytes the scan reads\n  hint: an archive this large is read whole to find the archives nested in it; split it, or ship its nested archives as files")]
+    TooLarge { file: String, limit: u64 },
+}
+
+/// What the scan keeps of the files that describe packages, by path.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Package files' text (and Go build information, see [`go_text`]).
+    texts: BTreeMap<String, String>,
+    /// Packages read from a file while it streamed (Java archives, cargo-auditable programs).
+    found: BTreeMap<String, Vec<Found>>,
+    /// Programs of the current layer with a `.dep-v0` section: (entry index, offset, size).
+    pending: BTreeMap<String, (usize, u64, u64)>,
+}
+
+/// Writes to both sniffers.
+struct Tee<'a>(&'a mut goinfo::Sniffer, &'a mut auditable::Sniffer);
+
+impl io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A package found in the image.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Found {
-    /// syft's package type names: deb, apk, rust-crate, npm, python.
+    /// syft's package type names: deb, apk, go-module, rust-crate, npm, python, dotnet,
+    /// java-archive.
     pub kind: String,
     pub name: String,
     pub version: String,
@@ -98,7 +133,7 @@ enum Node {
 #[derive(Default)]
 struct Tree {
     nodes: BTreeMap<String, Node>,
-    texts: BTreeMap<String, String>,
+    kept: Kept,
     gone: BTreeMap<String, usize>,
 }
 
@@ -112,6 +147,7 @@ fn keep_text(path: &str) -> bool {
         || path == "usr/lib/os-release"
         || name == "Cargo.lock"
         || (name == "package.json" && path.contains("node_modules/"))
+        || name.ends_with(".deps.json")
         || python_metadata(path)
 }
 
@@ -137,7 +173,7 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
         {
             let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&mut blob));
-            for e in ar.entries().map_err(read_err)? {
+            for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
                 let mut e = e.map_err(read_err)?;
                 let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
                 let (dir, name) = p.rsplit_once('/').map(|(d, n)| (d.to_owned(), n)).unwrap_or((String::new(), p.as_str()));
@@ -159,27 +195,70 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                             let mut h = HashingReader::new(&mut e);
                             h.read_to_string(&mut s).map_err(read_err)?;
                             let (d, _) = h.finish();
-                            t.texts.insert(p.clone(), s);
+                            t.kept.texts.insert(p.clone(), s);
                             t.nodes.insert(p, Node::File { sha256: d.hex().to_owned(), layer: i });
+                        } else if java::is_archive(name) {
+                            // A Java archive is read whole (its directory is at its end).
+                            let mut h = HashingReader::new(&mut e);
+                            let mut bytes = Vec::new();
+                            (&mut h).take(java::MAX + 1).read_to_end(&mut bytes).map_err(read_err)?;
+                            if bytes.len() as u64 > java::MAX {
+                                return Err(ScanError::TooLarge { file: format!("/{p}"), limit: java::MAX });
+                            }
+                            let found = java::catalog(&format!("/{p}"), &bytes).map_err(|m| ScanError::Malformed {
+                                file: m.file,
+                                line: m.line,
+                                message: m.message,
+                            })?;
+                            drop(bytes);
+                            let found = found
+                                .into_iter()
+                                .map(|j| Found { kind: "java-archive".into(), name: j.name(), version: j.version, location: j.location })
+                                .collect();
+                            t.kept.found.insert(p.clone(), found);
+                            t.nodes.insert(p, Node::File { sha256: h.finish().0.hex().to_owned(), layer: i });
                         } else {
                             let mut h = HashingReader::new(&mut e);
-                            let mut go = goinfo::Sniffer::default();
-                            io::copy(&mut h, &mut go).map_err(read_err)?;
+                            let (mut go, mut dep) = (goinfo::Sniffer::default(), auditable::Sniffer::default());
+                            io::copy(&mut h, &mut Tee(&mut go, &mut dep)).map_err(read_err)?;
                             // A Go program: its build information is kept as its text.
                             if let Some(raw) = go.found() {
-                                t.texts.insert(p.clone(), go_text(&raw, &p)?);
+                                t.kept.texts.insert(p.clone(), go_text(&raw, &p)?);
+                            }
+                            // A cargo-auditable program: its section is read on the second pass.
+                            let section = dep.locate().map_err(|message| ScanError::Malformed {
+                                file: format!("/{p} (cargo-auditable `.dep-v0` section)"),
+                                line: 1,
+                                message,
+                            })?;
+                            if let Some((offset, size)) = section {
+                                t.kept.pending.insert(p.clone(), (index, offset, size));
                             }
                             t.nodes.insert(p, Node::File { sha256: h.finish().0.hex().to_owned(), layer: i });
                         }
                     }
                     tar::EntryType::Link => {
-                        // A hard link: the same content as its target, written by this layer.
+                        // A hard link: the same content as its target, written by this layer, so the
+                        // same packages.
                         let target = e.link_name().ok().flatten().map(|t| t.to_string_lossy().trim_start_matches("./").to_owned());
+                        t.remove_under(&p, true, i);
+                        if let Some(to) = &target {
+                            if let Some(text) = t.kept.texts.get(to).filter(|_| keep_text(&p) == keep_text(to)).cloned() {
+                                t.kept.texts.insert(p.clone(), text);
+                            }
+                            if let Some(found) = t.kept.found.get(to).cloned() {
+                                let (from, dest) = (format!("/{to}"), format!("/{p}"));
+                                let moved = found.into_iter().map(|f| Found { location: f.location.replacen(&from, &dest, 1), ..f });
+                                t.kept.found.insert(p.clone(), moved.collect());
+                            }
+                            if let Some(section) = t.kept.pending.get(to).copied() {
+                                t.kept.pending.insert(p.clone(), section);
+                            }
+                        }
                         let node = match target.and_then(|to| t.nodes.get(&to).cloned()) {
                             Some(Node::File { sha256, .. }) => Node::File { sha256, layer: i },
                             _ => Node::Other,
                         };
-                        t.remove_under(&p, true, i);
                         t.nodes.insert(p, node);
                     }
                     _ => {
@@ -197,8 +276,11 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         if d != layer.digest {
             return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
         }
+        if !t.kept.pending.is_empty() {
+            read_sections(&path, i, std::mem::take(&mut t.kept.pending), &mut t.kept.found)?;
+        }
     }
-    let mut out = catalog(&t.nodes, &t.texts)?;
+    let mut out = catalog(&t.nodes, &t.kept)?;
     for (path, node) in &t.nodes {
         if let Node::File { sha256, layer } = node {
             out.tree.insert(format!("/{path}"), Written { sha256: sha256.clone(), layer: *layer });
@@ -209,6 +291,50 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         t.gone.into_iter().filter(|(p, _)| !matches!(nodes.get(p), Some(Node::File { .. }))).map(|(p, l)| (format!("/{p}"), l)).collect();
     out.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
     Ok(out)
+}
+
+/// The second pass over layer `layer` (the blob at `path`, its digest checked on the first):
+/// the `.dep-v0` sections of the programs `pending` names, read into their crates.
+fn read_sections(
+    path: &std::path::Path,
+    layer: usize,
+    pending: BTreeMap<String, (usize, u64, u64)>,
+    found: &mut BTreeMap<String, Vec<Found>>,
+) -> Result<(), ScanError> {
+    let read_err = |source| ScanError::Read { path: path.to_owned(), layer, source };
+    // Hard links to a program share its entry: one read, every path.
+    let mut by_index: BTreeMap<usize, (Vec<&String>, u64, u64)> = BTreeMap::new();
+    for (p, &(i, o, s)) in &pending {
+        by_index.entry(i).or_insert_with(|| (Vec::new(), o, s)).0.push(p);
+    }
+    let last = by_index.keys().next_back().copied().unwrap_or(0);
+    let f = fs::File::open(path).map_err(read_err)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, f)));
+    for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
+        let e = e.map_err(read_err)?;
+        let Some((paths, offset, size)) = by_index.get(&index) else { continue };
+        let file = format!("/{} (cargo-auditable `.dep-v0` section)", paths[0]);
+        let bytes = auditable::read_section(e, *offset, *size).map_err(|e| ScanError::Malformed {
+            file: file.clone(),
+            line: 1,
+            message: e.to_string(),
+        })?;
+        let crates = auditable::parse(&bytes).map_err(|(line, message)| ScanError::Malformed { file, line, message })?;
+        for p in paths {
+            let location = format!("/{p}");
+            let list = crates.iter().map(|(name, version)| Found {
+                kind: "rust-crate".into(),
+                name: name.clone(),
+                version: version.clone(),
+                location: location.clone(),
+            });
+            found.insert((*p).clone(), list.collect());
+        }
+        if index >= last {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A Go program's build information as the text [`catalog`] reads: the Go version, then the
@@ -248,7 +374,9 @@ impl Tree {
             if let Some(Node::File { .. }) = self.nodes.remove(&k) {
                 self.gone.insert(k.clone(), layer);
             }
-            self.texts.remove(&k);
+            self.kept.texts.remove(&k);
+            self.kept.found.remove(&k);
+            self.kept.pending.remove(&k);
         }
     }
 }
@@ -257,10 +385,11 @@ fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
     stanza.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim))
 }
 
-fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> Result<ScanResult, ScanError> {
+fn catalog(tree: &BTreeMap<String, Node>, kept: &Kept) -> Result<ScanResult, ScanError> {
     let mut out = ScanResult::default();
     let mut owned: BTreeSet<String> = BTreeSet::new();
-    for (path, text) in texts {
+    out.packages.extend(kept.found.values().flatten().cloned());
+    for (path, text) in &kept.texts {
         if path == "etc/os-release" || (path == "usr/lib/os-release" && out.os.is_none()) {
             let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim_matches('"').to_owned());
             out.os = Some(format!("{} {}", get("ID").unwrap_or_default(), get("VERSION_ID").unwrap_or_default()).trim().to_owned());
@@ -316,6 +445,8 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
                     });
                 }
             }
+        } else if path.ends_with(".deps.json") {
+            out.packages.extend(dotnet_deps(path, text)?);
         } else if path.ends_with("package.json") {
             let v: serde_json::Value = serde_json::from_str(text).map_err(|e| ScanError::Malformed {
                 file: format!("/{path}"),
@@ -365,6 +496,31 @@ fn catalog(tree: &BTreeMap<String, Node>, texts: &BTreeMap<String, String>) -> R
             if !db && !owned.contains(path) {
                 out.files.insert(format!("/{path}"), sha256.clone());
             }
+        }
+    }
+    Ok(out)
+}
+
+/// The NuGet packages of a `*.deps.json` (what `dotnet build` and `dotnet publish` write): the
+/// `libraries` of type `package`, keyed `Name/Version`. Projects (the application and the
+/// projects it references) are the component's own code, not packages.
+fn dotnet_deps(path: &str, text: &str) -> Result<Vec<Found>, ScanError> {
+    let bad = |line: usize, message: String| ScanError::Malformed { file: format!("/{path}"), line, message };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.line().max(1), e.to_string()))?;
+    let Some(libraries) = v.get("libraries").and_then(|l| l.as_object()) else {
+        return Err(bad(1, "no `libraries` object".into()));
+    };
+    let line_of = |key: &str| text.find(&format!("\"{key}\"")).map(|at| text[..at].matches('\n').count() + 1).unwrap_or(1);
+    let mut out = Vec::new();
+    for (key, lib) in libraries {
+        let Some((name, version)) = key.split_once('/').filter(|(n, v)| !n.is_empty() && !v.is_empty() && !v.contains('/')) else {
+            return Err(bad(line_of(key), format!("library `{key}` is not `Name/Version`")));
+        };
+        let Some(kind) = lib.get("type").and_then(|t| t.as_str()) else {
+            return Err(bad(line_of(key), format!("library `{key}` has no `type`")));
+        };
+        if kind == "package" {
+            out.push(Found { kind: "dotnet".into(), name: name.into(), version: version.into(), location: format!("/{path}") });
         }
     }
     Ok(out)
@@ -442,5 +598,151 @@ mod tests {
         // The scan's JSON (the evidence document) does not carry them.
         let json = serde_json::to_value(&s).unwrap();
         assert!(json.get("tree").is_none() && json.get("gone").is_none() && json.get("layers").is_none(), "{json}");
+    }
+
+    /// As `dotnet publish` writes `App.deps.json` (abridged).
+    const DEPS: &str = r#"{
+  "runtimeTarget": {"name": ".NETCoreApp,Version=v8.0/linux-x64", "signature": ""},
+  "compilationOptions": {},
+  "targets": {
+    ".NETCoreApp,Version=v8.0/linux-x64": {
+      "App/1.0.0": {"dependencies": {"Newtonsoft.Json": "13.0.3", "Lib": "1.0.0"}, "runtime": {"App.dll": {}}},
+      "Newtonsoft.Json/13.0.3": {"runtime": {"lib/net6.0/Newtonsoft.Json.dll": {"assemblyVersion": "13.0.0.0", "fileVersion": "13.0.3.27908"}}},
+      "Lib/1.0.0": {"runtime": {"Lib.dll": {}}}
+    }
+  },
+  "libraries": {
+    "App/1.0.0": {"type": "project", "serviceable": false, "sha512": ""},
+    "Newtonsoft.Json/13.0.3": {"type": "package", "serviceable": true, "sha512": "sha512-HrC5BXdl00IP9zeV+0Z848QWPAoCr9P3bDEZguI+gkLcBKAOxix/tLEAAHC+UvDNPv4a2d18lOReHMOagPa+zQ==", "path": "newtonsoft.json/13.0.3", "hashPath": "newtonsoft.json.13.0.3.nupkg.sha512"},
+    "Lib/1.0.0": {"type": "project", "serviceable": false, "sha512": ""}
+  }
+}
+"#;
+
+    /// A gzipped layer of (path, content) files and (path, target) hard links (content `None`).
+    fn layer(layout: &Layout, entries: &[(&str, Option<&[u8]>, &str)]) -> oci::Descriptor {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o755);
+            match data {
+                Some(d) => {
+                    h.set_size(d.len() as u64);
+                    b.append_data(&mut h, path, *d).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, link).unwrap();
+                }
+            }
+        }
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        layout.put_blob("application/vnd.oci.image.layer.v1.tar+gzip", &gz.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn archives_programs_and_deps_json_across_layers_whiteouts_and_hard_links() {
+        use crate::stages::evidence::{auditable, java};
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let pom = |a: &str| format!("groupId=g\nartifactId={a}\nversion=1.0\n");
+        let jar_a = java::tests::zip(
+            &[("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"), ("META-INF/maven/g/a/pom.properties", pom("a").as_bytes())],
+            true,
+        );
+        let jar_b = java::tests::zip(
+            &[("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"), ("META-INF/maven/g/b/pom.properties", pom("b").as_bytes())],
+            true,
+        );
+        let prog = auditable::tests::elf(&auditable::tests::deflate(
+            r#"{"packages":[{"name":"app","version":"0.1.0","root":true},{"name":"itoa","version":"1.0.11"}]}"#,
+        ));
+        let one = layer(
+            &layout,
+            &[
+                ("opt/a.jar", Some(&jar_a), ""),
+                ("opt/b.jar", Some(&jar_b), ""),
+                ("usr/bin/prog", Some(&prog), ""),
+                ("usr/bin/prog-link", None, "usr/bin/prog"),
+                ("app/App.deps.json", Some(DEPS.as_bytes()), ""),
+            ],
+        );
+        // The next layer removes b.jar and the program (its hard link stays), and links a.jar.
+        let two =
+            layer(&layout, &[("opt/.wh.b.jar", Some(b""), ""), ("opt/c.jar", None, "opt/a.jar"), ("usr/bin/.wh.prog", Some(b""), "")]);
+        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
+        let manifest =
+            Manifest { schema_version: 2, media_type: None, config, layers: vec![one, two], subject: None, annotations: BTreeMap::new() };
+        let r = scan(&layout, &manifest).unwrap();
+        let got: Vec<(&str, &str, &str, &str)> =
+            r.packages.iter().map(|p| (p.kind.as_str(), p.name.as_str(), p.version.as_str(), p.location.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("dotnet", "Newtonsoft.Json", "13.0.3", "/app/App.deps.json"),
+                ("java-archive", "g:a", "1.0", "/opt/a.jar"),
+                ("java-archive", "g:a", "1.0", "/opt/c.jar"),
+                ("rust-crate", "app", "0.1.0", "/usr/bin/prog-link"),
+                ("rust-crate", "itoa", "1.0.11", "/usr/bin/prog-link"),
+            ]
+        );
+        // The archives and programs are files with their hashes, as every unowned file.
+        assert_eq!(r.files["/opt/a.jar"], schema::model::Digest::of(&jar_a).hex());
+        assert_eq!(r.files["/opt/c.jar"], schema::model::Digest::of(&jar_a).hex());
+        assert_eq!(r.files["/usr/bin/prog-link"], schema::model::Digest::of(&prog).hex());
+        assert!(!r.files.contains_key("/opt/b.jar") && !r.files.contains_key("/usr/bin/prog"));
+    }
+
+    #[test]
+    fn a_broken_archive_or_section_in_an_image_is_refused_naming_it() {
+        use crate::stages::evidence::auditable;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
+        let image = |entries: &[(&str, Option<&[u8]>, &str)]| Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: config.clone(),
+            layers: vec![layer(&layout, entries)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let e = scan(&layout, &image(&[("srv/app.war", Some(b"PK\x03\x04 but no directory, long enough"), "")])).unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { file, line: 1, .. } if file == "/srv/app.war"), "{e}");
+        // An archive over the bound is refused by name, with a hint.
+        let big = vec![0u8; usize::try_from(crate::stages::evidence::java::MAX).unwrap() + 1];
+        let e = scan(&layout, &image(&[("opt/huge.jar", Some(&big), "")])).unwrap_err();
+        assert!(matches!(&e, ScanError::TooLarge { file, .. } if file == "/opt/huge.jar"), "{e}");
+        assert!(e.to_string().contains("hint:"), "{e}");
+        let prog = auditable::tests::elf(b"not zlib");
+        let e = scan(&layout, &image(&[("usr/bin/x", Some(&prog), "")])).unwrap_err();
+        assert!(e.to_string().contains("`/usr/bin/x (cargo-auditable `.dep-v0` section)`: line 1: not zlib-compressed data"), "{e}");
+    }
+
+    #[test]
+    fn deps_json_packages_are_read_and_projects_left_out() {
+        let found = dotnet_deps("app/App.deps.json", DEPS).unwrap();
+        let got: Vec<(&str, &str, &str)> = found.iter().map(|f| (f.kind.as_str(), f.name.as_str(), f.version.as_str())).collect();
+        assert_eq!(got, [("dotnet", "Newtonsoft.Json", "13.0.3")]);
+        assert_eq!(found[0].location, "/app/App.deps.json");
+        assert!(keep_text("app/App.deps.json"));
+    }
+
+    #[test]
+    fn a_malformed_deps_json_is_refused_with_file_and_line() {
+        let e = dotnet_deps("a/x.deps.json", "{\n \"libraries\": {\n  \"A/1\": {\"type\": }\n}}").unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { file, line: 3, .. } if file == "/a/x.deps.json"), "{e}");
+        let e = dotnet_deps("a/x.deps.json", "{\"targets\": {}}").unwrap_err();
+        assert!(e.to_string().contains("no `libraries` object"), "{e}");
+        let e = dotnet_deps("a/x.deps.json", "{\n\"libraries\": {\n\"NoVersion\": {\"type\": \"package\"}}}").unwrap_err();
+        assert!(
+            matches!(&e, ScanError::Malformed { line: 3, message, .. } if message.contains("`NoVersion` is not `Name/Version`")),
+            "{e}"
+        );
+        let e = dotnet_deps("a/x.deps.json", "{\n\"libraries\": {\n\n\"A/1.0\": {}}}").unwrap_err();
+        assert!(matches!(&e, ScanError::Malformed { line: 4, message, .. } if message.contains("no `type`")), "{e}");
     }
 }

@@ -197,7 +197,11 @@ pub fn run(
             packages.len() - in_images,
             lock_files.len(),
             scans.len(),
-            if unaudited > 0 { format!(" ({unaudited} of an ecosystem without advisories here, not audited)") } else { String::new() },
+            if unaudited > 0 {
+                format!(" ({unaudited} of an ecosystem without advisories here or a Java archive of unknown group, not audited)")
+            } else {
+                String::new()
+            },
             db.records.len(),
             a.advisories,
             db.sha256,
@@ -427,6 +431,7 @@ fn ecosystem_of(osv: &str) -> Option<Ecosystem> {
         "NuGet" => Ecosystem::Dotnet,
         "PyPI" => Ecosystem::Python,
         "Debian" => Ecosystem::Deb,
+        "Maven" => Ecosystem::JavaArchive,
         _ => return None,
     })
 }
@@ -530,7 +535,8 @@ pub struct Audited<'a> {
 
 /// Everything shipped: every package of every lock file, and every package the scans found
 /// in every image (the bases' Debian packages included). Packages of ecosystems no advisory
-/// format covers here (Alpine's) are not audited; the record counts them.
+/// format covers here (Alpine's) and Java archives whose group is unknown (OSV names Maven
+/// packages `group:artifact`) are not audited; the record counts them.
 pub fn shipped<'a>(images: &'a Images, scans: &'a [ScannedImage]) -> (Vec<Audited<'a>>, usize) {
     let mut out = Vec::new();
     for (component, ci) in &images.components {
@@ -550,7 +556,8 @@ pub fn shipped<'a>(images: &'a Images, scans: &'a [ScannedImage]) -> (Vec<Audite
     let mut unaudited = 0;
     for s in scans {
         for p in &s.scan.packages {
-            match Ecosystem::parse(&p.kind) {
+            // A Java archive whose group is unknown cannot be named as OSV names Maven packages.
+            match Ecosystem::parse(&p.kind).filter(|e| *e != Ecosystem::JavaArchive || p.name.contains(':')) {
                 Some(ecosystem) => out.push(Audited {
                     ecosystem,
                     name: &p.name,
@@ -702,5 +709,42 @@ mod tests {
         assert_eq!(in_range(&r, Ecosystem::Python, "2.0b9"), Ok(false));
         assert_eq!(in_range(&r, Ecosystem::Python, "2.0.post1"), Ok(false));
         assert!(in_range(&r, Ecosystem::Python, "two").unwrap_err().contains("not a python version"));
+    }
+
+    #[test]
+    fn maven_advisories_name_group_artifact_and_order_maven_versions() {
+        // Maven's order: a release candidate is before its release, `-jre` after `-android`.
+        let r = ecosystem_range(&[("introduced", "0"), ("fixed", "3.12.0")]);
+        assert_eq!(in_range(&r, Ecosystem::JavaArchive, "3.12.0-RC1"), Ok(true));
+        assert_eq!(in_range(&r, Ecosystem::JavaArchive, "3.9"), Ok(true), "3.9 is before 3.12");
+        assert_eq!(in_range(&r, Ecosystem::JavaArchive, "3.12"), Ok(false), "3.12 is 3.12.0");
+        let db = Advisories {
+            records: vec![Osv {
+                id: "GHSA-test-maven".into(),
+                summary: "a test advisory".into(),
+                withdrawn: None,
+                affected: vec![Affected {
+                    package: OsvPackage { ecosystem: "Maven".into(), name: "org.apache.commons:commons-lang3".into() },
+                    versions: Vec::new(),
+                    ranges: vec![ecosystem_range(&[("introduced", "3.0"), ("fixed", "3.13.0")])],
+                }],
+            }],
+            sha256: String::new(),
+        };
+        let shipped = |name: &'static str, version: &'static str| Audited {
+            ecosystem: Ecosystem::JavaArchive,
+            name,
+            version,
+            component: "web",
+            image: Some("web (linux/amd64)".into()),
+            location: "/opt/java/app.war:WEB-INF/lib/commons-lang3.jar",
+        };
+        let found =
+            audit(&db, &[shipped("org.apache.commons:commons-lang3", "3.12.0"), shipped("org.apache.commons:commons-lang3", "3.13.0")])
+                .unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].package.as_str(), found[0].version.as_str()), ("org.apache.commons:commons-lang3", "3.12.0"));
+        // The artifact alone (an archive without a known group) is not that package.
+        assert!(audit(&db, &[shipped("commons-lang3", "3.12.0")]).unwrap().is_empty());
     }
 }

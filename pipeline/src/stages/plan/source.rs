@@ -11,8 +11,16 @@ use git2::{ObjectType, Oid, Repository, Status, StatusOptions, Tree};
 use serde::Serialize;
 
 /// File names that pin dependencies; they must be identical to the tagged tree.
-pub const LOCK_FILE_NAMES: &[&str] =
-    &["Cargo.lock", "package-lock.json", "go.sum", "go.mod", "global.json", "Directory.Packages.props", "packages.lock.json"];
+pub const LOCK_FILE_NAMES: &[&str] = &[
+    "Cargo.lock",
+    "package-lock.json",
+    "go.sum",
+    "go.mod",
+    "global.json",
+    "Directory.Packages.props",
+    "packages.lock.json",
+    "gradle.lockfile",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

@@ -1,6 +1,10 @@
 //! Lock files, read for the build-time SBOM: Cargo.lock, package-lock.json (v2/v3), go.sum,
-//! .NET packages.lock.json and pinned requirements.txt. A malformed file is refused with its
-//! path and line.
+//! .NET packages.lock.json, Gradle's gradle.lockfile and pinned requirements.txt. A malformed
+//! file is refused with its path and line.
+//!
+//! Names are those the scan finds in images, so that the drift gate compares like with like:
+//! NuGet ids as packages.lock.json and `*.deps.json` both spell them; Java packages as
+//! `groupId:artifactId` (the scan's name when an archive's pom.properties gives the group).
 
 use serde::Serialize;
 
@@ -14,6 +18,7 @@ pub enum Ecosystem {
     GoModule,
     Dotnet,
     Python,
+    JavaArchive,
 }
 
 impl Ecosystem {
@@ -25,13 +30,22 @@ impl Ecosystem {
             Ecosystem::GoModule => "go-module",
             Ecosystem::Dotnet => "dotnet",
             Ecosystem::Python => "python",
+            Ecosystem::JavaArchive => "java-archive",
         }
     }
 
     pub fn parse(s: &str) -> Option<Ecosystem> {
-        [Ecosystem::Deb, Ecosystem::RustCrate, Ecosystem::Npm, Ecosystem::GoModule, Ecosystem::Dotnet, Ecosystem::Python]
-            .into_iter()
-            .find(|e| e.as_str() == s)
+        [
+            Ecosystem::Deb,
+            Ecosystem::RustCrate,
+            Ecosystem::Npm,
+            Ecosystem::GoModule,
+            Ecosystem::Dotnet,
+            Ecosystem::Python,
+            Ecosystem::JavaArchive,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
     }
 
     /// The purl of a package of this ecosystem (`distro` for Debian, e.g. `debian-12`).
@@ -60,6 +74,11 @@ impl Ecosystem {
             }
             Ecosystem::Dotnet => format!("pkg:nuget/{}@{}", e(name), e(version)),
             Ecosystem::Python => format!("pkg:pypi/{}@{}", e(&python_name(name)), e(version)),
+            // `groupId:artifactId`, or an artifact whose group is unknown.
+            Ecosystem::JavaArchive => match name.split_once(':') {
+                Some((group, artifact)) => format!("pkg:maven/{}/{}@{}", e(group), e(artifact), e(version)),
+                None => format!("pkg:maven/{}@{}", e(name), e(version)),
+            },
         }
     }
 }
@@ -103,7 +122,7 @@ pub struct LockFileError {
 }
 
 /// The lock file names this module reads.
-pub const READ: &[&str] = &["Cargo.lock", "package-lock.json", "go.sum", "packages.lock.json", "requirements.txt"];
+pub const READ: &[&str] = &["Cargo.lock", "package-lock.json", "go.sum", "packages.lock.json", "gradle.lockfile", "requirements.txt"];
 
 /// Parses the lock file `file` (a path, for messages; its name picks the format).
 pub fn parse(file: &str, text: &str) -> Result<Vec<LockedPackage>, LockFileError> {
@@ -116,6 +135,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<LockedPackage>, LockFileError
         "go.sum" => go_sum(text).map_err(|(l, m)| err(l, m))?,
         "packages.lock.json" => nuget(text).map_err(|(l, m)| err(l, m))?,
         "requirements.txt" => requirements(text).map_err(|(l, m)| err(l, m))?,
+        "gradle.lockfile" => gradle(text).map_err(|(l, m)| err(l, m))?,
         _ => Vec::new(),
     };
     out.sort();
@@ -289,6 +309,41 @@ fn nuget(text: &str) -> Parsed {
     Ok(out)
 }
 
+/// Gradle's dependency lock (`./gradlew dependencies --write-locks`): one
+/// `group:artifact:version=configuration,...` line per module, `empty=...` for configurations
+/// with none. Only modules of a runtime classpath ship in an archive: the others (compile-only,
+/// annotation processors) are left out.
+fn gradle(text: &str) -> Parsed {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with("empty=") {
+            continue;
+        }
+        let bad = || (i + 1, format!("`{line}` is not `GROUP:ARTIFACT:VERSION=CONFIGURATIONS`"));
+        let (coordinate, configurations) = line.split_once('=').ok_or_else(bad)?;
+        let parts: Vec<&str> = coordinate.split(':').collect();
+        let [group, artifact, version] = parts[..] else {
+            return Err(bad());
+        };
+        if group.is_empty() || artifact.is_empty() || version.is_empty() {
+            return Err(bad());
+        }
+        if !configurations.split(',').any(|c| c.trim() == "runtimeClasspath" || c.trim().ends_with("RuntimeClasspath")) {
+            continue;
+        }
+        out.push(LockedPackage {
+            ecosystem: Ecosystem::JavaArchive,
+            name: format!("{group}:{artifact}"),
+            version: version.to_owned(),
+            checksum: None,
+            license: None,
+            depends: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 fn requirements(text: &str) -> Parsed {
     let mut out = Vec::new();
     let joined = text.replace("\\\n", " ");
@@ -337,6 +392,34 @@ mod tests {
         let e = parse("x/Cargo.lock", bad).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
         assert!(e.to_string().contains("`x/Cargo.lock`: line 5"));
+    }
+
+    #[test]
+    fn gradle_lockfile_runtime_modules_and_a_malformed_line() {
+        let lock = "# This is a Gradle generated file for dependency locking.\n# Manual edits can break the build and are not advised.\n# This file is expected to be part of source control.\norg.apache.commons:commons-lang3:3.12.0=compileClasspath,runtimeClasspath\norg.projectlombok:lombok:1.18.30=annotationProcessor,compileClasspath\ncom.example:x:1.0=testRuntimeClasspath\nempty=\n";
+        let p = parse("app/gradle.lockfile", lock).unwrap();
+        let got: Vec<(&str, &str)> = p.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(got, [("com.example:x", "1.0"), ("org.apache.commons:commons-lang3", "3.12.0")]);
+        assert_eq!(Ecosystem::JavaArchive.purl(&p[1].name, &p[1].version, None, None), "pkg:maven/org.apache.commons/commons-lang3@3.12.0");
+        assert_eq!(Ecosystem::JavaArchive.purl("app", "1.0", None, None), "pkg:maven/app@1.0");
+        assert_eq!(Ecosystem::parse("java-archive"), Some(Ecosystem::JavaArchive));
+        let e = parse("app/gradle.lockfile", "# c\norg.a:b:1=runtimeClasspath\norg.a:b=runtimeClasspath\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert_eq!(parse("app/gradle.lockfile", "org.a:b:1\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn nuget_lock_names_and_versions_are_those_deps_json_carries() {
+        // packages.lock.json lists a package once per target (framework, then runtime): one package.
+        let lock = r#"{"version": 1, "dependencies": {
+  "net8.0": {"Newtonsoft.Json": {"type": "Direct", "requested": "[13.0.3, )", "resolved": "13.0.3", "contentHash": "HrC5BXdl00IP9zeV+0Z848QWPAoCr9P3bDEZguI+gkLcBKAOxix/tLEAAHC+UvDNPv4a2d18lOReHMOagPa+zQ=="},
+             "Lib": {"type": "Project"}},
+  "net8.0/linux-x64": {"Newtonsoft.Json": {"type": "Direct", "requested": "[13.0.3, )", "resolved": "13.0.3", "contentHash": "HrC5BXdl00IP9zeV+0Z848QWPAoCr9P3bDEZguI+gkLcBKAOxix/tLEAAHC+UvDNPv4a2d18lOReHMOagPa+zQ=="}}}}"#;
+        let p = parse("app/packages.lock.json", lock).unwrap();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].name.as_str(), p[0].version.as_str()), ("Newtonsoft.Json", "13.0.3"));
+        assert_eq!(Ecosystem::Dotnet.purl(&p[0].name, &p[0].version, None, None), "pkg:nuget/Newtonsoft.Json@13.0.3");
+        assert_eq!(p[0].checksum.as_ref().unwrap().0, "SHA-512");
     }
 
     #[test]

@@ -36,7 +36,8 @@ def edges(mods):
     path_re = re.compile(r"\b(crate|super|" + "|".join(CRATES) + r")((?:::[a-z_][a-z0-9_]*)+)")
     for m, (text, is_dir) in mods.items():
         crate = m.split("::")[0]
-        text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
+        # The test module, whatever attributes stand between `#[cfg(test)]` and `mod tests`.
+        text = re.split(r"#\[cfg\(test\)\]\s*(?:#\[[^\]]*\]\s*)*mod tests", text)[0]
         text = re.sub(r"//.*", "", text)
         here = m if is_dir else m.rsplit("::", 1)[0]
         for base, rest in path_re.findall(text):

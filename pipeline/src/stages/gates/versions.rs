@@ -493,7 +493,9 @@ mod tests {
     #[test]
     fn python_ordering_is_pep_440_as_packaging_orders_it() {
         let script = "import sys\nfrom packaging.version import Version\nvs=sys.argv[1:]\nfor a in vs:\n  print(' '.join(str((Version(a)>Version(b))-(Version(a)<Version(b))) for b in vs))";
-        let out = std::process::Command::new("python3").arg("-c").arg(script).args(PY).output();
+        // Debian's interpreter, which `python3-packaging` is for (a `python3` earlier on PATH,
+        // pyenv's for one, may not have it).
+        let out = std::process::Command::new("/usr/bin/python3").arg("-c").arg(script).args(PY).output();
         let Some(out) = out.ok().filter(|o| o.status.success()) else {
             assert!(std::env::var_os("CI").is_none(), "python3 with `packaging` (Debian: python3-packaging) is the reference for PEP 440");
             return;

@@ -111,7 +111,7 @@ pub fn prepare(t: &Toolchain, fetch: &Fetch) -> Result<GoToolchain, GoError> {
         debs.push(debian::fetch(p, &fetch.debs, &fetch.cache).map_err(fetch_err)?);
         key.update(format!("\n{} {}", p.name, p.sha256).as_bytes());
     }
-    let key = hex(&key.finalize())[..16].to_owned();
+    let key = schema::model::hex(&key.finalize())[..16].to_owned();
     let parent = fetch.cache.join("toolchains");
     let dir = parent.join(format!("{}-{key}", t.name));
     if !dir.join(".complete").is_file() {
@@ -291,14 +291,10 @@ pub fn dirhash(dir: &Path, module: &str, version: &str) -> Result<String, GoErro
     files.sort();
     let mut summary = Sha256::new();
     for (name, path) in &files {
-        let bytes = fs::read(path).map_err(io_at(path))?;
-        summary.update(format!("{}  {name}\n", hex(&Sha256::digest(&bytes))).as_bytes());
+        let (digest, _) = oci::layer::hash_file(path).map_err(io_at(path))?;
+        summary.update(format!("{}  {name}\n", digest.hex()).as_bytes());
     }
     Ok(format!("h1:{}", base64::engine::general_purpose::STANDARD.encode(summary.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A required module as the build used it.

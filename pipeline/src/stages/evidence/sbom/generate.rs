@@ -91,6 +91,29 @@ fn package_component(p: &LockedPackage, lock_file: &str, evidence: &str) -> Comp
     }
 }
 
+/// A package a scan found, as a library component: its purl (Debian's with `distro`), the
+/// ecosystem, then `more` properties, then where it was found.
+fn found_component(p: &crate::stages::evidence::scan::Found, distro: Option<&str>, more: Vec<Property>) -> Component {
+    let purl = Ecosystem::parse(&p.kind).map(|e| match e {
+        Ecosystem::Deb => e.purl(&p.name, &p.version, None, distro),
+        _ => e.purl(&p.name, &p.version, None, None),
+    });
+    let mut properties = vec![prop(ECOSYSTEM, p.kind.as_str())];
+    properties.extend(more);
+    properties.push(prop("stellaops:location", p.location.as_str()));
+    Component {
+        kind: ComponentType::Library,
+        bom_ref: purl.clone().unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version)),
+        name: p.name.clone(),
+        version: p.version.clone(),
+        description: None,
+        hashes: Vec::new(),
+        licenses: Vec::new(),
+        purl,
+        properties,
+    }
+}
+
 /// The build-time SBOM of one image.
 pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage, index: &Digest) -> Bom {
     let known = &image.known;
@@ -134,28 +157,9 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
             if p.kind == "deb" && pinned.contains(&(p.name.as_str(), p.version.as_str())) {
                 continue;
             }
-            let purl = Ecosystem::parse(&p.kind).map(|e| match e {
-                Ecosystem::Deb => e.purl(&p.name, &p.version, None, distro),
-                _ => e.purl(&p.name, &p.version, None, None),
-            });
-            let bom_ref = purl.clone().unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version));
-            deps.entry(bom_ref.clone()).or_default();
-            components.push(Component {
-                kind: ComponentType::Library,
-                bom_ref,
-                name: p.name.clone(),
-                version: p.version.clone(),
-                description: None,
-                hashes: Vec::new(),
-                licenses: Vec::new(),
-                purl,
-                properties: vec![
-                    prop(ECOSYSTEM, p.kind.as_str()),
-                    prop(EVIDENCE, "image"),
-                    prop(BASE, image.base.as_str()),
-                    prop("stellaops:location", p.location.as_str()),
-                ],
-            });
+            let c = found_component(p, distro, vec![prop(EVIDENCE, "image"), prop(BASE, image.base.as_str())]);
+            deps.entry(c.bom_ref.clone()).or_default();
+            components.push(c);
         }
         let replaced: BTreeSet<&str> = known.files.iter().map(|f| f.path.as_str()).collect();
         let removed = removed_paths(&known.files);
@@ -282,25 +286,7 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
 pub fn from_scan(scan: &crate::stages::evidence::scan::ScanResult, manifest: &oci::Manifest) -> Bom {
     // A manifest is plain data with string keys: it always serializes (never the digest of "").
     let digest = schema::model::Digest::of(&serde_json::to_vec(manifest).expect("a manifest always serializes"));
-    let mut components: Vec<Component> = scan
-        .packages
-        .iter()
-        .map(|p| {
-            let eco = Ecosystem::parse(&p.kind);
-            let purl = eco.map(|e| e.purl(&p.name, &p.version, None, None));
-            Component {
-                kind: ComponentType::Library,
-                bom_ref: purl.clone().unwrap_or_else(|| format!("{}:{}@{}", p.kind, p.name, p.version)),
-                name: p.name.clone(),
-                version: p.version.clone(),
-                description: None,
-                hashes: Vec::new(),
-                licenses: Vec::new(),
-                purl,
-                properties: vec![prop(ECOSYSTEM, p.kind.as_str()), prop("stellaops:location", p.location.as_str())],
-            }
-        })
-        .collect();
+    let mut components: Vec<Component> = scan.packages.iter().map(|p| found_component(p, None, Vec::new())).collect();
     components.extend(scan.files.iter().map(|(path, sha)| Component {
         kind: ComponentType::File,
         bom_ref: format!("file:{path}"),

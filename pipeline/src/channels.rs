@@ -219,6 +219,9 @@ pub struct Promoted {
     pub on_source_since: Option<String>,
     pub pointer_file: PathBuf,
     pub pruned: Vec<Version>,
+    /// The trust repository's new versions, when the store has one (`trust init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::tuf::Published>,
 }
 
 fn days(n: u32) -> i64 {
@@ -256,6 +259,7 @@ fn quarter(t: i64) -> (String, i64) {
 pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let public = req.key.public();
     refuse_dev_key(req.root, req.to, public)?;
+    refuse_unlisted_key(req.store, public)?;
     if let Some(reason) = &req.emergency {
         if reason.trim().is_empty() {
             return Err(OpsError::Refused("`--emergency` needs a reason (it is recorded in the pointer)".to_owned()));
@@ -399,7 +403,8 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let mut log = log;
     log.push(p.clone());
     let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
-    Ok(Promoted { pointer: p, refreshed, from, on_source_since: since, pointer_file: req.store.pointer_path(req.to), pruned })
+    let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    Ok(Promoted { pointer: p, refreshed, from, on_source_since: since, pointer_file: req.store.pointer_path(req.to), pruned, trust })
 }
 
 fn next_pointer(
@@ -438,6 +443,54 @@ fn downstream(cfg: &schema::config::Config, c: Channel) -> Vec<Channel> {
         at = next;
     }
     out
+}
+
+/// Re-signs the store's trust repository (if it has one) from every channel's current state.
+pub fn publish_trust(
+    store: &Store,
+    cfg: &schema::config::Config,
+    key: &SigningKey,
+    now: i64,
+) -> Result<Option<crate::tuf::Published>, OpsError> {
+    let repo = crate::tuf::Repo::of(store.root());
+    if !repo.exists() {
+        return Ok(None);
+    }
+    refuse_unlisted_key(store, key.public())?;
+    let mut states = Vec::new();
+    for (&c, train) in &cfg.trains {
+        let log = store.log(c, key.public())?;
+        let Some(pointer) = log.last().cloned() else { continue };
+        let kept = store.kept(c, &log)?;
+        let support_ends = kept
+            .iter()
+            .find(|k| k.current)
+            .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
+            .and_then(|b| verifier::manifest::parse(&b).ok())
+            .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
+            .map(|date| rfc3339(date + days(train.support_window_days)));
+        let kept = kept
+            .iter()
+            .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
+            .collect();
+        states.push(crate::tuf::ChannelState { channel: c, pointer, kept, support_ends });
+    }
+    let expiry_days = cfg.trains.values().map(|t| t.pointer_expiry_days).min().unwrap_or(14);
+    crate::tuf::publish(&repo, &states, expiry_days, key, now)
+}
+
+/// With a trust repository, only its release keys move channels: a key the root does not list
+/// is refused before anything is written.
+fn refuse_unlisted_key(store: &Store, key: &PublicKey) -> Result<(), OpsError> {
+    let repo = crate::tuf::Repo::of(store.root());
+    if repo.exists() && !repo.may_sign_targets(key)? {
+        return Err(OpsError::Refused(format!(
+            "the key `{}` is not a release key of the trust root `{}`\n  hint: sign with a key the root lists for `targets`",
+            key.key_id(),
+            repo.metadata().display()
+        )));
+    }
+    Ok(())
 }
 
 /// Stable and lts pointers are never signed with the development key (made on first use by
@@ -502,6 +555,8 @@ pub struct RolledBack {
     /// Whether the rendered compose file and chart have the digests release.yaml states.
     pub compose_matches_release: bool,
     pub chart_matches_release: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<crate::tuf::Published>,
 }
 
 /// `cargo xtask rollback`:
@@ -515,6 +570,7 @@ pub struct RolledBack {
 pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let public = req.key.public();
     refuse_dev_key(req.root, req.channel, public)?;
+    refuse_unlisted_key(req.store, public)?;
     let cfg = schema::config::load(req.root)?;
     // 1.
     let log = req.store.log(req.channel, public)?;
@@ -587,6 +643,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
     let env = pointer::sign(&p, req.key);
     req.store.issue(req.channel, &env, p.sequence)?;
+    let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
     let rel_path = |abs: &Path| req.out.join(abs.strip_prefix(&staged).unwrap_or(abs));
     Ok(RolledBack {
         pointer: p,
@@ -598,6 +655,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
         templates,
         compose_matches_release,
         chart_matches_release,
+        trust,
     })
 }
 

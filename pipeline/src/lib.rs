@@ -33,5 +33,6 @@ pub mod release;
 pub mod repro;
 pub mod stages;
 pub mod templates;
+pub mod tuf;
 
 pub use error::Error;

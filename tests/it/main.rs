@@ -27,3 +27,4 @@ mod support;
 mod templates;
 mod thirdparty;
 mod trust;
+mod tuf;

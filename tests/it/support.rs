@@ -176,7 +176,7 @@ impl Run {
     }
 }
 
-fn copy(from: &Path, to: &Path) {
+pub fn copy(from: &Path, to: &Path) {
     let meta = fs::symlink_metadata(from).expect("stat");
     if meta.is_dir() {
         fs::create_dir_all(to).expect("mkdir");

@@ -58,6 +58,12 @@ pub enum OpsCommand {
     /// in one quarter. Promoting the current release again re-signs its pointer (new expiry).
     /// A release reaches `stable` only from `edge` and `lts` only from `stable`; stable and lts
     /// pointers are never signed with the development key.
+    /// The channels' TUF trust repository (`<channels>/tuf/`): `init` writes its root,
+    /// `refresh` re-signs targets, snapshot and timestamp (run daily: a timestamp expires after
+    /// a day), `check` reads it as a TUF client does. Every `promote` and `rollback` of a store
+    /// that has one re-signs it, and only its release keys may move a channel.
+    #[command(subcommand)]
+    Trust(TrustCommand),
     Promote {
         /// A release directory, or a version kept by a channel that promotes to `--to`.
         release: String,
@@ -158,6 +164,54 @@ pub enum OpsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Write the trust root (`1.root.json`): the root keys (kept offline) and their threshold,
+    /// and the release keys that sign the channels' targets, snapshot and timestamp.
+    Init {
+        /// A root private key (repeat for several; each signs the root).
+        #[arg(long = "root-key", value_name = "FILE", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// How many root keys must sign a new root version (default: 1).
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u64,
+        /// A release public key (repeat for several).
+        #[arg(long = "release-key", value_name = "FILE", required = true)]
+        release_keys: Vec<PathBuf>,
+        /// How long the root is valid, in days.
+        #[arg(long, default_value_t = 365)]
+        root_days: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        clock: ClockArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-sign targets, snapshot and timestamp from the store's current pointers.
+    Refresh {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        clock: ClockArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the trust repository as a TUF client (the `tough` crate) from a trusted root:
+    /// signatures, thresholds, versions, hashes, expiry (wall clock); print each channel.
+    Check {
+        /// The root the client trusts (default: `<channels>/tuf/metadata/1.root.json`).
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub struct KeyArg {
     /// The release signing key (passphrase in STELLAOPS_KEY_PASSPHRASE; default: the
@@ -199,6 +253,7 @@ fn describe(p: &pointer::Pointer) -> String {
 
 pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     match cmd {
+        OpsCommand::Trust(t) => trust(t),
         OpsCommand::Promote { release, to, emergency, store, key, clock, json } => {
             let (root, store) = store_of(&store)?;
             let key = key.load(&root)?;
@@ -366,4 +421,84 @@ fn default_state() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("stellaops/pointer-state.json")
+}
+
+fn trust(cmd: TrustCommand) -> Result<(), Failure> {
+    use pipeline::tuf;
+    match cmd {
+        TrustCommand::Init { root_keys, root_threshold, release_keys, root_days, store, clock, json } => {
+            let (_, store) = store_of(&store)?;
+            let pass = Secret::from_env();
+            let root_keys =
+                root_keys.iter().map(|p| SigningKey::load(p, &pass)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
+            let release_keys =
+                release_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
+            let repo = tuf::Repo::of(store.root());
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let req = tuf::Init {
+                repo: &repo,
+                root_keys: &root_keys,
+                threshold: root_threshold,
+                release_keys: &release_keys,
+                now: clock.clock().now(),
+                root_days,
+            };
+            let path = tuf::init(&req).map_err(ops)?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "root": path}));
+            } else {
+                progress::out(&format!("{}", path.display()));
+            }
+            Ok(())
+        }
+        TrustCommand::Refresh { store, key, clock, json } => {
+            let (root, store) = store_of(&store)?;
+            let key = key.load(&root)?;
+            let cfg = schema::config::load(&root).map_err(|e| ops(e.into()))?;
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let done = channels::publish_trust(&store, &cfg, &key, clock.clock().now()).map_err(ops)?.ok_or_else(|| {
+                ops(OpsError::Refused(format!(
+                    "`{}` has no trust repository\n  hint: `cargo xtask trust init --root-key ROOT.key --release-key RELEASE.pub`",
+                    store.root().display()
+                )))
+            })?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "trust": done}));
+            } else {
+                progress::out(&format!(
+                    "targets {}, snapshot {}, timestamp {} (expires {})",
+                    done.targets_version, done.snapshot_version, done.timestamp_version, done.timestamp_expires
+                ));
+            }
+            Ok(())
+        }
+        TrustCommand::Check { root, store, json } => {
+            let (_, store) = store_of(&store)?;
+            let repo = tuf::Repo::of(store.root());
+            let trusted = root.unwrap_or_else(|| repo.metadata().join("1.root.json"));
+            let channels = tuf::check(&repo, &trusted).map_err(ops)?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "channels": channels}));
+            } else {
+                let lines: Vec<String> = channels
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} -> {} (sequence {}){}",
+                            c.channel,
+                            c.custom.get("version").and_then(|v| v.as_str()).unwrap_or("?"),
+                            c.custom.get("sequence").map(|v| v.to_string()).unwrap_or_default(),
+                            c.custom
+                                .get("supportEnds")
+                                .and_then(|v| v.as_str())
+                                .map(|e| format!(", supported until {e}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                progress::out(&lines.join("\n"));
+            }
+            Ok(())
+        }
+    }
 }

@@ -1,0 +1,173 @@
+//! The channels' TUF trust repository (issue 15): written by `trust init`, `promote` and
+//! `trust refresh`, read by python-tuf's `ngclient` (an independent client, served over HTTP on
+//! loopback) and by `trust check` (the `tough` crate's client).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::support::{verifier, Repo, Run};
+
+fn day(days: f64) -> String {
+    schema::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
+}
+
+fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
+    repo.edit("release-trains/components.toml", &format!("version = \"{from}\"\nregistry"), &format!("version = \"{to}\"\nregistry"));
+    repo.commit_all(&format!("bundle {to}"), crate::support::EPOCH + day * 86_400);
+}
+
+fn release(repo: &Repo, name: &str) -> PathBuf {
+    let out = repo.releases().join(name);
+    repo.xtask(&["release", "--channel", "edge", "--out", out.to_str().unwrap()]).ok();
+    out
+}
+
+/// A static HTTP server for `dir` on a free loopback port (python's http.server).
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Served {
+    fn start(dir: &Path) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Served { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs python-tuf's client (tests/verifiers/tuf_client.py) with its state in `client`.
+fn ngclient(py: &Path, scripts: &Path, url: &str, client: &Path, root: &Path, targets: &[&str]) -> Run {
+    let out = Command::new(py).arg(scripts.join("tuf_client.py")).arg(url).arg(client).arg(root).args(targets).output().unwrap();
+    Run::of(out)
+}
+
+#[test]
+fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_timestamp_and_an_unlisted_key() {
+    let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else { return };
+    let repo = Repo::new();
+    let release_pub = repo.release_key();
+    let root_key = repo.path().join("target/keys/root.key");
+    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
+        .write(&root_key, &root_key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
+        .unwrap();
+    let channels = repo.path().join("target/channels");
+    let meta = channels.join("tuf/metadata");
+    repo.xtask(&[
+        "trust",
+        "init",
+        "--root-key",
+        root_key.to_str().unwrap(),
+        "--release-key",
+        release_pub.to_str().unwrap(),
+        "--now",
+        &day(0.0),
+    ])
+    .ok();
+    // A second init would replace the root: refused.
+    repo.xtask(&["trust", "init", "--root-key", root_key.to_str().unwrap(), "--release-key", release_pub.to_str().unwrap()])
+        .refused(&["already has a TUF root"]);
+    let trusted_root = repo.path().join("target/trusted-root.json");
+    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
+
+    // A promotion signs targets, snapshot and timestamp (version 1).
+    let r1 = release(&repo, "r1");
+    let p = repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0), "--json"]);
+    p.ok();
+    assert_eq!(p.json()["promoted"]["trust"]["timestampVersion"], 1, "{}", p.stdout);
+    let served = Served::start(&channels.join("tuf"));
+    let client = repo.path().join("target/client");
+    let kept = fs::read_dir(channels.join("edge/releases")).unwrap().next().unwrap().unwrap().file_name();
+    let release_target = format!("release-edge-{}.yaml", kept.to_str().unwrap());
+    let got = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json", &release_target]);
+    got.ok();
+    let v = got.json();
+    let pointer = &v["channel-edge.json"];
+    assert_eq!(pointer["custom"]["version"], "2.4.1");
+    assert_eq!(pointer["custom"]["sequence"], 1);
+    assert_eq!(pointer["custom"]["rollback"], false);
+    // The edge release's date plus edge's 7-day support window.
+    assert_eq!(pointer["custom"]["supportEnds"], day(7.0));
+    // The pointer target is the document the DSSE pointer signs; the release.yaml is the release's.
+    let env: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("edge/pointer.json")).unwrap()).unwrap();
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(pointer["sha256"], schema::model::Digest::of(&payload).hex());
+    assert_eq!(v[&release_target]["sha256"], schema::model::Digest::of(&fs::read(r1.join("release.yaml")).unwrap()).hex());
+    assert_eq!(pointer["custom"]["releaseYaml"], schema::model::Digest::of(&fs::read(r1.join("release.yaml")).unwrap()).to_string());
+
+    // tough's client agrees.
+    let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
+    check.ok();
+    assert_eq!(check.json()["channels"][0]["custom"]["version"], "2.4.1");
+
+    // Keep the first timestamp and snapshot, then move the channel.
+    let old_timestamp = fs::read(meta.join("timestamp.json")).unwrap();
+    bump(&repo, "2.4.1", "2.4.2", 1);
+    let r2 = release(&repo, "r2");
+    repo.xtask(&["promote", r2.to_str().unwrap(), "--to", "edge", "--now", &day(1.0)]).ok();
+    let got = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]);
+    got.ok();
+    assert_eq!(got.json()["channel-edge.json"]["custom"]["version"], "2.4.2");
+
+    // A mirror replaying the old timestamp (and so the old snapshot): refused by the client
+    // that has seen the newer one.
+    let new_timestamp = fs::read(meta.join("timestamp.json")).unwrap();
+    fs::write(meta.join("timestamp.json"), &old_timestamp).unwrap();
+    let replayed = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]);
+    assert_ne!(replayed.code, 0, "a replayed timestamp was accepted: {}", replayed.stdout);
+    assert!(replayed.stderr.contains("BadVersionNumberError"), "{}", replayed.stderr);
+    fs::write(meta.join("timestamp.json"), &new_timestamp).unwrap();
+
+    // A timestamp past its expiry (signed on a day long gone): refused by both clients.
+    repo.xtask(&["trust", "refresh", "--now", "2020-01-01T00:00:00Z"]).ok();
+    let expired = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]);
+    assert_ne!(expired.code, 0, "an expired timestamp was accepted: {}", expired.stdout);
+    assert!(expired.stderr.contains("ExpiredMetadataError"), "{}", expired.stderr);
+    repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap()]).refused(&["does not verify"]);
+    repo.xtask(&["trust", "refresh", "--now", &day(1.0)]).ok();
+    ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
+
+    // A key the root does not list moves nothing, and writes nothing.
+    let stranger = repo.path().join("target/keys/stranger.key");
+    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
+        .write(&stranger, &stranger.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
+        .unwrap();
+    let before: Vec<_> = fs::read_dir(&meta).unwrap().map(|e| e.unwrap().file_name()).collect();
+    repo.xtask(&["trust", "refresh", "--key", stranger.to_str().unwrap(), "--now", &day(1.0)])
+        .refused(&["is not a release key of the trust root"]);
+    repo.xtask(&["promote", r2.to_str().unwrap(), "--to", "edge", "--key", stranger.to_str().unwrap(), "--now", &day(1.0)])
+        .refused(&["is not a release key of the trust root"]);
+    let after: Vec<_> = fs::read_dir(&meta).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before.len(), after.len());
+
+    // The same state and keys give the same bytes (deterministic signatures, canonical JSON).
+    let copy = repo.path().join("target/channels-copy");
+    crate::support::copy(&channels, &copy);
+    repo.xtask(&["trust", "refresh", "--now", &day(2.0)]).ok();
+    repo.xtask(&["trust", "refresh", "--now", &day(2.0), "--channels", copy.to_str().unwrap()]).ok();
+    for f in ["timestamp.json", "5.snapshot.json", "5.targets.json"] {
+        assert_eq!(fs::read(meta.join(f)).unwrap(), fs::read(copy.join("tuf/metadata").join(f)).unwrap(), "{f} differs");
+    }
+}

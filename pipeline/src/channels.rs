@@ -74,7 +74,29 @@ impl Store {
 
     /// Every pointer of the channel, checked: signed by `key`, for this channel, sequences
     /// 1, 2, 3... without a gap; and `pointer.json` is the last one.
+    ///
+    /// With a trust repository, a pointer may be signed by any release key of any of its root
+    /// versions (keys rotate), and by a revoked one only if issued before its revocation.
     pub fn log(&self, c: Channel, key: &PublicKey) -> Result<Vec<Pointer>, OpsError> {
+        let trusted = self.trusted(key)?;
+        let open = |env: &verifier::sign::Envelope| -> Result<Pointer, String> {
+            let mut last = String::from("no trusted key");
+            for k in &trusted {
+                match pointer::open(env, &k.key) {
+                    Ok((p, _)) if k.trusted_at(p.issued_at().unwrap_or(i64::MAX)) => return Ok(p),
+                    Ok((p, _)) => {
+                        last = format!(
+                            "signed by the key {} on {}, after its revocation ({})",
+                            k.key.key_id(),
+                            p.issued,
+                            k.revoked.as_ref().map(|(_, r)| r.as_str()).unwrap_or_default()
+                        )
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        };
         let dir = self.dir(c).join("log");
         let mut files: Vec<PathBuf> = match fs::read_dir(&dir) {
             Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
@@ -85,7 +107,7 @@ impl Store {
         let mut out = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let env = pointer::read_envelope(f)?;
-            let (p, _) = pointer::open(&env, key).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", f.display())))?;
+            let p = open(&env).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", f.display())))?;
             if p.channel != c || p.sequence != i as u64 + 1 {
                 return Err(OpsError::Invalid(format!(
                     "`{}`: expected the pointer of `{c}` with sequence {}, found `{}` sequence {}",
@@ -100,7 +122,7 @@ impl Store {
         let current = self.pointer_path(c);
         if let Some(last) = out.last() {
             let env = pointer::read_envelope(&current)?;
-            let (p, _) = pointer::open(&env, key).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", current.display())))?;
+            let p = open(&env).map_err(|e| OpsError::Invalid(format!("`{}`: {e}", current.display())))?;
             if &p != last {
                 return Err(OpsError::Invalid(format!(
                     "`{}` is sequence {}, the log ends at {}: a move was interrupted; re-run it",
@@ -111,6 +133,17 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The keys whose signatures this store trusts: `key`, and with a trust repository every
+    /// release key of its root versions (with their revocations).
+    pub fn trusted(&self, key: &PublicKey) -> Result<Vec<crate::tuf::TrustedKey>, OpsError> {
+        let repo = crate::tuf::Repo::of(&self.root);
+        let mut keys = if repo.exists() { repo.history_keys()? } else { Vec::new() };
+        if !keys.iter().any(|k| k.key.key_id() == key.key_id()) {
+            keys.push(crate::tuf::TrustedKey { key: key.clone(), revoked: None });
+        }
+        Ok(keys)
     }
 
     /// The releases the channel keeps, most recently pointed at first.
@@ -292,10 +325,10 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
         }
     };
     // 2.
-    let rel = SignedRelease::open(&dir, public)
+    let (rel, signer) = open_release(req.store, &dir, public)
         .map_err(|p| OpsError::Refused(format!("`{}` does not verify, so it cannot be promoted:\n{}", dir.display(), bullet(&p))))?;
     let version = rel.version()?;
-    gates::check_record(&rel.dir, public, &rel.digest)
+    gates::check_record(&rel.dir, &signer, &rel.digest)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
 
     // 3.
@@ -443,6 +476,107 @@ fn downstream(cfg: &schema::config::Config, c: Channel) -> Vec<Channel> {
         at = next;
     }
     out
+}
+
+/// A release signed by `key` or, with a trust repository, by a release key of one of its root
+/// versions that is not revoked (a release cut before a rotation stays promotable; one signed
+/// by a revoked key is not). Returns the key that verified.
+fn open_release(store: &Store, dir: &Path, key: &PublicKey) -> Result<(SignedRelease, PublicKey), Vec<String>> {
+    let trusted = store.trusted(key).map_err(|e| vec![e.to_string()])?;
+    let mut problems = Vec::new();
+    for k in trusted.iter().filter(|k| k.revoked.is_none()) {
+        match SignedRelease::open(dir, &k.key) {
+            Ok(rel) => return Ok((rel, k.key.clone())),
+            Err(p) => problems = p,
+        }
+    }
+    if let Some(k) = trusted.iter().find(|k| k.revoked.is_some() && SignedRelease::open(dir, &k.key).is_ok()) {
+        let (at, reason) = k.revoked.clone().unwrap_or_default();
+        return Err(vec![format!("release.yaml is signed by the key {}, revoked on {} ({reason})", k.key.key_id(), rfc3339(at))]);
+    }
+    Err(problems)
+}
+
+/// One kept release, re-verified by a rotation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checked {
+    pub channel: Channel,
+    pub version: Version,
+    pub release_yaml: Digest,
+    /// The key id (sha256 of the SPKI) that signed its release.yaml.
+    pub signed_by: String,
+    /// `"trusted"`, or `"revoked-after-signing: <reason>"` (kept by the revocation rule).
+    pub status: String,
+}
+
+/// What `trust rotate` did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationReport {
+    pub root: crate::tuf::Rotated,
+    /// Every release the channels keep, checked before the new root was written.
+    pub checked: Vec<Checked>,
+    pub trust: Option<crate::tuf::Published>,
+}
+
+/// `cargo xtask trust rotate` (spec §9): re-verifies every release the channels keep (and
+/// every pointer of their logs) with the keys the trust repository has trusted, refusing the
+/// rotation if any fails; writes the new root; re-signs targets, snapshot and timestamp with
+/// `key`, a release key of the new root.
+pub fn rotate_trust(
+    store: &Store,
+    cfg: &schema::config::Config,
+    req: &crate::tuf::Rotate<'_>,
+    key: &SigningKey,
+) -> Result<RotationReport, OpsError> {
+    let mut checked = Vec::new();
+    let mut problems = Vec::new();
+    let revoking: Vec<String> = req.revoke.iter().map(|(k, _)| k.key_id()).collect();
+    for &c in cfg.trains.keys() {
+        let log = store.log(c, key.public())?;
+        for k in store.kept(c, &log)? {
+            let trusted = store.trusted(key.public())?;
+            let found = trusted.iter().find_map(|t| SignedRelease::open(&k.dir, &t.key).ok().map(|_| t));
+            match found {
+                Some(t) => {
+                    let reason = req.revoke.iter().find(|(r, _)| r.key_id() == t.key.key_id()).map(|(_, why)| why.clone());
+                    let status = match t.revoked.as_ref().map(|(_, why)| why.clone()).or(reason) {
+                        Some(why) => format!("revoked-after-signing: {why}"),
+                        None => "trusted".to_owned(),
+                    };
+                    checked.push(Checked {
+                        channel: c,
+                        version: k.version,
+                        release_yaml: k.release_yaml.clone(),
+                        signed_by: t.key.key_id(),
+                        status,
+                    });
+                }
+                None => problems.push(format!("`{c}` keeps `{}` ({}): no trusted key verifies it", k.version, k.dir.display())),
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(OpsError::Refused(format!("the rotation was not written: kept releases do not verify:\n{}", bullet(&problems))));
+    }
+    if revoking.contains(&key.public().key_id()) {
+        return Err(OpsError::Refused("`--key` is a key this rotation revokes: sign with a new release key".to_owned()));
+    }
+    let listed = if req.release_keys.is_empty() {
+        req.repo.may_sign_targets(key.public())?
+    } else {
+        req.release_keys.iter().any(|k| k.key_id() == key.public().key_id())
+    };
+    if !listed {
+        return Err(OpsError::Refused(format!(
+            "`--key` ({}) is not a release key of the new root: give it with `--release-key`",
+            key.public().key_id()
+        )));
+    }
+    let root = crate::tuf::rotate(req)?;
+    let trust = publish_trust(store, cfg, key, req.now)?;
+    Ok(RotationReport { root, checked, trust })
 }
 
 /// Re-signs the store's trust repository (if it has one) from every channel's current state.
@@ -597,9 +731,9 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
         )));
     }
     // 2.
-    let rel = SignedRelease::open(&target.dir, public)
+    let (rel, signer) = open_release(req.store, &target.dir, public)
         .map_err(|p| OpsError::Refused(format!("the kept release `{}` does not verify:\n{}", req.to, bullet(&p))))?;
-    gates::check_record(&rel.dir, public, &rel.digest).map_err(|e| OpsError::Refused(format!("`{}`: {e}", req.to)))?;
+    gates::check_record(&rel.dir, &signer, &rel.digest).map_err(|e| OpsError::Refused(format!("`{}`: {e}", req.to)))?;
 
     // 3.
     let mut images = Vec::new();

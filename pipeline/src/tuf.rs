@@ -113,6 +113,85 @@ impl Repo {
     }
 }
 
+/// A key that signed the channels at some root version, and whether the newest root revokes it.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub key: PublicKey,
+    /// When (unix time) and why the newest root revoked it.
+    pub revoked: Option<(i64, String)>,
+}
+
+impl TrustedKey {
+    /// Whether a signature this key made at `time` (a signed `issued` time) is still trusted:
+    /// always for a key never revoked; before its revocation time for a revoked one (the
+    /// revocation rule: what a key signed while it was trusted stays valid, and the rotation
+    /// that revoked it re-vouched for it in the new targets; nothing it signs later is).
+    pub fn trusted_at(&self, time: i64) -> bool {
+        self.revoked.as_ref().is_none_or(|(at, _)| time < *at)
+    }
+}
+
+impl Repo {
+    /// Every root version, oldest first (`N.root.json` for N = 1, 2, ...).
+    pub fn roots(&self) -> Result<Vec<Value>, OpsError> {
+        let newest = self.newest("root")?.unwrap_or(0);
+        (1..=newest).map(|v| read_json(&self.metadata().join(format!("{v}.root.json"))).map(|d| d["signed"].clone())).collect()
+    }
+
+    /// Every key that any root version listed for `targets` (the release keys, past and
+    /// present), with the newest root's revocations.
+    pub fn history_keys(&self) -> Result<Vec<TrustedKey>, OpsError> {
+        let roots = self.roots()?;
+        let revoked = revocations(roots.last().unwrap_or(&Value::Null));
+        let mut out: Vec<TrustedKey> = Vec::new();
+        for root in &roots {
+            for id in root["roles"]["targets"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+                let Some(key) = public_of(&root["keys"][id]) else { continue };
+                if out.iter().any(|k| k.key.key_id() == key.key_id()) {
+                    continue;
+                }
+                out.push(TrustedKey { revoked: revoked.get(id).cloned(), key });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The `revoked` list of a root (our field, kept by every later root): key id -> (time, reason).
+fn revocations(root: &Value) -> BTreeMap<String, (i64, String)> {
+    root["revoked"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let at = verifier::ops::parse_time(r["time"].as_str()?).ok()?;
+            Some((r["keyid"].as_str()?.to_owned(), (at, r["reason"].as_str().unwrap_or_default().to_owned())))
+        })
+        .collect()
+}
+
+/// A TUF key object back as a public key (ECDSA: its PEM; Ed25519: the raw key in an SPKI).
+fn public_of(obj: &Value) -> Option<PublicKey> {
+    let public = obj["keyval"]["public"].as_str()?;
+    match obj["keytype"].as_str()? {
+        "ecdsa" | "ecdsa-sha2-nistp256" => PublicKey::from_pem(public).ok(),
+        "ed25519" => {
+            let raw: Vec<u8> =
+                (0..public.len()).step_by(2).map(|i| u8::from_str_radix(public.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
+            // SPKI of an Ed25519 key (RFC 8410): a fixed 12-byte prefix, then the 32-byte key.
+            let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+            der.extend_from_slice(&raw);
+            use base64::Engine as _;
+            let pem = format!(
+                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+                base64::engine::general_purpose::STANDARD.encode(&der)
+            );
+            PublicKey::from_pem(&pem).ok()
+        }
+        _ => None,
+    }
+}
+
 /// `key` as a TUF key object: ECDSA P-256 as securesystemslib writes it (`ecdsa`, PEM), Ed25519
 /// as the raw public key in hex.
 pub fn tuf_key(key: &PublicKey) -> Value {
@@ -237,6 +316,141 @@ pub fn init(req: &Init<'_>) -> Result<PathBuf, OpsError> {
     write_new(&first, &bytes)?;
     write_new(&meta.join("root.json"), &bytes)?;
     Ok(first)
+}
+
+/// `cargo xtask trust rotate`: a new root version.
+#[derive(Debug)]
+pub struct Rotate<'a> {
+    pub repo: &'a Repo,
+    /// Keys of the current root role: at least its threshold of them sign the new root.
+    pub root_keys: &'a [SigningKey],
+    /// The new root role's keys (they sign the new root too); empty: the current root keys.
+    pub new_root_keys: &'a [SigningKey],
+    /// The new root threshold; `None`: the current one.
+    pub threshold: Option<u64>,
+    /// The new release keys (targets, snapshot, timestamp); empty: the current ones, less the
+    /// revoked.
+    pub release_keys: &'a [PublicKey],
+    /// Keys to revoke, with the reason.
+    pub revoke: &'a [(PublicKey, String)],
+    pub now: i64,
+    pub root_days: u32,
+}
+
+/// The root a rotation wrote.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotated {
+    pub version: u64,
+    pub path: PathBuf,
+    pub release_keys: Vec<String>,
+    /// Every revocation the new root carries (key id, time, reason).
+    pub revoked: Vec<Value>,
+}
+
+/// Writes root N+1, signed by the threshold of root N's keys (which `root_keys` must reach) and
+/// by every new root key, as TUF clients require to follow a root rotation.
+pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
+    let (version, old) = req.repo.root()?;
+    let old_root_ids: Vec<&str> = old["roles"]["root"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    let old_threshold = old["roles"]["root"]["threshold"].as_u64().unwrap_or(1);
+    let mut signing: Vec<&str> = Vec::new();
+    let given: Vec<String> = req.root_keys.iter().map(|k| key_id(&tuf_key(k.public()))).collect();
+    for id in &given {
+        if !old_root_ids.contains(&id.as_str()) {
+            return Err(OpsError::Refused(format!("`--root-key` {id} is not a root key of root version {version}")));
+        }
+        signing.push(id);
+    }
+    signing.sort();
+    signing.dedup();
+    if (signing.len() as u64) < old_threshold {
+        return Err(OpsError::Refused(format!(
+            "root version {version} needs {old_threshold} of its root keys to sign a new root; {} given",
+            signing.len()
+        )));
+    }
+    let mut revoked: Vec<Value> = old["revoked"].as_array().cloned().unwrap_or_default();
+    let mut revoked_ids: Vec<String> = revoked.iter().filter_map(|r| r["keyid"].as_str().map(str::to_owned)).collect();
+    for (key, reason) in req.revoke {
+        if reason.trim().is_empty() {
+            return Err(OpsError::Refused("a revocation needs a reason (`--reason`)".to_owned()));
+        }
+        let id = key_id(&tuf_key(key));
+        if !revoked_ids.contains(&id) {
+            revoked.push(json!({"keyid": id, "time": rfc3339(req.now), "reason": reason}));
+            revoked_ids.push(id);
+        }
+    }
+    let new_root_keys: Vec<&SigningKey> =
+        if req.new_root_keys.is_empty() { req.root_keys.iter().collect() } else { req.new_root_keys.iter().collect() };
+    let mut keys = BTreeMap::new();
+    let mut ids_of = |list: Vec<Value>| -> Vec<String> {
+        let mut out: Vec<String> = list
+            .into_iter()
+            .map(|obj| {
+                let id = key_id(&obj);
+                keys.insert(id.clone(), obj);
+                id
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let root_ids = ids_of(new_root_keys.iter().map(|k| tuf_key(k.public())).collect());
+    let release_objs: Vec<Value> = if req.release_keys.is_empty() {
+        old["roles"]["targets"]["keyids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str())
+            .filter(|id| !revoked_ids.iter().any(|r| r == id))
+            .map(|id| old["keys"][id].clone())
+            .collect()
+    } else {
+        req.release_keys.iter().map(tuf_key).collect()
+    };
+    let release_ids = ids_of(release_objs);
+    for id in root_ids.iter().chain(&release_ids) {
+        if revoked_ids.contains(id) {
+            return Err(OpsError::Refused(format!("key {id} is revoked: it cannot be a key of the new root")));
+        }
+    }
+    if release_ids.is_empty() {
+        return Err(OpsError::Refused("the new root would have no release key: give `--release-key`".to_owned()));
+    }
+    let threshold = req.threshold.unwrap_or(old_threshold);
+    if threshold == 0 || threshold > root_ids.len() as u64 {
+        return Err(OpsError::Refused(format!("a root threshold of {threshold} with {} root key(s)", root_ids.len())));
+    }
+    let role = |ids: &[String], threshold: u64| json!({"keyids": ids, "threshold": threshold});
+    let next = version + 1;
+    let mut doc = json!({
+        "_type": "root",
+        "spec_version": SPEC_VERSION,
+        "consistent_snapshot": true,
+        "version": next,
+        "expires": rfc3339(req.now + i64::from(req.root_days) * 86_400),
+        "keys": keys,
+        "roles": {
+            "root": role(&root_ids, threshold),
+            "targets": role(&release_ids, 1),
+            "snapshot": role(&release_ids, 1),
+            "timestamp": role(&release_ids, 1),
+        },
+    });
+    if !revoked.is_empty() {
+        doc["revoked"] = Value::Array(revoked.clone());
+    }
+    let mut signers: Vec<&SigningKey> = req.root_keys.iter().collect();
+    signers.extend(new_root_keys);
+    let bytes = sign_doc(&doc, &signers);
+    let meta = req.repo.metadata();
+    let path = meta.join(format!("{next}.root.json"));
+    write_new(&path, &bytes)?;
+    write_new(&meta.join("root.json"), &bytes)?;
+    Ok(Rotated { version: next, path, release_keys: release_ids, revoked })
 }
 
 /// What [`publish`] wrote.

@@ -126,6 +126,11 @@ impl Repo {
         key.with_extension("pub")
     }
 
+    /// Signs every later `xtask` call with the key at `key` (`STELLAOPS_SIGNING_KEY`).
+    pub fn sign_with(&self, key: &Path) {
+        *self.key.borrow_mut() = Some(key.to_owned());
+    }
+
     pub fn releases(&self) -> PathBuf {
         self.path().join("target/releases")
     }

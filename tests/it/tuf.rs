@@ -171,3 +171,133 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
         assert_eq!(fs::read(meta.join(f)).unwrap(), fs::read(copy.join("tuf/metadata").join(f)).unwrap(), "{f} differs");
     }
 }
+
+fn keypair(path: &Path) -> PathBuf {
+    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
+        .write(path, &path.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
+        .unwrap();
+    path.with_extension("pub")
+}
+
+#[test]
+fn after_a_rotation_releases_cut_before_still_verify_and_the_revoked_key_signs_nothing_clients_accept() {
+    let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else { return };
+    let repo = Repo::new();
+    let old_pub = repo.release_key();
+    let old_key = old_pub.with_extension("key");
+    let root_key = repo.path().join("target/keys/root.key");
+    keypair(&root_key);
+    let channels = repo.path().join("target/channels");
+    let meta = channels.join("tuf/metadata");
+    repo.xtask(&[
+        "trust",
+        "init",
+        "--root-key",
+        root_key.to_str().unwrap(),
+        "--release-key",
+        old_pub.to_str().unwrap(),
+        "--now",
+        &day(0.0),
+    ])
+    .ok();
+    let trusted_root = repo.path().join("target/trusted-root.json");
+    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
+    let r1 = release(&repo, "r1");
+    repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
+    let kept = fs::read_dir(channels.join("edge/releases")).unwrap().next().unwrap().unwrap().file_name();
+    let r1_target = format!("release-edge-{}.yaml", kept.to_str().unwrap());
+    let served = Served::start(&channels.join("tuf"));
+    let client = repo.path().join("target/client");
+    ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
+    // What a holder of the old key keeps: the store as it was before the rotation.
+    let attacker = repo.path().join("target/attacker");
+    crate::support::copy(&channels, &attacker);
+
+    // Rotate: a new release key; the old one is revoked (its laptop was lost). Without the
+    // current root key, or signing with the key being revoked: refused, nothing written.
+    let new_pub = keypair(&repo.path().join("target/keys/release2.key"));
+    let new_key = new_pub.with_extension("key");
+    let stranger = keypair(&repo.path().join("target/keys/stranger.key"));
+    let rotate = |root: &Path, key: &Path| {
+        repo.xtask(&[
+            "trust",
+            "rotate",
+            "--root-key",
+            root.to_str().unwrap(),
+            "--release-key",
+            new_pub.to_str().unwrap(),
+            "--revoke",
+            old_pub.to_str().unwrap(),
+            "--reason",
+            "laptop lost",
+            "--key",
+            key.to_str().unwrap(),
+            "--now",
+            &day(2.0),
+            "--json",
+        ])
+    };
+    rotate(&stranger.with_extension("key"), &new_key).refused(&["is not a root key of root version 1"]);
+    rotate(&root_key, &old_key).refused(&["a key this rotation revokes"]);
+    rotate(&root_key, &stranger.with_extension("key")).refused(&["is not a release key of the new root"]);
+    assert!(!meta.join("2.root.json").exists());
+    let done = rotate(&root_key, &new_key);
+    done.ok();
+    let report = &done.json()["rotation"];
+    assert_eq!(report["root"]["version"], 2);
+    let checked = report["checked"].as_array().unwrap();
+    assert_eq!(checked.len(), 1, "{report}");
+    assert_eq!(checked[0]["version"], "2.4.1");
+    assert_eq!(checked[0]["status"], "revoked-after-signing: laptop lost");
+
+    // A client that knows only the first root follows the rotation, and the release cut before
+    // it still verifies (vouched for by targets the new key signed).
+    let fresh = repo.path().join("target/fresh-client");
+    let got = ngclient(&py, &scripts, &served.url, &fresh, &trusted_root, &["channel-edge.json", &r1_target]);
+    got.ok();
+    assert_eq!(got.json()["channel-edge.json"]["custom"]["version"], "2.4.1");
+    assert_eq!(got.json()[&r1_target]["sha256"], schema::model::Digest::of(&fs::read(r1.join("release.yaml")).unwrap()).hex());
+    ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
+
+    // The old key moves nothing any more; the new one does.
+    repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--key", old_key.to_str().unwrap(), "--now", &day(3.0)])
+        .refused(&["is not a release key of the trust root"]);
+    repo.sign_with(&new_key);
+    bump(&repo, "2.4.1", "2.4.2", 3);
+    let r2 = release(&repo, "r2");
+    repo.xtask(&["promote", r2.to_str().unwrap(), "--to", "edge", "--now", &day(3.0)]).ok();
+    let got = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]);
+    got.ok();
+    assert_eq!(got.json()["channel-edge.json"]["custom"]["version"], "2.4.2");
+    // A release signed by the revoked key after the revocation is not promotable.
+    repo.sign_with(&old_key);
+    bump(&repo, "2.4.2", "2.4.3", 4);
+    let r3 = release(&repo, "r3");
+    repo.sign_with(&new_key);
+    repo.xtask(&["promote", r3.to_str().unwrap(), "--to", "edge", "--now", &day(4.0)]).refused(&["revoked on", "laptop lost"]);
+
+    // The holder of the revoked key signs newer metadata in its copy (still on root 1) and
+    // serves it with the rotated root: clients refuse it.
+    for d in 5..9 {
+        repo.xtask(&[
+            "trust",
+            "refresh",
+            "--channels",
+            attacker.to_str().unwrap(),
+            "--key",
+            old_key.to_str().unwrap(),
+            "--now",
+            &day(f64::from(d)),
+        ])
+        .ok();
+    }
+    for f in ["2.root.json", "root.json"] {
+        fs::copy(meta.join(f), attacker.join("tuf/metadata").join(f)).unwrap();
+    }
+    let forged = Served::start(&attacker.join("tuf"));
+    let refused = ngclient(&py, &scripts, &forged.url, &client, &trusted_root, &["channel-edge.json"]);
+    assert_ne!(refused.code, 0, "metadata signed by a revoked key was accepted: {}", refused.stdout);
+    assert!(refused.stderr.contains("UnsignedMetadataError"), "{}", refused.stderr);
+    let tough = repo.xtask(&["trust", "check", "--channels", attacker.to_str().unwrap(), "--root", trusted_root.to_str().unwrap()]);
+    tough.refused(&["does not verify"]);
+}

@@ -188,6 +188,42 @@ pub enum TrustCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Rotate keys: write root version N+1, signed by the threshold of the current root keys
+    /// and by every new root key, after re-verifying every release the channels keep (listed);
+    /// then re-sign targets, snapshot and timestamp with `--key`, a release key of the new root.
+    /// `--revoke PUB --reason TEXT` records a revocation: nothing the key signs later is
+    /// trusted; what it signed before (kept releases, pointers) stays, and is listed.
+    Rotate {
+        /// Current root private keys (at least the current root threshold of them).
+        #[arg(long = "root-key", value_name = "FILE", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// The new root keys (private: each signs the new root); default: the current ones.
+        #[arg(long = "new-root-key", value_name = "FILE")]
+        new_root_keys: Vec<PathBuf>,
+        /// The new root threshold (default: the current one).
+        #[arg(long)]
+        root_threshold: Option<u64>,
+        /// The new release public keys (default: the current ones, less the revoked).
+        #[arg(long = "release-key", value_name = "FILE")]
+        release_keys: Vec<PathBuf>,
+        /// A public key to revoke (repeatable); needs `--reason`.
+        #[arg(long, value_name = "FILE", requires = "reason")]
+        revoke: Vec<PathBuf>,
+        /// Why the keys are revoked (recorded in the root).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value_t = 365)]
+        root_days: u32,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A release key of the new root, to re-sign targets, snapshot and timestamp.
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        clock: ClockArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-sign targets, snapshot and timestamp from the store's current pointers.
     Refresh {
         #[command(flatten)]
@@ -448,6 +484,57 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
                 print_json(&serde_json::json!({"event": "result", "root": path}));
             } else {
                 progress::out(&format!("{}", path.display()));
+            }
+            Ok(())
+        }
+        TrustCommand::Rotate {
+            root_keys,
+            new_root_keys,
+            root_threshold,
+            release_keys,
+            revoke,
+            reason,
+            root_days,
+            store,
+            key,
+            clock,
+            json,
+        } => {
+            let (root, store) = store_of(&store)?;
+            let pass = Secret::from_env();
+            let load_private = |paths: &[PathBuf]| {
+                paths.iter().map(|p| SigningKey::load(p, &pass)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)
+            };
+            let load_public =
+                |paths: &[PathBuf]| paths.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from);
+            let (root_keys, new_root_keys) = (load_private(&root_keys)?, load_private(&new_root_keys)?);
+            let release_keys = load_public(&release_keys)?;
+            let reason = reason.unwrap_or_default();
+            let revoke: Vec<(PublicKey, String)> = load_public(&revoke)?.into_iter().map(|k| (k, reason.clone())).collect();
+            let key = key.load(&root)?;
+            let cfg = schema::config::load(&root).map_err(|e| ops(e.into()))?;
+            let repo = tuf::Repo::of(store.root());
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let req = tuf::Rotate {
+                repo: &repo,
+                root_keys: &root_keys,
+                new_root_keys: &new_root_keys,
+                threshold: root_threshold,
+                release_keys: &release_keys,
+                revoke: &revoke,
+                now: clock.clock().now(),
+                root_days,
+            };
+            let done = channels::rotate_trust(&store, &cfg, &req, &key).map_err(ops)?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "rotation": done}));
+            } else {
+                let mut s = format!("root version {}: {}\nre-verified:\n", done.root.version, done.root.path.display());
+                for c in &done.checked {
+                    s +=
+                        &format!("  {} {} release.yaml {} signed by {}: {}\n", c.channel, c.version, c.release_yaml, c.signed_by, c.status);
+                }
+                progress::out(s.trim_end());
             }
             Ok(())
         }

@@ -255,6 +255,10 @@ pub struct Promoted {
     /// The trust repository's new versions, when the store has one (`trust init`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<crate::tuf::Published>,
+    /// Two-person rule: the move is proposed (`pointer_file` is the proposal), not made, until
+    /// `promote --cosign` by a second release key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 fn days(n: u32) -> i64 {
@@ -432,12 +436,33 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
     p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key);
+    if let Some(proposal) = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)? {
+        return Ok(Promoted {
+            pointer: p,
+            refreshed,
+            from,
+            on_source_since: since,
+            pointer_file: proposal,
+            pruned: Vec::new(),
+            trust: None,
+            pending: true,
+        });
+    }
     req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
     let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
-    Ok(Promoted { pointer: p, refreshed, from, on_source_since: since, pointer_file: req.store.pointer_path(req.to), pruned, trust })
+    Ok(Promoted {
+        pointer: p,
+        refreshed,
+        from,
+        on_source_since: since,
+        pointer_file: req.store.pointer_path(req.to),
+        pruned,
+        trust,
+        pending: false,
+    })
 }
 
 fn next_pointer(
@@ -476,6 +501,152 @@ fn downstream(cfg: &schema::config::Config, c: Channel) -> Vec<Channel> {
         at = next;
     }
     out
+}
+
+/// A move waiting for its second signature (`<channels>/<channel>/proposal.json`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Proposal {
+    /// The pointer, signed by the first key (DSSE).
+    pub envelope: Envelope,
+    /// The channel's TUF role metadata for the move, signed by the first key.
+    pub role: crate::tuf::RoleProposal,
+}
+
+impl Store {
+    pub fn proposal_path(&self, c: Channel) -> PathBuf {
+        self.dir(c).join("proposal.json")
+    }
+}
+
+/// Under the two-person rule (a trust repository listing two or more release keys), a move of
+/// stable or lts is written as a proposal signed by the first key; `None` when the move may be
+/// made at once.
+fn propose_move(
+    store: &Store,
+    cfg: &schema::config::Config,
+    p: &Pointer,
+    env: &Envelope,
+    log: &[Pointer],
+    key: &SigningKey,
+    now: i64,
+) -> Result<Option<PathBuf>, OpsError> {
+    let repo = crate::tuf::Repo::of(store.root());
+    let c = p.channel;
+    if !repo.exists() || !crate::tuf::TWO_PERSON.contains(&c) {
+        return Ok(None);
+    }
+    if !repo.two_person()? {
+        return Err(OpsError::Refused(format!(
+            "`{c}` needs two release keys (two-person rule) and the trust root lists one\n  hint: add a second: `cargo xtask trust rotate --root-key ROOT.key --release-key A.pub --release-key B.pub --key A.key`"
+        )));
+    }
+    let path = store.proposal_path(c);
+    if path.exists() {
+        return Err(OpsError::Refused(format!(
+            "a move of `{c}` is already proposed (`{}`)\n  hint: a second release key completes it with `cargo xtask promote --cosign --to {c}`; remove the file to withdraw it",
+            path.display()
+        )));
+    }
+    let kept = store.kept(c, log)?;
+    let support_ends = kept
+        .iter()
+        .find(|k| k.release_yaml == p.release_yaml)
+        .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
+        .and_then(|b| verifier::manifest::parse(&b).ok())
+        .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
+        .map(|date| rfc3339(date + days(cfg.train(c).support_window_days)));
+    let kept = kept
+        .iter()
+        .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
+        .collect();
+    let state = crate::tuf::ChannelState { channel: c, pointer: p.clone(), kept, support_ends };
+    let role = crate::tuf::propose(&repo, &state, key, now)?;
+    let bytes = serde_json::to_vec_pretty(&Proposal { envelope: env.clone(), role }).expect("a proposal serializes");
+    oci::write_atomic(&path, &bytes).map_err(io(&path))?;
+    Ok(Some(path))
+}
+
+/// `cargo xtask promote --cosign --to <stable|lts>`: the second release key checks the proposed
+/// move (the first key's signatures, that the channel has not moved since) and completes it.
+#[derive(Debug)]
+pub struct Cosign<'a> {
+    pub root: &'a Path,
+    pub store: &'a Store,
+    pub to: Channel,
+    pub key: &'a SigningKey,
+    pub now: i64,
+}
+
+pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
+    let public = req.key.public();
+    refuse_dev_key(req.root, req.to, public)?;
+    refuse_unlisted_key(req.store, public)?;
+    let cfg = schema::config::load(req.root)?;
+    let path = req.store.proposal_path(req.to);
+    let bytes = fs::read(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            OpsError::Refused(format!("no move of `{}` is proposed (`{}` does not exist)", req.to, path.display()))
+        } else {
+            io(&path)(e)
+        }
+    })?;
+    let mut proposal: Proposal =
+        serde_json::from_slice(&bytes).map_err(|e| OpsError::Invalid(format!("`{}`: not a proposal: {e}", path.display())))?;
+    if proposal.envelope.signatures.iter().any(|s| s.keyid == public.key_id()) {
+        return Err(OpsError::Refused(
+            "this key already signed the proposal: the second signature must come from another release key (two people)".to_owned(),
+        ));
+    }
+    let trusted = req.store.trusted(public)?;
+    let p = trusted
+        .iter()
+        .filter(|k| k.revoked.is_none())
+        .find_map(|k| pointer::open(&proposal.envelope, &k.key).ok().map(|(p, _)| p))
+        .ok_or_else(|| OpsError::Refused(format!("`{}`: no release key of the trust root signed this pointer", path.display())))?;
+    let log = req.store.log(req.to, public)?;
+    if p.channel != req.to || p.sequence != log.len() as u64 + 1 {
+        return Err(OpsError::Refused(format!(
+            "`{}` proposes sequence {} of `{}`, but `{}` is at sequence {}: the channel moved since\n  hint: remove the proposal and promote again",
+            path.display(),
+            p.sequence,
+            p.channel,
+            req.to,
+            log.len()
+        )));
+    }
+    let repo = crate::tuf::Repo::of(req.store.root());
+    crate::tuf::cosign(&repo, &mut proposal.role, req.key)?;
+    // The second DSSE signature is over the same bytes as the first: the envelope's payload.
+    use base64::Engine as _;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(&proposal.envelope.payload)
+        .map_err(|e| OpsError::Invalid(format!("`{}`: payload: {e}", path.display())))?;
+    let msg = verifier::sign::pae(&proposal.envelope.payload_type, &payload);
+    let named = &proposal.role.signed["targets"][format!("channel-{}.json", req.to)]["hashes"]["sha256"];
+    if named.as_str() != Some(Digest::of(&payload).hex()) {
+        return Err(OpsError::Refused(format!("`{}`: the TUF role and the pointer it proposes do not match: withdraw it", path.display())));
+    }
+    proposal.envelope.signatures.push(verifier::sign::EnvelopeSignature {
+        keyid: public.key_id(),
+        sig: base64::engine::general_purpose::STANDARD.encode(req.key.sign(&msg)),
+    });
+    crate::tuf::write_role(&repo, &proposal.role)?;
+    req.store.issue(req.to, &proposal.envelope, p.sequence)?;
+    fs::remove_file(&path).map_err(io(&path))?;
+    let mut log = log;
+    log.push(p.clone());
+    let pruned = req.store.prune(req.to, cfg.train(req.to).history_keep as usize, &log)?;
+    let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    Ok(Promoted {
+        pointer: p,
+        refreshed: false,
+        from: None,
+        on_source_since: None,
+        pointer_file: req.store.pointer_path(req.to),
+        pruned,
+        trust,
+        pending: false,
+    })
 }
 
 /// A release signed by `key` or, with a trust repository, by a release key of one of its root
@@ -691,6 +862,9 @@ pub struct RolledBack {
     pub chart_matches_release: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<crate::tuf::Published>,
+    /// Two-person rule: the proposal a second key completes with `promote --cosign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PathBuf>,
 }
 
 /// `cargo xtask rollback`:
@@ -776,8 +950,13 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     // 4.
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
     let env = pointer::sign(&p, req.key);
-    req.store.issue(req.channel, &env, p.sequence)?;
-    let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    let pending = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)?;
+    let trust = if pending.is_none() {
+        req.store.issue(req.channel, &env, p.sequence)?;
+        publish_trust(req.store, &cfg, req.key, req.now)?
+    } else {
+        None
+    };
     let rel_path = |abs: &Path| req.out.join(abs.strip_prefix(&staged).unwrap_or(abs));
     Ok(RolledBack {
         pointer: p,
@@ -790,6 +969,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
         compose_matches_release,
         chart_matches_release,
         trust,
+        pending,
     })
 }
 

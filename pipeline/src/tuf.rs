@@ -501,42 +501,40 @@ pub fn publish(
     }
     let mut targets = BTreeMap::new();
     let mut names = BTreeMap::new();
+    let two_person = repo.two_person()?;
     for state in channels {
-        let (c, current) = (state.channel, &state.pointer);
-        let pointer_bytes = serde_json::to_vec(current).expect("a pointer serializes");
-        let mut custom = json!({
-            "channel": c.as_str(),
-            "version": current.version.to_string(),
-            "calendar": current.calendar,
-            "sequence": current.sequence,
-            "releaseYaml": current.release_yaml.to_string(),
-            "rollback": current.rollback,
-        });
-        if let Some(reason) = &current.emergency {
-            custom["emergency"] = reason.clone().into();
+        // Stable and lts are delegated roles under the two-person rule: their metadata is
+        // written by `promote` + `promote --cosign` only ([`propose`], [`write_role`]).
+        if two_person && TWO_PERSON.contains(&state.channel) {
+            continue;
         }
-        if let Some(ends) = &state.support_ends {
-            custom["supportEnds"] = ends.clone().into();
-        }
-        add_target(repo, &format!("channel-{}.json", c.as_str()), &pointer_bytes, Some(custom), &mut targets, &mut names)?;
-        for (dir, path) in &state.kept {
-            let bytes = fs::read(path).map_err(io(path))?;
-            add_target(repo, &format!("release-{}-{dir}.yaml", c.as_str()), &bytes, None, &mut targets, &mut names)?;
-        }
+        channel_targets(repo, state, &mut targets, &mut names)?;
     }
     let expires = rfc3339(now + i64::from(expiry_days) * 86_400);
     let meta = repo.metadata();
     let next = |role: &str| -> Result<u64, OpsError> { Ok(repo.newest(role)?.unwrap_or(0) + 1) };
 
     let tv = next("targets")?;
-    let targets_doc = json!({"_type": "targets", "spec_version": SPEC_VERSION, "version": tv, "expires": expires, "targets": targets});
+    let mut targets_doc = json!({"_type": "targets", "spec_version": SPEC_VERSION, "version": tv, "expires": expires, "targets": targets});
+    let mut snapshot_meta = BTreeMap::new();
+    if two_person {
+        targets_doc["delegations"] = repo.delegations()?;
+        for c in TWO_PERSON {
+            if let Some(v) = repo.newest(c.as_str())? {
+                let path = meta.join(format!("{v}.{c}.json"));
+                let bytes = fs::read(&path).map_err(io(&path))?;
+                snapshot_meta.insert(format!("{c}.json"), file_meta(v, &bytes));
+            }
+        }
+    }
     let targets_bytes = sign_doc(&targets_doc, &[key]);
     write_new(&meta.join(format!("{tv}.targets.json")), &targets_bytes)?;
+    snapshot_meta.insert("targets.json".to_owned(), file_meta(tv, &targets_bytes));
 
     let sv = next("snapshot")?;
     let snapshot_doc = json!({
         "_type": "snapshot", "spec_version": SPEC_VERSION, "version": sv, "expires": expires,
-        "meta": {"targets.json": file_meta(tv, &targets_bytes)},
+        "meta": snapshot_meta,
     });
     let snapshot_bytes = sign_doc(&snapshot_doc, &[key]);
     write_new(&meta.join(format!("{sv}.snapshot.json")), &snapshot_bytes)?;
@@ -550,6 +548,137 @@ pub fn publish(
     });
     write_new(&ts_path, &sign_doc(&timestamp_doc, &[key]))?;
     Ok(Some(Published { targets_version: tv, snapshot_version: sv, timestamp_version: tsv, timestamp_expires, targets: names }))
+}
+
+/// The targets of one channel: its pointer (with custom metadata) and its kept release.yaml files.
+fn channel_targets(
+    repo: &Repo,
+    state: &ChannelState,
+    targets: &mut BTreeMap<String, Value>,
+    names: &mut BTreeMap<String, Digest>,
+) -> Result<(), OpsError> {
+    let (c, current) = (state.channel, &state.pointer);
+    let pointer_bytes = serde_json::to_vec(current).expect("a pointer serializes");
+    let mut custom = json!({
+        "channel": c.as_str(),
+        "version": current.version.to_string(),
+        "calendar": current.calendar,
+        "sequence": current.sequence,
+        "releaseYaml": current.release_yaml.to_string(),
+        "rollback": current.rollback,
+    });
+    if let Some(reason) = &current.emergency {
+        custom["emergency"] = reason.clone().into();
+    }
+    if let Some(ends) = &state.support_ends {
+        custom["supportEnds"] = ends.clone().into();
+    }
+    add_target(repo, &format!("channel-{}.json", c.as_str()), &pointer_bytes, Some(custom), targets, names)?;
+    for (dir, path) in &state.kept {
+        let bytes = fs::read(path).map_err(io(path))?;
+        add_target(repo, &format!("release-{}-{dir}.yaml", c.as_str()), &bytes, None, targets, names)?;
+    }
+    Ok(())
+}
+
+/// The channels under the two-person rule (spec §14 "4-eyes"): delegated TUF roles whose
+/// metadata needs two release keys' signatures.
+pub const TWO_PERSON: [Channel; 2] = [Channel::Stable, Channel::Lts];
+/// How long a two-person role's metadata is valid: a year (freeze protection is the
+/// timestamp's; re-signing a stable pointer needs two people, so not every fortnight).
+const ROLE_DAYS: i64 = 365;
+
+impl Repo {
+    /// Whether the two-person rule holds: the newest root lists two or more release keys
+    /// (with one, a stable or lts move is refused: there is no second person).
+    pub fn two_person(&self) -> Result<bool, OpsError> {
+        let (_, root) = self.root()?;
+        Ok(root["roles"]["targets"]["keyids"].as_array().is_some_and(|ids| ids.len() >= 2))
+    }
+
+    /// The top-level targets' delegations: `stable` and `lts` to the release keys, threshold 2.
+    fn delegations(&self) -> Result<Value, OpsError> {
+        let (_, root) = self.root()?;
+        let ids: Vec<String> =
+            root["roles"]["targets"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        let keys: BTreeMap<&String, Value> = ids.iter().map(|id| (id, root["keys"][id].clone())).collect();
+        let roles: Vec<Value> = TWO_PERSON
+            .iter()
+            .map(|c| {
+                json!({
+                    "name": c.as_str(), "keyids": ids, "threshold": 2, "terminating": true,
+                    "paths": [format!("channel-{c}.json"), format!("release-{c}-*")],
+                })
+            })
+            .collect();
+        Ok(json!({"keys": keys, "roles": roles}))
+    }
+}
+
+/// A two-person role's next metadata, signed by one release key so far.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RoleProposal {
+    pub role: String,
+    pub signed: Value,
+    pub signatures: Vec<Value>,
+}
+
+/// The metadata of `state.channel`'s delegated role for its new state, signed by `key`.
+pub fn propose(repo: &Repo, state: &ChannelState, key: &SigningKey, now: i64) -> Result<RoleProposal, OpsError> {
+    let (mut targets, mut names) = (BTreeMap::new(), BTreeMap::new());
+    channel_targets(repo, state, &mut targets, &mut names)?;
+    let role = state.channel.as_str().to_owned();
+    let version = repo.newest(&role)?.unwrap_or(0) + 1;
+    let doc = json!({
+        "_type": "targets", "spec_version": SPEC_VERSION, "version": version,
+        "expires": rfc3339(now + ROLE_DAYS * 86_400), "targets": targets,
+    });
+    let sig = json!({"keyid": key_id(&tuf_key(key.public())), "sig": hex(&key.sign(&canonical(&doc)))});
+    Ok(RoleProposal { role, signed: doc, signatures: vec![sig] })
+}
+
+/// Adds `key`'s signature to a proposal after checking the signatures it has: each by a
+/// release key of the root, none by `key` (two people, not one key twice).
+pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &SigningKey) -> Result<(), OpsError> {
+    let (_, root) = repo.root()?;
+    let body = canonical(&proposal.signed);
+    let mine = key_id(&tuf_key(key.public()));
+    let listed = |id: &str| root["roles"]["targets"]["keyids"].as_array().is_some_and(|ids| ids.iter().any(|k| k.as_str() == Some(id)));
+    for sig in &proposal.signatures {
+        let id = sig["keyid"].as_str().unwrap_or_default();
+        if id == mine {
+            return Err(OpsError::Refused(
+                "this key already signed the proposal: the second signature must come from another release key (two people)".to_owned(),
+            ));
+        }
+        let public = public_of(&root["keys"][id])
+            .filter(|_| listed(id))
+            .ok_or_else(|| OpsError::Refused(format!("the proposal is signed by {id}, not a release key of the trust root")))?;
+        let raw = unhex(sig["sig"].as_str().unwrap_or_default()).unwrap_or_default();
+        if !public.verify(&body, &raw) {
+            return Err(OpsError::Refused(format!("the proposal's signature by {id} does not verify: it was altered")));
+        }
+    }
+    if !listed(&mine) {
+        return Err(OpsError::Refused(format!("the key {mine} is not a release key of the trust root")));
+    }
+    proposal.signatures.push(json!({"keyid": mine, "sig": hex(&key.sign(&body))}));
+    Ok(())
+}
+
+/// Writes a role's metadata (`N.<role>.json`); the next [`publish`] lists it in the snapshot.
+pub fn write_role(repo: &Repo, proposal: &RoleProposal) -> Result<PathBuf, OpsError> {
+    let version = proposal.signed["version"].as_u64().unwrap_or(0);
+    let mut sigs = proposal.signatures.clone();
+    sigs.sort_by(|a, b| a["keyid"].as_str().cmp(&b["keyid"].as_str()));
+    let bytes = serde_json::to_vec(&json!({"signed": proposal.signed, "signatures": sigs})).expect("a JSON value serializes");
+    let path = repo.metadata().join(format!("{version}.{}.json", proposal.role));
+    write_new(&path, &bytes)?;
+    Ok(path)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 fn file_meta(version: u64, bytes: &[u8]) -> Value {

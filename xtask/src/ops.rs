@@ -64,9 +64,17 @@ pub enum OpsCommand {
     /// that has one re-signs it, and only its release keys may move a channel.
     #[command(subcommand)]
     Trust(TrustCommand),
+    ///
+    /// Under the two-person rule (a trust repository with two or more release keys), a move of
+    /// stable or lts is only proposed (`<channels>/<channel>/proposal.json`); a second release
+    /// key completes it with `promote --cosign --to <channel>`.
     Promote {
         /// A release directory, or a version kept by a channel that promotes to `--to`.
-        release: String,
+        #[arg(required_unless_present = "cosign")]
+        release: Option<String>,
+        /// Complete the move proposed for `--to` with a second release key (two-person rule).
+        #[arg(long, conflicts_with_all = ["release", "emergency"])]
+        cosign: bool,
         #[arg(long, value_enum)]
         to: ChannelArg,
         /// Put the release on `--to` without its time on the source channel, for a fix that
@@ -290,9 +298,21 @@ fn describe(p: &pointer::Pointer) -> String {
 pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     match cmd {
         OpsCommand::Trust(t) => trust(t),
-        OpsCommand::Promote { release, to, emergency, store, key, clock, json } => {
+        OpsCommand::Promote { release, cosign, to, emergency, store, key, clock, json } => {
             let (root, store) = store_of(&store)?;
             let key = key.load(&root)?;
+            if cosign {
+                let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+                let req = channels::Cosign { root: &root, store: &store, to: to.into(), key: &key, now: clock.clock().now() };
+                let done = channels::cosign(&req).map_err(ops)?;
+                if json {
+                    print_json(&serde_json::json!({"event": "result", "promoted": done}));
+                } else {
+                    progress::out(&format!("co-signed: {}\n{}", describe(&done.pointer), done.pointer_file.display()));
+                }
+                return Ok(());
+            }
+            let release = release.unwrap_or_default();
             let what = if Path::new(&release).is_dir() {
                 ReleaseRef::Dir(PathBuf::from(&release))
             } else {
@@ -315,6 +335,15 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             if json {
                 print_json(&serde_json::json!({"event": "result", "promoted": done}));
             } else {
+                if done.pending {
+                    progress::out(&format!(
+                        "proposed (two-person rule): {}\n{}\nanother release key completes it: cargo xtask promote --cosign --to {}",
+                        describe(&done.pointer),
+                        done.pointer_file.display(),
+                        done.pointer.channel
+                    ));
+                    return Ok(());
+                }
                 let mut s = format!("{}{}", if done.refreshed { "re-signed: " } else { "" }, describe(&done.pointer));
                 if let (Some(f), Some(since)) = (done.from, &done.on_source_since) {
                     s += &format!("\non `{f}` since {since}");

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use schema::files::Cadence;
 use schema::model::{rfc3339, Channel, Digest, Version};
-use verifier::keys::{PublicKey, SigningKey};
+use verifier::keys::{PublicKey, Signer};
 use verifier::sign::Envelope;
 
 use crate::stages::gates;
@@ -199,7 +199,7 @@ pub struct Promote<'a> {
     pub store: &'a Store,
     pub release: ReleaseRef,
     pub to: Channel,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     pub now: i64,
 }
 
@@ -372,7 +372,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
         fs::rename(&staging, &kept).map_err(io(&kept))?;
     }
     let p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
-    let env = pointer::sign(&p, req.key);
+    let env = pointer::sign(&p, req.key)?;
     req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
@@ -432,7 +432,7 @@ pub struct Rollback<'a> {
     pub store: &'a Store,
     pub channel: Channel,
     pub to: Version,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     pub now: i64,
     /// Where the compose file, chart and values go (replaced whole).
     pub out: &'a Path,
@@ -535,7 +535,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
 
     // 4.
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
-    let env = pointer::sign(&p, req.key);
+    let env = pointer::sign(&p, req.key)?;
     req.store.issue(req.channel, &env, p.sequence)?;
     let rel_path = |abs: &Path| req.out.join(abs.strip_prefix(&staged).unwrap_or(abs));
     Ok(RolledBack {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use pipeline::channels::{self, ReleaseRef, Store};
 use schema::model::{Channel, Version};
-use verifier::keys::{PublicKey, Secret, SigningKey};
+use verifier::keys::{PublicKey, Signer};
 use verifier::ops::{Clock, OpsError};
 use verifier::{pointer, preflight};
 
@@ -154,16 +154,18 @@ pub enum OpsCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct KeyArg {
-    /// The release signing key (passphrase in STELLAOPS_KEY_PASSPHRASE; default: the
-    /// development key target/keys/dev.key).
+    /// The release signing key: a key file (passphrase in STELLAOPS_KEY_PASSPHRASE; a
+    /// cosign.key's in COSIGN_PASSWORD) or a `pkcs11:` URI (PIN in the URI or
+    /// STELLAOPS_PKCS11_PIN). Default: the development key target/keys/dev.key.
     #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
     key: Option<PathBuf>,
 }
 
 impl KeyArg {
-    fn load(&self, root: &Path) -> Result<SigningKey, Failure> {
+    fn load(&self, root: &Path) -> Result<Box<dyn Signer>, Failure> {
         let path = self.key.clone().unwrap_or_else(|| pipeline::release::dev_key_path(root));
-        Ok(SigningKey::load(&path, &Secret::from_env()).map_err(pipeline::Error::from)?)
+        let key = pipeline::signer::KeyRef::from_arg(&path).map_err(pipeline::Error::from)?;
+        Ok(pipeline::signer::load(&key).map_err(pipeline::Error::from)?)
     }
 }
 
@@ -205,7 +207,8 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 })?)
             };
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = channels::Promote { root: &root, store: &store, release: what, to: to.into(), key: &key, now: clock.clock().now() };
+            let req =
+                channels::Promote { root: &root, store: &store, release: what, to: to.into(), key: key.as_ref(), now: clock.clock().now() };
             let done = channels::promote(&req).map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "promoted": done}));
@@ -256,7 +259,8 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let channel: Channel = channel.into();
             let out = out.unwrap_or_else(|| root.join(format!("target/rollback/{channel}-{to}")));
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = channels::Rollback { root: &root, store: &store, channel, to, key: &key, now: clock.clock().now(), out: &out };
+            let req =
+                channels::Rollback { root: &root, store: &store, channel, to, key: key.as_ref(), now: clock.clock().now(), out: &out };
             let done = channels::rollback(&req).map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "rollback": done}));

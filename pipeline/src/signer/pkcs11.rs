@@ -418,7 +418,7 @@ fn kind_of(uri: &Pkcs11Uri, session: &Session, key: ObjectHandle) -> Result<KeyK
         (Some(KeyType::EC_EDWARDS), p) => {
             Err(unsupported(format!("EdDSA on another curve (CKA_EC_PARAMS {})", hex(p.unwrap_or_default()))))
         }
-        (Some(t), _) => Err(unsupported(format!("of key type {t}"))),
+        (Some(t), _) => Err(unsupported(format!("of key type {}", t.to_string().trim_start_matches("CKK_")))),
         (None, _) => Err(unsupported("of no key type".to_owned())),
     }
 }

@@ -22,14 +22,14 @@ pub enum KeyRef {
     /// A key file: encrypted PKCS#8 PEM or cosign's encrypted `cosign.key`.
     File(PathBuf),
     /// A key in a PKCS#11 token.
-    Pkcs11(Pkcs11Uri),
+    Pkcs11(Box<Pkcs11Uri>),
 }
 
 impl KeyRef {
     /// `--key`: a `pkcs11:` URI when it starts so, else a file path.
     pub fn from_arg(arg: &Path) -> Result<KeyRef, Pkcs11Error> {
         match arg.to_str() {
-            Some(s) if s.starts_with(pkcs11::SCHEME) => Ok(KeyRef::Pkcs11(s.parse()?)),
+            Some(s) if s.starts_with(pkcs11::SCHEME) => Ok(KeyRef::Pkcs11(Box::new(s.parse()?))),
             _ => Ok(KeyRef::File(arg.to_owned())),
         }
     }

@@ -128,7 +128,8 @@ fn assert_private_key_unreadable(token: &Token, label: &str) {
 
 /// The acceptance test of issue 16 for hardware keys: a key pair made on a SoftHSM2 token, a
 /// whole release signed through it, `verify` with the public key exported from the token, and
-/// openssl checking the release.yaml signature with that key; the private key cannot be read.
+/// openssl checking the release.yaml signature with that key; `promote` signs its channel
+/// pointer through the token; the private key cannot be read.
 #[test]
 fn a_release_signed_through_softhsm2_verifies_with_the_exported_public_key() {
     let Some(token) = Token::new() else { return };
@@ -160,6 +161,26 @@ fn a_release_signed_through_softhsm2_verifies_with_the_exported_public_key() {
         .xtask(&["keys", "generate", "--pkcs11", "pkcs11:token=stellaops;object=other", "--public", other.to_str().unwrap()], Some(PIN))
         .ok();
     assert_eq!(verify(&dir, &other).code, 1);
+
+    // The channel pointer is signed through the token too, and checks with the exported key.
+    let now = schema::model::rfc3339(crate::support::EPOCH + 3600);
+    let src = repo.path().to_str().unwrap();
+    token.xtask(&["promote", dir.to_str().unwrap(), "--to", "edge", "--key", &key, "--now", &now, "--source", src], None).ok();
+    let pointer = repo.path().join("target/channels/edge/pointer.json");
+    let state = token.dir.path().join("state.json");
+    let check = Run::of(
+        xtask_cmd()
+            .arg("verify-pointer")
+            .arg(&pointer)
+            .arg("--key")
+            .arg(&exported)
+            .arg("--state")
+            .arg(&state)
+            .args(["--now", &now])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(check.code, 0, "verify-pointer:\n{}\n{}", check.stdout, check.stderr);
 
     assert_private_key_unreadable(&token, "release");
 }

@@ -157,7 +157,7 @@ pub struct KeyArg {
     /// The release signing key: a key file (passphrase in STELLAOPS_KEY_PASSPHRASE; a
     /// cosign.key's in COSIGN_PASSWORD) or a `pkcs11:` URI (PIN in the URI or
     /// STELLAOPS_PKCS11_PIN). Default: the development key target/keys/dev.key.
-    #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+    #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY")]
     key: Option<PathBuf>,
 }
 

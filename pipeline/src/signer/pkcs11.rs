@@ -130,6 +130,8 @@ pub enum Pkcs11Error {
         "`{uri}`: the token has no public key for this private key (no public-key object of the same label and id, no CKA_PUBLIC_KEY_INFO)"
     )]
     NoPublicKey { uri: String },
+    #[error("`{uri}`: {message}")]
+    Unusable { uri: String, message: String },
     #[error("`{uri}`: the public key on the token does not verify the private key's signature")]
     Mismatch { uri: String },
     #[error("`{uri}`: an object with this label or id already exists on the token; refusing to add a second key")]
@@ -170,6 +172,7 @@ impl Pkcs11Error {
             Pkcs11Error::NoPublicKey { .. } => "import the public key to the token with the same label and id".to_owned(),
             Pkcs11Error::Mismatch { .. } => "the public-key object of this label and id belongs to another key: fix the token".to_owned(),
             Pkcs11Error::Exists { .. } => "choose another `object=` and `id=`, or use the existing key".to_owned(),
+            Pkcs11Error::Unusable { .. } => "check the key's attributes with `pkcs11-tool --list-objects` (CKA_SIGN must be set)".to_owned(),
             Pkcs11Error::Token { .. } => return None,
         })
     }
@@ -439,7 +442,7 @@ fn unwrap_point(v: &[u8], bare_len: usize) -> &[u8] {
 
 /// Step 4: the public key of `key`.
 fn public_of(uri: &Pkcs11Uri, session: &Session, key: ObjectHandle, kind: KeyKind) -> Result<PublicKey, Pkcs11Error> {
-    let bad = |message: String| Pkcs11Error::Uri { uri: uri.shown.clone(), message: format!("the token's public key: {message}") };
+    let bad = |message: String| Pkcs11Error::Unusable { uri: uri.shown.clone(), message: format!("the token's public key: {message}") };
     let publics = session.find_objects(&uri.key_template(ObjectClass::PUBLIC_KEY)).map_err(uri.token_err("finding the public key"))?;
     if let [p] = publics.as_slice() {
         let attrs = session.get_attributes(*p, &[AttributeType::EcPoint]).map_err(uri.token_err("reading the public key"))?;
@@ -493,7 +496,7 @@ impl Pkcs11Signer {
         let kind = kind_of(uri, &session, key)?;
         let public = public_of(uri, &session, key, kind)?;
         let probe = b"stellaops: does the token's key match its public key";
-        let sig = sign_with(&session, key, kind, probe).map_err(|message| Pkcs11Error::Uri {
+        let sig = sign_with(&session, key, kind, probe).map_err(|message| Pkcs11Error::Unusable {
             uri: uri.shown.clone(),
             message: format!("the token cannot sign with the key: {message}"),
         })?;

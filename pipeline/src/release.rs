@@ -87,6 +87,11 @@ pub fn dev_key_path(root: &Path) -> PathBuf {
     root.join("target/keys/dev.key")
 }
 
+/// Whether `key` is this repository's development key (`target/keys/dev.pub`).
+pub fn is_dev_key(root: &Path, key: &verifier::keys::PublicKey) -> bool {
+    verifier::keys::PublicKey::load(&dev_key_path(root).with_extension("pub")).is_ok_and(|dev| dev.key_id() == key.key_id())
+}
+
 fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<Box<dyn verifier::keys::Signer>, Error> {
     signing_key(opts.key.as_deref(), root, opts.fips, reporter)
 }
@@ -175,6 +180,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         return Err(Error::KeyRequired { channel: plan.channel }.at(Stage::Plan));
     }
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
+    if matches!(plan.channel, Channel::Stable | Channel::Lts) && is_dev_key(&plan.root, key.public()) {
+        return Err(Error::DevKey { channel: plan.channel, path: dev_key_path(&plan.root) }.at(Stage::Plan));
+    }
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();

@@ -19,8 +19,11 @@ sudo=""
 # libprotobuf-dev: google/protobuf/timestamp.proto, which CycloneDX's .proto imports (protoc --decode);
 # qemu-user-static, binfmt-support: arm64 RUN steps and containers under emulation (tests/it/arm64.rs);
 # python3-packaging: PyPA's PEP 440 ordering, the reference the audit's version order is tested against;
-# debootstrap: a third-party Debian base, packed by umoci (tests/it/thirdparty.rs).
-packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support debootstrap)
+# debootstrap: a third-party Debian base, packed by umoci (tests/it/thirdparty.rs);
+# softhsm2, opensc, python3-pykcs11: a PKCS#11 token without hardware to sign releases through,
+# OpenSC's pkcs11-tool and PyKCS11 to ask it, independently of our code, whether the private
+# key can be read (tests/it/hsm.rs).
+packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support debootstrap softhsm2 opensc python3-pykcs11)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -75,6 +78,8 @@ say "building the sigstore-crate cosign verifier"
 cargo build --release --locked --quiet --manifest-path tests/verifiers/cosign-rs/Cargo.toml \
   --target-dir "$verifiers/cosign-rs"
 export STELLAOPS_VERIFY_COSIGN_RS=$verifiers/cosign-rs/release/cosign-rs-verify
+# The same crate writing a cosign key pair (cosign.key, cosign.pub) that our release signs with.
+export STELLAOPS_VERIFY_COSIGN_KEYGEN=$verifiers/cosign-rs/release/cosign-rs-keygen
 
 # 2. Services, private to this run.
 run_dir=$(mktemp -d /tmp/stellaops-test-XXXXXX)

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use schema::files::Cadence;
 use schema::model::{rfc3339, Channel, Digest, Version};
-use verifier::keys::{PublicKey, SigningKey};
+use verifier::keys::{PublicKey, Signer};
 use verifier::sign::Envelope;
 
 use crate::stages::gates;
@@ -232,7 +232,7 @@ pub struct Promote<'a> {
     pub store: &'a Store,
     pub release: ReleaseRef,
     pub to: Channel,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     pub now: i64,
     /// `--emergency REASON`: put the release on `to` without its time on the source channel
     /// (recorded in the pointer).
@@ -435,7 +435,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     }
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
     p.emergency = req.emergency.clone();
-    let env = pointer::sign(&p, req.key);
+    let env = pointer::sign(&p, req.key)?;
     if let Some(proposal) = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)? {
         return Ok(Promoted {
             pointer: p,
@@ -527,7 +527,7 @@ fn propose_move(
     p: &Pointer,
     env: &Envelope,
     log: &[Pointer],
-    key: &SigningKey,
+    key: &dyn Signer,
     now: i64,
 ) -> Result<Option<PathBuf>, OpsError> {
     let repo = crate::tuf::Repo::of(store.root());
@@ -573,7 +573,7 @@ pub struct Cosign<'a> {
     pub root: &'a Path,
     pub store: &'a Store,
     pub to: Channel,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     pub now: i64,
 }
 
@@ -628,7 +628,7 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
     }
     proposal.envelope.signatures.push(verifier::sign::EnvelopeSignature {
         keyid: public.key_id(),
-        sig: base64::engine::general_purpose::STANDARD.encode(req.key.sign(&msg)),
+        sig: base64::engine::general_purpose::STANDARD.encode(req.key.try_sign(&msg)?),
     });
     crate::tuf::write_role(&repo, &proposal.role)?;
     req.store.issue(req.to, &proposal.envelope, p.sequence)?;
@@ -699,7 +699,7 @@ pub fn rotate_trust(
     store: &Store,
     cfg: &schema::config::Config,
     req: &crate::tuf::Rotate<'_>,
-    key: &SigningKey,
+    key: &dyn Signer,
 ) -> Result<RotationReport, OpsError> {
     let mut checked = Vec::new();
     let mut problems = Vec::new();
@@ -754,7 +754,7 @@ pub fn rotate_trust(
 pub fn publish_trust(
     store: &Store,
     cfg: &schema::config::Config,
-    key: &SigningKey,
+    key: &dyn Signer,
     now: i64,
 ) -> Result<Option<crate::tuf::Published>, OpsError> {
     let repo = crate::tuf::Repo::of(store.root());
@@ -839,7 +839,7 @@ pub struct Rollback<'a> {
     pub store: &'a Store,
     pub channel: Channel,
     pub to: Version,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     pub now: i64,
     /// Where the compose file, chart and values go (replaced whole).
     pub out: &'a Path,
@@ -949,7 +949,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
 
     // 4.
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
-    let env = pointer::sign(&p, req.key);
+    let env = pointer::sign(&p, req.key)?;
     let pending = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)?;
     let trust = if pending.is_none() {
         req.store.issue(req.channel, &env, p.sequence)?;

@@ -38,6 +38,12 @@ pub enum Error {
     #[error(transparent)]
     Key(#[from] verifier::keys::KeyError),
     #[error(transparent)]
+    KeyLoad(#[from] crate::signer::LoadError),
+    #[error(transparent)]
+    Pkcs11(#[from] crate::signer::Pkcs11Error),
+    #[error(transparent)]
+    Signer(#[from] verifier::keys::SignerError),
+    #[error(transparent)]
     Templates(#[from] crate::templates::TemplateError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
@@ -90,6 +96,13 @@ impl Error {
                  `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
             )),
             Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
+            Error::KeyLoad(k) => k.hint(),
+            Error::Pkcs11(k) => k.hint(),
+            Error::Signer(s)
+            | Error::Ops(verifier::ops::OpsError::Signer(s))
+            | Error::Sign(crate::stages::sign::SignError::Signer(s))
+            | Error::Manifest(crate::stages::manifest::ManifestError::Signer(s))
+            | Error::Kit(verifier::kit::KitError::Signer(s)) => s.hint.clone(),
             Error::Io { .. } => Some("check that the path exists, is readable and that the disk has room".to_owned()),
             _ => None,
         }
@@ -146,6 +159,9 @@ impl Error {
             Error::Sign(e) => e.exit_code(),
             Error::Manifest(e) => e.exit_code(),
             Error::Key(e) => e.exit_code(),
+            Error::KeyLoad(e) => e.exit_code(),
+            Error::Pkcs11(e) => e.exit_code(),
+            Error::Signer(e) => e.exit_code(),
             Error::Templates(e) => e.exit_code(),
             Error::Lock(e) => e.exit_code(),
             Error::Kit(e) => e.exit_code(),

@@ -31,6 +31,7 @@ pub mod fault;
 pub mod lock;
 pub mod release;
 pub mod repro;
+pub mod signer;
 pub mod stages;
 pub mod templates;
 pub mod tuf;

@@ -58,8 +58,9 @@ pub struct RunOptions {
     pub cache: Option<PathBuf>,
     pub jobs: Option<usize>,
     pub backend: BackendChoice,
-    /// The signing key (encrypted PKCS#8 PEM); `None` for the development key under
-    /// `target/keys/` (made on first use).
+    /// The signing key: a key file (encrypted PKCS#8 PEM or cosign's `cosign.key`) or a
+    /// `pkcs11:` URI ([`crate::signer::KeyRef::from_arg`]); `None` for the development key
+    /// under `target/keys/` (made on first use).
     pub key: Option<PathBuf>,
     pub fips: verifier::keys::Fips,
     /// The transparency log (Rekor) to record signatures in; none when `None`.
@@ -91,22 +92,22 @@ pub fn is_dev_key(root: &Path, key: &verifier::keys::PublicKey) -> bool {
     verifier::keys::PublicKey::load(&dev_key_path(root).with_extension("pub")).is_ok_and(|dev| dev.key_id() == key.key_id())
 }
 
-fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<verifier::keys::SigningKey, Error> {
+fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<Box<dyn verifier::keys::Signer>, Error> {
     signing_key(opts.key.as_deref(), root, opts.fips, reporter)
 }
 
-/// The signing key at `key`, or the development key of the repository at `root`; checked
-/// against FIPS mode.
+/// The signing key `key` names (a file or a `pkcs11:` URI), or the development key of the
+/// repository at `root`; checked against FIPS mode.
 pub fn signing_key(
     key: Option<&Path>,
     root: &Path,
     fips: verifier::keys::Fips,
     reporter: &dyn Reporter,
-) -> Result<verifier::keys::SigningKey, Error> {
+) -> Result<Box<dyn verifier::keys::Signer>, Error> {
     use verifier::keys::{KeyKind, Secret, SigningKey};
     let pass = Secret::from_env();
-    let key = match key {
-        Some(p) => SigningKey::load(p, &pass)?,
+    let key: Box<dyn verifier::keys::Signer> = match key {
+        Some(p) => crate::signer::load(&crate::signer::KeyRef::from_arg(p)?)?,
         None => {
             let path = dev_key_path(root);
             if !path.exists() {
@@ -118,7 +119,7 @@ pub fn signing_key(
                     path.display()
                 ),
             });
-            SigningKey::load(&path, &pass)?
+            Box::new(SigningKey::load(&path, &pass)?)
         }
     };
     key.public().check_fips(fips, "the signing key")?;
@@ -254,13 +255,13 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let made =
         crate::stages::sign::Made { rekor: opts.rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
-    let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter).map_err(at(Stage::Sign))?;
+    let signed = crate::stages::sign::sign(&made, key.as_ref(), staging.path(), reporter).map_err(at(Stage::Sign))?;
     crate::fault::at("sign", staging.path());
     let manifest =
-        crate::stages::manifest::write(&plan, &images, &signed, &deployables, &key, staging.path()).map_err(at(Stage::Manifest))?;
+        crate::stages::manifest::write(&plan, &images, &signed, &deployables, key.as_ref(), staging.path()).map_err(at(Stage::Manifest))?;
     crate::fault::at("manifest", staging.path());
     if let Some(report) = &gates {
-        record_gates(report, &key, &manifest.digest, staging.path()).map_err(|e| e.at(Stage::Gates))?;
+        record_gates(report, key.as_ref(), &manifest.digest, staging.path()).map_err(|e| e.at(Stage::Gates))?;
     }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
@@ -273,7 +274,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         &crate::stages::kit::KitRequest {
             release: staging.path(),
             contents: &plan.kit,
-            key: &key,
+            key: key.as_ref(),
             delta_from: None,
             out: &staging.path().join(&kit_file),
             threads: opts.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())) as u32,
@@ -365,13 +366,13 @@ fn gates(
 /// `gates.json` and its signed envelope `attest/gates.dsse.json`, about `release.yaml`.
 fn record_gates(
     report: &crate::stages::gates::GateReport,
-    key: &verifier::keys::SigningKey,
+    key: &dyn verifier::keys::Signer,
     release_yaml: &schema::model::Digest,
     dir: &Path,
 ) -> Result<(), Error> {
     use crate::stages::gates;
     write_json(&dir.join(gates::GATES_JSON), report)?;
-    write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, release_yaml))
+    write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, release_yaml)?)
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.

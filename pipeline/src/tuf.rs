@@ -43,7 +43,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use schema::model::{rfc3339, Channel, Digest};
-use verifier::keys::{KeyKind, PublicKey, SigningKey};
+use verifier::keys::{KeyKind, PublicKey, Signer, SigningKey};
 use verifier::ops::{io, OpsError};
 
 /// The TUF specification version written.
@@ -225,13 +225,16 @@ fn hex(bytes: &[u8]) -> String {
 /// `{"signed": doc, "signatures": [...]}`, signed by each key (over the canonical JSON of
 /// `doc`). The file is plain JSON with sorted keys and no whitespace: canonical JSON leaves
 /// control characters (the newlines of a PEM key) unescaped, which JSON parsers refuse.
-fn sign_doc(doc: &Value, keys: &[&SigningKey]) -> Vec<u8> {
+fn sign_doc(doc: &Value, keys: &[&dyn Signer]) -> Result<Vec<u8>, OpsError> {
     let body = canonical(doc);
-    let mut sigs: Vec<Value> = keys.iter().map(|k| json!({"keyid": key_id(&tuf_key(k.public())), "sig": hex(&k.sign(&body))})).collect();
+    let mut sigs = Vec::new();
+    for k in keys {
+        sigs.push(json!({"keyid": key_id(&tuf_key(k.public())), "sig": hex(&k.try_sign(&body)?)}));
+    }
     sigs.sort_by(|a, b| a["keyid"].as_str().cmp(&b["keyid"].as_str()));
     sigs.dedup_by(|a, b| a["keyid"] == b["keyid"]);
     // serde_json's maps are sorted (no `preserve_order` feature in this workspace).
-    serde_json::to_vec(&json!({"signed": doc, "signatures": sigs})).expect("a JSON value serializes")
+    Ok(serde_json::to_vec(&json!({"signed": doc, "signatures": sigs})).expect("a JSON value serializes"))
 }
 
 fn read_json(path: &Path) -> Result<Value, OpsError> {
@@ -309,8 +312,8 @@ pub fn init(req: &Init<'_>) -> Result<PathBuf, OpsError> {
             "timestamp": role(&release_ids, 1),
         },
     });
-    let signers: Vec<&SigningKey> = req.root_keys.iter().collect();
-    let bytes = sign_doc(&doc, &signers);
+    let signers: Vec<&dyn Signer> = req.root_keys.iter().map(|k| k as &dyn Signer).collect();
+    let bytes = sign_doc(&doc, &signers)?;
     let meta = req.repo.metadata();
     let first = meta.join("1.root.json");
     write_new(&first, &bytes)?;
@@ -443,9 +446,9 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
     if !revoked.is_empty() {
         doc["revoked"] = Value::Array(revoked.clone());
     }
-    let mut signers: Vec<&SigningKey> = req.root_keys.iter().collect();
-    signers.extend(new_root_keys);
-    let bytes = sign_doc(&doc, &signers);
+    let mut signers: Vec<&dyn Signer> = req.root_keys.iter().map(|k| k as &dyn Signer).collect();
+    signers.extend(new_root_keys.iter().map(|k| *k as &dyn Signer));
+    let bytes = sign_doc(&doc, &signers)?;
     let meta = req.repo.metadata();
     let path = meta.join(format!("{next}.root.json"));
     write_new(&path, &bytes)?;
@@ -486,7 +489,7 @@ pub fn publish(
     repo: &Repo,
     channels: &[ChannelState],
     expiry_days: u32,
-    key: &SigningKey,
+    key: &dyn Signer,
     now: i64,
 ) -> Result<Option<Published>, OpsError> {
     if !repo.exists() {
@@ -527,7 +530,7 @@ pub fn publish(
             }
         }
     }
-    let targets_bytes = sign_doc(&targets_doc, &[key]);
+    let targets_bytes = sign_doc(&targets_doc, &[key])?;
     write_new(&meta.join(format!("{tv}.targets.json")), &targets_bytes)?;
     snapshot_meta.insert("targets.json".to_owned(), file_meta(tv, &targets_bytes));
 
@@ -536,7 +539,7 @@ pub fn publish(
         "_type": "snapshot", "spec_version": SPEC_VERSION, "version": sv, "expires": expires,
         "meta": snapshot_meta,
     });
-    let snapshot_bytes = sign_doc(&snapshot_doc, &[key]);
+    let snapshot_bytes = sign_doc(&snapshot_doc, &[key])?;
     write_new(&meta.join(format!("{sv}.snapshot.json")), &snapshot_bytes)?;
 
     let ts_path = meta.join("timestamp.json");
@@ -546,7 +549,7 @@ pub fn publish(
         "_type": "timestamp", "spec_version": SPEC_VERSION, "version": tsv, "expires": timestamp_expires,
         "meta": {"snapshot.json": file_meta(sv, &snapshot_bytes)},
     });
-    write_new(&ts_path, &sign_doc(&timestamp_doc, &[key]))?;
+    write_new(&ts_path, &sign_doc(&timestamp_doc, &[key])?)?;
     Ok(Some(Published { targets_version: tv, snapshot_version: sv, timestamp_version: tsv, timestamp_expires, targets: names }))
 }
 
@@ -624,7 +627,7 @@ pub struct RoleProposal {
 }
 
 /// The metadata of `state.channel`'s delegated role for its new state, signed by `key`.
-pub fn propose(repo: &Repo, state: &ChannelState, key: &SigningKey, now: i64) -> Result<RoleProposal, OpsError> {
+pub fn propose(repo: &Repo, state: &ChannelState, key: &dyn Signer, now: i64) -> Result<RoleProposal, OpsError> {
     let (mut targets, mut names) = (BTreeMap::new(), BTreeMap::new());
     channel_targets(repo, state, &mut targets, &mut names)?;
     let role = state.channel.as_str().to_owned();
@@ -633,13 +636,13 @@ pub fn propose(repo: &Repo, state: &ChannelState, key: &SigningKey, now: i64) ->
         "_type": "targets", "spec_version": SPEC_VERSION, "version": version,
         "expires": rfc3339(now + ROLE_DAYS * 86_400), "targets": targets,
     });
-    let sig = json!({"keyid": key_id(&tuf_key(key.public())), "sig": hex(&key.sign(&canonical(&doc)))});
+    let sig = json!({"keyid": key_id(&tuf_key(key.public())), "sig": hex(&key.try_sign(&canonical(&doc))?)});
     Ok(RoleProposal { role, signed: doc, signatures: vec![sig] })
 }
 
 /// Adds `key`'s signature to a proposal after checking the signatures it has: each by a
 /// release key of the root, none by `key` (two people, not one key twice).
-pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &SigningKey) -> Result<(), OpsError> {
+pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &dyn Signer) -> Result<(), OpsError> {
     let (_, root) = repo.root()?;
     let body = canonical(&proposal.signed);
     let mine = key_id(&tuf_key(key.public()));
@@ -662,7 +665,7 @@ pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &SigningKey) -> Res
     if !listed(&mine) {
         return Err(OpsError::Refused(format!("the key {mine} is not a release key of the trust root")));
     }
-    proposal.signatures.push(json!({"keyid": mine, "sig": hex(&key.sign(&body))}));
+    proposal.signatures.push(json!({"keyid": mine, "sig": hex(&key.try_sign(&body)?)}));
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod docker;
 mod ecosystems;
 mod evidence;
 mod faults;
+mod hsm;
 mod kit;
 mod lock_add;
 mod locks;

@@ -298,7 +298,7 @@ fn ops_preflight_flags_each_appendix_b_violation_of_a_crafted_pair() {
     repo.commit_all("rules", crate::support::EPOCH + 2 * 86_400);
     let k = other_key(&repo.path().join("other.key"));
     let yaml = fs::read(b.join("release.yaml")).unwrap();
-    fs::write(b.join("release.yaml.sig"), verifier::manifest::blob_signature(&k, &yaml)).unwrap();
+    fs::write(b.join("release.yaml.sig"), verifier::manifest::blob_signature(&k, &yaml).unwrap()).unwrap();
 
     let key = public_key(&repo);
     let (a_s, b_s, k_s) = (a.to_str().unwrap(), b.to_str().unwrap(), key.to_str().unwrap());

@@ -5,6 +5,10 @@
 //! SPKI DER, in hex. Private keys and passphrases are wrapped so that `Debug` shows nothing.
 //! ECDSA signatures are ASN.1 DER over SHA-256 (what cosign, openssl and securesystemslib
 //! use), with RFC 6979 nonces: the same key and message give the same signature.
+//!
+//! [`Signer`] is what every signing function takes: a key file loaded here ([`SigningKey`],
+//! our PKCS#8 or cosign's `cosign.key`, [`crate::cosign_key`]) or a key that never leaves a
+//! hardware token (the pipeline's PKCS#11 signer). Both sign the same bytes the same way.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -38,6 +42,32 @@ pub enum Fips {
     Off,
 }
 
+/// What signs: a private key, wherever it is, with its public key. Implemented by
+/// [`SigningKey`] (a key file held in memory) and by the pipeline's PKCS#11 signer (the key
+/// stays in the token; only the message digest goes in and the signature comes out).
+pub trait Signer: fmt::Debug + Send + Sync {
+    fn public(&self) -> &PublicKey;
+    /// Signs `msg` as [`SigningKey::sign`] does: ECDSA over SHA-256 as ASN.1 DER, Ed25519 as
+    /// the 64 raw bytes.
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError>;
+}
+
+/// A signer that could not sign (a token removed, a session lost): names the key, never a PIN.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}`: cannot sign: {message}")]
+pub struct SignerError {
+    /// The key as the user named it (a path, or a `pkcs11:` URI with its PIN masked).
+    pub key: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl SignerError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        schema::exit::ENVIRONMENT
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("`{path}`: {source}")]
@@ -48,6 +78,8 @@ pub enum KeyError {
     },
     #[error("`{path}`: cannot decrypt the private key: {message}")]
     Decrypt { path: PathBuf, message: String, env: &'static str },
+    #[error("`{path}`: a cosign key of type {kind}; ECDSA P-256 and Ed25519 keys can sign")]
+    Unsupported { path: PathBuf, kind: String },
     #[error("`{path}`: not a {what}: {message}")]
     Format { path: PathBuf, what: &'static str, message: String },
     #[error("FIPS mode allows ES256 (ECDSA P-256) only; `{what}` is {kind:?}")]
@@ -61,6 +93,9 @@ impl KeyError {
     pub fn hint(&self) -> Option<String> {
         match self {
             KeyError::Decrypt { env, .. } => Some(format!("set the passphrase in `{env}`")),
+            KeyError::Unsupported { .. } => {
+                Some("make an ECDSA P-256 key: `cosign generate-key-pair`, or `cargo xtask keys generate`".to_owned())
+            }
             KeyError::NotFips { .. } => Some("generate an ECDSA key with `cargo xtask keys generate --algorithm ecdsa-p256`".to_owned()),
             KeyError::Exists(_) => Some("remove it first, or choose another path".to_owned()),
             KeyError::Io { .. } | KeyError::Format { .. } => None,
@@ -78,15 +113,26 @@ impl KeyError {
 /// The environment variable holding the private key's passphrase.
 pub const PASSPHRASE_ENV: &str = "STELLAOPS_KEY_PASSPHRASE";
 
-/// A passphrase; never printed.
-pub struct Secret(String);
+/// cosign's environment variable for the passphrase of a `cosign.key`; read for cosign keys
+/// before [`PASSPHRASE_ENV`].
+pub const COSIGN_PASSPHRASE_ENV: &str = "COSIGN_PASSWORD";
+
+/// A passphrase; never printed. A cosign key may have its own (`COSIGN_PASSWORD`).
+pub struct Secret(String, Option<String>);
 impl Secret {
     pub fn new(s: String) -> Secret {
-        Secret(s)
+        Secret(s, None)
     }
-    /// From `STELLAOPS_KEY_PASSPHRASE` (empty when unset).
+    /// From `STELLAOPS_KEY_PASSPHRASE` (empty when unset), and `COSIGN_PASSWORD` for cosign keys.
     pub fn from_env() -> Secret {
-        Secret(std::env::var(PASSPHRASE_ENV).unwrap_or_default())
+        Secret(std::env::var(PASSPHRASE_ENV).unwrap_or_default(), std::env::var(COSIGN_PASSPHRASE_ENV).ok())
+    }
+    /// The passphrase of a cosign key and the variable it came from.
+    fn for_cosign(&self) -> (&str, &'static str) {
+        match &self.1 {
+            Some(p) => (p, COSIGN_PASSPHRASE_ENV),
+            None => (&self.0, PASSPHRASE_ENV),
+        }
     }
 }
 impl fmt::Debug for Secret {
@@ -135,6 +181,24 @@ impl PublicKey {
     pub fn load(path: &Path) -> Result<PublicKey, KeyError> {
         let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
         Self::from_pem(&pem).map_err(|message| KeyError::Format { path: path.to_owned(), what: "public key (SPKI PEM)", message })
+    }
+
+    /// An ECDSA P-256 public key from its SEC1 point (`04 || x || y`, as a token stores it).
+    pub fn from_p256_point(point: &[u8]) -> Result<PublicKey, String> {
+        let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|e| format!("not a P-256 point: {e}"))?;
+        Self::from_der_doc(KeyKind::EcdsaP256, k.to_public_key_der().map_err(|e| e.to_string())?)
+    }
+
+    /// An Ed25519 public key from its 32 raw bytes.
+    pub fn from_ed25519_bytes(raw: &[u8]) -> Result<PublicKey, String> {
+        let raw: &[u8; 32] = raw.try_into().map_err(|_| format!("an Ed25519 key has 32 bytes, not {}", raw.len()))?;
+        let k = ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|e| format!("not an Ed25519 point: {e}"))?;
+        Self::from_der_doc(KeyKind::Ed25519, k.to_public_key_der().map_err(|e| e.to_string())?)
+    }
+
+    fn from_der_doc(kind: KeyKind, doc: pkcs8::Document) -> Result<PublicKey, String> {
+        let pem = doc.to_pem("PUBLIC KEY", LineEnding::LF).map_err(|e| e.to_string())?;
+        Ok(PublicKey { kind, der: doc.as_bytes().to_vec(), pem })
     }
 
     pub fn from_pem(pem: &str) -> Result<PublicKey, String> {
@@ -266,9 +330,13 @@ impl SigningKey {
         Ok(enc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)?.to_string())
     }
 
-    /// Loads an encrypted PKCS#8 PEM private key.
+    /// Loads an encrypted private key: PKCS#8 PEM (ours, openssl's) or cosign's `cosign.key`
+    /// (passphrase from `COSIGN_PASSWORD` when set, else `STELLAOPS_KEY_PASSPHRASE`).
     pub fn load(path: &Path, passphrase: &Secret) -> Result<SigningKey, KeyError> {
         let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+        if crate::cosign_key::is_cosign(&pem) {
+            return Self::load_cosign(path, &pem, passphrase);
+        }
         let decrypt = |message: String| KeyError::Decrypt { path: path.to_owned(), message, env: PASSPHRASE_ENV };
         let (label, doc) = pkcs8::SecretDocument::from_pem(&pem).map_err(|e| KeyError::Format {
             path: path.to_owned(),
@@ -284,13 +352,42 @@ impl SigningKey {
         }
         let enc = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| decrypt(e.to_string()))?;
         let plain = enc.decrypt(passphrase.0.as_bytes()).map_err(|e| decrypt(e.to_string()))?;
-        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(plain.as_bytes()) {
+        Self::from_pkcs8(path, plain.as_bytes())
+    }
+
+    /// A cosign key: its envelope opened ([`crate::cosign_key`]), then the PKCS#8 inside.
+    fn load_cosign(path: &Path, pem: &str, passphrase: &Secret) -> Result<SigningKey, KeyError> {
+        let (pass, env) = passphrase.for_cosign();
+        let plain = crate::cosign_key::decrypt(pem, pass.as_bytes()).map_err(|e| match e {
+            crate::cosign_key::Error::Decrypt(message) => KeyError::Decrypt { path: path.to_owned(), message, env },
+            crate::cosign_key::Error::Format(message) => KeyError::Format { path: path.to_owned(), what: "cosign private key", message },
+        })?;
+        let key = Self::from_pkcs8(path, &plain);
+        if let Err(KeyError::Format { .. }) = &key {
+            if let Ok(info) = pkcs8::PrivateKeyInfo::try_from(plain.as_slice()) {
+                return Err(KeyError::Unsupported { path: path.to_owned(), kind: crate::cosign_key::describe(&info) });
+            }
+        }
+        key
+    }
+
+    fn from_pkcs8(path: &Path, der: &[u8]) -> Result<SigningKey, KeyError> {
+        if let Ok(k) = p256::ecdsa::SigningKey::from_pkcs8_der(der) {
             return Ok(Self::from_inner(Inner::P256(k)));
         }
-        match ed25519_dalek::SigningKey::from_pkcs8_der(plain.as_bytes()) {
+        match ed25519_dalek::SigningKey::from_pkcs8_der(der) {
             Ok(k) => Ok(Self::from_inner(Inner::Ed(k))),
             Err(e) => Err(KeyError::Format { path: path.to_owned(), what: "ECDSA P-256 or Ed25519 key", message: e.to_string() }),
         }
+    }
+}
+
+impl Signer for SigningKey {
+    fn public(&self) -> &PublicKey {
+        &self.public
+    }
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError> {
+        Ok(self.sign(msg))
     }
 }
 

@@ -64,6 +64,9 @@ pub enum KitError {
     Target { target: PathBuf, reason: String },
     #[error("pushing to `{target}`: {reason}")]
     Push { target: String, reason: String },
+    /// The kit's inventory could not be signed.
+    #[error(transparent)]
+    Signer(#[from] crate::keys::SignerError),
 }
 
 fn failed_lines(report: &VerifyReport) -> String {
@@ -73,7 +76,7 @@ fn failed_lines(report: &VerifyReport) -> String {
 impl KitError {
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            KitError::Io { .. } | KitError::Push { .. } => schema::exit::ENVIRONMENT,
+            KitError::Io { .. } | KitError::Push { .. } | KitError::Signer(_) => schema::exit::ENVIRONMENT,
             _ => schema::exit::REJECTED,
         }
     }

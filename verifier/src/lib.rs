@@ -8,6 +8,7 @@
 //! This crate must not depend on bollard, git2, the BuildKit code or the builders
 //! (`tests/run.sh` checks `cargo tree -p verifier`): it is what ships to air-gapped sites.
 
+pub mod cosign_key;
 pub mod keys;
 pub mod kit;
 pub mod manifest;

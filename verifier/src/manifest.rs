@@ -10,7 +10,7 @@
 //! the DER signature) and `release.yaml.sigstore.json`, a sigstore bundle v0.3 with a
 //! public-key hint (the key id) and a message signature.
 
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, Signer, SignerError};
 use base64::Engine as _;
 use schema::model::Digest;
 
@@ -96,18 +96,18 @@ pub fn parse(bytes: &[u8]) -> Result<ReleaseYaml, String> {
 }
 
 /// `release.yaml.sig`: base64 of the signature over the file.
-pub fn blob_signature(key: &SigningKey, bytes: &[u8]) -> String {
-    blob_signature_raw(key, bytes).0
+pub fn blob_signature(key: &dyn Signer, bytes: &[u8]) -> Result<String, SignerError> {
+    Ok(blob_signature_raw(key, bytes)?.0)
 }
 
 /// [`blob_signature`] and the raw signature bytes it encodes (for a transparency log entry).
-pub fn blob_signature_raw(key: &SigningKey, bytes: &[u8]) -> (String, Vec<u8>) {
-    let raw = key.sign(bytes);
-    (base64::engine::general_purpose::STANDARD.encode(&raw), raw)
+pub fn blob_signature_raw(key: &dyn Signer, bytes: &[u8]) -> Result<(String, Vec<u8>), SignerError> {
+    let raw = key.try_sign(bytes)?;
+    Ok((base64::engine::general_purpose::STANDARD.encode(&raw), raw))
 }
 
 /// `release.yaml.sigstore.json`: a sigstore bundle v0.3 with a public-key hint.
-pub fn bundle(key: &SigningKey, bytes: &[u8], signature_b64: &str) -> serde_json::Value {
+pub fn bundle(key: &dyn Signer, bytes: &[u8], signature_b64: &str) -> serde_json::Value {
     let digest = sha2::Sha256::digest_bytes(bytes);
     serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",

@@ -33,6 +33,8 @@ pub enum OpsError {
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
     #[error(transparent)]
+    Signer(#[from] crate::keys::SignerError),
+    #[error(transparent)]
     Config(#[from] schema::config::ConfigError),
 }
 
@@ -42,6 +44,7 @@ impl OpsError {
             OpsError::Refused(_) | OpsError::Invalid(_) | OpsError::Config(_) => schema::exit::REJECTED,
             OpsError::Io { .. } | OpsError::Environment(_) => schema::exit::ENVIRONMENT,
             OpsError::Key(e) => e.exit_code(),
+            OpsError::Signer(e) => e.exit_code(),
         }
     }
 }

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, Signer, SignerError};
 use crate::sign::{self, Envelope};
 use schema::model::{rfc3339, Channel, Digest, Version};
 
@@ -31,7 +31,7 @@ use crate::ops::{io, OpsError};
 pub use schema::pointer::*;
 
 /// Signs `pointer` into a DSSE envelope.
-pub fn sign(pointer: &Pointer, key: &SigningKey) -> Envelope {
+pub fn sign(pointer: &Pointer, key: &dyn Signer) -> Result<Envelope, SignerError> {
     let body = serde_json::to_vec(pointer).expect("a pointer serializes");
     sign::sign_envelope(key, PAYLOAD_TYPE, &body)
 }
@@ -166,7 +166,12 @@ pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyKind;
+    use crate::keys::{KeyKind, SigningKey};
+
+    /// A file key cannot fail to sign.
+    fn sign(p: &Pointer, key: &SigningKey) -> Envelope {
+        super::sign(p, key).unwrap()
+    }
 
     fn pointer(seq: u64, version: &str, rollback: bool, issued: i64) -> Pointer {
         Pointer {

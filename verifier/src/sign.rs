@@ -21,7 +21,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{PublicKey, SigningKey};
+use crate::keys::{PublicKey, Signer, SignerError};
 use oci::{self, Descriptor, Layout, LayoutError, Manifest};
 use schema::model::Digest;
 
@@ -58,13 +58,13 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn sign_envelope(key: &SigningKey, payload_type: &str, body: &[u8]) -> Envelope {
-    let sig = key.sign(&pae(payload_type, body));
-    Envelope {
+pub fn sign_envelope(key: &dyn Signer, payload_type: &str, body: &[u8]) -> Result<Envelope, SignerError> {
+    let sig = key.try_sign(&pae(payload_type, body))?;
+    Ok(Envelope {
         payload_type: payload_type.to_owned(),
         payload: b64().encode(body),
         signatures: vec![EnvelopeSignature { keyid: key.public().key_id(), sig: b64().encode(sig) }],
-    }
+    })
 }
 
 /// The payload of an envelope one of whose signatures `key` verifies, or why not.
@@ -133,9 +133,9 @@ pub fn signature_tag(digest: &Digest) -> String {
 
 /// Signs `digest` (a manifest or an index of `repository`) and stores the cosign signature
 /// artifact in `layout`; returns its manifest descriptor (not yet named in `index.json`).
-pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &Digest) -> Result<ImageSignature, LayoutError> {
+pub fn sign_image(key: &dyn Signer, layout: &Layout, repository: &str, digest: &Digest) -> Result<ImageSignature, SignImageError> {
     let payload = simple_signing_payload(repository, digest);
-    let raw = key.sign(&payload);
+    let raw = key.try_sign(&payload)?;
     let sig = b64().encode(&raw);
     let mut layer = layout.put_blob(SIMPLESIGNING, &payload)?;
     layer.annotations.insert(COSIGN_SIGNATURE.to_owned(), sig);
@@ -153,6 +153,15 @@ pub fn sign_image(key: &SigningKey, layout: &Layout, repository: &str, digest: &
     let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest)?;
     desc.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), signature_tag(digest));
     Ok(ImageSignature { descriptor: desc, payload, signature: raw })
+}
+
+/// Why an image could not be signed: the signer failed, or the layout could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SignImageError {
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
 }
 
 /// A cosign signature artifact: its manifest's descriptor, the payload and the raw signature.

@@ -27,8 +27,9 @@ pub enum KitCommand {
         /// release already imported into the target.
         #[arg(long, value_name = "PATH")]
         delta_from: Option<PathBuf>,
-        /// Signing key for the kit's inventory (the release's key; default: the development key).
-        #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+        /// Signing key for the kit's inventory (the release's key, a file or a `pkcs11:` URI;
+        /// default: the development key).
+        #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY")]
         key: Option<PathBuf>,
         /// Repository root whose release-trains/ says what the channel's kit holds.
         #[arg(long, value_name = "DIR")]
@@ -76,7 +77,7 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
                 &kit::RebuildRequest {
                     release: &release,
                     root: &root,
-                    key: &signing,
+                    key: signing.as_ref(),
                     delta_from: delta_from.as_deref(),
                     out: out.as_deref(),
                 },

@@ -227,17 +227,47 @@ enum LockCommand {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Write a new key pair: FILE (encrypted PKCS#8 PEM, mode 0600, passphrase from
-    /// STELLAOPS_KEY_PASSPHRASE) and FILE.pub (SPKI PEM). Never overwrites.
+    /// STELLAOPS_KEY_PASSPHRASE) and FILE.pub (SPKI PEM); or, with `--pkcs11 URI`, make the
+    /// pair on a PKCS#11 token (private key sensitive and not extractable: it never leaves the
+    /// token) and print its public key (or write it to `--public FILE`). Never overwrites.
     Generate {
         /// Private key path; the public key goes to the same path with `.pub`.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        out: Option<PathBuf>,
+        /// Make the key on a token: `pkcs11:token=LABEL;object=NEWKEY[;id=%XX..]` (module and
+        /// PIN as for `release --key`).
+        #[arg(long, value_name = "URI")]
+        pkcs11: Option<String>,
+        /// With `--pkcs11`: where to write the public key (SPKI PEM); default stdout.
+        #[arg(long, value_name = "FILE", requires = "pkcs11")]
+        public: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
         algorithm: Algorithm,
         /// FIPS mode: ES256 only.
         #[arg(long)]
         fips: bool,
     },
+    /// Write the public key of a signing key: a key file (ours, decrypted with
+    /// STELLAOPS_KEY_PASSPHRASE; a cosign.key with COSIGN_PASSWORD) or a `pkcs11:` URI (read
+    /// from the token; the private key stays there). For `verify --key`, openssl or cosign.
+    ExportPublic {
+        /// The key: FILE or `pkcs11:` URI.
+        key: PathBuf,
+        /// Write here (never overwritten) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "pem")]
+        format: PublicFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PublicFormat {
+    /// SPKI PEM (`PUBLIC KEY`): what `verify --key` and openssl read.
+    Pem,
+    /// cosign's `cosign.pub`: cosign writes public keys as SPKI PEM too, so the bytes are
+    /// the same; `cosign verify --key` reads it.
+    Cosign,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -258,10 +288,13 @@ struct Target {
 
 #[derive(Debug, Args)]
 struct BuildFlags {
-    /// Signing key: passphrase-encrypted PKCS#8 PEM (`cargo xtask keys generate`); its
-    /// passphrase comes from STELLAOPS_KEY_PASSPHRASE. Default: a development key made under
-    /// target/keys/ on first use.
-    #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+    /// Signing key: passphrase-encrypted PKCS#8 PEM (`cargo xtask keys generate`; passphrase
+    /// in STELLAOPS_KEY_PASSPHRASE), cosign's encrypted `cosign.key` (passphrase in
+    /// COSIGN_PASSWORD, else STELLAOPS_KEY_PASSPHRASE), or a key in a PKCS#11 token named by
+    /// an RFC 7512 URI, `pkcs11:token=LABEL;object=KEY[?module-path=FILE&pin-source=file:PATH]`
+    /// (module default STELLAOPS_PKCS11_MODULE, then Debian's SoftHSM2; PIN default
+    /// STELLAOPS_PKCS11_PIN). Default: a development key made under target/keys/ on first use.
+    #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY")]
     key: Option<PathBuf>,
     /// FIPS mode: ES256 (ECDSA P-256) keys only.
     #[arg(long)]
@@ -518,6 +551,20 @@ fn run_options(
     })
 }
 
+/// Writes a public key PEM to a new file (never over an existing one).
+fn write_public(path: &Path, pem: &str) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let io = |e: std::io::Error| Failure { code: schema::exit::ENVIRONMENT, message: format!("`{}`: {e}", path.display()) };
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::from(pipeline::Error::from(verifier::keys::KeyError::Exists(path.to_owned())))
+        } else {
+            io(e)
+        }
+    })?;
+    f.write_all(pem.as_bytes()).map_err(io)
+}
+
 pub(crate) fn print_json(value: &impl serde::Serialize) {
     let text = serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     progress::out(&text);
@@ -688,15 +735,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Ops(c) => ops::run(c),
         Command::Bench(args) => bench::run(&args).map_err(Failure::from),
-        Command::Keys(KeysCommand::Generate { out, algorithm, fips }) => {
+        Command::Keys(KeysCommand::Generate { out, pkcs11, public, algorithm, fips }) => {
             use verifier::keys::{KeyKind, Secret, SigningKey};
             let kind = match algorithm {
                 Algorithm::EcdsaP256 => KeyKind::EcdsaP256,
                 Algorithm::Ed25519 => KeyKind::Ed25519,
             };
-            let key = SigningKey::generate(kind);
             let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
-            key.public().check_fips(fips, "the requested key").map_err(pipeline::Error::from)?;
+            if fips == verifier::keys::Fips::On && kind != KeyKind::EcdsaP256 {
+                return Err(pipeline::Error::from(verifier::keys::KeyError::NotFips { what: "the requested key".to_owned(), kind }).into());
+            }
+            if let Some(uri) = pkcs11 {
+                let uri: pipeline::signer::Pkcs11Uri = uri.parse().map_err(pipeline::Error::from)?;
+                if let Some(p) = &public {
+                    if p.exists() {
+                        return Err(pipeline::Error::from(verifier::keys::KeyError::Exists(p.clone())).into());
+                    }
+                }
+                let key = pipeline::signer::pkcs11::generate(&uri, kind).map_err(pipeline::Error::from)?;
+                match public {
+                    Some(p) => {
+                        write_public(&p, key.pem())?;
+                        progress::out(&format!("{uri}\n{}\nkey id {}", p.display(), key.key_id()));
+                    }
+                    None => progress::out(key.pem().trim_end()),
+                }
+                return Ok(());
+            }
+            let out = out.ok_or_else(|| Failure {
+                code: schema::exit::Code::Usage,
+                message: "`--out FILE` or `--pkcs11 URI` is needed".to_owned(),
+            })?;
+            let key = SigningKey::generate(kind);
             if std::env::var_os(verifier::keys::PASSPHRASE_ENV).is_none() {
                 progress::eprint(&format!(
                     "warning: {} is not set: the private key is encrypted with an empty passphrase",
@@ -707,6 +777,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
             key.write(&out, &public, &Secret::from_env()).map_err(pipeline::Error::from)?;
             progress::out(&format!("{}\n{}\nkey id {}", out.display(), public.display(), key.public().key_id()));
             Ok(())
+        }
+        Command::Keys(KeysCommand::ExportPublic { key, out, format }) => {
+            let key = pipeline::signer::KeyRef::from_arg(&key).map_err(pipeline::Error::from)?;
+            let public = pipeline::signer::public_key(&key).map_err(pipeline::Error::from)?;
+            // cosign.pub is SPKI PEM as well: both formats are these bytes.
+            let (PublicFormat::Pem | PublicFormat::Cosign) = format;
+            match out {
+                Some(p) => write_public(&p, public.pem()),
+                None => {
+                    progress::out(public.pem().trim_end());
+                    Ok(())
+                }
+            }
         }
         Command::Attest(AttestCommand::Resubmit { dir, rekor_url, json }) => {
             let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir)

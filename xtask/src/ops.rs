@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use pipeline::channels::{self, ReleaseRef, Store};
 use schema::model::{Channel, Version};
-use verifier::keys::{PublicKey, Secret, SigningKey};
+use verifier::keys::{PublicKey, Secret, Signer, SigningKey};
 use verifier::ops::{Clock, OpsError};
 use verifier::{pointer, preflight};
 
@@ -258,16 +258,18 @@ pub enum TrustCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct KeyArg {
-    /// The release signing key (passphrase in STELLAOPS_KEY_PASSPHRASE; default: the
-    /// development key target/keys/dev.key).
-    #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+    /// The release signing key: a key file (passphrase in STELLAOPS_KEY_PASSPHRASE; a
+    /// cosign.key's in COSIGN_PASSWORD) or a `pkcs11:` URI (PIN in the URI or
+    /// STELLAOPS_PKCS11_PIN). Default: the development key target/keys/dev.key.
+    #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY")]
     key: Option<PathBuf>,
 }
 
 impl KeyArg {
-    fn load(&self, root: &Path) -> Result<SigningKey, Failure> {
+    fn load(&self, root: &Path) -> Result<Box<dyn Signer>, Failure> {
         let path = self.key.clone().unwrap_or_else(|| pipeline::release::dev_key_path(root));
-        Ok(SigningKey::load(&path, &Secret::from_env()).map_err(pipeline::Error::from)?)
+        let key = pipeline::signer::KeyRef::from_arg(&path).map_err(pipeline::Error::from)?;
+        Ok(pipeline::signer::load(&key).map_err(pipeline::Error::from)?)
     }
 }
 
@@ -303,7 +305,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let key = key.load(&root)?;
             if cosign {
                 let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-                let req = channels::Cosign { root: &root, store: &store, to: to.into(), key: &key, now: clock.clock().now() };
+                let req = channels::Cosign { root: &root, store: &store, to: to.into(), key: key.as_ref(), now: clock.clock().now() };
                 let done = channels::cosign(&req).map_err(ops)?;
                 if json {
                     print_json(&serde_json::json!({"event": "result", "promoted": done}));
@@ -327,7 +329,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 store: &store,
                 release: what,
                 to: to.into(),
-                key: &key,
+                key: key.as_ref(),
                 now: clock.clock().now(),
                 emergency,
             };
@@ -390,7 +392,8 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let channel: Channel = channel.into();
             let out = out.unwrap_or_else(|| root.join(format!("target/rollback/{channel}-{to}")));
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = channels::Rollback { root: &root, store: &store, channel, to, key: &key, now: clock.clock().now(), out: &out };
+            let req =
+                channels::Rollback { root: &root, store: &store, channel, to, key: key.as_ref(), now: clock.clock().now(), out: &out };
             let done = channels::rollback(&req).map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "rollback": done}));
@@ -554,7 +557,7 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
                 now: clock.clock().now(),
                 root_days,
             };
-            let done = channels::rotate_trust(&store, &cfg, &req, &key).map_err(ops)?;
+            let done = channels::rotate_trust(&store, &cfg, &req, key.as_ref()).map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "rotation": done}));
             } else {
@@ -572,7 +575,7 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
             let key = key.load(&root)?;
             let cfg = schema::config::load(&root).map_err(|e| ops(e.into()))?;
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let done = channels::publish_trust(&store, &cfg, &key, clock.clock().now()).map_err(ops)?.ok_or_else(|| {
+            let done = channels::publish_trust(&store, &cfg, key.as_ref(), clock.clock().now()).map_err(ops)?.ok_or_else(|| {
                 ops(OpsError::Refused(format!(
                     "`{}` has no trust repository\n  hint: `cargo xtask trust init --root-key ROOT.key --release-key RELEASE.pub`",
                     store.root().display()

@@ -14,7 +14,7 @@ use schema::files::{KitContents, KitSection};
 use schema::kit::*;
 use schema::model::Digest;
 use schema::report::{Event, Reporter, Stage};
-use verifier::keys::SigningKey;
+use verifier::keys::Signer;
 use verifier::kit::{hash_file, io_err, read_file, KitError};
 use verifier::manifest;
 use verifier::sign::{self, Envelope};
@@ -26,7 +26,7 @@ pub struct KitRequest<'a> {
     pub release: &'a Path,
     /// What the channel's kit holds (`release-trains/<channel>.toml` `[kit]`).
     pub contents: &'a KitContents,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     /// A delta kit against this previous release (its release.yaml or directory) or kit.
     pub delta_from: Option<&'a Path>,
     /// The kit file to write (through a temporary file beside it).
@@ -169,7 +169,7 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
         KIT_PREDICATE,
         serde_json::to_value(&inventory).map_err(|e| bad(e.to_string()))?,
     );
-    let envelope = sign::sign_envelope(req.key, sign::PAYLOAD_TYPE, &statement);
+    let envelope = sign::sign_envelope(req.key, sign::PAYLOAD_TYPE, &statement)?;
     let mut envelope_bytes = serde_json::to_vec_pretty(&envelope).map_err(|e| bad(e.to_string()))?;
     envelope_bytes.push(b'\n');
 
@@ -403,7 +403,7 @@ pub struct RebuildRequest<'a> {
     pub release: &'a Path,
     /// The repository whose `release-trains/` say what the channel's kit holds.
     pub root: &'a Path,
-    pub key: &'a SigningKey,
+    pub key: &'a dyn Signer,
     /// A delta kit against this previous release (its release.yaml or directory) or kit.
     pub delta_from: Option<&'a Path>,
     /// The kit file; default: `stellaops-kit-<version>-<channel>.tar.zst` in the release

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use oci::write_atomic;
 use schema::exit;
 use schema::model::{rfc3339, Digest, PinnedRef};
-use verifier::keys::SigningKey;
+use verifier::keys::Signer;
 use verifier::manifest::{
     self, ChartEntry, Checksums, ComponentEntry, ComposeEntry, PlatformEntry, ReleaseInfo, ReleaseYaml, SignatureEntry,
 };
@@ -32,6 +32,8 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
+    #[error("manifest stage: {0}")]
+    Signer(#[from] verifier::keys::SignerError),
     /// An input the stage needs was not handed to it: a bug in the orchestrator.
     #[error("manifest stage: internal error: {0}")]
     Missing(String),
@@ -41,6 +43,7 @@ impl ManifestError {
     pub fn exit_code(&self) -> exit::Code {
         match self {
             ManifestError::Io { .. } => exit::ENVIRONMENT,
+            ManifestError::Signer(e) => e.exit_code(),
             ManifestError::Missing(_) => exit::INTERNAL,
         }
     }
@@ -131,14 +134,14 @@ pub fn write(
     images: &Images,
     signed: &Signed,
     deployables: &Deployables,
-    key: &SigningKey,
+    key: &dyn Signer,
     out: &Path,
 ) -> Result<Manifest, ManifestError> {
     let mut doc = document(plan, images, signed, deployables)?;
     let bytes = manifest::render(&mut doc);
     let path = out.join("release.yaml");
     write_atomic(&path, &bytes).map_err(io(&path))?;
-    let (sig, raw) = manifest::blob_signature_raw(key, &bytes);
+    let (sig, raw) = manifest::blob_signature_raw(key, &bytes)?;
     let sig_path = out.join("release.yaml.sig");
     write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(&sig_path))?;
     let bundle_path = out.join("release.yaml.sigstore.json");

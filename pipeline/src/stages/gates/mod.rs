@@ -628,10 +628,10 @@ fn same_name(e: Ecosystem, a: &str, b: &str) -> bool {
 /// The signed record: an in-toto statement whose subject is `release.yaml`, predicate the
 /// report.
 pub fn sign_record(
-    key: &verifier::keys::SigningKey,
+    key: &dyn verifier::keys::Signer,
     report: &GateReport,
     release_yaml: &schema::model::Digest,
-) -> verifier::sign::Envelope {
+) -> Result<verifier::sign::Envelope, verifier::keys::SignerError> {
     let predicate = serde_json::to_value(report).expect("a report serializes");
     let st = verifier::sign::statement(&[("release.yaml".to_owned(), release_yaml)], GATES_PREDICATE, predicate);
     verifier::sign::sign_envelope(key, verifier::sign::PAYLOAD_TYPE, &st)

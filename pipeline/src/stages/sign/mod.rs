@@ -28,7 +28,7 @@ use crate::stages::plan::Plan;
 use oci::{Layout, LayoutError};
 use schema::model::{Digest, Platform};
 use schema::report::{Event, Reporter, Stage};
-use verifier::keys::SigningKey;
+use verifier::keys::Signer;
 use verifier::sign;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,8 @@ pub enum SignError {
     },
     #[error(transparent)]
     Key(#[from] verifier::keys::KeyError),
+    #[error(transparent)]
+    Signer(#[from] verifier::keys::SignerError),
     #[error(
         "the signature manifest `{digest}` has no `{}` annotation, so its transparency-log entry cannot name it",
         oci::ANNOTATION_REF_NAME
@@ -54,8 +56,16 @@ impl SignError {
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
             SignError::Key(k) => k.exit_code(),
+            SignError::Signer(e) => e.exit_code(),
             _ => schema::exit::ENVIRONMENT,
         }
+    }
+}
+
+fn image_error(e: sign::SignImageError) -> SignError {
+    match e {
+        sign::SignImageError::Signer(e) => SignError::Signer(e),
+        sign::SignImageError::Layout(e) => SignError::Layout(e),
     }
 }
 
@@ -104,15 +114,15 @@ pub struct Made<'a> {
 }
 
 /// Runs the stage into `out` (the staging release directory).
-pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Reporter) -> Result<Signed, SignError> {
+pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Reporter) -> Result<Signed, SignError> {
     let Made { rekor, plan, layout, images, evidence } = *made;
     // 1. Image signatures.
     let mut sigs = Vec::new();
     for c in images.components.values() {
         for i in &c.images {
-            sigs.push(sign::sign_image(key, layout, &c.repository, &i.manifest.digest)?);
+            sigs.push(sign::sign_image(key, layout, &c.repository, &i.manifest.digest).map_err(image_error)?);
         }
-        sigs.push(sign::sign_image(key, layout, &c.repository, &c.index.digest)?);
+        sigs.push(sign::sign_image(key, layout, &c.repository, &c.index.digest).map_err(image_error)?);
     }
     reporter.event(Event::StageStarted { stage: Stage::Sign, jobs: sigs.len() });
     let mut index = layout.index()?;
@@ -148,7 +158,7 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
         let statement = sign::statement(&[(name.clone(), &image.manifest.digest)], sign::SBOM_PREDICATE, sbom);
         let slug = image.platform.slug();
         let dir = out.join("attest").join(&e.component);
-        let sbom_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement);
+        let sbom_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement)?;
         write_envelope(&dir.join(format!("{slug}.sbom.dsse.json")), &sbom_env)?;
         // The protobuf SBOM, by digest: the same subject, signed the same way.
         let pb_path = out.join(&e.sbom_protobuf);
@@ -158,11 +168,11 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
             sign::SBOM_PROTOBUF_PREDICATE,
             sign::protobuf_sbom_predicate(&format!("{slug}.cdx.pb"), &pb_bytes),
         );
-        let pb_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &pb_statement);
+        let pb_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &pb_statement)?;
         write_envelope(&dir.join(format!("{slug}.sbom-protobuf.dsse.json")), &pb_env)?;
         let prov_path = out.join(&e.provenance);
         let prov = fs::read(&prov_path).map_err(io(&prov_path))?;
-        let prov_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov);
+        let prov_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &prov)?;
         let prov_digest = write_envelope(&dir.join(format!("{slug}.provenance.dsse.json")), &prov_env)?;
         documents.insert(
             (e.component.clone(), image.platform),
@@ -184,7 +194,7 @@ pub fn sign(made: &Made<'_>, key: &SigningKey, out: &Path, reporter: &dyn Report
         serde_json::from_slice(&fs::read(&evidence.drift).map_err(io(&evidence.drift))?).map_err(|e| io(&evidence.drift)(e.into()))?;
     let refs: Vec<(String, &Digest)> = subjects.iter().map(|(n, d)| (n.clone(), d)).collect();
     let drift_statement = sign::statement(&refs, sign::DRIFT_PREDICATE, drift);
-    let drift_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement);
+    let drift_env = sign::sign_envelope(key, sign::PAYLOAD_TYPE, &drift_statement)?;
     write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
     log_entries.push(tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).map_err(|e| io(out)(e.into()))?, &pem));
     envelopes += 1;

@@ -301,3 +301,82 @@ fn after_a_rotation_releases_cut_before_still_verify_and_the_revoked_key_signs_n
     let tough = repo.xtask(&["trust", "check", "--channels", attacker.to_str().unwrap(), "--root", trusted_root.to_str().unwrap()]);
     tough.refused(&["does not verify"]);
 }
+
+#[test]
+fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
+    let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else { return };
+    let repo = Repo::new();
+    let alice_pub = repo.release_key();
+    let alice = alice_pub.with_extension("key");
+    let bob_pub = keypair(&repo.path().join("target/keys/bob.key"));
+    let bob = bob_pub.with_extension("key");
+    let root_key = repo.path().join("target/keys/root.key");
+    keypair(&root_key);
+    let channels = repo.path().join("target/channels");
+    let meta = channels.join("tuf/metadata");
+    repo.xtask(&[
+        "trust",
+        "init",
+        "--root-key",
+        root_key.to_str().unwrap(),
+        "--release-key",
+        alice_pub.to_str().unwrap(),
+        "--release-key",
+        bob_pub.to_str().unwrap(),
+        "--now",
+        &day(0.0),
+    ])
+    .ok();
+    let trusted_root = repo.path().join("target/trusted-root.json");
+    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
+    let r1 = release(&repo, "r1");
+    // Edge moves with one key.
+    repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
+    // Stable: alice proposes; nothing moves yet.
+    let proposed = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--json"]);
+    proposed.ok();
+    assert_eq!(proposed.json()["promoted"]["pending"], true, "{}", proposed.stdout);
+    assert!(!channels.join("stable/pointer.json").exists());
+    let proposal = channels.join("stable/proposal.json");
+    assert!(proposal.is_file());
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).refused(&["already proposed", "--cosign"]);
+    // The same key cannot be the second person.
+    repo.xtask(&["promote", "--cosign", "--to", "stable", "--now", &day(7.0)]).refused(&["already signed the proposal", "two people"]);
+
+    // Published with one signature (as if someone bypassed the tool): clients refuse it.
+    let served = Served::start(&channels.join("tuf"));
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&proposal).unwrap()).unwrap();
+    let forged = serde_json::json!({"signed": doc["role"]["signed"], "signatures": doc["role"]["signatures"]});
+    fs::write(meta.join("1.stable.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
+    repo.xtask(&["trust", "refresh", "--now", &day(7.0)]).ok();
+    let client = repo.path().join("target/client");
+    let one = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-stable.json"]);
+    assert_ne!(one.code, 0, "a stable pointer with one signature was accepted: {}", one.stdout);
+    assert!(one.stderr.contains("UnsignedMetadataError") && one.stderr.contains("1/2"), "{}", one.stderr);
+    // Edge, one key, is unaffected.
+    ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
+    fs::remove_file(meta.join("1.stable.json")).unwrap();
+
+    // Bob co-signs: the move is made; both clients accept it.
+    let done = repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob.to_str().unwrap(), "--now", &day(7.0), "--json"]);
+    done.ok();
+    assert_eq!(done.json()["promoted"]["pointer"]["sequence"], 1);
+    assert!(!proposal.exists());
+    let env: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("stable/pointer.json")).unwrap()).unwrap();
+    assert_eq!(env["signatures"].as_array().unwrap().len(), 2, "{env}");
+    let fresh = repo.path().join("target/fresh-client");
+    let two = ngclient(&py, &scripts, &served.url, &fresh, &trusted_root, &["channel-stable.json", "channel-edge.json"]);
+    two.ok();
+    assert_eq!(two.json()["channel-stable.json"]["custom"]["version"], "2.4.1");
+    assert_eq!(two.json()["channel-stable.json"]["custom"]["supportEnds"], day(90.0));
+    let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
+    check.ok();
+    let mut seen: Vec<String> =
+        check.json()["channels"].as_array().unwrap().iter().map(|c| c["channel"].as_str().unwrap().to_owned()).collect();
+    seen.sort();
+    assert_eq!(seen, ["edge", "stable"], "{}", check.stdout);
+    // Nothing to co-sign any more.
+    repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob.to_str().unwrap(), "--now", &day(8.0)])
+        .refused(&["no move of `stable` is proposed"]);
+    let _ = alice;
+}

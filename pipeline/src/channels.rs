@@ -689,6 +689,9 @@ pub struct RotationReport {
     /// Every release the channels keep, checked before the new root was written.
     pub checked: Vec<Checked>,
     pub trust: Option<crate::tuf::Published>,
+    /// Two-person channels whose metadata a revoked key had signed: two release keys must
+    /// re-sign them (promote the current release again, then `promote --cosign`).
+    pub resign: Vec<Channel>,
 }
 
 /// `cargo xtask trust rotate` (spec §9): re-verifies every release the channels keep (and
@@ -747,7 +750,8 @@ pub fn rotate_trust(
     }
     let root = crate::tuf::rotate(req)?;
     let trust = publish_trust(store, cfg, key, req.now)?;
-    Ok(RotationReport { root, checked, trust })
+    let resign = req.repo.under_signed()?;
+    Ok(RotationReport { root, checked, trust, resign })
 }
 
 /// Re-signs the store's trust repository (if it has one) from every channel's current state.

@@ -109,7 +109,7 @@ impl Repo {
     pub fn may_sign_targets(&self, key: &PublicKey) -> Result<bool, OpsError> {
         let (_, root) = self.root()?;
         let id = key_id(&tuf_key(key));
-        Ok(root["roles"]["targets"]["keyids"].as_array().is_some_and(|ids| ids.iter().any(|k| k.as_str() == Some(id.as_str()))))
+        Ok(root["roles"]["snapshot"]["keyids"].as_array().is_some_and(|ids| ids.iter().any(|k| k.as_str() == Some(id.as_str()))))
     }
 }
 
@@ -145,7 +145,7 @@ impl Repo {
         let revoked = revocations(roots.last().unwrap_or(&Value::Null));
         let mut out: Vec<TrustedKey> = Vec::new();
         for root in &roots {
-            for id in root["roles"]["targets"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
+            for id in root["roles"]["snapshot"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str()) {
                 let Some(key) = public_of(&root["keys"][id]) else { continue };
                 if out.iter().any(|k| k.key.key_id() == key.key_id()) {
                     continue;
@@ -307,7 +307,7 @@ pub fn init(req: &Init<'_>) -> Result<PathBuf, OpsError> {
         "keys": keys,
         "roles": {
             "root": role(&root_ids, req.threshold),
-            "targets": role(&release_ids, 1),
+            "targets": role(&root_ids, req.threshold),
             "snapshot": role(&release_ids, 1),
             "timestamp": role(&release_ids, 1),
         },
@@ -316,6 +316,8 @@ pub fn init(req: &Init<'_>) -> Result<PathBuf, OpsError> {
     let bytes = sign_doc(&doc, &signers)?;
     let meta = req.repo.metadata();
     let first = meta.join("1.root.json");
+    let release: Vec<Value> = req.release_keys.iter().map(tuf_key).collect();
+    write_delegations(req.repo, &release, &signers, req.threshold, req.now + i64::from(req.root_days) * 86_400)?;
     write_new(&first, &bytes)?;
     write_new(&meta.join("root.json"), &bytes)?;
     Ok(first)
@@ -402,18 +404,17 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
         out
     };
     let root_ids = ids_of(new_root_keys.iter().map(|k| tuf_key(k.public())).collect());
-    let release_objs: Vec<Value> = if req.release_keys.is_empty() {
-        old["roles"]["targets"]["keyids"]
+    // The new release keys: those given, and the current ones not revoked.
+    let mut release_objs: Vec<Value> = req.release_keys.iter().map(tuf_key).collect();
+    release_objs.extend(
+        old["roles"]["snapshot"]["keyids"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|id| id.as_str())
             .filter(|id| !revoked_ids.iter().any(|r| r == id))
-            .map(|id| old["keys"][id].clone())
-            .collect()
-    } else {
-        req.release_keys.iter().map(tuf_key).collect()
-    };
+            .map(|id| old["keys"][id].clone()),
+    );
     let release_ids = ids_of(release_objs);
     for id in root_ids.iter().chain(&release_ids) {
         if revoked_ids.contains(id) {
@@ -435,10 +436,10 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
         "consistent_snapshot": true,
         "version": next,
         "expires": rfc3339(req.now + i64::from(req.root_days) * 86_400),
-        "keys": keys,
+        "keys": keys.clone(),
         "roles": {
             "root": role(&root_ids, threshold),
-            "targets": role(&release_ids, 1),
+            "targets": role(&root_ids, threshold),
             "snapshot": role(&release_ids, 1),
             "timestamp": role(&release_ids, 1),
         },
@@ -451,6 +452,9 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
     let bytes = sign_doc(&doc, &signers)?;
     let meta = req.repo.metadata();
     let path = meta.join(format!("{next}.root.json"));
+    let release: Vec<Value> = release_ids.iter().map(|id| keys[id].clone()).collect();
+    let new_signers: Vec<&dyn Signer> = new_root_keys.iter().map(|k| *k as &dyn Signer).collect();
+    write_delegations(req.repo, &release, &new_signers, threshold, req.now + i64::from(req.root_days) * 86_400)?;
     write_new(&path, &bytes)?;
     write_new(&meta.join("root.json"), &bytes)?;
     Ok(Rotated { version: next, path, release_keys: release_ids, revoked })
@@ -460,7 +464,10 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Published {
+    /// The top-level targets (delegations, signed by the root keys at `init` and `rotate`).
     pub targets_version: u64,
+    /// The edge role, re-signed by every publish.
+    pub edge_version: u64,
     pub snapshot_version: u64,
     pub timestamp_version: u64,
     /// When the timestamp expires (RFC 3339).
@@ -502,37 +509,29 @@ pub fn publish(
             repo.metadata().display()
         )));
     }
-    let mut targets = BTreeMap::new();
-    let mut names = BTreeMap::new();
-    let two_person = repo.two_person()?;
-    for state in channels {
-        // Stable and lts are delegated roles under the two-person rule: their metadata is
-        // written by `promote` + `promote --cosign` only ([`propose`], [`write_role`]).
-        if two_person && TWO_PERSON.contains(&state.channel) {
-            continue;
-        }
+    // The roles that move with one release key (edge): their metadata is re-signed here.
+    // Stable and lts (two-person) are written only by `promote` + `promote --cosign`.
+    let (mut targets, mut names) = (BTreeMap::new(), BTreeMap::new());
+    for state in channels.iter().filter(|s| !TWO_PERSON.contains(&s.channel)) {
         channel_targets(repo, state, &mut targets, &mut names)?;
     }
     let expires = rfc3339(now + i64::from(expiry_days) * 86_400);
     let meta = repo.metadata();
     let next = |role: &str| -> Result<u64, OpsError> { Ok(repo.newest(role)?.unwrap_or(0) + 1) };
-
-    let tv = next("targets")?;
-    let mut targets_doc = json!({"_type": "targets", "spec_version": SPEC_VERSION, "version": tv, "expires": expires, "targets": targets});
+    let edge = Channel::Edge.as_str();
+    let ev = next(edge)?;
+    let edge_doc = json!({"_type": "targets", "spec_version": SPEC_VERSION, "version": ev, "expires": expires, "targets": targets});
+    write_new(&meta.join(format!("{ev}.{edge}.json")), &sign_doc(&edge_doc, &[key])?)?;
+    // The snapshot names the newest version of every targets metadata file.
     let mut snapshot_meta = BTreeMap::new();
-    if two_person {
-        targets_doc["delegations"] = repo.delegations()?;
-        for c in TWO_PERSON {
-            if let Some(v) = repo.newest(c.as_str())? {
-                let path = meta.join(format!("{v}.{c}.json"));
-                let bytes = fs::read(&path).map_err(io(&path))?;
-                snapshot_meta.insert(format!("{c}.json"), file_meta(v, &bytes));
-            }
+    for role in ["targets", "edge", "stable-gate", "lts-gate", "stable", "lts"] {
+        if let Some(v) = repo.newest(role)? {
+            let path = meta.join(format!("{v}.{role}.json"));
+            let bytes = fs::read(&path).map_err(io(&path))?;
+            snapshot_meta.insert(format!("{role}.json"), file_meta(v, &bytes));
         }
     }
-    let targets_bytes = sign_doc(&targets_doc, &[key])?;
-    write_new(&meta.join(format!("{tv}.targets.json")), &targets_bytes)?;
-    snapshot_meta.insert("targets.json".to_owned(), file_meta(tv, &targets_bytes));
+    let tv = repo.newest("targets")?.unwrap_or(0);
 
     let sv = next("snapshot")?;
     let snapshot_doc = json!({
@@ -550,7 +549,14 @@ pub fn publish(
         "meta": {"snapshot.json": file_meta(sv, &snapshot_bytes)},
     });
     write_new(&ts_path, &sign_doc(&timestamp_doc, &[key])?)?;
-    Ok(Some(Published { targets_version: tv, snapshot_version: sv, timestamp_version: tsv, timestamp_expires, targets: names }))
+    Ok(Some(Published {
+        targets_version: tv,
+        edge_version: ev,
+        snapshot_version: sv,
+        timestamp_version: tsv,
+        timestamp_expires,
+        targets: names,
+    }))
 }
 
 /// The targets of one channel: its pointer (with custom metadata) and its kept release.yaml files.
@@ -596,33 +602,32 @@ impl Repo {
     /// (with one, a stable or lts move is refused: there is no second person).
     pub fn two_person(&self) -> Result<bool, OpsError> {
         let (_, root) = self.root()?;
-        Ok(root["roles"]["targets"]["keyids"].as_array().is_some_and(|ids| ids.len() >= 2))
+        Ok(root["roles"]["snapshot"]["keyids"].as_array().is_some_and(|ids| ids.len() >= 2))
     }
+}
 
-    /// The top-level targets' delegations: `stable` and `lts` to the release keys, threshold 2.
-    fn delegations(&self) -> Result<Value, OpsError> {
+impl Repo {
+    /// The two-person channels whose current metadata no longer has two signatures by release
+    /// keys of the newest root (after a rotation revoked a signer): clients refuse them until
+    /// two release keys re-sign (`promote` of the current release, then `promote --cosign`).
+    pub fn under_signed(&self) -> Result<Vec<Channel>, OpsError> {
         let (_, root) = self.root()?;
-        let ids: Vec<String> =
-            root["roles"]["targets"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
-        let keys: BTreeMap<&String, Value> = ids.iter().map(|id| (id, root["keys"][id].clone())).collect();
-        // Only roles that have metadata: `tough`'s client stops loading delegations at the first
-        // role the snapshot does not list (and then sees none of them).
-        let mut with_metadata = Vec::new();
+        let listed: Vec<&str> = root["roles"]["snapshot"]["keyids"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+        let mut out = Vec::new();
         for c in TWO_PERSON {
-            if self.newest(c.as_str())?.is_some() {
-                with_metadata.push(c);
+            let Some(v) = self.newest(c.as_str())? else { continue };
+            let doc = read_json(&self.metadata().join(format!("{v}.{c}.json")))?;
+            let n = doc["signatures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["keyid"].as_str().is_some_and(|id| listed.contains(&id)))
+                .count();
+            if n < 2 {
+                out.push(c);
             }
         }
-        let roles: Vec<Value> = with_metadata
-            .iter()
-            .map(|c| {
-                json!({
-                    "name": c.as_str(), "keyids": ids, "threshold": 2, "terminating": true,
-                    "paths": [format!("channel-{c}.json"), format!("release-{c}-*")],
-                })
-            })
-            .collect();
-        Ok(json!({"keys": keys, "roles": roles}))
+        Ok(out)
     }
 }
 
@@ -654,7 +659,7 @@ pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &dyn Signer) -> Res
     let (_, root) = repo.root()?;
     let body = canonical(&proposal.signed);
     let mine = key_id(&tuf_key(key.public()));
-    let listed = |id: &str| root["roles"]["targets"]["keyids"].as_array().is_some_and(|ids| ids.iter().any(|k| k.as_str() == Some(id)));
+    let listed = |id: &str| root["roles"]["snapshot"]["keyids"].as_array().is_some_and(|ids| ids.iter().any(|k| k.as_str() == Some(id)));
     for sig in &proposal.signatures {
         let id = sig["keyid"].as_str().unwrap_or_default();
         if id == mine {
@@ -690,6 +695,50 @@ pub fn write_role(repo: &Repo, proposal: &RoleProposal) -> Result<PathBuf, OpsEr
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// The offline part of the repository, signed by the root keys at `init` and `rotate`: the
+/// top-level targets, which delegate `edge` to the release keys (threshold 1) and `stable` and
+/// `lts` to a gate each; each gate delegates its channel to the release keys with a threshold
+/// of two. A release key can so sign edge alone, never stable or lts, and cannot change the
+/// delegations (the root keys can). The gates exist because `tough`'s client stops loading
+/// a role's delegations at the first one without metadata: with stable and lts each behind its
+/// own gate, a channel not yet moved hides no other.
+fn write_delegations(repo: &Repo, release: &[Value], root_signers: &[&dyn Signer], threshold: u64, expires: i64) -> Result<(), OpsError> {
+    let release_ids: Vec<String> = {
+        let mut ids: Vec<String> = release.iter().map(key_id).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let root_objs: Vec<Value> = root_signers.iter().map(|k| tuf_key(k.public())).collect();
+    let mut root_ids: Vec<String> = root_objs.iter().map(key_id).collect();
+    root_ids.sort();
+    root_ids.dedup();
+    let keys_of =
+        |objs: &[&[Value]]| -> BTreeMap<String, Value> { objs.iter().flat_map(|o| o.iter()).map(|k| (key_id(k), k.clone())).collect() };
+    let expires = rfc3339(expires);
+    let meta = repo.metadata();
+    let next = |role: &str| -> Result<u64, OpsError> { Ok(repo.newest(role)?.unwrap_or(0) + 1) };
+    let paths = |c: &str| json!([format!("channel-{c}.json"), format!("release-{c}-*")]);
+    let mut roles = vec![json!({"name": "edge", "keyids": release_ids, "threshold": 1, "terminating": true, "paths": paths("edge")})];
+    for c in TWO_PERSON {
+        let gate = format!("{c}-gate");
+        roles.push(json!({"name": gate, "keyids": root_ids, "threshold": threshold, "terminating": true, "paths": paths(c.as_str())}));
+        let gate_doc = json!({
+            "_type": "targets", "spec_version": SPEC_VERSION, "version": next(&gate)?, "expires": expires, "targets": {},
+            "delegations": {
+                "keys": keys_of(&[release]),
+                "roles": [{"name": c.as_str(), "keyids": release_ids, "threshold": 2, "terminating": true, "paths": paths(c.as_str())}],
+            },
+        });
+        write_new(&meta.join(format!("{}.{gate}.json", next(&gate)?)), &sign_doc(&gate_doc, root_signers)?)?;
+    }
+    let top = json!({
+        "_type": "targets", "spec_version": SPEC_VERSION, "version": next("targets")?, "expires": expires, "targets": {},
+        "delegations": {"keys": keys_of(&[release, &root_objs]), "roles": roles},
+    });
+    write_new(&meta.join(format!("{}.targets.json", next("targets")?)), &sign_doc(&top, root_signers)?)
 }
 
 fn file_meta(version: u64, bytes: &[u8]) -> Value {

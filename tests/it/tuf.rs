@@ -167,7 +167,7 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
     crate::support::copy(&channels, &copy);
     repo.xtask(&["trust", "refresh", "--now", &day(2.0)]).ok();
     repo.xtask(&["trust", "refresh", "--now", &day(2.0), "--channels", copy.to_str().unwrap()]).ok();
-    for f in ["timestamp.json", "5.snapshot.json", "5.targets.json"] {
+    for f in ["timestamp.json", "5.snapshot.json", "5.edge.json", "1.targets.json", "1.stable-gate.json"] {
         assert_eq!(fs::read(meta.join(f)).unwrap(), fs::read(copy.join("tuf/metadata").join(f)).unwrap(), "{f} differs");
     }
 }
@@ -357,6 +357,25 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
     fs::remove_file(meta.join("1.stable.json")).unwrap();
 
+    // Nor can one release key go around the gates: top-level targets it signs (delegations
+    // dropped, stable listed directly) are refused; only the root keys sign those.
+    let top: serde_json::Value = serde_json::from_slice(&fs::read(meta.join("1.targets.json")).unwrap()).unwrap();
+    let mut doc = top["signed"].clone();
+    doc["version"] = 2.into();
+    doc.as_object_mut().unwrap().remove("delegations");
+    doc["targets"] = serde_json::json!({"channel-stable.json": {"length": 1, "hashes": {"sha256": "00".repeat(32)}}});
+    let alice_key = verifier::keys::SigningKey::load(&alice, &verifier::keys::Secret::new(String::new())).unwrap();
+    let sig: String = alice_key.sign(&pipeline::tuf::canonical(&doc)).iter().map(|b| format!("{b:02x}")).collect();
+    let keyid = pipeline::tuf::key_id(&pipeline::tuf::tuf_key(alice_key.public()));
+    let forged = serde_json::json!({"signed": doc, "signatures": [{"keyid": keyid, "sig": sig}]});
+    fs::write(meta.join("2.targets.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
+    repo.xtask(&["trust", "refresh", "--now", &day(7.0)]).ok();
+    let bypass = ngclient(&py, &scripts, &served.url, &repo.path().join("target/bypass-client"), &trusted_root, &["channel-stable.json"]);
+    assert_ne!(bypass.code, 0, "top-level targets signed by one release key were accepted: {}", bypass.stdout);
+    assert!(bypass.stderr.contains("UnsignedMetadataError"), "{}", bypass.stderr);
+    fs::remove_file(meta.join("2.targets.json")).unwrap();
+    repo.xtask(&["trust", "refresh", "--now", &day(7.0)]).ok();
+
     // Bob co-signs: the move is made; both clients accept it.
     let done = repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob.to_str().unwrap(), "--now", &day(7.0), "--json"]);
     done.ok();
@@ -378,5 +397,4 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     // Nothing to co-sign any more.
     repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob.to_str().unwrap(), "--now", &day(8.0)])
         .refused(&["no move of `stable` is proposed"]);
-    let _ = alice;
 }

@@ -433,7 +433,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
         }
         fs::rename(&staging, &kept).map_err(io(&kept))?;
     }
-    let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
+    let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train, false);
     p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key)?;
     if let Some(proposal) = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)? {
@@ -471,9 +471,11 @@ fn next_pointer(
     version: Version,
     current: Option<&Pointer>,
     now: i64,
-    expiry_days: u32,
+    train: &schema::files::Train,
     rollback: bool,
 ) -> Pointer {
+    // The channel's support window runs from the release's date (spec §1.1).
+    let support_ends = verifier::ops::parse_time(&rel.doc.release.date).ok().map(|d| rfc3339(d + days(train.support_window_days)));
     Pointer {
         kind: POINTER_TYPE.to_owned(),
         channel: c,
@@ -482,10 +484,11 @@ fn next_pointer(
         release_yaml: rel.digest.clone(),
         sequence: current.map(|c| c.sequence + 1).unwrap_or(1),
         issued: rfc3339(now),
-        expires: rfc3339(now + days(expiry_days)),
+        expires: rfc3339(now + days(train.pointer_expiry_days)),
         rollback,
         previous: current.map(|c| Previous { version: c.version, sequence: c.sequence, release_yaml: c.release_yaml.clone() }),
         emergency: None,
+        support_ends,
     }
 }
 
@@ -548,13 +551,8 @@ fn propose_move(
         )));
     }
     let kept = store.kept(c, log)?;
-    let support_ends = kept
-        .iter()
-        .find(|k| k.release_yaml == p.release_yaml)
-        .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
-        .and_then(|b| verifier::manifest::parse(&b).ok())
-        .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
-        .map(|date| rfc3339(date + days(cfg.train(c).support_window_days)));
+    let support_ends = p.support_ends.clone();
+    let _ = cfg;
     let kept = kept
         .iter()
         .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
@@ -771,13 +769,14 @@ pub fn publish_trust(
         let log = store.log(c, key.public())?;
         let Some(pointer) = log.last().cloned() else { continue };
         let kept = store.kept(c, &log)?;
-        let support_ends = kept
-            .iter()
-            .find(|k| k.current)
-            .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
-            .and_then(|b| verifier::manifest::parse(&b).ok())
-            .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
-            .map(|date| rfc3339(date + days(train.support_window_days)));
+        let support_ends = pointer.support_ends.clone().or_else(|| {
+            kept.iter()
+                .find(|k| k.current)
+                .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
+                .and_then(|b| verifier::manifest::parse(&b).ok())
+                .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
+                .map(|date| rfc3339(date + days(train.support_window_days)))
+        });
         let kept = kept
             .iter()
             .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
@@ -952,7 +951,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     fs::rename(&staged, req.out).map_err(io(req.out))?;
 
     // 4.
-    let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel).pointer_expiry_days, true);
+    let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel), true);
     let env = pointer::sign(&p, req.key)?;
     let pending = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)?;
     let trust = if pending.is_none() {

@@ -41,6 +41,10 @@ pub struct Pointer {
     /// (`promote --emergency REASON`): shown by clients and `history`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency: Option<String>,
+    /// When support for this release on this channel ends (RFC 3339): the release's date plus
+    /// the channel's `support-window-days` (spec §1.1). Clients warn before, refuse after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_ends: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,7 @@ mod tests {
             rollback: false,
             previous: None,
             emergency: None,
+            support_ends: None,
         };
         assert_eq!(p.issued_at(), Ok(1_813_492_800));
         assert_eq!(p.expires_at(), Ok(1_813_492_800 + 14 * 86_400));

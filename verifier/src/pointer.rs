@@ -93,7 +93,13 @@ pub struct Checked {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub movement: Option<Move>,
     pub problems: Vec<String>,
+    /// Accepted, but worth telling the user (support ending soon).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
+
+/// How long before a release's end of support a client starts warning.
+pub const SUPPORT_WARNING_DAYS: i64 = 14;
 
 /// Checks a pointer as a client does, and on success records it in `state`:
 /// 1. the envelope's signature with the pinned key, and the document's shape;
@@ -108,7 +114,15 @@ pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64,
     // 1.
     let (p, doc_digest) = match open(env, key) {
         Ok(x) => x,
-        Err(e) => return Checked { accepted: false, pointer: None, movement: None, problems: vec![format!("signature or shape: {e}")] },
+        Err(e) => {
+            return Checked {
+                accepted: false,
+                pointer: None,
+                movement: None,
+                problems: vec![format!("signature or shape: {e}")],
+                warnings: Vec::new(),
+            }
+        }
     };
     let mut problems = Vec::new();
     // 2.
@@ -125,6 +139,20 @@ pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64,
             p.expires,
             rfc3339(now)
         ));
+    }
+    // 3b. The support window (spec §1.1): refused after its end, a warning before.
+    let mut warnings = Vec::new();
+    if let Some(ends) = &p.support_ends {
+        match crate::ops::parse_time(ends) {
+            Ok(end) if now >= end => {
+                problems.push(format!("support for {} on `{}` ended on {ends}: upgrade to a supported release", p.version, p.channel))
+            }
+            Ok(end) if now >= end - SUPPORT_WARNING_DAYS * 86_400 => {
+                warnings.push(format!("support for {} on `{}` ends on {ends} ({} day(s) left)", p.version, p.channel, (end - now) / 86_400))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("`supportEnds`: {e}")),
+        }
     }
     // 4.
     let movement = match state.channels.get(&p.channel) {
@@ -155,12 +183,12 @@ pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64,
         Some(seen) => Move::Forward { from: seen.version },
     };
     if !problems.is_empty() {
-        return Checked { accepted: false, pointer: Some(p), movement: None, problems };
+        return Checked { accepted: false, pointer: Some(p), movement: None, problems, warnings };
     }
     state
         .channels
         .insert(p.channel, Seen { sequence: p.sequence, version: p.version, release_yaml: p.release_yaml.clone(), pointer: doc_digest });
-    Checked { accepted: true, pointer: Some(p), movement: Some(movement), problems }
+    Checked { accepted: true, pointer: Some(p), movement: Some(movement), problems, warnings }
 }
 
 #[cfg(test)]
@@ -186,6 +214,7 @@ mod tests {
             rollback,
             previous: None,
             emergency: None,
+            support_ends: None,
         }
     }
 
@@ -274,5 +303,25 @@ mod tests {
         lts.channel = Channel::Lts;
         assert_eq!(check(&sign(&lts, &key), key.public(), &mut st, t, None).movement, Some(Move::First));
         assert_eq!(st.channels.len(), 2);
+    }
+
+    #[test]
+    fn support_window_warns_before_its_end_and_refuses_after() {
+        let key = SigningKey::generate(KeyKind::EcdsaP256);
+        let mut p = pointer(1, "2.4.1", false, 1_813_492_800);
+        p.support_ends = Some(rfc3339(1_813_492_800 + 90 * 86_400));
+        p.expires = rfc3339(1_813_492_800 + 200 * 86_400);
+        let env = sign(&p, &key);
+        // Long before the end: accepted, no warning.
+        let r = check(&env, key.public(), &mut ClientState::default(), 1_813_492_800 + 86_400, None);
+        assert!(r.accepted && r.warnings.is_empty(), "{r:?}");
+        // Ten days before: accepted, with a warning naming the date.
+        let r = check(&env, key.public(), &mut ClientState::default(), 1_813_492_800 + 80 * 86_400, None);
+        assert!(r.accepted, "{r:?}");
+        assert!(r.warnings[0].contains("ends on 2027-09-18T12:00:00Z (10 day(s) left)"), "{r:?}");
+        // After: refused.
+        let r = check(&env, key.public(), &mut ClientState::default(), 1_813_492_800 + 91 * 86_400, None);
+        assert!(!r.accepted);
+        assert!(r.problems.iter().any(|m| m.contains("support for 2.4.1 on `stable` ended on 2027-09-18T12:00:00Z")), "{r:?}");
     }
 }

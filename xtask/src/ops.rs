@@ -295,6 +295,7 @@ fn describe(p: &pointer::Pointer) -> String {
         p.expires,
         if p.rollback { ", ROLLBACK" } else { "" }
     ) + &p.emergency.as_ref().map(|r| format!(", EMERGENCY: {r}")).unwrap_or_default()
+        + &p.support_ends.as_ref().map(|e| format!(", supported until {e}")).unwrap_or_default()
 }
 
 pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
@@ -434,6 +435,9 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             }
             if checked.accepted {
                 pointer::save_state(&st, &state_path).map_err(ops)?;
+            }
+            for w in &checked.warnings {
+                progress::eprint(&format!("warning: {w}"));
             }
             if json {
                 print_json(&serde_json::json!({"event": "result", "pointer": checked, "state": state_path}));

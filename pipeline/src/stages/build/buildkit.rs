@@ -349,7 +349,11 @@ fn mutual_tls(host_port: &str, tls: &TlsFiles) -> Result<Docker, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err("client certificate", &tls.cert, e))?;
     let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| pem_err("client key", &tls.key, e))?;
-    let config = rustls::ClientConfig::builder()
+    // The provider is named: with `tough` in the build, rustls has both `ring` and `aws-lc-rs`
+    // compiled in and cannot pick a process default by itself.
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| format!("the client certificate `{}` and key `{}`: {e}", tls.cert.display(), tls.key.display()))?;

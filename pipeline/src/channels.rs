@@ -284,6 +284,8 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let version = rel.version()?;
     gates::check_record(&rel.dir, public, &rel.digest)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
+    verifier::tlog::promotable(&rel.dir, public)
+        .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
 
     // 3.
     let log = req.store.log(req.to, public)?;

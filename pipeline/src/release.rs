@@ -174,6 +174,13 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         return Err(Error::KeyRequired { channel: plan.channel }.at(Stage::Plan));
     }
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
+    // And the transparency log: the flag, else the channel's `[transparency-log] url`; a
+    // channel that requires one (stable, lts) is refused without it.
+    let log = cfg.train(plan.channel).transparency_log.clone();
+    let rekor = opts.rekor.clone().or(log.url);
+    if rekor.is_none() && log.required {
+        return Err(Error::LogRequired { channel: plan.channel }.at(Stage::Plan));
+    }
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
@@ -245,7 +252,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         }),
     };
     let made =
-        crate::stages::sign::Made { rekor: opts.rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
+        crate::stages::sign::Made { rekor: rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
     let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter).map_err(at(Stage::Sign))?;
     crate::fault::at("sign", staging.path());
     let manifest =

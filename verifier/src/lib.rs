@@ -17,3 +17,4 @@ pub mod preflight;
 pub mod published;
 pub mod release;
 pub mod sign;
+pub mod tlog;

@@ -165,6 +165,11 @@ enum Command {
         /// FIPS mode: refuse anything but ES256.
         #[arg(long)]
         fips: bool,
+        /// The transparency log's public key (SPKI PEM), pinned: every log entry of the release
+        /// (inclusion proof, signed checkpoint, signed entry timestamp) is checked with it. A
+        /// release with entries cannot be verified without it; `stable` and `lts` must have them.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+        rekor_key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         /// Check the release as published on this registry (`HOST[:PORT]/NAMESPACE`) instead
@@ -189,6 +194,11 @@ enum AttestCommand {
         dir: PathBuf,
         #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
         rekor_url: String,
+        /// The release's signing key (the one that signed release.yaml; passphrase from
+        /// STELLAOPS_KEY_PASSPHRASE): it signs the record of what was sent,
+        /// `attest/tlog/resubmitted.dsse.json`.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+        key: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -708,9 +718,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             progress::out(&format!("{}\n{}\nkey id {}", out.display(), public.display(), key.public().key_id()));
             Ok(())
         }
-        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, json }) => {
-            let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir)
-                .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("`{}`: {e}", dir.display()) })?;
+        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, key, json }) => {
+            let key = verifier::keys::SigningKey::load(&key, &verifier::keys::Secret::from_env()).map_err(pipeline::Error::from)?;
+            let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir, &key)
+                .map_err(|e| Failure { code: e.exit_code(), message: format!("`{}`: {e}", dir.display()) })?;
             let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::stages::sign::tlog::Logged::Pending { .. })).count();
             if json {
                 print_json(
@@ -735,7 +746,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
-        Command::Verify { dir, base, key, fips, json, registry, docker_config } => {
+        Command::Verify { dir, base, key, fips, rekor_key, json, registry, docker_config } => {
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,
@@ -757,7 +768,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
                     publish::verify_registry(&dir, &public, r, docker_config)?
                 }
-                None => verifier::release::verify(&dir, &public, fips),
+                None => {
+                    let log = rekor_key.as_deref().map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
+                    verifier::release::verify(&dir, &public, log.as_ref(), fips)
+                }
             };
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));

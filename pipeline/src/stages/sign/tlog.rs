@@ -75,7 +75,7 @@ impl Logged {
 }
 
 fn file_name(id: &str) -> String {
-    id.replace('/', "__")
+    verifier::tlog::file_stem(id)
 }
 
 pub fn tlog_dir(release: &Path) -> PathBuf {
@@ -160,8 +160,58 @@ pub fn pending(release: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// `cargo xtask attest resubmit`: sends the queue; returns what happened to each entry.
-pub fn resubmit(url: &str, release: &Path) -> std::io::Result<Vec<(String, Logged)>> {
+/// Why `attest resubmit` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResubmitError {
+    /// The release or the key is not the one expected; the message names the file.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl ResubmitError {
+    pub fn exit_code(&self) -> schema::exit::Code {
+        match self {
+            ResubmitError::Refused(_) => schema::exit::REJECTED,
+            ResubmitError::Io(_) => schema::exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// `cargo xtask attest resubmit`:
+/// 1. release.yaml must verify with `key`'s public half (the record is signed with it);
+/// 2. send the queue (`attest/tlog/pending/`), keeping each answer beside the others;
+/// 3. record every entry sent (with those of earlier resubmissions) in
+///    `attest/tlog/resubmitted.dsse.json`, signed with `key`, about release.yaml by digest.
+///
+/// Why a record rather than a new release.yaml: release.yaml's digest is what its own log
+/// entry, the signed gate record, the kit's inventory and every channel pointer name; writing
+/// the UUIDs into it would make another release that none of them vouches for. release.yaml
+/// keeps `pending`, and `verify` reads `pending` plus a signed record naming the entry (whose
+/// inclusion it checks like any other) as logged; `promote` refuses a release with a queue,
+/// or with `pending` in release.yaml and no record.
+pub fn resubmit(url: &str, release: &Path, key: &verifier::keys::SigningKey) -> Result<Vec<(String, Logged)>, ResubmitError> {
+    // 1.
+    let rel = verifier::ops::SignedRelease::open(release, key.public()).map_err(|p| {
+        ResubmitError::Refused(format!("`{}` does not verify with the given key, so its entries are not resubmitted: {}", release.display(), p.join("; ")))
+    })?;
+    // 2.
     let queue = pending(release)?;
-    submit_all(url, &queue, release)
+    let results = submit_all(url, &queue, release)?;
+    // 3.
+    let mut recorded = verifier::tlog::open_resubmission(release, key.public(), &rel.digest).map_err(ResubmitError::Refused)?.unwrap_or_default();
+    let before = recorded.len();
+    for (id, l) in &results {
+        if let Logged::Logged { uuid } = l {
+            recorded.insert(id.clone(), uuid.clone());
+        }
+    }
+    if recorded.len() != before || results.iter().any(|(_, l)| matches!(l, Logged::Logged { .. })) {
+        let statement = verifier::tlog::resubmission_statement(&rel.digest, url, &recorded);
+        let env = verifier::sign::sign_envelope(key, verifier::sign::PAYLOAD_TYPE, &statement);
+        let path = release.join(verifier::tlog::RESUBMITTED);
+        verifier::sign::write_json(&path, &env)?;
+    }
+    Ok(results)
 }

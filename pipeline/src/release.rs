@@ -251,8 +251,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
             digest: Some(rendered.compose_digest.clone()),
         }),
     };
-    let made =
-        crate::stages::sign::Made { rekor: rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
+    let made = crate::stages::sign::Made { rekor: rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
     let signed = crate::stages::sign::sign(&made, &key, staging.path(), reporter).map_err(at(Stage::Sign))?;
     crate::fault::at("sign", staging.path());
     let manifest =

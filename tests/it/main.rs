@@ -26,4 +26,5 @@ mod release;
 mod support;
 mod templates;
 mod thirdparty;
+mod tlog;
 mod trust;

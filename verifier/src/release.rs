@@ -402,15 +402,22 @@ fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &Publi
     let required = tlog::required_for(channel);
     let components: Vec<&manifest::ComponentEntry> =
         doc.components.iter().filter(|c| tree.components.as_ref().is_none_or(|only| only.contains(&c.name))).collect();
-    let has_entries = fs::read_dir(tree.join("attest/tlog")).map(|rd| rd.flatten().next().is_some()).unwrap_or(false);
-    if !has_entries && components.iter().all(|c| c.signature.rekor_uuid == tlog::NONE) {
+    // Entries the log answered (`.rekor.json`); queued ones are under `pending/`.
+    let logged = fs::read_dir(tree.join("attest/tlog"))
+        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".rekor.json")).count())
+        .unwrap_or(0);
+    if logged == 0 {
+        let queued = tlog::queued(&tree.root).map(|q| q.len()).unwrap_or(0);
         if required {
             r.fail(
                 "transparency log",
                 format!(
-                    "a `{channel}` release must have every signature in a transparency log (spec §2.3): release.yaml states `rekorUUID: \"none\"` and `attest/tlog/` holds no entry; hint: cut it with the channel's log (`[transparency-log]` in `release-trains/{channel}.toml`, or `--rekor-url`)"
+                    "a `{channel}` release must have every signature in a transparency log (spec §2.3), and `attest/tlog/` holds no log entry ({queued} queued; release.yaml states `rekorUUID: \"{}\"`); hint: cut it with the channel's log (`[transparency-log]` in `release-trains/{channel}.toml`, or `--rekor-url`), or send a queue with `cargo xtask attest resubmit`",
+                    components.first().map(|c| c.signature.rekor_uuid.as_str()).unwrap_or(tlog::NONE)
                 ),
             );
+        } else if queued > 0 {
+            r.pass(format!("transparency log: nothing logged, {queued} entries pending (not required for `{channel}`)"));
         } else {
             r.pass(format!("transparency log: none (not required for `{channel}`)"));
         }
@@ -450,7 +457,13 @@ fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &Publi
             Ok(b) => b,
             Err(_) if tlog::pending_path(&tree.root, id).exists() || in_yaml == Some(tlog::PENDING) => {
                 if required {
-                    r.fail(what, format!("pending: never logged (the log was down); hint: `cargo xtask attest resubmit {} --rekor-url URL --key KEY`", tree.root.display()));
+                    r.fail(
+                        what,
+                        format!(
+                            "pending: never logged (the log was down); hint: `cargo xtask attest resubmit {} --rekor-url URL --key KEY`",
+                            tree.root.display()
+                        ),
+                    );
                 } else {
                     pending += 1;
                 }

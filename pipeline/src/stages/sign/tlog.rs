@@ -194,13 +194,18 @@ impl ResubmitError {
 pub fn resubmit(url: &str, release: &Path, key: &verifier::keys::SigningKey) -> Result<Vec<(String, Logged)>, ResubmitError> {
     // 1.
     let rel = verifier::ops::SignedRelease::open(release, key.public()).map_err(|p| {
-        ResubmitError::Refused(format!("`{}` does not verify with the given key, so its entries are not resubmitted: {}", release.display(), p.join("; ")))
+        ResubmitError::Refused(format!(
+            "`{}` does not verify with the given key, so its entries are not resubmitted: {}",
+            release.display(),
+            p.join("; ")
+        ))
     })?;
     // 2.
     let queue = pending(release)?;
     let results = submit_all(url, &queue, release)?;
     // 3.
-    let mut recorded = verifier::tlog::open_resubmission(release, key.public(), &rel.digest).map_err(ResubmitError::Refused)?.unwrap_or_default();
+    let mut recorded =
+        verifier::tlog::open_resubmission(release, key.public(), &rel.digest).map_err(ResubmitError::Refused)?.unwrap_or_default();
     let before = recorded.len();
     for (id, l) in &results {
         if let Logged::Logged { uuid } = l {

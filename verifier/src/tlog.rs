@@ -520,11 +520,10 @@ mod tests {
             for m in 0..n {
                 let p = path(m, &leaves);
                 assert_eq!(root_from_inclusion_proof(m as u64, n as u64, leaves[m], &p).unwrap(), root, "{m} of {n}");
-                if let Some(first) = p.first() {
+                if !p.is_empty() {
                     let mut bad = p.clone();
                     bad[0][0] ^= 1;
                     assert_ne!(root_from_inclusion_proof(m as u64, n as u64, leaves[m], &bad).unwrap(), root);
-                    let _ = first;
                     // One hash too few or too many is malformed.
                     assert!(root_from_inclusion_proof(m as u64, n as u64, leaves[m], &p[1..]).is_err());
                 }
@@ -552,7 +551,8 @@ mod tests {
         assert!(check_checkpoint(&note(&other), log.public(), 5, &root).unwrap_err().contains("not signed by the pinned log key"));
         assert!(check_checkpoint(&note(&log), log.public(), 6, &root).unwrap_err().contains("tree size 5"));
         assert!(check_checkpoint(&note(&log), log.public(), 5, &[8u8; 32]).unwrap_err().contains("root hash"));
-        let forged = note(&log).replacen("\n5\n", "\n5\nextra\n", 1);
+        // A line added to the signed text after signing.
+        let forged = note(&log).replacen("\n\n", "\nTimestamp: 1\n\n", 1);
         assert!(check_checkpoint(&forged, log.public(), 5, &root).unwrap_err().contains("does not verify"));
     }
 }

@@ -359,7 +359,56 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL] transparency log: `")).count(), 74);
     fails_with(&verify(&dir, &public, None), &["[FAIL] transparency log", "--rekor-key FILE"]);
 
-    // 7. A stable release without log entries: its channel's `required` turned off in a
+    // 7. Other people's verifier: release.yaml's sigstore bundle carries its log entry
+    //    (`tlogEntries`, bundle v0.3), and npm @sigstore/verify, with a trusted root naming only
+    //    the test log's key, checks its body, SET, signed checkpoint and inclusion proof; it
+    //    refuses another log's key, a flipped byte of the proof and a checkpoint signed by
+    //    another key.
+    if let Some(script) = crate::support::verifier("STELLAOPS_VERIFY_SIGSTORE") {
+        let bundle = dir.join("release.yaml.sigstore.json");
+        let node = |bundle: &Path, rekor: &Path| {
+            Run::of(
+                std::process::Command::new("node")
+                    .arg(&script)
+                    .arg(bundle)
+                    .arg(dir.join("release.yaml"))
+                    .arg(&public)
+                    .arg(rekor)
+                    .output()
+                    .unwrap(),
+            )
+        };
+        let run = node(&bundle, &log.public);
+        run.ok();
+        assert!(run.stdout.contains("bundle verified"), "{run:?}");
+        let run = node(&bundle, &other.public);
+        assert_ne!(run.code, 0, "{run:?}");
+        let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
+            let mut b: serde_json::Value = serde_json::from_slice(&fs::read(&bundle).unwrap()).unwrap();
+            edit(&mut b["verificationMaterial"]["tlogEntries"][0]);
+            let p = scratch.path().join(name);
+            fs::write(&p, b.to_string()).unwrap();
+            p
+        };
+        let proof = edited("bundle-proof.json", &|e| {
+            let mut h = b64().decode(e["inclusionProof"]["hashes"][0].as_str().unwrap()).unwrap();
+            h[0] ^= 1;
+            e["inclusionProof"]["hashes"][0] = b64().encode(h).into();
+        });
+        let run = node(&proof, &log.public);
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("calculated root hash does not match inclusion proof"), "{run:?}");
+        let checkpoint = edited("bundle-checkpoint.json", &|e| {
+            let note = e["inclusionProof"]["checkpoint"]["envelope"].as_str().unwrap().to_owned();
+            e["inclusionProof"]["checkpoint"]["envelope"] =
+                signed_note(&note[..note.find("\n\n").unwrap() + 1], "rekor.test", &rogue).into();
+        });
+        let run = node(&checkpoint, &log.public);
+        assert_ne!(run.code, 0, "{run:?}");
+        assert!(run.stderr.contains("invalid checkpoint signature"), "{run:?}");
+    }
+
+    // 8. A stable release without log entries: its channel's `required` turned off in a
     //    commit, cut with no log, it is released and does not verify.
     repo.edit("release-trains/stable.toml", "required = true", "required = false");
     repo.commit_all("no log", crate::support::EPOCH);

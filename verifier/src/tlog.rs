@@ -396,6 +396,33 @@ pub fn expected_entries(
     Ok(out)
 }
 
+/// The log's answer for an entry (Rekor v1 JSON) as a sigstore bundle v0.3 `tlogEntries` item
+/// (protobuf JSON: 64-bit integers as strings, hashes and ids in base64), so that other
+/// people's verifiers (npm `@sigstore/verify`) can check the entry of `release.yaml.sigstore.json`.
+pub fn bundle_entry(answer: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let (_, e) = answer.as_object().and_then(|o| o.iter().next()).ok_or("no entry")?;
+    let body_b64 = e["body"].as_str().ok_or("no `body`")?;
+    let body: serde_json::Value = serde_json::from_slice(&b64().decode(body_b64).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let proof = &e["verification"]["inclusionProof"];
+    let hex_to_b64 = |h: &serde_json::Value| unhex32(h.as_str().unwrap_or_default()).map(|b| b64().encode(b));
+    let log_id = unhex32(e["logID"].as_str().unwrap_or_default())?;
+    Ok(serde_json::json!({
+        "logIndex": e["logIndex"].as_u64().ok_or("no `logIndex`")?.to_string(),
+        "logId": { "keyId": b64().encode(log_id) },
+        "kindVersion": { "kind": body["kind"], "version": body["apiVersion"] },
+        "integratedTime": e["integratedTime"].as_i64().ok_or("no `integratedTime`")?.to_string(),
+        "inclusionPromise": { "signedEntryTimestamp": e["verification"]["signedEntryTimestamp"] },
+        "inclusionProof": {
+            "logIndex": proof["logIndex"].as_u64().ok_or("no proof `logIndex`")?.to_string(),
+            "rootHash": hex_to_b64(&proof["rootHash"])?,
+            "treeSize": proof["treeSize"].as_u64().ok_or("no proof `treeSize`")?.to_string(),
+            "hashes": proof["hashes"].as_array().ok_or("no proof `hashes`")?.iter().map(hex_to_b64).collect::<Result<Vec<_>, _>>()?,
+            "checkpoint": { "envelope": proof["checkpoint"] },
+        },
+        "canonicalizedBody": body_b64,
+    }))
+}
+
 /// `attest/tlog/resubmitted.dsse.json`, opened: signed by `key`, about release.yaml of
 /// digest `release_yaml`; the entries it records (id -> UUID).
 pub fn open_resubmission(root: &Path, key: &PublicKey, release_yaml: &Digest) -> Result<Option<BTreeMap<String, String>>, String> {

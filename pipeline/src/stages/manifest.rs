@@ -146,6 +146,7 @@ pub fn write(
     if let Some(url) = &signed.rekor {
         let pem = key.public().pem().to_owned();
         tlog::submit_all(url, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+        tlog::record_in_bundle(out).map_err(io(&bundle_path))?;
     }
     Ok(Manifest { path, digest: Digest::of(&bytes), doc })
 }

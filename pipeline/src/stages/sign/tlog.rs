@@ -160,6 +160,23 @@ pub fn pending(release: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// When release.yaml's own entry is logged: writes it into `release.yaml.sigstore.json`'s
+/// `verificationMaterial.tlogEntries` (bundle v0.3 form), for verifiers that read bundles.
+pub fn record_in_bundle(release: &Path) -> std::io::Result<()> {
+    let answer_path = verifier::tlog::entry_path(release, "release.yaml");
+    let answer: serde_json::Value = match fs::read(&answer_path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(std::io::Error::other)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let entry = verifier::tlog::bundle_entry(&answer).map_err(|m| std::io::Error::other(format!("`{}`: {m}", answer_path.display())))?;
+    let path = release.join("release.yaml.sigstore.json");
+    let mut bundle: serde_json::Value = serde_json::from_slice(&fs::read(&path)?).map_err(std::io::Error::other)?;
+    bundle["verificationMaterial"]["tlogEntries"] = serde_json::json!([entry]);
+    verifier::sign::write_json(&path, &bundle)?;
+    Ok(())
+}
+
 /// Why `attest resubmit` stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ResubmitError {
@@ -211,6 +228,9 @@ pub fn resubmit(url: &str, release: &Path, key: &verifier::keys::SigningKey) -> 
         if let Logged::Logged { uuid } = l {
             recorded.insert(id.clone(), uuid.clone());
         }
+    }
+    if results.iter().any(|(id, l)| id == "release.yaml" && matches!(l, Logged::Logged { .. })) {
+        record_in_bundle(release)?;
     }
     if recorded.len() != before || results.iter().any(|(_, l)| matches!(l, Logged::Logged { .. })) {
         let statement = verifier::tlog::resubmission_statement(&rel.digest, url, &recorded);

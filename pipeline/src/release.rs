@@ -259,6 +259,10 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     crate::fault::at("manifest", staging.path());
     if let Some(report) = &gates {
         record_gates(report, &key, &manifest.digest, staging.path()).map_err(|e| e.at(Stage::Gates))?;
+        // The gate record is a signed envelope too: into the log (or its queue) like the others.
+        if let Some(url) = rekor.as_deref() {
+            log_gate_record(url, &key, staging.path(), reporter).map_err(|e| e.at(Stage::Gates))?;
+        }
     }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
@@ -370,6 +374,23 @@ fn record_gates(
     use crate::stages::gates;
     write_json(&dir.join(gates::GATES_JSON), report)?;
     write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, release_yaml))
+}
+
+/// Enters `attest/gates.dsse.json` in the transparency log at `url` (queued when it is down).
+fn log_gate_record(url: &str, key: &verifier::keys::SigningKey, dir: &Path, reporter: &dyn Reporter) -> Result<(), Error> {
+    use crate::stages::sign::tlog;
+    let rel = crate::stages::gates::GATES_ENVELOPE;
+    let path = dir.join(rel);
+    let io = |source: std::io::Error| Error::Io { path: path.clone(), source };
+    let env: verifier::sign::Envelope = serde_json::from_slice(&fs::read(&path).map_err(io)?).map_err(|e| io(e.into()))?;
+    let sent = serde_json::to_string(&env).map_err(|e| io(e.into()))?;
+    let results = tlog::submit_all(url, &[tlog::dsse(rel, &sent, key.public().pem())], dir).map_err(io)?;
+    if results.iter().any(|(_, l)| matches!(l, tlog::Logged::Pending { .. })) {
+        reporter.event(Event::Note {
+            message: format!("transparency log `{url}`: the gate record `{rel}` is pending (queued in attest/tlog/pending)"),
+        });
+    }
+    Ok(())
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.

@@ -301,16 +301,16 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     assert!(!repo.releases().join("2.4.1-stable").exists());
 
     // 2. With the log: every signature and envelope entered (24 image signatures, 48 SBOM and
-    //    provenance envelopes, the drift report, release.yaml), each verified offline.
+    //    provenance envelopes, the drift report, release.yaml, the gate record), each verified offline.
     stable(&["--rekor-url", &log.url]).ok();
-    assert_eq!(log.size(), 74);
+    assert_eq!(log.size(), 75);
     let dir = repo.releases().join("2.4.1-stable");
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert!(!yaml.contains("pending") && !yaml.contains("\"none\""), "{yaml}");
     let run = verify(&dir, &public, Some(&log.public));
     run.ok();
     let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("inclusion proof")).count();
-    assert_eq!(checked, 74, "{}", run.stdout);
+    assert_eq!(checked, 75, "{}", run.stdout);
     // release.yaml's rekorUUID is the UUID of the index signature's entry.
     let (_, e) = entry(&dir, &format!("images/sha256-{}.sig", &yaml[yaml.find("authority@sha256:").unwrap() + 17..][..64]));
     let uuid = e.as_object().unwrap().keys().next().unwrap().clone();
@@ -356,7 +356,7 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     let other = TestLog::start(&other_log);
     let run = verify(&dir, &public, Some(&other.public));
     fails_with(&run, &["is not the pinned log key's"]);
-    assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL] transparency log: `")).count(), 74);
+    assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL] transparency log: `")).count(), 75);
     fails_with(&verify(&dir, &public, None), &["[FAIL] transparency log", "--rekor-key FILE"]);
 
     // 7. Other people's verifier: release.yaml's sigstore bundle carries its log entry
@@ -438,17 +438,17 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{yaml}");
     let queue = || fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(queue(), 74);
+    assert_eq!(queue(), 75);
     // Edge does not require a log: nothing logged, the release verifies, saying so.
     let run = verify(&dir, &public, None);
     run.ok();
-    assert!(run.stdout.contains("transparency log: nothing logged, 74 entries pending"), "{}", run.stdout);
+    assert!(run.stdout.contains("transparency log: nothing logged, 75 entries pending"), "{}", run.stdout);
 
     // Not promotable while entries wait.
     let d = dir.to_str().unwrap();
     repo.xtask(&["promote", d, "--to", "edge"]).refused(&[
         "cannot be promoted to `edge`",
-        "74 transparency-log entries are pending",
+        "75 transparency-log entries are pending",
         "attest resubmit",
     ]);
 
@@ -467,9 +467,9 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     assert_eq!(log.size(), 0);
     let run = resubmit(&key);
     run.ok();
-    assert_eq!(run.json()["sent"], 74);
+    assert_eq!(run.json()["sent"], 75);
     assert_eq!(queue(), 0);
-    assert_eq!(log.size(), 74);
+    assert_eq!(log.size(), 75);
     assert!(dir.join("attest/tlog/resubmitted.dsse.json").is_file());
 
     // Promotable now; verify checks the new entries, and the record for release.yaml's
@@ -478,7 +478,7 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let run = verify(&dir, &public, Some(&log.public));
     run.ok();
     let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("inclusion proof")).count();
-    assert_eq!(checked, 74, "{}", run.stdout);
+    assert_eq!(checked, 75, "{}", run.stdout);
     // Without the record, release.yaml's `pending` is not taken as logged.
     let bare = scratch.path().join("no-record");
     copy_dir(&dir, &bare);

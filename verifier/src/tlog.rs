@@ -4,8 +4,8 @@
 //! checks added to the [`VerifyReport`] of [`crate::release`], and [`promotable`], which
 //! `pipeline::channels::promote` asks before it signs a pointer.
 //!
-//! What the release holds: for every entry it sends (each image signature, each DSSE envelope,
-//! release.yaml's signature; ids such as `images/sha256-<hex>.sig`,
+//! What the release holds: for every entry it sends (each image signature, each DSSE envelope
+//! with the gate record, release.yaml's signature; ids such as `images/sha256-<hex>.sig`,
 //! `attest/web-ui/linux-amd64.sbom.dsse.json`, `release.yaml`) the log's answer,
 //! `attest/tlog/<id, `/` as `__`>.rekor.json` (`{ "<uuid>": { body, integratedTime, logID,
 //! logIndex, verification: { inclusionProof, signedEntryTimestamp } } }`), or, when the log was
@@ -53,6 +53,8 @@ use schema::model::{Channel, Digest};
 pub const RESUBMISSION_PREDICATE: &str = "https://stella-ops.org/attestations/tlog-resubmission/v1";
 /// Where the resubmission record lives, relative to the release directory.
 pub const RESUBMITTED: &str = "attest/tlog/resubmitted.dsse.json";
+/// The signed gate record (`pipeline::stages::gates`), entered like the other envelopes.
+pub const GATES_RECORD: &str = schema::gates::GATES_ENVELOPE;
 /// `rekorUUID` of release.yaml when no log was configured.
 pub const NONE: &str = "none";
 /// `rekorUUID` of release.yaml when the log was down.
@@ -382,6 +384,10 @@ pub fn expected_entries(
         }
     }
     envelopes.push("attest/drift.dsse.json".into());
+    // The signed gate record, when the release has one (`build` and `repro` make none).
+    if root.join(GATES_RECORD).exists() {
+        envelopes.push(GATES_RECORD.into());
+    }
     for id in envelopes {
         let path = root.join(&id);
         let bytes = fs::read(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;

@@ -316,6 +316,12 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     let uuid = e.as_object().unwrap().keys().next().unwrap().clone();
     assert!(yaml.contains(&format!("rekorUUID: \"{uuid}\"")), "{uuid}\n{yaml}");
 
+    // The release's kit carries the entries: `verify KIT` checks them too, and needs the key.
+    let kit = dir.join("stellaops-kit-2.4.1-stable.tar.zst");
+    let run = verify(&kit, &public, Some(&log.public));
+    run.ok();
+    fails_with(&verify(&kit, &public, None), &["refused", "--rekor-key FILE"]);
+
     let case = |name: &str, tamper: &dyn Fn(&Path)| -> Run {
         let d = scratch.path().join(name);
         copy_dir(&dir, &d);

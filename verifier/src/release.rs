@@ -389,9 +389,7 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
         );
     }
     // 6. The transparency log.
-    if !tree.kit || tree.log.is_some() {
-        check_tlog(tree, &doc, &yaml, key, &layout, &mut r);
-    }
+    check_tlog(tree, &doc, &yaml, key, &layout, &mut r);
     r
 }
 

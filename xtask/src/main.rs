@@ -760,18 +760,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let public = verifier::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
+            let log = rekor_key.as_deref().map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
             if dir.is_file() && registry.is_none() {
-                return kit::verify(&dir, &public, fips, base.as_deref(), json, cli.quiet);
+                return kit::verify(&dir, &public, log.as_ref(), fips, base.as_deref(), json, cli.quiet);
             }
             let report = match &registry {
                 Some(r) => {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
                     publish::verify_registry(&dir, &public, r, docker_config)?
                 }
-                None => {
-                    let log = rekor_key.as_deref().map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
-                    verifier::release::verify(&dir, &public, log.as_ref(), fips)
-                }
+                None => verifier::release::verify(&dir, &public, log.as_ref(), fips),
             };
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));

@@ -284,7 +284,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let version = rel.version()?;
     gates::check_record(&rel.dir, public, &rel.digest)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
-    verifier::tlog::promotable(&rel.dir, public)
+    verifier::tlog::promotable(&rel.dir, public, to_train.transparency_log.required)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
 
     // 3.

@@ -235,6 +235,16 @@ impl TestLog {
     }
 }
 
+/// One test log for every test of the binary that only needs releases to be logged.
+pub(crate) fn shared_log() -> &'static TestLog {
+    static LOG: std::sync::OnceLock<TestLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let dir = crate::support::workspace().join("target/tmp/shared-test-log");
+        fs::create_dir_all(&dir).unwrap();
+        TestLog::start(&dir)
+    })
+}
+
 /// A loopback URL nothing listens on (connections refused): the log is down.
 fn down() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -449,6 +459,13 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let run = verify(&dir, &public, None);
     run.ok();
     assert!(run.stdout.contains("transparency log: nothing logged, 75 entries pending"), "{}", run.stdout);
+
+    // An edge release cut without a log is promotable on edge, never into stable (which
+    // requires a log: `[transparency-log] required` of stable.toml).
+    let plain = repo.path().join("target/plain");
+    repo.xtask(&["release", "--channel", "edge", "--out", plain.to_str().unwrap()]).ok();
+    repo.xtask(&["promote", plain.to_str().unwrap(), "--to", "stable"])
+        .refused(&["cannot be promoted to `stable`", "the channel requires a transparency log and this release was cut without one"]);
 
     // Not promotable while entries wait.
     let d = dir.to_str().unwrap();

@@ -476,10 +476,13 @@ pub fn queued(root: &Path) -> Result<Vec<String>, String> {
 }
 
 /// Whether a release may be promoted as far as the transparency log goes: nothing queued in
-/// `attest/tlog/pending/`, and every component release.yaml marks `pending` recorded by a
+/// `attest/tlog/pending/`; every component release.yaml marks `pending` recorded by a
 /// resubmission record signed by `key` (so a kept copy of the manifest files, without the
-/// queue, is judged too). `dir`: the release directory or the channel's kept copy.
-pub fn promotable(dir: &Path, key: &PublicKey) -> Result<(), String> {
+/// queue, is judged too); and, for a channel that requires a log (`log_required`: its
+/// `[transparency-log] required`), no component without an entry (`none`): an `edge` release
+/// cut without a log does not become a `stable` one by promotion. `dir`: the release directory
+/// or the channel's kept copy.
+pub fn promotable(dir: &Path, key: &PublicKey, log_required: bool) -> Result<(), String> {
     let hint = format!(
         "hint: when the log is back, `cargo xtask attest resubmit {} --rekor-url URL --key KEY` sends them and signs `{RESUBMITTED}`",
         dir.display()
@@ -495,6 +498,13 @@ pub fn promotable(dir: &Path, key: &PublicKey) -> Result<(), String> {
     let yaml_path = dir.join("release.yaml");
     let yaml = fs::read(&yaml_path).map_err(|e| format!("`{}`: {e}", yaml_path.display()))?;
     let doc = crate::manifest::parse(&yaml)?;
+    let unlogged: Vec<&str> = doc.components.iter().filter(|c| c.signature.rekor_uuid == NONE).map(|c| c.name.as_str()).collect();
+    if log_required && !unlogged.is_empty() {
+        return Err(format!(
+            "the channel requires a transparency log and this release was cut without one (release.yaml states `rekorUUID: \"none\"` for {})\n  hint: cut it again with a log (`--rekor-url`, or `[transparency-log] url` of its channel)",
+            unlogged.join(", ")
+        ));
+    }
     let pending: Vec<&str> = doc.components.iter().filter(|c| c.signature.rekor_uuid == PENDING).map(|c| c.name.as_str()).collect();
     if pending.is_empty() {
         return Ok(());

@@ -54,6 +54,22 @@ pub struct TransparencyLog {
     /// The log's base URL (Rekor API); `--rekor-url` (STELLAOPS_REKOR_URL) takes precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Which of Rekor's APIs the log speaks (`v1`, the default; `v2`, the tiled log);
+    /// `--rekor-api` takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RekorApi>,
+}
+
+/// Rekor's entry APIs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RekorApi {
+    /// `/api/v1/log/entries`: an entry with its inclusion proof and signed entry timestamp.
+    #[default]
+    V1,
+    /// `/api/v2/log/entries` (Rekor v2, a tiled log): a `TransparencyLogEntry` with its
+    /// inclusion proof and checkpoint; no signed entry timestamp.
+    V2,
 }
 
 fn default_history_keep() -> u32 {

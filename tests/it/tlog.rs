@@ -122,6 +122,65 @@ impl LogState {
         }
     }
 
+    /// Rekor v2's canonical body (version 0.0.2) of a `CreateEntryRequest`.
+    fn canonical_v2(request: &serde_json::Value) -> Result<Vec<u8>, String> {
+        if let Some(h) = request.get("hashedRekordRequestV002") {
+            return Ok(serde_json::json!({
+                "apiVersion": "0.0.2",
+                "kind": "hashedrekord",
+                "spec": { "hashedRekordV002": {
+                    "data": { "algorithm": "SHA2_256", "digest": h["digest"] },
+                    "signature": h["signature"],
+                }},
+            })
+            .to_string()
+            .into_bytes());
+        }
+        let d = request.get("dsseRequestV002").ok_or("neither hashedRekordRequestV002 nor dsseRequestV002")?;
+        let payload = b64().decode(d["envelope"]["payload"].as_str().ok_or("no payload")?).map_err(|e| e.to_string())?;
+        let sigs: Vec<serde_json::Value> = d["envelope"]["signatures"]
+            .as_array()
+            .ok_or("no signatures")?
+            .iter()
+            .map(|s| serde_json::json!({ "content": s["sig"], "verifier": d["verifiers"][0] }))
+            .collect();
+        Ok(serde_json::json!({
+            "apiVersion": "0.0.2",
+            "kind": "dsse",
+            "spec": { "dsseV002": {
+                "payloadHash": { "algorithm": "SHA2_256", "digest": b64().encode(sha(&payload)) },
+                "signatures": sigs,
+            }},
+        })
+        .to_string()
+        .into_bytes())
+    }
+
+    /// Rekor v2's answer: a `TransparencyLogEntry` (protobuf JSON), proven against the
+    /// current tree.
+    fn answer_v2(&self, uuid: &str) -> String {
+        let (index, body, _) = &self.entries[uuid];
+        let size = self.leaves.len();
+        let root = mth(&self.leaves);
+        let checkpoint = signed_note(&format!("rekor.test - 2\n{size}\n{}\n", b64().encode(root)), "rekor.test", &self.key);
+        let decoded: serde_json::Value = serde_json::from_slice(&b64().decode(body).unwrap()).unwrap();
+        let key_id: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&self.key.public().key_id()[2 * i..2 * i + 2], 16).unwrap()).collect();
+        serde_json::json!({
+            "logIndex": index.to_string(),
+            "logId": { "keyId": b64().encode(key_id) },
+            "kindVersion": { "kind": decoded["kind"], "version": decoded["apiVersion"] },
+            "inclusionProof": {
+                "logIndex": index.to_string(),
+                "rootHash": b64().encode(root),
+                "treeSize": size.to_string(),
+                "hashes": path(*index, &self.leaves).iter().map(|h| b64().encode(h)).collect::<Vec<_>>(),
+                "checkpoint": { "envelope": checkpoint },
+            },
+            "canonicalizedBody": body,
+        })
+        .to_string()
+    }
+
     /// The log's answer for `uuid`, proven against the current tree.
     fn answer(&self, uuid: &str) -> String {
         let (index, body, time) = &self.entries[uuid];
@@ -212,6 +271,22 @@ impl TestLog {
                                 st.entries.insert(uuid.clone(), (index, b64().encode(&canonical), now));
                                 ("201 Created", String::new(), st.answer(&uuid))
                             }
+                        }
+                    }
+                } else if method == "POST" && target == "/api/v2/log/entries" {
+                    match serde_json::from_slice(&body).map_err(|e| e.to_string()).and_then(|v| LogState::canonical_v2(&v)) {
+                        Err(e) => ("400 Bad Request", String::new(), serde_json::json!({ "message": e }).to_string()),
+                        Ok(canonical) => {
+                            let l = leaf(&canonical);
+                            let uuid = hex(&l);
+                            // A duplicate is answered with the entry the log has.
+                            let status = if st.entries.contains_key(&uuid) { "200 OK" } else { "201 Created" };
+                            if !st.entries.contains_key(&uuid) {
+                                let index = st.leaves.len();
+                                st.leaves.push(l);
+                                st.entries.insert(uuid.clone(), (index, b64().encode(&canonical), 0));
+                            }
+                            (status, String::new(), st.answer_v2(&uuid))
                         }
                     }
                 } else if let Some(uuid) = target.strip_prefix("/api/v1/log/entries/").filter(|u| st.entries.contains_key(*u)) {
@@ -530,4 +605,72 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let yaml = fs::read_to_string(again.join("release.yaml")).unwrap();
     assert!(!yaml.contains("pending") && !yaml.contains("\"none\""), "{yaml}");
     verify(&again, &public, Some(&log.public)).ok();
+}
+
+/// Rekor v2 (the tiled log's API, `--rekor-api v2`): every entry is sent as a
+/// `CreateEntryRequest` and kept as the `TransparencyLogEntry` the log answers (bodies of
+/// version 0.0.2); `verify` checks them all offline, refuses a flipped byte of a proof, and the
+/// bundle's entry verifies with @sigstore/verify (inclusion proof and checkpoint; v2 signs no
+/// entry time). The log down, the queue goes to the v2 log with `attest resubmit --rekor-api v2`.
+#[test]
+fn tlog_rekor_v2_entries_from_a_fake_rekor_v2_edge_log_verify_offline() {
+    let repo = Repo::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = TestLog::start(scratch.path());
+    repo.xtask(&["release", "--channel", "edge", "--skip-gates", "--rekor-url", &log.url, "--rekor-api", "v2"]).ok();
+    assert_eq!(log.size(), 75);
+    let dir = repo.releases().join("2.4.1-edge");
+    let public = repo.path().join("target/keys/dev.pub");
+    let (_, answer) = entry(&dir, "release.yaml");
+    assert_eq!(answer["kindVersion"]["version"], "0.0.2", "{answer}");
+    let run = verify(&dir, &public, Some(&log.public));
+    run.ok();
+    let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("(Rekor v2)")).count();
+    assert_eq!(checked, 75, "{}", run.stdout);
+    // release.yaml's rekorUUID: the leaf hash of the index signature's entry.
+    let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
+    assert!(!yaml.contains("pending") && !yaml.contains("\"none\""), "{yaml}");
+
+    // A flipped byte in an audit path.
+    let d = scratch.path().join("proof");
+    copy_dir(&dir, &d);
+    let id = "attest/web-ui/linux-amd64.sbom.dsse.json";
+    let (p, mut v) = entry(&d, id);
+    let mut h = b64().decode(v["inclusionProof"]["hashes"][0].as_str().unwrap()).unwrap();
+    h[5] ^= 0x80;
+    v["inclusionProof"]["hashes"][0] = b64().encode(h).into();
+    fs::write(p, v.to_string()).unwrap();
+    let run = verify(&d, &public, Some(&log.public));
+    fails_with(&run, &[&format!("[FAIL] transparency log: `{id}`"), "inclusion proof: the audit path leads to root"]);
+    assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL]")).count(), 1, "{}", run.stdout);
+
+    if let Some(script) = crate::support::verifier("STELLAOPS_VERIFY_SIGSTORE") {
+        let run = Run::of(
+            std::process::Command::new("node")
+                .arg(&script)
+                .arg(dir.join("release.yaml.sigstore.json"))
+                .arg(dir.join("release.yaml"))
+                .arg(&public)
+                .arg(&log.public)
+                .output()
+                .unwrap(),
+        );
+        run.ok();
+        assert!(run.stdout.contains("bundle verified"), "{run:?}");
+    }
+
+    // The log down, then back: resubmitted to the v2 log, and verified.
+    let down_dir = repo.path().join("target/down");
+    repo.xtask(&["release", "--channel", "edge", "--skip-gates", "--rekor-url", &down(), "--out", down_dir.to_str().unwrap()]).ok();
+    let other = scratch.path().join("v2-again");
+    fs::create_dir_all(&other).unwrap();
+    let log2 = TestLog::start(&other);
+    let mut cmd = xtask_cmd();
+    cmd.args(["attest", "resubmit"])
+        .arg(&down_dir)
+        .args(["--rekor-url", &log2.url, "--rekor-api", "v2", "--key"])
+        .arg(repo.path().join("target/keys/dev.key"));
+    Run::of(cmd.output().unwrap()).ok();
+    assert_eq!(log2.size(), 75);
+    verify(&down_dir, &public, Some(&log2.public)).ok();
 }

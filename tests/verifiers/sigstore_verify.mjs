@@ -2,7 +2,7 @@
 // npm @sigstore/verify, offline: the trust material holds only the given public key (no CA,
 // no timestamp authority), and, when a log key is given, one transparency log named
 // `rekor.test` with that key: then the bundle must carry one log entry whose body, inclusion
-// proof, signed checkpoint and signed entry timestamp verify (tlog and timestamp thresholds 1).
+// proof, signed checkpoint and (Rekor v1) signed entry timestamp verify (thresholds 1).
 // Usage: node sigstore_verify.mjs BUNDLE.json ARTIFACT PUBLIC_KEY.pem [REKOR_KEY.pem]
 import { createHash, createPublicKey } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -29,6 +29,8 @@ if (rekorPath) {
   trust.tlogs.push({ logID, baseURL: "https://rekor.test", publicKey: rekor, validFor: { start: new Date(0), end: new Date(8.64e15) } });
   threshold = 1;
 }
-const verifier = new Verifier(trust, { tlogThreshold: threshold, ctlogThreshold: 0, timestampThreshold: threshold });
+// A Rekor v2 entry carries no signed entry time (no inclusion promise): no timestamp to count.
+const promised = bundle.verificationMaterial.tlogEntries.some((e) => e.inclusionPromise);
+const verifier = new Verifier(trust, { tlogThreshold: threshold, ctlogThreshold: 0, timestampThreshold: promised ? threshold : 0 });
 verifier.verify(toSignedEntity(bundle, readFileSync(artifactPath)));
 process.stdout.write("bundle verified\n");

@@ -123,6 +123,10 @@ impl PublicKey {
     pub fn pem(&self) -> &str {
         &self.pem
     }
+    /// The SPKI DER.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
     /// sha256 of the SPKI DER, hex.
     pub fn key_id(&self) -> String {
         schema::model::Digest::of(&self.der).hex().to_owned()

@@ -490,7 +490,14 @@ fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &Publi
                 Some(u) => Err(format!("release.yaml states `rekorUUID: {u}`, the log's entry is `{}`", entry.uuid)),
             });
         match checked {
-            Ok(e) => r.pass(format!("{what}: logged at index {}, body, inclusion proof, checkpoint and timestamp verified", e.log_index)),
+            Ok(e) => r.pass(match e.integrated_time {
+                Some(t) => format!(
+                    "{what}: logged at index {} ({}), body, inclusion proof, checkpoint and signed entry timestamp verified",
+                    e.log_index,
+                    schema::model::rfc3339(t)
+                ),
+                None => format!("{what}: logged at index {} (Rekor v2), body, inclusion proof and checkpoint verified", e.log_index),
+            }),
             Err(e) => r.fail(what, e),
         }
     }

@@ -1,4 +1,5 @@
-//! Transparency-log entries (Rekor v1), checked offline against the log's pinned public key.
+//! Transparency-log entries (Rekor v1 and v2), checked offline against the log's pinned public
+//! key.
 //!
 //! In: a release directory (or an unpacked kit), the release key, the log's public key. Out:
 //! checks added to the [`VerifyReport`] of [`crate::release`], and [`promotable`], which
@@ -28,6 +29,12 @@
 //! 5. the signed entry timestamp (the log's promise over `body`, `integratedTime`, `logID`,
 //!    `logIndex`, as canonical JSON) verifies with the pinned key, and `logID` is that key's id;
 //! 6. the integrated time lies within the release key's validity, when one is known.
+//!
+//! Rekor v2 (the tiled log) answers with a `TransparencyLogEntry` (the sigstore bundle's
+//! form: base64 hashes, 64-bit integers as strings) and `hashedrekord`/`dsse` bodies of
+//! version 0.0.2 (digests in base64, keys as DER); steps 1-4 apply, with the leaf hash in place
+//! of a UUID (v2 has none); v2 signs no entry time (time comes from a timestamp authority), so
+//! steps 5 and 6 do not.
 //!
 //! Why by hand: the `sigstore` crate (0.15) verifies Rekor entries only inside its
 //! cosign/bundle flows, pulls tokio, reqwest and openssl, and must not ship in this crate (what
@@ -211,9 +218,11 @@ pub enum Expected {
 /// One entry as the log answered it.
 #[derive(Debug, Clone)]
 pub struct LoggedEntry {
+    /// Rekor v1's UUID; for Rekor v2 (no UUIDs), the leaf hash.
     pub uuid: String,
     pub log_index: u64,
-    pub integrated_time: i64,
+    /// The log's signed entry time (Rekor v1); Rekor v2 signs none.
+    pub integrated_time: Option<i64>,
 }
 
 /// Checks the log's answer `answer` (the JSON of a `.rekor.json` file) for an entry about
@@ -226,6 +235,9 @@ pub fn check_entry(
     log: &PublicKey,
     validity: Option<(i64, i64)>,
 ) -> Result<LoggedEntry, String> {
+    if answer.get("canonicalizedBody").is_some() {
+        return check_entry_v2(answer, expected, release_key, log);
+    }
     let obj = answer.as_object().filter(|o| o.len() == 1).ok_or("not one entry keyed by its UUID")?;
     let (uuid, e) = obj.iter().next().ok_or("no entry")?;
     let body_b64 = e["body"].as_str().ok_or("the entry has no `body`")?;
@@ -293,7 +305,77 @@ pub fn check_entry(
             ));
         }
     }
-    Ok(LoggedEntry { uuid: uuid.clone(), log_index, integrated_time })
+    Ok(LoggedEntry { uuid: uuid.clone(), log_index, integrated_time: Some(integrated_time) })
+}
+
+/// A protobuf-JSON 64-bit integer: a string (or a number).
+fn int64(v: &serde_json::Value) -> Option<u64> {
+    v.as_str().and_then(|s| s.parse().ok()).or_else(|| v.as_u64())
+}
+
+fn b64_32(v: &serde_json::Value) -> Result<[u8; 32], String> {
+    let b = b64().decode(v.as_str().unwrap_or_default()).map_err(|e| e.to_string())?;
+    b.try_into().map_err(|b: Vec<u8>| format!("{} bytes, not a sha256", b.len()))
+}
+
+/// Rekor v2: the answer is a `TransparencyLogEntry` (protobuf JSON, as in a sigstore bundle).
+/// Steps 1-4 of the module's list; there is no signed entry timestamp (Rekor v2 leaves time to
+/// a timestamp authority), so step 5 and 6 do not apply.
+fn check_entry_v2(
+    answer: &serde_json::Value,
+    expected: &Expected,
+    release_key: &PublicKey,
+    log: &PublicKey,
+) -> Result<LoggedEntry, String> {
+    let body = b64()
+        .decode(answer["canonicalizedBody"].as_str().unwrap_or_default())
+        .map_err(|e| format!("`canonicalizedBody` is not base64: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("`canonicalizedBody` is not JSON: {e}"))?;
+    if answer["kindVersion"]["kind"] != v["kind"] || answer["kindVersion"]["version"] != v["apiVersion"] {
+        return Err("`kindVersion` is not the body's kind and version".into());
+    }
+    check_body(&v, expected, release_key)?;
+    let leaf = leaf_hash(&body);
+    let key_id = b64().decode(answer["logId"]["keyId"].as_str().unwrap_or_default()).map_err(|e| format!("`logId.keyId`: {e}"))?;
+    if hex(&key_id) != log.key_id() {
+        return Err(format!("its `logId` `{}` is not the pinned log key's `{}`", hex(&key_id), log.key_id()));
+    }
+    let proof = &answer["inclusionProof"];
+    let log_index = int64(&answer["logIndex"]).ok_or("the entry has no `logIndex`")?;
+    let index = int64(&proof["logIndex"]).ok_or("the inclusion proof has no `logIndex`")?;
+    let size = int64(&proof["treeSize"]).ok_or("the inclusion proof has no `treeSize`")?;
+    let root = b64_32(&proof["rootHash"]).map_err(|m| format!("the inclusion proof's `rootHash`: {m}"))?;
+    let path = proof["hashes"]
+        .as_array()
+        .ok_or("the inclusion proof has no `hashes`")?
+        .iter()
+        .map(b64_32)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| format!("the inclusion proof's `hashes`: {m}"))?;
+    if index != log_index {
+        return Err(format!("the inclusion proof is for index {index}, the entry is at {log_index}"));
+    }
+    let computed = root_from_inclusion_proof(index, size, leaf, &path).map_err(|m| format!("inclusion proof: {m}"))?;
+    if computed != root {
+        return Err(format!(
+            "inclusion proof: the audit path leads to root {}, the proof states {} (tree size {size})",
+            hex(&computed),
+            hex(&root)
+        ));
+    }
+    let checkpoint = proof["checkpoint"]["envelope"].as_str().ok_or("the inclusion proof has no `checkpoint.envelope`")?;
+    check_checkpoint(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
+    Ok(LoggedEntry { uuid: hex(&leaf), log_index, integrated_time: None })
+}
+
+/// A Rekor v2 `Verifier` (`publicKey.rawBytes`: SPKI DER, base64) naming `key`.
+fn same_key_v2(v: &serde_json::Value, key: &PublicKey) -> Result<(), String> {
+    let der = b64().decode(v["publicKey"]["rawBytes"].as_str().unwrap_or_default()).map_err(|e| format!("its public key: {e}"))?;
+    if der == key.der() {
+        Ok(())
+    } else {
+        Err(format!("it names the key {}, not the release key {}", &hex(&sha2::Sha256::digest(&der))[..16], &key.key_id()[..16]))
+    }
 }
 
 fn same_key(b64_pem: &str, key: &PublicKey) -> Result<(), String> {
@@ -307,6 +389,9 @@ fn same_key(b64_pem: &str, key: &PublicKey) -> Result<(), String> {
 }
 
 fn check_body(v: &serde_json::Value, expected: &Expected, key: &PublicKey) -> Result<(), String> {
+    if v["apiVersion"] == "0.0.2" {
+        return check_body_v2(v, expected, key);
+    }
     let spec = &v["spec"];
     match (v["kind"].as_str(), expected) {
         (Some("hashedrekord"), Expected::Signature { artifact, signature }) => {
@@ -333,6 +418,38 @@ fn check_body(v: &serde_json::Value, expected: &Expected, key: &PublicKey) -> Re
             let ours = envelope.signatures.first().ok_or("the envelope has no signature")?;
             let s = sigs.iter().find(|s| s["signature"].as_str() == Some(&ours.sig)).ok_or("the logged signature is not the envelope's")?;
             same_key(s["verifier"].as_str().unwrap_or_default(), key)
+        }
+        (kind, _) => Err(format!("the logged body is of kind `{}`, not the kind of this entry", kind.unwrap_or("?"))),
+    }
+}
+
+/// Rekor v2's bodies (`hashedrekord` and `dsse` 0.0.2): digests in base64, keys as DER.
+fn check_body_v2(v: &serde_json::Value, expected: &Expected, key: &PublicKey) -> Result<(), String> {
+    let spec = &v["spec"];
+    let sha = |b: &[u8]| b64().encode(sha2::Sha256::digest(b));
+    match (v["kind"].as_str(), expected) {
+        (Some("hashedrekord"), Expected::Signature { artifact, signature }) => {
+            let s = &spec["hashedRekordV002"];
+            let stated = b64().decode(s["data"]["digest"].as_str().unwrap_or_default()).unwrap_or_default();
+            if s["data"]["algorithm"] != "SHA2_256" || hex(&stated) != artifact.hex() {
+                return Err(format!("the logged body is about `sha256:{}`, not `{artifact}`", hex(&stated)));
+            }
+            if b64().decode(s["signature"]["content"].as_str().unwrap_or_default()).unwrap_or_default() != *signature {
+                return Err("the logged signature is not the release's".into());
+            }
+            same_key_v2(&s["signature"]["verifier"], key)
+        }
+        (Some("dsse"), Expected::Envelope { envelope, .. }) => {
+            let s = &spec["dsseV002"];
+            let payload = b64().decode(&envelope.payload).map_err(|e| format!("the envelope's payload is not base64: {e}"))?;
+            if s["payloadHash"]["algorithm"] != "SHA2_256" || s["payloadHash"]["digest"].as_str() != Some(&sha(&payload)) {
+                return Err("the logged payload hash is not the envelope's".into());
+            }
+            let ours = envelope.signatures.first().ok_or("the envelope has no signature")?;
+            let sigs = s["signatures"].as_array().ok_or("the logged body has no signatures")?;
+            let found =
+                sigs.iter().find(|x| x["content"].as_str() == Some(&ours.sig)).ok_or("the logged signature is not the envelope's")?;
+            same_key_v2(&found["verifier"], key)
         }
         (kind, _) => Err(format!("the logged body is of kind `{}`, not the kind of this entry", kind.unwrap_or("?"))),
     }
@@ -406,6 +523,10 @@ pub fn expected_entries(
 /// (protobuf JSON: 64-bit integers as strings, hashes and ids in base64), so that other
 /// people's verifiers (npm `@sigstore/verify`) can check the entry of `release.yaml.sigstore.json`.
 pub fn bundle_entry(answer: &serde_json::Value) -> Result<serde_json::Value, String> {
+    if answer.get("canonicalizedBody").is_some() {
+        // Rekor v2 answers in the bundle's own form.
+        return Ok(answer.clone());
+    }
     let (_, e) = answer.as_object().and_then(|o| o.iter().next()).ok_or("no entry")?;
     let body_b64 = e["body"].as_str().ok_or("no `body`")?;
     let body: serde_json::Value = serde_json::from_slice(&b64().decode(body_b64).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;

@@ -194,6 +194,9 @@ enum AttestCommand {
         dir: PathBuf,
         #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
         rekor_url: String,
+        /// Which of Rekor's APIs the log speaks.
+        #[arg(long, value_enum, default_value = "v1", env = "STELLAOPS_REKOR_API")]
+        rekor_api: RekorApiArg,
         /// The release's signing key (the one that signed release.yaml; passphrase from
         /// STELLAOPS_KEY_PASSPHRASE): it signs the record of what was sent,
         /// `attest/tlog/resubmitted.dsse.json`.
@@ -280,6 +283,10 @@ struct BuildFlags {
     /// the release completes with its entries pending (`cargo xtask attest resubmit`).
     #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
     rekor_url: Option<String>,
+    /// Which of Rekor's APIs the log speaks: `v1` (`/api/v1/log/entries`), `v2` (the tiled
+    /// log, `/api/v2/log/entries`). Default: the channel's `[transparency-log] api`, else v1.
+    #[arg(long, value_enum, value_name = "API", env = "STELLAOPS_REKOR_API")]
+    rekor_api: Option<RekorApiArg>,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
     #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
     deb_dir: Option<PathBuf>,
@@ -328,6 +335,22 @@ struct BuildFlags {
     /// pull (needed for bases that are not in a registry, e.g. Debian-assembled ones).
     #[arg(long, value_name = "REPO", env = "STELLAOPS_BASE_MIRROR")]
     base_mirror: Option<String>,
+}
+
+/// `--rekor-api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RekorApiArg {
+    V1,
+    V2,
+}
+
+impl From<RekorApiArg> for pipeline::stages::sign::tlog::RekorApi {
+    fn from(a: RekorApiArg) -> Self {
+        match a {
+            RekorApiArg::V1 => Self::V1,
+            RekorApiArg::V2 => Self::V2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -523,6 +546,7 @@ fn run_options(
         backend: build.backend(),
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
+        rekor_api: build.rekor_api.map(Into::into),
         fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
     })
@@ -718,10 +742,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             progress::out(&format!("{}\n{}\nkey id {}", out.display(), public.display(), key.public().key_id()));
             Ok(())
         }
-        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, key, json }) => {
+        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, rekor_api, key, json }) => {
             let key = verifier::keys::SigningKey::load(&key, &verifier::keys::Secret::from_env()).map_err(pipeline::Error::from)?;
-            let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir, &key)
-                .map_err(|e| Failure { code: e.exit_code(), message: format!("`{}`: {e}", dir.display()) })?;
+            let results = pipeline::stages::sign::tlog::resubmit(
+                &pipeline::stages::sign::tlog::Log { url: rekor_url, api: rekor_api.into() },
+                &dir,
+                &key,
+            )
+            .map_err(|e| Failure { code: e.exit_code(), message: format!("`{}`: {e}", dir.display()) })?;
             let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::stages::sign::tlog::Logged::Pending { .. })).count();
             if json {
                 print_json(

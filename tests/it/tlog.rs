@@ -437,6 +437,21 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
         fs::write(p, v.to_string()).unwrap();
     });
     fails_with(&run, &["[FAIL] transparency log: `release.yaml`", "checkpoint: the checkpoint is not signed by the pinned log key"]);
+    // 4b. Another artifact's entry (genuine, proven) in an entry's place: its body is not about
+    //     this signature / this envelope.
+    let sig_of = |c: &str| format!("images/sha256-{}.sig", &yaml[yaml.find(&format!("{c}@sha256:")).unwrap() + c.len() + 8..][..64]);
+    let (authority, signer) = (sig_of("authority"), sig_of("signer"));
+    let run = case("swapped-sig", &|d| {
+        fs::copy(entry(d, &authority).0, entry(d, &signer).0).unwrap();
+    });
+    fails_with(&run, &[&format!("[FAIL] transparency log: `{signer}`"), "the logged body is about `sha256:"]);
+    let run = case("swapped-dsse", &|d| {
+        fs::copy(entry(d, "attest/web-ui/linux-amd64.sbom.dsse.json").0, entry(d, "attest/web-ui/linux-arm64.sbom.dsse.json").0).unwrap();
+    });
+    fails_with(
+        &run,
+        &["[FAIL] transparency log: `attest/web-ui/linux-arm64.sbom.dsse.json`", "the logged envelope hash is not the envelope's"],
+    );
     // 5. An entry removed: named.
     let id = "attest/drift.dsse.json";
     let run = case("removed", &|d| fs::remove_file(entry(d, id).0).unwrap());

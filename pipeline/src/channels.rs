@@ -201,6 +201,9 @@ pub struct Promote<'a> {
     pub to: Channel,
     pub key: &'a SigningKey,
     pub now: i64,
+    /// `--emergency REASON`: put the release on `to` without its time on the source channel
+    /// (recorded in the pointer).
+    pub emergency: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,6 +255,12 @@ fn quarter(t: i64) -> (String, i64) {
 ///    pointer, prune to the channel's `history-keep`.
 pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let public = req.key.public();
+    refuse_dev_key(req.root, req.to, public)?;
+    if let Some(reason) = &req.emergency {
+        if reason.trim().is_empty() {
+            return Err(OpsError::Refused("`--emergency` needs a reason (it is recorded in the pointer)".to_owned()));
+        }
+    }
     // 1.
     let cfg = schema::config::load(req.root)?;
     let to_train = cfg.train(req.to);
@@ -307,9 +316,9 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
             let Some(first) = src_log.iter().find(|p| p.release_yaml == rel.digest) else { continue };
             let on = first.issued_at().map_err(OpsError::Invalid)?;
             let eligible = on + days(*min_days);
-            if req.now < eligible {
+            if req.now < eligible && req.emergency.is_none() {
                 return Err(OpsError::Refused(format!(
-                    "`{version}` has been on `{src}` since {} ({} day(s)); `{}` takes releases after {min_days} days there (`release-trains/{src}.toml` [promotion] min-days): eligible from {}",
+                    "`{version}` has been on `{src}` since {} ({} day(s)); `{}` takes releases after {min_days} days there (`release-trains/{src}.toml` [promotion] min-days): eligible from {}\n  hint: a fix that cannot wait is `--emergency REASON` (recorded in the pointer)",
                     first.issued,
                     (req.now - on).max(0) / 86_400,
                     req.to,
@@ -319,16 +328,28 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
             (from, since, placed) = (Some(*src), Some(first.issued.clone()), true);
             break;
         }
-        if !placed && rel.doc.release.channel != req.to {
-            let from: Vec<String> = sources.iter().map(|(c, _)| format!("`{c}`")).collect();
-            return Err(OpsError::Refused(format!(
-                "`{version}` was cut for `{}` and is not on {}, the channel(s) that promote to `{}`\n  hint: put it there first: `cargo xtask promote {} --to {}`",
-                rel.doc.release.channel,
-                if from.is_empty() { "any channel".to_owned() } else { from.join(" or ") },
-                req.to,
-                dir.display(),
-                sources.first().map(|(c, _)| c.as_str()).unwrap_or(rel.doc.release.channel.as_str())
-            )));
+        // A channel that others promote to takes releases only from them (spec §2.4: stable
+        // after its week on edge, lts from stable); an entry channel (no source) takes releases
+        // cut for it or for any channel downstream of it.
+        if !placed && req.emergency.is_none() {
+            if !sources.is_empty() {
+                let from: Vec<String> = sources.iter().map(|(c, _)| format!("`{c}`")).collect();
+                return Err(OpsError::Refused(format!(
+                    "`{version}` is not on {}, the channel(s) that promote to `{}`: a release reaches `{}` only from there\n  hint: put it there first: `cargo xtask promote {} --to {}`; a fix that cannot wait is `--emergency REASON`",
+                    from.join(" or "),
+                    req.to,
+                    req.to,
+                    dir.display(),
+                    sources[0].0
+                )));
+            }
+            let cut_for = rel.doc.release.channel;
+            if cut_for != req.to && !downstream(&cfg, req.to).contains(&cut_for) {
+                return Err(OpsError::Refused(format!(
+                    "`{version}` was cut for `{cut_for}`, which `{}` does not promote to\n  hint: promote it onto a channel that leads to `{cut_for}`",
+                    req.to
+                )));
+            }
         }
         if to_train.cadence == Cadence::Quarterly {
             if let Some(c) = &current {
@@ -373,7 +394,8 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
         }
         fs::rename(&staging, &kept).map_err(io(&kept))?;
     }
-    let p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
+    let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train.pointer_expiry_days, false);
+    p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key);
     req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
@@ -402,7 +424,34 @@ fn next_pointer(
         expires: rfc3339(now + days(expiry_days)),
         rollback,
         previous: current.map(|c| Previous { version: c.version, sequence: c.sequence, release_yaml: c.release_yaml.clone() }),
+        emergency: None,
     }
+}
+
+/// The channels `c` promotes to, directly or through others.
+fn downstream(cfg: &schema::config::Config, c: Channel) -> Vec<Channel> {
+    let mut out = Vec::new();
+    let mut at = c;
+    while let Some(next) = cfg.trains.get(&at).and_then(|t| t.promotion.as_ref()).map(|p| p.to) {
+        if out.contains(&next) || next == c {
+            break;
+        }
+        out.push(next);
+        at = next;
+    }
+    out
+}
+
+/// Stable and lts pointers are never signed with the development key (made on first use by
+/// any checkout, so anyone has one): spec §14, keys live offline or in hardware.
+pub fn refuse_dev_key(root: &Path, c: Channel, key: &PublicKey) -> Result<(), OpsError> {
+    if matches!(c, Channel::Stable | Channel::Lts) && crate::release::is_dev_key(root, key) {
+        return Err(OpsError::Refused(format!(
+            "`{c}` is never signed with the development key `{}`\n  hint: use the release key: `--key FILE` (make one with `cargo xtask keys generate --out release.key`)",
+            crate::release::dev_key_path(root).display()
+        )));
+    }
+    Ok(())
 }
 
 fn bullet(lines: &[String]) -> String {
@@ -467,6 +516,7 @@ pub struct RolledBack {
 /// 4. only then sign the pointer back to it (sequence + 1, `rollback: true`).
 pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let public = req.key.public();
+    refuse_dev_key(req.root, req.channel, public)?;
     let cfg = schema::config::load(req.root)?;
     // 1.
     let log = req.store.log(req.channel, public)?;

@@ -51,6 +51,8 @@ pub enum Error {
     Ops(#[from] verifier::ops::OpsError),
     #[error("a `{channel}` release must be signed with a named release key, not the development key")]
     KeyRequired { channel: schema::model::Channel },
+    #[error("a `{channel}` release is never signed with the development key `{path}`")]
+    DevKey { channel: schema::model::Channel, path: PathBuf },
     #[error("a `{channel}` release needs a transparency log (spec §2.3; `release-trains/{channel}.toml` `[transparency-log] required = true`) and none is configured")]
     LogRequired { channel: schema::model::Channel },
     #[error("`{path}`: {source}")]
@@ -85,7 +87,7 @@ impl Error {
             Error::At { source, .. } => source.hint(),
             Error::Plan(p) => p.hint(),
             Error::Source(s) => s.hint(),
-            Error::KeyRequired { channel } => Some(format!(
+            Error::KeyRequired { channel } | Error::DevKey { channel, .. } => Some(format!(
                 "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
                  `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
             )),
@@ -105,7 +107,7 @@ impl Error {
         match self {
             Error::At { source, .. } => source.exit_code(),
             Error::Plan(p) => p.exit_code(),
-            Error::KeyRequired { .. } | Error::LogRequired { .. } => exit::REJECTED,
+            Error::KeyRequired { .. } | Error::DevKey { .. } | Error::LogRequired { .. } => exit::REJECTED,
             Error::Config(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,

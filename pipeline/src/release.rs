@@ -89,6 +89,11 @@ pub fn dev_key_path(root: &Path) -> PathBuf {
     root.join("target/keys/dev.key")
 }
 
+/// Whether `key` is this repository's development key (`target/keys/dev.pub`).
+pub fn is_dev_key(root: &Path, key: &verifier::keys::PublicKey) -> bool {
+    verifier::keys::PublicKey::load(&dev_key_path(root).with_extension("pub")).is_ok_and(|dev| dev.key_id() == key.key_id())
+}
+
 fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<verifier::keys::SigningKey, Error> {
     signing_key(opts.key.as_deref(), root, opts.fips, reporter)
 }
@@ -177,6 +182,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         return Err(Error::KeyRequired { channel: plan.channel }.at(Stage::Plan));
     }
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
+    if matches!(plan.channel, Channel::Stable | Channel::Lts) && is_dev_key(&plan.root, key.public()) {
+        return Err(Error::DevKey { channel: plan.channel, path: dev_key_path(&plan.root) }.at(Stage::Plan));
+    }
     // And the transparency log: the flag, else the channel's `[transparency-log] url`; a
     // channel that requires one (stable, lts) is refused without it.
     let log = cfg.train(plan.channel).transparency_log.clone();

@@ -37,6 +37,10 @@ pub struct Pointer {
     /// The pointer this one replaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Previous>,
+    /// Why the release went onto this channel without its time on the source channel
+    /// (`promote --emergency REASON`): shown by clients and `history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +97,7 @@ mod tests {
             expires: "2027-07-04T12:00:00Z".into(),
             rollback: false,
             previous: None,
+            emergency: None,
         };
         assert_eq!(p.issued_at(), Ok(1_813_492_800));
         assert_eq!(p.expires_at(), Ok(1_813_492_800 + 14 * 86_400));

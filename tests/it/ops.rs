@@ -53,6 +53,7 @@ fn verify_pointer(pointer: &Path, key: &Path, state: &Path, now: &str) -> Run {
 #[test]
 fn ops_promotion_refused_before_min_days_with_the_eligible_date_then_allowed() {
     let repo = Repo::new();
+    let release_pub = repo.release_key();
     let dir = release(&repo, "edge-1", "edge", &[]);
     let d = dir.to_str().unwrap();
     // On edge at day 0 (edge itself has no minimum).
@@ -63,6 +64,11 @@ fn ops_promotion_refused_before_min_days_with_the_eligible_date_then_allowed() {
     // One second short of seven days: still refused.
     repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &schema::model::rfc3339(crate::support::EPOCH + 7 * 86_400 - 1)])
         .refused(&["eligible from"]);
+    // Not with the development key, whatever the dates.
+    let dev = repo.path().join("target/keys/dev.key");
+    other_key(&dev);
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--key", dev.to_str().unwrap()])
+        .refused(&["`stable` is never signed with the development key"]);
     // Seven days on: promoted, sequence 1 of stable, the edge release's own release.yaml.
     let ok = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--json"]);
     ok.ok();
@@ -73,7 +79,7 @@ fn ops_promotion_refused_before_min_days_with_the_eligible_date_then_allowed() {
     let yaml = fs::read(dir.join("release.yaml")).unwrap();
     assert_eq!(p["releaseYaml"], schema::model::Digest::of(&yaml).to_string());
     // history lists it as current.
-    let h = repo.xtask(&["history", "--channel", "stable", "--json"]);
+    let h = repo.xtask(&["history", "--channel", "stable", "--key", release_pub.to_str().unwrap(), "--json"]);
     h.ok();
     let kept = &h.json()["history"]["kept"];
     assert_eq!(kept.as_array().unwrap().len(), 1, "{kept}");
@@ -179,6 +185,7 @@ fn ops_verify_pointer_refuses_lower_sequence_and_expired_accepts_a_signed_rollba
 #[test]
 fn ops_lts_takes_one_new_line_per_quarter_and_stable_refuses_going_back() {
     let repo = Repo::new();
+    let release_pub = repo.release_key();
     let a = release(&repo, "a", "edge", &[]);
     repo.xtask(&["promote", a.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
     repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).ok();
@@ -188,7 +195,7 @@ fn ops_lts_takes_one_new_line_per_quarter_and_stable_refuses_going_back() {
     repo.xtask(&["promote", b.to_str().unwrap(), "--to", "edge", "--now", &day(1.0)]).ok();
     // An edge release cannot skip stable.
     repo.xtask(&["promote", b.to_str().unwrap(), "--to", "lts", "--now", &day(8.0)])
-        .refused(&["was cut for `edge` and is not on `stable`"]);
+        .refused(&["is not on `stable`, the channel(s) that promote to `lts`", "--emergency REASON"]);
     repo.xtask(&["promote", "2.5.0", "--to", "stable", "--now", &day(8.0)]).ok();
     // 2027-06-28: LTS cut 2.4 this quarter (2027 Q2): 2.5 waits for 2027-07-01.
     repo.xtask(&["promote", "2.5.0", "--to", "lts", "--now", &day(8.0)]).refused(&[
@@ -206,6 +213,37 @@ fn ops_lts_takes_one_new_line_per_quarter_and_stable_refuses_going_back() {
     assert_eq!(r.json()["promoted"]["refreshed"], true);
     assert_eq!(r.json()["promoted"]["pointer"]["sequence"], 3);
     assert_eq!(r.json()["promoted"]["pointer"]["expires"], day(34.0));
+    let _ = release_pub;
+}
+
+#[test]
+fn ops_a_stable_release_goes_through_edge_unless_an_emergency_is_recorded() {
+    let repo = Repo::new();
+    let release_pub = repo.release_key();
+    repo.git(&["tag", "v2.4.1"]);
+    // Cut for stable (a `v*` tag), it still starts on edge: straight to stable is refused.
+    let s = release(&repo, "s", "stable", &[]);
+    repo.xtask(&["promote", s.to_str().unwrap(), "--to", "stable", "--now", &day(0.0)]).refused(&[
+        "is not on `edge`",
+        "a release reaches `stable` only from there",
+        "cargo xtask promote",
+    ]);
+    repo.xtask(&["promote", s.to_str().unwrap(), "--to", "lts", "--now", &day(0.0)]).refused(&["is not on `stable`"]);
+    // Edge, the entry channel, takes a release cut for a channel it leads to.
+    repo.xtask(&["promote", s.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(1.0)]).refused(&["eligible from"]);
+    // An emergency needs a reason, and is recorded in the signed pointer.
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(1.0), "--emergency", " "]).refused(&["needs a reason"]);
+    let r = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(1.0), "--emergency", "CVE-2027-0001 fix", "--json"]);
+    r.ok();
+    assert_eq!(r.json()["promoted"]["pointer"]["emergency"], "CVE-2027-0001 fix");
+    let env: serde_json::Value =
+        serde_json::from_slice(&fs::read(repo.path().join("target/channels/stable/pointer.json")).unwrap()).unwrap();
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
+    assert!(String::from_utf8(body).unwrap().contains("\"emergency\":\"CVE-2027-0001 fix\""));
+    let h = repo.xtask(&["history", "--channel", "stable", "--key", release_pub.to_str().unwrap()]);
+    assert!(h.ok().stdout.contains("EMERGENCY: CVE-2027-0001 fix"), "{}", h.stdout);
 }
 
 #[test]

@@ -96,6 +96,16 @@ fn stable_needs_the_release_tag_on_the_commit_and_a_named_key() {
     ]);
     assert_nothing_released(&repo);
     assert!(!repo.path().join("target/keys/dev.key").exists(), "a refused stable release made a development key");
+    // Nor with the development key named by `--key` (anyone's checkout makes one).
+    repo.xtask(&["release", "--channel", "edge", "--out", repo.path().join("target/edge-first").to_str().unwrap(), "--skip-gates"]).ok();
+    assert!(repo.path().join("target/keys/dev.key").exists());
+    let dev = repo.path().join("target/keys/dev.key");
+    repo.xtask(&["release", "--channel", "stable", "--key", dev.to_str().unwrap()]).refused(&[
+        "plan stage",
+        "a `stable` release is never signed with the development key",
+        "hint: make one once",
+    ]);
+    assert_nothing_released(&repo);
     let (key, _) = crate::trust::keygen(&repo, "release", "ecdsa-p256");
     let stable = |extra: &[&str]| {
         let mut cmd = xtask_cmd();

@@ -20,6 +20,8 @@ pub fn cache() -> PathBuf {
 /// the workspace and committed at a fixed time.
 pub struct Repo {
     pub dir: tempfile::TempDir,
+    /// Set by [`Repo::release_key`]: the key every later `xtask` call signs with.
+    key: std::cell::RefCell<Option<PathBuf>>,
 }
 
 /// `release-trains/gates.toml` of a scratch repository: the real audit, a trivial test gate.
@@ -40,7 +42,7 @@ impl Repo {
         // The repository's gates run its whole test suite and benches: a scratch repository
         // keeps the audit and gets a cheap command (tests/it/ops.rs sets its own gates).
         fs::write(dir.path().join("release-trains/gates.toml"), TEST_GATES).expect("write gates.toml");
-        let repo = Repo { dir };
+        let repo = Repo { dir, key: Default::default() };
         repo.git(&["init", "-q", "-b", "main"]);
         repo.commit_all("initial", EPOCH);
         repo
@@ -102,8 +104,26 @@ impl Repo {
     /// Runs `cargo xtask ARGS` with `--source` this repository and the shared cache.
     pub fn xtask(&self, args: &[&str]) -> Run {
         let mut cmd = xtask_cmd();
+        if let Some(key) = &*self.key.borrow() {
+            cmd.env("STELLAOPS_SIGNING_KEY", key);
+        }
         cmd.args(args).arg("--source").arg(self.path());
         Run::of(cmd.output().expect("run xtask"))
+    }
+
+    /// Makes a release key (`target/keys/release.key`, `.pub` beside it, empty passphrase) and
+    /// signs every later `xtask` call with it (`STELLAOPS_SIGNING_KEY`): stable and lts are
+    /// never signed with the development key. Returns the public key's path.
+    pub fn release_key(&self) -> PathBuf {
+        use verifier::keys::{KeyKind, Secret, SigningKey};
+        let key = self.path().join("target/keys/release.key");
+        if !key.exists() {
+            SigningKey::generate(KeyKind::EcdsaP256)
+                .write(&key, &key.with_extension("pub"), &Secret::new(String::new()))
+                .expect("write key");
+        }
+        *self.key.borrow_mut() = Some(key.clone());
+        key.with_extension("pub")
     }
 
     pub fn releases(&self) -> PathBuf {

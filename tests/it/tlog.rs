@@ -534,13 +534,14 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
 #[test]
 fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_edge_makes_it_promotable() {
     let repo = Repo::new();
+    // Every `xtask` call signs with a release key (stable is never signed with the dev key).
+    let public = repo.release_key();
+    let key = public.with_extension("key");
     let scratch = tempfile::tempdir().unwrap();
     let run = repo.xtask(&["release", "--channel", "edge", "--rekor-url", &down()]);
     run.ok();
     assert!(run.stderr.contains("entries pending"), "{}", run.stderr);
     let dir = repo.releases().join("2.4.1-edge");
-    let public = repo.path().join("target/keys/dev.pub");
-    let key = repo.path().join("target/keys/dev.key");
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{yaml}");
     let queue = || fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);

@@ -180,6 +180,7 @@ mod tests {
             expires: rfc3339(issued + 14 * 86_400),
             rollback,
             previous: None,
+            emergency: None,
         }
     }
 

@@ -56,11 +56,17 @@ pub enum OpsCommand {
     /// `[promotion] min-days` (the message gives the date it becomes eligible), one older than
     /// the channel's current release, and on a quarterly channel a second new MAJOR.MINOR line
     /// in one quarter. Promoting the current release again re-signs its pointer (new expiry).
+    /// A release reaches `stable` only from `edge` and `lts` only from `stable`; stable and lts
+    /// pointers are never signed with the development key.
     Promote {
         /// A release directory, or a version kept by a channel that promotes to `--to`.
         release: String,
         #[arg(long, value_enum)]
         to: ChannelArg,
+        /// Put the release on `--to` without its time on the source channel, for a fix that
+        /// cannot wait; the reason is recorded in the signed pointer and shown by `history`.
+        #[arg(long, value_name = "REASON")]
+        emergency: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -188,12 +194,12 @@ fn describe(p: &pointer::Pointer) -> String {
         p.issued,
         p.expires,
         if p.rollback { ", ROLLBACK" } else { "" }
-    )
+    ) + &p.emergency.as_ref().map(|r| format!(", EMERGENCY: {r}")).unwrap_or_default()
 }
 
 pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     match cmd {
-        OpsCommand::Promote { release, to, store, key, clock, json } => {
+        OpsCommand::Promote { release, to, emergency, store, key, clock, json } => {
             let (root, store) = store_of(&store)?;
             let key = key.load(&root)?;
             let what = if Path::new(&release).is_dir() {
@@ -205,7 +211,15 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 })?)
             };
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = channels::Promote { root: &root, store: &store, release: what, to: to.into(), key: &key, now: clock.clock().now() };
+            let req = channels::Promote {
+                root: &root,
+                store: &store,
+                release: what,
+                to: to.into(),
+                key: &key,
+                now: clock.clock().now(),
+                emergency,
+            };
             let done = channels::promote(&req).map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "promoted": done}));

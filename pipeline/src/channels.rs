@@ -334,6 +334,8 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let version = rel.version()?;
     gates::check_record(&rel.dir, &signer, &rel.digest)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
+    verifier::tlog::promotable(&rel.dir, public, to_train.transparency_log.required)
+        .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
 
     // 3.
     let log = req.store.log(req.to, public)?;

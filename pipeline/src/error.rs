@@ -59,6 +59,8 @@ pub enum Error {
     KeyRequired { channel: schema::model::Channel },
     #[error("a `{channel}` release is never signed with the development key `{path}`")]
     DevKey { channel: schema::model::Channel, path: PathBuf },
+    #[error("a `{channel}` release needs a transparency log (spec §2.3; `release-trains/{channel}.toml` `[transparency-log] required = true`) and none is configured")]
+    LogRequired { channel: schema::model::Channel },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -95,6 +97,10 @@ impl Error {
                 "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
                  `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
             )),
+            Error::LogRequired { channel } => Some(format!(
+                "set `url` under `[transparency-log]` in `release-trains/{channel}.toml`, or pass `--rekor-url URL` \
+                 (STELLAOPS_REKOR_URL); a log that is down does not stop the release, its entries wait for `cargo xtask attest resubmit`"
+            )),
             Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
             Error::KeyLoad(k) => k.hint(),
             Error::Pkcs11(k) => k.hint(),
@@ -114,7 +120,7 @@ impl Error {
         match self {
             Error::At { source, .. } => source.exit_code(),
             Error::Plan(p) => p.exit_code(),
-            Error::KeyRequired { .. } | Error::DevKey { .. } => exit::REJECTED,
+            Error::KeyRequired { .. } | Error::DevKey { .. } | Error::LogRequired { .. } => exit::REJECTED,
             Error::Config(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,

@@ -63,8 +63,11 @@ pub struct RunOptions {
     /// under `target/keys/` (made on first use).
     pub key: Option<PathBuf>,
     pub fips: verifier::keys::Fips,
-    /// The transparency log (Rekor) to record signatures in; none when `None`.
+    /// The transparency log (Rekor) to record signatures in; none when `None` (then the
+    /// channel's `[transparency-log] url`, if any).
     pub rekor: Option<String>,
+    /// Its API (`--rekor-api`); else the channel's `[transparency-log] api`; else v1.
+    pub rekor_api: Option<crate::stages::sign::tlog::RekorApi>,
     /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
     pub gates: Gates,
 }
@@ -183,6 +186,17 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     if matches!(plan.channel, Channel::Stable | Channel::Lts) && is_dev_key(&plan.root, key.public()) {
         return Err(Error::DevKey { channel: plan.channel, path: dev_key_path(&plan.root) }.at(Stage::Plan));
     }
+    // And the transparency log: the flag, else the channel's `[transparency-log] url`; a
+    // channel that requires one (stable, lts) is refused without it.
+    let log = cfg.train(plan.channel).transparency_log.clone();
+    let rekor = opts
+        .rekor
+        .clone()
+        .or(log.url)
+        .map(|url| crate::stages::sign::tlog::Log { url, api: opts.rekor_api.or(log.api).unwrap_or_default() });
+    if rekor.is_none() && log.required {
+        return Err(Error::LogRequired { channel: plan.channel }.at(Stage::Plan));
+    }
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
     let parent = out.parent().unwrap_or(Path::new(".")).to_owned();
@@ -253,8 +267,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
             digest: Some(rendered.compose_digest.clone()),
         }),
     };
-    let made =
-        crate::stages::sign::Made { rekor: opts.rekor.as_deref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
+    let made = crate::stages::sign::Made { rekor: rekor.as_ref(), plan: &plan, layout: &layout, images: &images, evidence: &evidence };
     let signed = crate::stages::sign::sign(&made, key.as_ref(), staging.path(), reporter).map_err(at(Stage::Sign))?;
     crate::fault::at("sign", staging.path());
     let manifest =
@@ -262,6 +275,10 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     crate::fault::at("manifest", staging.path());
     if let Some(report) = &gates {
         record_gates(report, key.as_ref(), &manifest.digest, staging.path()).map_err(|e| e.at(Stage::Gates))?;
+        // The gate record is a signed envelope too: into the log (or its queue) like the others.
+        if let Some(log) = rekor.as_ref() {
+            log_gate_record(log, key.as_ref(), staging.path(), reporter).map_err(|e| e.at(Stage::Gates))?;
+        }
     }
 
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
@@ -373,6 +390,28 @@ fn record_gates(
     use crate::stages::gates;
     write_json(&dir.join(gates::GATES_JSON), report)?;
     write_json(&dir.join(gates::GATES_ENVELOPE), &gates::sign_record(key, report, release_yaml)?)
+}
+
+/// Enters `attest/gates.dsse.json` in the transparency log at `url` (queued when it is down).
+fn log_gate_record(
+    log: &crate::stages::sign::tlog::Log,
+    key: &dyn verifier::keys::Signer,
+    dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(), Error> {
+    use crate::stages::sign::tlog;
+    let rel = crate::stages::gates::GATES_ENVELOPE;
+    let path = dir.join(rel);
+    let io = |source: std::io::Error| Error::Io { path: path.clone(), source };
+    let env: verifier::sign::Envelope = serde_json::from_slice(&fs::read(&path).map_err(io)?).map_err(|e| io(e.into()))?;
+    let sent = serde_json::to_string(&env).map_err(|e| io(e.into()))?;
+    let results = tlog::submit_all(log, &[tlog::dsse(rel, &sent, key.public().pem())], dir).map_err(io)?;
+    if results.iter().any(|(_, l)| matches!(l, tlog::Logged::Pending { .. })) {
+        reporter.event(Event::Note {
+            message: format!("transparency log `{}`: the gate record `{rel}` is pending (queued in attest/tlog/pending)", log.url),
+        });
+    }
+    Ok(())
 }
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.

@@ -38,6 +38,38 @@ pub struct Train {
     /// Differences between the build-time SBOM and the scan that this channel accepts.
     #[serde(default)]
     pub drift: DriftPolicy,
+    /// The transparency log of this channel's releases (spec §2.3).
+    #[serde(default)]
+    pub transparency_log: TransparencyLog,
+}
+
+/// `[transparency-log]` of a channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TransparencyLog {
+    /// Whether a release of the channel needs a log: refused before any work without one
+    /// (`url` here or `--rekor-url`), and `verify` fails without every entry logged.
+    #[serde(default)]
+    pub required: bool,
+    /// The log's base URL (Rekor API); `--rekor-url` (STELLAOPS_REKOR_URL) takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Which of Rekor's APIs the log speaks (`v1`, the default; `v2`, the tiled log);
+    /// `--rekor-api` takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<RekorApi>,
+}
+
+/// Rekor's entry APIs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RekorApi {
+    /// `/api/v1/log/entries`: an entry with its inclusion proof and signed entry timestamp.
+    #[default]
+    V1,
+    /// `/api/v2/log/entries` (Rekor v2, a tiled log): a `TransparencyLogEntry` with its
+    /// inclusion proof and checkpoint; no signed entry timestamp.
+    V2,
 }
 
 fn default_history_keep() -> u32 {

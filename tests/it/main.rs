@@ -27,5 +27,6 @@ mod release;
 mod support;
 mod templates;
 mod thirdparty;
+mod tlog;
 mod trust;
 mod tuf;

@@ -15,10 +15,12 @@ fn day(days: f64) -> String {
     schema::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
 }
 
-/// Cuts a release into `target/releases/<name>` (with the repository's gates).
+/// Cuts a release into `target/releases/<name>` (with the repository's gates), its entries in
+/// the tests' transparency log (stable and lts take only logged releases).
 fn release(repo: &Repo, name: &str, channel: &str, extra: &[&str]) -> PathBuf {
     let out = repo.releases().join(name);
-    let mut args = vec!["release", "--channel", channel, "--out", out.to_str().unwrap()];
+    let log = &crate::tlog::shared_log().url;
+    let mut args = vec!["release", "--channel", channel, "--rekor-url", log, "--out", out.to_str().unwrap()];
     args.extend(extra);
     repo.xtask(&args).ok();
     out

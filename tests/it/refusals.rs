@@ -107,13 +107,22 @@ fn stable_needs_the_release_tag_on_the_commit_and_a_named_key() {
     ]);
     assert_nothing_released(&repo);
     let (key, _) = crate::trust::keygen(&repo, "release", "ecdsa-p256");
-    let mut cmd = xtask_cmd();
-    cmd.args(["release", "--channel", "stable", "--key"])
-        .arg(&key)
-        .arg("--source")
-        .arg(repo.path())
-        .env("STELLAOPS_KEY_PASSPHRASE", crate::trust::PASS);
-    Run::of(cmd.output().unwrap()).ok();
+    let stable = |extra: &[&str]| {
+        let mut cmd = xtask_cmd();
+        cmd.args(["release", "--channel", "stable", "--key"])
+            .arg(&key)
+            .args(extra)
+            .arg("--source")
+            .arg(repo.path())
+            .env("STELLAOPS_KEY_PASSPHRASE", crate::trust::PASS);
+        Run::of(cmd.output().unwrap())
+    };
+    // Issue 16: and a transparency log (`[transparency-log] required = true` of stable.toml).
+    stable(&[]).refused(&["plan stage", "a `stable` release needs a transparency log", "hint: set `url` under `[transparency-log]`"]);
+    assert_nothing_released(&repo);
+    // A log that is down does not stop it (its entries wait for `attest resubmit`).
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    stable(&["--rekor-url", &format!("http://{down}")]).ok();
     assert!(repo.releases().join("2.4.1-stable/images/index.json").is_file());
 }
 

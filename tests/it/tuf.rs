@@ -17,9 +17,11 @@ fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
     repo.commit_all(&format!("bundle {to}"), crate::support::EPOCH + day * 86_400);
 }
 
+/// An edge release, its entries in the tests' transparency log (stable takes only logged ones).
 fn release(repo: &Repo, name: &str) -> PathBuf {
     let out = repo.releases().join(name);
-    repo.xtask(&["release", "--channel", "edge", "--out", out.to_str().unwrap()]).ok();
+    let log = &crate::tlog::shared_log().url;
+    repo.xtask(&["release", "--channel", "edge", "--rekor-url", log, "--out", out.to_str().unwrap()]).ok();
     out
 }
 

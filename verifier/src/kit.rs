@@ -135,9 +135,16 @@ pub struct KitReport {
 
 /// `verify <kit>`: steps 1–4 of the import, without importing. A delta kit is checked against
 /// the content of `base` (an OCI layout holding the release it applies to) when given.
-pub fn verify_kit(kit: &Path, key: &PublicKey, fips: Fips, base: Option<&Path>, reporter: &dyn Reporter) -> Result<KitReport, KitError> {
+pub fn verify_kit(
+    kit: &Path,
+    key: &PublicKey,
+    log: Option<&PublicKey>,
+    fips: Fips,
+    base: Option<&Path>,
+    reporter: &dyn Reporter,
+) -> Result<KitReport, KitError> {
     let tmp = std::env::temp_dir();
-    let checked = check(kit, key, fips, &tmp, base, reporter)?;
+    let checked = check(kit, (key, log), fips, &tmp, base, reporter)?;
     Ok(report_of(kit, &checked, None, None))
 }
 
@@ -156,10 +163,19 @@ fn report_of(kit: &Path, c: &Checked, target: Option<String>, new_blobs: Option<
 }
 
 /// `kit import <kit> --into <target>`.
-pub fn import(kit: &Path, target: &Target, key: &PublicKey, fips: Fips, reporter: &dyn Reporter) -> Result<KitReport, KitError> {
+pub fn import(
+    kit: &Path,
+    target: &Target,
+    key: &PublicKey,
+    log: Option<&PublicKey>,
+    fips: Fips,
+    reporter: &dyn Reporter,
+) -> Result<KitReport, KitError> {
     let dir = match target {
         Target::Dir(dir) => dir,
-        Target::Registry { target, docker_config } => return import_registry(kit, target, docker_config.clone(), key, fips, reporter),
+        Target::Registry { target, docker_config } => {
+            return import_registry(kit, target, docker_config.clone(), (key, log), fips, reporter)
+        }
     };
     let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir().map_err(io_err(dir))?.join(dir) };
     let name = dir
@@ -180,7 +196,7 @@ pub fn import(kit: &Path, target: &Target, key: &PublicKey, fips: Fips, reporter
     }
     let base = dir.join("oci-layout").is_file().then_some(dir.as_path());
     // Staging beside the target (same file system: the final moves are renames).
-    let checked = check(kit, key, fips, &parent, base, reporter)?;
+    let checked = check(kit, (key, log), fips, &parent, base, reporter)?;
     let new_blobs = load_dir(&checked, &dir, name, &parent)?;
     Ok(report_of(kit, &checked, Some(dir.display().to_string()), Some(new_blobs)))
 }
@@ -192,11 +208,11 @@ fn import_registry(
     kit: &Path,
     target: &oci::distribution::RegistryTarget,
     docker_config: Option<PathBuf>,
-    key: &PublicKey,
+    keys: (&PublicKey, Option<&PublicKey>),
     fips: Fips,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
-    let checked = check(kit, key, fips, &std::env::temp_dir(), None, reporter)?;
+    let checked = check(kit, keys, fips, &std::env::temp_dir(), None, reporter)?;
     if checked.inventory.kind == KitKind::Delta {
         return Err(KitError::Target {
             target: PathBuf::from(format!("docker://{}/{}", target.host, target.namespace)),
@@ -323,7 +339,7 @@ impl<R: Read> Read for Shared<R> {
 /// directory under `staging_parent`, check a delta's base in `base`, verify signatures.
 fn check(
     kit: &Path,
-    key: &PublicKey,
+    (key, log): (&PublicKey, Option<&PublicKey>),
     fips: Fips,
     staging_parent: &Path,
     base: Option<&Path>,
@@ -537,7 +553,7 @@ fn check(
 
     // 4. Signatures and attestations, as `verify` checks a release.
     let only = Some(inventory.components.iter().cloned().collect());
-    let report = release::verify_tree(&release::Tree::kit(staging.path(), only), key, fips);
+    let report = release::verify_tree(&release::Tree::kit(staging.path(), only).with_log(log.cloned()), key, fips);
     if !report.ok() {
         return Err(KitError::Unverified { kit: kit.to_owned(), report });
     }

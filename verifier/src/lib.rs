@@ -18,3 +18,4 @@ pub mod preflight;
 pub mod published;
 pub mod release;
 pub mod sign;
+pub mod tlog;

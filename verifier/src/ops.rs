@@ -93,9 +93,18 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 
 /// The files of a release that operations keep and check: `release.yaml` with its signature
 /// and sigstore bundle, the gate record (`gates.json`, `attest/gates.dsse.json`) and, when
-/// present, `plan.json` (names the source commit, used to render past templates).
-pub const KEPT_FILES: &[&str] =
-    &["release.yaml", "release.yaml.sig", "release.yaml.sigstore.json", "gates.json", "attest/gates.dsse.json", "plan.json"];
+/// present, `plan.json` (names the source commit, used to render past templates) and the
+/// transparency log's resubmission record (a release whose release.yaml says `pending` is
+/// promoted on from a kept copy only with it: [`crate::tlog::promotable`]).
+pub const KEPT_FILES: &[&str] = &[
+    "release.yaml",
+    "release.yaml.sig",
+    "release.yaml.sigstore.json",
+    "gates.json",
+    "attest/gates.dsse.json",
+    "plan.json",
+    "attest/tlog/resubmitted.dsse.json",
+];
 
 /// A release's `release.yaml`, read from a release directory (or an unpacked kit, which
 /// holds it under `manifest/`), checked against a public key.

@@ -12,7 +12,9 @@
 //! 5. the digests release.yaml states for every platform (`platforms`: image, SBOM JSON,
 //!    SBOM protobuf, provenance envelope), each file hashed, each SBOM also held in `images/`
 //!    as the referrer blob that is published; §6.1's `sbom` and `provenance` the first
-//!    platform's; chart and compose digests.
+//!    platform's; chart and compose digests;
+//! 6. the transparency log ([`crate::tlog`]): every entry checked offline against the log's
+//!    pinned key (`--rekor-key`); a `stable` or `lts` release must have them all.
 //!
 //! Every check runs; the report lists each as ok or failed, and `ok()` is false if any failed.
 
@@ -25,6 +27,7 @@ use serde::Serialize;
 use crate::keys::{Fips, PublicKey};
 use crate::manifest;
 use crate::sign::{self, Envelope};
+use crate::tlog;
 use oci::{Index, Layout, Manifest, MEDIA_INDEX};
 use schema::labels::{LABEL_CALENDAR, LABEL_CHANNEL, LABEL_CREATED, LABEL_PROVENANCE, LABEL_REVISION, LABEL_VERSION};
 use schema::model::Digest;
@@ -114,14 +117,21 @@ pub struct Tree {
     kit: bool,
     /// Only these components (a kit of a channel that ships a subset); `None` for all.
     components: Option<BTreeSet<String>>,
+    /// The transparency log's pinned public key (`--rekor-key`), when given.
+    log: Option<PublicKey>,
 }
 
 impl Tree {
     pub fn release(dir: &Path) -> Tree {
-        Tree { root: dir.to_owned(), kit: false, components: None }
+        Tree { root: dir.to_owned(), kit: false, components: None, log: None }
     }
     pub fn kit(dir: &Path, components: Option<BTreeSet<String>>) -> Tree {
-        Tree { root: dir.to_owned(), kit: true, components }
+        Tree { root: dir.to_owned(), kit: true, components, log: None }
+    }
+    /// Checks the transparency-log entries against `log`, the log's pinned public key.
+    pub fn with_log(mut self, log: Option<PublicKey>) -> Tree {
+        self.log = log;
+        self
     }
     fn manifest(&self, name: &str) -> PathBuf {
         if self.kit {
@@ -135,9 +145,9 @@ impl Tree {
     }
 }
 
-/// Verifies the release in `dir` with `key`.
-pub fn verify(dir: &Path, key: &PublicKey, fips: Fips) -> VerifyReport {
-    verify_tree(&Tree::release(dir), key, fips)
+/// Verifies the release in `dir` with `key`; its transparency-log entries with `log`.
+pub fn verify(dir: &Path, key: &PublicKey, log: Option<&PublicKey>, fips: Fips) -> VerifyReport {
+    verify_tree(&Tree::release(dir).with_log(log.cloned()), key, fips)
 }
 
 /// Verifies a release directory or an unpacked kit with `key`.
@@ -378,7 +388,122 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
             },
         );
     }
+    // 6. The transparency log.
+    check_tlog(tree, &doc, &yaml, key, &layout, &mut r);
     r
+}
+
+/// Step 6: every entry the release sent to the log, checked offline ([`crate::tlog`]), or its
+/// absence judged by the channel: `stable` and `lts` need every entry logged (spec §2.3).
+fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &PublicKey, layout: &Layout, r: &mut VerifyReport) {
+    let channel = doc.release.channel;
+    let required = tlog::required_for(channel);
+    let components: Vec<&manifest::ComponentEntry> =
+        doc.components.iter().filter(|c| tree.components.as_ref().is_none_or(|only| only.contains(&c.name))).collect();
+    // Entries the log answered (`.rekor.json`); queued ones are under `pending/`.
+    let logged = fs::read_dir(tree.join("attest/tlog"))
+        .map(|rd| rd.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".rekor.json")).count())
+        .unwrap_or(0);
+    if logged == 0 {
+        let queued = tlog::queued(&tree.root).map(|q| q.len()).unwrap_or(0);
+        if required {
+            r.fail(
+                "transparency log",
+                format!(
+                    "a `{channel}` release must have every signature in a transparency log (spec §2.3), and `attest/tlog/` holds no log entry ({queued} queued; release.yaml states `rekorUUID: \"{}\"`); hint: cut it with the channel's log (`[transparency-log]` in `release-trains/{channel}.toml`, or `--rekor-url`), or send a queue with `cargo xtask attest resubmit`",
+                    components.first().map(|c| c.signature.rekor_uuid.as_str()).unwrap_or(tlog::NONE)
+                ),
+            );
+        } else if queued > 0 {
+            r.pass(format!("transparency log: nothing logged, {queued} entries pending (not required for `{channel}`)"));
+        } else {
+            r.pass(format!("transparency log: none (not required for `{channel}`)"));
+        }
+        return;
+    }
+    let Some(log) = &tree.log else {
+        r.fail(
+            "transparency log",
+            "the release has transparency-log entries and no log key was given to check them; hint: pass the log's public key with `--rekor-key FILE`",
+        );
+        return;
+    };
+    r.pass(format!("transparency log key {} ({})", &log.key_id()[..16], log.kind.scheme()));
+    let resubmitted = match tlog::open_resubmission(&tree.root, key, &Digest::of(yaml)) {
+        Ok(x) => x,
+        Err(e) => {
+            r.fail("transparency log: resubmission record", e);
+            None
+        }
+    };
+    let stated: Vec<(String, &str)> =
+        components.iter().map(|c| (format!("images/{}", sign::signature_tag(&c.image.digest)), c.signature.rekor_uuid.as_str())).collect();
+    let list: Vec<(String, Digest)> = components.iter().map(|c| (c.name.clone(), c.image.digest.clone())).collect();
+    let expected = match tlog::expected_entries(&tree.root, &tree.manifest(""), layout, &list) {
+        Ok(e) => e,
+        Err(e) => {
+            r.fail("transparency log: the entries of the release", e);
+            return;
+        }
+    };
+    let mut pending = 0;
+    for (id, exp) in &expected {
+        let what = format!("transparency log: `{id}`");
+        let path = tlog::entry_path(&tree.root, id);
+        let in_yaml = stated.iter().find(|(i, _)| i == id).map(|(_, u)| *u);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(_) if tlog::pending_path(&tree.root, id).exists() || in_yaml == Some(tlog::PENDING) => {
+                if required {
+                    r.fail(
+                        what,
+                        format!(
+                            "pending: never logged (the log was down); hint: `cargo xtask attest resubmit {} --rekor-url URL --key KEY`",
+                            tree.root.display()
+                        ),
+                    );
+                } else {
+                    pending += 1;
+                }
+                continue;
+            }
+            Err(e) => {
+                r.fail(what, format!("no log entry: `{}`: {e}", path.display()));
+                continue;
+            }
+        };
+        let checked = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| format!("`{}`: {e}", path.display()))
+            .and_then(|answer| tlog::check_entry(&answer, exp, key, log, None).map_err(|e| format!("`{}`: {e}", path.display())))
+            .and_then(|entry| match in_yaml {
+                None => Ok(entry),
+                Some(tlog::PENDING) => match resubmitted.as_ref().and_then(|m| m.get(id)) {
+                    Some(u) if *u == entry.uuid => Ok(entry),
+                    Some(u) => Err(format!("`{}` records `{u}`, the entry is `{}`", tlog::RESUBMITTED, entry.uuid)),
+                    None => Err(format!(
+                        "release.yaml states `pending` and no signed resubmission record (`{}`) names the entry `{}`",
+                        tlog::RESUBMITTED,
+                        entry.uuid
+                    )),
+                },
+                Some(u) if u == entry.uuid => Ok(entry),
+                Some(u) => Err(format!("release.yaml states `rekorUUID: {u}`, the log's entry is `{}`", entry.uuid)),
+            });
+        match checked {
+            Ok(e) => r.pass(match e.integrated_time {
+                Some(t) => format!(
+                    "{what}: logged at index {} ({}), body, inclusion proof, checkpoint and signed entry timestamp verified",
+                    e.log_index,
+                    schema::model::rfc3339(t)
+                ),
+                None => format!("{what}: logged at index {} (Rekor v2), body, inclusion proof and checkpoint verified", e.log_index),
+            }),
+            Err(e) => r.fail(what, e),
+        }
+    }
+    if pending > 0 {
+        r.pass(format!("transparency log: {pending} entries pending, never logged (not required for `{channel}`)"));
+    }
 }
 
 fn file_digest(path: &Path, stated: &Digest) -> Result<(), String> {

@@ -59,6 +59,10 @@ pub enum KitCommand {
         /// The release's public key (SPKI PEM), obtained out of band.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
+        /// The transparency log's public key (SPKI PEM), pinned: every log entry the kit
+        /// carries is checked with it (a `stable` or `lts` kit must carry them all).
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+        rekor_key: Option<PathBuf>,
         /// FIPS mode: refuse anything but ES256.
         #[arg(long)]
         fips: bool,
@@ -103,13 +107,14 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
-        KitCommand::Import { kit: path, into, docker_config, key, fips, json } => {
+        KitCommand::Import { kit: path, into, docker_config, key, rekor_key, fips, json } => {
             let mut into: kit_import::Target =
                 into.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--into: {e}") })?;
             if let kit_import::Target::Registry { docker_config: c, .. } = &mut into {
                 *c = docker_config;
             }
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let log = rekor_key.as_deref().map(PublicKey::load).transpose().map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
             let (lock, what) = match &into {
                 kit_import::Target::Dir(d) => {
@@ -121,7 +126,7 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
                 }
             };
             let _lock = crate::hold(&lock, &what)?;
-            checked("imported", json, quiet, |reporter| kit_import::import(&path, &into, &public, fips, reporter))
+            checked("imported", json, quiet, |reporter| kit_import::import(&path, &into, &public, log.as_ref(), fips, reporter))
         }
     }
 }
@@ -130,12 +135,13 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
 pub fn verify(
     path: &std::path::Path,
     key: &PublicKey,
+    log: Option<&PublicKey>,
     fips: Fips,
     base: Option<&std::path::Path>,
     json: bool,
     quiet: bool,
 ) -> Result<(), Failure> {
-    checked("verified", json, quiet, |reporter| kit_import::verify_kit(path, key, fips, base, reporter))
+    checked("verified", json, quiet, |reporter| kit_import::verify_kit(path, key, log, fips, base, reporter))
 }
 
 /// Runs a kit check (`verify` or `import`) with progress, then prints its report or failure.

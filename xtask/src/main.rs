@@ -165,6 +165,11 @@ enum Command {
         /// FIPS mode: refuse anything but ES256.
         #[arg(long)]
         fips: bool,
+        /// The transparency log's public key (SPKI PEM), pinned: every log entry of the release
+        /// (inclusion proof, signed checkpoint, signed entry timestamp) is checked with it. A
+        /// release with entries cannot be verified without it; `stable` and `lts` must have them.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+        rekor_key: Option<PathBuf>,
         #[arg(long)]
         json: bool,
         /// Check the release as published on this registry (`HOST[:PORT]/NAMESPACE`) instead
@@ -189,6 +194,14 @@ enum AttestCommand {
         dir: PathBuf,
         #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
         rekor_url: String,
+        /// Which of Rekor's APIs the log speaks.
+        #[arg(long, value_enum, default_value = "v1", env = "STELLAOPS_REKOR_API")]
+        rekor_api: RekorApiArg,
+        /// The release's signing key (the one that signed release.yaml; passphrase from
+        /// STELLAOPS_KEY_PASSPHRASE): it signs the record of what was sent,
+        /// `attest/tlog/resubmitted.dsse.json`.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_SIGNING_KEY")]
+        key: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +316,10 @@ struct BuildFlags {
     /// the release completes with its entries pending (`cargo xtask attest resubmit`).
     #[arg(long, value_name = "URL", env = "STELLAOPS_REKOR_URL")]
     rekor_url: Option<String>,
+    /// Which of Rekor's APIs the log speaks: `v1` (`/api/v1/log/entries`), `v2` (the tiled
+    /// log, `/api/v2/log/entries`). Default: the channel's `[transparency-log] api`, else v1.
+    #[arg(long, value_enum, value_name = "API", env = "STELLAOPS_REKOR_API")]
+    rekor_api: Option<RekorApiArg>,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
     #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
     deb_dir: Option<PathBuf>,
@@ -351,6 +368,22 @@ struct BuildFlags {
     /// pull (needed for bases that are not in a registry, e.g. Debian-assembled ones).
     #[arg(long, value_name = "REPO", env = "STELLAOPS_BASE_MIRROR")]
     base_mirror: Option<String>,
+}
+
+/// `--rekor-api`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RekorApiArg {
+    V1,
+    V2,
+}
+
+impl From<RekorApiArg> for pipeline::stages::sign::tlog::RekorApi {
+    fn from(a: RekorApiArg) -> Self {
+        match a {
+            RekorApiArg::V1 => Self::V1,
+            RekorApiArg::V2 => Self::V2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -546,6 +579,7 @@ fn run_options(
         backend: build.backend(),
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
+        rekor_api: build.rekor_api.map(Into::into),
         fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
     })
@@ -791,9 +825,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
         }
-        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, json }) => {
-            let results = pipeline::stages::sign::tlog::resubmit(&rekor_url, &dir)
-                .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("`{}`: {e}", dir.display()) })?;
+        Command::Attest(AttestCommand::Resubmit { dir, rekor_url, rekor_api, key, json }) => {
+            // A key file, a cosign.key or a `pkcs11:` URI, like every `--key`.
+            let key = pipeline::signer::KeyRef::from_arg(&key).map_err(pipeline::Error::from)?;
+            let key = pipeline::signer::load(&key).map_err(pipeline::Error::from)?;
+            let results = pipeline::stages::sign::tlog::resubmit(
+                &pipeline::stages::sign::tlog::Log { url: rekor_url, api: rekor_api.into() },
+                &dir,
+                key.as_ref(),
+            )
+            .map_err(|e| Failure { code: e.exit_code(), message: format!("`{}`: {e}", dir.display()) })?;
             let pending = results.iter().filter(|(_, l)| matches!(l, pipeline::stages::sign::tlog::Logged::Pending { .. })).count();
             if json {
                 print_json(
@@ -818,7 +859,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
-        Command::Verify { dir, base, key, fips, json, registry, docker_config } => {
+        Command::Verify { dir, base, key, fips, rekor_key, json, registry, docker_config } => {
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,
@@ -832,15 +873,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let public = verifier::keys::PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
+            let log = rekor_key.as_deref().map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
             if dir.is_file() && registry.is_none() {
-                return kit::verify(&dir, &public, fips, base.as_deref(), json, cli.quiet);
+                return kit::verify(&dir, &public, log.as_ref(), fips, base.as_deref(), json, cli.quiet);
             }
             let report = match &registry {
                 Some(r) => {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
                     publish::verify_registry(&dir, &public, r, docker_config)?
                 }
-                None => verifier::release::verify(&dir, &public, fips),
+                None => verifier::release::verify(&dir, &public, log.as_ref(), fips),
             };
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));

@@ -146,9 +146,10 @@ pub fn write(
     write_atomic(&sig_path, format!("{sig}\n").as_bytes()).map_err(io(&sig_path))?;
     let bundle_path = out.join("release.yaml.sigstore.json");
     sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig)).map_err(io(&bundle_path))?;
-    if let Some(url) = &signed.rekor {
+    if let Some(log) = &signed.rekor {
         let pem = key.public().pem().to_owned();
-        tlog::submit_all(url, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+        tlog::submit_all(log, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+        tlog::record_in_bundle(out).map_err(io(&bundle_path))?;
     }
     Ok(Manifest { path, digest: Digest::of(&bytes), doc })
 }

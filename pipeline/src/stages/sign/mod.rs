@@ -81,9 +81,9 @@ pub struct Signed {
     pub envelopes: usize,
     /// OCI referrers added to the layout ([`crate::stages::sign::referrers`]).
     pub referrers: usize,
-    /// The transparency log's URL, when one is configured.
+    /// The transparency log, when one is configured.
     #[serde(skip)]
-    pub rekor: Option<String>,
+    pub rekor: Option<tlog::Log>,
     /// Transparency log results by entry id (`images/sha256-<hex>.sig`, `attest/...`).
     #[serde(skip)]
     pub logged: BTreeMap<String, tlog::Logged>,
@@ -105,8 +105,8 @@ pub struct SignedDocuments {
 /// What the release made before this stage.
 #[derive(Debug)]
 pub struct Made<'a> {
-    /// The transparency log's URL, when one is configured.
-    pub rekor: Option<&'a str>,
+    /// The transparency log, when one is configured.
+    pub rekor: Option<&'a tlog::Log>,
     pub plan: &'a Plan,
     pub layout: &'a Layout,
     pub images: &'a Images,
@@ -204,8 +204,9 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
 
     // The transparency log, when one is configured; what it cannot take now is queued.
     let logged: BTreeMap<String, tlog::Logged> = match rekor {
-        Some(url) => {
-            let results = tlog::submit_all(url, &log_entries, out).map_err(io(out))?;
+        Some(log) => {
+            let url = &log.url;
+            let results = tlog::submit_all(log, &log_entries, out).map_err(io(out))?;
             let pending = results.iter().filter(|(_, l)| matches!(l, tlog::Logged::Pending { .. })).count();
             if pending > 0 {
                 reporter.event(Event::Note {
@@ -216,7 +217,7 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
         }
         None => BTreeMap::new(),
     };
-    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, referrers, rekor: rekor.map(str::to_owned), logged, documents })
+    Ok(Signed { key_id: key.public().key_id(), image_signatures, envelopes, referrers, rekor: rekor.cloned(), logged, documents })
 }
 
 fn write_envelope(path: &Path, env: &sign::Envelope) -> Result<Digest, SignError> {

@@ -14,6 +14,8 @@ mod docker;
 mod ecosystems;
 mod evidence;
 mod faults;
+mod fuzz_corpus;
+mod hostile;
 mod kit;
 mod lock_add;
 mod locks;

@@ -290,3 +290,72 @@ fn test_server_playing_a_hostile_registry_malformed_json_and_error_bodies_are_re
     let e = c.blob_exists("stellaops/x", &Digest::of(b"x")).unwrap_err();
     assert!(e.to_string().contains("sent no token"), "{e}");
 }
+
+/// A one-image layout: a config, a layer, a manifest named `app` in `index.json`.
+fn tiny_layout(dir: &std::path::Path) {
+    let layout = oci::Layout::create(dir).unwrap();
+    let config = layout.put_blob(oci::MEDIA_CONFIG, b"{\"architecture\":\"amd64\",\"os\":\"linux\"}").unwrap();
+    let layer = layout.put_blob(oci::MEDIA_LAYER_GZIP, b"not really gzip, the registry does not look").unwrap();
+    let manifest = oci::Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.to_owned()),
+        config,
+        layers: vec![layer],
+        subject: None,
+        annotations: Default::default(),
+    };
+    let mut d = layout.put_json(oci::MEDIA_MANIFEST, &manifest).unwrap();
+    d.annotations.insert(oci::ANNOTATION_REF_NAME.to_owned(), "app".to_owned());
+    let index = oci::Index {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_INDEX.to_owned()),
+        manifests: vec![d],
+        annotations: Default::default(),
+    };
+    layout.write_index(&index).unwrap();
+}
+
+#[test]
+fn test_server_playing_a_hostile_registry_that_reports_other_digests_than_it_was_sent_gets_no_tag() {
+    // Blob uploads answer with the digest of other content; with `lie_about_manifests`, manifest
+    // puts too (the blobs then check out).
+    for lie_about_manifests in [false, true] {
+        let other = Digest::of(b"something else").to_string();
+        let lie = other.clone();
+        let server = TestServerPlaying::start("127.0.0.1", move |s| {
+            let digest_of_put = s.path.split("digest=").nth(1).map(|d| d.replace("%3A", ":")).unwrap_or_default();
+            match (s.method.as_str(), s.path.as_str()) {
+                ("GET", "/v2/") => ok(&b"{}"[..], "application/json"),
+                ("HEAD", p) if p.contains("/blobs/") => Answer::Full("404 Not Found", vec![], Vec::new()),
+                ("POST", p) if p.contains("/blobs/uploads/") => {
+                    Answer::Full("202 Accepted", vec![("Location", "/v2/stellaops/app/blobs/uploads/1".to_owned())], Vec::new())
+                }
+                ("PUT", p) if p.contains("/blobs/uploads/") => {
+                    let reported = if lie_about_manifests { digest_of_put } else { lie.clone() };
+                    Answer::Full("201 Created", vec![("Docker-Content-Digest", reported)], Vec::new())
+                }
+                ("PUT", p) if p.contains("/manifests/") => {
+                    Answer::Full("201 Created", vec![("Docker-Content-Digest", lie.clone())], Vec::new())
+                }
+                _ => Answer::Full("404 Not Found", vec![], Vec::new()),
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        tiny_layout(&dir.path().join("images"));
+        let target: oci::distribution::RegistryTarget = format!("{}/stellaops", server.addr).parse().unwrap();
+        let opts = oci::push::PushOptions {
+            tags: vec!["2.4.1".to_owned(), "edge".to_owned()],
+            retry: RetryPolicy { attempts: 2, base: Duration::from_millis(10), max: Duration::from_millis(10) },
+            docker_config: Some(dir.path().join("no-docker-config.json")),
+            ..Default::default()
+        };
+        let e = oci::push::push_layout(&dir.path().join("images"), &target, &opts, &schema::report::Silent).unwrap_err();
+        assert!(e.to_string().contains("the registry says it stored") && e.to_string().contains(&other), "{e}");
+        assert_eq!(e.exit_code(), schema::exit::REJECTED, "{e}");
+        let seen = server.seen();
+        assert!(seen.iter().any(|s| s.method == "PUT"), "something was pushed: {seen:?}");
+        let tagged: Vec<&Seen> =
+            seen.iter().filter(|s| s.method == "PUT" && s.path.contains("/manifests/") && !s.path.contains("sha256:")).collect();
+        assert!(tagged.is_empty(), "a tag was written: {tagged:?}");
+    }
+}

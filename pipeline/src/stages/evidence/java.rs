@@ -677,7 +677,7 @@ pub(crate) mod tests {
         central.extend(0u32.to_le_bytes()); // size
         central.extend(u16::try_from(name.len()).unwrap().to_le_bytes());
         central.extend(12u16.to_le_bytes()); // extra length
-        central.extend([0u8; 8]); // comment length, disk, internal and external attributes
+        central.extend([0u8; 10]); // comment length, disk, internal and external attributes
         central.extend(0xffff_ffffu32.to_le_bytes()); // local header offset: in the zip64 field
         central.extend(name);
         central.extend(1u16.to_le_bytes());

@@ -19,8 +19,8 @@
 //!   [`java::MAX`] bytes;
 //! - every regular file no package owns (outside the package databases), with its sha256.
 //!
-//! Layers are streamed: memory holds one entry per path and the package files' text, never a
-//! layer, nor a file's content except one Java archive's.
+//! Layers are streamed: memory holds one entry per path and the package files' text (each at
+//! most [`MAX_TEXT`]), never a layer, nor a file's content except one Java archive's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

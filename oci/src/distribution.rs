@@ -15,6 +15,13 @@
 //! session) on a transport error (reset, refused, timeout) or a 408/429/5xx, with exponential
 //! backoff ([`RetryPolicy`]); any other status fails at once. Loopback registries are spoken to
 //! over plain HTTP, every other one over HTTPS ([`crate::registry::is_loopback`]).
+//!
+//! A registry is not trusted (issue 18, `tests/it/hostile.rs`): what it sends is bounded
+//! (manifests and indexes at [`MANIFEST_LIMIT`], token answers at 1 MiB, error bodies quoted at
+//! 300 characters; more is [`DistError::TooLarge`], not retried), time-bounded ([`Timeouts`]),
+//! checked against the digest asked for, and at most 5 redirects are followed
+//! ([`DistError::Protocol`] past that). The credentials of a host go to that host only: never
+//! with a redirect, and to a token service only on the same host (over HTTPS unless loopback).
 
 use std::fs::File;
 use std::io::{Read as _, Seek, SeekFrom};

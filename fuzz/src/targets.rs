@@ -129,7 +129,12 @@ fn append_entry(tar: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) {
     tar.append_data(&mut h, path, bytes).expect("a tar entry in memory");
 }
 
-fn seed_kit(key: &SigningKey, files: &[(&str, &[u8])], requires: Vec<Entry>) -> Vec<u8> {
+pub fn seed_kit(key: &SigningKey, files: &[(&str, &[u8])], requires: Vec<Entry>) -> Vec<u8> {
+    seed_kit_with(key, files, requires, |_| {})
+}
+
+/// A signed kit of `files` (and `requires`), its inventory changed by `edit` before signing.
+pub fn seed_kit_with(key: &SigningKey, files: &[(&str, &[u8])], requires: Vec<Entry>, edit: impl Fn(&mut Inventory)) -> Vec<u8> {
     let mut doc = ReleaseYaml {
         release: ReleaseInfo {
             version: "2.4.1".parse().expect("a version"),
@@ -158,6 +163,8 @@ fn seed_kit(key: &SigningKey, files: &[(&str, &[u8])], requires: Vec<Entry>) -> 
         entries,
         requires,
     };
+    let mut inventory = inventory;
+    edit(&mut inventory);
     let statement =
         sign::statement(&[("release.yaml".to_owned(), &Digest::of(&yaml))], KIT_PREDICATE, serde_json::to_value(&inventory).expect("json"));
     let env = serde_json::to_vec(&sign::sign_envelope(key, sign::PAYLOAD_TYPE, &statement)).expect("json");

@@ -71,3 +71,23 @@ fn the_kit_seeds_verify_with_the_committed_key_so_mutations_reach_the_inventory_
         }
     }
 }
+
+/// Regression (found while writing the kit target, issue 18): entry sizes of a signed
+/// inventory that overflow when summed panicked where arithmetic is checked, instead of being
+/// refused. Only the release key could sign such an inventory; it is refused all the same.
+#[test]
+fn a_signed_kit_inventory_whose_sizes_overflow_when_summed_is_refused() {
+    let key = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256);
+    let tar = targets::seed_kit_with(&key, &[("images/index.json", b"{}"), ("images/oci-layout", b"{}")], Vec::new(), |inv| {
+        for e in &mut inv.entries {
+            e.size = u64::MAX / 2 + 1;
+        }
+        inv.total_size = 0;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kit = dir.path().join("overflow.tar.zst");
+    std::fs::write(&kit, zstd::encode_all(tar.as_slice(), 1).unwrap()).unwrap();
+    let e = verifier::kit::verify_kit(&kit, key.public(), verifier::keys::Fips::Off, None, &schema::report::Silent).unwrap_err();
+    assert!(e.to_string().contains("the inventory's total size is not the sum of its entries"), "{e}");
+    assert_eq!(e.exit_code(), schema::exit::REJECTED);
+}

@@ -15,6 +15,13 @@
 //! session) on a transport error (reset, refused, timeout) or a 408/429/5xx, with exponential
 //! backoff ([`RetryPolicy`]); any other status fails at once. Loopback registries are spoken to
 //! over plain HTTP, every other one over HTTPS ([`crate::registry::is_loopback`]).
+//!
+//! A registry is not trusted (issue 18, `tests/it/hostile.rs`): what it sends is bounded
+//! (manifests and indexes at [`MANIFEST_LIMIT`], token answers at 1 MiB, error bodies quoted at
+//! 300 characters; more is [`DistError::TooLarge`], not retried), time-bounded ([`Timeouts`]),
+//! checked against the digest asked for, and at most 5 redirects are followed
+//! ([`DistError::Protocol`] past that). The credentials of a host go to that host only: never
+//! with a redirect, and to a token service only on the same host (over HTTPS unless loopback).
 
 use std::fs::File;
 use std::io::{Read as _, Seek, SeekFrom};
@@ -62,8 +69,13 @@ pub enum DistError {
     Status { host: String, what: String, status: u16, body: String },
     #[error("`{host}`: {what}: {message}")]
     Unauthorized { host: String, what: String, message: String },
+    /// The server breaks the protocol in a way another try would not mend (a redirect loop).
+    #[error("`{host}`: {what}: {message}")]
+    Protocol { host: String, what: String, message: String },
     #[error("`{host}`: {what}: the registry says it stored `{actual}`, not `{expected}`")]
     DigestMismatch { host: String, what: String, expected: Digest, actual: String },
+    #[error("`{host}`: {what}: the answer is larger than the {limit} bytes read for it (refused, not retried)\n  hint: the distribution specification bounds manifests and indexes at 4 MiB; a registry that answers more is broken or not what it claims")]
+    TooLarge { host: String, what: String, limit: u64 },
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -83,7 +95,7 @@ impl DistError {
     }
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            DistError::Unauthorized { .. } | DistError::DigestMismatch { .. } => schema::exit::REJECTED,
+            DistError::Unauthorized { .. } | DistError::DigestMismatch { .. } | DistError::TooLarge { .. } => schema::exit::REJECTED,
             _ => schema::exit::ENVIRONMENT,
         }
     }
@@ -179,13 +191,44 @@ impl Resp {
         self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     }
     /// The body, at most `limit` bytes.
-    fn bytes(mut self, limit: u64) -> Result<Vec<u8>, String> {
-        self.body.with_config().limit(limit).read_to_vec().map_err(|e| e.to_string())
+    fn bytes(mut self, limit: u64) -> Result<Vec<u8>, ureq::Error> {
+        self.body.with_config().limit(limit).read_to_vec()
     }
-    fn text(self) -> String {
-        let s = self.bytes(4096).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
+    /// The first 4 KiB of an error body (the rest is not read).
+    fn text(mut self) -> String {
+        let mut buf = Vec::new();
+        // An error body that cannot be read is quoted as far as it was.
+        let _ = self.body.as_reader().take(4096).read_to_end(&mut buf);
+        error_body(&buf)
     }
+}
+
+/// The `host[:port]` of an absolute URL (`https://auth.example.org/token` → `auth.example.org`).
+fn authority(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let a = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    Some(a.rsplit_once('@').map_or(a, |(_, host)| host))
+}
+
+/// What an error message quotes of a registry's error body: its text on one line, at most 300
+/// characters (the body is the registry's, untrusted: never more).
+pub fn error_body(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
+}
+
+/// The bearer token of a token service's answer (distribution "token authentication"):
+/// `token`, else `access_token`.
+pub fn token_of(bytes: &[u8]) -> Result<Password, String> {
+    #[derive(serde::Deserialize)]
+    struct Token {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        access_token: Option<String>,
+    }
+    let t: Token = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    t.token.or(t.access_token).map(Password::new).ok_or_else(|| "neither `token` nor `access_token`".to_owned())
 }
 
 /// A manifest fetched from a registry.
@@ -212,20 +255,44 @@ pub struct Stored {
     pub subject_indexed: bool,
 }
 
-const MANIFEST_LIMIT: u64 = 4 << 20;
+/// The largest manifest or index read (the distribution specification's limit).
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+
+/// How long a registry may take: to accept the connection, to start answering, and to send a
+/// whole body (a body that drips slower fails with a timeout, and is retried as any transport
+/// error).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub response: Duration,
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect: Duration::from_secs(10), response: Duration::from_secs(120), body: Duration::from_secs(600) }
+    }
+}
+
+/// The HTTP agent of a client: statuses are answers, not errors; at most 5 redirects, which
+/// never carry the `Authorization` header (ureq's default: credentials stay with their host).
+fn agent(t: Timeouts) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(t.connect))
+        .timeout_recv_response(Some(t.response))
+        .timeout_recv_body(Some(t.body))
+        .timeout_send_body(Some(t.body))
+        .max_redirects(5)
+        .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
+        .build()
+        .into()
+}
 
 impl Client {
     pub fn new(host: &str, creds: Option<Credentials>, policy: RetryPolicy) -> Client {
         let scheme = if crate::registry::is_loopback(host) { "http" } else { "https" };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
-            .timeout_recv_body(Some(Duration::from_secs(600)))
-            .timeout_send_body(Some(Duration::from_secs(600)))
-            .max_redirects(5)
-            .build()
-            .into();
+        let agent = agent(Timeouts::default());
         Client {
             host: host.to_owned(),
             base: format!("{scheme}://{host}"),
@@ -236,6 +303,13 @@ impl Client {
             stats: Stats::default(),
             notes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same client with other time bounds (tests of slow servers; the defaults suit a
+    /// registry across the Internet).
+    pub fn with_timeouts(mut self, t: Timeouts) -> Client {
+        self.agent = agent(t);
+        self
     }
 
     /// The retry messages since the last call.
@@ -257,6 +331,14 @@ impl Client {
 
     fn transport(&self, what: &str, message: String) -> DistError {
         DistError::Transport { host: self.host.clone(), what: what.to_owned(), message }
+    }
+
+    /// A body that could not be read whole: larger than `limit` (refused, not retried), or cut.
+    fn body_err(&self, what: &str, e: ureq::Error, limit: u64) -> DistError {
+        match e {
+            ureq::Error::BodyExceedsLimit(_) => DistError::TooLarge { host: self.host.clone(), what: what.to_owned(), limit },
+            e => self.transport(what, e.to_string()),
+        }
     }
 
     fn status(&self, what: &str, r: Resp) -> DistError {
@@ -315,6 +397,13 @@ impl Client {
             };
             let resp = match result {
                 Ok(r) => r,
+                Err(ureq::Error::TooManyRedirects) => {
+                    return Err(DistError::Protocol {
+                        host: self.host.clone(),
+                        what: what.to_owned(),
+                        message: "more than 5 redirects (a redirect loop?)".to_owned(),
+                    })
+                }
                 Err(e) => return Err(self.transport(what, e.to_string())),
             };
             let (parts, body) = resp.into_parts();
@@ -378,8 +467,13 @@ impl Client {
             url += &format!("{sep}scope={}", encode(s));
             sep = '&';
         }
+        // The credentials are this registry's: they go to its token service only when that is
+        // on the same host (and over HTTPS, or on loopback); a realm elsewhere gets none.
+        let realm_host = authority(realm).unwrap_or_default();
+        let same_host =
+            realm_host.eq_ignore_ascii_case(&self.host) && (realm.starts_with("https://") || crate::registry::is_loopback(&self.host));
         let mut b = http::Request::builder().method("GET").uri(&url);
-        if let Some(c) = &self.creds {
+        if let Some(c) = self.creds.as_ref().filter(|_| same_host) {
             b = b.header("Authorization", c.basic());
         }
         let req = b.body(()).map_err(|e| self.transport(what, e.to_string()))?;
@@ -394,6 +488,10 @@ impl Client {
                     host: self.host.clone(),
                     what: what.to_owned(),
                     message: match &self.creds {
+                        Some(_) if !same_host => format!(
+                            "the token service `{realm}` wants credentials; those of `{}` are not sent to another host (`{realm_host}`) or in clear\n  hint: a registry whose token service is elsewhere is not supported with credentials",
+                            self.host
+                        ),
                         Some(c) => format!("the token service `{realm}` refused the credentials of `{}` (from {})", c.username, c.source),
                         None => format!("the token service `{realm}` wants credentials and none are configured for this host"),
                     },
@@ -401,17 +499,8 @@ impl Client {
             }
             _ => return Err(self.status(&format!("{what}: token service `{realm}`"), r)),
         }
-        #[derive(serde::Deserialize)]
-        struct Token {
-            #[serde(default)]
-            token: Option<String>,
-            #[serde(default)]
-            access_token: Option<String>,
-        }
-        let bytes = r.bytes(1 << 20).map_err(|e| self.transport(what, e))?;
-        let t: Token =
-            serde_json::from_slice(&bytes).map_err(|e| self.transport(what, format!("token service `{realm}` sent no token: {e}")))?;
-        t.token.or(t.access_token).map(Password::new).ok_or_else(|| self.transport(what, format!("token service `{realm}` sent no token")))
+        let bytes = r.bytes(1 << 20).map_err(|e| self.body_err(what, e, 1 << 20))?;
+        token_of(&bytes).map_err(|e| self.transport(what, format!("token service `{realm}` sent no token: {e}")))
     }
 
     /// `GET /v2/`: whether the registry answers, and its auth challenge.
@@ -563,7 +652,7 @@ impl Client {
                 _ => return Err(self.status(&what, r)),
             }
             let media_type = r.header("Content-Type").unwrap_or_default();
-            let bytes = r.bytes(MANIFEST_LIMIT).map_err(|e| self.transport(&what, e))?;
+            let bytes = r.bytes(MANIFEST_LIMIT).map_err(|e| self.body_err(&what, e, MANIFEST_LIMIT))?;
             let digest = Digest::of(&bytes);
             if let Ok(asked) = reference.parse::<Digest>() {
                 if asked != digest {
@@ -587,7 +676,7 @@ impl Client {
             if r.status != 200 {
                 return Err(self.status(&what, r));
             }
-            let bytes = r.bytes(limit).map_err(|e| self.transport(&what, e))?;
+            let bytes = r.bytes(limit).map_err(|e| self.body_err(&what, e, limit))?;
             let actual = Digest::of(&bytes);
             if &actual != digest {
                 return Err(DistError::DigestMismatch {
@@ -635,7 +724,7 @@ impl Client {
                 _ => return Err(self.status(&what, r)),
             }
             let is_index = r.header("Content-Type").is_some_and(|t| t.starts_with(crate::layout::MEDIA_INDEX));
-            let bytes = r.bytes(MANIFEST_LIMIT).map_err(|e| self.transport(&what, e))?;
+            let bytes = r.bytes(MANIFEST_LIMIT).map_err(|e| self.body_err(&what, e, MANIFEST_LIMIT))?;
             if !is_index {
                 return Ok(None);
             }

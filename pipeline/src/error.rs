@@ -141,7 +141,10 @@ impl Error {
                 | E::Base(B::Registry { source: oci::registry::RegistryError::DigestMismatch { .. }, .. })
                 | E::Inventory {
                     source:
-                        crate::stages::evidence::inventory::InventoryError::Scan(crate::stages::evidence::scan::ScanError::Malformed { .. }),
+                        crate::stages::evidence::inventory::InventoryError::Scan(
+                            crate::stages::evidence::scan::ScanError::Malformed { .. }
+                            | crate::stages::evidence::scan::ScanError::TextTooLarge { .. },
+                        ),
                     ..
                 }
                 | E::Command { .. }

@@ -14,6 +14,8 @@ mod docker;
 mod ecosystems;
 mod evidence;
 mod faults;
+mod fuzz_corpus;
+mod hostile;
 mod hsm;
 mod kit;
 mod lock_add;

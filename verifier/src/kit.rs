@@ -428,7 +428,7 @@ fn check(
             return Err(refuse(format!("the inventory lists `{}` twice", e.path)));
         }
     }
-    if inventory.total_size != inventory.entries.iter().map(|e| e.size).sum::<u64>() {
+    if Some(inventory.total_size) != inventory.entries.iter().try_fold(0u64, |sum, e| sum.checked_add(e.size)) {
         return Err(refuse("the inventory's total size is not the sum of its entries".into()));
     }
     reporter.event(Event::Note {
@@ -445,7 +445,8 @@ fn check(
     reporter.event(Event::StageStarted { stage: Stage::Kit, jobs: inventory.entries.len() });
     {
         let mut l = limited.0.borrow_mut();
-        l.limit = l.read + inventory.total_size + ENTRY_OVERHEAD * (inventory.entries.len() as u64 + 1) + ARCHIVE_TAIL;
+        let overhead = ENTRY_OVERHEAD.saturating_mul(inventory.entries.len() as u64 + 1).saturating_add(ARCHIVE_TAIL);
+        l.limit = l.read.saturating_add(inventory.total_size).saturating_add(overhead);
     }
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for e in entries {

@@ -18,9 +18,22 @@ use schema::model::Digest;
 // and the rest keep their paths.
 pub use schema::release::*;
 
-/// A double-quoted YAML scalar (JSON string escaping is valid YAML).
+/// A double-quoted YAML scalar: JSON string escaping (valid YAML), and `\uXXXX` for what JSON
+/// leaves as it is but a YAML reader does not read back as written: DEL and the C1 controls
+/// (not printable in YAML; NEL is a line break in YAML 1.1), the line and paragraph separators
+/// (line breaks in YAML 1.1: folded into a space), the byte-order mark and U+FFFE, U+FFFF.
 fn q(s: &str) -> String {
-    serde_json::to_string(s).expect("a string serializes")
+    let json = serde_json::to_string(s).expect("a string serializes");
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The document's bytes before `checksums:`.
@@ -187,6 +200,25 @@ mod tests {
         let mut doc = fixed();
         let bytes = render(&mut doc);
         (doc, String::from_utf8(bytes).unwrap())
+    }
+
+    /// Regression (fuzzing, issue 18: `fuzz/regressions/release_yaml/`): a value holding a
+    /// line separator (U+2028) read back with a space after it, because JSON escaping leaves it
+    /// as it is and YAML 1.1 readers take it for a line break; the C1 controls and DEL were
+    /// refused by the reader.
+    #[test]
+    fn values_with_characters_json_leaves_unescaped_read_back_as_written() {
+        for c in ['\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{2028}', '\u{2029}', '\u{feff}', '\u{fffe}', '\u{ffff}', '\u{a0}', '\u{1f600}']
+        {
+            let mut doc = fixed();
+            doc.components[0].sbom = format!("a{c}\\ b{c}");
+            doc.release.date = format!("{c}");
+            let bytes = render(&mut doc);
+            let back = parse(&bytes).unwrap_or_else(|e| panic!("U+{:04X}: {e}", u32::from(c)));
+            assert_eq!(back, doc, "U+{:04X}", u32::from(c));
+            let (stated, computed) = checksum(&bytes).unwrap();
+            assert_eq!(stated, computed);
+        }
     }
 
     #[test]

@@ -447,7 +447,9 @@ impl<'a> Zip<'a> {
                 }
                 extra = &extra[4 + len..];
             }
-            entries.push(Entry { name, method, flags, compressed, size, local: local + shift });
+            let local =
+                local.checked_add(shift).ok_or_else(|| format!("`{name}`: its local header offset is past the end of any archive"))?;
+            entries.push(Entry { name, method, flags, compressed, size, local });
             at += 46 + name_len + extra_len + comment_len;
         }
         Ok(Zip { bytes, entries })
@@ -660,5 +662,37 @@ pub(crate) mod tests {
         let cd = bz.len() - 22 - (46 + "META-INF/MANIFEST.MF".len());
         bz[cd + 10] = 12;
         assert!(catalog("/x.jar", &bz).unwrap_err().message.contains("compression method 12"));
+    }
+
+    /// Regression (fuzzing, issue 18): a zip64 extra field stating the largest local header
+    /// offset, in an archive with a launch script before it, overflowed the offset's shift (a
+    /// panic where arithmetic is checked, a wrapped offset where not).
+    #[test]
+    fn a_zip64_local_offset_that_overflows_with_a_launch_script_is_refused() {
+        let name = b"META-INF/MANIFEST.MF";
+        let mut central = Vec::new();
+        central.extend(0x0201_4b50u32.to_le_bytes());
+        central.extend([20, 0, 20, 0, 0, 0, 0, 0]); // made by, needed, flags, method
+        central.extend([0u8; 12]); // time, date, crc, compressed size
+        central.extend(0u32.to_le_bytes()); // size
+        central.extend(u16::try_from(name.len()).unwrap().to_le_bytes());
+        central.extend(12u16.to_le_bytes()); // extra length
+        central.extend([0u8; 10]); // comment length, disk, internal and external attributes
+        central.extend(0xffff_ffffu32.to_le_bytes()); // local header offset: in the zip64 field
+        central.extend(name);
+        central.extend(1u16.to_le_bytes());
+        central.extend(8u16.to_le_bytes());
+        central.extend(u64::MAX.to_le_bytes());
+        let mut zip = b"#!/bin/sh\nexec java -jar \"$0\"\n".to_vec();
+        let cd_size = u32::try_from(central.len()).unwrap();
+        zip.extend(&central);
+        zip.extend(0x0605_4b50u32.to_le_bytes());
+        zip.extend([0, 0, 0, 0, 1, 0, 1, 0]);
+        zip.extend(cd_size.to_le_bytes());
+        zip.extend(0u32.to_le_bytes()); // the directory's offset, ignoring the script
+        zip.extend(0u16.to_le_bytes());
+        let e = catalog("/opt/app.jar", &zip).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("/opt/app.jar", 1));
+        assert!(e.message.contains("local header offset is past the end"), "{}", e.message);
     }
 }

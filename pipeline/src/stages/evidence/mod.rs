@@ -78,7 +78,8 @@ pub enum EvidenceError {
 impl EvidenceError {
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            EvidenceError::Scan { source: scan::ScanError::Malformed { .. }, .. } | EvidenceError::Drift { .. } => schema::exit::REJECTED,
+            EvidenceError::Scan { source: scan::ScanError::Malformed { .. } | scan::ScanError::TextTooLarge { .. }, .. }
+            | EvidenceError::Drift { .. } => schema::exit::REJECTED,
             EvidenceError::Scan { source: scan::ScanError::Layout(oci::LayoutError::DigestMismatch { .. }), .. } => schema::exit::REJECTED,
             _ => schema::exit::ENVIRONMENT,
         }

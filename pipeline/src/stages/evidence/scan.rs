@@ -19,8 +19,8 @@
 //!   [`java::MAX`] bytes;
 //! - every regular file no package owns (outside the package databases), with its sha256.
 //!
-//! Layers are streamed: memory holds one entry per path and the package files' text, never a
-//! layer, nor a file's content except one Java archive's.
+//! Layers are streamed: memory holds one entry per path and the package files' text (each at
+//! most [`MAX_TEXT`]), never a layer, nor a file's content except one Java archive's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -49,7 +49,17 @@ pub enum ScanError {
     Malformed { file: String, line: usize, message: String },
     #[error("image file `{file}`: a Java archive larger than the {limit} bytes the scan reads\n  hint: an archive this large is read whole to find the archives nested in it; split it, or ship its nested archives as files")]
     TooLarge { file: String, limit: u64 },
+    #[error("image file `{file}`: a package file larger than the {limit} bytes the scan reads\n  hint: package metadata this large is not what a package manager writes; look at what put it there")]
+    TextTooLarge { file: String, limit: u64 },
 }
+
+/// The largest package file (dpkg status, lock file, package metadata) the scan keeps as text:
+/// a layer is untrusted input (a few KiB of gzip can inflate to gigabytes), and what is kept is
+/// held in memory until the catalog. 64 MiB (1 MiB in unit tests, as [`java::MAX`]).
+#[cfg(not(test))]
+pub const MAX_TEXT: u64 = 64 << 20;
+#[cfg(test)]
+pub const MAX_TEXT: u64 = 1 << 20;
 
 /// What the scan keeps of the files that describe packages, by path.
 #[derive(Debug, Default)]
@@ -191,9 +201,17 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                         // A file replaces whatever was at its path (a directory's subtree too).
                         t.remove_under(&p, true, i);
                         if keep_text(&p) {
-                            let mut s = String::new();
                             let mut h = HashingReader::new(&mut e);
-                            h.read_to_string(&mut s).map_err(read_err)?;
+                            let mut bytes = Vec::new();
+                            (&mut h).take(MAX_TEXT + 1).read_to_end(&mut bytes).map_err(read_err)?;
+                            if bytes.len() as u64 > MAX_TEXT {
+                                return Err(ScanError::TextTooLarge { file: format!("/{p}"), limit: MAX_TEXT });
+                            }
+                            let s = String::from_utf8(bytes).map_err(|e| ScanError::Malformed {
+                                file: format!("/{p}"),
+                                line: text_line(e.as_bytes(), e.utf8_error().valid_up_to()),
+                                message: "not UTF-8 text".into(),
+                            })?;
                             let (d, _) = h.finish();
                             t.kept.texts.insert(p.clone(), s);
                             t.nodes.insert(p, Node::File { sha256: d.hex().to_owned(), layer: i });
@@ -293,6 +311,11 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
     Ok(out)
 }
 
+/// The 1-based line of byte `at` of `bytes`.
+fn text_line(bytes: &[u8], at: usize) -> usize {
+    bytes[..at.min(bytes.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
 /// The second pass over layer `layer` (the blob at `path`, its digest checked on the first):
 /// the `.dep-v0` sections of the programs `pending` names, read into their crates.
 fn read_sections(
@@ -379,6 +402,21 @@ impl Tree {
             self.kept.pending.remove(&k);
         }
     }
+}
+
+/// What [`scan`] catalogs from one package file: `path` as in a layer (`var/lib/dpkg/status`,
+/// `app/node_modules/x/package.json`, ...), `text` its content. The entry point of the fuzz
+/// targets (`fuzz/`) and of tests that need no image.
+pub fn catalog_file(path: &str, text: &str) -> Result<ScanResult, ScanError> {
+    let mut kept = Kept::default();
+    kept.texts.insert(path.to_owned(), text.to_owned());
+    let tree = BTreeMap::from([(path.to_owned(), Node::File { sha256: Digest::of(text.as_bytes()).hex().to_owned(), layer: 0 })]);
+    catalog(&tree, &kept)
+}
+
+/// Whether [`scan`] keeps the file at `path` (as in a layer) as the text of a package file.
+pub fn is_package_file(path: &str) -> bool {
+    keep_text(path)
 }
 
 fn field<'a>(stanza: &'a str, key: &str) -> Option<&'a str> {
@@ -720,6 +758,36 @@ mod tests {
         let prog = auditable::tests::elf(b"not zlib");
         let e = scan(&layout, &image(&[("usr/bin/x", Some(&prog), "")])).unwrap_err();
         assert!(e.to_string().contains("`/usr/bin/x (cargo-auditable `.dep-v0` section)`: line 1: not zlib-compressed data"), "{e}");
+    }
+
+    /// Found by fuzzing review (issue 18): package files were read whole into memory, however
+    /// large a layer's gzip made them inflate; and one that is not UTF-8 stopped the scan with
+    /// an I/O error naming the layer blob, not the file.
+    #[test]
+    fn a_package_file_over_the_bound_or_not_utf8_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::create(dir.path()).unwrap();
+        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
+        let image = |entries: &[(&str, Option<&[u8]>, &str)]| Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: config.clone(),
+            layers: vec![layer(&layout, entries)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let big = vec![b'\n'; usize::try_from(MAX_TEXT).unwrap() + 1];
+        let e = scan(&layout, &image(&[("var/lib/dpkg/status", Some(&big), "")])).unwrap_err();
+        assert!(matches!(&e, ScanError::TextTooLarge { file, limit } if file == "/var/lib/dpkg/status" && *limit == MAX_TEXT), "{e}");
+        assert!(e.to_string().contains("hint:"), "{e}");
+        // At the bound, it is read.
+        let at = vec![b'\n'; usize::try_from(MAX_TEXT).unwrap()];
+        scan(&layout, &image(&[("var/lib/dpkg/status", Some(&at), "")])).unwrap();
+        let e = scan(&layout, &image(&[("app/node_modules/x/package.json", Some(b"{\n\"name\": \"\xff\"}"), "")])).unwrap_err();
+        assert!(
+            matches!(&e, ScanError::Malformed { file, line: 2, message } if file == "/app/node_modules/x/package.json" && message == "not UTF-8 text"),
+            "{e}"
+        );
     }
 
     #[test]

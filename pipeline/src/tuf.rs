@@ -205,6 +205,21 @@ pub fn tuf_key(key: &PublicKey) -> Value {
     }
 }
 
+/// Adds each key object to `keys` under its id; returns the ids, sorted, once each.
+fn register(keys: &mut BTreeMap<String, Value>, objs: impl IntoIterator<Item = Value>) -> Vec<String> {
+    let mut ids: Vec<String> = objs
+        .into_iter()
+        .map(|obj| {
+            let id = key_id(&obj);
+            keys.insert(id.clone(), obj);
+            id
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// A TUF key id: the sha256 of the key object's canonical JSON (TUF 4.2).
 pub fn key_id(key: &Value) -> String {
     Digest::of(&canonical(key)).hex().to_owned()
@@ -282,21 +297,8 @@ pub fn init(req: &Init<'_>) -> Result<PathBuf, OpsError> {
         )));
     }
     let mut keys = BTreeMap::new();
-    let mut ids = |list: &mut dyn Iterator<Item = &PublicKey>| -> Vec<String> {
-        let mut out: Vec<String> = list
-            .map(|k| {
-                let obj = tuf_key(k);
-                let id = key_id(&obj);
-                keys.insert(id.clone(), obj);
-                id
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    };
-    let root_ids = ids(&mut req.root_keys.iter().map(|k| k.public()));
-    let release_ids = ids(&mut req.release_keys.iter());
+    let root_ids = register(&mut keys, req.root_keys.iter().map(|k| tuf_key(k.public())));
+    let release_ids = register(&mut keys, req.release_keys.iter().map(tuf_key));
     let role = |ids: &[String], threshold: u64| json!({"keyids": ids, "threshold": threshold});
     let doc = json!({
         "_type": "root",
@@ -390,20 +392,7 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
     let new_root_keys: Vec<&SigningKey> =
         if req.new_root_keys.is_empty() { req.root_keys.iter().collect() } else { req.new_root_keys.iter().collect() };
     let mut keys = BTreeMap::new();
-    let mut ids_of = |list: Vec<Value>| -> Vec<String> {
-        let mut out: Vec<String> = list
-            .into_iter()
-            .map(|obj| {
-                let id = key_id(&obj);
-                keys.insert(id.clone(), obj);
-                id
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    };
-    let root_ids = ids_of(new_root_keys.iter().map(|k| tuf_key(k.public())).collect());
+    let root_ids = register(&mut keys, new_root_keys.iter().map(|k| tuf_key(k.public())));
     // The new release keys: those given, and the current ones not revoked.
     let mut release_objs: Vec<Value> = req.release_keys.iter().map(tuf_key).collect();
     release_objs.extend(
@@ -415,7 +404,7 @@ pub fn rotate(req: &Rotate<'_>) -> Result<Rotated, OpsError> {
             .filter(|id| !revoked_ids.iter().any(|r| r == id))
             .map(|id| old["keys"][id].clone()),
     );
-    let release_ids = ids_of(release_objs);
+    let release_ids = register(&mut keys, release_objs);
     for id in root_ids.iter().chain(&release_ids) {
         if revoked_ids.contains(id) {
             return Err(OpsError::Refused(format!("key {id} is revoked: it cannot be a key of the new root")));
@@ -705,16 +694,9 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// a role's delegations at the first one without metadata: with stable and lts each behind its
 /// own gate, a channel not yet moved hides no other.
 fn write_delegations(repo: &Repo, release: &[Value], root_signers: &[&dyn Signer], threshold: u64, expires: i64) -> Result<(), OpsError> {
-    let release_ids: Vec<String> = {
-        let mut ids: Vec<String> = release.iter().map(key_id).collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    };
+    let release_ids = register(&mut BTreeMap::new(), release.iter().cloned());
     let root_objs: Vec<Value> = root_signers.iter().map(|k| tuf_key(k.public())).collect();
-    let mut root_ids: Vec<String> = root_objs.iter().map(key_id).collect();
-    root_ids.sort();
-    root_ids.dedup();
+    let root_ids = register(&mut BTreeMap::new(), root_objs.iter().cloned());
     let keys_of =
         |objs: &[&[Value]]| -> BTreeMap<String, Value> { objs.iter().flat_map(|o| o.iter()).map(|k| (key_id(k), k.clone())).collect() };
     let expires = rfc3339(expires);

@@ -181,29 +181,33 @@ fn keypair(path: &Path) -> PathBuf {
     path.with_extension("pub")
 }
 
+/// `trust init` of the scratch repository's channel store with a new root key and the given
+/// release public keys; returns the store, its metadata directory and a copy of the first root
+/// (what a client trusts).
+fn init_trust(repo: &Repo, release_keys: &[&Path]) -> (PathBuf, PathBuf, PathBuf) {
+    let root_key = repo.path().join("target/keys/root.key");
+    keypair(&root_key);
+    let mut args = vec!["trust".to_owned(), "init".to_owned(), "--root-key".to_owned(), root_key.to_str().unwrap().to_owned()];
+    for k in release_keys {
+        args.extend(["--release-key".to_owned(), k.to_str().unwrap().to_owned()]);
+    }
+    args.extend(["--now".to_owned(), day(0.0)]);
+    repo.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>()).ok();
+    let channels = repo.path().join("target/channels");
+    let meta = channels.join("tuf/metadata");
+    let trusted_root = repo.path().join("target/trusted-root.json");
+    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
+    (channels, meta, trusted_root)
+}
+
 #[test]
 fn after_a_rotation_releases_cut_before_still_verify_and_the_revoked_key_signs_nothing_clients_accept() {
     let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else { return };
     let repo = Repo::new();
     let old_pub = repo.release_key();
     let old_key = old_pub.with_extension("key");
+    let (channels, meta, trusted_root) = init_trust(&repo, &[&old_pub]);
     let root_key = repo.path().join("target/keys/root.key");
-    keypair(&root_key);
-    let channels = repo.path().join("target/channels");
-    let meta = channels.join("tuf/metadata");
-    repo.xtask(&[
-        "trust",
-        "init",
-        "--root-key",
-        root_key.to_str().unwrap(),
-        "--release-key",
-        old_pub.to_str().unwrap(),
-        "--now",
-        &day(0.0),
-    ])
-    .ok();
-    let trusted_root = repo.path().join("target/trusted-root.json");
-    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
     let r1 = release(&repo, "r1");
     repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
     let kept = fs::read_dir(channels.join("edge/releases")).unwrap().next().unwrap().unwrap().file_name();
@@ -312,25 +316,7 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     let alice = alice_pub.with_extension("key");
     let bob_pub = keypair(&repo.path().join("target/keys/bob.key"));
     let bob = bob_pub.with_extension("key");
-    let root_key = repo.path().join("target/keys/root.key");
-    keypair(&root_key);
-    let channels = repo.path().join("target/channels");
-    let meta = channels.join("tuf/metadata");
-    repo.xtask(&[
-        "trust",
-        "init",
-        "--root-key",
-        root_key.to_str().unwrap(),
-        "--release-key",
-        alice_pub.to_str().unwrap(),
-        "--release-key",
-        bob_pub.to_str().unwrap(),
-        "--now",
-        &day(0.0),
-    ])
-    .ok();
-    let trusted_root = repo.path().join("target/trusted-root.json");
-    fs::copy(meta.join("1.root.json"), &trusted_root).unwrap();
+    let (channels, meta, trusted_root) = init_trust(&repo, &[&alice_pub, &bob_pub]);
     let r1 = release(&repo, "r1");
     // Edge moves with one key.
     repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();

@@ -70,6 +70,9 @@ pub struct RunOptions {
     pub rekor_api: Option<crate::stages::sign::tlog::RekorApi>,
     /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
     pub gates: Gates,
+    /// The channel store whose trust repository (`<channels>/tuf/`, if any) lists the release
+    /// keys: a stable or lts release signed with another key is refused before the build.
+    pub channels: Option<PathBuf>,
 }
 
 /// The release gates ([`crate::stages::gates`]).
@@ -185,6 +188,18 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
     if matches!(plan.channel, Channel::Stable | Channel::Lts) && is_dev_key(&plan.root, key.public()) {
         return Err(Error::DevKey { channel: plan.channel, path: dev_key_path(&plan.root) }.at(Stage::Plan));
+    }
+    if let (true, Some(store)) = (matches!(plan.channel, Channel::Stable | Channel::Lts), &opts.channels) {
+        let repo = crate::tuf::Repo::of(store);
+        if repo.exists() && !repo.may_sign_targets(key.public()).map_err(|e| Error::from(e).at(Stage::Plan))? {
+            return Err(Error::Ops(verifier::ops::OpsError::Refused(format!(
+                "a `{}` release is signed with a release key of the trust root `{}`; `{}` is not one\n  hint: `--key` names a release key the root lists (add one with `cargo xtask trust rotate`)",
+                plan.channel,
+                repo.metadata().display(),
+                key.public().key_id()
+            )))
+            .at(Stage::Plan));
+        }
     }
     // And the transparency log: the flag, else the channel's `[transparency-log] url`; a
     // channel that requires one (stable, lts) is refused without it.

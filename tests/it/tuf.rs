@@ -256,6 +256,17 @@ fn after_a_rotation_releases_cut_before_still_verify_and_the_revoked_key_signs_n
     assert_eq!(checked[0]["version"], "2.4.1");
     assert_eq!(checked[0]["status"], "revoked-after-signing: laptop lost");
 
+    // A stable release signed with the revoked key, or a key the root never listed, is refused
+    // before any work.
+    repo.git(&["tag", "v2.4.1"]);
+    let log = &crate::tlog::shared_log().url;
+    for key in [&old_key, &stranger.with_extension("key")] {
+        let out = repo.releases().join("stable-refused");
+        repo.xtask(&["release", "--channel", "stable", "--key", key.to_str().unwrap(), "--rekor-url", log, "--out", out.to_str().unwrap()])
+            .refused(&["plan stage", "is signed with a release key of the trust root", "is not one"]);
+        assert!(!out.exists());
+    }
+
     // A client that knows only the first root follows the rotation, and the release cut before
     // it still verifies (vouched for by targets the new key signed).
     let fresh = repo.path().join("target/fresh-client");

@@ -571,6 +571,8 @@ fn run_options(
     gates: release::Gates,
 ) -> Result<RunOptions, Failure> {
     let root = root_of(target.source.clone())?;
+    // The channel store of `promote` (`STELLAOPS_CHANNELS`, else target/channels).
+    let channels = std::env::var_os("STELLAOPS_CHANNELS").map(PathBuf::from).unwrap_or_else(|| root.join("target/channels"));
     Ok(RunOptions {
         plan: PlanOptions { root, channel: target.channel.into(), tree, out },
         debs: release::deb_source(build.deb_dir.clone(), build.apt_mirror.clone())?,
@@ -582,6 +584,7 @@ fn run_options(
         rekor_api: build.rekor_api.map(Into::into),
         fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
+        channels: Some(channels),
     })
 }
 

@@ -438,7 +438,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train, false);
     p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key)?;
-    if let Some(proposal) = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)? {
+    if let Some(proposal) = propose_move(req.store, &p, &env, &log, req.key, req.now)? {
         return Ok(Promoted {
             pointer: p,
             refreshed,
@@ -528,7 +528,6 @@ impl Store {
 /// made at once.
 fn propose_move(
     store: &Store,
-    cfg: &schema::config::Config,
     p: &Pointer,
     env: &Envelope,
     log: &[Pointer],
@@ -554,7 +553,6 @@ fn propose_move(
     }
     let kept = store.kept(c, log)?;
     let support_ends = p.support_ends.clone();
-    let _ = cfg;
     let kept = kept
         .iter()
         .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
@@ -707,10 +705,10 @@ pub fn rotate_trust(
     let mut checked = Vec::new();
     let mut problems = Vec::new();
     let revoking: Vec<String> = req.revoke.iter().map(|(k, _)| k.key_id()).collect();
+    let trusted = store.trusted(key.public())?;
     for &c in cfg.trains.keys() {
         let log = store.log(c, key.public())?;
         for k in store.kept(c, &log)? {
-            let trusted = store.trusted(key.public())?;
             let found = trusted.iter().find_map(|t| SignedRelease::open(&k.dir, &t.key).ok().map(|_| t));
             match found {
                 Some(t) => {
@@ -767,18 +765,12 @@ pub fn publish_trust(
     }
     refuse_unlisted_key(store, key.public())?;
     let mut states = Vec::new();
-    for (&c, train) in &cfg.trains {
+    for &c in cfg.trains.keys() {
         let log = store.log(c, key.public())?;
         let Some(pointer) = log.last().cloned() else { continue };
         let kept = store.kept(c, &log)?;
-        let support_ends = pointer.support_ends.clone().or_else(|| {
-            kept.iter()
-                .find(|k| k.current)
-                .and_then(|k| fs::read(k.dir.join("release.yaml")).ok())
-                .and_then(|b| verifier::manifest::parse(&b).ok())
-                .and_then(|d| verifier::ops::parse_time(&d.release.date).ok())
-                .map(|date| rfc3339(date + days(train.support_window_days)))
-        });
+        // The pointer carries its end of support (pointers signed before that field: none).
+        let support_ends = pointer.support_ends.clone();
         let kept = kept
             .iter()
             .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
@@ -955,7 +947,7 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     // 4.
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel), true);
     let env = pointer::sign(&p, req.key)?;
-    let pending = propose_move(req.store, &cfg, &p, &env, &log, req.key, req.now)?;
+    let pending = propose_move(req.store, &p, &env, &log, req.key, req.now)?;
     let trust = if pending.is_none() {
         req.store.issue(req.channel, &env, p.sequence)?;
         publish_trust(req.store, &cfg, req.key, req.now)?

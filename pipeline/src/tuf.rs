@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use schema::model::{rfc3339, Channel, Digest};
+use schema::model::{hex, rfc3339, Channel, Digest};
 use verifier::keys::{KeyKind, PublicKey, Signer, SigningKey};
 use verifier::ops::{io, OpsError};
 
@@ -170,24 +170,12 @@ fn revocations(root: &Value) -> BTreeMap<String, (i64, String)> {
         .collect()
 }
 
-/// A TUF key object back as a public key (ECDSA: its PEM; Ed25519: the raw key in an SPKI).
+/// A TUF key object back as a public key (ECDSA: its PEM; Ed25519: the raw key in hex).
 fn public_of(obj: &Value) -> Option<PublicKey> {
     let public = obj["keyval"]["public"].as_str()?;
     match obj["keytype"].as_str()? {
         "ecdsa" | "ecdsa-sha2-nistp256" => PublicKey::from_pem(public).ok(),
-        "ed25519" => {
-            let raw: Vec<u8> =
-                (0..public.len()).step_by(2).map(|i| u8::from_str_radix(public.get(i..i + 2)?, 16).ok()).collect::<Option<_>>()?;
-            // SPKI of an Ed25519 key (RFC 8410): a fixed 12-byte prefix, then the 32-byte key.
-            let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-            der.extend_from_slice(&raw);
-            use base64::Engine as _;
-            let pem = format!(
-                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-                base64::engine::general_purpose::STANDARD.encode(&der)
-            );
-            PublicKey::from_pem(&pem).ok()
-        }
+        "ed25519" => PublicKey::from_ed25519_raw(&schema::model::unhex(public)?).ok(),
         _ => None,
     }
 }
@@ -231,10 +219,6 @@ pub fn canonical(v: &Value) -> Vec<u8> {
     let mut ser = serde_json::Serializer::with_formatter(&mut out, olpc_cjson::CanonicalFormatter::new());
     v.serialize(&mut ser).expect("a JSON value serializes");
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `{"signed": doc, "signatures": [...]}`, signed by each key (over the canonical JSON of
@@ -659,7 +643,7 @@ pub fn cosign(repo: &Repo, proposal: &mut RoleProposal, key: &dyn Signer) -> Res
         let public = public_of(&root["keys"][id])
             .filter(|_| listed(id))
             .ok_or_else(|| OpsError::Refused(format!("the proposal is signed by {id}, not a release key of the trust root")))?;
-        let raw = unhex(sig["sig"].as_str().unwrap_or_default()).unwrap_or_default();
+        let raw = schema::model::unhex(sig["sig"].as_str().unwrap_or_default()).unwrap_or_default();
         if !public.verify(&body, &raw) {
             return Err(OpsError::Refused(format!("the proposal's signature by {id} does not verify: it was altered")));
         }
@@ -680,10 +664,6 @@ pub fn write_role(repo: &Repo, proposal: &RoleProposal) -> Result<PathBuf, OpsEr
     let path = repo.metadata().join(format!("{version}.{}.json", proposal.role));
     write_new(&path, &bytes)?;
     Ok(path)
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The offline part of the repository, signed by the root keys at `init` and `rotate`: the

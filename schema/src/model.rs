@@ -53,6 +53,14 @@ pub fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Lowercase or uppercase hex back to bytes; `None` for an odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 impl FromStr for Digest {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, ParseError> {

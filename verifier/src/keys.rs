@@ -216,6 +216,15 @@ impl PublicKey {
         }
     }
 
+    /// An Ed25519 key from its 32 raw bytes (as TUF metadata writes it).
+    pub fn from_ed25519_raw(raw: &[u8]) -> Result<PublicKey, String> {
+        let raw: [u8; 32] = raw.try_into().map_err(|_| format!("{} bytes, not an Ed25519 key", raw.len()))?;
+        let k = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|e| e.to_string())?;
+        let der = k.to_public_key_der().map_err(|e| e.to_string())?.as_bytes().to_vec();
+        let pem = k.to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+        Ok(PublicKey { kind: KeyKind::Ed25519, der, pem })
+    }
+
     /// Checks `sig` over `msg`.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
         use pkcs8::DecodePublicKey;

@@ -141,19 +141,27 @@ pub fn root_from_inclusion_proof(index: u64, size: u64, leaf: [u8; 32], path: &[
     Ok(r)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use schema::model::hex;
 
 fn unhex32(s: &str) -> Result<[u8; 32], String> {
-    if s.len() != 64 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("`{s}` is not 64 hex digits"));
+    schema::model::unhex(s).and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| format!("`{s}` is not 64 hex digits"))
+}
+
+/// Steps 2-3 of both APIs: the proof is for the entry's index, and its audit path leads from
+/// the leaf to the root it states.
+fn check_inclusion(index: u64, log_index: u64, size: u64, leaf: [u8; 32], path: &[[u8; 32]], root: [u8; 32]) -> Result<(), String> {
+    if index != log_index {
+        return Err(format!("the inclusion proof is for index {index}, the entry is at {log_index}"));
     }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    let computed = root_from_inclusion_proof(index, size, leaf, path).map_err(|m| format!("inclusion proof: {m}"))?;
+    if computed != root {
+        return Err(format!(
+            "inclusion proof: the audit path leads to root {}, the proof states {} (tree size {size})",
+            hex(&computed),
+            hex(&root)
+        ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The 4-byte key hint of a note signature: the start of the sha256 of the key's SPKI DER.
@@ -272,17 +280,7 @@ pub fn check_entry(
         .map(|h| unhex32(h.as_str().unwrap_or_default()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| format!("the inclusion proof's `hashes`: {m}"))?;
-    if index != log_index {
-        return Err(format!("the inclusion proof is for index {index}, the entry is at {log_index}"));
-    }
-    let computed = root_from_inclusion_proof(index, size, leaf, &path).map_err(|m| format!("inclusion proof: {m}"))?;
-    if computed != root {
-        return Err(format!(
-            "inclusion proof: the audit path leads to root {}, the proof states {} (tree size {size})",
-            hex(&computed),
-            hex(&root)
-        ));
-    }
+    check_inclusion(index, log_index, size, leaf, &path, root)?;
     // 4. The checkpoint.
     let checkpoint = proof["checkpoint"].as_str().ok_or("the inclusion proof has no `checkpoint`")?;
     check_checkpoint(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
@@ -352,17 +350,7 @@ fn check_entry_v2(
         .map(b64_32)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| format!("the inclusion proof's `hashes`: {m}"))?;
-    if index != log_index {
-        return Err(format!("the inclusion proof is for index {index}, the entry is at {log_index}"));
-    }
-    let computed = root_from_inclusion_proof(index, size, leaf, &path).map_err(|m| format!("inclusion proof: {m}"))?;
-    if computed != root {
-        return Err(format!(
-            "inclusion proof: the audit path leads to root {}, the proof states {} (tree size {size})",
-            hex(&computed),
-            hex(&root)
-        ));
-    }
+    check_inclusion(index, log_index, size, leaf, &path, root)?;
     let checkpoint = proof["checkpoint"]["envelope"].as_str().ok_or("the inclusion proof has no `checkpoint.envelope`")?;
     check_checkpoint(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
     Ok(LoggedEntry { uuid: hex(&leaf), log_index, integrated_time: None })

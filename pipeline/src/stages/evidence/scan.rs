@@ -658,6 +658,18 @@ mod tests {
 "#;
 
     /// A gzipped layer of (path, content) files and (path, target) hard links (content `None`).
+    /// An image of one layer holding `entries`, with an empty config.
+    fn one_layer_image(layout: &Layout, entries: &[(&str, Option<&[u8]>, &str)]) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: None,
+            config: layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap(),
+            layers: vec![layer(layout, entries)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
     fn layer(layout: &Layout, entries: &[(&str, Option<&[u8]>, &str)]) -> oci::Descriptor {
         let mut b = tar::Builder::new(Vec::new());
         for (path, data, link) in entries {
@@ -739,15 +751,7 @@ mod tests {
         use crate::stages::evidence::auditable;
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path()).unwrap();
-        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
-        let image = |entries: &[(&str, Option<&[u8]>, &str)]| Manifest {
-            schema_version: 2,
-            media_type: None,
-            config: config.clone(),
-            layers: vec![layer(&layout, entries)],
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
+        let image = |entries: &[(&str, Option<&[u8]>, &str)]| one_layer_image(&layout, entries);
         let e = scan(&layout, &image(&[("srv/app.war", Some(b"PK\x03\x04 but no directory, long enough"), "")])).unwrap_err();
         assert!(matches!(&e, ScanError::Malformed { file, line: 1, .. } if file == "/srv/app.war"), "{e}");
         // An archive over the bound is refused by name, with a hint.
@@ -767,15 +771,7 @@ mod tests {
     fn a_package_file_over_the_bound_or_not_utf8_is_refused_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::create(dir.path()).unwrap();
-        let config = layout.put_blob("application/vnd.oci.image.config.v1+json", b"{}").unwrap();
-        let image = |entries: &[(&str, Option<&[u8]>, &str)]| Manifest {
-            schema_version: 2,
-            media_type: None,
-            config: config.clone(),
-            layers: vec![layer(&layout, entries)],
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
+        let image = |entries: &[(&str, Option<&[u8]>, &str)]| one_layer_image(&layout, entries);
         let big = vec![b'\n'; usize::try_from(MAX_TEXT).unwrap() + 1];
         let e = scan(&layout, &image(&[("var/lib/dpkg/status", Some(&big), "")])).unwrap_err();
         assert!(matches!(&e, ScanError::TextTooLarge { file, limit } if file == "/var/lib/dpkg/status" && *limit == MAX_TEXT), "{e}");

@@ -237,6 +237,8 @@ pub struct Promote<'a> {
     /// `--emergency REASON`: put the release on `to` without its time on the source channel
     /// (recorded in the pointer).
     pub emergency: Option<String>,
+    /// `--vsa FILE`: rebuild verdicts offered for `to`'s `[rebuild-verdict]` gate.
+    pub vsa: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -280,6 +282,42 @@ fn quarter(t: i64) -> (String, i64) {
         .map(|date| date.midnight().assume_utc().unix_timestamp())
         .unwrap_or(t);
     (format!("{} Q{}", d.year(), q + 1), next)
+}
+
+/// `[rebuild-verdict]`: one of `req.vsa` is a passing verdict about `release_yaml` by one of
+/// the configured rebuilder keys (none of which may be the release key). No emergency skips it.
+fn rebuild_gate(
+    req: &Promote<'_>,
+    gate: &schema::files::RebuildVerdict,
+    release_yaml: &Digest,
+    release_key: &PublicKey,
+) -> Result<(), String> {
+    let config = format!("`release-trains/{}.toml` [rebuild-verdict] required-from", req.to);
+    let mut keys = Vec::new();
+    for k in &gate.required_from {
+        let path = req.root.join(k);
+        let key = PublicKey::load(&path).map_err(|e| format!("{config}: `{k}`: {e}"))?;
+        if key.key_id() == release_key.key_id() {
+            return Err(format!("{config}: `{k}` is the release key itself; a rebuild verdict is a second party's"));
+        }
+        keys.push(key);
+    }
+    if req.vsa.is_empty() {
+        return Err(format!(
+            "`{}` takes a release only with a passing rebuild verdict by one of {} ({config})\n  hint: a rebuilder runs `cargo xtask repro --against <release> --release-key <release.pub> --key <rebuilder key> --vsa FILE`; pass it with `--vsa FILE`",
+            req.to,
+            gate.required_from.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let mut why = Vec::new();
+    for f in &req.vsa {
+        let bytes = std::fs::read(f).map_err(|e| format!("`{}`: {e}", f.display()))?;
+        match verifier::vsa::check_any(&bytes, &keys, release_yaml) {
+            Ok(_) => return Ok(()),
+            Err(e) => why.push(format!("`{}`:\n{}", f.display(), e.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))),
+        }
+    }
+    Err(format!("no passing rebuild verdict by a key of {config}:\n  {}", why.join("\n  ")))
 }
 
 /// `cargo xtask promote`:
@@ -336,6 +374,10 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
     verifier::tlog::promotable(&rel.dir, public, to_train.transparency_log.required)
         .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
+    if let Some(gate) = &to_train.rebuild_verdict {
+        rebuild_gate(req, gate, &rel.digest, public)
+            .map_err(|e| OpsError::Refused(format!("`{version}` cannot be promoted to `{}`: {e}", req.to)))?;
+    }
 
     // 3.
     let log = req.store.log(req.to, public)?;

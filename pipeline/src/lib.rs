@@ -29,6 +29,7 @@ pub mod channels;
 pub mod error;
 pub mod fault;
 pub mod lock;
+pub mod rebuild;
 pub mod release;
 pub mod repro;
 pub mod signer;

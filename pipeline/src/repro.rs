@@ -32,6 +32,16 @@ pub enum ReproError {
     BuildFailed { run: usize, conditions: String, code: i32, stderr: String },
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    /// `--against`: the published release does not verify with the given key.
+    #[error(
+        "`{what}` does not verify, so it is not rebuilt:\n{failures}\n  hint: check `--key` (the release's public key) and `--rekor-key`"
+    )]
+    NotVerified { what: String, failures: String },
+    /// `--against`: the published release cannot be rebuilt as given.
+    #[error("{0}")]
+    Against(String),
+    #[error("git: {0}")]
+    Git(String),
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -43,7 +53,10 @@ pub enum ReproError {
 impl ReproError {
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
-            ReproError::Mismatch(_) | ReproError::Files(..) => schema::exit::REJECTED,
+            ReproError::Mismatch(_) | ReproError::Files(..) | ReproError::NotVerified { .. } | ReproError::Against(_) => {
+                schema::exit::REJECTED
+            }
+            ReproError::Git(_) => schema::exit::ENVIRONMENT,
             ReproError::BuildFailed { code, .. } => schema::exit::Code::from_status(*code),
             ReproError::Layout(_) | ReproError::Io { .. } => schema::exit::ENVIRONMENT,
         }

@@ -41,6 +41,19 @@ pub struct Train {
     /// The transparency log of this channel's releases (spec §2.3).
     #[serde(default)]
     pub transparency_log: TransparencyLog,
+    /// A second party's rebuild as a promotion gate: `promote --to` this channel needs a
+    /// passing rebuild verdict (`repro --against`'s VSA) by one of these keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_verdict: Option<RebuildVerdict>,
+}
+
+/// `[rebuild-verdict]` of a channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RebuildVerdict {
+    /// Public key files (SPKI PEM, relative to the repository root) of the rebuilders whose
+    /// passing verdict a promotion to this channel needs (one of them). Never the release key.
+    pub required_from: Vec<String>,
 }
 
 /// `[transparency-log]` of a channel.

@@ -24,6 +24,7 @@ mod multistage;
 mod oci_tools;
 mod ops;
 mod publish;
+mod rebuild;
 mod refusals;
 mod release;
 mod support;

@@ -19,3 +19,4 @@ pub mod published;
 pub mod release;
 pub mod sign;
 pub mod tlog;
+pub mod vsa;

@@ -8,6 +8,7 @@ mod kit;
 mod ops;
 mod progress;
 mod publish;
+mod rebuild;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -112,9 +113,40 @@ enum Command {
         target: Target,
         #[command(flatten)]
         build: BuildFlags,
-        /// Keep both builds under DIR/build-1 and DIR/build-2 for inspection (diffoscope).
+        /// Keep both builds under DIR/build-1 and DIR/build-2 for inspection (diffoscope);
+        /// with `--against`, the rebuilt release under DIR/rebuilt.
         #[arg(long, value_name = "DIR")]
         keep: Option<PathBuf>,
+        /// Rebuild a published release from its commit and compare: a release directory, a
+        /// kit (`.tar.zst`), or `docker://HOST[:PORT]/NAMESPACE` (with `--release`). The
+        /// published release is verified with `--release-key` first; the commit is its images'
+        /// revision label, checked out from `--source`'s repository; every image, SBOM (both
+        /// encodings), chart and compose file release.yaml states is compared. The verdict is a
+        /// SLSA Verification Summary Attestation signed with `--key` (the verifier's own key),
+        /// written to `--vsa`, passed or failed. Exit 1 when anything differs.
+        #[arg(long, value_name = "DIR|KIT|docker://HOST/NS", requires = "release_key")]
+        against: Option<String>,
+        /// `--against`: the published release's public key (SPKI PEM), obtained out of band.
+        #[arg(long, value_name = "FILE")]
+        release_key: Option<PathBuf>,
+        /// `--against docker://...`: the directory holding the release's signed `release.yaml`
+        /// and `release.yaml.sig` (the registry holds the images, not the manifest).
+        #[arg(long, value_name = "DIR")]
+        release: Option<PathBuf>,
+        /// `--against`: the transparency log's public key, for a release with log entries.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+        rekor_key: Option<PathBuf>,
+        /// `--against docker://...`: Docker config file with credentials for the registry.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
+        /// `--against`: where to write the signed verdict (DSSE envelope of the VSA statement).
+        /// Default: target/vsa/<version>-<channel>.vsa.json under `--source`.
+        #[arg(long, value_name = "FILE")]
+        vsa: Option<PathBuf>,
+        /// `--against`: the verifier's identity in the VSA (`predicate.verifier.id`).
+        /// Default: `https://stella-ops.org/rebuilder#<key id>`.
+        #[arg(long, value_name = "URI")]
+        verifier_id: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -180,6 +212,14 @@ enum Command {
         /// Docker config file with credentials for `--registry`.
         #[arg(long, value_name = "FILE")]
         docker_config: Option<PathBuf>,
+        /// Also require a passing rebuild verdict for this release: the SLSA Verification
+        /// Summary Attestation that `repro --against` wrote (a DSSE envelope), signed by
+        /// `--vsa-key`, saying PASSED about this release.yaml's digest.
+        #[arg(long, value_name = "FILE", requires = "vsa_key")]
+        vsa: Option<PathBuf>,
+        /// The rebuilder's public key for `--vsa` (a second party's, not the release key).
+        #[arg(long, value_name = "FILE", requires = "vsa")]
+        vsa_key: Option<PathBuf>,
     },
     #[command(flatten)]
     Ops(ops::OpsCommand),
@@ -673,7 +713,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Repro { target, build, keep, json } => {
+        Command::Repro {
+            target,
+            build,
+            keep,
+            against: Some(against),
+            release_key,
+            release,
+            rekor_key,
+            docker_config,
+            vsa,
+            verifier_id,
+            json,
+        } => {
+            let root = root_of(target.source.clone())?;
+            let request = rebuild::Request {
+                against,
+                release_key,
+                release,
+                rekor_key,
+                docker_config,
+                vsa,
+                verifier_id,
+                keep,
+                json,
+                quiet: cli.quiet,
+            };
+            rebuild::run(&root, &build, request)
+        }
+        Command::Repro { target, build, keep, json, .. } => {
             let root = root_of(target.source.clone())?;
             let exe = std::env::current_exe()
                 .map_err(|e| Failure { code: schema::exit::Code::Environment, message: format!("cannot find this program: {e}") })?;
@@ -862,7 +930,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
-        Command::Verify { dir, base, key, fips, rekor_key, json, registry, docker_config } => {
+        Command::Verify { dir, base, key, fips, rekor_key, json, registry, docker_config, vsa, vsa_key } => {
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,
@@ -878,15 +946,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
             let log = rekor_key.as_deref().map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
             if dir.is_file() && registry.is_none() {
+                if vsa.is_some() {
+                    return Err(Failure {
+                        code: schema::exit::REJECTED,
+                        message: format!(
+                            "`--vsa` is checked against a release directory, and `{}` is a kit\n  hint: `kit import` it into a directory, then `verify DIR/stellaops/<version>-<channel> --vsa ...`",
+                            dir.display()
+                        ),
+                    });
+                }
                 return kit::verify(&dir, &public, log.as_ref(), fips, base.as_deref(), json, cli.quiet);
             }
-            let report = match &registry {
+            let mut report = match &registry {
                 Some(r) => {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
                     publish::verify_registry(&dir, &public, r, docker_config)?
                 }
                 None => verifier::release::verify(&dir, &public, log.as_ref(), fips),
             };
+            if let (Some(vsa), Some(vsa_key)) = (&vsa, &vsa_key) {
+                let rebuilder = verifier::keys::PublicKey::load(vsa_key).map_err(pipeline::Error::from)?;
+                let result = std::fs::read(vsa).map_err(|e| format!("`{}`: {e}", vsa.display())).and_then(|bytes| {
+                    let yaml =
+                        std::fs::read(dir.join("release.yaml")).map_err(|e| format!("`{}`: {e}", dir.join("release.yaml").display()))?;
+                    if rebuilder.key_id() == public.key_id() {
+                        return Err("it is signed by the release key itself: a rebuild verdict is a second party's".to_owned());
+                    }
+                    verifier::vsa::check(&bytes, &rebuilder, &schema::model::Digest::of(&yaml))
+                });
+                report.checks.push(verifier::release::Check {
+                    ok: result.is_ok(),
+                    what: format!("rebuild verdict `{}` (VSA) passes, signed by `{}`", vsa.display(), vsa_key.display()),
+                    detail: result.err().unwrap_or_default(),
+                });
+            }
             if json {
                 print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
             } else {

@@ -81,6 +81,10 @@ pub enum OpsCommand {
         /// cannot wait; the reason is recorded in the signed pointer and shown by `history`.
         #[arg(long, value_name = "REASON")]
         emergency: Option<String>,
+        /// A rebuild verdict (`repro --against`'s signed VSA) for a channel whose
+        /// `[rebuild-verdict]` requires one; repeat to offer several.
+        #[arg(long, value_name = "FILE", conflicts_with = "cosign")]
+        vsa: Vec<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -301,7 +305,7 @@ fn describe(p: &pointer::Pointer) -> String {
 pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     match cmd {
         OpsCommand::Trust(t) => trust(t),
-        OpsCommand::Promote { release, cosign, to, emergency, store, key, clock, json } => {
+        OpsCommand::Promote { release, cosign, to, emergency, vsa, store, key, clock, json } => {
             let (root, store) = store_of(&store)?;
             let key = key.load(&root)?;
             if cosign {
@@ -333,6 +337,7 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 key: key.as_ref(),
                 now: clock.clock().now(),
                 emergency,
+                vsa,
             };
             let done = channels::promote(&req).map_err(ops)?;
             if json {

@@ -34,7 +34,7 @@ pub enum ReproError {
     Layout(#[from] LayoutError),
     /// `--against`: the published release does not verify with the given key.
     #[error(
-        "`{what}` does not verify, so it is not rebuilt:\n{failures}\n  hint: check `--key` (the release's public key) and `--rekor-key`"
+        "`{what}` does not verify, so it is not rebuilt:\n{failures}\n  hint: check `--release-key` (the release's public key) and `--rekor-key`"
     )]
     NotVerified { what: String, failures: String },
     /// `--against`: the published release cannot be rebuilt as given.

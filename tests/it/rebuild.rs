@@ -79,6 +79,11 @@ fn a_published_release_rebuilds_identically_from_a_kit_and_a_registry_and_a_repl
         let out = run_ok(Command::new(python).arg(scripts.join("intoto_check.py")).arg(&st_path));
         assert!(out.contains("1 valid, 0 invalid"), "{out}");
     }
+    // A release that does not verify with the key given is not rebuilt.
+    let stranger = repo.path().join("target/keys/rebuilder.pub");
+    against(&repo, kit.to_str().unwrap(), &stranger, &rebuilder, &repo.path().join("target/x.json"), &[])
+        .refused(&["does not verify, so it is not rebuilt", "--release-key"]);
+    assert!(!repo.path().join("target/x.json").exists());
     // `verify --vsa`: passes with the rebuilder's key; the release key is not a second party.
     let rebuilder_pub = rebuilder.with_extension("pub");
     let vk = |vsa: &Path, key: &Path| {

@@ -442,6 +442,11 @@ fn measured(cmd: Cmd) -> Result<(f64, u64), BenchError> {
 /// with a generated tree of `bytes` as one more layer of web-ui; released (by `exe release`,
 /// the xtask binary) into `dir/release`, which is returned.
 pub fn bulk_release(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Result<PathBuf, BenchError> {
+    Ok(bulk_release_timed(exe, workspace, dir, bytes)?.0)
+}
+
+/// [`bulk_release`], with the release's time and peak memory: (directory, seconds, KiB).
+fn bulk_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Result<(PathBuf, f64, u64), BenchError> {
     let repo = dir.join("repo");
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(&repo)?;
@@ -469,7 +474,7 @@ pub fn bulk_release(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Res
     git("bench repository: add", &["add", "-A"])?;
     git("bench repository: commit", &["commit", "-q", "-m", "bench"])?;
     let release = dir.join("release");
-    measured(
+    let (seconds, kib) = measured(
         Cmd::new(exe, "the release")
             // The bench measures kits; the repository's gates (tests, budgets) are not its subject.
             .args(["--quiet", "release", "--skip-gates", "--channel", "edge", "--source"])
@@ -479,7 +484,44 @@ pub fn bulk_release(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Res
             .arg("--cache")
             .arg(workspace.join("target/stellaops-cache")),
     )?;
-    Ok(release)
+    Ok((release, seconds, kib))
+}
+
+/// What `bench --repro` found: one release of a bench repository, then `repro` of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReproReport {
+    /// Bytes of the generated tree in web-ui's extra layer.
+    pub tree_bytes: u64,
+    pub release_seconds: f64,
+    pub release_peak_rss_kib: u64,
+    /// Two whole releases (at once, under varied conditions) and the comparison.
+    pub repro_seconds: f64,
+    pub repro_peak_rss_kib: u64,
+    /// `repro_seconds / release_seconds`; the target is at most 2.2.
+    pub ratio: f64,
+}
+
+/// `bench --repro`: how much a whole-release `repro` costs against one release of the same
+/// repository (the bench bundle with a generated tree of `size_mib`), in one run.
+pub fn repro(opts: &KitOptions, reporter: &dyn Reporter) -> Result<ReproReport, BenchError> {
+    let bytes = opts.size_mib << 20;
+    note(reporter, format!("bench: a release of the bundle with a {} MiB tree, then `repro` of it", opts.size_mib));
+    let (_, release_seconds, release_peak_rss_kib) = bulk_release_timed(&opts.exe, &opts.workspace, &opts.dir, bytes)?;
+    let (repro_seconds, repro_peak_rss_kib) = measured(
+        Cmd::new(&opts.exe, "repro of the bench repository")
+            .args(["--quiet", "repro", "--source"])
+            .arg(opts.dir.join("repo"))
+            .arg("--cache")
+            .arg(opts.workspace.join("target/stellaops-cache")),
+    )?;
+    Ok(ReproReport {
+        tree_bytes: bytes,
+        release_seconds,
+        release_peak_rss_kib,
+        repro_seconds,
+        repro_peak_rss_kib,
+        ratio: repro_seconds / release_seconds.max(1e-9),
+    })
 }
 
 /// What [`kit`] measures.

@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// load) against `zstd -d | sha256sum`, with peak memory at 1/8 of the size and at all of it.
     #[arg(long)]
     kit: bool,
+    /// Measure `repro` instead: one release of the bench bundle (web-ui carrying a generated
+    /// tree of `--size-mib`), then `repro` of the same repository (two whole releases at once
+    /// and the comparison); prints both times and their ratio (target: at most 2.2).
+    #[arg(long)]
+    repro: bool,
     /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
     #[arg(long, hide = true, value_name = "DIR")]
     layer_only: Option<PathBuf>,
@@ -66,6 +71,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Ok(());
     }
     let exe = std::env::current_exe()?;
+    if args.repro {
+        let opts = pipeline::bench::KitOptions { dir, size_mib: args.size_mib, exe, workspace };
+        let r = pipeline::bench::repro(&opts, &Notes)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "release ({} MiB tree)  {:>8.2} s  peak {} MiB\nrepro (2 releases + compare)  {:>8.2} s  peak {} MiB\nrepro / release  {:.2}x (target: at most 2.2x)",
+                r.tree_bytes >> 20,
+                r.release_seconds,
+                r.release_peak_rss_kib / 1024,
+                r.repro_seconds,
+                r.repro_peak_rss_kib / 1024,
+                r.ratio
+            );
+        }
+        return Ok(());
+    }
     if args.kit {
         let opts = pipeline::bench::KitOptions { dir, size_mib: args.size_mib, exe, workspace };
         print_kit(&pipeline::bench::kit(&opts, &Notes)?, args.json);

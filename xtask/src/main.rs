@@ -405,6 +405,7 @@ impl BuildFlags {
                     base_mirror: self.base_mirror.clone(),
                     tls: self.builder_tls(),
                     build_cache: self.build_cache.clone(),
+                    limits: pipeline::stages::build::buildkit::StreamLimits::from_env(),
                 })
             }
         }

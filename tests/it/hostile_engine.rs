@@ -1,7 +1,8 @@
 //! The BuildKit backend against a hostile Docker engine (issue 18, point 5). A real engine
 //! cannot be made to misbehave on demand, so `TestServerPlayingAnEngine` plays one: real HTTP
-//! on a Unix socket (an endpoint as `--builder unix:///...` names it; a `tcp://` endpoint is the
-//! same HTTP under mutual TLS), one thread per connection, answering what the backend asks
+//! on a Unix socket (`--builder unix:///...`) or on loopback TCP behind mutual TLS (`--builder
+//! tcp://...`: the backend speaks to a TCP engine with mutual TLS only; certificates by openssl,
+//! the server side by rustls), one thread per connection, answering what the backend asks
 //! before a build as a Docker engine does (`GET /version`, `GET /_ping`; `POST /session` is
 //! refused, the build's status stream is what is tested) and then answering `POST /build` with
 //! garbage, a body that is not HTTP chunking, an endless log, or silence.
@@ -11,6 +12,7 @@
 //! variable), with nothing released; with a healthy builder beside it, the job goes there.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
+use crate::builders::Certs;
 use crate::buildkit::{repo_with, DOCKERFILE};
 use crate::faults::assert_nothing_released;
 use crate::support::{xtask_cmd, Repo, Run};
@@ -36,9 +39,34 @@ enum Build {
     Stall,
 }
 
+/// One connection to the engine: a Unix socket, or TLS over TCP.
+trait Conn: Read + Write + Send + 'static {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, d)
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        self.sock.set_read_timeout(d)
+    }
+}
+
+/// Where the engine listens.
+enum Listen {
+    Unix(PathBuf),
+    /// Loopback TCP; the server's TLS config (its certificate, client certificates of the CA
+    /// required).
+    Tls(String),
+}
+
 /// A Docker engine that answers health checks and then plays [`Build`].
 struct TestServerPlayingAnEngine {
-    socket: PathBuf,
+    listen: Listen,
     /// Bytes of build status sent (endless logs).
     sent: Arc<AtomicU64>,
     /// `POST /build` requests received.
@@ -47,42 +75,94 @@ struct TestServerPlayingAnEngine {
 }
 
 impl TestServerPlayingAnEngine {
-    fn start(dir: &Path, build: Build) -> TestServerPlayingAnEngine {
-        let socket = dir.join(format!("hostile-engine-{build:?}.sock").to_ascii_lowercase());
-        let listener = UnixListener::bind(&socket).unwrap();
+    /// On a Unix socket in `dir`, or (with `tls`: the certificates) on loopback TCP.
+    fn start(dir: &Path, build: Build, tls: Option<&Certs>) -> TestServerPlayingAnEngine {
         let (sent, builds, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
         let (s, b, st) = (sent.clone(), builds.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (s, b, st) = (s.clone(), b.clone(), st.clone());
+        let listen = match tls {
+            None => {
+                let socket = dir.join(format!("hostile-engine-{build:?}.sock").to_ascii_lowercase());
+                let listener = UnixListener::bind(&socket).unwrap();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, build, &s, &b, &st);
+                    for conn in listener.incoming() {
+                        if st.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let Ok(conn) = conn else { continue };
+                        let (s, b, st) = (s.clone(), b.clone(), st.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve(conn, build, &s, &b, &st);
+                        });
+                    }
                 });
+                Listen::Unix(socket)
             }
-        });
-        TestServerPlayingAnEngine { socket, sent, builds, stop }
+            Some(certs) => {
+                let config = server_tls(certs);
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                std::thread::spawn(move || {
+                    for conn in listener.incoming() {
+                        if st.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let Ok(conn) = conn else { continue };
+                        let Ok(tls) = rustls::ServerConnection::new(config.clone()) else { continue };
+                        let (s, b, st) = (s.clone(), b.clone(), st.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve(rustls::StreamOwned::new(tls, conn), build, &s, &b, &st);
+                        });
+                    }
+                });
+                Listen::Tls(addr)
+            }
+        };
+        TestServerPlayingAnEngine { listen, sent, builds, stop }
     }
 
     fn endpoint(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        match &self.listen {
+            Listen::Unix(socket) => format!("unix://{}", socket.display()),
+            Listen::Tls(addr) => format!("tcp://{addr}"),
+        }
     }
 }
 
 impl Drop for TestServerPlayingAnEngine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.socket);
+        match &self.listen {
+            Listen::Unix(socket) => drop(UnixStream::connect(socket)),
+            Listen::Tls(addr) => drop(TcpStream::connect(addr)),
+        }
     }
 }
 
+/// The engine's side of mutual TLS: its certificate (`server-cert.pem`, for `IP:127.0.0.1`),
+/// and a client certificate signed by the CA (`ca.pem`) required.
+fn server_tls(certs: &Certs) -> Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(certs.dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let chain = CertificateDer::pem_file_iter(certs.dir.join("server-cert.pem")).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.dir.join("server-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .unwrap();
+    Arc::new(config)
+}
+
 /// Serves the requests of one connection (HTTP/1.1, kept alive).
-fn serve(conn: UnixStream, build: Build, sent: &AtomicU64, builds: &AtomicUsize, stop: &AtomicBool) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
+fn serve<C: Conn>(conn: C, build: Build, sent: &AtomicU64, builds: &AtomicUsize, stop: &AtomicBool) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -117,29 +197,30 @@ fn serve(conn: UnixStream, build: Build, sent: &AtomicU64, builds: &AtomicUsize,
             std::io::copy(&mut (&mut reader).take(length as u64), &mut std::io::sink())?;
         }
         let path = path.split('?').next().unwrap_or("");
+        let out = reader.get_mut();
         if path.ends_with("/_ping") {
-            respond(&mut out, "200 OK", "text/plain", b"OK")?;
+            respond(out, "200 OK", "text/plain", b"OK")?;
         } else if path.ends_with("/version") {
             let version = br#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12","Os":"linux","Arch":"amd64","KernelVersion":"6.1.0","GoVersion":"go1.19.8"}"#;
-            respond(&mut out, "200 OK", "application/json", version)?;
+            respond(out, "200 OK", "application/json", version)?;
         } else if path.ends_with("/build") {
             builds.fetch_add(1, Ordering::SeqCst);
-            return play(out, build, sent, stop);
+            return play(reader.into_inner(), build, sent, stop);
         } else {
             // `/session` (BuildKit's file transfer) and anything else: refused, closed.
-            respond(&mut out, "404 Not Found", "application/json", br#"{"message":"page not found"}"#)?;
+            respond(out, "404 Not Found", "application/json", br#"{"message":"page not found"}"#)?;
             return Ok(());
         }
     }
 }
 
-fn respond(out: &mut UnixStream, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(out: &mut impl Write, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
     write!(out, "HTTP/1.1 {status}\r\nApi-Version: 1.41\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n", body.len())?;
     out.write_all(body)?;
     out.flush()
 }
 
-fn chunk(out: &mut UnixStream, data: &[u8]) -> std::io::Result<()> {
+fn chunk(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
     write!(out, "{:x}\r\n", data.len())?;
     out.write_all(data)?;
     out.write_all(b"\r\n")?;
@@ -147,11 +228,11 @@ fn chunk(out: &mut UnixStream, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Holds the connection open, silent, until the server stops or the client goes.
-fn hold(out: &UnixStream, stop: &AtomicBool) -> std::io::Result<()> {
+fn hold<C: Conn>(mut out: C, stop: &AtomicBool) -> std::io::Result<()> {
     out.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut byte = [0u8; 1];
     while !stop.load(Ordering::SeqCst) {
-        match (&*out).read(&mut byte) {
+        match out.read(&mut byte) {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
@@ -162,7 +243,7 @@ fn hold(out: &UnixStream, stop: &AtomicBool) -> std::io::Result<()> {
 }
 
 /// The answer to `POST /build`.
-fn play(mut out: UnixStream, build: Build, sent: &AtomicU64, stop: &AtomicBool) -> std::io::Result<()> {
+fn play<C: Conn>(mut out: C, build: Build, sent: &AtomicU64, stop: &AtomicBool) -> std::io::Result<()> {
     out.write_all(b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")?;
     match build {
         Build::BadChunking => {
@@ -183,7 +264,7 @@ fn play(mut out: UnixStream, build: Build, sent: &AtomicU64, stop: &AtomicBool) 
             }
         }
     }
-    hold(&out, stop)
+    hold(out, stop)
 }
 
 /// One line of Docker's build stream carrying BuildKit's status (`moby.buildkit.trace`: a
@@ -224,9 +305,13 @@ fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `release --backend buildkit` on `builders`, the stream bounds lowered to `limits`.
-fn release_on(repo: &Repo, registry: &str, builders: &[String], limits: &str) -> Run {
+/// `release --backend buildkit` on `builders` (`tcp://` ones with the client certificate of
+/// `certs`), the stream bounds lowered to `limits`.
+fn release_on(repo: &Repo, registry: &str, builders: &[String], certs: Option<&Certs>, limits: &str) -> Run {
     let mut cmd = xtask_cmd();
+    if let Some(certs) = certs {
+        cmd.env("DOCKER_CERT_PATH", certs.client());
+    }
     cmd.args(["release", "--channel", "edge", "--backend", "buildkit", "--base-mirror", &format!("{registry}/stellaops-it-bases")]);
     for b in builders {
         cmd.args(["--builder", b]);
@@ -237,9 +322,10 @@ fn release_on(repo: &Repo, registry: &str, builders: &[String], limits: &str) ->
 
 #[test]
 fn test_server_playing_a_hostile_engine_garbage_bad_chunking_endless_logs_and_silence_each_fail_the_release_naming_the_builder() {
-    let Some(registry) = crate::support::registry() else { return };
+    let (Some(registry), Some(openssl)) = (crate::support::registry(), crate::support::tool("openssl")) else { return };
     let repo = repo_with(DOCKERFILE);
     let sockets = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&openssl, sockets.path());
     // (what the engine does, the bounds, what the error says, the note on dropping it)
     let misbehaved = "misbehaved";
     let cases: [(Build, &str, &[&str], &str); 4] = [
@@ -260,14 +346,15 @@ fn test_server_playing_a_hostile_engine_garbage_bad_chunking_endless_logs_and_si
         ),
         (Build::Stall, "idle=3", &["sent nothing for 3 s during the build", "stalled", "`bkdemo linux/amd64`"], misbehaved),
     ];
-    for (build, limits, says, note) in cases {
-        let engine = TestServerPlayingAnEngine::start(sockets.path(), build);
+    // Each on a Unix socket, and on TCP behind mutual TLS (a remote builder).
+    for ((build, limits, says, note), tls) in cases.into_iter().flat_map(|c| [(c, None), (c, Some(&certs))]) {
+        let engine = TestServerPlayingAnEngine::start(sockets.path(), build, tls);
         let endpoint = engine.endpoint();
         let started = Instant::now();
-        let run = release_on(&repo, &registry, std::slice::from_ref(&endpoint), limits);
+        let run = release_on(&repo, &registry, std::slice::from_ref(&endpoint), tls, limits);
         let took = started.elapsed();
         let why = run.stderr.lines().find(|l| l.starts_with("  - ")).unwrap_or_default();
-        eprintln!("{build:?}: refused in {took:.1?}:\n{why}");
+        eprintln!("{build:?} on `{endpoint}`: refused in {took:.1?}:\n{why}");
         assert_eq!(run.code, 3, "{build:?}: expected exit 3\nstderr:\n{}", run.stderr);
         assert!(engine.builds.load(Ordering::SeqCst) >= 1, "{build:?}: the build never reached the engine:\n{}", run.stderr);
         // Named: the builder, what it did, and the job's component.
@@ -294,10 +381,10 @@ fn test_server_playing_a_hostile_engine_beside_a_healthy_one_loses_the_job_to_it
     let Some((docker_host, registry)) = crate::support::services() else { return };
     let repo = repo_with(DOCKERFILE);
     let sockets = tempfile::tempdir().unwrap();
-    let engine = TestServerPlayingAnEngine::start(sockets.path(), Build::Garbage);
+    let engine = TestServerPlayingAnEngine::start(sockets.path(), Build::Garbage, None);
     let hostile = engine.endpoint();
     // The hostile one first: with both idle, the pool gives it the job.
-    let run = release_on(&repo, &registry, &[hostile.clone(), docker_host.clone()], "");
+    let run = release_on(&repo, &registry, &[hostile.clone(), docker_host.clone()], None, "");
     run.ok();
     assert_eq!(engine.builds.load(Ordering::SeqCst), 1, "the hostile engine got {} builds", engine.builds.load(Ordering::SeqCst));
     assert!(

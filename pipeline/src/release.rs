@@ -68,6 +68,9 @@ pub struct RunOptions {
     pub rekor: Option<String>,
     /// Its API (`--rekor-api`); else the channel's `[transparency-log] api`; else v1.
     pub rekor_api: Option<crate::stages::sign::tlog::RekorApi>,
+    /// The log's public key (SPKI PEM, `--rekor-key`): every answer of the log is checked with
+    /// it before it is kept (`crate::stages::sign::tlog::check`).
+    pub rekor_key: Option<PathBuf>,
     /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
     pub gates: Gates,
     /// The channel store whose trust repository (`<channels>/tuf/`, if any) lists the release
@@ -204,11 +207,25 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     // And the transparency log: the flag, else the channel's `[transparency-log] url`; a
     // channel that requires one (stable, lts) is refused without it.
     let log = cfg.train(plan.channel).transparency_log.clone();
-    let rekor = opts
-        .rekor
-        .clone()
-        .or(log.url)
-        .map(|url| crate::stages::sign::tlog::Log { url, api: opts.rekor_api.or(log.api).unwrap_or_default() });
+    let rekor_key = match &opts.rekor_key {
+        Some(path) => {
+            let pem = fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            verifier::keys::PublicKey::from_pem(&pem).map_err(|e| {
+                Error::Ops(verifier::ops::OpsError::Refused(format!(
+                    "`{}`: not the transparency log's public key: {e}\n  hint: `--rekor-key` names the log's public key as an SPKI PEM file",
+                    path.display()
+                )))
+                .at(Stage::Plan)
+            })?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let rekor = opts.rekor.clone().or(log.url).map(|url| crate::stages::sign::tlog::Log {
+        url,
+        api: opts.rekor_api.or(log.api).unwrap_or_default(),
+        key: rekor_key,
+    });
     if rekor.is_none() && log.required {
         return Err(Error::LogRequired { channel: plan.channel }.at(Stage::Plan));
     }

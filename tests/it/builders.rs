@@ -39,15 +39,15 @@ fn services() -> Option<(PathBuf, PathBuf, String)> {
 }
 
 /// Certificates made by openssl in `dir`.
-struct Certs {
-    dir: PathBuf,
+pub(crate) struct Certs {
+    pub(crate) dir: PathBuf,
 }
 
 impl Certs {
     /// A CA; a server certificate for `IP:127.0.0.1` (serverAuth); a client certificate
     /// (clientAuth) in `client/` (`ca.pem`, `cert.pem`, `key.pem`: `DOCKER_CERT_PATH`'s
     /// layout); and in `wrong/` a client certificate signed by another CA.
-    fn make(openssl: &Path, dir: &Path) -> Certs {
+    pub(crate) fn make(openssl: &Path, dir: &Path) -> Certs {
         let ossl = |args: &[&str]| {
             run_ok(Command::new(openssl).args(args).current_dir(dir));
         };
@@ -110,7 +110,7 @@ impl Certs {
     }
 
     /// `DOCKER_CERT_PATH` of the right client.
-    fn client(&self) -> PathBuf {
+    pub(crate) fn client(&self) -> PathBuf {
         self.dir.join("client")
     }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::support::{digests, run_ok, tool, Repo, EPOCH};
 
 /// `DOCKER_HOST` and the registry, or `None` with a loud message (a failure under `CI`).
-const DOCKERFILE: &str = r#"# The BuildKit demo: COPY and RUN on the pinned base.
+pub(crate) const DOCKERFILE: &str = r#"# The BuildKit demo: COPY and RUN on the pinned base.
 ARG STELLAOPS_BASE
 FROM ${STELLAOPS_BASE}
 ARG STELLAOPS_VERSION
@@ -40,7 +40,7 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A repository with one more component, `bkdemo` (amd64), built from `dockerfile`.
-fn repo_with(dockerfile: &str) -> Repo {
+pub(crate) fn repo_with(dockerfile: &str) -> Repo {
     repo_with_recipe(
         dockerfile,
         "entrypoint = [\"/usr/bin/stellaops-standin\"]\ncmd = [\"serve\"]\nenv = { PORT = \"8450\" }\nbuild-args = { GREETING = \"hello\" }\nsecret-build-args = [\"BKDEMO_TOKEN\"]\n",
@@ -67,7 +67,7 @@ fn repo_with_recipe(dockerfile: &str, recipe: &str) -> Repo {
 }
 
 /// `release` with the BuildKit backend and the given extra flags.
-fn release(repo: &Repo, extra: &[&str]) -> crate::support::Run {
+pub(crate) fn release(repo: &Repo, extra: &[&str]) -> crate::support::Run {
     let mut args = vec!["release", "--channel", "edge", "--backend", "buildkit"];
     args.extend_from_slice(extra);
     let mut cmd = crate::support::xtask_cmd();

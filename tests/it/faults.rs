@@ -12,7 +12,7 @@ fn release_with_fault(repo: &Repo, fault: &str) -> Run {
 }
 
 #[track_caller]
-fn assert_nothing_released(repo: &Repo) {
+pub(crate) fn assert_nothing_released(repo: &Repo) {
     let left: Vec<_> = match std::fs::read_dir(repo.releases()) {
         Ok(dir) => dir.map(|e| e.unwrap().file_name()).filter(|n| !n.to_string_lossy().ends_with(".json")).collect(),
         Err(_) => Vec::new(),

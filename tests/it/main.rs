@@ -16,6 +16,7 @@ mod evidence;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_engine;
 mod hsm;
 mod kit;
 mod lock_add;

@@ -10,7 +10,8 @@
 //! audit paths are computed here by the RFC's recursive definitions (MTH, PATH), independently
 //! of the verifier's iterative check; its checkpoints are signed notes and its signed entry
 //! timestamps are signed with its own ECDSA P-256 key, so the verifier's checks have something
-//! real to refuse.
+//! real to refuse. It can be told to lie in its v1 answers ([`Lie`]), so that the release's own
+//! check of each answer has something real to refuse too.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -82,8 +83,23 @@ pub(crate) fn signed_note(text: &str, name: &str, key: &verifier::keys::SigningK
     format!("{text}\n\u{2014} {name} {}\n", b64().encode(sig))
 }
 
+/// How the test log lies in its Rekor v1 answers (the entries are stored honestly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lie {
+    Not,
+    /// An audit path with one more hash than the tree has: it does not recompute the root.
+    InclusionProof,
+    /// The checkpoint signed by another key (under the log's name).
+    CheckpointSigner,
+    /// The signed entry timestamp signed by another key.
+    EntryTimestampSigner,
+}
+
 struct LogState {
     key: verifier::keys::SigningKey,
+    /// What signs when the log lies about its signer.
+    impostor: verifier::keys::SigningKey,
+    lie: Lie,
     leaves: Vec<[u8; 32]>,
     /// uuid -> (index, body base64, integrated time)
     entries: BTreeMap<String, (usize, String, i64)>,
@@ -187,9 +203,15 @@ impl LogState {
         let size = self.leaves.len();
         let root = mth(&self.leaves);
         let log_id = self.key.public().key_id();
-        let checkpoint = signed_note(&format!("rekor.test - 1\n{size}\n{}\n", b64().encode(root)), "rekor.test", &self.key);
+        let note_key = if self.lie == Lie::CheckpointSigner { &self.impostor } else { &self.key };
+        let checkpoint = signed_note(&format!("rekor.test - 1\n{size}\n{}\n", b64().encode(root)), "rekor.test", note_key);
         let promise = serde_json::json!({ "body": body, "integratedTime": time, "logID": log_id, "logIndex": index });
-        let set = b64().encode(self.key.sign(promise.to_string().as_bytes()));
+        let set_key = if self.lie == Lie::EntryTimestampSigner { &self.impostor } else { &self.key };
+        let set = b64().encode(set_key.sign(promise.to_string().as_bytes()));
+        let mut hashes: Vec<String> = path(*index, &self.leaves).iter().map(|h| hex(h)).collect();
+        if self.lie == Lie::InclusionProof {
+            hashes.push(hex(&sha(b"not in the tree")));
+        }
         serde_json::json!({ uuid: {
             "body": body,
             "integratedTime": time,
@@ -198,7 +220,7 @@ impl LogState {
             "verification": {
                 "inclusionProof": {
                     "checkpoint": checkpoint,
-                    "hashes": path(*index, &self.leaves).iter().map(|h| hex(h)).collect::<Vec<_>>(),
+                    "hashes": hashes,
                     "logIndex": index,
                     "rootHash": hex(&root),
                     "treeSize": size,
@@ -223,7 +245,8 @@ impl TestLog {
         let key = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256);
         let public = dir.join("rekor.pub");
         fs::write(&public, key.public().pem()).unwrap();
-        let state = Arc::new(Mutex::new(LogState { key, leaves: Vec::new(), entries: BTreeMap::new() }));
+        let impostor = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256);
+        let state = Arc::new(Mutex::new(LogState { key, impostor, lie: Lie::Not, leaves: Vec::new(), entries: BTreeMap::new() }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = state.clone();
@@ -307,6 +330,11 @@ impl TestLog {
 
     pub fn size(&self) -> usize {
         self.state.lock().unwrap().leaves.len()
+    }
+
+    /// From now on, answers lie as `lie` says.
+    pub fn lie(&self, lie: Lie) {
+        self.state.lock().unwrap().lie = lie;
     }
 }
 
@@ -689,4 +717,59 @@ fn tlog_rekor_v2_entries_from_a_fake_rekor_v2_edge_log_verify_offline() {
     Run::of(cmd.output().unwrap()).ok();
     assert_eq!(log2.size(), 75);
     verify(&down_dir, &public, Some(&log2.public)).ok();
+}
+
+/// A log that answers with a wrong inclusion proof, a checkpoint signed by another key, or a
+/// signed entry timestamp signed by another key is not believed at release time: the release
+/// checks each answer before keeping it (with the log's key pinned by `--rekor-key`; the proof
+/// needs no key), keeps none of the lies, queues every entry as for a log that is down (saying
+/// why), and is not promotable. An honest log's answers all pass the same check.
+#[test]
+fn tlog_a_fake_rekor_v1_edge_log_lying_in_its_proofs_or_signatures_is_not_believed_at_release_time() {
+    let repo = Repo::new();
+    repo.release_key();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = TestLog::start(scratch.path());
+    let pinned = log.public.to_str().unwrap().to_owned();
+    let kept = |dir: &Path| {
+        fs::read_dir(dir.join("attest/tlog"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".rekor.json"))
+            .count()
+    };
+    let queued = |dir: &Path| fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);
+    let cases = [
+        (Lie::InclusionProof, false, "inclusion proof: "),
+        (Lie::InclusionProof, true, "inclusion proof: "),
+        (Lie::CheckpointSigner, true, "checkpoint: the checkpoint is not signed by the pinned log key"),
+        (Lie::EntryTimestampSigner, true, "the signed entry timestamp does not verify with the pinned log key"),
+    ];
+    for (i, (lie, pin, says)) in cases.into_iter().enumerate() {
+        log.lie(lie);
+        let out = repo.path().join(format!("target/lie-{i}"));
+        let mut args = vec!["release", "--channel", "edge", "--rekor-url", &log.url, "--out", out.to_str().unwrap()];
+        if pin {
+            args.extend(["--rekor-key", &pinned]);
+        }
+        let run = repo.xtask(&args);
+        run.ok();
+        for s in ["entries pending", "the log's answer does not check, so it is not kept", says] {
+            assert!(run.stderr.contains(s), "{lie:?} (key pinned: {pin}): no `{s}` in:\n{}", run.stderr);
+        }
+        // None of its answers kept; every entry queued; release.yaml says `pending`.
+        assert_eq!(kept(&out), 0, "{lie:?}: a lying answer was kept");
+        assert_eq!(queued(&out), 75, "{lie:?}");
+        let yaml = fs::read_to_string(out.join("release.yaml")).unwrap();
+        assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{lie:?}: {yaml}");
+        repo.xtask(&["promote", out.to_str().unwrap(), "--to", "edge"])
+            .refused(&["transparency-log entries are pending", "attest resubmit"]);
+    }
+    // The same log, honest: with its key pinned, every answer passes and is kept.
+    log.lie(Lie::Not);
+    let out = repo.path().join("target/honest");
+    let run =
+        repo.xtask(&["release", "--channel", "edge", "--rekor-url", &log.url, "--rekor-key", &pinned, "--out", out.to_str().unwrap()]);
+    run.ok();
+    assert!(!run.stderr.contains("pending"), "{}", run.stderr);
+    assert_eq!((kept(&out), queued(&out)), (75, 0));
 }

@@ -173,6 +173,11 @@ pub fn key_hint(key: &PublicKey) -> [u8; 4] {
 /// A checkpoint (signed note) checked against `log`: its text names `size` and `root`, and one
 /// of its signatures is `log`'s.
 pub fn check_checkpoint(note: &str, log: &PublicKey, size: u64, root: &[u8; 32]) -> Result<(), String> {
+    check_note(note, Some(log), size, root)
+}
+
+/// [`check_checkpoint`]; without a pinned key (`None`), its text alone.
+fn check_note(note: &str, log: Option<&PublicKey>, size: u64, root: &[u8; 32]) -> Result<(), String> {
     let (text, sigs) = note.split_once("\n\n").ok_or("the checkpoint has no signature block (no blank line)")?;
     let text = format!("{text}\n");
     let mut lines = text.lines();
@@ -188,6 +193,7 @@ pub fn check_checkpoint(note: &str, log: &PublicKey, size: u64, root: &[u8; 32])
     if stated_root != root {
         return Err(format!("the checkpoint's root hash is {}, the proof's {}", hex(&stated_root), hex(root)));
     }
+    let Some(log) = log else { return Ok(()) };
     let hint = key_hint(log);
     let mut seen = Vec::new();
     for line in sigs.lines().filter(|l| !l.is_empty()) {
@@ -243,6 +249,31 @@ pub fn check_entry(
     log: &PublicKey,
     validity: Option<(i64, i64)>,
 ) -> Result<LoggedEntry, String> {
+    let entry = check_answer(answer, expected, release_key, Some(log))?;
+    // 6. The time, within the key's validity.
+    if let (Some((from, until)), Some(integrated_time)) = (validity, entry.integrated_time) {
+        if integrated_time < from || integrated_time > until {
+            return Err(format!(
+                "logged at {}, outside the release key's validity ({} to {})",
+                schema::model::rfc3339(integrated_time),
+                schema::model::rfc3339(from),
+                schema::model::rfc3339(until)
+            ));
+        }
+    }
+    Ok(entry)
+}
+
+/// Steps 1-5 of the module's list for the log's answer `answer` to an entry about `expected`,
+/// as the release checks it when the log answers: with the log's key pinned (`log`), all of
+/// them; without, what needs no key (the body, the UUID, the inclusion proof, the checkpoint's
+/// size and root), so that a log answering with a proof of something else is caught even then.
+pub fn check_answer(
+    answer: &serde_json::Value,
+    expected: &Expected,
+    release_key: &PublicKey,
+    log: Option<&PublicKey>,
+) -> Result<LoggedEntry, String> {
     if answer.get("canonicalizedBody").is_some() {
         return check_entry_v2(answer, expected, release_key, log);
     }
@@ -262,7 +293,7 @@ pub fn check_entry(
     let log_index = e["logIndex"].as_u64().ok_or("the entry has no `logIndex`")?;
     let integrated_time = e["integratedTime"].as_i64().ok_or("the entry has no `integratedTime`")?;
     let log_id = e["logID"].as_str().ok_or("the entry has no `logID`")?;
-    if log_id != log.key_id() {
+    if let Some(log) = log.filter(|l| l.key_id() != log_id) {
         return Err(format!("its `logID` `{log_id}` is not the pinned log key's `{}`", log.key_id()));
     }
     // 3. The inclusion proof.
@@ -283,25 +314,17 @@ pub fn check_entry(
     check_inclusion(index, log_index, size, leaf, &path, root)?;
     // 4. The checkpoint.
     let checkpoint = proof["checkpoint"].as_str().ok_or("the inclusion proof has no `checkpoint`")?;
-    check_checkpoint(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
+    check_note(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
     // 5. The signed entry timestamp, over canonical JSON (keys sorted, no spaces).
+    let Some(log) = log else {
+        return Ok(LoggedEntry { uuid: uuid.clone(), log_index, integrated_time: Some(integrated_time) });
+    };
     let set = b64()
         .decode(e["verification"]["signedEntryTimestamp"].as_str().ok_or("the entry has no `signedEntryTimestamp`")?)
         .map_err(|err| format!("`signedEntryTimestamp` is not base64: {err}"))?;
     let promise = serde_json::json!({ "body": body_b64, "integratedTime": integrated_time, "logID": log_id, "logIndex": log_index });
     if !log.verify(promise.to_string().as_bytes(), &set) {
         return Err("the signed entry timestamp does not verify with the pinned log key".into());
-    }
-    // 6. The time, within the key's validity.
-    if let Some((from, until)) = validity {
-        if integrated_time < from || integrated_time > until {
-            return Err(format!(
-                "logged at {}, outside the release key's validity ({} to {})",
-                schema::model::rfc3339(integrated_time),
-                schema::model::rfc3339(from),
-                schema::model::rfc3339(until)
-            ));
-        }
     }
     Ok(LoggedEntry { uuid: uuid.clone(), log_index, integrated_time: Some(integrated_time) })
 }
@@ -323,7 +346,7 @@ fn check_entry_v2(
     answer: &serde_json::Value,
     expected: &Expected,
     release_key: &PublicKey,
-    log: &PublicKey,
+    log: Option<&PublicKey>,
 ) -> Result<LoggedEntry, String> {
     let body = b64()
         .decode(answer["canonicalizedBody"].as_str().unwrap_or_default())
@@ -335,7 +358,7 @@ fn check_entry_v2(
     check_body(&v, expected, release_key)?;
     let leaf = leaf_hash(&body);
     let key_id = b64().decode(answer["logId"]["keyId"].as_str().unwrap_or_default()).map_err(|e| format!("`logId.keyId`: {e}"))?;
-    if hex(&key_id) != log.key_id() {
+    if let Some(log) = log.filter(|l| hex(&key_id) != l.key_id()) {
         return Err(format!("its `logId` `{}` is not the pinned log key's `{}`", hex(&key_id), log.key_id()));
     }
     let proof = &answer["inclusionProof"];
@@ -352,7 +375,7 @@ fn check_entry_v2(
         .map_err(|m| format!("the inclusion proof's `hashes`: {m}"))?;
     check_inclusion(index, log_index, size, leaf, &path, root)?;
     let checkpoint = proof["checkpoint"]["envelope"].as_str().ok_or("the inclusion proof has no `checkpoint.envelope`")?;
-    check_checkpoint(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
+    check_note(checkpoint, log, size, &root).map_err(|m| format!("checkpoint: {m}"))?;
     Ok(LoggedEntry { uuid: hex(&leaf), log_index, integrated_time: None })
 }
 

@@ -360,6 +360,12 @@ struct BuildFlags {
     /// log, `/api/v2/log/entries`). Default: the channel's `[transparency-log] api`, else v1.
     #[arg(long, value_enum, value_name = "API", env = "STELLAOPS_REKOR_API")]
     rekor_api: Option<RekorApiArg>,
+    /// The transparency log's public key (SPKI PEM), pinned: each answer of the log is checked
+    /// with it (checkpoint and signed entry timestamp signed by it) before it is kept; an
+    /// answer that does not check leaves its entry pending. Without it, only what needs no key
+    /// is checked (the body, the inclusion proof).
+    #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+    rekor_key: Option<PathBuf>,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
     #[arg(long, value_name = "DIR", env = "STELLAOPS_DEB_DIR")]
     deb_dir: Option<PathBuf>,
@@ -445,6 +451,7 @@ impl BuildFlags {
                     base_mirror: self.base_mirror.clone(),
                     tls: self.builder_tls(),
                     build_cache: self.build_cache.clone(),
+                    limits: pipeline::stages::build::buildkit::StreamLimits::from_env(),
                 })
             }
         }
@@ -622,6 +629,7 @@ fn run_options(
         key: build.key.clone(),
         rekor: build.rekor_url.clone(),
         rekor_api: build.rekor_api.map(Into::into),
+        rekor_key: build.rekor_key.clone(),
         fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
         channels: Some(channels),
@@ -901,7 +909,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let key = pipeline::signer::KeyRef::from_arg(&key).map_err(pipeline::Error::from)?;
             let key = pipeline::signer::load(&key).map_err(pipeline::Error::from)?;
             let results = pipeline::stages::sign::tlog::resubmit(
-                &pipeline::stages::sign::tlog::Log { url: rekor_url, api: rekor_api.into() },
+                &pipeline::stages::sign::tlog::Log { url: rekor_url, api: rekor_api.into(), key: None },
                 &dir,
                 key.as_ref(),
             )

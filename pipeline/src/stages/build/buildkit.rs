@@ -19,8 +19,15 @@
 //!    and its job retried on another; with none left, the error names each endpoint and why.
 //! 3. Progress: BuildKit's status stream (vertices, logs) goes to the [`Reporter`]; a failed
 //!    step is reported with the tail of its log.
+//! 4. An engine is not trusted to be well-behaved ([`StreamLimits`]): a status stream that is
+//!    not Docker's JSON, that exceeds the output bound, that falls silent past the idle bound
+//!    or outlasts the build bound, or that names more steps than any Dockerfile has, takes its
+//!    endpoint out of the pool at once (the job goes to another, as for a dead endpoint),
+//!    naming what it did. A body that is not valid HTTP chunking reads as a lost connection
+//!    (the health check decides, as in 2). Of the stream only the last
+//!    [`LOG_TAIL`] lines of each step are kept, each cut at [`MAX_LINE`] bytes.
 //!
-//! 4. Shared cache (`--build-cache HOST:PORT/REPO`): Docker 20.10's BuildKit (the "docker"
+//! 5. Shared cache (`--build-cache HOST:PORT/REPO`): Docker 20.10's BuildKit (the "docker"
 //!    driver) exports only the *inline* cache, inside an image. The config build gets
 //!    `BUILDKIT_INLINE_CACHE=1` and its image is pushed as `REPO/<component>:<os>-<arch>-inline-cache`
 //!    before it is removed; the export build of any later job imports it (`cachefrom`) and
@@ -61,8 +68,12 @@ use schema::files::BaseSource;
 use schema::model::Platform;
 use schema::report::{Event, Reporter};
 
-/// Lines of a failed step's log shown in the error.
+/// Lines of a failed step's log shown in the error (and all that is kept of a step's log).
 const LOG_TAIL: usize = 20;
+/// Longest log line kept (a longer one, or an unterminated one, is cut there).
+const MAX_LINE: usize = 4096;
+/// Most distinct steps (vertices) a build's status stream may name.
+const MAX_VERTICES: usize = 10_000;
 /// How long a health check may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Transport failures of one job before its endpoint is dropped even though it answers pings.
@@ -71,6 +82,48 @@ const MAX_TRANSPORT_FAILURES: u32 = 3;
 const CACHE_IMPORT_VERTEX: &str = "importing cache manifest from ";
 /// The value recorded for secret build arguments.
 pub const REDACTED: &str = "<redacted>";
+
+/// Bounds on one build's status stream: past any of them the engine is taken for broken or
+/// hostile and leaves the pool (module doc, 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Longest silence of the engine during a build. BuildKit says nothing while a step runs
+    /// without output, so this is long.
+    pub idle: Duration,
+    /// Longest build (one attempt, on one engine).
+    pub total: Duration,
+    /// Most status bytes (log text, step names, stream text) one build may send. BuildKit
+    /// clips each step's log at 2 MiB by default, so a well-behaved engine stays far below.
+    pub output: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> StreamLimits {
+        StreamLimits { idle: Duration::from_secs(30 * 60), total: Duration::from_secs(6 * 3600), output: 256 << 20 }
+    }
+}
+
+impl StreamLimits {
+    /// The hidden test variable that lowers the bounds (`idle=SECS,total=SECS,output=BYTES`,
+    /// any of them), so that tests need not wait half an hour; undocumented for users.
+    pub const TEST_VAR: &'static str = "STELLAOPS_TEST_BUILDKIT_LIMITS";
+
+    /// The defaults, with what [`Self::TEST_VAR`] sets.
+    pub fn from_env() -> StreamLimits {
+        let mut limits = StreamLimits::default();
+        let spec = std::env::var(Self::TEST_VAR).unwrap_or_default();
+        for (k, v) in spec.split(',').filter_map(|kv| kv.split_once('=')) {
+            let Ok(n) = v.trim().parse::<u64>() else { continue };
+            match k.trim() {
+                "idle" => limits.idle = Duration::from_secs(n),
+                "total" => limits.total = Duration::from_secs(n),
+                "output" => limits.output = n,
+                _ => {}
+            }
+        }
+        limits
+    }
+}
 
 /// Options of the BuildKit backend (CLI: `--backend buildkit`, `--builder`, `--base-mirror`,
 /// `--builder-tls-*`, `--build-cache`).
@@ -88,6 +141,8 @@ pub struct BuildKitOptions {
     /// `host:port/path` of a registry repository holding BuildKit's inline cache, shared by
     /// the endpoints of the pool (and by later releases).
     pub build_cache: Option<String>,
+    /// Bounds on each build's status stream.
+    pub limits: StreamLimits,
 }
 
 /// The files of a mutual-TLS client: the CA that signed the engines' certificates, and this
@@ -314,9 +369,13 @@ fn reason(e: &(dyn std::error::Error + 'static)) -> String {
         None
     };
     // An engine that dies mid-build (killed, its machine gone) shows as a reset or an EOF.
-    let lost = ["error reading a body", "connection reset", "unexpected eof", "broken pipe", "connection closed"];
+    let lost = ["connection reset", "unexpected eof", "broken pipe", "connection closed"];
     match tls {
         Some(why) => format!("{why} ({all})"),
+        // hyper says no more when a body breaks off, or when it is not valid HTTP chunking.
+        None if lower.contains("error reading a body") => {
+            format!("the connection to the engine was lost, or its answer is not valid HTTP ({all})")
+        }
         None if lost.iter().any(|l| lower.contains(l)) => format!("the connection to the engine was lost ({all})"),
         None => all,
     }
@@ -430,6 +489,8 @@ struct Outcome {
 /// Why one attempt failed: the endpoint (retry elsewhere) or the build (fail the job).
 enum Attempt {
     Endpoint(String),
+    /// The engine misbehaved (garbage, endless output, silence): it leaves the pool at once.
+    Hostile(String),
     /// The build went through but its cache could not be pushed (fails the job: the cache
     /// was asked for).
     CachePush(String),
@@ -708,7 +769,28 @@ impl<'r> BuildKit<'r> {
         let mut order: Vec<String> = Vec::new();
         let mut failure: Option<String> = None;
         let mut cached_steps: Vec<String> = Vec::new();
-        while let Some(item) = stream.next().await {
+        let limits = self.opts.limits;
+        let started = tokio::time::Instant::now();
+        let mut output: u64 = 0;
+        loop {
+            // Every wait is bounded: by the idle bound, and by what is left of the build bound.
+            let left = limits.total.saturating_sub(started.elapsed());
+            let item = match tokio::time::timeout(limits.idle.min(left), stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) if left <= limits.idle => {
+                    return Err(Attempt::Hostile(format!(
+                        "the build of `{job_name}` ran past the bound of {} (`StreamLimits::total`)",
+                        shown_duration(limits.total)
+                    )))
+                }
+                Err(_) => {
+                    return Err(Attempt::Hostile(format!(
+                        "it sent nothing for {} during the build of `{job_name}` (stalled; bound: `StreamLimits::idle`)",
+                        shown_duration(limits.idle)
+                    )))
+                }
+            };
             let info = match item {
                 Ok(info) => info,
                 Err(e) => {
@@ -722,16 +804,46 @@ impl<'r> BuildKit<'r> {
                             failure = Some(message);
                             break;
                         }
+                        E::JsonDataError { message, .. } => {
+                            return Err(Attempt::Hostile(format!(
+                                "its answer to the build of `{job_name}` is not Docker's JSON status stream ({})",
+                                quote(&message)
+                            )))
+                        }
+                        E::JsonSerdeError { err } => {
+                            return Err(Attempt::Hostile(format!(
+                                "its answer to the build of `{job_name}` is not Docker's JSON status stream ({})",
+                                quote(&err.to_string())
+                            )))
+                        }
+                        // A body that breaks off and one that is not HTTP (bad chunking) read
+                        // the same through bollard, which keeps only hyper's outer message: a
+                        // transport failure, retried as for an engine that died.
                         other => return Err(Attempt::Endpoint(reason(&other))),
                     }
                 }
             };
+            // What the engine sent, counted against the output bound.
+            output = output.saturating_add(status_bytes(&info));
+            if output > limits.output {
+                return Err(Attempt::Hostile(format!(
+                    "it sent more than {} of build output for `{job_name}` (endless logs?; bound: `StreamLimits::output`)",
+                    shown_bytes(limits.output)
+                )));
+            }
             if let Some(d) = info.error_detail.and_then(|d| d.message) {
                 failure = Some(d);
             }
             let Some(BuildInfoAux::BuildKit(status)) = info.aux else {
                 continue;
             };
+            if vertices.len() + status.vertexes.len() + status.logs.len() > MAX_VERTICES
+                && status.vertexes.iter().map(|v| &v.digest).chain(status.logs.iter().map(|l| &l.vertex)).any(|d| !vertices.contains_key(d))
+            {
+                return Err(Attempt::Hostile(format!(
+                    "its status stream for `{job_name}` names more than {MAX_VERTICES} steps (no Dockerfile has that many)"
+                )));
+            }
             for v in status.vertexes {
                 let entry = vertices.entry(v.digest.clone()).or_insert_with(|| {
                     order.push(v.digest.clone());
@@ -774,8 +886,14 @@ impl<'r> BuildKit<'r> {
                     Vertex::default()
                 });
                 entry.partial.push_str(&String::from_utf8_lossy(&l.msg));
-                while let Some(i) = entry.partial.find('\n') {
-                    let line: String = entry.partial.drain(..=i).collect();
+                loop {
+                    // A line ends at a newline, or is cut at `MAX_LINE` bytes.
+                    let end = match entry.partial.find('\n') {
+                        Some(i) if i < MAX_LINE => i + 1,
+                        _ if entry.partial.len() >= MAX_LINE => floor_char_boundary(&entry.partial, MAX_LINE),
+                        _ => break,
+                    };
+                    let line: String = entry.partial.drain(..end).collect();
                     let line = line.trim_end().to_owned();
                     if report {
                         self.reporter.event(Event::Log { job: job_name.to_owned(), step: entry.name.clone(), line: line.clone() });
@@ -808,6 +926,49 @@ impl<'r> BuildKit<'r> {
             }
             (Some(message), None) => Err(Attempt::Build { step: None, message, log: Vec::new() }),
         }
+    }
+}
+
+/// The bytes of a status message that count against [`StreamLimits::output`]: its texts and,
+/// of BuildKit's status, step names, errors and log bytes.
+fn status_bytes(info: &bollard::models::BuildInfo) -> u64 {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let mut n = text(&info.stream) + text(&info.status) + text(&info.id);
+    if let Some(BuildInfoAux::BuildKit(status)) = &info.aux {
+        n += status.vertexes.iter().map(|v| v.name.len() + v.error.len() + v.digest.len()).sum::<usize>();
+        n += status.logs.iter().map(|l| l.msg.len() + l.vertex.len()).sum::<usize>();
+        n += status.statuses.iter().map(|s| s.id.len() + s.name.len()).sum::<usize>();
+    }
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// At most 200 characters of what an engine said, on one line.
+fn quote(text: &str) -> String {
+    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match one_line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// The largest char boundary of `s` above 0 and at or below `at` (`s`'s length if none).
+fn floor_char_boundary(s: &str, at: usize) -> usize {
+    (1..=at.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(s.len())
+}
+
+fn shown_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s >= 3600 && s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+fn shown_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }
 
@@ -1010,6 +1171,13 @@ impl Backend for BuildKit<'_> {
                         self.note(format!("builder `{endpoint}` failed ({why}): dropped from the pool; retrying `{job_name}` elsewhere"));
                     }
                 }
+                Err(Attempt::Hostile(why)) => {
+                    if self.pool.drop_endpoint(i, &why) {
+                        self.note(format!(
+                            "builder `{endpoint}` misbehaved ({why}): dropped from the pool; retrying `{job_name}` elsewhere"
+                        ));
+                    }
+                }
                 Err(Attempt::CachePush(message)) => {
                     return Err(BuildKitError::CachePush {
                         component: c.name.clone(),
@@ -1154,6 +1322,7 @@ mod tests {
             base_mirror: None,
             tls: None,
             build_cache: None,
+            limits: StreamLimits::default(),
         };
         let e = BuildKit::new(opts.clone(), &reporter).health_check().unwrap_err();
         assert!(matches!(e, BuildKitError::NoTls(ref a) if a == "tcp://127.0.0.1:9"), "{e}");
@@ -1191,7 +1360,9 @@ mod tests {
         let e = std::io::Error::other("received fatal alert: BadCertificate");
         assert!(reason(&e).starts_with("the TLS handshake was refused"), "{}", reason(&e));
         let e = std::io::Error::other("error reading a body from connection");
-        assert!(reason(&e).starts_with("the connection to the engine was lost"), "{}", reason(&e));
+        assert!(reason(&e).starts_with("the connection to the engine was lost, or its answer is not valid HTTP"), "{}", reason(&e));
+        let e = std::io::Error::other("connection reset by peer");
+        assert!(reason(&e).starts_with("the connection to the engine was lost ("), "{}", reason(&e));
         let e = std::io::Error::other("connection refused");
         assert_eq!(reason(&e), "connection refused");
     }

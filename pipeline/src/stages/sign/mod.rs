@@ -207,10 +207,20 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
         Some(log) => {
             let url = &log.url;
             let results = tlog::submit_all(log, &log_entries, out).map_err(io(out))?;
-            let pending = results.iter().filter(|(_, l)| matches!(l, tlog::Logged::Pending { .. })).count();
-            if pending > 0 {
+            let pending: Vec<(&String, &String)> = results
+                .iter()
+                .filter_map(|(id, l)| match l {
+                    tlog::Logged::Pending { reason } => Some((id, reason)),
+                    tlog::Logged::Logged { .. } => None,
+                })
+                .collect();
+            if let Some((id, reason)) = pending.first() {
                 reporter.event(Event::Note {
-                    message: format!("transparency log `{url}`: {pending} of {} entries pending (queued in attest/tlog/pending; send them with `cargo xtask attest resubmit`)", results.len()),
+                    message: format!(
+                        "transparency log `{url}`: {} of {} entries pending (queued in attest/tlog/pending; send them with `cargo xtask attest resubmit`); the first, `{id}`: {reason}",
+                        pending.len(),
+                        results.len()
+                    ),
                 });
             }
             results.into_iter().collect()

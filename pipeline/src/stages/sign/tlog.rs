@@ -9,8 +9,15 @@
 //! `attest/tlog/pending/`, release.yaml says `pending`, and `cargo xtask attest resubmit`
 //! sends the queue later (and signs its record, `attest/tlog/resubmitted.dsse.json`). With no
 //! log configured, nothing is sent. Rekor v2 takes the same entries as `CreateEntryRequest`s
-//! ([`v2_request`]) and answers with `TransparencyLogEntry`s, kept as they come. What is kept
-//! is checked offline by `verifier::tlog`.
+//! ([`v2_request`]) and answers with `TransparencyLogEntry`s. What is kept is checked offline
+//! by `verifier::tlog`.
+//!
+//! An answer is checked before it is kept ([`check`], `verifier::tlog::check_answer`): it must
+//! be about the entry sent (body, UUID) and proven (the inclusion proof recomputes the root its
+//! checkpoint states); with the log's key pinned (`--rekor-key`, [`Log::key`]), its checkpoint
+//! and signed entry timestamp must also be signed by that key. An answer that does not check is
+//! not kept: the entry is queued as for a log that is down, with the reason, so the release is
+//! not promotable until an honest log has taken it (`attest resubmit`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -86,11 +93,45 @@ pub fn tlog_dir(release: &Path) -> PathBuf {
     release.join("attest/tlog")
 }
 
-/// A transparency log: where it is and which of Rekor's APIs it speaks.
+/// A transparency log: where it is, which of Rekor's APIs it speaks, and its public key (SPKI
+/// PEM) when pinned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Log {
     pub url: String,
     pub api: RekorApi,
+    pub key: Option<String>,
+}
+
+/// Checks the log's `answer` to `entry` (module doc): what the entry was about and the key it
+/// was signed with are read back from the request as sent.
+pub fn check(log: &Log, entry: &Entry, answer: &serde_json::Value) -> Result<(), String> {
+    use verifier::keys::PublicKey;
+    use verifier::tlog::Expected;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let spec = &entry.body["spec"];
+    let key_of = |v: &serde_json::Value| -> Result<PublicKey, String> {
+        let pem = b64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("the request's public key: {e}"))?;
+        PublicKey::from_pem(&String::from_utf8_lossy(&pem))
+    };
+    let (expected, release_key) = match entry.body["kind"].as_str() {
+        Some("hashedrekord") => {
+            let hex = spec["data"]["hash"]["value"].as_str().unwrap_or_default();
+            let artifact: schema::model::Digest = format!("sha256:{hex}").parse().map_err(|e| format!("the request's digest: {e}"))?;
+            let signature = b64
+                .decode(spec["signature"]["content"].as_str().unwrap_or_default())
+                .map_err(|e| format!("the request's signature: {e}"))?;
+            (Expected::Signature { artifact, signature }, key_of(&spec["signature"]["publicKey"]["content"])?)
+        }
+        Some("dsse") => {
+            let content = &spec["proposedContent"];
+            let sent = content["envelope"].as_str().unwrap_or_default().to_owned();
+            let envelope = serde_json::from_str(&sent).map_err(|e| format!("the request's envelope: {e}"))?;
+            (Expected::Envelope { sent, envelope }, key_of(&content["verifiers"][0])?)
+        }
+        k => return Err(format!("no check for entries of kind {k:?}")),
+    };
+    let pinned = log.key.as_deref().map(PublicKey::from_pem).transpose().map_err(|e| format!("the log's pinned key: {e}"))?;
+    verifier::tlog::check_answer(answer, &expected, &release_key, pinned.as_ref()).map(|_| ())
 }
 
 pub use schema::files::RekorApi;
@@ -218,7 +259,11 @@ pub fn submit_all(log: &Log, entries: &[Entry], release: &Path) -> std::io::Resu
     let mut out = Vec::new();
     for e in entries {
         let name = file_name(&e.id);
-        match submit(log, e) {
+        let checked = submit(log, e).and_then(|(uuid, proof)| match check(log, e, &proof) {
+            Ok(()) => Ok((uuid, proof)),
+            Err(why) => Err(format!("the log's answer does not check, so it is not kept: {why}")),
+        });
+        match checked {
             Ok((uuid, proof)) => {
                 write_atomic(&dir.join(format!("{name}.rekor.json")), &serde_json::to_vec_pretty(&proof).map_err(std::io::Error::other)?)?;
                 let _ = fs::remove_file(dir.join("pending").join(format!("{name}.json")));

@@ -339,6 +339,19 @@ fn slug(name: &str) -> String {
     s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-")
 }
 
+/// What `cargo run` (how `cargo xtask` starts this program) adds to its environment about
+/// the package it runs: `CARGO`, `CARGO_MANIFEST_DIR`, `CARGO_MANIFEST_PATH`, `CARGO_PKG_*`,
+/// `CARGO_CRATE_NAME`, `CARGO_BIN_NAME`, `CARGO_PRIMARY_PACKAGE`, `OUT_DIR`. A gate's own
+/// `cargo` must not inherit them: build scripts that watch them (ring's declares
+/// `rerun-if-env-changed=CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`...) would see them changed, so
+/// the gate would rebuild ring and all that depends on it, and the next `cargo xtask` would
+/// rebuild it all again (issue 17, "no rebuild thrash").
+fn cargo_run_env() -> Vec<std::ffi::OsString> {
+    const EXACT: &[&str] =
+        &["CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"];
+    std::env::vars_os().map(|(k, _)| k).filter(|k| k.to_str().is_some_and(|k| EXACT.contains(&k) || k.starts_with("CARGO_PKG_"))).collect()
+}
+
 /// Runs one gate command in `root`: stdout is captured (for gates that parse it), both streams
 /// go to `<logs>/<name>.log` once it ended; stopped after `timeout` seconds.
 fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Path) -> Result<Ran, GateError> {
@@ -351,7 +364,11 @@ fn run_command(root: &Path, name: &str, argv: &[String], timeout: u64, logs: &Pa
     let (log_path, out_path) = (logs.join(format!("{base}.log")), logs.join(format!("{base}.out")));
     let t = Instant::now();
     tracing::debug!(gate = name, ?argv, "running a release gate");
-    let cmd = Cmd::new(&argv[0], format!("release gate `{name}`")).args(&argv[1..]).current_dir(root).timeout(Duration::from_secs(timeout));
+    let mut cmd =
+        Cmd::new(&argv[0], format!("release gate `{name}`")).args(&argv[1..]).current_dir(root).timeout(Duration::from_secs(timeout));
+    for var in cargo_run_env() {
+        cmd = cmd.env_remove(var);
+    }
     let (outcome, stdout, err) = match cmd.output_bounded() {
         Err(CmdError::Start { source, .. }) => (Outcome::NotFound(format!("`{}`: {source}", argv[0])), String::new(), String::new()),
         // `output_bounded` reports a time bound in its flag, not as an error.

@@ -507,3 +507,55 @@ fn ops_workflows_pass_zizmor_and_actionlint() {
         run_ok(Command::new(actionlint).arg("-no-color").args(&files).current_dir(workspace()));
     }
 }
+
+/// `cargo` as a developer's shell runs it: without what `cargo test` (or `cargo run`) set for
+/// the running package.
+fn plain_cargo(repo: &Repo, extra_env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.args(["build", "--offline", "--manifest-path", "gatecrate/Cargo.toml", "--target-dir", "target/gatecrate"])
+        .current_dir(repo.path());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_PKG_")
+            || ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_str())
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(extra_env.iter().copied());
+    let out = cmd.output().expect("run cargo");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn ops_gates_a_cargo_gate_does_not_rebuild_what_the_developers_cargo_built() {
+    // A crate whose build script watches what `cargo run` sets for the package it runs, as
+    // ring's does: inherited by a gate, those would make it rebuild, then rebuild again after.
+    let repo = Repo::new();
+    repo.write("gatecrate/Cargo.toml", "[package]\nname = \"gatecrate\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n");
+    repo.write(
+        "gatecrate/build.rs",
+        "fn main() {\n    println!(\"cargo:rerun-if-changed=build.rs\");\n    println!(\"cargo:rerun-if-env-changed=CARGO_MANIFEST_DIR\");\n    println!(\"cargo:rerun-if-env-changed=CARGO_PKG_NAME\");\n}\n",
+    );
+    repo.write("gatecrate/src/lib.rs", "pub fn gate() {}\n");
+    repo.write(
+        "release-trains/gates.toml",
+        "[[test]]\nname = \"cargo\"\ncommand = [\"cargo\", \"build\", \"--offline\", \"--manifest-path\", \"gatecrate/Cargo.toml\", \"--target-dir\", \"target/gatecrate\"]\n",
+    );
+    // (The first build writes the crate's Cargo.lock, committed with it.)
+    assert!(plain_cargo(&repo, &[]).contains("Compiling gatecrate"));
+    repo.commit_all("a cargo gate", crate::support::EPOCH);
+    assert!(!plain_cargo(&repo, &[]).contains("Compiling"), "a second plain build compiles nothing");
+    // The crate is sensitive to what this test process carries (`cargo test` sets these too).
+    assert!(plain_cargo(&repo, &[("CARGO_PKG_NAME", "xtask")]).contains("Compiling gatecrate"));
+    assert!(plain_cargo(&repo, &[]).contains("Compiling gatecrate"));
+    // This process has CARGO_PKG_NAME and CARGO_MANIFEST_DIR of `xtask` (set by `cargo test`),
+    // as `cargo xtask` has them from `cargo run`: the release's gate compiles nothing, and
+    // neither does the developer's next build.
+    assert_eq!(std::env::var("CARGO_PKG_NAME").as_deref(), Ok("xtask"));
+    let dir = release(&repo, "gated", "edge", &[]);
+    let log = fs::read_to_string(dir.join("gates/cargo.log")).unwrap();
+    assert!(!log.contains("Compiling"), "the gate rebuilt what was built:\n{log}");
+    assert!(!plain_cargo(&repo, &[]).contains("Compiling"), "the developer's build after the gate compiles nothing");
+}

@@ -111,6 +111,11 @@ pub struct LayerReport {
     pub write_gzip: Measurement,
     /// ... and against `tar --sort=name -c | pigz -6`, when installed.
     pub write_pigz: Option<Measurement>,
+    /// ... and against `umoci insert` (the fastest image tool here: a gzip layer of the tree
+    /// into an OCI layout, with its digests), when installed.
+    pub write_umoci: Option<Measurement>,
+    /// Bytes of umoci's compressed layer (ours must be no larger).
+    pub umoci_layer_bytes: Option<u64>,
     /// Our sha256 of the layer against `sha256sum`.
     pub sha256sum: Measurement,
     /// ... and against `openssl dgst -sha256`, when installed.
@@ -194,6 +199,36 @@ fn have(tool: &str) -> bool {
     Cmd::new("sh", format!("look for {tool}")).args(["-c", &format!("command -v {tool} >/dev/null")]).output().is_ok_and(|f| f.success())
 }
 
+/// `umoci insert` of `tree` into a new empty image of an OCI layout under `dir`: its time
+/// (the insert alone) and the size of the layer it wrote (the blob that appeared).
+fn umoci_insert(dir: &Path, tree: &Path) -> Result<(f64, u64), BenchError> {
+    let layout = dir.join("umoci");
+    let _ = fs::remove_dir_all(&layout);
+    Cmd::new("umoci", "make an OCI layout for umoci").arg("init").arg("--layout").arg(&layout).run()?;
+    Cmd::new("umoci", "make an empty image for umoci").arg("new").arg("--image").arg(format!("{}:bench", layout.display())).run()?;
+    let blobs = |l: &Path| -> Result<std::collections::BTreeMap<std::ffi::OsString, u64>, BenchError> {
+        let mut out = std::collections::BTreeMap::new();
+        for e in fs::read_dir(l.join("blobs/sha256"))? {
+            let e = e?;
+            out.insert(e.file_name(), e.metadata()?.len());
+        }
+        Ok(out)
+    };
+    let before = blobs(&layout)?;
+    let t = Instant::now();
+    Cmd::new("umoci", "umoci insert of the bench tree")
+        .arg("insert")
+        .arg("--image")
+        .arg(format!("{}:bench", layout.display()))
+        .arg(tree)
+        .arg("/bench")
+        .run()?;
+    let seconds = t.elapsed().as_secs_f64();
+    let layer = blobs(&layout)?.into_iter().filter(|(n, _)| !before.contains_key(n)).map(|(_, size)| size).max().unwrap_or(0);
+    let _ = fs::remove_dir_all(&layout);
+    Ok((seconds, layer))
+}
+
 fn child_peak(exe: &Path, tree: &Path) -> Result<u64, BenchError> {
     let f = Cmd::new(exe, "write a layer in a child process (its peak memory)").arg("bench").arg("--layer-only").arg(tree).run()?;
     let text = String::from_utf8_lossy(&f.stdout);
@@ -240,6 +275,13 @@ pub fn layer(opts: &LayerOptions, reporter: &dyn Reporter) -> Result<LayerReport
         None
     };
 
+    let (write_umoci, umoci_layer_bytes) = if have("umoci") {
+        let (seconds, layer) = umoci_insert(dir, &tree)?;
+        (Some(Measurement::new("layer write", writer, "umoci insert", bytes, ours, seconds)), Some(layer))
+    } else {
+        (None, None)
+    };
+
     // Hashing the finished layer: ours, sha256sum, openssl.
     let t = Instant::now();
     let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, fs::File::open(&ours_out)?));
@@ -266,6 +308,8 @@ pub fn layer(opts: &LayerOptions, reporter: &dyn Reporter) -> Result<LayerReport
         compressor: oci::layer::COMPRESSOR.to_owned(),
         write_gzip,
         write_pigz,
+        write_umoci,
+        umoci_layer_bytes,
         sha256sum,
         openssl,
         peak_rss_kib_eighth,

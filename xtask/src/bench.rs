@@ -110,6 +110,9 @@ fn print_layer(r: &LayerReport, json: bool) {
             "layer": {
                 "ours_mb_s": gzip.ours_mb_s(), "gzip6_mb_s": gzip.peer_mb_s(), "ratio_vs_tar_gzip6": gzip.ratio,
                 "pigz6_mb_s": pigz.map(|p| p.peer_mb_s()), "ratio_vs_tar_pigz6": pigz.map(|p| p.ratio),
+                "umoci_insert_mb_s": r.write_umoci.as_ref().map(|u| u.peer_mb_s()),
+                "ratio_vs_umoci_insert": r.write_umoci.as_ref().map(|u| u.ratio),
+                "umoci_compressed_mb": r.umoci_layer_bytes.map(|b| b as f64 / 1e6),
                 "compressed_mb": layer_mb,
             },
             "sha256": {
@@ -127,6 +130,9 @@ fn print_layer(r: &LayerReport, json: bool) {
     println!("layer write  ours {:.1} MB/s | tar|gzip -6 {:.1} MB/s | ratio {:.2}x", gzip.ours_mb_s(), gzip.peer_mb_s(), gzip.ratio);
     if let Some(p) = pigz {
         println!("             tar|pigz -6 {:.1} MB/s | ratio {:.2}x", p.peer_mb_s(), p.ratio);
+    }
+    if let (Some(u), Some(b)) = (&r.write_umoci, r.umoci_layer_bytes) {
+        println!("             umoci insert {:.1} MB/s ({:.0} MB out) | ratio {:.2}x", u.peer_mb_s(), b as f64 / 1e6, u.ratio);
     }
     println!("sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x", sha.ours_mb_s(), sha.peer_mb_s(), sha.ratio);
     if let Some(o) = openssl {

@@ -1,0 +1,243 @@
+//! `stellaops`: what a customer runs on the air-gapped host, without this repository or a Rust
+//! toolchain. Built from the consumer crates only (`verifier`, `oci`, `schema`): it verifies
+//! a release directory, a kit or a registry release with the release's public key, and
+//! imports a kit, failing closed (nothing is loaded before everything verified).
+//!
+//! Exit codes: 0 success; 1 refused (a failed check, bad input); 2 internal error; 3 the
+//! environment failed (I/O, the registry); 64 the command line does not parse.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use schema::exit::Code;
+use schema::report::{Event, Reporter};
+use verifier::keys::{Fips, PublicKey};
+use verifier::kit::{KitError, KitReport, Target};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stellaops",
+    version,
+    about = "Verify Stella Ops releases and import offline kits",
+    long_about = "Verify Stella Ops releases and import offline kits, on a host without the source repository.\n\n\
+        Trust comes from the release's public key (SPKI PEM) obtained out of band, and for releases \
+        with transparency-log entries, the log's public key. Nothing is trusted before it verifies.",
+    after_help = "Exit codes: 0 success; 1 refused (a failed check, bad input); 2 internal error; \
+        3 environment failure (I/O, registry); 64 usage."
+)]
+struct Cli {
+    /// Print the result as one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify a release directory, an offline kit (.tar.zst), or (with --registry) the release
+    /// as published on a registry: release.yaml's signature and checksum, every image
+    /// signature, SBOM, provenance and log entry.
+    Verify {
+        /// Release directory (with release.yaml) or kit file.
+        path: PathBuf,
+        #[command(flatten)]
+        keys: Keys,
+        /// Check the release as published on this registry (`HOST[:PORT]/NAMESPACE`), against
+        /// the release directory's signed release.yaml.
+        #[arg(long, value_name = "HOST/NAMESPACE")]
+        registry: Option<String>,
+    },
+    /// Offline kits.
+    Offline {
+        #[command(subcommand)]
+        command: Offline,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Offline {
+    Kit {
+        #[command(subcommand)]
+        command: KitCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KitCommand {
+    /// Verify a kit without importing it.
+    Verify {
+        kit: PathBuf,
+        #[command(flatten)]
+        keys: Keys,
+    },
+    /// Import a kit into an OCI image layout directory or a registry, failing closed:
+    /// release.yaml's signature, every entry against the signed inventory, every image
+    /// signature and attestation; only then is anything made visible in the target.
+    Import {
+        kit: PathBuf,
+        /// `DIR` (an OCI image layout, made if absent; the release's files under
+        /// DIR/stellaops/<version>-<channel>/) or `docker://HOST[:PORT]/NAMESPACE`.
+        #[arg(long, value_name = "DIR|docker://HOST/NAMESPACE")]
+        into: String,
+        /// Docker config file with credentials for a registry target.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
+        #[command(flatten)]
+        keys: Keys,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Keys {
+    /// The release's public key (SPKI PEM), obtained out of band.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The transparency log's public key (SPKI PEM): every log entry is checked with it.
+    #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+    rekor_key: Option<PathBuf>,
+    /// FIPS mode: ES256 keys only.
+    #[arg(long)]
+    fips: bool,
+}
+
+struct Failure {
+    code: Code,
+    message: String,
+}
+
+impl Keys {
+    fn load(&self) -> Result<(PublicKey, Option<PublicKey>, Fips), Failure> {
+        let key_failure = |e: verifier::keys::KeyError| {
+            let hint = e.hint().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            Failure { code: e.exit_code(), message: format!("{e}{hint}") }
+        };
+        let key = PublicKey::load(&self.key).map_err(key_failure)?;
+        let log = self.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(key_failure)?;
+        let fips = if self.fips { Fips::On } else { Fips::Off };
+        Ok((key, log, fips))
+    }
+}
+
+/// Progress notes on stderr, one line each (the library never prints).
+struct Lines {
+    quiet: bool,
+}
+
+impl Reporter for Lines {
+    fn event(&self, event: Event) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            Event::Note { message } => eprintln!("note: {message}"),
+            Event::StageStarted { stage, .. } => eprintln!("{}...", stage.as_str()),
+            _ => {}
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { Code::Usage } else { Code::Success };
+            let _ = e.print();
+            return ExitCode::from(code.status() as u8);
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code.status() as u8)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let reporter = Lines { quiet: cli.json };
+    match &cli.command {
+        Command::Verify { path, keys, registry } => {
+            let (key, log, fips) = keys.load()?;
+            if path.is_file() && registry.is_none() {
+                return kit_result(cli.json, "verified", verifier::kit::verify_kit(path, &key, log.as_ref(), fips, None, &reporter));
+            }
+            let report = match registry {
+                Some(r) => {
+                    let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
+                    verifier::published::verify(path, &key, &target, &oci::push::PushOptions::default())
+                }
+                None => verifier::release::verify(path, &key, log.as_ref(), fips),
+            };
+            if cli.json {
+                println!("{}", serde_json::json!({"verified": report.ok(), "checks": report.checks}));
+            } else {
+                println!("{}", report.render());
+            }
+            if report.ok() {
+                Ok(())
+            } else {
+                let failed = report.checks.iter().filter(|c| !c.ok).count();
+                Err(Failure { code: Code::Rejected, message: format!("`{}` does not verify ({failed} failed checks)", path.display()) })
+            }
+        }
+        Command::Offline { command: Offline::Kit { command } } => match command {
+            KitCommand::Verify { kit, keys } => {
+                let (key, log, fips) = keys.load()?;
+                kit_result(cli.json, "verified", verifier::kit::verify_kit(kit, &key, log.as_ref(), fips, None, &reporter))
+            }
+            KitCommand::Import { kit, into, docker_config, keys } => {
+                let (key, log, fips) = keys.load()?;
+                let mut target: Target = into.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--into {into}`: {e}") })?;
+                if let Target::Registry { docker_config: d, .. } = &mut target {
+                    d.clone_from(docker_config);
+                }
+                // One import at a time into a target: the second waits for the first.
+                let (lock, what) = match &target {
+                    Target::Dir(d) => {
+                        let d = std::env::current_dir().map(|c| c.join(d)).unwrap_or_else(|_| d.clone());
+                        (oci::statelock::beside(&d), format!("the import target `{}`", d.display()))
+                    }
+                    Target::Registry { target, .. } => (oci::statelock::for_remote(&target.to_string()), format!("the import target `{target}`")),
+                };
+                let _held = hold(&lock, &what)?;
+                kit_result(cli.json, "imported", verifier::kit::import(kit, &target, &key, log.as_ref(), fips, &reporter))
+            }
+        },
+    }
+}
+
+fn hold(path: &Path, what: &str) -> Result<oci::statelock::StateLock, Failure> {
+    oci::statelock::StateLock::acquire(path, what, &|m| eprintln!("note: {m}"))
+        .map_err(|e| Failure { code: Code::Environment, message: e.to_string() })
+}
+
+fn kit_result(json: bool, done: &str, result: Result<KitReport, KitError>) -> Result<(), Failure> {
+    match result {
+        Ok(r) => {
+            if json {
+                println!("{}", serde_json::json!({ done: true, "report": r }));
+            } else {
+                println!("{}", r.checks.render());
+                println!("kit {} ({} {}): {} entries, {} bytes, {done}", r.kit.display(), r.version, r.channel, r.entries, r.content_size);
+                if let (Some(t), Some(n)) = (&r.target, r.new_blobs) {
+                    println!("imported into {t} ({n} new blobs)");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                let checks = match &e {
+                    KitError::Unverified { report, .. } => serde_json::to_value(&report.checks).unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                };
+                println!("{}", serde_json::json!({ done: false, "error": e.to_string(), "checks": checks }));
+            }
+            Err(Failure { code: e.exit_code(), message: e.to_string() })
+        }
+    }
+}

@@ -17,6 +17,7 @@ mod faults;
 mod fuzz_corpus;
 mod hostile;
 mod hsm;
+mod kills;
 mod kit;
 mod lock_add;
 mod locks;

@@ -231,7 +231,8 @@ impl Store {
             let behind = match fs::read(&pointer) {
                 Ok(current) => {
                     let last_bytes = fs::read(last).map_err(io(last))?;
-                    current != last_bytes && files.len() >= 2 && fs::read(&files[files.len() - 2]).map_err(io(last))? == current
+                    let before = files.len().checked_sub(2).map(|i| &files[i]);
+                    current != last_bytes && before.map(|b| fs::read(b).map_err(io(b))).transpose()?.is_some_and(|b| b == current)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.len() == 1,
                 Err(e) => return Err(io(&pointer)(e)),

@@ -203,11 +203,14 @@ pub fn import(
     }
     let releases = dir.join("stellaops");
     if releases.is_dir() {
-        for e in fs::read_dir(&releases).map_err(io_err(&releases))? {
-            let e = e.map_err(io_err(&releases))?;
-            let n = e.file_name().to_string_lossy().into_owned();
+        let names: Vec<String> = fs::read_dir(&releases)
+            .map_err(io_err(&releases))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(&releases))?;
+        for n in names {
             if let Some(rel) = n.strip_prefix('.').and_then(|n| n.strip_suffix(".old")) {
-                oci::dirs::recover(&releases.join(rel)).map_err(io_err(&e.path()))?;
+                oci::dirs::recover(&releases.join(rel)).map_err(io_err(&releases.join(&n)))?;
             }
         }
     }

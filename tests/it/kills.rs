@@ -526,3 +526,59 @@ fn promote_killed_between_its_writes_leaves_the_old_or_the_new_pointer_and_a_rer
     assert_eq!(leftovers(&store.join("edge/log")), Vec::<String>::new(), "seed {seed}");
     assert_eq!(leftovers(&store.join("edge/releases")), Vec::<String>::new(), "seed {seed}");
 }
+
+#[test]
+fn kit_import_into_a_registry_killed_between_two_tags_tags_nothing_incomplete_and_the_next_import_cleans_up() {
+    let Some(registry) = crate::support::registry() else { return };
+    let repo = small_repo();
+    let mut rng = Rng::new();
+    let seed = rng.seed;
+    let key = repo.path().join("target/keys/dev.pub");
+    let r1 = repo.releases().join("r1");
+    run(release_cmd(&repo, &r1, false)).ok();
+    let kit = r1.join("stellaops-kit-2.4.1-edge.tar.zst");
+    let ns = format!("kills-kit-{}-{}", std::process::id(), rng.next() % 1_000_000);
+    let into = format!("docker://{registry}/{ns}");
+    // The import stages the kit under its temporary directory: private here, to see leftovers.
+    let tmp = repo.path().join("target/import-tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let import = || {
+        let mut cmd = import_cmd(&kit, Path::new(&into), &key);
+        cmd.env("TMPDIR", &tmp);
+        cmd
+    };
+    let images: serde_json::Value = serde_json::from_slice(&fs::read(r1.join("images.json")).unwrap()).unwrap();
+    let client = oci::distribution::Client::new(&registry, None, oci::distribution::RetryPolicy::default());
+    let check_tags = |what: &str| {
+        for (name, c) in images["components"].as_object().unwrap() {
+            let repo_name = format!("{ns}/{name}");
+            if let Some(d) = client.head_manifest(&repo_name, "2.4.1").unwrap() {
+                let want = c["index"]["digest"].as_str().unwrap();
+                assert!(d.is_empty() || d == want, "seed {seed}: after {what}, `{repo_name}:2.4.1` is `{d}`, not `{want}`");
+                complete(&client, &repo_name, "2.4.1").unwrap_or_else(|e| panic!("seed {seed}: after {what}: {e}"));
+            }
+        }
+    };
+    for at in [At::Pause("publish:tagged-one"), At::After(rng.delay(Duration::from_millis(600)))] {
+        let ended = run_killed(import(), &at);
+        check_tags(&format!("the kill at {at:?}"));
+        assert!(!ended.output.contains("waiting for"), "seed {seed}: {}", ended.output);
+    }
+    run(import()).ok();
+    check_tags("the import after the kills");
+    for (name, c) in images["components"].as_object().unwrap() {
+        let got = client.head_manifest(&format!("{ns}/{name}"), "2.4.1").unwrap();
+        assert_eq!(got.as_deref(), c["index"]["digest"].as_str(), "seed {seed}: `{ns}/{name}:2.4.1`");
+    }
+    // Only the (empty) directory of the registry locks, which stays.
+    let mut left = Vec::new();
+    for e in fs::read_dir(&tmp).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("stellaops-locks-") {
+            left.extend(fs::read_dir(e.path()).unwrap().map(|l| l.unwrap().path()));
+        } else {
+            left.push(e.path());
+        }
+    }
+    assert!(left.is_empty(), "seed {seed}: the killed imports left {left:?} in their temporary directory");
+}

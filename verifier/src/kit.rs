@@ -113,7 +113,8 @@ impl std::str::FromStr for Target {
 struct Checked {
     inventory: Inventory,
     report: VerifyReport,
-    staging: tempfile::TempDir,
+    /// Held (`flock`) while in use: a killed import's is removed by the next one.
+    staging: oci::dirs::Scratch,
 }
 
 /// What `verify <kit>` and `kit import` report.
@@ -378,7 +379,7 @@ fn check(
         }
     };
     let mut entries = archive.entries().map_err(stream_err)?;
-    let staging = tempfile::Builder::new().prefix(staging_prefix).tempdir_in(staging_parent).map_err(io_err(staging_parent))?;
+    let staging = oci::dirs::Scratch::new_in(staging_parent, staging_prefix).map_err(io_err(staging_parent))?;
 
     // 1. manifest/ first.
     let mut manifest: Vec<Vec<u8>> = Vec::new();

@@ -8,10 +8,12 @@
 
 pub mod auth;
 pub mod cmd;
+pub mod dirs;
 pub mod distribution;
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod pause;
 pub mod pgzip;
 pub mod push;
 pub mod referrers;

@@ -691,6 +691,7 @@ impl<'a> Session<'a> {
                 for t in tags {
                     if self.client.head_manifest(&repo, t)?.as_deref() != Some(digest.as_str()) {
                         self.client.put_manifest(&repo, t, &bytes, media_type)?;
+                        crate::pause::at("publish:tagged-one");
                     }
                     self.rep().tags.push(format!("{repo}:{t} ({root}) -> {digest}"));
                 }

@@ -188,8 +188,12 @@ impl Store {
         let entry = log.join(format!("{sequence:08}.json"));
         let mut bytes = serde_json::to_vec_pretty(env).expect("an envelope serializes");
         bytes.push(b'\n');
+        // Written whole under a temporary name, then linked to its name (which fails if the
+        // entry exists): a reader never sees half an entry, and two moves never both get one.
         use std::io::Write as _;
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&entry).map_err(|e| {
+        let mut tmp = tempfile::Builder::new().prefix(LOG_TMP).tempfile_in(&log).map_err(io(&log))?;
+        tmp.write_all(&bytes).and_then(|_| tmp.as_file().sync_all()).map_err(io(tmp.path()))?;
+        fs::hard_link(tmp.path(), &entry).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 OpsError::Refused(format!(
                     "`{}` exists: another move of `{c}` happened meanwhile; look at `history` and retry",
@@ -199,9 +203,64 @@ impl Store {
                 io(&entry)(e)
             }
         })?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io(&entry))?;
+        drop(tmp);
+        oci::pause::at("promote:logged");
         let p = self.pointer_path(c);
         oci::write_atomic(&p, &bytes).map_err(io(&p))
+    }
+
+    /// Finishes the moves a killed command left half done, and removes its temporary files.
+    /// A move writes its log entry, then the pointer: when the log of a channel ends one entry
+    /// past `pointer.json` (or there is no pointer yet), that entry (signed and checked like
+    /// every other) becomes the pointer. Call it holding the store's lock, before a move.
+    pub fn recover(&self, key: &PublicKey) -> Result<Vec<Channel>, OpsError> {
+        let mut finished = Vec::new();
+        for c in Channel::ALL {
+            let log_dir = self.dir(c).join("log");
+            oci::dirs::sweep(&log_dir, LOG_TMP).map_err(io(&log_dir))?;
+            let releases = self.releases(c);
+            oci::dirs::sweep(&releases, KEPT_STAGING).map_err(io(&releases))?;
+            let mut files: Vec<PathBuf> = match fs::read_dir(&log_dir) {
+                Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&log_dir)(e)),
+            };
+            files.sort();
+            let Some(last) = files.last() else { continue };
+            let pointer = self.pointer_path(c);
+            let behind = match fs::read(&pointer) {
+                Ok(current) => {
+                    let last_bytes = fs::read(last).map_err(io(last))?;
+                    let before = files.len().checked_sub(2).map(|i| &files[i]);
+                    current != last_bytes && before.map(|b| fs::read(b).map_err(io(b))).transpose()?.is_some_and(|b| b == current)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => files.len() == 1,
+                Err(e) => return Err(io(&pointer)(e)),
+            };
+            if !behind {
+                continue;
+            }
+            // Only an entry that checks out (signature, channel, sequence) is put in place.
+            let trusted = self.trusted(key)?;
+            let env = pointer::read_envelope(last)?;
+            let (p, _) = trusted
+                .iter()
+                .find_map(|k| pointer::open(&env, &k.key).ok())
+                .ok_or_else(|| OpsError::Invalid(format!("`{}`: signed by no trusted key", last.display())))?;
+            if p.channel != c || p.sequence != files.len() as u64 {
+                return Err(OpsError::Invalid(format!(
+                    "`{}`: expected the pointer of `{c}` with sequence {}, found `{}` sequence {}",
+                    last.display(),
+                    files.len(),
+                    p.channel,
+                    p.sequence
+                )));
+            }
+            let bytes = fs::read(last).map_err(io(last))?;
+            oci::write_atomic(&pointer, &bytes).map_err(io(&pointer))?;
+            finished.push(c);
+        }
+        Ok(finished)
     }
 
     /// Keeps the `keep` releases most recently pointed at (always the current one).
@@ -215,6 +274,11 @@ impl Store {
         Ok(removed)
     }
 }
+
+/// The temporary name of a log entry being written (`<channel>/log/.entry-*`).
+const LOG_TMP: &str = ".entry-";
+/// A kept release being copied (`<channel>/releases/.staging-*`).
+const KEPT_STAGING: &str = ".staging-";
 
 /// Which release to promote.
 #[derive(Debug, Clone)]
@@ -335,6 +399,8 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let public = req.key.public();
     refuse_dev_key(req.root, req.to, public)?;
     refuse_unlisted_key(req.store, public)?;
+    // A move killed part-way is finished first (the caller holds the store's lock).
+    req.store.recover(public)?;
     if let Some(reason) = &req.emergency {
         if reason.trim().is_empty() {
             return Err(OpsError::Refused("`--emergency` needs a reason (it is recorded in the pointer)".to_owned()));
@@ -469,12 +535,13 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     // 4.
     let kept = req.store.kept_dir(req.to, &version, &rel.digest);
     if !kept.join("release.yaml").exists() {
-        let staging = kept.with_file_name(format!(".staging-{}", kept.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
+        let staging = kept.with_file_name(format!("{KEPT_STAGING}{}", kept.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
         let _ = fs::remove_dir_all(&staging);
         fs::create_dir_all(&staging).map_err(io(&staging))?;
         for f in KEPT_FILES {
             verifier::ops::copy_kept(&rel.dir, &staging, f)?;
         }
+        oci::pause::at("promote:kept-copied");
         fs::rename(&staging, &kept).map_err(io(&kept))?;
     }
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train, false);
@@ -495,6 +562,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
+    oci::pause::at("promote:pointed");
     let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
     Ok(Promoted {
@@ -621,6 +689,8 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
     let public = req.key.public();
     refuse_dev_key(req.root, req.to, public)?;
     refuse_unlisted_key(req.store, public)?;
+    // A move killed part-way is finished first (the caller holds the store's lock).
+    req.store.recover(public)?;
     let cfg = schema::config::load(req.root)?;
     let path = req.store.proposal_path(req.to);
     let bytes = fs::read(&path).map_err(|e| {
@@ -918,6 +988,8 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let public = req.key.public();
     refuse_dev_key(req.root, req.channel, public)?;
     refuse_unlisted_key(req.store, public)?;
+    // A move killed part-way is finished first (the caller holds the store's lock).
+    req.store.recover(public)?;
     let cfg = schema::config::load(req.root)?;
     // 1.
     let log = req.store.log(req.channel, public)?;

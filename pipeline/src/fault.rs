@@ -12,7 +12,10 @@
 //!   `repro`), swaps the first two entries of the `components` array of the JSON file `<path>`:
 //!   a generator whose output order depends on its environment.
 //!
-//! Points: `plan`, `build`, `evidence`, `sign`, `manifest` (each after that stage).
+//! - `pause@release:<point>`: stops there until killed ([`oci::pause`]), for the kill tests.
+//!
+//! Points: `plan`, `build`, `evidence`, `sign`, `manifest` (each after that stage), `write`
+//! (before the release directory is put in place).
 //!
 //! And one fault inside the build, for the drift gate's tests (a layer the build does not
 //! account for, which no backend makes on its own):
@@ -27,8 +30,10 @@ use std::path::Path;
 /// The environment variable that holds a fault.
 pub const VAR: &str = "STELLAOPS_TEST_FAULT";
 
-/// Injects the configured fault if it is for `point`.
+/// Injects the configured fault if it is for `point` (`pause@release:<point>` stops there:
+/// [`oci::pause`]).
 pub fn at(point: &str, staging: &Path) {
+    oci::pause::at(&format!("release:{point}"));
     let Ok(spec) = std::env::var(VAR) else { return };
     if let Some(p) = spec.strip_prefix("panic@") {
         if p == point {

@@ -240,8 +240,15 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         reporter.event(Event::Note { message })
     })
     .map_err(|source| Error::Io { path: lock_path.clone(), source })?;
-    let staging =
-        tempfile::Builder::new().prefix(".staging-").tempdir_in(&parent).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    // What a release of `out` killed part-way left (its staging directory, the previous
+    // release moved aside) is cleaned up first, under the lock: nothing else writes them.
+    let staging_prefix = format!(".staging-{}-", out.file_name().and_then(|n| n.to_str()).unwrap_or("release"));
+    oci::dirs::recover(&out).map_err(|source| Error::Io { path: oci::dirs::aside(&out), source })?;
+    oci::dirs::sweep(&parent, &staging_prefix).map_err(|source| Error::Io { path: parent.clone(), source })?;
+    let staging = tempfile::Builder::new()
+        .prefix(&staging_prefix)
+        .tempdir_in(&parent)
+        .map_err(|source| Error::Io { path: parent.clone(), source })?;
 
     let layout = Layout::create(&staging.path().join("images"))?;
     let fetch =
@@ -341,6 +348,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     }
     write_json(&staging.path().join("plan.json"), &plan_json).map_err(|e| e.at(Stage::Write))?;
     write_json(&staging.path().join("images.json"), &images).map_err(|e| e.at(Stage::Write))?;
+    crate::fault::at("write", staging.path());
     publish_dir(staging.keep(), &out).map_err(|e| e.at(Stage::Write))?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
     Ok(Outcome {
@@ -459,22 +467,9 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Error> {
     write_atomic(path, &bytes).map_err(|source| Error::Io { path: path.to_owned(), source })
 }
 
-/// Moves a finished staging directory to `dest`, replacing a previous one.
+/// Moves a finished staging directory to `dest`, replacing a previous one in one step.
 fn publish_dir(staging: PathBuf, dest: &Path) -> Result<(), Error> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io { path, source }
-    };
-    if dest.exists() {
-        let old = dest.with_file_name(format!(".old-{}", dest.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
-        let _ = fs::remove_dir_all(&old);
-        fs::rename(dest, &old).map_err(io(dest))?;
-        fs::rename(&staging, dest).map_err(io(dest))?;
-        fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        fs::rename(&staging, dest).map_err(io(dest))?;
-    }
-    Ok(())
+    oci::dirs::replace_dir(&staging, dest).map_err(|source| Error::Io { path: dest.to_owned(), source })
 }
 
 /// Copies the regular files under `from` (if it exists) to `to`, sorted; nothing else.

@@ -513,6 +513,7 @@ pub fn publish(
     });
     let snapshot_bytes = sign_doc(&snapshot_doc, &[key])?;
     write_new(&meta.join(format!("{sv}.snapshot.json")), &snapshot_bytes)?;
+    oci::pause::at("trust:snapshot-written");
 
     let ts_path = meta.join("timestamp.json");
     let tsv = if ts_path.exists() { read_json(&ts_path)?["signed"]["version"].as_u64().unwrap_or(0) + 1 } else { 1 };

@@ -18,6 +18,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hostile_engine;
 mod hsm;
+mod kills;
 mod kit;
 mod lock_add;
 mod locks;

@@ -113,7 +113,8 @@ impl std::str::FromStr for Target {
 struct Checked {
     inventory: Inventory,
     report: VerifyReport,
-    staging: tempfile::TempDir,
+    /// Held (`flock`) while in use: a killed import's is removed by the next one.
+    staging: oci::dirs::Scratch,
 }
 
 /// What `verify <kit>` and `kit import` report.
@@ -144,7 +145,7 @@ pub fn verify_kit(
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
     let tmp = std::env::temp_dir();
-    let checked = check(kit, (key, log), fips, &tmp, base, reporter)?;
+    let checked = check(kit, (key, log), fips, &tmp, ".stellaops-kit-verify-", base, reporter)?;
     Ok(report_of(kit, &checked, None, None))
 }
 
@@ -195,8 +196,27 @@ pub fn import(
         fs::create_dir_all(&parent).map_err(io_err(&parent))?;
     }
     let base = dir.join("oci-layout").is_file().then_some(dir.as_path());
+    // What an import into `dir` killed part-way left beside it (its staging directory, a fresh
+    // target being assembled) and inside it (a release directory moved aside). The caller
+    // holds the target's lock (`cargo xtask kit import` does), so nothing else writes these.
+    for prefix in [format!(".{name}.import-"), format!(".{name}.new-")] {
+        oci::dirs::sweep(&parent, &prefix).map_err(io_err(&parent))?;
+    }
+    let releases = dir.join("stellaops");
+    if releases.is_dir() {
+        let names: Vec<String> = fs::read_dir(&releases)
+            .map_err(io_err(&releases))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(io_err(&releases))?;
+        for n in names {
+            if let Some(rel) = n.strip_prefix('.').and_then(|n| n.strip_suffix(".old")) {
+                oci::dirs::recover(&releases.join(rel)).map_err(io_err(&releases.join(&n)))?;
+            }
+        }
+    }
     // Staging beside the target (same file system: the final moves are renames).
-    let checked = check(kit, (key, log), fips, &parent, base, reporter)?;
+    let checked = check(kit, (key, log), fips, &parent, &format!(".{name}.import-"), base, reporter)?;
     let new_blobs = load_dir(&checked, &dir, name, &parent)?;
     Ok(report_of(kit, &checked, Some(dir.display().to_string()), Some(new_blobs)))
 }
@@ -212,7 +232,7 @@ fn import_registry(
     fips: Fips,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
-    let checked = check(kit, keys, fips, &std::env::temp_dir(), None, reporter)?;
+    let checked = check(kit, keys, fips, &std::env::temp_dir(), ".stellaops-kit-import-", None, reporter)?;
     if checked.inventory.kind == KitKind::Delta {
         return Err(KitError::Target {
             target: PathBuf::from(format!("docker://{}/{}", target.host, target.namespace)),
@@ -266,7 +286,9 @@ fn load_dir(c: &Checked, dir: &Path, name: &str, parent: &Path) -> Result<usize,
         }
     }
     fs::create_dir_all(rel_dir.parent().unwrap_or(&into)).map_err(io_err(&rel_dir))?;
+    oci::pause::at("kit-import:blobs-moved");
     swap_dir(&files, &rel_dir)?;
+    oci::pause::at("kit-import:files-moved");
     // index.json last: the merge of what was there and the kit's, the kit's names winning.
     let kit_index: Index = serde_json::from_slice(&read_file(&staged.join("images/index.json"))?)
         .map_err(|e| KitError::Target { target: dir.to_owned(), reason: format!("index.json: {e}") })?;
@@ -289,16 +311,7 @@ fn load_dir(c: &Checked, dir: &Path, name: &str, parent: &Path) -> Result<usize,
 
 /// Puts directory `from` at `to`, replacing what was there (renames only).
 fn swap_dir(from: &Path, to: &Path) -> Result<(), KitError> {
-    if to.exists() {
-        let old = to.with_file_name(format!(".{}.old", to.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
-        let _ = fs::remove_dir_all(&old);
-        fs::rename(to, &old).map_err(io_err(to))?;
-        fs::rename(from, to).map_err(io_err(to))?;
-        fs::remove_dir_all(&old).map_err(io_err(&old))?;
-    } else {
-        fs::rename(from, to).map_err(io_err(to))?;
-    }
-    Ok(())
+    oci::dirs::replace_dir(from, to).map_err(io_err(to))
 }
 
 /// A reader that fails once more than `limit` bytes have passed: the guard against a stream
@@ -342,6 +355,7 @@ fn check(
     (key, log): (&PublicKey, Option<&PublicKey>),
     fips: Fips,
     staging_parent: &Path,
+    staging_prefix: &str,
     base: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<Checked, KitError> {
@@ -365,7 +379,7 @@ fn check(
         }
     };
     let mut entries = archive.entries().map_err(stream_err)?;
-    let staging = tempfile::Builder::new().prefix(".stellaops-kit-import-").tempdir_in(staging_parent).map_err(io_err(staging_parent))?;
+    let staging = oci::dirs::Scratch::new_in(staging_parent, staging_prefix).map_err(io_err(staging_parent))?;
 
     // 1. manifest/ first.
     let mut manifest: Vec<Vec<u8>> = Vec::new();

@@ -87,14 +87,15 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     let layout = Layout::open(&release.join("images")).map_err(|e| bad(e.to_string()))?;
     let (index, blobs) = select_images(&layout, &components, components.len() == all.len()).map_err(bad)?;
     // The release's own index.json when the kit holds every component, else the subset's.
-    let staged_index = tempfile::NamedTempFile::new().map_err(io_err(Path::new("index.json")))?;
+    let staged = oci::dirs::Scratch::new("stellaops-kit-index-").map_err(io_err(&std::env::temp_dir()))?;
     if components.len() == all.len() {
         files.insert("images/index.json".into(), release.join("images/index.json"));
     } else {
         let mut index_bytes = serde_json::to_vec(&index).map_err(|e| bad(e.to_string()))?;
         index_bytes.push(b'\n');
-        fs::write(staged_index.path(), &index_bytes).map_err(io_err(staged_index.path()))?;
-        files.insert("images/index.json".into(), staged_index.path().to_owned());
+        let staged_index = staged.path().join("index.json");
+        fs::write(&staged_index, &index_bytes).map_err(io_err(&staged_index))?;
+        files.insert("images/index.json".into(), staged_index);
     }
     files.insert("images/oci-layout".into(), release.join("images/oci-layout"));
     let mut blob_sizes: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
@@ -177,7 +178,10 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
     let out = req.out;
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let tmp = tempfile::Builder::new().prefix(".kit-").tempfile_in(dir).map_err(io_err(dir))?;
+    // A kit build of `out` killed part-way left its temporary file: removed first.
+    let tmp_prefix = format!(".{}.tmp-", out.file_name().and_then(|n| n.to_str()).unwrap_or("kit"));
+    oci::dirs::sweep(dir, &tmp_prefix).map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new().prefix(&tmp_prefix).tempfile_in(dir).map_err(io_err(dir))?;
     let file = tmp.as_file().try_clone().map_err(io_err(tmp.path()))?;
     // (The kit's own sha256 is not computed here: a second hash of every byte on this thread
     // would cost a third of the throughput; `sha256sum` it when publishing.)

@@ -215,7 +215,7 @@ fn from_docker_archive(base: &Base, platform: Platform, path: &Path, dst: &Layou
     use std::io::Read;
     let archive_err = |message: String| BaseError::Archive { base: base.name.clone(), platform, path: path.to_owned(), message };
     let layout_err = |source| BaseError::Layout { base: base.name.clone(), platform, source };
-    let scratch = tempfile::Builder::new().prefix("stellaops-docker-archive-").tempdir().map_err(|e| archive_err(e.to_string()))?;
+    let scratch = oci::dirs::Scratch::new("stellaops-docker-archive-").map_err(|e| archive_err(e.to_string()))?;
     let tmp = Layout::create(scratch.path()).map_err(layout_err)?;
     let mut file = fs::File::open(path).map_err(|e| archive_err(e.to_string()))?;
     let mut magic = [0u8; 2];
@@ -380,7 +380,7 @@ pub fn assemble_debian(base: &Base, platform: Platform, fetch: &Fetch, layout: &
         let base = name.clone();
         move |source| BaseError::Io { base, platform, path, source }
     };
-    let scratch = tempfile::Builder::new().prefix("stellaops-base-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+    let scratch = oci::dirs::Scratch::new("stellaops-base-").map_err(io_err(Path::new("$TMPDIR")))?;
     let rootfs = scratch.path().join("rootfs");
     fs::create_dir(&rootfs).map_err(io_err(&rootfs))?;
     let mut infos = Vec::new();

@@ -1107,7 +1107,7 @@ impl Backend for BuildKit<'_> {
             move |source| BuildKitError::Io { path, source }
         };
         // 1. The source from git objects, and the build context made from it.
-        let scratch = tempfile::Builder::new().prefix("stellaops-buildkit-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+        let scratch = oci::dirs::Scratch::new("stellaops-buildkit-").map_err(io_err(Path::new("$TMPDIR")))?;
         let src = scratch.path().join("src");
         crate::stages::plan::source::materialize(job.repo, job.commit, job.subdir, &src).map_err(|source| BuildError::Source {
             component: c.name.clone(),

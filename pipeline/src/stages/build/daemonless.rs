@@ -60,7 +60,7 @@ impl Backend for Daemonless {
             move |source| BuildError::Io { path, source }
         };
         // 1. The source, from git objects, into a scratch directory of this job alone.
-        let scratch = tempfile::Builder::new().prefix("stellaops-build-").tempdir().map_err(io_err(Path::new("$TMPDIR")))?;
+        let scratch = oci::dirs::Scratch::new("stellaops-build-").map_err(io_err(Path::new("$TMPDIR")))?;
         let src = scratch.path().join("src");
         let out = scratch.path().join("out");
         let home = scratch.path().join("home");

@@ -116,7 +116,7 @@ pub fn prepare(t: &Toolchain, fetch: &Fetch) -> Result<GoToolchain, GoError> {
     let dir = parent.join(format!("{}-{key}", t.name));
     if !dir.join(".complete").is_file() {
         fs::create_dir_all(&parent).map_err(io_at(&parent))?;
-        let tmp = tempfile::Builder::new().prefix(&format!(".{}-", t.name)).tempdir_in(&parent).map_err(io_at(&parent))?;
+        let tmp = oci::dirs::Scratch::new_in(&parent, &format!(".{}-", t.name)).map_err(io_at(&parent))?;
         for deb in &debs {
             debian::unpack(deb, tmp.path()).map_err(fetch_err)?;
         }

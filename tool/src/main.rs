@@ -191,7 +191,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             }
             KitCommand::Import { kit, into, docker_config, keys } => {
                 let (key, log, fips) = keys.load()?;
-                let mut target: Target = into.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--into {into}`: {e}") })?;
+                let mut target: Target =
+                    into.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--into {into}`: {e}") })?;
                 if let Target::Registry { docker_config: d, .. } = &mut target {
                     d.clone_from(docker_config);
                 }
@@ -201,7 +202,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                         let d = std::env::current_dir().map(|c| c.join(d)).unwrap_or_else(|_| d.clone());
                         (oci::statelock::beside(&d), format!("the import target `{}`", d.display()))
                     }
-                    Target::Registry { target, .. } => (oci::statelock::for_remote(&target.to_string()), format!("the import target `{target}`")),
+                    Target::Registry { target, .. } => {
+                        (oci::statelock::for_remote(&target.to_string()), format!("the import target `{target}`"))
+                    }
                 };
                 let _held = hold(&lock, &what)?;
                 kit_result(cli.json, "imported", verifier::kit::import(kit, &target, &key, log.as_ref(), fips, &reporter))

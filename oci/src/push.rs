@@ -53,7 +53,7 @@ pub enum PublishError {
     Incomplete { target: String, problems: Vec<String> },
     #[error("{message}")]
     Release { message: String },
-    #[error("{role} `{target}`: {source}\n  no tag was written on any registry; fix the cause and run again with `--resume`")]
+    #[error("{role} `{target}`: {source}\n  no tag was written on any registry")]
     Stopped {
         role: &'static str,
         target: String,
@@ -69,6 +69,40 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// What the user can do about it (the CLI prints it as a `hint:` line).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PublishError::Stopped { source, .. } if source.registry_full() => Some(
+                "the registry's storage is full (it answered `no space left on device`): free space on the registry's disk, \
+                 then run again with `--resume` (what was uploaded is kept)"
+                    .to_owned(),
+            ),
+            PublishError::Stopped { .. } => Some("fix the cause and run again with `--resume` (what was uploaded is kept)".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Whether a registry failed because its own disk is full: a 5xx whose body says so (as
+    /// distribution's filesystem driver reports `ENOSPC`, in words or as `"Err":28`).
+    fn registry_full(&self) -> bool {
+        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = at {
+            // `Registry` is transparent: its `DistError` is not a link of the chain.
+            let dist = e.downcast_ref::<DistError>().or(match e.downcast_ref::<PublishError>() {
+                Some(PublishError::Registry(d)) => Some(d),
+                _ => None,
+            });
+            if let Some(DistError::Status { status, body, .. }) = dist {
+                let body = body.to_ascii_lowercase();
+                if *status >= 500 && (body.contains("no space left on device") || body.contains("\"err\":28")) {
+                    return true;
+                }
+            }
+            at = e.source();
+        }
+        false
+    }
+
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
             PublishError::Registry(e) => e.exit_code(),
@@ -501,7 +535,18 @@ impl<'a> Session<'a> {
                 self.have().entry(digest).or_insert_with(|| repo.to_owned());
                 continue;
             }
-            if self.client.blob_exists(repo, &digest)?.is_some() {
+            // A registry that cannot say whether it holds the blob (a 5xx after the retries:
+            // e.g. the link file its full disk left empty) is sent it again: the upload rewrites
+            // what it holds there, checked by digest, and step 4 reads it back.
+            let present = match self.client.blob_exists(repo, &digest) {
+                Ok(p) => p.is_some(),
+                Err(DistError::Status { status, .. }) if status >= 500 => {
+                    tracing::warn!("`{repo}`: the registry cannot answer for blob {digest} ({status}): sending it again");
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if present {
                 self.rep().blobs_present += 1;
             } else {
                 let from = self.have().get(&digest).cloned();

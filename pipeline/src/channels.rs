@@ -182,26 +182,46 @@ impl Store {
     }
 
     /// Writes the log entry (refusing to overwrite one: two moves at once), then the pointer.
-    fn issue(&self, c: Channel, env: &Envelope, sequence: u64) -> Result<(), OpsError> {
+    /// Writes a move: the log entry `<sequence>.json` (never over another: that is a move made
+    /// meanwhile), then the pointer. Both are written in full under temporary names first, so a
+    /// full disk stops the move before anything is visible; what follows needs no space
+    /// (renames and a hard link). The move is undone when the returned [`Issued`] is dropped
+    /// without [`Issued::keep`]: a later step that fails leaves the channel as it was.
+    fn issue(&self, c: Channel, env: &Envelope, sequence: u64) -> Result<Issued, OpsError> {
         let log = self.dir(c).join("log");
         fs::create_dir_all(&log).map_err(io(&log))?;
         let entry = log.join(format!("{sequence:08}.json"));
         let mut bytes = serde_json::to_vec_pretty(env).expect("an envelope serializes");
         bytes.push(b'\n');
-        use std::io::Write as _;
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&entry).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
+        let pointer = self.pointer_path(c);
+        // 1. Both files in full, under temporary names beside their final ones.
+        let staged_entry = staged(&log, &bytes).map_err(io(&entry))?;
+        let staged_pointer = staged(&self.dir(c), &bytes).map_err(io(&pointer))?;
+        // 2. The current pointer under a second name (a hard link), to put back on undo.
+        let previous = self.dir(c).join(".pointer.json.previous");
+        let _ = fs::remove_file(&previous);
+        let previous = match fs::hard_link(&pointer, &previous) {
+            Ok(()) => Some(previous),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&previous)(e)),
+        };
+        // 3. The log entry, refused over an existing one; then the pointer.
+        staged_entry.persist_noclobber(&entry).map_err(|e| {
+            if let Some(p) = &previous {
+                let _ = fs::remove_file(p);
+            }
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 OpsError::Refused(format!(
                     "`{}` exists: another move of `{c}` happened meanwhile; look at `history` and retry",
                     entry.display()
                 ))
             } else {
-                io(&entry)(e)
+                io(&entry)(e.error)
             }
         })?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(io(&entry))?;
-        let p = self.pointer_path(c);
-        oci::write_atomic(&p, &bytes).map_err(io(&p))
+        let issued = Issued { entry, pointer: pointer.clone(), previous, kept: false };
+        staged_pointer.persist(&pointer).map_err(|e| io(&pointer)(e.error))?;
+        Ok(issued)
     }
 
     /// Keeps the `keep` releases most recently pointed at (always the current one).
@@ -214,6 +234,67 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// A move written by [`Store::issue`]: undone when dropped (the entry removed, the previous
+/// pointer put back; renames and removals only, which a full disk allows) unless kept.
+#[must_use = "a move not kept is undone"]
+struct Issued {
+    entry: PathBuf,
+    pointer: PathBuf,
+    /// A hard link to the pointer the move replaced; none for a channel's first move.
+    previous: Option<PathBuf>,
+    kept: bool,
+}
+
+impl Issued {
+    fn keep(mut self) {
+        self.kept = true;
+        if let Some(p) = &self.previous {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Issued {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let _ = match &self.previous {
+            Some(p) => fs::rename(p, &self.pointer),
+            None => fs::remove_file(&self.pointer),
+        };
+        let _ = fs::remove_file(&self.entry);
+    }
+}
+
+/// A kept release copied by a move in progress: removed when dropped unkept (the move failed).
+struct Placed(Option<PathBuf>);
+
+impl Placed {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `bytes` in a temporary file in `dir`, synced and readable by all (as pointers are served).
+fn staged(dir: &Path, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(tmp)
 }
 
 /// Which release to promote.
@@ -426,19 +507,29 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
 
     // 4.
     let kept = req.store.kept_dir(req.to, &version, &rel.digest);
+    // The kept copy made by this move is taken back if the move fails (dropped unkept).
+    let mut placed = Placed(None);
     if !kept.join("release.yaml").exists() {
         let staging = kept.with_file_name(format!(".staging-{}", kept.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
         let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(io(&staging))?;
-        for f in KEPT_FILES {
-            verifier::ops::copy_kept(&rel.dir, &staging, f)?;
+        let copied = (|| {
+            fs::create_dir_all(&staging).map_err(io(&staging))?;
+            for f in KEPT_FILES {
+                verifier::ops::copy_kept(&rel.dir, &staging, f)?;
+            }
+            fs::rename(&staging, &kept).map_err(io(&kept))
+        })();
+        if copied.is_err() {
+            let _ = fs::remove_dir_all(&staging);
         }
-        fs::rename(&staging, &kept).map_err(io(&kept))?;
+        copied?;
+        placed = Placed(Some(kept.clone()));
     }
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train, false);
     p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key)?;
     if let Some(proposal) = propose_move(req.store, &p, &env, &log, req.key, req.now)? {
+        placed.keep();
         return Ok(Promoted {
             pointer: p,
             refreshed,
@@ -450,11 +541,13 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
             pending: true,
         });
     }
-    req.store.issue(req.to, &env, p.sequence)?;
+    let issued = req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
     let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    issued.keep();
+    placed.keep();
     Ok(Promoted {
         pointer: p,
         refreshed,
@@ -629,12 +722,13 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
         sig: base64::engine::general_purpose::STANDARD.encode(req.key.try_sign(&msg)?),
     });
     crate::tuf::write_role(&repo, &proposal.role)?;
-    req.store.issue(req.to, &proposal.envelope, p.sequence)?;
-    fs::remove_file(&path).map_err(io(&path))?;
+    let issued = req.store.issue(req.to, &proposal.envelope, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
     let pruned = req.store.prune(req.to, cfg.train(req.to).history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    issued.keep();
+    fs::remove_file(&path).map_err(io(&path))?;
     Ok(Promoted {
         pointer: p,
         refreshed: false,
@@ -949,8 +1043,10 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let env = pointer::sign(&p, req.key)?;
     let pending = propose_move(req.store, &p, &env, &log, req.key, req.now)?;
     let trust = if pending.is_none() {
-        req.store.issue(req.channel, &env, p.sequence)?;
-        publish_trust(req.store, &cfg, req.key, req.now)?
+        let issued = req.store.issue(req.channel, &env, p.sequence)?;
+        let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+        issued.keep();
+        trust
     } else {
         None
     };

@@ -263,7 +263,7 @@ fn publish_to_a_registry_whose_disk_fills_exits_3_naming_the_registry_writes_no_
     let run = publish(&registry, &[]);
     assert_eq!(run.code, 3, "expected exit 3\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains(&registry.addr), "the error does not name the registry:\n{}", run.stderr);
-    assert!(run.stderr.contains("sha256:"), "the error does not name the blob:\n{}", run.stderr);
+    assert!(run.stderr.contains("blob sha256:"), "the error does not name the blob:\n{}", run.stderr);
     assert!(run.stderr.contains("hint: "), "no hint:\n{}", run.stderr);
     assert!(!run.stderr.contains("internal error"), "{}", run.stderr);
     // Blobs were stored until the space ran out; no tag of the release was written (the
@@ -273,6 +273,10 @@ fn publish_to_a_registry_whose_disk_fills_exits_3_naming_the_registry_writes_no_
         let tags = registry.tags(&c);
         assert!(tags.iter().all(|t| t.starts_with("sha256-")), "`{c}` has tags after a failed publish: {tags:?}");
     }
+    // Every blob goes before the first manifest, so the space ran out on a blob: the registry
+    // (distribution keeps manifests and tags under `_manifests/`) holds no manifest at all.
+    let manifests: Vec<_> = walkdir::WalkDir::new(disk.path()).into_iter().flatten().filter(|e| e.file_name() == "_manifests").collect();
+    assert!(manifests.is_empty(), "manifests were sent before every blob was in place: {manifests:?}");
 
     disk.resize(size * 3);
     publish(&registry, &["--resume"]).ok();

@@ -142,9 +142,12 @@ fn release_on_a_full_disk_exits_3_naming_the_path_leaves_no_release_and_succeeds
 }
 
 fn import(into: &Path) -> Run {
-    let key = shared().source.join("target/keys/dev.pub");
+    import_kit(&shared().release.join(KIT), &shared().source.join("target/keys/dev.pub"), into)
+}
+
+fn import_kit(kit: &Path, key: &Path, into: &Path) -> Run {
     let mut cmd = xtask_cmd();
-    cmd.args(["kit", "import"]).arg(shared().release.join(KIT)).arg("--into").arg(into).arg("--key").arg(key);
+    cmd.args(["kit", "import"]).arg(kit).arg("--into").arg(into).arg("--key").arg(key);
     Run::of(cmd.output().unwrap())
 }
 
@@ -166,6 +169,75 @@ fn kit_import_on_a_full_disk_exits_3_naming_the_path_leaves_the_target_as_it_was
     disk.resize(size * 3);
     import(&target).ok();
     assert_eq!(listing(&target, &[]), listing(&roomy.path().join("imported"), &[]));
+}
+
+#[test]
+fn kit_import_of_a_second_release_into_a_target_on_a_full_disk_leaves_the_target_as_it_was_up_to_the_last_write() {
+    // Release 2.4.2 of another scratch repository, imported over the shared 2.4.1.
+    let repo = Repo::new();
+    repo.edit("release-trains/components.toml", "version = \"2.4.1\"\nregistry", "version = \"2.4.2\"\nregistry");
+    repo.commit_all("bundle 2.4.2", EPOCH + 86_400);
+    let out = repo.releases().join("2.4.2-edge");
+    repo.xtask(&["release", "--channel", "edge", "--out", out.to_str().unwrap()]).ok();
+    let (kit, key) = (out.join("stellaops-kit-2.4.2-edge.tar.zst"), repo.path().join("target/keys/dev.pub"));
+    let roomy = tempfile::tempdir().unwrap();
+    import_kit(&kit, &key, &roomy.path().join("imported")).ok();
+    let estimate = disk_usage(&roomy.path().join("imported"));
+
+    // The target holds 2.4.1; a pristine copy puts it back after an import that fits.
+    let disk = Tmpfs::mount(4 * estimate);
+    let target = disk.path().join("imported");
+    import(&target).ok();
+    let pristine = roomy.path().join("pristine");
+    run_ok(Command::new("cp").arg("-a").arg(&target).arg(&pristine));
+    let before = listing(&target, &[".lock"]);
+    let filler = disk.path().join("filler");
+    // The import with `free` bytes left: whether it fitted; a failure's message is kept in
+    // `last`; the target checked (or put back) afterwards.
+    let last = std::cell::RefCell::new(String::new());
+    let attempt = |free: u64| -> bool {
+        let _ = fs::remove_file(&filler);
+        run_ok(Command::new("fallocate").args(["-l", &(disk.free() - free).to_string()]).arg(&filler));
+        let run = import_kit(&kit, &key, &target);
+        fs::remove_file(&filler).unwrap();
+        if run.code == 0 {
+            run_ok(Command::new("rm").arg("-rf").arg(&target));
+            run_ok(Command::new("cp").arg("-a").arg(&pristine).arg(&target));
+            return true;
+        }
+        assert_disk_full(&run, &disk.path().display().to_string());
+        *last.borrow_mut() = run.stderr.clone();
+        assert_eq!(listing(&target, &[".lock"]), before, "an import that failed with {free} bytes free changed the target");
+        let left: Vec<_> = fs::read_dir(disk.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.iter().all(|n| n == "imported" || n.to_string_lossy().starts_with(".lock")), "a failed import left {left:?}");
+        false
+    };
+    // The least room it fits in, to the page (bisection), then the pages just below it: there
+    // the import fails on its last writes, after every entry was staged.
+    let (mut lo, mut hi) = (estimate / 4096 / 2, estimate / 4096 * 2);
+    assert!(!attempt(lo * 4096) && attempt(hi * 4096), "the import does not fit in {hi} pages or fits in {lo}");
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if attempt(mid * 4096) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    eprintln!("a 2.4.2 import of {estimate} bytes into the 2.4.1 target fits in {hi} pages free, not in {lo}");
+    for pages in [hi - 2, hi - 1] {
+        assert!(!attempt(pages * 4096));
+    }
+    // One page short, the last write fails: the target's new index.json (staged in full before
+    // anything moves into the target, renamed into place last).
+    assert!(last.borrow().contains(&target.join("index.json").display().to_string()), "{}", last.borrow());
+    // Room: the same command succeeds, and both releases are in the target.
+    import_kit(&kit, &key, &target).ok();
+    assert!(target.join("stellaops/2.4.1-edge").is_dir() && target.join("stellaops/2.4.2-edge").is_dir());
+    let names = digests(&target);
+    for (name, digest) in digests(&roomy.path().join("imported")) {
+        assert_eq!(names.get(&name), Some(&digest), "`{name}` is not 2.4.2's");
+    }
 }
 
 fn free_port() -> u16 {

@@ -181,7 +181,6 @@ impl Store {
         self.releases(c).join(format!("{version}-{}", &digest.hex()[..12]))
     }
 
-    /// Writes the log entry (refusing to overwrite one: two moves at once), then the pointer.
     /// Writes a move: the log entry `<sequence>.json` (never over another: that is a move made
     /// meanwhile), then the pointer. Both are written in full under temporary names first, so a
     /// full disk stops the move before anything is visible; what follows needs no space
@@ -224,15 +223,50 @@ impl Store {
         Ok(issued)
     }
 
-    /// Keeps the `keep` releases most recently pointed at (always the current one).
-    fn prune(&self, c: Channel, keep: usize, log: &[Pointer]) -> Result<Vec<Version>, OpsError> {
+    /// Keeps the `keep` releases most recently pointed at (always the current one): the others
+    /// are moved aside (`<channel>/.pruned-<name>`, out of `releases/`), put back if the move
+    /// fails later, removed by [`Pruned::keep`].
+    fn prune(&self, c: Channel, keep: usize, log: &[Pointer]) -> Result<Pruned, OpsError> {
         let kept = self.kept(c, log)?;
-        let mut removed = Vec::new();
+        let mut pruned = Pruned { moved: Vec::new(), versions: Vec::new(), kept: false };
         for k in kept.iter().skip(keep.max(1)).filter(|k| !k.current) {
-            fs::remove_dir_all(&k.dir).map_err(io(&k.dir))?;
-            removed.push(k.version);
+            let name = k.dir.file_name().and_then(|n| n.to_str()).unwrap_or("release");
+            let aside = self.dir(c).join(format!(".pruned-{name}"));
+            let _ = fs::remove_dir_all(&aside);
+            fs::rename(&k.dir, &aside).map_err(io(&k.dir))?;
+            pruned.moved.push((k.dir.clone(), aside));
+            pruned.versions.push(k.version);
         }
-        Ok(removed)
+        Ok(pruned)
+    }
+}
+
+/// Kept releases a move in progress prunes: put back when dropped unkept (the move failed).
+struct Pruned {
+    /// (kept directory, where it was moved aside).
+    moved: Vec<(PathBuf, PathBuf)>,
+    versions: Vec<Version>,
+    kept: bool,
+}
+
+impl Pruned {
+    /// The move is complete: removes what was moved aside; returns the versions pruned.
+    fn keep(mut self) -> Vec<Version> {
+        self.kept = true;
+        for (_, aside) in &self.moved {
+            let _ = fs::remove_dir_all(aside);
+        }
+        std::mem::take(&mut self.versions)
+    }
+}
+
+impl Drop for Pruned {
+    fn drop(&mut self) {
+        if !self.kept {
+            for (dir, aside) in &self.moved {
+                let _ = fs::rename(aside, dir);
+            }
+        }
     }
 }
 
@@ -548,6 +582,7 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
     issued.keep();
     placed.keep();
+    let pruned = pruned.keep();
     Ok(Promoted {
         pointer: p,
         refreshed,
@@ -728,6 +763,7 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
     let pruned = req.store.prune(req.to, cfg.train(req.to).history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
     issued.keep();
+    let pruned = pruned.keep();
     fs::remove_file(&path).map_err(io(&path))?;
     Ok(Promoted {
         pointer: p,

@@ -82,14 +82,16 @@ fn listing(dir: &Path, skip: &[&str]) -> BTreeMap<String, String> {
     out
 }
 
-/// Asserts the failure a full disk must give: exit 3, the message names `place` and says the
-/// disk is full, with a hint.
+/// Asserts the failure a full disk must give: exit 3, the message names `place` (a path on
+/// `disk`) and says the disk is full, and the hint names `disk`'s mount point.
 #[track_caller]
-fn assert_disk_full(run: &Run, place: &str) {
+fn assert_disk_full(run: &Run, disk: &Tmpfs, place: &Path) {
     assert_eq!(run.code, 3, "expected exit 3 (environment)\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains(place), "the error does not name `{place}`:\n{}", run.stderr);
+    let place = place.display().to_string();
+    assert!(run.stderr.contains(&format!("`{place}")), "the error does not name `{place}`:\n{}", run.stderr);
     assert!(run.stderr.to_lowercase().contains("no space left on device"), "the error does not say the disk is full:\n{}", run.stderr);
-    assert!(run.stderr.contains("hint: "), "no hint:\n{}", run.stderr);
+    let hint = format!("hint: the filesystem mounted at `{}` is full", disk.path().display());
+    assert!(run.stderr.contains(&hint), "no `{hint}`:\n{}", run.stderr);
     assert!(!run.stderr.contains("internal error"), "{}", run.stderr);
 }
 
@@ -126,7 +128,7 @@ fn release_on_a_full_disk_exits_3_naming_the_path_leaves_no_release_and_succeeds
     let disk = Tmpfs::mount(small);
     let out = disk.path().join("2.4.1-edge");
     let run = xtask(&["release", "--channel", "edge", "--out", out.to_str().unwrap()]);
-    assert_disk_full(&run, &disk.path().display().to_string());
+    assert_disk_full(&run, &disk, disk.path());
     // Nothing under the final name, and no staging directory left behind.
     let left: Vec<_> = fs::read_dir(disk.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.iter().all(|n| n.to_string_lossy().starts_with(".lock")), "a failed release left {left:?}");
@@ -161,7 +163,7 @@ fn kit_import_on_a_full_disk_exits_3_naming_the_path_leaves_the_target_as_it_was
     let disk = Tmpfs::mount(small);
     let target = disk.path().join("imported");
     let run = import(&target);
-    assert_disk_full(&run, &disk.path().display().to_string());
+    assert_disk_full(&run, &disk, disk.path());
     assert!(!target.exists(), "a failed import left `{}`", target.display());
     let left: Vec<_> = fs::read_dir(disk.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.iter().all(|n| n.to_string_lossy().starts_with(".lock")), "a failed import left {left:?}");
@@ -205,7 +207,7 @@ fn kit_import_of_a_second_release_into_a_target_on_a_full_disk_leaves_the_target
             run_ok(Command::new("cp").arg("-a").arg(&pristine).arg(&target));
             return true;
         }
-        assert_disk_full(&run, &disk.path().display().to_string());
+        assert_disk_full(&run, &disk, disk.path());
         *last.borrow_mut() = run.stderr.clone();
         assert_eq!(listing(&target, &[".lock"]), before, "an import that failed with {free} bytes free changed the target");
         let left: Vec<_> = fs::read_dir(disk.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -336,7 +338,7 @@ fn publish_to_a_registry_whose_disk_fills_exits_3_naming_the_registry_writes_no_
     assert_eq!(run.code, 3, "expected exit 3\nstdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains(&registry.addr), "the error does not name the registry:\n{}", run.stderr);
     assert!(run.stderr.contains("blob sha256:"), "the error does not name the blob:\n{}", run.stderr);
-    assert!(run.stderr.contains("hint: "), "no hint:\n{}", run.stderr);
+    assert!(run.stderr.contains("hint: the registry's storage is full"), "no hint naming the registry's full disk:\n{}", run.stderr);
     assert!(!run.stderr.contains("internal error"), "{}", run.stderr);
     // Blobs were stored until the space ran out; no tag of the release was written (the
     // registry has no referrers API: `sha256-<hex>` tags are referrer indexes of a digest).
@@ -389,7 +391,7 @@ fn promote_page_by_page(disk: &Tmpfs, store: &Path, now: &str) -> Run {
             fs::remove_file(&filler).unwrap();
             return run;
         }
-        assert_disk_full(&run, &store.display().to_string());
+        assert_disk_full(&run, disk, store);
         assert_eq!(listing(store, &[".lock"]), before, "a move that failed with {pages} pages free changed the store");
         assert!(pages < 300, "the move never fitted");
     }

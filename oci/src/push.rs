@@ -53,7 +53,7 @@ pub enum PublishError {
     Incomplete { target: String, problems: Vec<String> },
     #[error("{message}")]
     Release { message: String },
-    #[error("{role} `{target}`: {source}\n  no tag was written on any registry; fix the cause and run again with `--resume`")]
+    #[error("{role} `{target}`: {source}\n  no tag was written on any registry")]
     Stopped {
         role: &'static str,
         target: String,
@@ -69,6 +69,40 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// What the user can do about it (the CLI prints it as a `hint:` line).
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PublishError::Stopped { source, .. } if source.registry_full() => Some(
+                "the registry's storage is full (it answered `no space left on device`): free space on the registry's disk, \
+                 then run again with `--resume` (what was uploaded is kept)"
+                    .to_owned(),
+            ),
+            PublishError::Stopped { .. } => Some("fix the cause and run again with `--resume` (what was uploaded is kept)".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Whether a registry failed because its own disk is full: a 5xx whose body says so (as
+    /// distribution's filesystem driver reports `ENOSPC`, in words or as `"Err":28`).
+    fn registry_full(&self) -> bool {
+        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = at {
+            // `Registry` is transparent: its `DistError` is not a link of the chain.
+            let dist = e.downcast_ref::<DistError>().or(match e.downcast_ref::<PublishError>() {
+                Some(PublishError::Registry(d)) => Some(d),
+                _ => None,
+            });
+            if let Some(DistError::Status { status, body, .. }) = dist {
+                let body = body.to_ascii_lowercase();
+                if *status >= 500 && (body.contains("no space left on device") || body.contains("\"err\":28")) {
+                    return true;
+                }
+            }
+            at = e.source();
+        }
+        false
+    }
+
     pub fn exit_code(&self) -> schema::exit::Code {
         match self {
             PublishError::Registry(e) => e.exit_code(),
@@ -450,8 +484,12 @@ impl<'a> Session<'a> {
         self.have.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Steps 2 and 3: blobs, manifests, signature tags, referrers; repositories in parallel
-    /// ([`PushOptions::jobs`] at once), each one's steps in order.
+    /// Steps 2 and 3: the blobs of every repository, then manifests, signature tags and
+    /// referrers; repositories in parallel ([`PushOptions::jobs`] at once), each one's steps in
+    /// order. Every blob is in place before the first manifest is sent: the bulk of the bytes
+    /// moves first, so a registry that runs out of room does so on a blob upload, which it
+    /// stages and can take again, not on a manifest (distribution 2.8 writes a manifest's bytes
+    /// in place under its digest: a full disk can leave them empty there, for good).
     pub fn content(&mut self, reporter: &dyn Reporter) -> Result<(), PublishError> {
         let names: Vec<String> = self.placement.repos.keys().cloned().collect();
         let jobs = self.placement.repos.values().map(|r| r.blobs.len() + r.manifests.len()).sum();
@@ -468,9 +506,9 @@ impl<'a> Session<'a> {
         let this = &*self;
         pool.install(|| {
             use rayon::prelude::*;
+            names.par_iter().try_for_each(|name| this.blobs(name, &this.target.repository(name), reporter))?;
             names.par_iter().try_for_each(|name| {
                 let repo = this.target.repository(name);
-                this.blobs(name, &repo, reporter)?;
                 this.manifests(name, &repo)?;
                 this.signature_tags(name, &repo)?;
                 if mode == ReferrersMode::Fallback {
@@ -501,7 +539,7 @@ impl<'a> Session<'a> {
                 self.have().entry(digest).or_insert_with(|| repo.to_owned());
                 continue;
             }
-            if self.client.blob_exists(repo, &digest)?.is_some() {
+            if unanswered(self.client.blob_exists(repo, &digest))?.is_some() {
                 self.rep().blobs_present += 1;
             } else {
                 let from = self.have().get(&digest).cloned();
@@ -528,7 +566,7 @@ impl<'a> Session<'a> {
             if self.j().is_done(&step) {
                 continue;
             }
-            if self.client.head_manifest(repo, digest.as_str())?.is_some_and(|d| d.is_empty() || d == digest.as_str()) {
+            if unanswered(self.client.head_manifest(repo, digest.as_str()))?.is_some_and(|d| d.is_empty() || d == digest.as_str()) {
                 self.rep().manifests_present += 1;
             } else {
                 let bytes = self.layout.read_blob(&digest)?;
@@ -549,7 +587,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             let ours: oci::Manifest = self.layout.read_json(&digest, "a signature manifest")?;
-            let existing = self.client.get_manifest(repo, &tag)?;
+            let existing = unanswered(self.client.get_manifest(repo, &tag))?;
             let merged = match existing {
                 Some(f) if f.digest == digest => None,
                 Some(f) => match serde_json::from_slice::<oci::Manifest>(&f.bytes) {
@@ -590,7 +628,7 @@ impl<'a> Session<'a> {
             if self.j().is_done(&step) {
                 continue;
             }
-            let existing = self.client.get_manifest(repo, &tag)?;
+            let existing = unanswered(self.client.get_manifest(repo, &tag))?;
             let mut manifests: Vec<Descriptor> = Vec::new();
             if let Some(f) = &existing {
                 let v: serde_json::Value = serde_json::from_slice(&f.bytes).unwrap_or_default();
@@ -689,7 +727,7 @@ impl<'a> Session<'a> {
             for (root, (digest, media_type)) in &plan.roots {
                 let bytes = self.layout.read_blob(digest)?;
                 for t in tags {
-                    if self.client.head_manifest(&repo, t)?.as_deref() != Some(digest.as_str()) {
+                    if unanswered(self.client.head_manifest(&repo, t))?.as_deref() != Some(digest.as_str()) {
                         self.client.put_manifest(&repo, t, &bytes, media_type)?;
                         crate::pause::at("publish:tagged-one");
                     }
@@ -722,6 +760,20 @@ pub fn list_referrers(client: &Client, repo: &str, subject: &Digest, mode: Refer
             None => Vec::new(),
         },
     })
+}
+
+/// A read that only decides whether to write (is the blob, manifest or tag there?), with a 5xx
+/// that outlasted the retries taken as "not there": the write that follows rewrites it, and
+/// step 4 reads everything back. A registry whose disk filled up answers 500 to a blob, manifest
+/// or tag whose link file the full disk left empty, until it is written again.
+fn unanswered<T>(read: Result<Option<T>, DistError>) -> Result<Option<T>, DistError> {
+    match read {
+        Err(DistError::Status { status, ref what, .. }) if status >= 500 => {
+            tracing::warn!("{what}: the registry answered {status}: writing it again");
+            Ok(None)
+        }
+        r => r,
+    }
 }
 
 /// The journal of publishing `dir` to `target`: `<dir>/publish/<target>.journal`.

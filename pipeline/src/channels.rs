@@ -181,32 +181,64 @@ impl Store {
         self.releases(c).join(format!("{version}-{}", &digest.hex()[..12]))
     }
 
-    /// Writes the log entry (refusing to overwrite one: two moves at once), then the pointer.
-    fn issue(&self, c: Channel, env: &Envelope, sequence: u64) -> Result<(), OpsError> {
+    /// Writes a move: the log entry `<sequence>.json` (never over another: that is a move made
+    /// meanwhile), then the pointer. Both are written in full under temporary names first, so a
+    /// full disk stops the move before anything is visible; what follows needs no space
+    /// (renames and a hard link). The move is undone when the returned [`Issued`] is dropped
+    /// without [`Issued::keep`]: a later step that fails leaves the channel as it was.
+    fn issue(&self, c: Channel, env: &Envelope, sequence: u64) -> Result<Issued, OpsError> {
         let log = self.dir(c).join("log");
         fs::create_dir_all(&log).map_err(io(&log))?;
         let entry = log.join(format!("{sequence:08}.json"));
         let mut bytes = serde_json::to_vec_pretty(env).expect("an envelope serializes");
         bytes.push(b'\n');
-        // Written whole under a temporary name, then linked to its name (which fails if the
-        // entry exists): a reader never sees half an entry, and two moves never both get one.
-        use std::io::Write as _;
-        let mut tmp = tempfile::Builder::new().prefix(LOG_TMP).tempfile_in(&log).map_err(io(&log))?;
-        tmp.write_all(&bytes).and_then(|_| tmp.as_file().sync_all()).map_err(io(tmp.path()))?;
-        fs::hard_link(tmp.path(), &entry).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
+        let pointer = self.pointer_path(c);
+        // 1. Both files in full, under temporary names beside their final ones.
+        let staged_entry = staged(&log, LOG_TMP, &bytes).map_err(io(&entry))?;
+        let staged_pointer = staged(&self.dir(c), POINTER_TMP, &bytes).map_err(io(&pointer))?;
+        // 2. The current pointer under a second name (a hard link), to put back on undo.
+        let previous = self.dir(c).join(PREVIOUS_POINTER);
+        let _ = fs::remove_file(&previous);
+        let previous = match fs::hard_link(&pointer, &previous) {
+            Ok(()) => Some(previous),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&previous)(e)),
+        };
+        // 3. The log entry, refused over an existing one; then the pointer.
+        staged_entry.persist_noclobber(&entry).map_err(|e| {
+            if let Some(p) = &previous {
+                let _ = fs::remove_file(p);
+            }
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 OpsError::Refused(format!(
                     "`{}` exists: another move of `{c}` happened meanwhile; look at `history` and retry",
                     entry.display()
                 ))
             } else {
-                io(&entry)(e)
+                io(&entry)(e.error)
             }
         })?;
-        drop(tmp);
+        let issued = Issued { entry, pointer: pointer.clone(), previous, kept: false };
         oci::pause::at("promote:logged");
-        let p = self.pointer_path(c);
-        oci::write_atomic(&p, &bytes).map_err(io(&p))
+        staged_pointer.persist(&pointer).map_err(|e| io(&pointer)(e.error))?;
+        Ok(issued)
+    }
+
+    /// Keeps the `keep` releases most recently pointed at (always the current one): the others
+    /// are moved aside (`<channel>/.pruned-<name>`, out of `releases/`), put back if the move
+    /// fails later, removed by [`Pruned::keep`].
+    fn prune(&self, c: Channel, keep: usize, log: &[Pointer]) -> Result<Pruned, OpsError> {
+        let kept = self.kept(c, log)?;
+        let mut pruned = Pruned { moved: Vec::new(), versions: Vec::new(), kept: false };
+        for k in kept.iter().skip(keep.max(1)).filter(|k| !k.current) {
+            let name = k.dir.file_name().and_then(|n| n.to_str()).unwrap_or("release");
+            let aside = self.dir(c).join(format!(".pruned-{name}"));
+            let _ = fs::remove_dir_all(&aside);
+            fs::rename(&k.dir, &aside).map_err(io(&k.dir))?;
+            pruned.moved.push((k.dir.clone(), aside));
+            pruned.versions.push(k.version);
+        }
+        Ok(pruned)
     }
 
     /// Finishes the moves a killed command left half done, and removes its temporary files.
@@ -218,6 +250,13 @@ impl Store {
         for c in Channel::ALL {
             let log_dir = self.dir(c).join("log");
             oci::dirs::sweep(&log_dir, LOG_TMP).map_err(io(&log_dir))?;
+            let dir = self.dir(c);
+            oci::dirs::sweep(&dir, POINTER_TMP).map_err(io(&dir))?;
+            // A move killed after its pointer was in place, before it was kept: the link to
+            // the pointer it replaced is no longer needed.
+            let _ = fs::remove_file(dir.join(PREVIOUS_POINTER));
+            // Releases a killed move pruned (it pointed already, so it is finished below).
+            oci::dirs::sweep(&dir, ".pruned-").map_err(io(&dir))?;
             let releases = self.releases(c);
             oci::dirs::sweep(&releases, KEPT_STAGING).map_err(io(&releases))?;
             let mut files: Vec<PathBuf> = match fs::read_dir(&log_dir) {
@@ -262,23 +301,106 @@ impl Store {
         }
         Ok(finished)
     }
-
-    /// Keeps the `keep` releases most recently pointed at (always the current one).
-    fn prune(&self, c: Channel, keep: usize, log: &[Pointer]) -> Result<Vec<Version>, OpsError> {
-        let kept = self.kept(c, log)?;
-        let mut removed = Vec::new();
-        for k in kept.iter().skip(keep.max(1)).filter(|k| !k.current) {
-            fs::remove_dir_all(&k.dir).map_err(io(&k.dir))?;
-            removed.push(k.version);
-        }
-        Ok(removed)
-    }
 }
 
 /// The temporary name of a log entry being written (`<channel>/log/.entry-*`).
 const LOG_TMP: &str = ".entry-";
+/// The temporary name of a pointer being written (`<channel>/.pointer-*`).
+const POINTER_TMP: &str = ".pointer-";
+/// The pointer a move in progress replaced, kept (a hard link) to put back if it fails.
+const PREVIOUS_POINTER: &str = ".pointer.json.previous";
 /// A kept release being copied (`<channel>/releases/.staging-*`).
 const KEPT_STAGING: &str = ".staging-";
+
+/// Kept releases a move in progress prunes: put back when dropped unkept (the move failed).
+struct Pruned {
+    /// (kept directory, where it was moved aside).
+    moved: Vec<(PathBuf, PathBuf)>,
+    versions: Vec<Version>,
+    kept: bool,
+}
+
+impl Pruned {
+    /// The move is complete: removes what was moved aside; returns the versions pruned.
+    fn keep(mut self) -> Vec<Version> {
+        self.kept = true;
+        for (_, aside) in &self.moved {
+            let _ = fs::remove_dir_all(aside);
+        }
+        std::mem::take(&mut self.versions)
+    }
+}
+
+impl Drop for Pruned {
+    fn drop(&mut self) {
+        if !self.kept {
+            for (dir, aside) in &self.moved {
+                let _ = fs::rename(aside, dir);
+            }
+        }
+    }
+}
+
+/// A move written by [`Store::issue`]: undone when dropped (the entry removed, the previous
+/// pointer put back; renames and removals only, which a full disk allows) unless kept.
+#[must_use = "a move not kept is undone"]
+struct Issued {
+    entry: PathBuf,
+    pointer: PathBuf,
+    /// A hard link to the pointer the move replaced; none for a channel's first move.
+    previous: Option<PathBuf>,
+    kept: bool,
+}
+
+impl Issued {
+    fn keep(mut self) {
+        self.kept = true;
+        if let Some(p) = &self.previous {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Issued {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let _ = match &self.previous {
+            Some(p) => fs::rename(p, &self.pointer),
+            None => fs::remove_file(&self.pointer),
+        };
+        let _ = fs::remove_file(&self.entry);
+    }
+}
+
+/// A kept release copied by a move in progress: removed when dropped unkept (the move failed).
+struct Placed(Option<PathBuf>);
+
+impl Placed {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `bytes` in a temporary file in `dir`, synced and readable by all (as pointers are served).
+fn staged(dir: &Path, prefix: &str, bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut tmp = tempfile::Builder::new().prefix(prefix).tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(tmp)
+}
 
 /// Which release to promote.
 #[derive(Debug, Clone)]
@@ -534,20 +656,30 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
 
     // 4.
     let kept = req.store.kept_dir(req.to, &version, &rel.digest);
+    // The kept copy made by this move is taken back if the move fails (dropped unkept).
+    let mut placed = Placed(None);
     if !kept.join("release.yaml").exists() {
         let staging = kept.with_file_name(format!("{KEPT_STAGING}{}", kept.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
         let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(io(&staging))?;
-        for f in KEPT_FILES {
-            verifier::ops::copy_kept(&rel.dir, &staging, f)?;
+        let copied = (|| {
+            fs::create_dir_all(&staging).map_err(io(&staging))?;
+            for f in KEPT_FILES {
+                verifier::ops::copy_kept(&rel.dir, &staging, f)?;
+            }
+            oci::pause::at("promote:kept-copied");
+            fs::rename(&staging, &kept).map_err(io(&kept))
+        })();
+        if copied.is_err() {
+            let _ = fs::remove_dir_all(&staging);
         }
-        oci::pause::at("promote:kept-copied");
-        fs::rename(&staging, &kept).map_err(io(&kept))?;
+        copied?;
+        placed = Placed(Some(kept.clone()));
     }
     let mut p = next_pointer(req.to, &rel, version, current.as_ref(), req.now, to_train, false);
     p.emergency = req.emergency.clone();
     let env = pointer::sign(&p, req.key)?;
     if let Some(proposal) = propose_move(req.store, &p, &env, &log, req.key, req.now)? {
+        placed.keep();
         return Ok(Promoted {
             pointer: p,
             refreshed,
@@ -559,12 +691,15 @@ pub fn promote(req: &Promote<'_>) -> Result<Promoted, OpsError> {
             pending: true,
         });
     }
-    req.store.issue(req.to, &env, p.sequence)?;
+    let issued = req.store.issue(req.to, &env, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
     oci::pause::at("promote:pointed");
     let pruned = req.store.prune(req.to, to_train.history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    issued.keep();
+    placed.keep();
+    let pruned = pruned.keep();
     Ok(Promoted {
         pointer: p,
         refreshed,
@@ -741,12 +876,14 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
         sig: base64::engine::general_purpose::STANDARD.encode(req.key.try_sign(&msg)?),
     });
     crate::tuf::write_role(&repo, &proposal.role)?;
-    req.store.issue(req.to, &proposal.envelope, p.sequence)?;
-    fs::remove_file(&path).map_err(io(&path))?;
+    let issued = req.store.issue(req.to, &proposal.envelope, p.sequence)?;
     let mut log = log;
     log.push(p.clone());
     let pruned = req.store.prune(req.to, cfg.train(req.to).history_keep as usize, &log)?;
     let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+    issued.keep();
+    let pruned = pruned.keep();
+    fs::remove_file(&path).map_err(io(&path))?;
     Ok(Promoted {
         pointer: p,
         refreshed: false,
@@ -1063,8 +1200,10 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let env = pointer::sign(&p, req.key)?;
     let pending = propose_move(req.store, &p, &env, &log, req.key, req.now)?;
     let trust = if pending.is_none() {
-        req.store.issue(req.channel, &env, p.sequence)?;
-        publish_trust(req.store, &cfg, req.key, req.now)?
+        let issued = req.store.issue(req.channel, &env, p.sequence)?;
+        let trust = publish_trust(req.store, &cfg, req.key, req.now)?;
+        issued.keep();
+        trust
     } else {
         None
     };

@@ -86,11 +86,20 @@ impl Error {
         }
     }
 
+    /// The full disk behind this error, if it is one (`ENOSPC` anywhere in its chain).
+    pub fn disk_full(&self) -> Option<DiskFull> {
+        DiskFull::in_chain(self)
+    }
+
     /// What the user can do about it, as data (the CLI prints it as a `hint:` line); `None`
     /// where the message itself already says it.
     pub fn hint(&self) -> Option<String> {
+        if let Some(full) = self.disk_full() {
+            return Some(full.hint());
+        }
         match self {
             Error::At { source, .. } => source.hint(),
+            Error::Publish(p) => p.hint(),
             Error::Plan(p) => p.hint(),
             Error::Source(s) => s.hint(),
             Error::KeyRequired { channel } | Error::DevKey { channel, .. } => Some(format!(
@@ -117,6 +126,10 @@ impl Error {
     pub fn exit_code(&self) -> schema::exit::Code {
         use crate::stages::build::base::BaseError as B;
         use crate::stages::build::BuildError as E;
+        // A full disk is the environment's, whichever stage met it.
+        if self.disk_full().is_some() {
+            return exit::ENVIRONMENT;
+        }
         match self {
             Error::At { source, .. } => source.exit_code(),
             Error::Plan(p) => p.exit_code(),
@@ -178,5 +191,100 @@ impl Error {
             Error::Gates(e) => e.exit_code(),
             Error::Ops(e) => e.exit_code(),
         }
+    }
+}
+
+/// A write that failed because its filesystem is full (`ENOSPC`, "no space left on device"):
+/// an environment failure (exit 3) whatever stage met it, with a hint naming the filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskFull {
+    /// The path the failed write named, when an error of the chain names one (`` `path`: ``).
+    pub path: Option<PathBuf>,
+    /// Where the filesystem holding `path` is mounted (its nearest existing ancestor's).
+    pub mount: Option<PathBuf>,
+}
+
+impl DiskFull {
+    /// Looks for `ENOSPC` through `e` and its sources; the path is the innermost one an error
+    /// of the chain names in backticks (every `Io` variant of this workspace prints
+    /// `` `path`: source ``).
+    pub fn in_chain(e: &(dyn std::error::Error + 'static)) -> Option<DiskFull> {
+        let mut path = None;
+        let mut at = Some(e);
+        while let Some(err) = at {
+            if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                if is_storage_full(io) {
+                    let mount = path.as_deref().and_then(mount_of);
+                    return Some(DiskFull { path, mount });
+                }
+            } else if let Some(p) = named_path(&err.to_string()) {
+                path = Some(p);
+            }
+            at = err.source();
+        }
+        None
+    }
+
+    /// The `hint:` line: which filesystem to free space on.
+    pub fn hint(&self) -> String {
+        match (&self.mount, &self.path) {
+            (Some(m), _) | (None, Some(m)) => format!(
+                "the filesystem mounted at `{}` is full: free space on it (`df -h {}` shows it) and run the same command again",
+                m.display(),
+                m.display()
+            ),
+            (None, None) => "the disk is full: free space on it and run the same command again".to_owned(),
+        }
+    }
+}
+
+/// `ENOSPC` (or a quota's `EDQUOT`): the filesystem has no room for the write.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+}
+
+/// The first backticked absolute path of a message, if any.
+fn named_path(message: &str) -> Option<PathBuf> {
+    let (_, rest) = message.split_once('`')?;
+    let (inside, _) = rest.split_once('`')?;
+    inside.starts_with('/').then(|| PathBuf::from(inside))
+}
+
+/// The mount point of the filesystem holding `path` (or the nearest ancestor that exists: the
+/// failed file itself may not).
+fn mount_of(path: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut at = path.ancestors().find(|a| a.exists())?;
+    let dev = std::fs::metadata(at).ok()?.dev();
+    while let Some(parent) = at.parent() {
+        if std::fs::metadata(parent).ok()?.dev() != dev {
+            break;
+        }
+        at = parent;
+    }
+    Some(at.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_anywhere_in_the_chain_is_an_environment_failure_with_a_hint_naming_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staging/blob");
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let e = Error::Io { path: path.clone(), source: enospc }.at(schema::report::Stage::Sign);
+        assert_eq!(e.exit_code(), exit::ENVIRONMENT);
+        let full = e.disk_full().unwrap();
+        assert_eq!(full.path.as_deref(), Some(path.as_path()));
+        // The mount point: an ancestor of the path's nearest existing one.
+        let mount = full.mount.unwrap();
+        assert!(dir.path().starts_with(&mount), "{}", mount.display());
+        assert!(e.hint().unwrap().contains(&format!("`{}` is full", mount.display())), "{:?}", e.hint());
+        // Another I/O error keeps its own hint.
+        let other = Error::Io { path, source: std::io::Error::from_raw_os_error(13) };
+        assert!(other.disk_full().is_none());
+        assert!(other.hint().unwrap().contains("readable"));
     }
 }

@@ -475,6 +475,25 @@ pub fn publish(
     if !repo.exists() {
         return Ok(None);
     }
+    // A publication that fails part-way (a full disk) takes back the files it wrote: what
+    // clients see moves only with `timestamp.json`, written last, and nothing is left over.
+    let dirs = [repo.metadata(), repo.targets()];
+    let before = files_in(&dirs);
+    let published = publish_files(repo, channels, expiry_days, key, now);
+    if published.is_err() {
+        for f in files_in(&dirs).difference(&before) {
+            let _ = fs::remove_file(f);
+        }
+    }
+    published.map(Some)
+}
+
+/// The files directly in `dirs` (none for a directory that does not exist).
+fn files_in(dirs: &[PathBuf]) -> std::collections::BTreeSet<PathBuf> {
+    dirs.iter().filter_map(|d| fs::read_dir(d).ok()).flat_map(|rd| rd.flatten().map(|e| e.path())).collect()
+}
+
+fn publish_files(repo: &Repo, channels: &[ChannelState], expiry_days: u32, key: &dyn Signer, now: i64) -> Result<Published, OpsError> {
     if !repo.may_sign_targets(key.public())? {
         return Err(OpsError::Refused(format!(
             "the key `{}` is not a release key of the trust root `{}`\n  hint: sign with a key the root lists for `targets`, or rotate the root to add it",
@@ -523,14 +542,7 @@ pub fn publish(
         "meta": {"snapshot.json": file_meta(sv, &snapshot_bytes)},
     });
     write_new(&ts_path, &sign_doc(&timestamp_doc, &[key])?)?;
-    Ok(Some(Published {
-        targets_version: tv,
-        edge_version: ev,
-        snapshot_version: sv,
-        timestamp_version: tsv,
-        timestamp_expires,
-        targets: names,
-    }))
+    Ok(Published { targets_version: tv, edge_version: ev, snapshot_version: sv, timestamp_version: tsv, timestamp_expires, targets: names })
 }
 
 /// The targets of one channel: its pointer (with custom metadata) and its kept release.yaml files.

@@ -10,6 +10,7 @@ mod bases;
 mod builders;
 mod buildkit;
 mod compiled;
+mod disk;
 mod docker;
 mod ecosystems;
 mod evidence;

@@ -260,6 +260,24 @@ fn load_dir(c: &Checked, dir: &Path, name: &str, parent: &Path) -> Result<usize,
     };
     let layout = if fresh { Layout::create(&into) } else { Layout::open(&into) }
         .map_err(|e| KitError::Target { target: dir.to_owned(), reason: e.to_string() })?;
+    // index.json: the merge of what was there and the kit's, the kit's names winning. Written
+    // in full under a temporary name before anything moves (a full disk stops the import
+    // here, with the target as it was), renamed into place last.
+    let kit_index: Index = serde_json::from_slice(&read_file(&staged.join("images/index.json"))?)
+        .map_err(|e| KitError::Target { target: dir.to_owned(), reason: format!("index.json: {e}") })?;
+    let mut index = if fresh {
+        Index { schema_version: 2, media_type: Some(MEDIA_INDEX.to_owned()), manifests: Vec::new(), annotations: BTreeMap::new() }
+    } else {
+        layout.index().map_err(|e| KitError::Target { target: dir.to_owned(), reason: e.to_string() })?
+    };
+    let names: BTreeSet<&String> = kit_index.manifests.iter().filter_map(|d| d.annotations.get(ANNOTATION_REF_NAME)).collect();
+    index
+        .manifests
+        .retain(|d| !d.annotations.get(ANNOTATION_REF_NAME).is_some_and(|n| names.contains(n)) && !kit_index.manifests.contains(d));
+    index.manifests.extend(kit_index.manifests.iter().cloned());
+    let index_path = into.join("index.json");
+    let staged_index = stage_file(&into, &serde_json::to_vec_pretty(&index).expect("an index serializes")).map_err(io_err(&index_path))?;
+
     let mut new_blobs = 0;
     let blobs = staged.join("images/blobs/sha256");
     let target_blobs = into.join("blobs/sha256");
@@ -289,24 +307,23 @@ fn load_dir(c: &Checked, dir: &Path, name: &str, parent: &Path) -> Result<usize,
     oci::pause::at("kit-import:blobs-moved");
     swap_dir(&files, &rel_dir)?;
     oci::pause::at("kit-import:files-moved");
-    // index.json last: the merge of what was there and the kit's, the kit's names winning.
-    let kit_index: Index = serde_json::from_slice(&read_file(&staged.join("images/index.json"))?)
-        .map_err(|e| KitError::Target { target: dir.to_owned(), reason: format!("index.json: {e}") })?;
-    let mut index = if fresh {
-        Index { schema_version: 2, media_type: Some(MEDIA_INDEX.to_owned()), manifests: Vec::new(), annotations: BTreeMap::new() }
-    } else {
-        layout.index().map_err(|e| KitError::Target { target: dir.to_owned(), reason: e.to_string() })?
-    };
-    let names: BTreeSet<&String> = kit_index.manifests.iter().filter_map(|d| d.annotations.get(ANNOTATION_REF_NAME)).collect();
-    index
-        .manifests
-        .retain(|d| !d.annotations.get(ANNOTATION_REF_NAME).is_some_and(|n| names.contains(n)) && !kit_index.manifests.contains(d));
-    index.manifests.extend(kit_index.manifests.iter().cloned());
-    layout.write_index(&index).map_err(|e| KitError::Target { target: dir.to_owned(), reason: e.to_string() })?;
+    // index.json last.
+    staged_index.persist(&index_path).map_err(|e| io_err(&index_path)(e.error))?;
     if fresh {
         fs::rename(&into, dir).map_err(io_err(dir))?;
     }
     Ok(new_blobs)
+}
+
+/// `bytes` in a temporary file in `dir`, synced and readable by all, to be renamed into place.
+fn stage_file(dir: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(tmp)
 }
 
 /// Puts directory `from` at `to`, replacing what was there (renames only).
@@ -486,7 +503,18 @@ fn check(
         }
         let f = fs::File::create(&dest).map_err(io_err(&dest))?;
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, f));
-        io::copy(&mut (&mut e).take(want.size), &mut w).map_err(stream_err)?;
+        // Read errors are the kit's; write errors (a full disk) are the staging file's.
+        let mut src = (&mut e).take(want.size);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(stream_err(err)),
+            };
+            w.write_all(&buf[..n]).map_err(io_err(&dest))?;
+        }
         let (mut f, digest, n) = w.finish();
         f.flush().map_err(io_err(&dest))?;
         if n != want.size {

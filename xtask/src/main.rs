@@ -587,7 +587,11 @@ impl From<pipeline::Error> for Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure { code: schema::exit::ENVIRONMENT, message: format!("{e:#}") }
+        let mut message = format!("{e:#}");
+        if let Some(full) = pipeline::error::DiskFull::in_chain(e.as_ref()) {
+            message.push_str(&format!("\n  hint: {}", full.hint()));
+        }
+        Failure { code: schema::exit::ENVIRONMENT, message }
     }
 }
 

@@ -244,3 +244,12 @@ fn kit_result(json: bool, done: &str, result: Result<KitReport, KitError>) -> Re
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

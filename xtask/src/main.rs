@@ -133,9 +133,6 @@ enum Command {
         /// and `release.yaml.sig` (the registry holds the images, not the manifest).
         #[arg(long, value_name = "DIR")]
         release: Option<PathBuf>,
-        /// `--against`: the transparency log's public key, for a release with log entries.
-        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
-        rekor_key: Option<PathBuf>,
         /// `--against docker://...`: Docker config file with credentials for the registry.
         #[arg(long, value_name = "FILE")]
         docker_config: Option<PathBuf>,
@@ -363,7 +360,8 @@ struct BuildFlags {
     /// The transparency log's public key (SPKI PEM), pinned: each answer of the log is checked
     /// with it (checkpoint and signed entry timestamp signed by it) before it is kept; an
     /// answer that does not check leaves its entry pending. Without it, only what needs no key
-    /// is checked (the body, the inclusion proof).
+    /// is checked (the body, the inclusion proof). For `repro --against`: the published
+    /// release's log key, every entry of it checked before the rebuild.
     #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
     rekor_key: Option<PathBuf>,
     /// Directory of .deb files for air-gapped builds (instead of the apt mirror).
@@ -725,25 +723,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Repro {
-            target,
-            build,
-            keep,
-            against: Some(against),
-            release_key,
-            release,
-            rekor_key,
-            docker_config,
-            vsa,
-            verifier_id,
-            json,
-        } => {
+        Command::Repro { target, build, keep, against: Some(against), release_key, release, docker_config, vsa, verifier_id, json } => {
             let root = root_of(target.source.clone())?;
             let request = rebuild::Request {
                 against,
                 release_key,
                 release,
-                rekor_key,
+                rekor_key: build.rekor_key.clone(),
                 docker_config,
                 vsa,
                 verifier_id,
@@ -1016,5 +1002,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
 impl Target {
     fn channel_name(&self) -> &'static str {
         Channel::from(self.channel).as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of the command line (unique names, valid `requires`...), which it
+    /// otherwise makes only when a subcommand is first parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

@@ -142,6 +142,7 @@ boundary() { # crate, forbidden dependencies...
   done
 }
 boundary verifier bollard git2 pipeline tonic
+boundary stellaops bollard git2 pipeline tonic
 boundary oci bollard git2 pipeline verifier
 boundary schema oci verifier pipeline bollard git2 ureq oci-client
 python3 tests/module_cycles.py || { say "modules import each other: see docs/architecture.md"; exit 1; }

@@ -34,5 +34,6 @@ mod support;
 mod templates;
 mod thirdparty;
 mod tlog;
+mod tool;
 mod trust;
 mod tuf;

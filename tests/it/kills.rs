@@ -443,24 +443,7 @@ fn promote_killed_between_its_writes_leaves_the_old_or_the_new_pointer_and_a_rer
     let mut rng = Rng::new();
     let seed = rng.seed;
     let release_pub = repo.release_key();
-    let root_key = repo.path().join("target/keys/root.key");
-    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
-        .write(&root_key, &root_key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
-        .unwrap();
-    repo.xtask(&[
-        "trust",
-        "init",
-        "--root-key",
-        root_key.to_str().unwrap(),
-        "--release-key",
-        release_pub.to_str().unwrap(),
-        "--now",
-        &day(0.0),
-    ])
-    .ok();
-    let store = repo.path().join("target/channels");
-    let trusted_root = repo.path().join("target/trusted-root.json");
-    fs::copy(store.join("tuf/metadata/1.root.json"), &trusted_root).unwrap();
+    let (store, _, trusted_root) = crate::tuf::init_trust(&repo, &[&release_pub]);
     let r1 = repo.releases().join("r1");
     let mut cmd = release_cmd(&repo, &r1, true);
     cmd.env("STELLAOPS_SIGNING_KEY", release_pub.with_extension("key"));

@@ -184,7 +184,7 @@ fn keypair(path: &Path) -> PathBuf {
 /// `trust init` of the scratch repository's channel store with a new root key and the given
 /// release public keys; returns the store, its metadata directory and a copy of the first root
 /// (what a client trusts).
-fn init_trust(repo: &Repo, release_keys: &[&Path]) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn init_trust(repo: &Repo, release_keys: &[&Path]) -> (PathBuf, PathBuf, PathBuf) {
     let root_key = repo.path().join("target/keys/root.key");
     keypair(&root_key);
     let mut args = vec!["trust".to_owned(), "init".to_owned(), "--root-key".to_owned(), root_key.to_str().unwrap().to_owned()];

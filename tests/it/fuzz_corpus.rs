@@ -91,3 +91,111 @@ fn a_signed_kit_inventory_whose_sizes_overflow_when_summed_is_refused() {
     assert!(e.to_string().contains("the inventory's total size is not the sum of its entries"), "{e}");
     assert_eq!(e.exit_code(), schema::exit::REJECTED);
 }
+
+/// The short fuzzing run of CI (stable, no libFuzzer): each target gets its committed seeds
+/// mutated at random (bit flips, boundary bytes, cuts, repeats, inserts, splices of two
+/// seeds) for a fixed budget, `STELLAOPS_FUZZ_MILLIS` per target (default 2000). Not
+/// coverage-guided (that is the documented `cargo fuzz` run), but the same entry points and
+/// the same rule: no panic, no input that takes over 10 s. A finding is written to
+/// `target/fuzz-findings/<target>-<sha256>` and named with the seed that replays the run
+/// (`STELLAOPS_FUZZ_SEED`).
+#[test]
+fn the_fuzz_targets_survive_mutated_seeds_for_a_short_budget() {
+    let budget = std::time::Duration::from_millis(std::env::var("STELLAOPS_FUZZ_MILLIS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000));
+    let seed: u64 = std::env::var("STELLAOPS_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
+    });
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let findings = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fuzz-findings");
+    let mut failed = Vec::new();
+    let mut total = 0usize;
+    for (name, target) in targets::TARGETS {
+        let dir = fuzz_dir().join("corpus").join(name);
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+        seeds.sort();
+        let started = std::time::Instant::now();
+        let mut runs = 0usize;
+        while started.elapsed() < budget {
+            let mut input = seeds[(next() % seeds.len() as u64) as usize].clone();
+            for _ in 0..1 + next() % 4 {
+                mutate(&mut input, &seeds, &mut next);
+            }
+            let t = std::time::Instant::now();
+            let outcome = std::panic::catch_unwind(|| target(&input));
+            let took = t.elapsed();
+            runs += 1;
+            let why = match outcome {
+                Err(p) => Some(
+                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_default(),
+                ),
+                Ok(()) if took > std::time::Duration::from_secs(10) => Some(format!("took {took:?}")),
+                Ok(()) => None,
+            };
+            if let Some(why) = why {
+                std::fs::create_dir_all(&findings).unwrap();
+                let file = findings.join(format!("{name}-{}", schema::model::Digest::of(&input).hex()));
+                std::fs::write(&file, &input).unwrap();
+                failed.push(format!("`{name}`: {why} (input: {})", file.display()));
+                break;
+            }
+        }
+        eprintln!("fuzz `{name}`: {runs} mutated inputs in {:?}", started.elapsed());
+        total += runs;
+    }
+    assert!(failed.is_empty(), "findings (replay with STELLAOPS_FUZZ_SEED={seed}):\n{}", failed.join("\n"));
+    assert!(total >= targets::TARGETS.len(), "every target ran");
+}
+
+/// One random change to `input`.
+fn mutate(input: &mut Vec<u8>, seeds: &[Vec<u8>], next: &mut impl FnMut() -> u64) {
+    let len = input.len();
+    let at = |n: u64| if len == 0 { 0 } else { (n % len as u64) as usize };
+    match next() % 8 {
+        0 if len > 0 => {
+            let i = at(next());
+            input[i] ^= 1 << (next() % 8);
+        }
+        1 if len > 0 => {
+            let i = at(next());
+            input[i] = [0x00, 0xff, 0x7f, 0x80, b'\n', b'"', b'-', b'9'][(next() % 8) as usize];
+        }
+        2 if len > 0 => {
+            let (a, b) = (at(next()), at(next()));
+            input.drain(a.min(b)..a.max(b));
+        }
+        3 if len > 0 => {
+            let (a, b) = (at(next()), at(next()));
+            let piece: Vec<u8> = input[a.min(b)..a.max(b)].iter().copied().take(4096).collect();
+            let i = at(next());
+            input.splice(i..i, piece);
+        }
+        4 => {
+            let i = at(next());
+            let piece: Vec<u8> = (0..1 + next() % 16).map(|_| next() as u8).collect();
+            input.splice(i..i, piece);
+        }
+        5 => {
+            let other = &seeds[(next() % seeds.len() as u64) as usize];
+            if !other.is_empty() {
+                let from = (next() % other.len() as u64) as usize;
+                let i = at(next());
+                input.truncate(i);
+                input.extend_from_slice(&other[from..]);
+            }
+        }
+        6 if len > 0 => input.truncate(at(next())),
+        _ => {
+            // A number where a digit was: sizes, counts and offsets at their limits.
+            if let Some(i) = input.iter().position(|b| b.is_ascii_digit()) {
+                let n = ["0", "-1", "18446744073709551615", "4294967296", "99999999999999999999"][(next() % 5) as usize];
+                input.splice(i..i + 1, n.bytes());
+            }
+        }
+    }
+}

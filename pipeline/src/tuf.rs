@@ -743,51 +743,12 @@ fn add_target(
     Ok(())
 }
 
-/// A channel as a TUF client sees it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChannelTarget {
-    pub channel: Channel,
-    pub custom: BTreeMap<String, Value>,
-    pub pointer: Digest,
-}
+pub use verifier::tuf_client::ChannelTarget;
 
-/// Reads the trust repository with `tough`'s client (a second implementation: python-tuf is
-/// the third, in the tests), from the trusted root `trusted_root` (a client's copy), checking
-/// every signature, threshold, version and hash; expiry against the wall clock. Returns each
-/// channel's target.
+/// Reads the trust repository with `tough`'s client ([`verifier::tuf_client::check`], what
+/// the customer tool runs too), from the trusted root `trusted_root`.
 pub fn check(repo: &Repo, trusted_root: &Path) -> Result<Vec<ChannelTarget>, OpsError> {
-    let root_bytes = fs::read(trusted_root).map_err(io(trusted_root))?;
-    let url = |p: PathBuf| {
-        url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
-    };
-    let (meta, targets) = (url(repo.metadata())?, url(repo.targets())?);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| OpsError::Environment(e.to_string()))?;
-    rt.block_on(async {
-        let loaded = tough::RepositoryLoader::new(&root_bytes, meta, targets)
-            .load()
-            .await
-            .map_err(|e| OpsError::Refused(format!("the trust repository `{}` does not verify: {e}", repo.dir().display())))?;
-        let mut out = Vec::new();
-        for (name, target) in loaded.targets().signed.targets_iter() {
-            let Some(channel) = name.raw().strip_prefix("channel-").and_then(|n| n.strip_suffix(".json")) else { continue };
-            let channel: Channel = channel.parse().map_err(|e| OpsError::Invalid(format!("target `{}`: {e}", name.raw())))?;
-            let mut stream = loaded
-                .read_target(name)
-                .await
-                .map_err(|e| OpsError::Refused(format!("target `{}`: {e}", name.raw())))?
-                .ok_or_else(|| OpsError::Refused(format!("target `{}` is listed but absent", name.raw())))?;
-            let mut bytes = Vec::new();
-            use futures_util::StreamExt as _;
-            while let Some(chunk) = stream.next().await {
-                bytes.extend_from_slice(&chunk.map_err(|e| OpsError::Refused(format!("target `{}`: {e}", name.raw())))?);
-            }
-            let custom = target.custom.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            out.push(ChannelTarget { channel, custom, pointer: Digest::of(&bytes) });
-        }
-        out.sort_by_key(|t| t.channel);
-        Ok(out)
-    })
+    verifier::tuf_client::check(&repo.metadata(), &repo.targets(), trusted_root)
 }
 
 #[cfg(test)]

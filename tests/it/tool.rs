@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::support::{workspace, Repo, Run};
 
 /// Builds the tool (incremental: its dependencies are the test build's) and returns it.
-fn built_tool() -> PathBuf {
+pub(crate) fn built_tool() -> PathBuf {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(["build", "--locked", "--quiet", "-p", "stellaops", "--message-format=json"]).current_dir(workspace());
     // Without what `cargo test` set for this package: build scripts that watch it (ring's)

@@ -352,6 +352,16 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     let one = ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-stable.json"]);
     assert_ne!(one.code, 0, "a stable pointer with one signature was accepted: {}", one.stdout);
     assert!(one.stderr.contains("UnsignedMetadataError") && one.stderr.contains("1/2"), "{}", one.stderr);
+    // The customer tool (tough's client) refuses it too, from a copy of the repository.
+    let tool = crate::tool::built_tool();
+    let channel_check = |channel: &str| {
+        let mut cmd = Command::new(&tool);
+        cmd.args(["channel", "check"]).arg(channels.join("tuf")).arg("--root").arg(&trusted_root).args(["--channel", channel, "--json"]);
+        Run::of(cmd.output().unwrap())
+    };
+    let refused = channel_check("stable");
+    assert_eq!(refused.code, 1, "the customer tool accepted a stable pointer with one signature:\n{}\n{}", refused.stdout, refused.stderr);
+    assert!(refused.stderr.contains("does not verify"), "{}", refused.stderr);
     // Edge, one key, is unaffected.
     ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
     fs::remove_file(meta.join("1.stable.json")).unwrap();
@@ -387,6 +397,12 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     two.ok();
     assert_eq!(two.json()["channel-stable.json"]["custom"]["version"], "2.4.1");
     assert_eq!(two.json()["channel-stable.json"]["custom"]["supportEnds"], day(90.0));
+    let by_tool = channel_check("stable");
+    by_tool.ok();
+    assert_eq!(by_tool.json()["channels"][0]["custom"]["version"], "2.4.1", "{}", by_tool.stdout);
+    let by_tool = channel_check("stable");
+    by_tool.ok();
+    assert_eq!(by_tool.json()["channels"][0]["custom"]["version"], "2.4.1", "{}", by_tool.stdout);
     let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
     check.ok();
     let mut seen: Vec<String> =

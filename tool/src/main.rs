@@ -50,10 +50,33 @@ enum Command {
         #[arg(long, value_name = "HOST/NAMESPACE")]
         registry: Option<String>,
     },
+    /// Channels as a TUF client sees them, from a copy of the trust repository (its
+    /// `metadata/` and `targets/`) and a root you trust: every role's signatures and
+    /// thresholds (two release keys for stable and lts), versions, hashes and expiry; then each
+    /// channel's pointer (version, sequence, support end).
+    Channel {
+        #[command(subcommand)]
+        command: ChannelCommand,
+    },
     /// Offline kits.
     Offline {
         #[command(subcommand)]
         command: Offline,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Check the trust repository and show each channel (or one, which must be there).
+    Check {
+        /// The trust repository (a directory with `metadata/` and `targets/`).
+        repo: PathBuf,
+        /// The root you trust (`1.root.json` of the repository, obtained out of band).
+        #[arg(long, value_name = "FILE")]
+        root: PathBuf,
+        /// Require this channel: `edge`, `stable` or `lts`.
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
     },
 }
 
@@ -183,6 +206,40 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 let failed = report.checks.iter().filter(|c| !c.ok).count();
                 Err(Failure { code: Code::Rejected, message: format!("`{}` does not verify ({failed} failed checks)", path.display()) })
             }
+        }
+        Command::Channel { command: ChannelCommand::Check { repo, root, channel } } => {
+            let want: Option<schema::model::Channel> = channel
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| Failure { code: Code::Rejected, message: format!("`--channel`: {e}") })?;
+            let channels = verifier::tuf_client::check(&repo.join("metadata"), &repo.join("targets"), root)
+                .map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
+            if let Some(w) = want {
+                if !channels.iter().any(|c| c.channel == w) {
+                    return Err(Failure { code: Code::Rejected, message: format!("the trust repository has no pointer for `{w}`") });
+                }
+            }
+            let shown: Vec<_> = channels.iter().filter(|c| want.is_none_or(|w| c.channel == w)).collect();
+            if cli.json {
+                println!("{}", serde_json::json!({ "verified": true, "channels": shown }));
+            } else {
+                for c in shown {
+                    let field = |k: &str| {
+                        c.custom.get(k).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).unwrap_or_default()
+                    };
+                    println!(
+                        "{}: {} (sequence {}), release.yaml {}, support ends {}, pointer {}",
+                        c.channel,
+                        field("version"),
+                        field("sequence"),
+                        field("releaseYaml"),
+                        field("supportEnds"),
+                        c.pointer
+                    );
+                }
+            }
+            Ok(())
         }
         Command::Offline { command: Offline::Kit { command } } => match command {
             KitCommand::Verify { kit, keys } => {

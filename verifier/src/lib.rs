@@ -19,4 +19,5 @@ pub mod published;
 pub mod release;
 pub mod sign;
 pub mod tlog;
+pub mod tuf_client;
 pub mod vsa;

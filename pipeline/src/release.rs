@@ -258,15 +258,21 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter).map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
     let (_, finished) = now();
+    // What runs this release: read once, here, with the run's times.
+    let env = |k: &str| std::env::var(k).ok();
+    let builder = crate::stages::evidence::provenance::Builder::from_env(env);
     let times = if std::env::var_os(crate::repro::PINNED_RUN_ENV).is_some() {
         // A build of `repro` (never published): see `repro::MASKED`.
         RunTimes {
             invocation_id: crate::repro::PINNED_INVOCATION.to_owned(),
             started: plan.created.clone(),
             finished: plan.created.clone(),
+            builder,
         }
     } else {
-        RunTimes { invocation_id: uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())), started, finished }
+        let invocation_id = crate::stages::evidence::provenance::Builder::github_invocation(env)
+            .unwrap_or_else(|| uuid_of(&format!("{}:{}:{started_secs}", plan.source.commit, std::process::id())));
+        RunTimes { invocation_id, started, finished, builder }
     };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);

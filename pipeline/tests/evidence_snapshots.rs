@@ -145,6 +145,7 @@ fn provenance_statement_json() {
         invocation_id: "urn:uuid:00000000-0000-5000-8000-000000000000".to_owned(),
         started: "2027-06-20T12:00:00Z".to_owned(),
         finished: "2027-06-20T12:05:00Z".to_owned(),
+        builder: provenance::Builder::from_env(|_| None),
     };
     let st = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap();
     // As the evidence stage writes it: pretty JSON.
@@ -159,7 +160,12 @@ fn provenance_statement_json() {
 fn provenance_refuses_an_image_the_plan_does_not_have() {
     let mut f = fixture();
     f.image.platform = Platform::LinuxArm64;
-    let times = RunTimes { invocation_id: String::new(), started: String::new(), finished: String::new() };
+    let times = RunTimes {
+        invocation_id: String::new(),
+        started: String::new(),
+        finished: String::new(),
+        builder: provenance::Builder::from_env(|_| None),
+    };
     let err = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap_err();
     assert!(err.contains("has no image for linux/arm64"), "{err}");
 }
@@ -246,7 +252,12 @@ fn build_bases_are_build_inputs_of_the_sbom_and_resolved_dependencies_of_the_pro
     assert_eq!(format!("{:?}", with.differences), format!("{:?}", without.differences));
     assert_eq!(with.declared_packages, without.declared_packages);
 
-    let times = RunTimes { invocation_id: String::new(), started: String::new(), finished: String::new() };
+    let times = RunTimes {
+        invocation_id: String::new(),
+        started: String::new(),
+        finished: String::new(),
+        builder: provenance::Builder::from_env(|_| None),
+    };
     let st = provenance::statement(&f.plan, &f.plan.components[0], &f.image, &f.index, "1.95.0", &times).unwrap();
     let deps = &st.predicate.build_definition.resolved_dependencies;
     let names: Vec<Option<&str>> = deps.iter().map(|d| d.name.as_deref()).collect();

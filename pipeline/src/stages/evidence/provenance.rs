@@ -82,12 +82,57 @@ pub struct RunMetadata {
     pub finished_on: String,
 }
 
-/// When the release ran (wall clock), and its invocation id.
+/// When the release ran (wall clock), its invocation id, and what ran it.
 #[derive(Debug, Clone)]
 pub struct RunTimes {
     pub invocation_id: String,
     pub started: String,
     pub finished: String,
+    pub builder: Builder,
+}
+
+impl Builder {
+    /// What runs this release, from its environment (`env` reads a variable): in GitHub
+    /// Actions, the workflow file at its ref (`builder.id`), with the workflow's commit, the
+    /// runner's environment and image, and the job's container image
+    /// (`STELLAOPS_BUILDER_IMAGE`, which the workflow sets to its pinned reference) in
+    /// `builder.version`; elsewhere `cargo xtask` itself. `xtask` is the pipeline's version.
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Builder {
+        let mut version = BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]);
+        let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
+        if let Some(image) = non_empty("STELLAOPS_BUILDER_IMAGE") {
+            version.insert("container".to_owned(), image);
+        }
+        match (env("GITHUB_ACTIONS").as_deref(), non_empty("GITHUB_WORKFLOW_REF")) {
+            (Some("true"), Some(workflow_ref)) => {
+                let server = non_empty("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".to_owned());
+                for (key, var) in [
+                    ("workflowSha", "GITHUB_WORKFLOW_SHA"),
+                    ("runnerEnvironment", "RUNNER_ENVIRONMENT"),
+                    ("runnerImage", "ImageOS"),
+                    ("runnerImageVersion", "ImageVersion"),
+                ] {
+                    if let Some(v) = non_empty(var) {
+                        version.insert(key.to_owned(), v);
+                    }
+                }
+                Builder { id: format!("{server}/{workflow_ref}"), version }
+            }
+            _ => Builder { id: BUILDER_ID.to_owned(), version },
+        }
+    }
+
+    /// The invocation of a GitHub Actions run (`<server>/<repo>/actions/runs/<id>/attempts/<n>`),
+    /// when this is one.
+    pub fn github_invocation(env: impl Fn(&str) -> Option<String>) -> Option<String> {
+        if env("GITHUB_ACTIONS").as_deref() != Some("true") {
+            return None;
+        }
+        let server = env("GITHUB_SERVER_URL").filter(|v| !v.is_empty()).unwrap_or_else(|| "https://github.com".to_owned());
+        let (repo, run) = (env("GITHUB_REPOSITORY")?, env("GITHUB_RUN_ID")?);
+        let attempt = env("GITHUB_RUN_ATTEMPT").unwrap_or_else(|| "1".to_owned());
+        Some(format!("{server}/{repo}/actions/runs/{run}/attempts/{attempt}"))
+    }
 }
 
 fn sha(hex: &str) -> BTreeMap<String, String> {
@@ -206,10 +251,7 @@ pub fn statement(
                 resolved_dependencies: deps,
             },
             run_details: RunDetails {
-                builder: Builder {
-                    id: BUILDER_ID.to_owned(),
-                    version: BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
-                },
+                builder: times.builder.clone(),
                 metadata: RunMetadata {
                     invocation_id: times.invocation_id.clone(),
                     started_on: times.started.clone(),
@@ -218,4 +260,46 @@ pub fn statement(
             },
         },
     })
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    fn env_of<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn the_builder_names_the_workflow_its_commit_and_environment_in_github_actions_and_xtask_elsewhere() {
+        let gh = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_WORKFLOW_REF", "stella-ops/release/.github/workflows/release.yml@refs/tags/v2.4.1"),
+            ("GITHUB_WORKFLOW_SHA", "0123456789abcdef0123456789abcdef01234567"),
+            ("GITHUB_REPOSITORY", "stella-ops/release"),
+            ("GITHUB_RUN_ID", "42"),
+            ("GITHUB_RUN_ATTEMPT", "2"),
+            ("RUNNER_ENVIRONMENT", "github-hosted"),
+            ("ImageOS", "ubuntu24"),
+            ("STELLAOPS_BUILDER_IMAGE", "debian:12"),
+        ];
+        let b = Builder::from_env(env_of(&gh));
+        assert_eq!(b.id, "https://github.com/stella-ops/release/.github/workflows/release.yml@refs/tags/v2.4.1");
+        assert_eq!(b.version["workflowSha"], "0123456789abcdef0123456789abcdef01234567");
+        assert_eq!(b.version["runnerEnvironment"], "github-hosted");
+        assert_eq!(b.version["runnerImage"], "ubuntu24");
+        assert_eq!(b.version["container"], "debian:12");
+        assert_eq!(b.version["xtask"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(
+            Builder::github_invocation(env_of(&gh)).as_deref(),
+            Some("https://github.com/stella-ops/release/actions/runs/42/attempts/2")
+        );
+        let local = Builder::from_env(env_of(&[]));
+        assert_eq!(local.id, BUILDER_ID);
+        assert_eq!(local.version.keys().collect::<Vec<_>>(), ["xtask"]);
+        assert_eq!(Builder::github_invocation(env_of(&[])), None);
+        // Outside GitHub Actions, a stray GITHUB_WORKFLOW_REF names nothing.
+        assert_eq!(Builder::from_env(env_of(&[("GITHUB_WORKFLOW_REF", "x/y@z")])).id, BUILDER_ID);
+    }
 }

@@ -370,11 +370,10 @@ fn publish_killed_part_way_tags_nothing_incomplete_and_resume_finishes() {
     let seed = rng.seed;
     let out = repo.releases().join("2.4.1-edge");
     run(release_cmd(&repo, &out, false)).ok();
-    let ns = format!("kills-{}-{}", std::process::id(), rng.next() % 1_000_000);
-    let target = format!("{registry}/{ns}");
-    let publish = |resume: bool| {
+    let first_ns = format!("kills-{}-{}", std::process::id(), rng.next() % 1_000_000);
+    let publish = |ns: &str, resume: bool| {
         let mut cmd = xtask_cmd();
-        cmd.arg("publish").arg(&out).args(["--registry", &target, "--json"]).arg("--source").arg(repo.path());
+        cmd.arg("publish").arg(&out).args(["--registry", &format!("{registry}/{ns}"), "--json"]).arg("--source").arg(repo.path());
         if resume {
             cmd.arg("--resume");
         }
@@ -390,7 +389,7 @@ fn publish_killed_part_way_tags_nothing_incomplete_and_resume_finishes() {
         .collect();
     assert!(!roots.is_empty());
     let client = oci::distribution::Client::new(&registry, None, oci::distribution::RetryPolicy::default());
-    let check_tags = |what: &str| {
+    let check_tags = |ns: &str, what: &str| {
         for (name, digest) in &roots {
             for tag in ["2.4.1", "edge"] {
                 let repo_name = format!("{ns}/{name}");
@@ -406,24 +405,30 @@ fn publish_killed_part_way_tags_nothing_incomplete_and_resume_finishes() {
         }
     };
     let started = Instant::now();
-    let first = run_killed(publish(false), &At::After(rng.delay(Duration::from_millis(1500))));
+    let first = run_killed(publish(&first_ns, false), &At::After(rng.delay(Duration::from_millis(1500))));
     let took = started.elapsed();
-    check_tags("a kill at random");
-    if !first.killed {
+    check_tags(&first_ns, "a kill at random");
+    // The kill between two tags needs a destination not yet tagged: when the first run
+    // finished before its kill, a second namespace (its journal then says nothing of it).
+    let ns = if first.killed {
+        first_ns.clone()
+    } else {
         assert_eq!(first.code, Some(0), "seed {seed} ({took:?}): {}", first.output);
-    }
-    let ended = run_killed(publish(true), &At::Pause("publish:tagged-one"));
-    check_tags("a kill between two tags");
+        format!("{first_ns}-b")
+    };
+    let ended = run_killed(publish(&ns, true), &At::Pause("publish:tagged-one"));
+    check_tags(&ns, "a kill between two tags");
     assert!(!ended.output.contains("waiting for"), "seed {seed}: {}", ended.output);
-    let done = run(publish(true));
+    let done = run(publish(&ns, true));
     done.ok();
     assert!(!done.stdout.contains("waiting for"), "seed {seed}: {}", done.stdout);
-    check_tags("the resumed publish");
+    check_tags(&ns, "the resumed publish");
     for (name, digest) in &roots {
         for tag in ["2.4.1", "edge"] {
             assert_eq!(client.head_manifest(&format!("{ns}/{name}"), tag).unwrap().as_deref(), Some(digest.as_str()), "seed {seed}");
         }
     }
+    let target = format!("{registry}/{ns}");
     let mut cmd = xtask_cmd();
     cmd.arg("verify").arg(&out).arg("--key").arg(repo.path().join("target/keys/dev.pub")).args(["--registry", &target]);
     run(cmd).ok();

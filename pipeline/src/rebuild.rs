@@ -383,12 +383,7 @@ fn check_out(source: &Path, commit: &str, into: &Path) -> Result<(), ReproError>
 }
 
 fn rebuild(opts: &AgainstOptions<'_>, doc: &ReleaseYaml, checkout: &Path, out: &Path) -> Result<(), ReproError> {
-    let keys = out.with_file_name("keys");
-    fs::create_dir_all(&keys).map_err(|source| ReproError::Io { path: keys.clone(), source })?;
-    let key = keys.join("throwaway.key");
-    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
-        .write(&key, &key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
-        .map_err(|e| ReproError::Against(e.to_string()))?;
+    let key = crate::repro::throwaway_key(&out.with_file_name("keys"))?;
     let cmd = Cmd::new(&opts.exe, format!("rebuild {} of `{}` from its commit", doc.release.version, doc.release.channel))
         .args(["--quiet", "build", "--channel", doc.release.channel.as_str(), "--source"])
         .arg(checkout)

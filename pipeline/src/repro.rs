@@ -63,6 +63,17 @@ impl ReproError {
     }
 }
 
+/// Writes an unencrypted ECDSA P-256 key pair `throwaway.key`/`.pub` into `dir` (made if
+/// absent): what the builds of `repro` and `repro --against` sign with. Returns the key's path.
+pub fn throwaway_key(dir: &Path) -> Result<PathBuf, ReproError> {
+    fs::create_dir_all(dir).map_err(|source| ReproError::Io { path: dir.to_owned(), source })?;
+    let key = dir.join("throwaway.key");
+    verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
+        .write(&key, &key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
+        .map_err(|e| ReproError::Io { path: key.clone(), source: io::Error::other(e.to_string()) })?;
+    Ok(key)
+}
+
 /// Set in the environment of `repro`'s two builds, and only there (see [`MASKED`]).
 pub const PINNED_RUN_ENV: &str = "STELLAOPS_REPRO_BUILD";
 /// The provenance `invocationId` of a `repro` build: says what it is wherever it ends up.

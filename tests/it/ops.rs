@@ -514,12 +514,8 @@ fn plain_cargo(repo: &Repo, extra_env: &[(&str, &str)]) -> String {
     let mut cmd = std::process::Command::new("cargo");
     cmd.args(["build", "--offline", "--manifest-path", "gatecrate/Cargo.toml", "--target-dir", "target/gatecrate"])
         .current_dir(repo.path());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_PKG_")
-            || ["CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_str())
-        {
-            cmd.env_remove(k);
-        }
+    for k in pipeline::stages::gates::cargo_run_env() {
+        cmd.env_remove(k);
     }
     cmd.envs(extra_env.iter().copied());
     let out = cmd.output().expect("run cargo");

@@ -14,12 +14,8 @@ pub(crate) fn built_tool() -> PathBuf {
     cmd.args(["build", "--locked", "--quiet", "-p", "stellaops", "--message-format=json"]).current_dir(workspace());
     // Without what `cargo test` set for this package: build scripts that watch it (ring's)
     // would rebuild their crates for this build and again for the next (see the gates).
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_PKG_")
-            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_str())
-        {
-            cmd.env_remove(k);
-        }
+    for k in pipeline::stages::gates::cargo_run_env() {
+        cmd.env_remove(k);
     }
     let out = cmd.output().expect("run cargo build -p stellaops");
     assert!(out.status.success(), "cargo build -p stellaops: {}", String::from_utf8_lossy(&out.stderr));

@@ -281,11 +281,7 @@ fn kit_result(json: bool, done: &str, result: Result<KitReport, KitError>) -> Re
             if json {
                 println!("{}", serde_json::json!({ done: true, "report": r }));
             } else {
-                println!("{}", r.checks.render());
-                println!("kit {} ({} {}): {} entries, {} bytes, {done}", r.kit.display(), r.version, r.channel, r.entries, r.content_size);
-                if let (Some(t), Some(n)) = (&r.target, r.new_blobs) {
-                    println!("imported into {t} ({n} new blobs)");
-                }
+                println!("{}", r.render());
             }
             Ok(())
         }

@@ -134,6 +134,26 @@ pub struct KitReport {
     pub new_blobs: Option<usize>,
 }
 
+impl KitReport {
+    /// The checklist, then what the kit is and where it went (for people; `--json` for CI).
+    pub fn render(&self) -> String {
+        let mut s = self.checks.render();
+        s += &format!(
+            "\nkit {} ({} {}, {:?}): {} entries, {} bytes, verified",
+            self.kit.display(),
+            self.version,
+            self.channel,
+            self.kind,
+            self.entries,
+            self.content_size
+        );
+        if let (Some(t), Some(n)) = (&self.target, self.new_blobs) {
+            s += &format!("\nimported into {t} ({n} new blobs)");
+        }
+        s
+    }
+}
+
 /// `verify <kit>`: steps 1–4 of the import, without importing. A delta kit is checked against
 /// the content of `base` (an OCI layout holding the release it applies to) when given.
 pub fn verify_kit(

@@ -153,7 +153,7 @@ fn checked(done: &str, json: bool, quiet: bool, run: impl FnOnce(&Progress) -> R
     if json {
         print_json(&serde_json::json!({"event": "result", done: true, "report": report}));
     } else {
-        progress::out(&render(&report));
+        progress::out(&report.render());
     }
     Ok(())
 }
@@ -168,21 +168,4 @@ fn kit_failure(e: KitError, json: bool) -> Failure {
         print_json(&serde_json::json!({"event": "result", "verified": false, "error": e.to_string(), "checks": checks}));
     }
     Failure::from(pipeline::Error::from(e))
-}
-
-fn render(r: &KitReport) -> String {
-    let mut s = r.checks.render();
-    s += &format!(
-        "\nkit {} ({} {}, {:?}): {} entries, {} bytes, verified",
-        r.kit.display(),
-        r.version,
-        r.channel,
-        r.kind,
-        r.entries,
-        r.content_size
-    );
-    if let (Some(t), Some(n)) = (&r.target, r.new_blobs) {
-        s += &format!("\nimported into {t} ({n} new blobs)");
-    }
-    s
 }

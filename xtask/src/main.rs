@@ -749,10 +749,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 code: schema::exit::Code::Environment,
                 message: format!("cannot make a temporary directory: {e}"),
             })?;
-            let key = keys.path().join("throwaway.key");
-            verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
-                .write(&key, &key.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
-                .map_err(pipeline::Error::from)?;
+            let key = pipeline::repro::throwaway_key(keys.path()).map_err(pipeline::Error::from)?;
             let mut args: Vec<OsString> = vec![
                 "--quiet".into(),
                 "build".into(),

@@ -346,7 +346,7 @@ fn slug(name: &str) -> String {
 /// `rerun-if-env-changed=CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`...) would see them changed, so
 /// the gate would rebuild ring and all that depends on it, and the next `cargo xtask` would
 /// rebuild it all again (issue 17, "no rebuild thrash").
-fn cargo_run_env() -> Vec<std::ffi::OsString> {
+pub fn cargo_run_env() -> Vec<std::ffi::OsString> {
     const EXACT: &[&str] =
         &["CARGO", "CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"];
     std::env::vars_os().map(|(k, _)| k).filter(|k| k.to_str().is_some_and(|k| EXACT.contains(&k) || k.starts_with("CARGO_PKG_"))).collect()

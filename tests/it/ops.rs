@@ -555,3 +555,107 @@ fn ops_gates_a_cargo_gate_does_not_rebuild_what_the_developers_cargo_built() {
     assert!(!log.contains("Compiling"), "the gate rebuilt what was built:\n{log}");
     assert!(!plain_cargo(&repo, &[]).contains("Compiling"), "the developer's build after the gate compiles nothing");
 }
+
+/// What in a workflow is not pinned: an action not named by a full commit SHA, a container or
+/// service image not named by digest, a script piped into a shell, a download not checked by
+/// sha256, or release-environment pins that differ from `pins` (name → value) when given.
+fn unpinned(name: &str, text: &str, pins: &mut Vec<(String, String)>) -> Vec<String> {
+    let doc: serde_norway::Value = serde_norway::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut found = Vec::new();
+    let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let pinned_image = |image: &str| image.rsplit_once("@sha256:").is_some_and(|(_, h)| is_hex(h, 64));
+    for (key, value) in doc["env"].as_mapping().into_iter().flatten() {
+        let (k, v) = (key.as_str().unwrap_or_default().to_owned(), value.as_str().unwrap_or_default().to_owned());
+        match pins.iter().find(|(pk, _)| *pk == k) {
+            Some((_, pv)) if *pv != v => found.push(format!("{name}: env `{k}` is `{v}`, another workflow says `{pv}`")),
+            Some(_) => {}
+            None => pins.push((k, v)),
+        }
+    }
+    for (job_name, job) in doc["jobs"].as_mapping().into_iter().flatten() {
+        let job_name = job_name.as_str().unwrap_or_default();
+        let container = &job["container"];
+        let image = container["image"].as_str().or(container.as_str());
+        if let Some(image) = image {
+            if !pinned_image(image) {
+                found.push(format!("{name}: job `{job_name}`: container image `{image}` is not pinned by digest"));
+            }
+            if let Some(recorded) = job["env"]["STELLAOPS_BUILDER_IMAGE"].as_str() {
+                if recorded != image {
+                    found.push(format!("{name}: job `{job_name}`: STELLAOPS_BUILDER_IMAGE `{recorded}` is not the container `{image}`"));
+                }
+            }
+        }
+        for (_, service) in job["services"].as_mapping().into_iter().flatten() {
+            let image = service["image"].as_str().unwrap_or_default();
+            if !pinned_image(image) {
+                found.push(format!("{name}: job `{job_name}`: service image `{image}` is not pinned by digest"));
+            }
+        }
+        if let Some(uses) = job["uses"].as_str() {
+            if !uses.starts_with("./") {
+                found.push(format!("{name}: job `{job_name}` calls `{uses}`, outside this repository"));
+            }
+        }
+        for step in job["steps"].as_sequence().into_iter().flatten() {
+            if let Some(uses) = step["uses"].as_str() {
+                let pinned = uses.starts_with("./") || uses.rsplit_once('@').is_some_and(|(_, r)| is_hex(r, 40));
+                if !pinned {
+                    found.push(format!("{name}: job `{job_name}`: `{uses}` is not pinned by commit SHA"));
+                }
+                if let Some(image) = uses.strip_prefix("docker://") {
+                    if !pinned_image(image) {
+                        found.push(format!("{name}: job `{job_name}`: `{uses}` is not pinned by digest"));
+                    }
+                }
+            }
+            let run = step["run"].as_str().unwrap_or_default();
+            for piped in run.split('|').skip(1) {
+                let command = piped.split_whitespace().next().unwrap_or_default();
+                if ["sh", "bash", "dash", "zsh"].contains(&command.rsplit('/').next().unwrap_or_default()) {
+                    found.push(format!("{name}: job `{job_name}`: a script is piped into a shell (`| {command}`)"));
+                }
+            }
+            let downloads = ["curl ", "wget "].iter().any(|d| run.contains(d));
+            if downloads && !run.contains("sha256sum -c") {
+                found.push(format!("{name}: job `{job_name}`: a download is not checked with `sha256sum -c`"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ops_workflows_pin_every_action_image_package_source_and_installer() {
+    let dir = workspace().join(".github/workflows");
+    let mut pins = Vec::new();
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut found = Vec::new();
+    for f in &files {
+        let text = fs::read_to_string(f).unwrap();
+        found.extend(unpinned(&f.file_name().unwrap().to_string_lossy(), &text, &mut pins));
+        for k in ["STELLAOPS_DEBIAN_SNAPSHOT", "STELLAOPS_RUSTUP_VERSION", "STELLAOPS_RUSTUP_SHA256"] {
+            assert!(text.contains(&format!("\n  {k}: ")), "{}: no workflow-level `{k}`", f.display());
+        }
+    }
+    assert!(found.is_empty(), "unpinned:\n{}", found.join("\n"));
+    let release = fs::read_to_string(dir.join("release.yml")).unwrap();
+    assert!(release.contains("snapshot.debian.org/archive/debian/$STELLAOPS_DEBIAN_SNAPSHOT"), "packages come from the pinned snapshot");
+    // The checker itself finds what it looks for.
+    let bad = "jobs:\n  a:\n    container:\n      image: debian:12\n    services:\n      reg:\n        image: registry:2\n    env:\n      STELLAOPS_BUILDER_IMAGE: debian:11\n    steps:\n      - uses: actions/checkout@v5\n      - run: curl -sSf https://sh.rustup.rs | sh -s -- -y\n      - run: wget https://example.invalid/x.tar.gz\n";
+    let found = unpinned("bad.yml", bad, &mut Vec::new());
+    for needle in [
+        "container image `debian:12`",
+        "service image `registry:2`",
+        "`actions/checkout@v5`",
+        "piped into a shell",
+        "not checked",
+        "STELLAOPS_BUILDER_IMAGE `debian:11`",
+    ] {
+        assert!(found.iter().any(|f| f.contains(needle)), "`{needle}` not found in {found:?}");
+    }
+    let mut other = vec![("STELLAOPS_RUSTUP_VERSION".to_owned(), "1.0.0".to_owned())];
+    let found = unpinned("drift.yml", "env:\n  STELLAOPS_RUSTUP_VERSION: 1.29.0\njobs: {}\n", &mut other);
+    assert!(found.iter().any(|f| f.contains("another workflow says `1.0.0`")), "{found:?}");
+}

@@ -94,14 +94,22 @@ pub struct RunTimes {
 impl Builder {
     /// What runs this release, from its environment (`env` reads a variable): in GitHub
     /// Actions, the workflow file at its ref (`builder.id`), with the workflow's commit, the
-    /// runner's environment and image, and the job's container image
-    /// (`STELLAOPS_BUILDER_IMAGE`, which the workflow sets to its pinned reference) in
-    /// `builder.version`; elsewhere `cargo xtask` itself. `xtask` is the pipeline's version.
+    /// runner's environment and image, the job's container image (`STELLAOPS_BUILDER_IMAGE`,
+    /// which the workflow sets to its digest-pinned reference), the Debian snapshot and the
+    /// checksum-pinned toolchain installer in `builder.version`; elsewhere `cargo xtask` itself. `xtask` is the pipeline's version.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Builder {
         let mut version = BTreeMap::from([("xtask".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]);
         let non_empty = |k: &str| env(k).filter(|v| !v.is_empty());
         if let Some(image) = non_empty("STELLAOPS_BUILDER_IMAGE") {
             version.insert("container".to_owned(), image);
+        }
+        // The pinned release environment of the workflows (.github/workflows: the Debian
+        // snapshot its packages come from, and the rustup-init checked by sha256).
+        if let Some(snapshot) = non_empty("STELLAOPS_DEBIAN_SNAPSHOT") {
+            version.insert("debianSnapshot".to_owned(), snapshot);
+        }
+        if let (Some(v), Some(sha)) = (non_empty("STELLAOPS_RUSTUP_VERSION"), non_empty("STELLAOPS_RUSTUP_SHA256")) {
+            version.insert("rustupInit".to_owned(), format!("{v} sha256:{sha}"));
         }
         match (env("GITHUB_ACTIONS").as_deref(), non_empty("GITHUB_WORKFLOW_REF")) {
             (Some("true"), Some(workflow_ref)) => {
@@ -282,14 +290,19 @@ mod builder_tests {
             ("GITHUB_RUN_ATTEMPT", "2"),
             ("RUNNER_ENVIRONMENT", "github-hosted"),
             ("ImageOS", "ubuntu24"),
-            ("STELLAOPS_BUILDER_IMAGE", "debian:12"),
+            ("STELLAOPS_BUILDER_IMAGE", "debian:12@sha256:8a8cd02c5912770b4980228a54d4aff9e4f986f1eb2525d2d371dec5232cefcc"),
+            ("STELLAOPS_DEBIAN_SNAPSHOT", "20261115T000000Z"),
+            ("STELLAOPS_RUSTUP_VERSION", "1.29.0"),
+            ("STELLAOPS_RUSTUP_SHA256", "4acc9acc76d5079515b46346a485974457b5a79893cfb01112423c89aeb5aa10"),
         ];
         let b = Builder::from_env(env_of(&gh));
         assert_eq!(b.id, "https://github.com/stella-ops/release/.github/workflows/release.yml@refs/tags/v2.4.1");
         assert_eq!(b.version["workflowSha"], "0123456789abcdef0123456789abcdef01234567");
         assert_eq!(b.version["runnerEnvironment"], "github-hosted");
         assert_eq!(b.version["runnerImage"], "ubuntu24");
-        assert_eq!(b.version["container"], "debian:12");
+        assert_eq!(b.version["container"], "debian:12@sha256:8a8cd02c5912770b4980228a54d4aff9e4f986f1eb2525d2d371dec5232cefcc");
+        assert_eq!(b.version["debianSnapshot"], "20261115T000000Z");
+        assert_eq!(b.version["rustupInit"], "1.29.0 sha256:4acc9acc76d5079515b46346a485974457b5a79893cfb01112423c89aeb5aa10");
         assert_eq!(b.version["xtask"], env!("CARGO_PKG_VERSION"));
         assert_eq!(
             Builder::github_invocation(env_of(&gh)).as_deref(),

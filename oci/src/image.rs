@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(x, y);
         assert_eq!(x.media_type, MEDIA_LAYER_GZIP);
         let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(b.blob_path(&y.digest)).unwrap()), &mut back)
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(std::fs::File::open(b.blob_path(&y.digest)).unwrap()), &mut back)
             .unwrap();
         assert_eq!(back, tar);
         // A blob that is not what its name says is refused, and nothing is left behind.

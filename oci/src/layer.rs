@@ -6,10 +6,12 @@
 //! - every mtime set to the layer's epoch; uid/gid 0, empty user and group names; no
 //!   atime/ctime, no xattrs (tar `default-features = false`), no sparse files;
 //! - modes normalized ([`Modes::Normalize`]) or kept from a pinned input ([`Modes::Preserve`]);
-//! - gzip: [`crate::pgzip`] (128 KiB blocks deflated in parallel by flate2's zlib-rs backend at
-//!   level 6, each primed with the previous 32 KiB), header mtime 0, no file name, OS byte 255
-//!   ([`COMPRESSOR`]). The bytes do not depend on the thread count; another deflate
-//!   implementation, level or block size gives other bytes.
+//! - gzip: [`crate::pgzip`] in the release's layer gzip format (`[release] layer-gzip`):
+//!   format 1, 128 KiB blocks deflated in parallel by flate2's zlib-rs backend at level 6, each
+//!   primed with the previous 32 KiB ([`COMPRESSOR`]); format 2, one libdeflate gzip member per
+//!   128 KiB block ([`COMPRESSOR_V2`]). Header mtime 0, no file name, OS byte 255. The bytes
+//!   do not depend on the thread count; another deflate implementation, level or block size
+//!   gives other bytes, hence the format number.
 //!
 //! Nothing is held in memory: the tar stream goes through two hashing writers into the sink.
 
@@ -20,11 +22,22 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::pgzip::ParallelGzEncoder;
+use schema::files::LayerGzip;
 use schema::model::Digest;
 
-/// The compressor pinned by the determinism contract; recorded in the build output and (later)
-/// in provenance.
+/// The compressor of layer gzip format 1, pinned by the determinism contract; recorded in the
+/// build output and in provenance ([`compressor`]).
 pub const COMPRESSOR: &str = "gzip level 6, 128 KiB blocks with 32 KiB dictionaries, in parallel (flate2 1.1.11, zlib-rs backend)";
+/// The compressor of layer gzip format 2.
+pub const COMPRESSOR_V2: &str = "gzip, one member per 128 KiB block, in parallel (libdeflate 1.26.1 via libdeflater, level 4)";
+
+/// What a release records as its compressor, per layer gzip format.
+pub fn compressor(format: LayerGzip) -> &'static str {
+    match format {
+        LayerGzip::V1 => COMPRESSOR,
+        LayerGzip::V2 => COMPRESSOR_V2,
+    }
+}
 const GZIP_LEVEL: u32 = 6;
 
 /// How file modes are written.
@@ -159,8 +172,14 @@ impl<W: Write> std::fmt::Debug for LayerWriter<W> {
 }
 
 impl<W: Write> LayerWriter<W> {
+    /// A writer of layer gzip format 1 (what bases, pinned by digest in the lock, are made of).
     pub fn new(sink: W, epoch: i64) -> Self {
-        let gz = ParallelGzEncoder::new(HashingWriter::new(sink), GZIP_LEVEL);
+        Self::with_gzip(sink, epoch, LayerGzip::V1)
+    }
+
+    /// A writer of the given layer gzip format (`[release] layer-gzip`).
+    pub fn with_gzip(sink: W, epoch: i64, format: LayerGzip) -> Self {
+        let gz = ParallelGzEncoder::with_format(HashingWriter::new(sink), format, GZIP_LEVEL);
         let mut tar = tar::Builder::new(HashingWriter::new(gz));
         tar.mode(tar::HeaderMode::Deterministic);
         tar.follow_symlinks(false);
@@ -427,6 +446,52 @@ mod tests {
         w.finish().unwrap()
     }
 
+    /// A tree whose files span several 128 KiB gzip blocks, compressible and not.
+    fn golden_tree(d: &Path) {
+        let mut x: u32 = 7;
+        let mut bytes = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|i| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    if (i / 512) % 2 == 0 {
+                        b"stellaops layer golden "[i % 23]
+                    } else {
+                        (x >> 24) as u8
+                    }
+                })
+                .collect()
+        };
+        fs::create_dir_all(d.join("lib/deep")).unwrap();
+        fs::write(d.join("lib/deep/big.bin"), bytes(700 * 1024 + 3)).unwrap();
+        fs::write(d.join("lib/small.txt"), bytes(100)).unwrap();
+        fs::write(d.join("empty"), b"").unwrap();
+        std::os::unix::fs::symlink("lib/small.txt", d.join("link")).unwrap();
+    }
+
+    #[test]
+    fn golden_format_1_keeps_the_bytes_of_every_release_before_format_2_and_format_2_is_frozen() {
+        let d = tempfile::tempdir().unwrap();
+        golden_tree(d.path());
+        // Computed by the pipeline as it was before layer gzip format 2 existed (commit
+        // 809f995): a release that keeps format 1 rebuilds to the digests it always had.
+        let (_, v1) = layer_of(d.path(), 1_700_000_000);
+        assert_eq!(v1.digest.to_string(), "sha256:db85f65205b9f26b7459e7a7bcc6cac973205ef33c6d8aa6ff9ec3209a6ed00e");
+        assert_eq!(v1.diff_id.to_string(), "sha256:88a7b28c044656d8bc1bd4becbe8c501f402bc0638caff07ecd4be44a3000e93");
+        assert_eq!(v1.size, 364_831);
+        // Format 2: the same tar (diff_id), other gzip bytes, frozen from here on.
+        let mut w = LayerWriter::with_gzip(Vec::new(), 1_700_000_000, LayerGzip::V2);
+        w.add_tree(d.path(), "/opt/app", Modes::Normalize).unwrap();
+        let (bytes, v2) = w.finish().unwrap();
+        assert_eq!(v2.diff_id, v1.diff_id);
+        assert_ne!(v2.digest, v1.digest);
+        assert_eq!(v2.digest.to_string(), "sha256:28e8633676c4d9b80b51c6d521d2f4d820335fbb8236431324310d9359f25ddb");
+        // Several members (the tar spans several blocks), read back whole.
+        assert!(bytes.windows(10).filter(|w| *w == [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]).count() >= 6);
+        let mut tar = Vec::new();
+        io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut tar).unwrap();
+        assert_eq!(Digest::of(&tar), v1.diff_id);
+    }
+
     #[test]
     fn same_tree_same_bytes_whatever_mtime_and_umask_bits() {
         let a = tempfile::tempdir().unwrap();
@@ -447,7 +512,7 @@ mod tests {
         assert_eq!(Digest::of(&x), ix.digest);
         // The tar lists parents first, sorted, with the epoch and root owner.
         let mut names = Vec::new();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&x[..]));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&x[..]));
         for e in ar.entries().unwrap() {
             let e = e.unwrap();
             assert_eq!(e.header().mtime().unwrap(), 1_700_000_000);

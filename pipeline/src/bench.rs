@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use oci::cmd::{Cmd, CmdError};
 use oci::layer::{HashingReader, LayerWriter, Modes};
+use schema::files::LayerGzip;
 use schema::report::{Event, Reporter};
 use serde::Serialize;
 
@@ -98,6 +99,8 @@ pub struct LayerOptions {
     /// A program that, run as `<exe> bench --layer-only DIR`, writes one layer of DIR and
     /// prints its own peak memory in KiB ([`layer_peak`]): the xtask binary.
     pub exe: PathBuf,
+    /// The layer gzip format to measure (the other is timed too, for the ratio).
+    pub gzip: LayerGzip,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +110,12 @@ pub struct LayerReport {
     /// Bytes of our compressed layer.
     pub layer_bytes: u64,
     pub compressor: String,
+    /// The layer gzip format measured (`--layer-gzip`).
+    pub layer_gzip: LayerGzip,
+    /// Our layer writer against itself in the other layer gzip format.
+    pub write_other: Measurement,
+    /// Bytes of the layer in the other format.
+    pub other_layer_bytes: u64,
     /// Our layer writer against `tar --sort=name -c | gzip -6`.
     pub write_gzip: Measurement,
     /// ... and against `tar --sort=name -c | pigz -6`, when installed.
@@ -166,9 +175,9 @@ pub fn make_tree(dir: &Path, bytes: u64) -> Result<u64, BenchError> {
     Ok(written)
 }
 
-fn layer_of(tree: &Path, out: &Path) -> Result<oci::layer::LayerInfo, BenchError> {
+fn layer_of(tree: &Path, out: &Path, gzip: LayerGzip) -> Result<oci::layer::LayerInfo, BenchError> {
     let f = io::BufWriter::with_capacity(1 << 20, fs::File::create(out)?);
-    let mut w = LayerWriter::new(f, EPOCH);
+    let mut w = LayerWriter::with_gzip(f, EPOCH, gzip);
     w.add_tree(tree, "/", Modes::Normalize)?;
     let (mut f, info) = w.finish()?;
     f.flush()?;
@@ -182,9 +191,9 @@ fn own_peak_rss_kib() -> u64 {
 
 /// Writes one layer of `tree` (to a temporary file) and returns this process's peak memory in
 /// KiB: what `<exe> bench --layer-only DIR` runs, in a process of its own.
-pub fn layer_peak(tree: &Path) -> Result<u64, BenchError> {
+pub fn layer_peak(tree: &Path, gzip: LayerGzip) -> Result<u64, BenchError> {
     let tmp = tempfile::NamedTempFile::new()?;
-    layer_of(tree, tmp.path())?;
+    layer_of(tree, tmp.path(), gzip)?;
     Ok(own_peak_rss_kib())
 }
 
@@ -229,8 +238,14 @@ fn umoci_insert(dir: &Path, tree: &Path) -> Result<(f64, u64), BenchError> {
     Ok((seconds, layer))
 }
 
-fn child_peak(exe: &Path, tree: &Path) -> Result<u64, BenchError> {
-    let f = Cmd::new(exe, "write a layer in a child process (its peak memory)").arg("bench").arg("--layer-only").arg(tree).run()?;
+fn child_peak(exe: &Path, tree: &Path, gzip: LayerGzip) -> Result<u64, BenchError> {
+    let f = Cmd::new(exe, "write a layer in a child process (its peak memory)")
+        .arg("bench")
+        .arg("--layer-gzip")
+        .arg(u32::from(gzip).to_string())
+        .arg("--layer-only")
+        .arg(tree)
+        .run()?;
     let text = String::from_utf8_lossy(&f.stdout);
     text.trim().parse().map_err(|e| BenchError::Other(format!("the layer child printed {:?}, not a number: {e}", text.trim())))
 }
@@ -255,10 +270,21 @@ pub fn layer(opts: &LayerOptions, reporter: &dyn Reporter) -> Result<LayerReport
 
     let ours_out = dir.join("ours.tar.gz");
     let t = Instant::now();
-    let info = layer_of(&tree, &ours_out)?;
+    let info = layer_of(&tree, &ours_out, opts.gzip)?;
     let ours = t.elapsed().as_secs_f64();
+    // The other format, on the same tree: what a release that keeps the other one gets.
+    let other = match opts.gzip {
+        LayerGzip::V1 => LayerGzip::V2,
+        LayerGzip::V2 => LayerGzip::V1,
+    };
+    let other_out = dir.join("other.tar.gz");
+    let t = Instant::now();
+    let other_info = layer_of(&tree, &other_out, other)?;
+    let other_seconds = t.elapsed().as_secs_f64();
+    let _ = fs::remove_file(&other_out);
 
-    let writer = "layer writer (tar + gzip-6 + diff_id + digest)";
+    let writer = "layer writer (tar + gzip + diff_id + digest)";
+    let write_other = Measurement::new("layer write", writer, oci::layer::compressor(other), bytes, ours, other_seconds);
     let gzip_peer = "tar --sort=name -c | gzip -6";
     let gzip = time_shell(
         "tar | gzip -6",
@@ -300,12 +326,15 @@ pub fn layer(opts: &LayerOptions, reporter: &dyn Reporter) -> Result<LayerReport
         None
     };
 
-    let peak_rss_kib_eighth = child_peak(&opts.exe, &small)?;
-    let peak_rss_kib_full = child_peak(&opts.exe, &tree)?;
+    let peak_rss_kib_eighth = child_peak(&opts.exe, &small, opts.gzip)?;
+    let peak_rss_kib_full = child_peak(&opts.exe, &tree, opts.gzip)?;
     Ok(LayerReport {
         input_bytes: bytes,
         layer_bytes: info.size,
-        compressor: oci::layer::COMPRESSOR.to_owned(),
+        compressor: oci::layer::compressor(opts.gzip).to_owned(),
+        layer_gzip: opts.gzip,
+        write_other,
+        other_layer_bytes: other_info.size,
         write_gzip,
         write_pigz,
         write_umoci,
@@ -669,8 +698,8 @@ mod tests {
         assert_eq!(n, 300_000);
         make_tree(b.path(), 300_000).unwrap();
         let out = tempfile::tempdir().unwrap();
-        let la = layer_of(a.path(), &out.path().join("a.tar.gz")).unwrap();
-        let lb = layer_of(b.path(), &out.path().join("b.tar.gz")).unwrap();
+        let la = layer_of(a.path(), &out.path().join("a.tar.gz"), LayerGzip::V2).unwrap();
+        let lb = layer_of(b.path(), &out.path().join("b.tar.gz"), LayerGzip::V2).unwrap();
         assert_eq!(la.diff_id, lb.diff_id);
     }
 

@@ -1258,7 +1258,7 @@ fn templates_at(root: &Path, commit: &str, out: &Path) -> Result<(), git2::Error
 /// `<chart>/values.yaml` out of a chart archive.
 fn values_of(chart: &Path) -> std::io::Result<Vec<u8>> {
     let f = fs::File::open(chart)?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
     for e in ar.entries()? {
         let mut e = e?;
         let path = e.path()?.into_owned();

@@ -484,9 +484,9 @@ fn show(v: Option<&serde_json::Value>) -> String {
 
 /// The first difference between two gzip'd tar layers: (file, field, a, b). Streams both.
 pub fn first_tar_difference(a: &Path, b: &Path) -> Result<(String, String, String, String), ReproError> {
-    let open = |p: &Path| -> Result<tar::Archive<flate2::read::GzDecoder<io::BufReader<fs::File>>>, ReproError> {
+    let open = |p: &Path| -> Result<tar::Archive<flate2::read::MultiGzDecoder<io::BufReader<fs::File>>>, ReproError> {
         let f = fs::File::open(p).map_err(|source| ReproError::Io { path: p.to_owned(), source })?;
-        Ok(tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f))))
+        Ok(tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f))))
     };
     let (ta, tb) = (open(a)?, open(b)?);
     first_entry_difference(ta, tb, a, b, "(whole layer)")

@@ -405,7 +405,7 @@ mod tests {
     }
 
     fn tgz_entries(path: &Path) -> Vec<(String, u64, u64, u64, String)> {
-        let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+        let gz = flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap());
         let mut ar = tar::Archive::new(gz);
         ar.entries()
             .unwrap()

@@ -65,6 +65,7 @@ fn fixture() -> Fixture {
         registry: "registry.example/stellaops".to_owned(),
         backend: "daemonless",
         compressor: "gzip",
+        layer_gzip: Default::default(),
         components: vec![component],
         output: PathBuf::from("/src/stellaops/target/releases/2.4.1-stable"),
         root: PathBuf::from("/src/stellaops"),

@@ -193,6 +193,52 @@ pub struct ReleaseSection {
     /// Registries that receive the same content by digest after the primary (spec §3.1).
     #[serde(default, rename = "mirror")]
     pub mirrors: Vec<MirrorSection>,
+    /// How the daemonless builder gzips component layers ([`LayerGzip`]): `1` when absent.
+    #[serde(default, skip_serializing_if = "LayerGzip::is_v1")]
+    pub layer_gzip: LayerGzip,
+}
+
+/// `[release] layer-gzip`: the gzip format of the layers the daemonless builder writes. Other
+/// compressed bytes are other layer digests, so the format is part of a release's inputs: a
+/// tag built with one format rebuilds with it, whatever the pipeline's version.
+/// - `1` (the default, and what every release made before the key existed used): zlib-rs
+///   deflate level 6 in 128 KiB blocks, each primed with the previous 32 KiB, one gzip member.
+/// - `2`: libdeflate level 4, one gzip member per 128 KiB block (no dictionary). The layer
+///   writer takes about half the CPU time of format 1; output about 3% larger. Every gzip reader that layers meet
+///   (Go's `compress/gzip` in Docker, containerd, skopeo and umoci; GNU gzip; flate2's
+///   `MultiGzDecoder`) reads multi-member streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub enum LayerGzip {
+    #[default]
+    V1,
+    V2,
+}
+
+impl LayerGzip {
+    pub fn is_v1(&self) -> bool {
+        *self == LayerGzip::V1
+    }
+}
+
+impl TryFrom<u32> for LayerGzip {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        match n {
+            1 => Ok(LayerGzip::V1),
+            2 => Ok(LayerGzip::V2),
+            _ => Err(format!("layer-gzip `{n}` is not a known format: use 1 (zlib-rs with dictionaries, the default) or 2 (libdeflate, one member per block)")),
+        }
+    }
+}
+
+impl From<LayerGzip> for u32 {
+    fn from(f: LayerGzip) -> u32 {
+        match f {
+            LayerGzip::V1 => 1,
+            LayerGzip::V2 => 2,
+        }
+    }
 }
 
 /// `[[release.mirror]]`: a registry that mirrors the primary.

@@ -141,7 +141,7 @@ fn a_component_from_a_git_repository_at_a_pinned_commit() {
     let release = repo.releases().join("2.4.1-edge");
     let layer = crate::support::last_layer(&release, "extra");
     let blob = fs::File::open(release.join("images/blobs/sha256").join(layer)).unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
     let mut found = None;
     for e in tar.entries().unwrap() {
         let mut e = e.unwrap();
@@ -175,7 +175,7 @@ fn umoci_base(umoci: &Path, release: &Path, layout: &Path) -> [String; 2] {
     for (digest, arch) in bases_of(release, "signer").iter().zip(["amd64", "arm64"]) {
         let m: oci::Manifest = src.read_json(&digest.parse().unwrap(), "manifest").unwrap();
         let tar = scratch.path().join(format!("busybox-{arch}.tar"));
-        let mut gz = flate2::read::GzDecoder::new(fs::File::open(src.blob_path(&m.layers[0].digest)).unwrap());
+        let mut gz = flate2::read::MultiGzDecoder::new(fs::File::open(src.blob_path(&m.layers[0].digest)).unwrap());
         std::io::copy(&mut gz, &mut fs::File::create(&tar).unwrap()).unwrap();
         let image = format!("{}:{arch}", layout.display());
         run_ok(Command::new(umoci).args(["new", "--image", &image]));
@@ -383,7 +383,7 @@ fn a_docker_save_archive_is_a_base_gzipped_deterministically() {
     let m: oci::Manifest = src.read_json(&bases_of(&release, "signer")[0].parse().unwrap(), "manifest").unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let tar = scratch.path().join("busybox.tar");
-    let mut gz = flate2::read::GzDecoder::new(fs::File::open(src.blob_path(&m.layers[0].digest)).unwrap());
+    let mut gz = flate2::read::MultiGzDecoder::new(fs::File::open(src.blob_path(&m.layers[0].digest)).unwrap());
     std::io::copy(&mut gz, &mut fs::File::create(&tar).unwrap()).unwrap();
     let tag = format!("stellaops-it/saved-{}:1", std::process::id());
     run_ok(Command::new(&docker).args(["import", "--change", "ENV PATH=/usr/bin:/bin"]).arg(&tar).arg(&tag));

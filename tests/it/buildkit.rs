@@ -138,7 +138,7 @@ fn buildkit_images_are_reproducible_run_and_record_their_build_args() {
     // The component layer: clamped times, the Dockerfile's modes, only what changed.
     let layer = img["layers"].as_array().unwrap().last().unwrap().as_str().unwrap();
     let blob = fs::File::open(dir.join("images/blobs/sha256").join(layer.trim_start_matches("sha256:"))).unwrap();
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
     let mut entries = Vec::new();
     for e in tar.entries().unwrap() {
         let e = e.unwrap();

@@ -19,7 +19,7 @@ fn program(release: &std::path::Path, platform: usize) -> Vec<u8> {
     let layer =
         images["components"]["excititor"]["images"][platform]["layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_owned();
     let blob = release.join("images/blobs/sha256").join(layer.trim_start_matches("sha256:"));
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(fs::File::open(blob).unwrap()));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(fs::File::open(blob).unwrap()));
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
         if e.path().unwrap().to_string_lossy().trim_start_matches("./") == "usr/bin/stellaops-excititor" {

@@ -43,3 +43,98 @@ fn umoci_and_skopeo_accept_every_image_of_the_layout() {
     }
     assert_eq!(unpacked, 16);
 }
+
+/// Gzip members in a blob: the streams one after the other, each read to its end.
+fn gzip_members(blob: &[u8]) -> usize {
+    let mut rest = blob;
+    let mut n = 0;
+    while !rest.is_empty() {
+        let mut d = flate2::bufread::GzDecoder::new(rest);
+        std::io::copy(&mut d, &mut std::io::sink()).expect("a whole gzip member");
+        rest = d.into_inner();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn layer_gzip_2_reproduces_and_its_multi_member_layers_are_read_by_umoci_skopeo_and_docker() {
+    let Some((_, registry)) = crate::support::services() else { return };
+    let (Some(umoci), Some(skopeo), Some(docker)) = (tool("umoci"), tool("skopeo"), tool("docker")) else {
+        return;
+    };
+    let repo = Repo::new();
+    // The repository's own bundle uses format 2 (the fixture copies it).
+    assert!(repo.read("release-trains/components.toml").contains("\nlayer-gzip = 2\n"));
+    // A web asset that spans several 128 KiB blocks, half text and half noise.
+    let mut x: u32 = 11;
+    let asset: Vec<u8> = (0..600 * 1024 + 17)
+        .map(|i| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            if (i / 700) % 2 == 0 {
+                b"web ui asset "[i % 13]
+            } else {
+                (x >> 24) as u8
+            }
+        })
+        .collect();
+    std::fs::write(repo.path().join("components/standin/www/app.bin"), &asset).unwrap();
+    repo.commit_all("layer gzip format 2, and a large asset", crate::support::EPOCH + 60);
+
+    // Two builds at once, byte for byte the same.
+    repo.xtask(&["repro"]).ok();
+    repo.xtask(&["release", "--channel", "edge"]).ok();
+    let dir = repo.releases().join("2.4.1-edge");
+    let layout = dir.join("images");
+    let refs = digests(&layout);
+
+    // Recorded: the provenance names the compressor.
+    let provenance = std::fs::read_to_string(dir.join("provenance/web-ui/linux-amd64.intoto.json")).unwrap();
+    assert!(provenance.contains("libdeflate"), "the provenance does not name format 2's compressor");
+
+    // The asset's layer is several gzip members; its diff_id is the tar's digest.
+    let manifest: serde_json::Value = {
+        let d = &refs["web-ui-linux-amd64"];
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap()).unwrap()
+    };
+    let members: Vec<usize> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| gzip_members(&std::fs::read(layout.join("blobs/sha256").join(&l["digest"].as_str().unwrap()[7..])).unwrap()))
+        .collect();
+    assert!(members.iter().any(|&n| n >= 5), "no layer of several members: {members:?}");
+
+    // umoci unpacks it (checking every digest and diff_id).
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = scratch.path().join("unpacked");
+    run_ok(Command::new(&umoci).arg("unpack").arg("--image").arg(format!("{}:web-ui-linux-amd64", layout.display())).arg(&dest));
+    assert_eq!(std::fs::read(dest.join("rootfs/srv/www/app.bin")).unwrap(), asset);
+
+    // skopeo copies it into the registry, re-hashing every blob; Docker pulls it by digest and
+    // reads the asset back through its own gzip reader.
+    let tag = format!("{registry}/stellaops-it-gzip2/web-ui:edge");
+    run_ok(
+        Command::new(&skopeo)
+            .args(["copy", "--all", "--preserve-digests", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:web-ui", layout.display()))
+            .arg(format!("docker://{tag}")),
+    );
+    let by_digest = format!("{registry}/stellaops-it-gzip2/web-ui@{}", refs["web-ui"]);
+    run_ok(Command::new(&docker).args(["pull", "--quiet", &by_digest]));
+    let out = run_ok(Command::new(&docker).args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/busybox",
+        &by_digest,
+        "sha256sum",
+        "/srv/www/app.bin",
+    ]));
+    use sha2::Digest as _;
+    let want = format!("{:x}", sha2::Sha256::digest(&asset));
+    assert!(out.starts_with(&want), "docker read {out:?}, the asset is {want}");
+    let _ = Command::new(&docker).args(["rmi", "-f", &by_digest]).output();
+}

@@ -149,6 +149,14 @@ fn an_unknown_key_in_any_config_file_is_refused() {
 }
 
 #[test]
+fn an_unknown_layer_gzip_format_is_refused_naming_the_known_ones() {
+    let repo = Repo::new();
+    repo.edit("release-trains/components.toml", "layer-gzip = 2", "layer-gzip = 3");
+    repo.commit_all("a format that does not exist", EPOCH);
+    refused(&repo, &["`release-trains/components.toml`", "layer-gzip `3` is not a known format", "use 1", "or 2", "(line "]);
+}
+
+#[test]
 fn a_version_without_patch_or_with_a_short_month_is_refused() {
     let repo = Repo::new();
     repo.edit("release-trains/components.toml", "version = \"2.4.1\"\nregistry", "version = \"2.4 (2027.6)\"\nregistry");

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// and the comparison); prints both times and their ratio (target: at most 2.2).
     #[arg(long)]
     repro: bool,
+    /// The layer gzip format to measure (`[release] layer-gzip`: 1, zlib-rs with dictionaries;
+    /// 2, libdeflate, one member per block); the other format is timed on the same tree too.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
+    layer_gzip: u32,
     /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
     #[arg(long, hide = true, value_name = "DIR")]
     layer_only: Option<PathBuf>,
@@ -52,7 +56,7 @@ impl Reporter for Notes {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(tree) = &args.layer_only {
-        println!("{}", pipeline::bench::layer_peak(tree)?);
+        println!("{}", pipeline::bench::layer_peak(tree, gzip_format(args.layer_gzip)?)?);
         return Ok(());
     }
     let holder;
@@ -94,9 +98,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         print_kit(&pipeline::bench::kit(&opts, &Notes)?, args.json);
         return Ok(());
     }
-    let opts = pipeline::bench::LayerOptions { dir, size_mib: args.size_mib, exe };
+    let opts = pipeline::bench::LayerOptions { dir, size_mib: args.size_mib, exe, gzip: gzip_format(args.layer_gzip)? };
     print_layer(&pipeline::bench::layer(&opts, &Notes)?, args.json);
     Ok(())
+}
+
+fn gzip_format(n: u32) -> Result<schema::files::LayerGzip> {
+    schema::files::LayerGzip::try_from(n).map_err(anyhow::Error::msg)
 }
 
 fn print_layer(r: &LayerReport, json: bool) {
@@ -114,6 +122,9 @@ fn print_layer(r: &LayerReport, json: bool) {
                 "ratio_vs_umoci_insert": r.write_umoci.as_ref().map(|u| u.ratio),
                 "umoci_compressed_mb": r.umoci_layer_bytes.map(|b| b as f64 / 1e6),
                 "compressed_mb": layer_mb,
+                "layer_gzip": r.layer_gzip,
+                "other_format_mb_s": r.write_other.peer_mb_s(), "ratio_vs_other_format": r.write_other.ratio,
+                "other_format_compressed_mb": r.other_layer_bytes as f64 / 1e6,
             },
             "sha256": {
                 "ours_mb_s": sha.ours_mb_s(), "sha256sum_mb_s": sha.peer_mb_s(), "ratio_vs_sha256sum": sha.ratio,
@@ -134,6 +145,14 @@ fn print_layer(r: &LayerReport, json: bool) {
     if let (Some(u), Some(b)) = (&r.write_umoci, r.umoci_layer_bytes) {
         println!("             umoci insert {:.1} MB/s ({:.0} MB out) | ratio {:.2}x", u.peer_mb_s(), b as f64 / 1e6, u.ratio);
     }
+    let o = &r.write_other;
+    println!(
+        "             ours in layer gzip format {} {:.1} MB/s ({:.0} MB out) | ratio {:.2}x",
+        3 - u32::from(r.layer_gzip),
+        o.peer_mb_s(),
+        r.other_layer_bytes as f64 / 1e6,
+        o.ratio
+    );
     println!("sha256       ours {:.0} MB/s | sha256sum {:.0} MB/s | ratio {:.2}x", sha.ours_mb_s(), sha.peer_mb_s(), sha.ratio);
     if let Some(o) = openssl {
         println!("             openssl {:.0} MB/s | ratio {:.2}x", o.peer_mb_s(), o.ratio);

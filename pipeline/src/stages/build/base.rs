@@ -585,7 +585,7 @@ fn read_dpkg_database(layout: &Layout, manifest: &Manifest) -> Result<Vec<BasePa
             source: LayoutError::Io { path: path.clone(), source },
         };
         let f = fs::File::open(&path).map_err(io_err)?;
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)));
         for e in ar.entries().map_err(io_err)? {
             let mut e = e.map_err(io_err)?;
             let p = e.path().map_err(io_err)?.to_string_lossy().trim_start_matches("./").to_owned();

@@ -133,7 +133,7 @@ impl Backend for Daemonless {
             }
             let (digest, size, info) = layout
                 .put_blob_with(|w| {
-                    let mut lw = LayerWriter::new(w, plan.source_date_epoch);
+                    let mut lw = LayerWriter::with_gzip(w, plan.source_date_epoch, plan.layer_gzip);
                     lw.record_files();
                     lw.add_tree(&dir, &spec.to, Modes::Normalize).map_err(io::Error::other)?;
                     for p in stowaways.iter().filter(|_| last) {

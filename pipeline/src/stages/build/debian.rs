@@ -221,7 +221,7 @@ fn with_member<T>(
             Ok(out)
         })
     } else if name.ends_with(".gz") {
-        f(&mut flate2::read::GzDecoder::new(entry))
+        f(&mut flate2::read::MultiGzDecoder::new(entry))
     } else if name.ends_with(".tar") {
         let mut e = entry;
         f(&mut e)

@@ -401,7 +401,7 @@ mod tests {
 
     fn entries(layout: &Layout, d: &Digest) -> Vec<(String, u32, u64, String)> {
         let f = File::open(layout.blob_path(d)).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
         ar.entries()
             .unwrap()
             .map(|e| {

@@ -182,7 +182,7 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         // The blob is checked against its digest while it is read.
         let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
         {
-            let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&mut blob));
+            let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&mut blob));
             for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
                 let mut e = e.map_err(read_err)?;
                 let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
@@ -332,7 +332,7 @@ fn read_sections(
     }
     let last = by_index.keys().next_back().copied().unwrap_or(0);
     let f = fs::File::open(path).map_err(read_err)?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::with_capacity(1 << 20, f)));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, f)));
     for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
         let e = e.map_err(read_err)?;
         let Some((paths, offset, size)) = by_index.get(&index) else { continue };

@@ -46,6 +46,9 @@ pub struct Plan {
     pub registry: String,
     pub backend: &'static str,
     pub compressor: &'static str,
+    /// The layer gzip format (`[release] layer-gzip`), recorded as `compressor`.
+    #[serde(skip)]
+    pub layer_gzip: schema::files::LayerGzip,
     pub components: Vec<PlannedComponent>,
     /// Where the release is written.
     pub output: PathBuf,
@@ -220,7 +223,8 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), PlanError> {
         created: rfc3339(epoch),
         registry,
         backend: "daemonless",
-        compressor: oci::layer::COMPRESSOR,
+        compressor: oci::layer::compressor(cfg.bundle.release.layer_gzip),
+        layer_gzip: cfg.bundle.release.layer_gzip,
         components,
         output,
         root: cfg.root.clone(),

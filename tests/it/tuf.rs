@@ -8,17 +8,17 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::{verifier, Repo, Run};
 
-fn day(days: f64) -> String {
+pub(crate) fn day(days: f64) -> String {
     schema::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
 }
 
-fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
+pub(crate) fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
     repo.edit("release-trains/components.toml", &format!("version = \"{from}\"\nregistry"), &format!("version = \"{to}\"\nregistry"));
     repo.commit_all(&format!("bundle {to}"), crate::support::EPOCH + day * 86_400);
 }
 
 /// An edge release, its entries in the tests' transparency log (stable takes only logged ones).
-fn release(repo: &Repo, name: &str) -> PathBuf {
+pub(crate) fn release(repo: &Repo, name: &str) -> PathBuf {
     let out = repo.releases().join(name);
     let log = &crate::tlog::shared_log().url;
     repo.xtask(&["release", "--channel", "edge", "--rekor-url", log, "--out", out.to_str().unwrap()]).ok();
@@ -60,7 +60,7 @@ impl Drop for Served {
 }
 
 /// Runs python-tuf's client (tests/verifiers/tuf_client.py) with its state in `client`.
-fn ngclient(py: &Path, scripts: &Path, url: &str, client: &Path, root: &Path, targets: &[&str]) -> Run {
+pub(crate) fn ngclient(py: &Path, scripts: &Path, url: &str, client: &Path, root: &Path, targets: &[&str]) -> Run {
     let out = Command::new(py).arg(scripts.join("tuf_client.py")).arg(url).arg(client).arg(root).args(targets).output().unwrap();
     Run::of(out)
 }
@@ -174,7 +174,7 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
     }
 }
 
-fn keypair(path: &Path) -> PathBuf {
+pub(crate) fn keypair(path: &Path) -> PathBuf {
     verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
         .write(path, &path.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
         .unwrap();

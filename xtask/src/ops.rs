@@ -249,10 +249,38 @@ pub enum TrustCommand {
     },
     /// Read the trust repository as a TUF client (the `tough` crate) from a trusted root:
     /// signatures, thresholds, versions, hashes, expiry (wall clock); print each channel.
+    /// With `--registry`, read it from the registry (`<NAMESPACE>/trust`) instead of the store.
     Check {
         /// The root the client trusts (default: `<channels>/tuf/metadata/1.root.json`).
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
+        /// Read the repository that `trust publish` put on this registry (`HOST[:PORT]/NAMESPACE`).
+        #[arg(long, value_name = "HOST/NAMESPACE")]
+        registry: Option<String>,
+        /// Docker config file with credentials for `--registry`.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the trust repository to a registry, then move the channel tags: every file as an
+    /// OCI artifact in `<NAMESPACE>/trust` (tags `<N>.<role>`, `root`, `target.<sha256>`, and
+    /// `timestamp` last), read back and verified as a TUF client does from the trusted root;
+    /// then `<NAMESPACE>/<component>:<channel>` moves to the index each verified pointer names.
+    /// Run it after every `promote`, `rollback` and `trust refresh` (`publish` of a release
+    /// does it too). A kill or failure before the last step leaves every channel tag as it was.
+    Publish {
+        /// `HOST[:PORT]/NAMESPACE` (the release's registry namespace).
+        #[arg(long, value_name = "HOST/NAMESPACE", env = "STELLAOPS_REGISTRY")]
+        registry: String,
+        /// The root the read-back trusts (default: `<channels>/tuf/metadata/1.root.json`).
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+        /// Docker config file with credentials for `--registry`.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
@@ -492,6 +520,10 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     }
 }
 
+fn registry_target(r: &str) -> Result<oci::distribution::RegistryTarget, Failure> {
+    r.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--registry: {e}") })
+}
+
 fn default_state() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -600,11 +632,39 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        TrustCommand::Check { root, store, json } => {
+        TrustCommand::Publish { registry, root, docker_config, store, json } => {
+            let (_, store) = store_of(&store)?;
+            let target = registry_target(&registry)?;
+            let opts = oci::push::PushOptions { docker_config, ..Default::default() };
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let _remote = crate::hold(&oci::statelock::for_remote(&target.to_string()), &format!("publishing to `{target}`"))?;
+            let done = pipeline::stages::publish_trust::publish_trust(&store, &target, &opts, root.as_deref())
+                .map_err(|e| ops(pipeline::stages::publish_trust::at(&target, e)))?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "trust": done}));
+            } else {
+                let mut s = format!("{}: {} file(s) pushed, {} already there\n", done.repository, done.pushed.len(), done.present);
+                for c in &done.channels {
+                    let moved = c.tags.iter().filter(|t| t.moved).count();
+                    s += &format!("{} -> {}: {} tag(s) moved, {} already there\n", c.channel, c.version, moved, c.tags.len() - moved);
+                }
+                progress::out(s.trim_end());
+            }
+            Ok(())
+        }
+        TrustCommand::Check { root, registry, docker_config, store, json } => {
             let (_, store) = store_of(&store)?;
             let repo = tuf::Repo::of(store.root());
             let trusted = root.unwrap_or_else(|| repo.metadata().join("1.root.json"));
-            let channels = tuf::check(&repo, &trusted).map_err(ops)?;
+            let channels = match registry {
+                Some(r) => {
+                    let target = registry_target(&r)?;
+                    let opts = oci::push::PushOptions { docker_config, ..Default::default() };
+                    let client = oci::push::client_for(&target, &opts).map_err(pipeline::Error::from)?;
+                    verifier::tuf_client::check_registry(client, &target, &trusted).map_err(ops)?
+                }
+                None => tuf::check(&repo, &trusted).map_err(ops)?,
+            };
             if json {
                 print_json(&serde_json::json!({"event": "result", "channels": channels}));
             } else {

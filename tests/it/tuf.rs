@@ -345,6 +345,19 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     // Published with one signature (as if someone bypassed the tool): clients refuse it.
     let served = Served::start(&channels.join("tuf"));
     let doc: serde_json::Value = serde_json::from_slice(&fs::read(&proposal).unwrap()).unwrap();
+    // The proposed pointer (one DSSE signature) as a client would get it: `verify-pointer`
+    // refuses it even with both release keys pinned.
+    let one_signed = repo.path().join("target/one-signed-stable.json");
+    fs::write(&one_signed, serde_json::to_vec(&doc["envelope"]).unwrap()).unwrap();
+    let verify_pointer = |pointer: &Path, keys: &[&Path]| {
+        let mut cmd = crate::support::xtask_cmd();
+        cmd.arg("verify-pointer").arg(pointer).arg("--state").arg(repo.path().join("target/pointer-state.json"));
+        for k in keys {
+            cmd.arg("--key").arg(k);
+        }
+        Run::of(cmd.args(["--now", &day(7.0)]).output().unwrap())
+    };
+    verify_pointer(&one_signed, &[&alice_pub, &bob_pub]).refused(&["needs the signatures of two release keys", "1 of the 2 key(s)"]);
     let forged = serde_json::json!({"signed": doc["role"]["signed"], "signatures": doc["role"]["signatures"]});
     fs::write(meta.join("1.stable.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
     repo.xtask(&["trust", "refresh", "--now", &day(7.0)]).ok();
@@ -392,6 +405,10 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     assert!(!proposal.exists());
     let env: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("stable/pointer.json")).unwrap()).unwrap();
     assert_eq!(env["signatures"].as_array().unwrap().len(), 2, "{env}");
+    // `verify-pointer`: with one release key pinned it cannot see two people (refused, with the
+    // hint); with both, accepted.
+    verify_pointer(&channels.join("stable/pointer.json"), &[&alice_pub]).refused(&["two-person rule", "--key A.pub --key B.pub"]);
+    verify_pointer(&channels.join("stable/pointer.json"), &[&alice_pub, &bob_pub]).ok();
     let fresh = repo.path().join("target/fresh-client");
     let two = ngclient(&py, &scripts, &served.url, &fresh, &trusted_root, &["channel-stable.json", "channel-edge.json"]);
     two.ok();

@@ -929,7 +929,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,
-                    key,
+                    key: vec![key],
                     state: std::env::var_os("STELLAOPS_POINTER_STATE").map(PathBuf::from),
                     channel: None,
                     release: None,

@@ -128,16 +128,19 @@ pub enum OpsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check a channel pointer as a client does: its signature with the pinned key, its
+    /// Check a channel pointer as a client does: its signature with a pinned release key, its
     /// expiry, and its sequence against the last one accepted (kept in a state file). Refuses a
-    /// replayed (lower) sequence, an expired pointer, and a move back without the `rollback`
-    /// marker; a signed rollback is accepted and reported as one. Records the pointer on success.
+    /// replayed (lower) sequence, an expired pointer, a move back without the `rollback`
+    /// marker, and a `stable` or `lts` pointer not signed by two of the given release keys
+    /// (two-person rule); a signed rollback is accepted and reported as one. Records the
+    /// pointer on success.
     VerifyPointer {
         /// The pointer (`<channels>/<channel>/pointer.json`).
         pointer: PathBuf,
-        /// The release public key (SPKI PEM), obtained out of band.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        /// A release public key (SPKI PEM), obtained out of band; repeat for each release key
+        /// (a `stable` or `lts` pointer needs the signatures of two of them).
+        #[arg(long, value_name = "FILE", required = true)]
+        key: Vec<PathBuf>,
         /// The client's state file (default: $XDG_STATE_HOME/stellaops/pointer-state.json).
         #[arg(long, value_name = "FILE", env = "STELLAOPS_POINTER_STATE")]
         state: Option<PathBuf>,
@@ -448,13 +451,14 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             Ok(())
         }
         OpsCommand::VerifyPointer { pointer: path, key, state, channel, release, clock, json } => {
-            let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let keys = key.iter().map(|k| PublicKey::load(k)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
             let state_path = state.unwrap_or_else(default_state);
             let mut st = pointer::load_state(&state_path).map_err(ops)?;
             let env = pointer::read_envelope(&path).map_err(ops)?;
-            let mut checked = pointer::check(&env, &public, &mut st, clock.clock().now(), channel.map(Channel::from));
+            let mut checked = pointer::check_signed(&env, &keys, &mut st, clock.clock().now(), channel.map(Channel::from));
             if let (Some(dir), Some(p)) = (&release, &checked.pointer) {
-                match verifier::ops::SignedRelease::open(dir, &public) {
+                let opened = keys.iter().map(|k| verifier::ops::SignedRelease::open(dir, k)).reduce(|a, b| a.or(b));
+                match opened.unwrap_or_else(|| Err(vec!["no release key given".to_owned()])) {
                     Ok(r) if r.digest == p.release_yaml => {}
                     Ok(r) => checked.problems.push(format!(
                         "`{}` has release.yaml {}, the pointer names {}",

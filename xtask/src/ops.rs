@@ -196,6 +196,14 @@ pub enum TrustCommand {
         /// How long the root is valid, in days.
         #[arg(long, default_value_t = 365)]
         root_days: u32,
+        /// A store made before the trust repository (pointers and logs only): the release key
+        /// that signed its pointers (file or `pkcs11:` URI); its pointers and kept releases are
+        /// migrated into the repository, signed with it.
+        #[arg(long, value_name = "FILE|URI")]
+        key: Option<PathBuf>,
+        /// Migrating stable or lts pointers: a second release key, for the two-person rule.
+        #[arg(long, value_name = "FILE|URI", requires = "key")]
+        cosign_key: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -539,28 +547,62 @@ fn default_state() -> PathBuf {
 fn trust(cmd: TrustCommand) -> Result<(), Failure> {
     use pipeline::tuf;
     match cmd {
-        TrustCommand::Init { root_keys, root_threshold, release_keys, root_days, store, clock, json } => {
-            let (_, store) = store_of(&store)?;
+        TrustCommand::Init { root_keys, root_threshold, release_keys, root_days, key, cosign_key, store, clock, json } => {
+            let (root, store) = store_of(&store)?;
             let pass = Secret::from_env();
             let root_keys =
                 root_keys.iter().map(|p| SigningKey::load(p, &pass)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
             let release_keys =
                 release_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
+            let signer = |p: &Option<PathBuf>| -> Result<Option<Box<dyn Signer>>, Failure> {
+                let Some(p) = p else { return Ok(None) };
+                let k = pipeline::signer::KeyRef::from_arg(p).map_err(pipeline::Error::from)?;
+                Ok(Some(pipeline::signer::load(&k).map_err(pipeline::Error::from)?))
+            };
+            let (key, cosign_key) = (signer(&key)?, signer(&cosign_key)?);
             let repo = tuf::Repo::of(store.root());
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = tuf::Init {
-                repo: &repo,
-                root_keys: &root_keys,
-                threshold: root_threshold,
-                release_keys: &release_keys,
-                now: clock.clock().now(),
-                root_days,
-            };
-            let path = tuf::init(&req).map_err(ops)?;
-            if json {
-                print_json(&serde_json::json!({"event": "result", "root": path}));
+            let now = clock.clock().now();
+            // A store made before the trust repository: checked before the root is written.
+            let migrating = if store.root().exists() && !repo.exists() {
+                let cfg = schema::config::load(&root).map_err(|e| ops(e.into()))?;
+                let plan =
+                    channels::migration_plan(&root, &store, &cfg, &release_keys, key.as_deref(), cosign_key.as_deref()).map_err(ops)?;
+                Some((cfg, plan)).filter(|(_, p)| !p.is_empty())
             } else {
-                progress::out(&format!("{}", path.display()));
+                None
+            };
+            let fresh = !repo.dir().exists();
+            let req =
+                tuf::Init { repo: &repo, root_keys: &root_keys, threshold: root_threshold, release_keys: &release_keys, now, root_days };
+            let path = tuf::init(&req).map_err(ops)?;
+            let migrated = match (&migrating, key.as_deref()) {
+                (Some((cfg, plan)), Some(key)) => match channels::migrate(&store, cfg, plan, key, cosign_key.as_deref(), now) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // Nothing half made is left: the store stays as it was before `init`.
+                        if fresh {
+                            let _ = std::fs::remove_dir_all(repo.dir());
+                        }
+                        return Err(ops(e));
+                    }
+                },
+                _ => None,
+            };
+            if json {
+                print_json(&serde_json::json!({"event": "result", "root": path, "migrated": migrated}));
+            } else {
+                let mut s = format!("{}", path.display());
+                for c in migrated.iter().flat_map(|m| &m.channels) {
+                    s += &format!(
+                        "\nmigrated `{}`: {} pointer(s), current {}, {} kept release(s) now targets",
+                        c.channel,
+                        c.pointers,
+                        describe(&c.current),
+                        c.kept.len()
+                    );
+                }
+                progress::out(&s);
             }
             Ok(())
         }

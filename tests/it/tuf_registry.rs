@@ -129,6 +129,13 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     for (c, d) in &indexes(&r2) {
         assert_eq!(tag(c, "edge").as_deref(), Some(d.as_str()), "`{c}:edge` after the resumed run");
     }
+    // `verify --registry` of the release edge moved away from: its version tag is checked, its
+    // channel tag is the pointers' business.
+    let log = crate::tlog::shared_log();
+    let rekor_key = log.public.to_str().unwrap();
+    let mut verify = xtask_cmd();
+    verify.arg("verify").arg(&r1).arg("--key").arg(&old_pub).args(["--rekor-key", rekor_key, "--registry", &target]);
+    Run::of(verify.output().unwrap()).ok();
 
     // A registry replaying the old timestamp: refused by the client that saw the newer one.
     let new_timestamp = client.get_manifest(&trust_repo, "timestamp").unwrap().unwrap();

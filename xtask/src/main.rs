@@ -84,8 +84,10 @@ enum Command {
     },
     /// Push a release directory to its registry and mirrors by digest: every blob, manifest,
     /// index, signature and referrer (referrers API, or the `sha256-<hex>` fallback index),
-    /// checked, then the version and channel tags last. Retries transient failures; `--resume`
-    /// continues an interrupted publish.
+    /// checked, then the version and channel tags last. With a trust repository in the channel
+    /// store (`trust init`): the version tag, then the trust repository (`<NAMESPACE>/trust`),
+    /// then the channel tags, moved to what the signed pointers name (as `trust publish`).
+    /// Retries transient failures; `--resume` continues an interrupted publish.
     Publish(publish::PublishArgs),
     /// Check the environment.
     #[command(subcommand)]

@@ -217,4 +217,10 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     let mut clash = xtask_cmd();
     clash.args(["trust", "publish", "--registry", &target, "--channels"]).arg(&other).arg("--source").arg(repo.path());
     Run::of(clash.output().unwrap()).refused(&["TUF files never change once published", "another channel store publishes"]);
+    // A registry that is not there: the environment's failure (exit 3), not a verdict.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down =
+        repo.xtask(&["trust", "check", "--registry", &format!("127.0.0.1:{port}/nothing"), "--root", trusted_root.to_str().unwrap()]);
+    assert_eq!(down.code, 3, "{}\n{}", down.stdout, down.stderr);
+    assert!(down.stderr.contains("could not be read") && down.stderr.contains("hint:"), "{}", down.stderr);
 }

@@ -86,7 +86,13 @@ pub fn check(metadata: &Path, targets: &Path, trusted_root: &Path) -> Result<Vec
 pub fn check_registry(client: Client, target: &RegistryTarget, trusted_root: &Path) -> Result<Vec<ChannelTarget>, OpsError> {
     let transport = RegistryTransport { client: Arc::new(client), repo: target.repository(TRUST_REPOSITORY) };
     let base = |dir: &str| url::Url::parse(&format!("oci://trust/{dir}/")).expect("a constant URL");
-    load(trusted_root, base("metadata"), base("targets"), Some(transport), &format!("`{}`", target.repository(TRUST_REPOSITORY)))
+    load(
+        trusted_root,
+        base("metadata"),
+        base("targets"),
+        Some(transport),
+        &format!("`{}/{}`", target.host, target.repository(TRUST_REPOSITORY)),
+    )
 }
 
 fn load(
@@ -129,18 +135,27 @@ fn load(
 /// A failed load: a registry that could not be reached is the environment's failure (exit 3);
 /// anything else (signatures, versions, expiry, hashes) a refusal.
 fn refusal(what: &str, e: &tough::error::Error) -> OpsError {
+    // tough's messages often repeat their source's: each cause once.
     let mut chain = e.to_string();
     let mut source = std::error::Error::source(e);
-    let mut unreachable = false;
+    let mut unreachable = None;
     while let Some(s) = source {
-        chain += &format!(": {s}");
-        unreachable |= s.downcast_ref::<RegistryUnreachable>().is_some();
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain += &format!(": {text}");
+        }
+        if let Some(u) = s.downcast_ref::<RegistryUnreachable>() {
+            unreachable = Some(u.0.clone());
+        }
         source = s.source();
     }
-    if unreachable {
-        OpsError::Environment(format!("the trust repository {what} could not be read: {chain}"))
-    } else {
-        OpsError::Refused(format!("the trust repository {what} does not verify: {chain}"))
+    match unreachable {
+        Some(why) => OpsError::Environment(format!(
+            "the trust repository {what} could not be read: {why}\n  hint: check that the registry is up and reachable, and its credentials (`--docker-config`)"
+        )),
+        None => OpsError::Refused(format!(
+            "the trust repository {what} does not verify: {chain}\n  hint: `--root` must be a root you trust (a copy of `1.root.json` obtained out of band); an expired timestamp is re-signed by `trust refresh`, then `trust publish`"
+        )),
     }
 }
 

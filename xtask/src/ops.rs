@@ -705,7 +705,9 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
             let channels = match registry {
                 Some(r) => {
                     let target = registry_target(&r)?;
-                    let opts = oci::push::PushOptions { docker_config, ..Default::default() };
+                    // A client's check: a few tries, not a publisher's patience.
+                    let retry = oci::distribution::RetryPolicy { attempts: 3, ..Default::default() };
+                    let opts = oci::push::PushOptions { docker_config, retry, ..Default::default() };
                     let client = oci::push::client_for(&target, &opts).map_err(pipeline::Error::from)?;
                     verifier::tuf_client::check_registry(client, &target, &trusted).map_err(ops)?
                 }

@@ -68,7 +68,7 @@ pub struct MovedTag {
 
 /// `e` with the destination it happened on, the kind (and so the exit code) kept.
 pub fn at(target: &RegistryTarget, e: OpsError) -> OpsError {
-    let m = |s: String| format!("`{target}`: the trust repository: {s}");
+    let m = |s: String| format!("`{target}`: publishing the trust repository: {s}");
     match e {
         OpsError::Refused(s) => OpsError::Refused(m(s)),
         OpsError::Invalid(s) => OpsError::Invalid(m(s)),

@@ -217,6 +217,11 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     let mut clash = xtask_cmd();
     clash.args(["trust", "publish", "--registry", &target, "--channels"]).arg(&other).arg("--source").arg(repo.path());
     Run::of(clash.output().unwrap()).refused(&["TUF files never change once published", "another channel store publishes"]);
+    // A destination that never got the release edge points at: no channel tag could name it.
+    let mut bare = xtask_cmd();
+    bare.args(["trust", "publish", "--registry", &format!("{target}-bare"), "--source"]).arg(repo.path());
+    Run::of(bare.output().unwrap()).refused(&["points at 2.4.2", "is not on", "hint: publish the release first"]);
+    assert_eq!(client.head_manifest(&format!("{ns}-bare/authority"), "edge").unwrap(), None);
     // A registry that is not there: the environment's failure (exit 3), not a verdict.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let down =

@@ -158,6 +158,19 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     Run::of(trust_publish().output().unwrap()).ok();
     reader("target/client", &["channel-edge.json"]).ok();
 
+    // A rollback is a move like any other: the tag follows the signed pointer back.
+    let out = repo.path().join("target/rollback");
+    repo.xtask(&["rollback", "--channel", "edge", "--to", "2.4.1", "--now", &day(1.5), "--out", out.to_str().unwrap()]).ok();
+    assert_eq!(tag("authority", "edge").as_deref(), Some(indexes(&r2)["authority"].as_str()), "rollback alone moved a registry tag");
+    Run::of(trust_publish().output().unwrap()).ok();
+    for (c, d) in &r1_index {
+        assert_eq!(tag(c, "edge").as_deref(), Some(d.as_str()), "`{c}:edge` after the rollback");
+    }
+    let back = reader("target/client", &["channel-edge.json"]);
+    back.ok();
+    assert_eq!(back.json()["channel-edge.json"]["custom"]["version"], "2.4.1");
+    assert_eq!(back.json()["channel-edge.json"]["custom"]["rollback"], true);
+
     // Rotation: the old release key is revoked. Its holder signs newer metadata in a copy of
     // the store and serves it (with the rotated root) from a namespace it controls: clients
     // that trust the first root refuse it.
@@ -185,7 +198,7 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     Run::of(trust_publish().output().unwrap()).ok();
     let rotated = reader("target/client", &["channel-edge.json"]);
     rotated.ok();
-    assert_eq!(rotated.json()["channel-edge.json"]["custom"]["version"], "2.4.2");
+    assert_eq!(rotated.json()["channel-edge.json"]["custom"]["version"], "2.4.1");
     for d in 3..6 {
         let at = attacker.to_str().unwrap();
         repo.xtask(&["trust", "refresh", "--channels", at, "--key", old_key.to_str().unwrap(), "--now", &day(f64::from(d))]).ok();
@@ -220,7 +233,7 @@ fn trust_on_the_registry_ngclient_and_tough_verify_it_refuse_replay_expiry_and_a
     // A destination that never got the release edge points at: no channel tag could name it.
     let mut bare = xtask_cmd();
     bare.args(["trust", "publish", "--registry", &format!("{target}-bare"), "--source"]).arg(repo.path());
-    Run::of(bare.output().unwrap()).refused(&["points at 2.4.2", "is not on", "hint: publish the release first"]);
+    Run::of(bare.output().unwrap()).refused(&["points at 2.4.1", "is not on", "hint: publish the release first"]);
     assert_eq!(client.head_manifest(&format!("{ns}-bare/authority"), "edge").unwrap(), None);
     // A registry that is not there: the environment's failure (exit 3), not a verdict.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -33,7 +33,7 @@ use oci::distribution::{Client, RegistryTarget};
 use schema::model::{Channel, Digest};
 
 /// The repository, under the release's namespace, holding the trust repository.
-pub const TRUST_REPOSITORY: &str = "trust";
+pub use schema::model::TRUST_REPOSITORY;
 /// `artifactType` of a TUF metadata file.
 pub const ARTIFACT_METADATA: &str = "application/vnd.stellaops.tuf.metadata.v1+json";
 /// `artifactType` of a TUF target (a channel pointer, a release.yaml).

@@ -1294,3 +1294,152 @@ mod tests {
         assert_eq!(quarter(dec), ("2027 Q4".to_owned(), verifier::ops::parse_time("2028-01-01T00:00:00Z").unwrap()));
     }
 }
+
+/// What [`migrate`] put into a new trust repository.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migrated {
+    /// Each channel that had pointers, its current one (now a TUF target) and how many it signed.
+    pub channels: Vec<MigratedChannel>,
+    pub trust: Option<crate::tuf::Published>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigratedChannel {
+    pub channel: Channel,
+    pub current: Pointer,
+    pub pointers: usize,
+    /// The release manifests it keeps, each now a target.
+    pub kept: Vec<Version>,
+}
+
+/// `cargo xtask trust init` on a channel store made before the trust repository (pointers and
+/// logs only, as older versions wrote): the checks [`migrate`] needs, run before the root is
+/// written. Returns the channels that have pointers.
+///
+/// Every channel's log must verify with `key` (the release key that signed it, which must be a
+/// release key of the new root); stable and lts, under the two-person rule, need `cosign`, a
+/// second release key.
+pub fn migration_plan(
+    root: &Path,
+    store: &Store,
+    cfg: &schema::config::Config,
+    release_keys: &[PublicKey],
+    key: Option<&dyn Signer>,
+    cosign: Option<&dyn Signer>,
+) -> Result<Vec<Channel>, OpsError> {
+    let with_pointers: Vec<Channel> = cfg.trains.keys().copied().filter(|c| store.pointer_path(*c).is_file()).collect();
+    if with_pointers.is_empty() {
+        return Ok(with_pointers);
+    }
+    let names = with_pointers.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    let Some(key) = key else {
+        return Err(OpsError::Refused(format!(
+            "`{}` already has channel pointers ({names}), made before the trust repository: `trust init` migrates them into it, signed by a release key\n  hint: add `--key RELEASE.key` (the key that signed them; its public half among `--release-key`)",
+            store.root().display()
+        )));
+    };
+    for &c in &with_pointers {
+        refuse_dev_key(root, c, key.public())?;
+        if let Some(second) = cosign {
+            refuse_dev_key(root, c, second.public())?;
+        }
+    }
+    let listed = |k: &PublicKey| release_keys.iter().any(|r| r.key_id() == k.key_id());
+    if !listed(key.public()) {
+        return Err(OpsError::Refused(format!(
+            "`--key` ({}) is not among the `--release-key`s of the new root: it could not sign the migrated targets",
+            key.public().key_id()
+        )));
+    }
+    for &c in &with_pointers {
+        store.log(c, key.public()).map_err(|e| {
+            OpsError::Refused(format!(
+                "`{c}` cannot be migrated: {e}\n  hint: `--key` must be the release key that signed the store's pointers"
+            ))
+        })?;
+    }
+    let two: Vec<Channel> = with_pointers.iter().copied().filter(|c| crate::tuf::TWO_PERSON.contains(c)).collect();
+    if !two.is_empty() {
+        let names = two.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+        let Some(second) = cosign else {
+            return Err(OpsError::Refused(format!(
+                "{names} must be signed by two release keys in the trust repository (two-person rule)\n  hint: add `--cosign-key SECOND.key`, another release key among `--release-key`"
+            )));
+        };
+        if second.public().key_id() == key.public().key_id() || !listed(second.public()) {
+            return Err(OpsError::Refused(format!(
+                "`--cosign-key` ({}) must be another release key among `--release-key` than `--key`",
+                second.public().key_id()
+            )));
+        }
+    }
+    Ok(with_pointers)
+}
+
+/// Migrates the pointers of a store made before the trust repository into the one `trust init`
+/// just wrote ([`migration_plan`] checked it first):
+/// 1. stable and lts: the channel's role signed by `key` and `cosign` (two people), and the
+///    current DSSE pointer co-signed by both (in its log entry and `pointer.json`: the same
+///    document, one more signature), so that `verify-pointer` finds two signatures too;
+/// 2. the other channels, snapshot and timestamp signed by `key` ([`publish_trust`]).
+///
+/// Every kept release of every channel becomes a target.
+pub fn migrate(
+    store: &Store,
+    cfg: &schema::config::Config,
+    channels: &[Channel],
+    key: &dyn Signer,
+    cosign: Option<&dyn Signer>,
+    now: i64,
+) -> Result<Migrated, OpsError> {
+    let repo = crate::tuf::Repo::of(store.root());
+    let mut out = Vec::new();
+    for &c in channels {
+        let log = store.log(c, key.public())?;
+        let Some(current) = log.last().cloned() else { continue };
+        let kept = store.kept(c, &log)?;
+        if crate::tuf::TWO_PERSON.contains(&c) {
+            let second = cosign.ok_or_else(|| OpsError::Refused(format!("`{c}` needs `--cosign-key` (two-person rule)")))?;
+            // 1.
+            let state = crate::tuf::ChannelState {
+                channel: c,
+                pointer: current.clone(),
+                kept: kept
+                    .iter()
+                    .map(|k| (k.dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned(), k.dir.join("release.yaml")))
+                    .collect(),
+                support_ends: current.support_ends.clone(),
+            };
+            let mut role = crate::tuf::propose(&repo, &state, key, now)?;
+            crate::tuf::cosign(&repo, &mut role, second)?;
+            crate::tuf::write_role(&repo, &role)?;
+            let entry = store.dir(c).join("log").join(format!("{:08}.json", current.sequence));
+            let mut env = pointer::read_envelope(&entry)?;
+            use base64::Engine as _;
+            let payload = base64::engine::general_purpose::STANDARD
+                .decode(&env.payload)
+                .map_err(|e| OpsError::Invalid(format!("`{}`: payload: {e}", entry.display())))?;
+            let msg = verifier::sign::pae(&env.payload_type, &payload);
+            for signer in [key, second] {
+                if !env.signatures.iter().any(|s| s.keyid == signer.public().key_id()) {
+                    env.signatures.push(verifier::sign::EnvelopeSignature {
+                        keyid: signer.public().key_id(),
+                        sig: base64::engine::general_purpose::STANDARD.encode(signer.try_sign(&msg)?),
+                    });
+                }
+            }
+            let mut bytes = serde_json::to_vec_pretty(&env).expect("an envelope serializes");
+            bytes.push(b'\n');
+            // The same document either way: a kill between the two leaves a log that checks.
+            oci::write_atomic(&entry, &bytes).map_err(io(&entry))?;
+            let pointer_file = store.pointer_path(c);
+            oci::write_atomic(&pointer_file, &bytes).map_err(io(&pointer_file))?;
+        }
+        out.push(MigratedChannel { channel: c, current, pointers: log.len(), kept: kept.iter().map(|k| k.version).collect() });
+    }
+    // 2.
+    let trust = publish_trust(store, cfg, key, now)?;
+    Ok(Migrated { channels: out, trust })
+}

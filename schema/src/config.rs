@@ -228,6 +228,17 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
         if !names.insert(c.name.as_str()) {
             problems.push(problem(BUNDLE_FILE, key("name"), format!("`{}` appears twice", c.name)));
         }
+        if c.name == crate::model::TRUST_REPOSITORY {
+            problems.push(problem(
+                BUNDLE_FILE,
+                key("name"),
+                format!(
+                    "`{}` is reserved: `<namespace>/{}` on the registry holds the channels' trust repository\n  hint: give the component another name",
+                    c.name,
+                    crate::model::TRUST_REPOSITORY
+                ),
+            ));
+        }
         groups.insert(c.skew_group.as_str());
         if c.platforms.is_empty() {
             problems.push(problem(BUNDLE_FILE, key("platforms"), "lists no platform"));

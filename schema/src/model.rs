@@ -436,6 +436,10 @@ mod tests {
     }
 }
 
+/// The repository, under a release's namespace, that holds the channels' trust repository (TUF
+/// metadata and targets as OCI artifacts): no component may take its name.
+pub const TRUST_REPOSITORY: &str = "trust";
+
 /// Where a release is published: `host[:port]/namespace`; a component `c` goes to the
 /// repository `namespace/c`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -37,3 +37,4 @@ mod tlog;
 mod tool;
 mod trust;
 mod tuf;
+mod tuf_registry;

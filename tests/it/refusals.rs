@@ -173,6 +173,14 @@ fn a_calendar_tag_that_disagrees_with_the_commit_time_is_refused() {
 }
 
 #[test]
+fn a_component_named_like_the_trust_repository_is_refused() {
+    let repo = Repo::new();
+    repo.edit("release-trains/components.toml", "name = \"authority\"", "name = \"trust\"");
+    repo.commit_all("a reserved name", EPOCH);
+    refused(&repo, &["`release-trains/components.toml`", "`components[0].name`", "`trust` is reserved", "trust repository"]);
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let repo = Repo::new();
     repo.edit("release-trains/components.toml", "base = \"busybox\"", "base = \"nonexistent\"");

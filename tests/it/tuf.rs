@@ -8,17 +8,17 @@ use std::process::{Child, Command, Stdio};
 
 use crate::support::{verifier, Repo, Run};
 
-fn day(days: f64) -> String {
+pub(crate) fn day(days: f64) -> String {
     schema::model::rfc3339(crate::support::EPOCH + (days * 86_400.0) as i64)
 }
 
-fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
+pub(crate) fn bump(repo: &Repo, from: &str, to: &str, day: i64) {
     repo.edit("release-trains/components.toml", &format!("version = \"{from}\"\nregistry"), &format!("version = \"{to}\"\nregistry"));
     repo.commit_all(&format!("bundle {to}"), crate::support::EPOCH + day * 86_400);
 }
 
 /// An edge release, its entries in the tests' transparency log (stable takes only logged ones).
-fn release(repo: &Repo, name: &str) -> PathBuf {
+pub(crate) fn release(repo: &Repo, name: &str) -> PathBuf {
     let out = repo.releases().join(name);
     let log = &crate::tlog::shared_log().url;
     repo.xtask(&["release", "--channel", "edge", "--rekor-url", log, "--out", out.to_str().unwrap()]).ok();
@@ -60,7 +60,7 @@ impl Drop for Served {
 }
 
 /// Runs python-tuf's client (tests/verifiers/tuf_client.py) with its state in `client`.
-fn ngclient(py: &Path, scripts: &Path, url: &str, client: &Path, root: &Path, targets: &[&str]) -> Run {
+pub(crate) fn ngclient(py: &Path, scripts: &Path, url: &str, client: &Path, root: &Path, targets: &[&str]) -> Run {
     let out = Command::new(py).arg(scripts.join("tuf_client.py")).arg(url).arg(client).arg(root).args(targets).output().unwrap();
     Run::of(out)
 }
@@ -174,7 +174,7 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
     }
 }
 
-fn keypair(path: &Path) -> PathBuf {
+pub(crate) fn keypair(path: &Path) -> PathBuf {
     verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256)
         .write(path, &path.with_extension("pub"), &verifier::keys::Secret::new(String::new()))
         .unwrap();
@@ -345,6 +345,19 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     // Published with one signature (as if someone bypassed the tool): clients refuse it.
     let served = Served::start(&channels.join("tuf"));
     let doc: serde_json::Value = serde_json::from_slice(&fs::read(&proposal).unwrap()).unwrap();
+    // The proposed pointer (one DSSE signature) as a client would get it: `verify-pointer`
+    // refuses it even with both release keys pinned.
+    let one_signed = repo.path().join("target/one-signed-stable.json");
+    fs::write(&one_signed, serde_json::to_vec(&doc["envelope"]).unwrap()).unwrap();
+    let verify_pointer = |pointer: &Path, keys: &[&Path]| {
+        let mut cmd = crate::support::xtask_cmd();
+        cmd.arg("verify-pointer").arg(pointer).arg("--state").arg(repo.path().join("target/pointer-state.json"));
+        for k in keys {
+            cmd.arg("--key").arg(k);
+        }
+        Run::of(cmd.args(["--now", &day(7.0)]).output().unwrap())
+    };
+    verify_pointer(&one_signed, &[&alice_pub, &bob_pub]).refused(&["needs the signatures of two release keys", "1 of the 2 key(s)"]);
     let forged = serde_json::json!({"signed": doc["role"]["signed"], "signatures": doc["role"]["signatures"]});
     fs::write(meta.join("1.stable.json"), serde_json::to_vec(&forged).unwrap()).unwrap();
     repo.xtask(&["trust", "refresh", "--now", &day(7.0)]).ok();
@@ -392,6 +405,10 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     assert!(!proposal.exists());
     let env: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("stable/pointer.json")).unwrap()).unwrap();
     assert_eq!(env["signatures"].as_array().unwrap().len(), 2, "{env}");
+    // `verify-pointer`: with one release key pinned it cannot see two people (refused, with the
+    // hint); with both, accepted.
+    verify_pointer(&channels.join("stable/pointer.json"), &[&alice_pub]).refused(&["two-person rule", "--key A.pub --key B.pub"]);
+    verify_pointer(&channels.join("stable/pointer.json"), &[&alice_pub, &bob_pub]).ok();
     let fresh = repo.path().join("target/fresh-client");
     let two = ngclient(&py, &scripts, &served.url, &fresh, &trusted_root, &["channel-stable.json", "channel-edge.json"]);
     two.ok();
@@ -412,4 +429,122 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     // Nothing to co-sign any more.
     repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob.to_str().unwrap(), "--now", &day(8.0)])
         .refused(&["no move of `stable` is proposed"]);
+}
+
+/// A channel store made before the trust repository (pointers, logs and kept releases only:
+/// what `promote` writes without `trust init`, as older versions of this tool did) is migrated
+/// by `trust init --key --cosign-key`: every channel's current pointer and kept release become
+/// TUF targets that python-tuf and `trust check` verify, stable under two signatures.
+#[test]
+fn trust_init_on_a_store_made_before_tuf_migrates_every_kept_pointer_into_targets() {
+    let (Some(py), Some(scripts)) = (verifier("STELLAOPS_VERIFY_PYTHON"), verifier("STELLAOPS_VERIFY_SCRIPTS")) else { return };
+    let repo = Repo::new();
+    let alice_pub = repo.release_key();
+    let alice = alice_pub.with_extension("key");
+    let bob_pub = keypair(&repo.path().join("target/keys/bob.key"));
+    let bob = bob_pub.with_extension("key");
+    let channels = repo.path().join("target/channels");
+    // The old store: edge twice, stable once, one key, no `tuf/`.
+    let r1 = release(&repo, "r1");
+    repo.xtask(&["promote", r1.to_str().unwrap(), "--to", "edge", "--now", &day(0.0)]).ok();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).ok();
+    bump(&repo, "2.4.1", "2.4.2", 8);
+    let r2 = release(&repo, "r2");
+    repo.xtask(&["promote", r2.to_str().unwrap(), "--to", "edge", "--now", &day(8.0)]).ok();
+    assert!(!channels.join("tuf").exists());
+    let stable_before = fs::read(channels.join("stable/pointer.json")).unwrap();
+
+    let root_key = repo.path().join("target/keys/root.key");
+    keypair(&root_key);
+    let init = |extra: &[&str]| {
+        let mut args = vec!["trust", "init", "--root-key", root_key.to_str().unwrap()];
+        args.extend(["--release-key", alice_pub.to_str().unwrap(), "--release-key", bob_pub.to_str().unwrap()]);
+        let now = day(9.0);
+        args.extend(["--now", now.as_str()]);
+        args.extend(extra);
+        args.push("--json");
+        repo.xtask(&args)
+    };
+    // Without the key that signed the pointers, or without a second key for stable: refused,
+    // nothing written.
+    init(&[]).refused(&["already has channel pointers", "`edge`", "`stable`", "--key RELEASE.key"]);
+    init(&["--key", alice.to_str().unwrap()]).refused(&["two-person rule", "--cosign-key"]);
+    init(&["--key", alice.to_str().unwrap(), "--cosign-key", alice.to_str().unwrap()]).refused(&["must be another release key"]);
+    let stranger = keypair(&repo.path().join("target/keys/stranger.key"));
+    init(&["--key", stranger.with_extension("key").to_str().unwrap(), "--cosign-key", bob.to_str().unwrap()])
+        .refused(&["is not among the `--release-key`s"]);
+    assert!(!channels.join("tuf").exists(), "a refused migration left a trust repository");
+
+    let done = init(&["--key", alice.to_str().unwrap(), "--cosign-key", bob.to_str().unwrap()]);
+    done.ok();
+    let migrated = &done.json()["migrated"]["channels"];
+    let summary: Vec<(String, String, u64, usize)> = migrated
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["channel"].as_str().unwrap().to_owned(),
+                c["current"]["version"].as_str().unwrap().to_owned(),
+                c["pointers"].as_u64().unwrap(),
+                c["kept"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("stable".into(), "2.4.1".into(), 1, 1), ("edge".into(), "2.4.2".into(), 2, 2)], "{}", done.stdout);
+
+    // python-tuf reads every channel's pointer and every kept release.yaml from the migrated
+    // repository; `trust check` (tough) agrees.
+    let trusted_root = repo.path().join("target/trusted-root.json");
+    fs::copy(channels.join("tuf/metadata/1.root.json"), &trusted_root).unwrap();
+    let served = Served::start(&channels.join("tuf"));
+    let mut names = vec!["channel-edge.json".to_owned(), "channel-stable.json".to_owned()];
+    for c in ["edge", "stable"] {
+        for e in fs::read_dir(channels.join(c).join("releases")).unwrap() {
+            names.push(format!("release-{c}-{}.yaml", e.unwrap().file_name().to_str().unwrap()));
+        }
+    }
+    assert_eq!(names.len(), 5);
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let got = ngclient(&py, &scripts, &served.url, &repo.path().join("target/client"), &trusted_root, &wanted);
+    got.ok();
+    let v = got.json();
+    assert_eq!(v["channel-edge.json"]["custom"]["version"], "2.4.2");
+    assert_eq!(v["channel-edge.json"]["custom"]["sequence"], 2);
+    assert_eq!(v["channel-stable.json"]["custom"]["version"], "2.4.1");
+    let yaml = |d: &Path| schema::model::Digest::of(&fs::read(d.join("release.yaml")).unwrap()).hex().to_owned();
+    let mut seen: Vec<String> = names[2..].iter().map(|n| v[n]["sha256"].as_str().unwrap().to_owned()).collect();
+    seen.sort();
+    let mut expected = vec![yaml(&r1), yaml(&r1), yaml(&r2)];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
+    check.ok();
+    let mut listed: Vec<(String, String)> = check.json()["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["channel"].as_str().unwrap().to_owned(), c["custom"]["version"].as_str().unwrap().to_owned()))
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [("edge".to_owned(), "2.4.2".to_owned()), ("stable".to_owned(), "2.4.1".to_owned())]);
+
+    // The stable pointer is the same document, now with both signatures (verify-pointer takes
+    // it with both keys); its log entry is the same file; history still reads the store.
+    let after = fs::read(channels.join("stable/pointer.json")).unwrap();
+    assert_ne!(after, stable_before);
+    assert_eq!(after, fs::read(channels.join("stable/log/00000001.json")).unwrap());
+    let before: serde_json::Value = serde_json::from_slice(&stable_before).unwrap();
+    let now: serde_json::Value = serde_json::from_slice(&after).unwrap();
+    assert_eq!(before["payload"], now["payload"]);
+    let mut cmd = crate::support::xtask_cmd();
+    cmd.arg("verify-pointer").arg(channels.join("stable/pointer.json")).arg("--key").arg(&alice_pub).arg("--key").arg(&bob_pub);
+    cmd.arg("--state").arg(repo.path().join("target/state.json")).args(["--now", &day(9.0)]);
+    Run::of(cmd.output().unwrap()).ok();
+    let h = repo.xtask(&["history", "--channel", "edge", "--key", alice_pub.to_str().unwrap(), "--json"]);
+    h.ok();
+    assert_eq!(h.json()["history"]["log"].as_array().unwrap().len(), 2);
+    // The next move works on the migrated store as on any other.
+    repo.xtask(&["trust", "refresh", "--now", &day(9.0)]).ok();
+    ngclient(&py, &scripts, &served.url, &repo.path().join("target/client"), &trusted_root, &["channel-stable.json"]).ok();
 }

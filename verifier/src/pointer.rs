@@ -101,8 +101,17 @@ pub struct Checked {
 /// How long before a release's end of support a client starts warning.
 pub const SUPPORT_WARNING_DAYS: i64 = 14;
 
+/// The channels whose pointers need the signatures of two release keys.
+pub const TWO_PERSON: [Channel; 2] = [Channel::Stable, Channel::Lts];
+
+/// [`check_signed`] with one pinned key (a `stable` or `lts` pointer is so always refused).
+pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64, expect: Option<Channel>) -> Checked {
+    check_signed(env, std::slice::from_ref(key), state, now, expect)
+}
+
 /// Checks a pointer as a client does, and on success records it in `state`:
-/// 1. the envelope's signature with the pinned key, and the document's shape;
+/// 1. the envelope's signature with one of the pinned release keys, and the document's shape;
+///    for `stable` and `lts`, signatures by two distinct keys of them;
 /// 2. the channel, when the client expects one;
 /// 3. not expired at `now`;
 /// 4. against the last pointer accepted for the channel: a lower sequence is refused; the
@@ -110,9 +119,16 @@ pub const SUPPORT_WARNING_DAYS: i64 = 14;
 ///    carry the `rollback` marker.
 ///
 /// Every failure is reported, not only the first.
-pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64, expect: Option<Channel>) -> Checked {
+pub fn check_signed(env: &Envelope, keys: &[PublicKey], state: &mut ClientState, now: i64, expect: Option<Channel>) -> Checked {
     // 1.
-    let (p, doc_digest) = match open(env, key) {
+    let mut opened = Err("no release key given".to_owned());
+    for key in keys {
+        opened = open(env, key);
+        if opened.is_ok() {
+            break;
+        }
+    }
+    let (p, doc_digest) = match opened {
         Ok(x) => x,
         Err(e) => {
             return Checked {
@@ -125,6 +141,20 @@ pub fn check(env: &Envelope, key: &PublicKey, state: &mut ClientState, now: i64,
         }
     };
     let mut problems = Vec::new();
+    if TWO_PERSON.contains(&p.channel) {
+        let mut signers: Vec<String> = keys.iter().filter(|k| sign::verify_envelope(k, env).is_ok()).map(|k| k.key_id()).collect();
+        signers.sort();
+        signers.dedup();
+        if signers.len() < 2 {
+            problems.push(format!(
+                "a `{}` pointer needs the signatures of two release keys (two-person rule); {} of the {} key(s) given signed it{}",
+                p.channel,
+                signers.len(),
+                keys.len(),
+                if keys.len() < 2 { "\n  hint: give both release public keys: `--key A.pub --key B.pub`" } else { "" }
+            ));
+        }
+    }
     // 2.
     if let Some(c) = expect {
         if p.channel != c {
@@ -204,7 +234,7 @@ mod tests {
     fn pointer(seq: u64, version: &str, rollback: bool, issued: i64) -> Pointer {
         Pointer {
             kind: POINTER_TYPE.into(),
-            channel: Channel::Stable,
+            channel: Channel::Edge,
             version: version.parse().unwrap(),
             calendar: "2027.06".into(),
             release_yaml: Digest::of(version.as_bytes()),
@@ -225,7 +255,7 @@ mod tests {
         let mut st = ClientState::default();
         let p1 = sign(&pointer(1, "2.4.1", false, t), &key);
         let p2 = sign(&pointer(2, "2.5.0", false, t + 86_400), &key);
-        let c = check(&p1, key.public(), &mut st, t + 10, Some(Channel::Stable));
+        let c = check(&p1, key.public(), &mut st, t + 10, Some(Channel::Edge));
         assert!(c.accepted && c.movement == Some(Move::First), "{c:?}");
         assert!(check(&p2, key.public(), &mut st, t + 86_401, None).accepted);
         // Replay of sequence 1.
@@ -255,6 +285,7 @@ mod tests {
     #[test]
     fn pointer_json_as_signed() {
         let mut p = pointer(2, "2.5.0", true, 1_813_492_800);
+        p.channel = Channel::Stable;
         p.previous = Some(Previous { version: "2.5.1".parse().unwrap(), sequence: 1, release_yaml: Digest::of(b"2.5.1") });
         let body = String::from_utf8(serde_json::to_vec(&p).unwrap()).unwrap();
         insta::assert_snapshot!("pointer_json", body);
@@ -279,17 +310,17 @@ mod tests {
         // Forward to a newer version: recorded.
         let c = check(&sign(&pointer(2, "2.5.0", false, t + 10), &key), key.public(), &mut st, t + 11, None);
         assert_eq!(c.movement, Some(Move::Forward { from: "2.4.1".parse().unwrap() }), "{c:?}");
-        let seen = &st.channels[&Channel::Stable];
+        let seen = &st.channels[&Channel::Edge];
         assert_eq!((seen.sequence, seen.version.to_string()), (2, "2.5.0".to_owned()));
         assert_eq!(seen.release_yaml, Digest::of(b"2.5.0"));
         // A sequence jump is allowed (only lower ones are refused); a marked move to a newer
         // version is still reported as a rollback.
         let c = check(&sign(&pointer(7, "2.6.0", true, t + 20), &key), key.public(), &mut st, t + 21, None);
         assert_eq!(c.movement, Some(Move::Rollback { from: "2.5.0".parse().unwrap(), to: "2.6.0".parse().unwrap() }), "{c:?}");
-        assert_eq!(st.channels[&Channel::Stable].sequence, 7);
+        assert_eq!(st.channels[&Channel::Edge].sequence, 7);
         // A refused pointer leaves the state as it was, and every problem is listed.
         let before = st.clone();
-        let c = check(&sign(&pointer(3, "2.4.1", false, t), &key), key.public(), &mut st, t + 15 * 86_400, Some(Channel::Edge));
+        let c = check(&sign(&pointer(3, "2.4.1", false, t), &key), key.public(), &mut st, t + 15 * 86_400, Some(Channel::Lts));
         assert!(!c.accepted && c.movement.is_none());
         assert_eq!(c.problems.len(), 3, "{:?}", c.problems);
         assert_eq!(st, before);
@@ -301,8 +332,42 @@ mod tests {
         // Another channel's history is separate.
         let mut lts = pointer(1, "1.0.0", false, t);
         lts.channel = Channel::Lts;
-        assert_eq!(check(&sign(&lts, &key), key.public(), &mut st, t, None).movement, Some(Move::First));
+        // (Signed by two release keys: the two-person rule.)
+        let second = SigningKey::generate(KeyKind::EcdsaP256);
+        let mut env = sign(&lts, &key);
+        env.signatures.extend(sign(&lts, &second).signatures);
+        let keys = [key.public().clone(), second.public().clone()];
+        assert_eq!(check_signed(&env, &keys, &mut st, t, None).movement, Some(Move::First));
         assert_eq!(st.channels.len(), 2);
+    }
+
+    #[test]
+    fn stable_and_lts_pointers_need_two_release_keys() {
+        let (a, b) = (SigningKey::generate(KeyKind::EcdsaP256), SigningKey::generate(KeyKind::Ed25519));
+        let t = 1_813_492_800;
+        let keys = [a.public().clone(), b.public().clone()];
+        for c in TWO_PERSON {
+            let mut p = pointer(1, "2.4.1", false, t);
+            p.channel = c;
+            let one = sign(&p, &a);
+            // One signature: refused with both keys pinned, and with one.
+            let r = check_signed(&one, &keys, &mut ClientState::default(), t, None);
+            assert!(!r.accepted && r.problems[0].contains("1 of the 2 key(s) given signed it"), "{r:?}");
+            let r = check(&one, a.public(), &mut ClientState::default(), t, None);
+            assert!(!r.accepted && r.problems[0].contains("--key A.pub --key B.pub"), "{r:?}");
+            // The same key twice is one person.
+            let mut twice = one.clone();
+            twice.signatures.push(twice.signatures[0].clone());
+            assert!(!check_signed(&twice, &keys, &mut ClientState::default(), t, None).accepted);
+            // Two keys: accepted.
+            let mut both = one.clone();
+            both.signatures.extend(sign(&p, &b).signatures);
+            let r = check_signed(&both, &keys, &mut ClientState::default(), t, Some(c));
+            assert!(r.accepted, "{r:?}");
+        }
+        // Edge: one key is enough.
+        let r = check_signed(&sign(&pointer(1, "2.4.1", false, t), &a), &keys, &mut ClientState::default(), t, None);
+        assert!(r.accepted, "{r:?}");
     }
 
     #[test]
@@ -322,6 +387,6 @@ mod tests {
         // After: refused.
         let r = check(&env, key.public(), &mut ClientState::default(), 1_813_492_800 + 91 * 86_400, None);
         assert!(!r.accepted);
-        assert!(r.problems.iter().any(|m| m.contains("support for 2.4.1 on `stable` ended on 2027-09-18T12:00:00Z")), "{r:?}");
+        assert!(r.problems.iter().any(|m| m.contains("support for 2.4.1 on `edge` ended on 2027-09-18T12:00:00Z")), "{r:?}");
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! 1. `release.yaml.sig` over `release.yaml` with the key (nothing else is trusted before);
 //! 2. each component: its index resolves by digest in `<namespace>/<component>` (the client
-//!    refuses bytes of another digest), and its version and channel tags point at it;
+//!    refuses bytes of another digest), and its version and channel tags point at it (the
+//!    channel tag only without a trust repository on the registry: with one, channel tags
+//!    follow the signed pointers, which `trust check --registry` verifies);
 //! 3. each index and platform manifest: its cosign `sha256-<hex>.sig` signature verifies, every
 //!    blob of every manifest is there;
 //! 4. its referrers (referrers API, else the `sha256-<hex>` fallback index): every kind of
@@ -101,7 +103,15 @@ pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushO
                 continue;
             }
         };
-        for tag in [doc.release.version.to_string(), doc.release.channel.to_string()] {
+        // With a trust repository on the registry, channel tags follow the signed pointers
+        // (`trust check --registry` checks those), not the channel a release was cut for.
+        let trust = target.repository(crate::tuf_client::TRUST_REPOSITORY);
+        let pointers = matches!(client.head_manifest(&trust, "timestamp"), Ok(Some(_)));
+        let mut tags = vec![doc.release.version.to_string()];
+        if !pointers {
+            tags.push(doc.release.channel.to_string());
+        }
+        for tag in tags {
             let got = client.head_manifest(&repo, &tag);
             push(
                 &mut r,

@@ -84,8 +84,10 @@ enum Command {
     },
     /// Push a release directory to its registry and mirrors by digest: every blob, manifest,
     /// index, signature and referrer (referrers API, or the `sha256-<hex>` fallback index),
-    /// checked, then the version and channel tags last. Retries transient failures; `--resume`
-    /// continues an interrupted publish.
+    /// checked, then the version and channel tags last. With a trust repository in the channel
+    /// store (`trust init`): the version tag, then the trust repository (`<NAMESPACE>/trust`),
+    /// then the channel tags, moved to what the signed pointers name (as `trust publish`).
+    /// Retries transient failures; `--resume` continues an interrupted publish.
     Publish(publish::PublishArgs),
     /// Check the environment.
     #[command(subcommand)]
@@ -929,7 +931,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,
-                    key,
+                    key: vec![key],
                     state: std::env::var_os("STELLAOPS_POINTER_STATE").map(PathBuf::from),
                     channel: None,
                     release: None,

@@ -128,16 +128,19 @@ pub enum OpsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check a channel pointer as a client does: its signature with the pinned key, its
+    /// Check a channel pointer as a client does: its signature with a pinned release key, its
     /// expiry, and its sequence against the last one accepted (kept in a state file). Refuses a
-    /// replayed (lower) sequence, an expired pointer, and a move back without the `rollback`
-    /// marker; a signed rollback is accepted and reported as one. Records the pointer on success.
+    /// replayed (lower) sequence, an expired pointer, a move back without the `rollback`
+    /// marker, and a `stable` or `lts` pointer not signed by two of the given release keys
+    /// (two-person rule); a signed rollback is accepted and reported as one. Records the
+    /// pointer on success.
     VerifyPointer {
         /// The pointer (`<channels>/<channel>/pointer.json`).
         pointer: PathBuf,
-        /// The release public key (SPKI PEM), obtained out of band.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        /// A release public key (SPKI PEM), obtained out of band; repeat for each release key
+        /// (a `stable` or `lts` pointer needs the signatures of two of them).
+        #[arg(long, value_name = "FILE", required = true)]
+        key: Vec<PathBuf>,
         /// The client's state file (default: $XDG_STATE_HOME/stellaops/pointer-state.json).
         #[arg(long, value_name = "FILE", env = "STELLAOPS_POINTER_STATE")]
         state: Option<PathBuf>,
@@ -193,6 +196,14 @@ pub enum TrustCommand {
         /// How long the root is valid, in days.
         #[arg(long, default_value_t = 365)]
         root_days: u32,
+        /// A store made before the trust repository (pointers and logs only): the release key
+        /// that signed its pointers (file or `pkcs11:` URI); its pointers and kept releases are
+        /// migrated into the repository, signed with it.
+        #[arg(long, value_name = "FILE|URI")]
+        key: Option<PathBuf>,
+        /// Migrating stable or lts pointers: a second release key, for the two-person rule.
+        #[arg(long, value_name = "FILE|URI", requires = "key")]
+        cosign_key: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -249,10 +260,38 @@ pub enum TrustCommand {
     },
     /// Read the trust repository as a TUF client (the `tough` crate) from a trusted root:
     /// signatures, thresholds, versions, hashes, expiry (wall clock); print each channel.
+    /// With `--registry`, read it from the registry (`<NAMESPACE>/trust`) instead of the store.
     Check {
         /// The root the client trusts (default: `<channels>/tuf/metadata/1.root.json`).
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
+        /// Read the repository that `trust publish` put on this registry (`HOST[:PORT]/NAMESPACE`).
+        #[arg(long, value_name = "HOST/NAMESPACE")]
+        registry: Option<String>,
+        /// Docker config file with credentials for `--registry`.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the trust repository to a registry, then move the channel tags: every file as an
+    /// OCI artifact in `<NAMESPACE>/trust` (tags `<N>.<role>`, `root`, `target.<sha256>`, and
+    /// `timestamp` last), read back and verified as a TUF client does from the trusted root;
+    /// then `<NAMESPACE>/<component>:<channel>` moves to the index each verified pointer names.
+    /// Run it after every `promote`, `rollback` and `trust refresh` (`publish` of a release
+    /// does it too). A kill or failure before the last step leaves every channel tag as it was.
+    Publish {
+        /// `HOST[:PORT]/NAMESPACE` (the release's registry namespace).
+        #[arg(long, value_name = "HOST/NAMESPACE", env = "STELLAOPS_REGISTRY")]
+        registry: String,
+        /// The root the read-back trusts (default: `<channels>/tuf/metadata/1.root.json`).
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+        /// Docker config file with credentials for `--registry`.
+        #[arg(long, value_name = "FILE")]
+        docker_config: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long)]
@@ -420,13 +459,14 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             Ok(())
         }
         OpsCommand::VerifyPointer { pointer: path, key, state, channel, release, clock, json } => {
-            let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
+            let keys = key.iter().map(|k| PublicKey::load(k)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
             let state_path = state.unwrap_or_else(default_state);
             let mut st = pointer::load_state(&state_path).map_err(ops)?;
             let env = pointer::read_envelope(&path).map_err(ops)?;
-            let mut checked = pointer::check(&env, &public, &mut st, clock.clock().now(), channel.map(Channel::from));
+            let mut checked = pointer::check_signed(&env, &keys, &mut st, clock.clock().now(), channel.map(Channel::from));
             if let (Some(dir), Some(p)) = (&release, &checked.pointer) {
-                match verifier::ops::SignedRelease::open(dir, &public) {
+                let opened = keys.iter().map(|k| verifier::ops::SignedRelease::open(dir, k)).reduce(|a, b| a.or(b));
+                match opened.unwrap_or_else(|| Err(vec!["no release key given".to_owned()])) {
                     Ok(r) if r.digest == p.release_yaml => {}
                     Ok(r) => checked.problems.push(format!(
                         "`{}` has release.yaml {}, the pointer names {}",
@@ -492,6 +532,10 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
     }
 }
 
+fn registry_target(r: &str) -> Result<oci::distribution::RegistryTarget, Failure> {
+    r.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--registry: {e}") })
+}
+
 fn default_state() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -503,28 +547,62 @@ fn default_state() -> PathBuf {
 fn trust(cmd: TrustCommand) -> Result<(), Failure> {
     use pipeline::tuf;
     match cmd {
-        TrustCommand::Init { root_keys, root_threshold, release_keys, root_days, store, clock, json } => {
-            let (_, store) = store_of(&store)?;
+        TrustCommand::Init { root_keys, root_threshold, release_keys, root_days, key, cosign_key, store, clock, json } => {
+            let (root, store) = store_of(&store)?;
             let pass = Secret::from_env();
             let root_keys =
                 root_keys.iter().map(|p| SigningKey::load(p, &pass)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
             let release_keys =
                 release_keys.iter().map(|p| PublicKey::load(p)).collect::<Result<Vec<_>, _>>().map_err(pipeline::Error::from)?;
+            let signer = |p: &Option<PathBuf>| -> Result<Option<Box<dyn Signer>>, Failure> {
+                let Some(p) = p else { return Ok(None) };
+                let k = pipeline::signer::KeyRef::from_arg(p).map_err(pipeline::Error::from)?;
+                Ok(Some(pipeline::signer::load(&k).map_err(pipeline::Error::from)?))
+            };
+            let (key, cosign_key) = (signer(&key)?, signer(&cosign_key)?);
             let repo = tuf::Repo::of(store.root());
             let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
-            let req = tuf::Init {
-                repo: &repo,
-                root_keys: &root_keys,
-                threshold: root_threshold,
-                release_keys: &release_keys,
-                now: clock.clock().now(),
-                root_days,
-            };
-            let path = tuf::init(&req).map_err(ops)?;
-            if json {
-                print_json(&serde_json::json!({"event": "result", "root": path}));
+            let now = clock.clock().now();
+            // A store made before the trust repository: checked before the root is written.
+            let migrating = if store.root().exists() && !repo.exists() {
+                let cfg = schema::config::load(&root).map_err(|e| ops(e.into()))?;
+                let plan =
+                    channels::migration_plan(&root, &store, &cfg, &release_keys, key.as_deref(), cosign_key.as_deref()).map_err(ops)?;
+                Some((cfg, plan)).filter(|(_, p)| !p.is_empty())
             } else {
-                progress::out(&format!("{}", path.display()));
+                None
+            };
+            let fresh = !repo.dir().exists();
+            let req =
+                tuf::Init { repo: &repo, root_keys: &root_keys, threshold: root_threshold, release_keys: &release_keys, now, root_days };
+            let path = tuf::init(&req).map_err(ops)?;
+            let migrated = match (&migrating, key.as_deref()) {
+                (Some((cfg, plan)), Some(key)) => match channels::migrate(&store, cfg, plan, key, cosign_key.as_deref(), now) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // Nothing half made is left: the store stays as it was before `init`.
+                        if fresh {
+                            let _ = std::fs::remove_dir_all(repo.dir());
+                        }
+                        return Err(ops(e));
+                    }
+                },
+                _ => None,
+            };
+            if json {
+                print_json(&serde_json::json!({"event": "result", "root": path, "migrated": migrated}));
+            } else {
+                let mut s = format!("{}", path.display());
+                for c in migrated.iter().flat_map(|m| &m.channels) {
+                    s += &format!(
+                        "\nmigrated `{}`: {} pointer(s), current {}, {} kept release(s) now targets",
+                        c.channel,
+                        c.pointers,
+                        describe(&c.current),
+                        c.kept.len()
+                    );
+                }
+                progress::out(&s);
             }
             Ok(())
         }
@@ -600,11 +678,41 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        TrustCommand::Check { root, store, json } => {
+        TrustCommand::Publish { registry, root, docker_config, store, json } => {
+            let (_, store) = store_of(&store)?;
+            let target = registry_target(&registry)?;
+            let opts = oci::push::PushOptions { docker_config, ..Default::default() };
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let _remote = crate::hold(&oci::statelock::for_remote(&target.to_string()), &format!("publishing to `{target}`"))?;
+            let done = pipeline::stages::publish_trust::publish_trust(&store, &target, &opts, root.as_deref())
+                .map_err(|e| ops(pipeline::stages::publish_trust::at(&target, e)))?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "trust": done}));
+            } else {
+                let mut s = format!("{}: {} file(s) pushed, {} already there\n", done.repository, done.pushed.len(), done.present);
+                for c in &done.channels {
+                    let moved = c.tags.iter().filter(|t| t.moved).count();
+                    s += &format!("{} -> {}: {} tag(s) moved, {} already there\n", c.channel, c.version, moved, c.tags.len() - moved);
+                }
+                progress::out(s.trim_end());
+            }
+            Ok(())
+        }
+        TrustCommand::Check { root, registry, docker_config, store, json } => {
             let (_, store) = store_of(&store)?;
             let repo = tuf::Repo::of(store.root());
             let trusted = root.unwrap_or_else(|| repo.metadata().join("1.root.json"));
-            let channels = tuf::check(&repo, &trusted).map_err(ops)?;
+            let channels = match registry {
+                Some(r) => {
+                    let target = registry_target(&r)?;
+                    // A client's check: a few tries, not a publisher's patience.
+                    let retry = oci::distribution::RetryPolicy { attempts: 3, ..Default::default() };
+                    let opts = oci::push::PushOptions { docker_config, retry, ..Default::default() };
+                    let client = oci::push::client_for(&target, &opts).map_err(pipeline::Error::from)?;
+                    verifier::tuf_client::check_registry(client, &target, &trusted).map_err(ops)?
+                }
+                None => tuf::check(&repo, &trusted).map_err(ops)?,
+            };
             if json {
                 print_json(&serde_json::json!({"event": "result", "channels": channels}));
             } else {

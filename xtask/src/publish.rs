@@ -43,6 +43,12 @@ pub struct PublishFlags {
     /// ~/.docker/config.json); credential helpers it names are used.
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
+    /// The channel store (default: target/channels under the repository). When it has a trust
+    /// repository (`trust init`), the release gets its version tag only; the trust repository
+    /// is pushed to `<NAMESPACE>/trust` and then each channel tag moves to what its signed
+    /// pointer names (as `trust publish`).
+    #[arg(long, value_name = "DIR", env = "STELLAOPS_CHANNELS")]
+    pub channels: Option<PathBuf>,
 }
 
 impl PublishFlags {
@@ -107,7 +113,15 @@ pub enum DoctorCommand {
 
 /// Publishes `dir` and renders the report.
 pub fn publish_dir(dir: &Path, flags: &PublishFlags, root: &Path, mode: Mode) -> Result<ReleaseReport, Failure> {
-    let opts = ReleaseOptions { destinations: flags.destinations(root)?, push: flags.push_options() };
+    let store = pipeline::channels::Store::new(&flags.channels.clone().unwrap_or_else(|| root.join("target/channels")));
+    let trust = pipeline::tuf::Repo::of(store.root()).exists();
+    let opts = ReleaseOptions { destinations: flags.destinations(root)?, push: flags.push_options(), channels: Some(store.clone()) };
+    // The store's pointers are read to move channel tags: no move meanwhile.
+    let _store_lock = if trust {
+        Some(crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?)
+    } else {
+        None
+    };
     // One publish at a time per destination (in a stable order: no two runs wait on each other).
     let mut keys: Vec<String> = opts.destinations.iter().map(|d| d.target.to_string()).collect();
     keys.sort();
@@ -117,7 +131,7 @@ pub fn publish_dir(dir: &Path, flags: &PublishFlags, root: &Path, mode: Mode) ->
     let reporter = Progress::new(mode);
     let report = publish::publish_release(dir, &opts, &reporter);
     reporter.finish();
-    let report = report.map_err(pipeline::Error::from)?;
+    let report = report?;
     for d in report.destinations.iter().filter(|d| matches!(d.status, Status::Failed)) {
         progress::eprint(&format!(
             "warning: mirror `{}` did not get the release: {}\n  run `cargo xtask publish {} --resume` to retry it",

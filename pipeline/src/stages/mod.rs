@@ -17,4 +17,5 @@ pub mod kit;
 pub mod manifest;
 pub mod plan;
 pub mod publish;
+pub mod publish_trust;
 pub mod sign;

@@ -47,6 +47,11 @@ pub struct ReleaseOptions {
     pub destinations: Vec<Destination>,
     /// Push options; `tags` and `journal` are set per release and destination.
     pub push: PushOptions,
+    /// The channel store. With a trust repository (`trust init`), the release gets its version
+    /// tag only: channel tags follow the signed pointers, after the trust repository
+    /// ([`crate::stages::publish_trust`], run on every destination that got the release).
+    /// Without one, the release's own channel is tagged too.
+    pub channels: Option<crate::channels::Store>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +84,9 @@ pub struct ReleaseReport {
     pub channel: String,
     pub tags: Vec<String>,
     pub destinations: Vec<DestinationReport>,
+    /// The trust repository and channel tags, per destination (a store with a trust repository).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<crate::stages::publish_trust::TrustPublished>,
 }
 
 impl ReleaseReport {
@@ -93,13 +101,40 @@ impl ReleaseReport {
 ///
 /// 1. content and check on each destination in turn: a failure of the primary or of a required
 ///    mirror stops here, before any tag anywhere; a failing optional mirror is reported;
-/// 2. tags, primary first, on every destination whose content checked out.
-pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporter) -> Result<ReleaseReport, PublishError> {
+/// 2. tags, primary first, on every destination whose content checked out;
+/// 3. with a trust repository in the channel store: the channel tag is not written in step 2;
+///    the trust repository is published to each destination that has the release, and only
+///    then do channel tags move, to what the signed pointers name.
+pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporter) -> Result<ReleaseReport, crate::Error> {
+    let trust = opts.channels.as_ref().filter(|s| crate::tuf::Repo::of(s.root()).exists());
+    let mut report = push_and_tag(dir, opts, trust.is_some(), reporter)?;
+    // 3. The trust repository, then the channel tags.
+    if let Some(store) = trust {
+        for (d, r) in opts.destinations.iter().zip(report.destinations.iter_mut()) {
+            if matches!(r.status, Status::Failed) {
+                continue;
+            }
+            match crate::stages::publish_trust::publish_trust(store, &d.target, &opts.push, None) {
+                Ok(t) => report.trust.push(t),
+                Err(e) if d.mirror && !d.required => {
+                    r.status = Status::Failed;
+                    r.error = Some(format!("the trust repository: {e}"));
+                }
+                Err(e) => return Err(crate::stages::publish_trust::at(&d.target, e).into()),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Steps 1 and 2; `trust`: the channel tag is left to step 3.
+fn push_and_tag(dir: &Path, opts: &ReleaseOptions, trust: bool, reporter: &dyn Reporter) -> Result<ReleaseReport, PublishError> {
     let yaml_path = dir.join("release.yaml");
     let yaml = fs::read(&yaml_path).map_err(|source| PublishError::Io { path: yaml_path.clone(), source })?;
     let doc = verifier::manifest::parse(&yaml)
         .map_err(|message| PublishError::Release { message: format!("`{}`: {message}", yaml_path.display()) })?;
-    let tags = vec![doc.release.version.to_string(), doc.release.channel.to_string()];
+    let tags =
+        if trust { vec![doc.release.version.to_string()] } else { vec![doc.release.version.to_string(), doc.release.channel.to_string()] };
     let layout = Layout::open(&dir.join("images"))?;
     let index_path = layout.root().join("index.json");
     let layout_digest = Digest::of(&fs::read(&index_path).map_err(|source| PublishError::Io { path: index_path, source })?);
@@ -171,7 +206,13 @@ pub fn publish_release(dir: &Path, opts: &ReleaseOptions, reporter: &dyn Reporte
             }
         }
     }
-    Ok(ReleaseReport { version: doc.release.version.to_string(), channel: doc.release.channel.to_string(), tags, destinations: reports })
+    Ok(ReleaseReport {
+        version: doc.release.version.to_string(),
+        channel: doc.release.channel.to_string(),
+        tags,
+        destinations: reports,
+        trust: Vec::new(),
+    })
 }
 
 /// What `doctor registries` found for one destination.

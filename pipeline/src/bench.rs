@@ -520,16 +520,33 @@ pub fn bulk_release(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Res
 
 /// [`bulk_release`], with the release's time and peak memory: (directory, seconds, KiB).
 fn bulk_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> Result<(PathBuf, f64, u64), BenchError> {
+    bundle_release_timed(exe, workspace, dir, bytes, 0)
+}
+
+/// The bundle of `workspace` with `extra` more components (copies of web-ui, `bulk-NN`), the
+/// generated `bytes` spread over web-ui and them (a tree each), released by `exe`.
+fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, extra: usize) -> Result<(PathBuf, f64, u64), BenchError> {
     let repo = dir.join("repo");
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(&repo)?;
     for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
         copy_tree(&workspace.join(item), &repo.join(item))?;
     }
-    make_tree(&repo.join("components/standin/bulk"), bytes)?;
-    // web-ui is the last component of the bundle: one more layer for it.
     let mut toml = fs::read_to_string(repo.join("release-trains/components.toml"))?;
+    // web-ui is the last component of the bundle: its block is the template of the copies.
+    let web_ui = toml
+        .rfind("[[component]]\nname = \"web-ui\"")
+        .map(|at| toml[at..].to_owned())
+        .ok_or_else(|| BenchError::Other("the bundle's last component is not web-ui".into()))?;
+    let share = bytes / (extra as u64 + 1);
+    make_tree(&repo.join("components/standin/bulk"), share)?;
     toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
+    for i in 1..=extra {
+        let name = format!("bulk-{i:02}");
+        make_tree(&repo.join(format!("components/standin/{name}")), share)?;
+        toml += &format!("\n{}", web_ui.replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1));
+        toml += &format!("\n[[component.recipe.layer]]\nfrom = \"{name}\"\nto = \"/usr/share/stellaops-bulk\"\n");
+    }
     fs::write(repo.join("release-trains/components.toml"), toml)?;
     fs::write(repo.join(".gitignore"), "/target\n")?;
     let git = |what: &str, args: &[&str]| -> Result<(), BenchError> {
@@ -595,6 +612,47 @@ pub fn repro(opts: &KitOptions, reporter: &dyn Reporter) -> Result<ReproReport, 
         repro_peak_rss_kib,
         ratio: repro_seconds / release_seconds.max(1e-9),
     })
+}
+
+/// One release of [`scale`]: the bundle with its generated content.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    pub components: usize,
+    /// Bytes of generated content (each component's tree goes into both of its platforms).
+    pub content_bytes: u64,
+    pub seconds: f64,
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    pub small: ScalePoint,
+    pub large: ScalePoint,
+    /// Seconds per byte at the large size over seconds per byte at the small one: 1.0 is
+    /// linear growth (the target is within 15%: 0.85 to 1.15).
+    pub growth: f64,
+}
+
+/// `bench --scale`: a bundle of 32 components x 2 platforms released with `size_mib` and with
+/// four times that of generated content (spread over the components), timed, peak memory
+/// sampled; how the release time grows with the bytes.
+pub fn scale(opts: &KitOptions, reporter: &dyn Reporter) -> Result<ScaleReport, BenchError> {
+    // The repository's bundle has 8 components (7 before web-ui's copies are counted).
+    let base = fs::read_to_string(opts.workspace.join("release-trains/components.toml"))?.matches("[[component]]").count();
+    let extra = 32usize.saturating_sub(base);
+    let mut points = Vec::new();
+    for mib in [opts.size_mib, opts.size_mib * 4] {
+        let work = opts.dir.join(format!("scale-{mib}"));
+        note(reporter, format!("bench: releasing {} components x 2 platforms with {mib} MiB of generated content", base + extra));
+        let (_, seconds, peak_rss_kib) = bundle_release_timed(&opts.exe, &opts.workspace, &work, mib << 20, extra)?;
+        points.push(ScalePoint { components: base + extra, content_bytes: mib << 20, seconds, peak_rss_kib });
+        let _ = fs::remove_dir_all(&work);
+    }
+    let large = points.pop().ok_or_else(|| BenchError::Other("nothing measured".into()))?;
+    let small = points.pop().ok_or_else(|| BenchError::Other("nothing measured".into()))?;
+    let per_byte = |p: &ScalePoint| p.seconds / p.content_bytes.max(1) as f64;
+    let growth = per_byte(&large) / per_byte(&small);
+    Ok(ScaleReport { small, large, growth })
 }
 
 /// What [`kit`] measures.

@@ -39,6 +39,12 @@ pub struct BenchArgs {
     /// 2, libdeflate, one member per block); the other format is timed on the same tree too.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=2))]
     layer_gzip: u32,
+    /// Measure scale instead: a bundle of 32 components x 2 platforms (this repository's and
+    /// copies of web-ui) released with `--size-mib` and with four times that of generated
+    /// content; prints each release's time and peak memory and the growth per byte (1.0 is
+    /// linear; target within 15%, peak under 256 MiB).
+    #[arg(long)]
+    scale: bool,
     /// Internal: write one layer of DIR and print its peak memory (used by the bench itself).
     #[arg(long, hide = true, value_name = "DIR")]
     layer_only: Option<PathBuf>,
@@ -90,6 +96,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 r.repro_peak_rss_kib / 1024,
                 r.ratio
             );
+        }
+        return Ok(());
+    }
+    if args.scale {
+        let opts = pipeline::bench::KitOptions { dir, size_mib: args.size_mib, exe, workspace };
+        let r = pipeline::bench::scale(&opts, &Notes)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            for p in [&r.small, &r.large] {
+                println!(
+                    "release of {} components x 2 platforms, {} MiB of content  {:>8.2} s  {:>7.1} MB/s  peak {} MiB",
+                    p.components,
+                    p.content_bytes >> 20,
+                    p.seconds,
+                    p.content_bytes as f64 / 1e6 / p.seconds.max(1e-9),
+                    p.peak_rss_kib / 1024
+                );
+            }
+            println!("growth per byte (4x the content)  {:.2} (1.00 is linear; target 0.85 to 1.15)", r.growth);
         }
         return Ok(());
     }

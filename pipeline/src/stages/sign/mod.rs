@@ -128,7 +128,8 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
     let mut index = layout.index()?;
     index.manifests.retain(|d| !d.annotations.get(oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")));
     let image_signatures = sigs.len();
-    let pem = key.public().pem().to_owned();
+    // The signer as the log names it: the public key, or a keyless signer's certificate.
+    let pem = verifier::keys::log_verifier(key);
     let mut log_entries: Vec<tlog::Entry> = sigs
         .iter()
         .map(|s| {
@@ -207,6 +208,7 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
         Some(log) => {
             let url = &log.url;
             let results = tlog::submit_all(log, &log_entries, out).map_err(io(out))?;
+            tlog::require_logged(key, log, &results)?;
             let pending: Vec<(&String, &String)> = results
                 .iter()
                 .filter_map(|(id, l)| match l {

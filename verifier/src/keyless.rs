@@ -1,0 +1,303 @@
+//! Keyless signatures: a short-lived X.509 certificate from a Fulcio CA binds the release's
+//! one-time public key to an OIDC identity; `verify` checks it under an identity policy in
+//! place of a pinned key.
+//!
+//! In: a sigstore `trusted_root.json` (the Fulcio CA's certificate chain, the transparency
+//! log's key), the leaf certificate of the release (`release.yaml.sigstore.json`'s
+//! `verificationMaterial.certificate`), and the policy (`--certificate-identity` or
+//! `--certificate-identity-regexp`, `--certificate-oidc-issuer`). Out: the certificate's
+//! public key and validity, with which [`crate::release`] checks every signature and requires
+//! every log entry's signed time to lie inside that validity.
+//!
+//! Checked, every failure collected:
+//! 1. the leaf is signed by the first certificate of a CA chain of the trusted root whose
+//!    subject is the leaf's issuer (ECDSA P-256 with SHA-256), and that CA is one (basic
+//!    constraints); the leaf itself is not a CA;
+//! 2. it allows code signing (extended key usage `1.3.6.1.5.5.7.3.3`);
+//! 3. one of its subject alternative names (email, URI) is the identity, or matches the
+//!    pattern (unanchored, as cosign's `--certificate-identity-regexp`: anchor it with `^...$`);
+//! 4. its OIDC issuer extension (`1.3.6.1.4.1.57264.1.8`, a UTF8String; else the deprecated
+//!    `1.3.6.1.4.1.57264.1.1`, raw bytes) is the issuer.
+//!
+//! The signing time is checked by [`crate::tlog::check_entry`] (step 6) with the validity
+//! returned here: a certificate says nothing about when it was used; the log's signed entry
+//! time does.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectAltName};
+use x509_cert::Certificate;
+
+use crate::keys::PublicKey;
+
+/// Fulcio's OIDC issuer extension (v2, DER UTF8String).
+pub const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+/// Fulcio's OIDC issuer extension (v1, deprecated: the issuer's bytes as they are).
+pub const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
+/// Extended key usage: code signing.
+pub const OID_CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
+/// ecdsa-with-SHA256.
+const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// Which identity the certificate must name.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// `--certificate-identity`: one subject alternative name, exactly.
+    Exact(String),
+    /// `--certificate-identity-regexp`: a pattern one of them matches.
+    Pattern(regex::Regex),
+}
+
+impl Identity {
+    fn matches(&self, san: &str) -> bool {
+        match self {
+            Identity::Exact(s) => s == san,
+            Identity::Pattern(r) => r.is_match(san),
+        }
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::Exact(s) => write!(f, "`{s}`"),
+            Identity::Pattern(r) => write!(f, "the pattern `{}`", r.as_str()),
+        }
+    }
+}
+
+/// The identity policy: who must have signed, and which OIDC issuer vouched for them.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub identity: Identity,
+    pub issuer: String,
+}
+
+/// A sigstore trusted root (`trusted_root.json`, protobuf JSON), the parts keyless
+/// verification reads: each CA's certificate chain (issuing certificate first), each log's key.
+#[derive(Debug, Clone)]
+pub struct TrustedRoot {
+    pub authorities: Vec<Vec<Vec<u8>>>,
+    pub logs: Vec<PublicKey>,
+}
+
+impl TrustedRoot {
+    pub fn load(path: &Path) -> Result<TrustedRoot, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+        Self::parse(&bytes).map_err(|e| format!("`{}`: not a sigstore trusted root: {e}", path.display()))
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<TrustedRoot, String> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let raw = |x: &serde_json::Value, what: &str| -> Result<Vec<u8>, String> {
+            b64().decode(x["rawBytes"].as_str().ok_or_else(|| format!("{what} has no `rawBytes`"))?).map_err(|e| format!("{what}: {e}"))
+        };
+        let mut authorities = Vec::new();
+        for (i, ca) in v["certificateAuthorities"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            let chain = ca["certChain"]["certificates"]
+                .as_array()
+                .ok_or_else(|| format!("`certificateAuthorities[{i}]` has no `certChain.certificates`"))?
+                .iter()
+                .enumerate()
+                .map(|(j, c)| raw(c, &format!("`certificateAuthorities[{i}].certChain.certificates[{j}]`")))
+                .collect::<Result<Vec<_>, _>>()?;
+            if chain.is_empty() {
+                return Err(format!("`certificateAuthorities[{i}]` has an empty chain"));
+            }
+            authorities.push(chain);
+        }
+        let mut logs = Vec::new();
+        for (i, log) in v["tlogs"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            let der = raw(&log["publicKey"], &format!("`tlogs[{i}].publicKey`"))?;
+            logs.push(PublicKey::from_spki_der(&der).map_err(|e| format!("`tlogs[{i}].publicKey`: {e}"))?);
+        }
+        if authorities.is_empty() {
+            return Err("it names no certificate authority (`certificateAuthorities`)".into());
+        }
+        if logs.is_empty() {
+            return Err("it names no transparency log (`tlogs`): keyless signatures are checked by their log entries".into());
+        }
+        Ok(TrustedRoot { authorities, logs })
+    }
+}
+
+/// A leaf certificate, read: what signing and verification need of it.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub der: Vec<u8>,
+    pub key: PublicKey,
+    /// Validity, unix seconds (both ends included).
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Subject alternative names: emails and URIs.
+    pub identities: Vec<String>,
+    /// The OIDC issuer extension, when present.
+    pub issuer: Option<String>,
+}
+
+impl Leaf {
+    pub fn parse(der: &[u8]) -> Result<Leaf, String> {
+        let cert = Certificate::from_der(der).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = tbs.subject_public_key_info.to_der().map_err(|e| e.to_string())?;
+        let key = PublicKey::from_spki_der(&spki)?;
+        let secs = |t: x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+        let identities = match tbs.get::<SubjectAltName>() {
+            Ok(Some((_, san))) => san
+                .0
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::Rfc822Name(s) | GeneralName::UniformResourceIdentifier(s) => Some(s.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(format!("its subject alternative names: {e}")),
+        };
+        let mut issuer = None;
+        for ext in tbs.extensions.as_deref().unwrap_or_default() {
+            let oid = ext.extn_id.to_string();
+            if oid == OID_ISSUER_V2 {
+                let s = x509_cert::der::asn1::Utf8StringRef::from_der(ext.extn_value.as_bytes())
+                    .map_err(|e| format!("its issuer extension `{OID_ISSUER_V2}` is not a UTF8String: {e}"))?;
+                issuer = Some(s.as_str().to_owned());
+            } else if oid == OID_ISSUER_V1 && issuer.is_none() {
+                issuer = Some(String::from_utf8_lossy(ext.extn_value.as_bytes()).into_owned());
+            }
+        }
+        Ok(Leaf {
+            der: der.to_vec(),
+            key,
+            not_before: secs(tbs.validity.not_before),
+            not_after: secs(tbs.validity.not_after),
+            identities,
+            issuer,
+        })
+    }
+
+    /// From a PEM certificate (the first of a chain).
+    pub fn from_pem(pem: &str) -> Result<Leaf, String> {
+        Self::parse(&pem_der(pem)?)
+    }
+
+    /// Whether `t` (unix seconds) lies within the validity.
+    pub fn valid_at(&self, t: i64) -> bool {
+        self.not_before <= t && t <= self.not_after
+    }
+}
+
+/// The DER of the first `CERTIFICATE` block of `pem`.
+pub fn pem_der(pem: &str) -> Result<Vec<u8>, String> {
+    let start = pem.find("-----BEGIN CERTIFICATE-----").ok_or("no PEM certificate")?;
+    let end = pem[start..].find("-----END CERTIFICATE-----").ok_or("an unterminated PEM certificate")? + start + 25;
+    let (label, der) = pem_rfc7468::decode_vec(&pem.as_bytes()[start..end]).map_err(|e| format!("bad PEM: {e}"))?;
+    if label != "CERTIFICATE" {
+        return Err(format!("a PEM `{label}`, not a certificate"));
+    }
+    Ok(der)
+}
+
+/// The DER as PEM.
+pub fn der_pem(der: &[u8]) -> String {
+    pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, der).expect("PEM encoding of bytes cannot fail")
+}
+
+/// Checks `leaf` (DER) against `root` and `policy` (steps 1-4 of the module's list); every
+/// failure, or the certificate read.
+pub fn check_leaf(leaf: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Leaf, Vec<String>> {
+    let cert = Certificate::from_der(leaf).map_err(|e| vec![format!("not an X.509 certificate: {e}")])?;
+    let read = Leaf::parse(leaf).map_err(|e| vec![e])?;
+    let mut problems = Vec::new();
+    // 1. The chain.
+    if let Err(e) = issued_by_trusted_ca(&cert, root) {
+        problems.push(e);
+    }
+    if matches!(cert.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
+        problems.push("the certificate is a CA's, not a signer's".to_owned());
+    }
+    // 2. Code signing.
+    let code_signing = x509_cert::der::oid::ObjectIdentifier::new_unwrap(OID_CODE_SIGNING);
+    match cert.tbs_certificate.get::<ExtendedKeyUsage>() {
+        Ok(Some((_, eku))) if eku.0.contains(&code_signing) => {}
+        Ok(_) => problems.push(format!("the certificate does not allow code signing (extended key usage `{OID_CODE_SIGNING}`)")),
+        Err(e) => problems.push(format!("its extended key usage: {e}")),
+    }
+    // 3. The identity.
+    if !read.identities.iter().any(|s| policy.identity.matches(s)) {
+        problems.push(format!(
+            "the certificate's identity is {}, not {}",
+            if read.identities.is_empty() {
+                "none".to_owned()
+            } else {
+                read.identities.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            },
+            policy.identity
+        ));
+    }
+    // 4. The issuer.
+    match &read.issuer {
+        Some(i) if *i == policy.issuer => {}
+        Some(i) => problems.push(format!("the certificate's OIDC issuer is `{i}`, not `{}`", policy.issuer)),
+        None => problems.push(format!("the certificate names no OIDC issuer (extension `{OID_ISSUER_V2}`)")),
+    }
+    if problems.is_empty() {
+        Ok(read)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Step 1: some CA chain of the trusted root issued `cert`.
+fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<(), String> {
+    let alg = cert.signature_algorithm.oid.to_string();
+    if alg != OID_ECDSA_SHA256 {
+        return Err(format!("the certificate is signed with algorithm `{alg}`; ecdsa-with-SHA256 (`{OID_ECDSA_SHA256}`) is supported"));
+    }
+    let tbs = cert.tbs_certificate.to_der().map_err(|e| e.to_string())?;
+    let sig = cert.signature.as_bytes().ok_or("the certificate's signature is not whole bytes")?;
+    let mut seen = Vec::new();
+    for chain in &root.authorities {
+        let Ok(ca) = Certificate::from_der(&chain[0]) else { continue };
+        if ca.tbs_certificate.subject != cert.tbs_certificate.issuer {
+            seen.push(ca.tbs_certificate.subject.to_string());
+            continue;
+        }
+        let key = ca
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| e.to_string())
+            .and_then(|d| PublicKey::from_spki_der(&d))
+            .map_err(|e| format!("the trusted CA `{}`: {e}", ca.tbs_certificate.subject))?;
+        if !key.verify(&tbs, sig) {
+            return Err(format!(
+                "the certificate names the trusted CA `{}` as its issuer, and that CA's key did not sign it (a chain to another CA)",
+                ca.tbs_certificate.subject
+            ));
+        }
+        if !matches!(ca.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
+            return Err(format!("`{}` of the trusted root is not a CA (basic constraints)", ca.tbs_certificate.subject));
+        }
+        return Ok(());
+    }
+    Err(format!(
+        "the certificate was issued by `{}`, which the trusted root does not name (it names {})",
+        cert.tbs_certificate.issuer,
+        seen.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// The leaf certificate a sigstore bundle carries (v0.3 `certificate`, or the first of a
+/// v0.1/v0.2 `x509CertificateChain`), if any.
+pub fn bundle_certificate(bundle: &serde_json::Value) -> Option<Result<Vec<u8>, String>> {
+    let m = &bundle["verificationMaterial"];
+    let raw = m["certificate"]["rawBytes"].as_str().or_else(|| m["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())?;
+    Some(b64().decode(raw).map_err(|e| format!("the bundle's certificate is not base64: {e}")))
+}

@@ -61,7 +61,7 @@ pub enum Error {
     DevKey { channel: schema::model::Channel, path: PathBuf },
     #[error("a `{channel}` release needs a transparency log (spec §2.3; `release-trains/{channel}.toml` `[transparency-log] required = true`) and none is configured")]
     LogRequired { channel: schema::model::Channel },
-    #[error("a keyless release needs a transparency log (its entries' signed times show the one-time key was used while certified) and none is configured")]
+    #[error("a keyless release needs a transparency log that signs its entries' times (Rekor v1's API): they show the one-time key was used while certified; none is configured, or it is a Rekor v2 log (which leaves time to a timestamp authority, not supported here)")]
     KeylessNeedsLog,
     #[error("`{path}`: {source}")]
     Io {
@@ -106,7 +106,8 @@ impl Error {
             Error::Source(s) => s.hint(),
             Error::KeyRequired { channel } | Error::DevKey { channel, .. } => Some(format!(
                 "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
-                 `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
+                 `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set; \
+                 or sign keyless: `--keyless --fulcio-url URL` with an OIDC identity token"
             )),
             Error::LogRequired { channel } => Some(format!(
                 "set `url` under `[transparency-log]` in `release-trains/{channel}.toml`, or pass `--rekor-url URL` \

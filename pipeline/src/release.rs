@@ -238,7 +238,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     if rekor.is_none() && log.required {
         return Err(Error::LogRequired { channel: plan.channel }.at(Stage::Plan));
     }
-    if rekor.is_none() && opts.keyless.is_some() {
+    if opts.keyless.is_some() && rekor.as_ref().is_none_or(|l| l.api != crate::stages::sign::tlog::RekorApi::V1) {
         return Err(Error::KeylessNeedsLog.at(Stage::Plan));
     }
     reporter.event(Event::StageFinished { stage: Stage::Plan });

@@ -440,7 +440,8 @@ const SIGNER: &str = "release-manager@stella-ops.test";
 /// verifies under the identity policy with our `verify` and npm @sigstore/verify; another
 /// subject, another issuer, a chain to another CA (same name, other key) and a flipped byte of
 /// an inclusion proof are refused by both; a release whose log entries are timed after the
-/// certificate expired is refused by both. Nothing of the one-time key is on disk.
+/// certificate expired is refused by both. The customer tool verifies it too. Nothing of the
+/// one-time key is on disk.
 #[test]
 fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_verifies_under_an_identity_policy() {
     let repo = Repo::new();
@@ -495,6 +496,21 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let logged = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("signed entry timestamp")).count();
     assert_eq!(logged, 75, "{}", run.stdout);
     verify(&dir, &root, ("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$"), &issuer.url).ok();
+
+    // The customer tool (built from the consumer crates only) checks the same way.
+    let tool = crate::tool::built_tool();
+    let stellaops = |subject: &str| {
+        let mut cmd = std::process::Command::new(&tool);
+        cmd.arg("verify").arg(&dir).arg("--trusted-root").arg(&root).args([
+            "--certificate-identity",
+            subject,
+            "--certificate-oidc-issuer",
+            &issuer.url,
+        ]);
+        Run::of(cmd.output().unwrap())
+    };
+    stellaops(SIGNER).ok();
+    fails_with(&stellaops("someone-else@stella-ops.test"), &["[FAIL] keyless certificate", "not `someone-else@stella-ops.test`"]);
 
     // Another subject, another issuer: refused, naming what the certificate says.
     fails_with(
@@ -570,8 +586,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// In GitHub Actions (the runner's token endpoint and bearer in the environment) a `stable`
 /// release signs keyless with the workflow's identity: it needs no key, so the rule "never the
 /// development key" holds, and it verifies under a pattern policy on the workflow URI. Refused
-/// before any work: a keyless release without a log, and an expired token; refused at the
-/// first signature, with nothing released: a certificate that has already expired.
+/// before any work: a keyless release without a log or with a Rekor v2 log (no signed entry
+/// time), an expired token, no token; refused at the first signature, with nothing released: a
+/// token from an issuer the CA does not trust, a certificate that has already expired; failed
+/// (exit 3), with nothing released: the log down.
 #[test]
 fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_verifies_and_bad_tokens_are_refused() {
     let repo = Repo::new();
@@ -598,6 +616,9 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
         .arg(repo.path())
         .env("SIGSTORE_ID_TOKEN", issuer.token(SIGNER, 600));
     Run::of(cmd.output().unwrap()).refused(&["a keyless release needs a transparency log", "hint: pass `--rekor-url URL`"]);
+    // Nor with a Rekor v2 log: it signs no entry time, so nothing would show when the key was used.
+    github(&["--rekor-url", &log.url, "--rekor-api", "v2"])
+        .refused(&["a keyless release needs a transparency log that signs its entries' times", "Rekor v2"]);
     // An expired token (from SIGSTORE_ID_TOKEN): refused before any work, naming the variable.
     let mut cmd = xtask_cmd();
     cmd.args(["release", "--channel", "edge", "--keyless", "--fulcio-url", &fulcio.url, "--rekor-url", &log.url, "--source"])
@@ -621,6 +642,59 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     if let Some(node) = sigstore_js(scratch.path()) {
         node(&dir, &root, WORKFLOW, &issuer.url).ok();
     }
+
+    // No token at all: refused before any work, naming the ways to give one.
+    let mut cmd = xtask_cmd();
+    cmd.args(["release", "--channel", "edge", "--keyless", "--fulcio-url", &fulcio.url, "--rekor-url", &log.url, "--source"])
+        .arg(repo.path())
+        .env_remove("SIGSTORE_ID_TOKEN")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
+    Run::of(cmd.output().unwrap()).refused(&["keyless signing needs an OIDC identity token", "--identity-token FILE", "id-token: write"]);
+    // A token from an issuer the CA does not trust: Fulcio refuses it at the first signature;
+    // nothing is released.
+    let stranger = Issuer::start();
+    let token = scratch.path().join("stranger.jwt");
+    fs::write(&token, stranger.token(SIGNER, 600)).unwrap();
+    let out = repo.path().join("target/stranger");
+    repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--keyless",
+        "--fulcio-url",
+        &fulcio.url,
+        "--identity-token",
+        token.to_str().unwrap(),
+        "--rekor-url",
+        &log.url,
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .refused(&["refused to certify the identity of `", "(401)", &format!("issuer `{}` is not trusted", stranger.url)]);
+    assert!(!out.exists());
+    // The log down: a keyless signature is only good with its entry, so the release fails
+    // (environment, exit 3) rather than queueing what could never be logged in time.
+    let down = TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_url = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
+    fs::write(&token, issuer.token(SIGNER, 600)).unwrap();
+    let run = repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--keyless",
+        "--fulcio-url",
+        &fulcio.url,
+        "--identity-token",
+        token.to_str().unwrap(),
+        "--rekor-url",
+        &down_url,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 73 of 73 keyless entries")), "{}", run.stderr);
+    assert!(!out.exists());
 
     // A CA that issues certificates already expired: the first signature is refused, the
     // release fails (exit 1) and leaves nothing behind.

@@ -80,6 +80,23 @@ pub struct Policy {
     pub issuer: String,
 }
 
+impl Policy {
+    /// From the command line's `--certificate-identity` or `--certificate-identity-regexp`, and
+    /// `--certificate-oidc-issuer`; why not, naming the flag.
+    pub fn new(identity: Option<&str>, pattern: Option<&str>, issuer: Option<&str>) -> Result<Policy, String> {
+        let identity = match (identity, pattern) {
+            (Some(s), None) => Identity::Exact(s.to_owned()),
+            (None, Some(p)) => Identity::Pattern(
+                regex::Regex::new(p).map_err(|e| format!("`--certificate-identity-regexp`: `{p}` is not a regular expression: {e}"))?,
+            ),
+            (Some(_), Some(_)) => return Err("give `--certificate-identity` or `--certificate-identity-regexp`, not both".into()),
+            (None, None) => return Err("a keyless release is verified under an identity policy: `--certificate-identity SUBJECT` or `--certificate-identity-regexp RE`".into()),
+        };
+        let issuer = issuer.ok_or("a keyless release is verified under an identity policy: `--certificate-oidc-issuer ISSUER`")?.to_owned();
+        Ok(Policy { identity, issuer })
+    }
+}
+
 /// A sigstore trusted root (`trusted_root.json`, protobuf JSON), the parts keyless
 /// verification reads: each CA's certificate chain (issuing certificate first), each log's key.
 #[derive(Debug, Clone)]
@@ -300,4 +317,130 @@ pub fn bundle_certificate(bundle: &serde_json::Value) -> Option<Result<Vec<u8>, 
     let m = &bundle["verificationMaterial"];
     let raw = m["certificate"]["rawBytes"].as_str().or_else(|| m["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())?;
     Some(b64().decode(raw).map_err(|e| format!("the bundle's certificate is not base64: {e}")))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::EncodePublicKey;
+    use x509_cert::der::asn1::{BitString, Ia5String, OctetString, UtcTime, Utf8StringRef};
+    use x509_cert::der::oid::ObjectIdentifier;
+    use x509_cert::ext::Extension;
+    use x509_cert::name::Name;
+    use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+    use x509_cert::time::{Time, Validity};
+
+    fn ext(oid: &str, value: Vec<u8>) -> Extension {
+        Extension { extn_id: ObjectIdentifier::new_unwrap(oid), critical: false, extn_value: OctetString::new(value).unwrap() }
+    }
+
+    fn cert(issuer: &Name, key: &p256::ecdsa::SigningKey, subject: Name, spki: &[u8], exts: Vec<Extension>) -> Vec<u8> {
+        let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap(OID_ECDSA_SHA256), parameters: None };
+        let t = |s: u64| Time::UtcTime(UtcTime::from_unix_duration(std::time::Duration::from_secs(s)).unwrap());
+        let tbs = x509_cert::TbsCertificate {
+            version: x509_cert::Version::V3,
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[1]).unwrap(),
+            signature: alg.clone(),
+            issuer: issuer.clone(),
+            validity: Validity { not_before: t(1_800_000_000), not_after: t(1_800_000_600) },
+            subject,
+            subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki).unwrap(),
+            issuer_unique_id: None,
+            subject_unique_id: None,
+            extensions: Some(exts),
+        };
+        let sig: p256::ecdsa::DerSignature = key.sign(&tbs.to_der().unwrap());
+        Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(sig.as_bytes()).unwrap() }
+            .to_der()
+            .unwrap()
+    }
+
+    struct Fixture {
+        ca_key: p256::ecdsa::SigningKey,
+        ca_name: Name,
+        root: TrustedRoot,
+        leaf_spki: Vec<u8>,
+    }
+
+    fn fixture() -> Fixture {
+        let ca_key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let ca_name: Name = "CN=unit fulcio".parse().unwrap();
+        let ca_spki = ca_key.verifying_key().to_public_key_der().unwrap();
+        let bc = x509_cert::ext::pkix::BasicConstraints { ca: true, path_len_constraint: None }.to_der().unwrap();
+        let ca = cert(&ca_name, &ca_key, ca_name.clone(), ca_spki.as_bytes(), vec![ext("2.5.29.19", bc)]);
+        let log = crate::keys::SigningKey::generate(crate::keys::KeyKind::EcdsaP256).public().clone();
+        let leaf_key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let leaf_spki = leaf_key.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec();
+        Fixture { ca_key, ca_name, root: TrustedRoot { authorities: vec![vec![ca]], logs: vec![log] }, leaf_spki }
+    }
+
+    /// Fulcio's extensions, with `eku` or not, for `who` from `issuer`.
+    fn fulcio_exts(who: &str, issuer: &str, eku: bool) -> Vec<Extension> {
+        let san = x509_cert::ext::pkix::SubjectAltName(vec![GeneralName::Rfc822Name(Ia5String::new(who).unwrap())]);
+        let mut v =
+            vec![ext("2.5.29.17", san.to_der().unwrap()), ext(OID_ISSUER_V2, Utf8StringRef::new(issuer).unwrap().to_der().unwrap())];
+        if eku {
+            let e = ExtendedKeyUsage(vec![ObjectIdentifier::new_unwrap(OID_CODE_SIGNING)]);
+            v.push(ext("2.5.29.37", e.to_der().unwrap()));
+        }
+        v
+    }
+
+    fn policy(who: &str) -> Policy {
+        Policy::new(Some(who), None, Some("https://issuer.test")).unwrap()
+    }
+
+    #[test]
+    fn a_leaf_is_checked_for_chain_identity_issuer_and_code_signing_and_every_failure_is_reported() {
+        let f = fixture();
+        let good = cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, fulcio_exts("a@test", "https://issuer.test", true));
+        let leaf = check_leaf(&good, &f.root, &policy("a@test")).unwrap();
+        assert_eq!((leaf.identities.clone(), leaf.issuer.as_deref()), (vec!["a@test".to_owned()], Some("https://issuer.test")));
+        assert_eq!(leaf.key.der(), f.leaf_spki.as_slice());
+        assert!(leaf.valid_at(1_800_000_000) && leaf.valid_at(1_800_000_600) && !leaf.valid_at(1_800_000_601));
+        // A pattern, unanchored as cosign's.
+        check_leaf(&good, &f.root, &Policy::new(None, Some(r"@test$"), Some("https://issuer.test")).unwrap()).unwrap();
+        assert!(Policy::new(None, Some("("), Some("x")).unwrap_err().contains("not a regular expression"));
+        assert!(Policy::new(Some("a"), None, None).unwrap_err().contains("--certificate-oidc-issuer"));
+
+        // No code signing, another subject, another issuer: all three said at once.
+        let bad = cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, fulcio_exts("b@test", "https://other.test", false));
+        let problems = check_leaf(&bad, &f.root, &policy("a@test")).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("does not allow code signing"), "{problems:?}");
+        assert!(problems[1].contains("identity is `b@test`, not `a@test`"), "{problems:?}");
+        assert!(problems[2].contains("OIDC issuer is `https://other.test`, not `https://issuer.test`"), "{problems:?}");
+
+        // Signed by another key under the CA's name; issued by a CA the root does not name.
+        let other = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let forged = cert(&f.ca_name, &other, Name::default(), &f.leaf_spki, fulcio_exts("a@test", "https://issuer.test", true));
+        assert!(check_leaf(&forged, &f.root, &policy("a@test")).unwrap_err()[0].contains("a chain to another CA"));
+        let stranger: Name = "CN=somewhere else".parse().unwrap();
+        let foreign = cert(&stranger, &other, Name::default(), &f.leaf_spki, fulcio_exts("a@test", "https://issuer.test", true));
+        assert!(check_leaf(&foreign, &f.root, &policy("a@test")).unwrap_err()[0].contains("which the trusted root does not name"));
+
+        // A CA certificate is not a signer's.
+        let mut exts = fulcio_exts("a@test", "https://issuer.test", true);
+        exts.push(ext("2.5.29.19", x509_cert::ext::pkix::BasicConstraints { ca: true, path_len_constraint: None }.to_der().unwrap()));
+        let ca_leaf = cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, exts);
+        assert!(check_leaf(&ca_leaf, &f.root, &policy("a@test")).unwrap_err()[0].contains("is a CA's"));
+    }
+
+    #[test]
+    fn a_trusted_root_without_a_ca_or_a_log_or_with_a_bad_key_is_refused_naming_the_field() {
+        let f = fixture();
+        let ca = b64().encode(&f.root.authorities[0][0]);
+        let log = b64().encode(f.root.logs[0].der());
+        let root = |cas: &str, logs: &str| TrustedRoot::parse(format!(r#"{{"certificateAuthorities":{cas},"tlogs":{logs}}}"#).as_bytes());
+        let cas = format!(r#"[{{"certChain":{{"certificates":[{{"rawBytes":"{ca}"}}]}}}}]"#);
+        let logs = format!(r#"[{{"publicKey":{{"rawBytes":"{log}"}}}}]"#);
+        let parsed = root(&cas, &logs).unwrap();
+        assert_eq!((parsed.authorities.len(), parsed.logs[0].key_id()), (1, f.root.logs[0].key_id()));
+        assert!(root("[]", &logs).unwrap_err().contains("no certificate authority"));
+        assert!(root(&cas, "[]").unwrap_err().contains("no transparency log"));
+        assert!(root(&cas, r#"[{"publicKey":{"rawBytes":"AAAA"}}]"#).unwrap_err().contains("`tlogs[0].publicKey`"));
+        assert!(root(r#"[{"certChain":{}}]"#, &logs).unwrap_err().contains("`certificateAuthorities[0]` has no `certChain.certificates`"));
+    }
 }

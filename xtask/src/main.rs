@@ -175,7 +175,8 @@ enum Command {
     /// Attestations and the transparency log.
     #[command(subcommand)]
     Attest(AttestCommand),
-    /// Verify a release directory or an offline kit offline with a pinned public key:
+    /// Verify a release directory or an offline kit offline with a pinned public key (or a
+    /// keyless release directory with `--trusted-root` and an identity policy):
     /// release.yaml's signature, bundle and checksum, every image blob, signature and label,
     /// every SBOM and provenance envelope; for a kit also every entry against its signed
     /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
@@ -690,21 +691,6 @@ fn write_public(path: &Path, pem: &str) -> Result<(), Failure> {
     f.write_all(pem.as_bytes()).map_err(io)
 }
 
-/// `verify`'s identity policy (clap has checked which flags came together).
-fn keyless_policy(identity: Option<String>, pattern: Option<String>, issuer: Option<String>) -> Result<verifier::keyless::Policy, Failure> {
-    let refused = |message: String| Failure { code: schema::exit::REJECTED, message };
-    let identity = match (identity, pattern) {
-        (Some(s), _) => verifier::keyless::Identity::Exact(s),
-        (None, Some(p)) => verifier::keyless::Identity::Pattern(
-            regex::Regex::new(&p)
-                .map_err(|e| refused(format!("`--certificate-identity-regexp`: `{p}` is not a regular expression: {e}")))?,
-        ),
-        (None, None) => return Err(refused("`--trusted-root` needs `--certificate-identity` or `--certificate-identity-regexp`".into())),
-    };
-    let issuer = issuer.ok_or_else(|| refused("`--trusted-root` needs `--certificate-oidc-issuer`".into()))?;
-    Ok(verifier::keyless::Policy { identity, issuer })
-}
-
 /// `verify DIR --trusted-root FILE` and an identity policy: a keyless release directory.
 fn verify_keyless(
     dir: &Path,
@@ -1037,7 +1023,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             vsa_key,
         } => {
             let Some(key) = key else {
-                let policy = keyless_policy(certificate_identity, certificate_identity_regexp, certificate_oidc_issuer)?;
+                let policy = verifier::keyless::Policy::new(
+                    certificate_identity.as_deref(),
+                    certificate_identity_regexp.as_deref(),
+                    certificate_oidc_issuer.as_deref(),
+                )
+                .map_err(|message| Failure { code: schema::exit::REJECTED, message })?;
                 return verify_keyless(
                     &dir,
                     trusted_root.as_deref(),

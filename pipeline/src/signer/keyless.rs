@@ -144,14 +144,16 @@ impl KeylessSigner {
             (None, Some(t)) => Source::Env(Hidden(t.trim().to_owned())),
             (None, None) => match (std::env::var(GITHUB_URL_ENV), std::env::var(GITHUB_BEARER_ENV)) {
                 (Ok(url), Ok(bearer)) if !url.is_empty() && !bearer.is_empty() => Source::GitHub { url, bearer: Hidden(bearer) },
-                _ => return Err(refused(
-                    shown,
-                    "keyless signing needs an OIDC identity token, and none was given".to_owned(),
-                    Some(format!(
+                _ => {
+                    return Err(refused(
+                        shown,
+                        "keyless signing needs an OIDC identity token, and none was given".to_owned(),
+                        Some(format!(
                         "pass `--identity-token FILE` or set `{TOKEN_ENV}`; in GitHub Actions give the job `permissions: id-token: write`"
                     )),
-                    exit::REJECTED,
-                )),
+                        exit::REJECTED,
+                    ))
+                }
             },
         };
         let signer = KeylessSigner {

@@ -465,6 +465,7 @@ fn log_gate_record(
     let sent = serde_json::to_string(&env).map_err(|e| io(e.into()))?;
     let results = tlog::submit_all(log, &[tlog::dsse(rel, &sent, &verifier::keys::log_verifier(key))], dir).map_err(io)?;
     tlog::require_logged(key, log, &results)?;
+    tlog::write_envelope_bundles(key, dir, &results).map_err(io)?;
     if results.iter().any(|(_, l)| matches!(l, tlog::Logged::Pending { .. })) {
         reporter.event(Event::Note {
             message: format!("transparency log `{}`: the gate record `{rel}` is pending (queued in attest/tlog/pending)", log.url),

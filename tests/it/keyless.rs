@@ -405,7 +405,8 @@ fn fails_with(run: &Run, needles: &[&str]) {
     }
 }
 
-/// npm @sigstore/verify on `dir`'s release.yaml bundle, under the policy, with `root`: the
+/// npm @sigstore/verify on a release directory's release.yaml bundle (or on an envelope's
+/// bundle file), under the policy, with `root`: the
 /// script of this checkout beside a link to the installed verifiers' `node_modules` (ES
 /// modules resolve packages from the script's own directory). `None` when not installed
 /// (a failure under CI, in `support::verifier`).
@@ -417,15 +418,14 @@ fn sigstore_js(scratch: &Path) -> Option<impl Fn(&Path, &Path, &str, &str) -> Ru
     let script = dir.join("sigstore_verify_keyless.mjs");
     fs::copy(crate::support::workspace().join("tests/verifiers/sigstore_verify_keyless.mjs"), &script).unwrap();
     Some(move |release: &Path, root: &Path, identity: &str, issuer: &str| {
+        // A release directory: release.yaml's bundle; a bundle file: an envelope's.
+        let (bundle, artifact) = if release.is_dir() {
+            (release.join("release.yaml.sigstore.json"), release.join("release.yaml"))
+        } else {
+            (release.to_owned(), PathBuf::from("-"))
+        };
         Run::of(
-            std::process::Command::new("node")
-                .arg(&script)
-                .arg(release.join("release.yaml.sigstore.json"))
-                .arg(release.join("release.yaml"))
-                .arg(root)
-                .args([identity, issuer])
-                .output()
-                .unwrap(),
+            std::process::Command::new("node").arg(&script).arg(bundle).arg(artifact).arg(root).args([identity, issuer]).output().unwrap(),
         )
     })
 }
@@ -439,7 +439,8 @@ const SIGNER: &str = "release-manager@stella-ops.test";
 /// The acceptance case: a keyless edge release with a token of the local issuer (a file)
 /// verifies under the identity policy with our `verify` and npm @sigstore/verify; another
 /// subject, another issuer, a chain to another CA (same name, other key) and a flipped byte of
-/// an inclusion proof are refused by both; a release whose log entries are timed after the
+/// an inclusion proof are refused by both; each envelope's bundle verifies with
+/// @sigstore/verify as well; a release whose log entries are timed after the
 /// certificate expired is refused by both. The customer tool verifies it too. Nothing of the
 /// one-time key is on disk.
 #[test]
@@ -477,6 +478,16 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     assert!(bundle["verificationMaterial"]["certificate"]["rawBytes"].is_string(), "{bundle}");
     assert!(bundle["verificationMaterial"]["publicKey"].is_null(), "{bundle}");
     assert_eq!(bundle["verificationMaterial"]["tlogEntries"].as_array().unwrap().len(), 1);
+    // Beside each envelope, its bundle: the envelope, the certificate, its log entry.
+    let files = walk(&dir.join("attest"));
+    let envelopes: Vec<&PathBuf> = files.iter().filter(|p| p.to_string_lossy().ends_with(".dsse.json")).collect();
+    assert_eq!(envelopes.len(), 50, "48 SBOM and provenance envelopes, the drift report, the gate record");
+    for e in &envelopes {
+        let b: serde_json::Value =
+            serde_json::from_slice(&fs::read(e.to_string_lossy().replace(".dsse.json", ".sigstore.json")).unwrap()).unwrap();
+        assert_eq!(b["dsseEnvelope"], serde_json::from_slice::<serde_json::Value>(&fs::read(e).unwrap()).unwrap());
+        assert_eq!(b["verificationMaterial"]["certificate"], bundle["verificationMaterial"]["certificate"]);
+    }
     let keys: Vec<_> = walk(repo.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".key")).collect();
     assert!(keys.is_empty(), "key files written: {keys:?}");
 
@@ -562,6 +573,10 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
             assert_ne!(run.code, 0, "{run:?}");
             assert!(run.stderr.contains(says), "`{says}` not in {run:?}");
         };
+        // An attestation's bundle (the drift report's envelope) too.
+        let drift = dir.join("attest/drift.sigstore.json");
+        node(&drift, &root, SIGNER, &issuer.url).ok();
+        refused(node(&drift, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, SIGNER, "https://accounts.example.com"), "invalid certificate extension");
         refused(node(&dir, &rogue, SIGNER, &issuer.url), "certificate");

@@ -4,7 +4,8 @@
 // one log entry (body, inclusion proof, signed checkpoint, signed entry time) and the leaf must
 // chain to the CA at that time, name IDENTITY exactly (as its subject alternative name) and
 // ISSUER as its OIDC issuer extension. No certificate transparency (SCTs) is required.
-// Usage: node sigstore_verify_keyless.mjs BUNDLE.json ARTIFACT TRUSTED_ROOT.json IDENTITY ISSUER
+// A bundle holding a DSSE envelope (an attestation) carries what was signed: ARTIFACT is `-`.
+// Usage: node sigstore_verify_keyless.mjs BUNDLE.json ARTIFACT|- TRUSTED_ROOT.json IDENTITY ISSUER
 // ES modules resolve packages from the script's own directory: run it from beside
 // node_modules (tests/run.sh's verifiers directory, or a directory linking to it).
 import { readFileSync } from "node:fs";
@@ -19,5 +20,6 @@ const verifier = new Verifier(trust, { tlogThreshold: 1, ctlogThreshold: 0, time
 // The policy's subject alternative name is a regular expression here: anchored and escaped,
 // it is an exact match.
 const exact = "^" + identity.replace(/[.*+?^${}()|[\]\\]/g, "\\$&") + "$";
-verifier.verify(toSignedEntity(bundle, readFileSync(artifactPath)), { subjectAlternativeName: exact, extensions: { issuer } });
+const artifact = artifactPath === "-" ? undefined : readFileSync(artifactPath);
+verifier.verify(toSignedEntity(bundle, artifact), { subjectAlternativeName: exact, extensions: { issuer } });
 process.stdout.write("bundle verified\n");

@@ -320,6 +320,38 @@ pub fn require_logged(
     }
 }
 
+/// Keyless: beside each logged envelope `attest/.../X.dsse.json`, `X.sigstore.json`, a sigstore
+/// bundle v0.3 holding the envelope, the leaf certificate and the log entry, for verifiers that
+/// read bundles (npm `@sigstore/verify`, `cosign verify-blob-attestation --bundle`). A key's
+/// envelopes get none: their verifier holds the key, and the entries stay in `attest/tlog/`.
+/// Returns how many were written.
+pub fn write_envelope_bundles(key: &dyn verifier::keys::Signer, release: &Path, results: &[(String, Logged)]) -> std::io::Result<usize> {
+    let Some(leaf) = key.certificate_chain().and_then(|c| c.into_iter().next()) else { return Ok(0) };
+    let der = verifier::keyless::pem_der(&leaf).map_err(std::io::Error::other)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut written = 0;
+    for (id, _) in results.iter().filter(|(id, l)| matches!(l, Logged::Logged { .. }) && id.ends_with(".dsse.json")) {
+        let answer_path = verifier::tlog::entry_path(release, id);
+        let answer: serde_json::Value = serde_json::from_slice(&fs::read(&answer_path)?).map_err(std::io::Error::other)?;
+        let entry =
+            verifier::tlog::bundle_entry(&answer).map_err(|m| std::io::Error::other(format!("`{}`: {m}", answer_path.display())))?;
+        let envelope: verifier::sign::Envelope = serde_json::from_slice(&fs::read(release.join(id))?).map_err(std::io::Error::other)?;
+        let bundle = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": { "rawBytes": b64.encode(&der) },
+                "tlogEntries": [entry],
+                "timestampVerificationData": { "rfc3161Timestamps": [] },
+            },
+            "dsseEnvelope": envelope,
+        });
+        let path = release.join(format!("{}.sigstore.json", id.trim_end_matches(".dsse.json")));
+        verifier::sign::write_json(&path, &bundle)?;
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// The queue of a release: entries still to send.
 pub fn pending(release: &Path) -> std::io::Result<Vec<Entry>> {
     let dir = tlog_dir(release).join("pending");

@@ -11,8 +11,8 @@
 //!
 //! Checked, every failure collected:
 //! 1. the leaf is signed by the first certificate of a CA chain of the trusted root whose
-//!    subject is the leaf's issuer (ECDSA P-256 with SHA-256), and that CA is one (basic
-//!    constraints); the leaf itself is not a CA;
+//!    subject is the leaf's issuer (ECDSA: P-256 with SHA-256, or P-384 with SHA-384), and that
+//!    CA is one (basic constraints); the leaf itself is not a CA;
 //! 2. it allows code signing (extended key usage `1.3.6.1.5.5.7.3.3`);
 //! 3. one of its subject alternative names (email, URI) is the identity, or matches the
 //!    pattern (unanchored, as cosign's `--certificate-identity-regexp`: anchor it with `^...$`);
@@ -39,8 +39,10 @@ pub const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
 pub const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
 /// Extended key usage: code signing.
 pub const OID_CODE_SIGNING: &str = "1.3.6.1.5.5.7.3.3";
-/// ecdsa-with-SHA256.
+/// ecdsa-with-SHA256 (a P-256 CA, as the tests' and many private Fulcios).
 const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+/// ecdsa-with-SHA384 (a P-384 CA, as public-good Fulcio's intermediate).
+const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -274,41 +276,56 @@ pub fn check_leaf(leaf: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Le
 /// Step 1: some CA chain of the trusted root issued `cert`.
 fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<(), String> {
     let alg = cert.signature_algorithm.oid.to_string();
-    if alg != OID_ECDSA_SHA256 {
-        return Err(format!("the certificate is signed with algorithm `{alg}`; ecdsa-with-SHA256 (`{OID_ECDSA_SHA256}`) is supported"));
+    if alg != OID_ECDSA_SHA256 && alg != OID_ECDSA_SHA384 {
+        return Err(format!(
+            "the certificate is signed with algorithm `{alg}`; ecdsa-with-SHA256 (`{OID_ECDSA_SHA256}`) and ecdsa-with-SHA384 (`{OID_ECDSA_SHA384}`) are supported"
+        ));
     }
     let tbs = cert.tbs_certificate.to_der().map_err(|e| e.to_string())?;
     let sig = cert.signature.as_bytes().ok_or("the certificate's signature is not whole bytes")?;
     let mut seen = Vec::new();
+    // Two CAs of one name (a key rotated): any of them may have issued it.
+    let mut refused = None;
     for chain in &root.authorities {
         let Ok(ca) = Certificate::from_der(&chain[0]) else { continue };
         if ca.tbs_certificate.subject != cert.tbs_certificate.issuer {
             seen.push(ca.tbs_certificate.subject.to_string());
             continue;
         }
-        let key = ca
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .map_err(|e| e.to_string())
-            .and_then(|d| PublicKey::from_spki_der(&d))
-            .map_err(|e| format!("the trusted CA `{}`: {e}", ca.tbs_certificate.subject))?;
-        if !key.verify(&tbs, sig) {
-            return Err(format!(
-                "the certificate names the trusted CA `{}` as its issuer, and that CA's key did not sign it (a chain to another CA)",
-                ca.tbs_certificate.subject
-            ));
+        let name = &ca.tbs_certificate.subject;
+        let spki = ca.tbs_certificate.subject_public_key_info.to_der().map_err(|e| e.to_string())?;
+        match ca_signed(&spki, &alg, &tbs, sig) {
+            Err(e) => refused = Some(format!("the trusted CA `{name}`: {e}")),
+            Ok(false) => {
+                refused = Some(format!(
+                    "the certificate names the trusted CA `{name}` as its issuer, and that CA's key did not sign it (a chain to another CA)"
+                ))
+            }
+            Ok(true) if !matches!(ca.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) => {
+                refused = Some(format!("`{name}` of the trusted root is not a CA (basic constraints)"))
+            }
+            Ok(true) => return Ok(()),
         }
-        if !matches!(ca.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
-            return Err(format!("`{}` of the trusted root is not a CA (basic constraints)", ca.tbs_certificate.subject));
-        }
-        return Ok(());
     }
-    Err(format!(
-        "the certificate was issued by `{}`, which the trusted root does not name (it names {})",
-        cert.tbs_certificate.issuer,
-        seen.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-    ))
+    Err(refused.unwrap_or_else(|| {
+        format!(
+            "the certificate was issued by `{}`, which the trusted root does not name (it names {})",
+            cert.tbs_certificate.issuer,
+            seen.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+        )
+    }))
+}
+
+/// Whether the CA key `spki` (DER) made `sig` over `tbs` with `alg` (an ECDSA OID above).
+fn ca_signed(spki: &[u8], alg: &str, tbs: &[u8], sig: &[u8]) -> Result<bool, String> {
+    if alg == OID_ECDSA_SHA384 {
+        use p384::ecdsa::signature::Verifier as _;
+        use p384::pkcs8::DecodePublicKey as _;
+        let key =
+            p384::ecdsa::VerifyingKey::from_public_key_der(spki).map_err(|e| format!("not a P-384 key for ecdsa-with-SHA384: {e}"))?;
+        return Ok(p384::ecdsa::Signature::from_der(sig).is_ok_and(|s| key.verify(tbs, &s).is_ok()));
+    }
+    Ok(PublicKey::from_spki_der(spki)?.verify(tbs, sig))
 }
 
 /// The leaf certificate a sigstore bundle carries (v0.3 `certificate`, or the first of a
@@ -337,7 +354,15 @@ mod tests {
     }
 
     fn cert(issuer: &Name, key: &p256::ecdsa::SigningKey, subject: Name, spki: &[u8], exts: Vec<Extension>) -> Vec<u8> {
-        let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap(OID_ECDSA_SHA256), parameters: None };
+        let sign = |tbs: &[u8]| -> Vec<u8> {
+            let sig: p256::ecdsa::DerSignature = key.sign(tbs);
+            sig.as_bytes().to_vec()
+        };
+        cert_by(issuer, OID_ECDSA_SHA256, &sign, subject, spki, exts)
+    }
+
+    fn cert_by(issuer: &Name, oid: &str, sign: &dyn Fn(&[u8]) -> Vec<u8>, subject: Name, spki: &[u8], exts: Vec<Extension>) -> Vec<u8> {
+        let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap(oid), parameters: None };
         let t = |s: u64| Time::UtcTime(UtcTime::from_unix_duration(std::time::Duration::from_secs(s)).unwrap());
         let tbs = x509_cert::TbsCertificate {
             version: x509_cert::Version::V3,
@@ -351,10 +376,8 @@ mod tests {
             subject_unique_id: None,
             extensions: Some(exts),
         };
-        let sig: p256::ecdsa::DerSignature = key.sign(&tbs.to_der().unwrap());
-        Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(sig.as_bytes()).unwrap() }
-            .to_der()
-            .unwrap()
+        let sig = sign(&tbs.to_der().unwrap());
+        Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(&sig).unwrap() }.to_der().unwrap()
     }
 
     struct Fixture {
@@ -426,6 +449,35 @@ mod tests {
         exts.push(ext("2.5.29.19", x509_cert::ext::pkix::BasicConstraints { ca: true, path_len_constraint: None }.to_der().unwrap()));
         let ca_leaf = cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, exts);
         assert!(check_leaf(&ca_leaf, &f.root, &policy("a@test")).unwrap_err()[0].contains("is a CA's"));
+    }
+
+    /// Public-good Fulcio's intermediate is a P-384 CA signing with ecdsa-with-SHA384.
+    #[test]
+    fn a_leaf_from_a_p384_ca_verifies_and_one_signed_by_another_p384_key_does_not() {
+        use p384::pkcs8::EncodePublicKey as _;
+        let f = fixture();
+        let ca_key = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let sign_with = |k: &p384::ecdsa::SigningKey| {
+            let k = k.clone();
+            move |tbs: &[u8]| -> Vec<u8> {
+                let sig: p384::ecdsa::DerSignature = k.sign(tbs);
+                sig.as_bytes().to_vec()
+            }
+        };
+        let name: Name = "CN=sigstore-intermediate,O=sigstore.dev".parse().unwrap();
+        let spki = ca_key.verifying_key().to_public_key_der().unwrap();
+        let bc = x509_cert::ext::pkix::BasicConstraints { ca: true, path_len_constraint: Some(0) }.to_der().unwrap();
+        let ca = cert_by(&name, OID_ECDSA_SHA384, &sign_with(&ca_key), name.clone(), spki.as_bytes(), vec![ext("2.5.29.19", bc)]);
+        let root = TrustedRoot { authorities: vec![vec![ca]], logs: f.root.logs.clone() };
+        let exts = || fulcio_exts("a@test", "https://issuer.test", true);
+        let leaf = cert_by(&name, OID_ECDSA_SHA384, &sign_with(&ca_key), Name::default(), &f.leaf_spki, exts());
+        check_leaf(&leaf, &root, &policy("a@test")).unwrap();
+        let other = p384::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let forged = cert_by(&name, OID_ECDSA_SHA384, &sign_with(&other), Name::default(), &f.leaf_spki, exts());
+        assert!(check_leaf(&forged, &root, &policy("a@test")).unwrap_err()[0].contains("a chain to another CA"));
+        // A P-384 CA's name on a leaf that claims ecdsa-with-SHA256: its key is not one for that.
+        let confused = cert_by(&name, OID_ECDSA_SHA256, &sign_with(&ca_key), Name::default(), &f.leaf_spki, exts());
+        assert!(check_leaf(&confused, &root, &policy("a@test")).unwrap_err()[0].contains("the trusted CA `CN=sigstore-intermediate"));
     }
 
     #[test]

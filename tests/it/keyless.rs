@@ -523,6 +523,18 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     stellaops(SIGNER).ok();
     fails_with(&stellaops("someone-else@stella-ops.test"), &["[FAIL] keyless certificate", "not `someone-else@stella-ops.test`"]);
 
+    // Verified with a key instead: refused, saying what the release is; a trusted root that
+    // is not there: the environment's failure (exit 3), named.
+    let mut cmd = xtask_cmd();
+    cmd.arg("verify").arg(&dir).arg("--key").arg(&log.public);
+    fails_with(
+        &Run::of(cmd.output().unwrap()),
+        &["[FAIL] release.yaml sigstore bundle", "a keyless release; verify it with `--trusted-root FILE`"],
+    );
+    let missing = verify(&dir, &scratch.path().join("absent.json"), exact, &issuer.url);
+    assert_eq!(missing.code, 3, "{missing:?}");
+    assert!(missing.stderr.contains("absent.json`: No such file"), "{missing:?}");
+
     // Another subject, another issuer: refused, naming what the certificate says.
     fails_with(
         &verify(&dir, &root, ("--certificate-identity", "someone-else@stella-ops.test"), &issuer.url),

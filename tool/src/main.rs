@@ -234,7 +234,8 @@ fn verify_keyless(path: &Path, root: &Path, keys: &Keys) -> Result<verifier::rel
         keys.certificate_oidc_issuer.as_deref(),
     )
     .map_err(refused)?;
-    let root = verifier::keyless::TrustedRoot::load(root).map_err(refused)?;
+    let root = verifier::keyless::TrustedRoot::load(root)
+        .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
     let log =
         keys.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
     let fips = if keys.fips { Fips::On } else { Fips::Off };

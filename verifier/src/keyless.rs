@@ -108,9 +108,9 @@ pub struct TrustedRoot {
 }
 
 impl TrustedRoot {
-    pub fn load(path: &Path) -> Result<TrustedRoot, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-        Self::parse(&bytes).map_err(|e| format!("`{}`: not a sigstore trusted root: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<TrustedRoot, TrustedRootError> {
+        let bytes = std::fs::read(path).map_err(|source| TrustedRootError::Io { path: path.to_owned(), source })?;
+        Self::parse(&bytes).map_err(|message| TrustedRootError::Format { path: path.to_owned(), message })
     }
 
     pub fn parse(bytes: &[u8]) -> Result<TrustedRoot, String> {
@@ -144,6 +144,36 @@ impl TrustedRoot {
             return Err("it names no transparency log (`tlogs`): keyless signatures are checked by their log entries".into());
         }
         Ok(TrustedRoot { authorities, logs })
+    }
+}
+
+/// Why a trusted root could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustedRootError {
+    #[error("`{path}`: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}`: not a sigstore trusted root: {message}")]
+    Format { path: std::path::PathBuf, message: String },
+}
+
+impl TrustedRootError {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            TrustedRootError::Io { .. } => "check that the path exists and is readable",
+            TrustedRootError::Format { .. } => {
+                "a sigstore `trusted_root.json` naming the Fulcio CA (`certificateAuthorities`) and the log (`tlogs`)"
+            }
+        }
+    }
+    pub fn exit_code(&self) -> schema::exit::Code {
+        match self {
+            TrustedRootError::Io { .. } => schema::exit::ENVIRONMENT,
+            TrustedRootError::Format { .. } => schema::exit::REJECTED,
+        }
     }
 }
 

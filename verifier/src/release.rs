@@ -626,6 +626,8 @@ fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8], keyless: bool) -> Res
         if crate::keyless::Leaf::parse(&der)?.key.der() != key.der() {
             return Err("its certificate certifies another key".into());
         }
+    } else if crate::keyless::bundle_certificate(&v).is_some() {
+        return Err("it carries a certificate, not a key hint: a keyless release; verify it with `--trusted-root FILE` and an identity policy (`--certificate-identity`, `--certificate-oidc-issuer`)".into());
     } else if v["verificationMaterial"]["publicKey"]["hint"] != key.key_id() {
         return Err("its public-key hint names another key".into());
     }

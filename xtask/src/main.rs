@@ -709,11 +709,8 @@ fn verify_keyless(
         )));
     }
     let root_path = root.ok_or_else(|| refused("keyless verification needs `--trusted-root FILE`".into()))?;
-    let root = verifier::keyless::TrustedRoot::load(root_path).map_err(|e| {
-        refused(format!(
-            "{e}\n  hint: a sigstore `trusted_root.json` naming the Fulcio CA (`certificateAuthorities`) and the log (`tlogs`)"
-        ))
-    })?;
+    let root = verifier::keyless::TrustedRoot::load(root_path)
+        .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
     let log = rekor_key.map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
     let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
     let report = verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips);

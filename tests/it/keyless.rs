@@ -365,17 +365,22 @@ impl Fulcio {
     }
 }
 
-/// A sigstore trusted root naming `ca` and the log.
+/// A sigstore trusted root naming `ca` and the log, after another log (as a root listing
+/// several logs does): the entries' log is found by its key id.
 fn trusted_root(path: &Path, ca: &[u8], log: &TestLog) -> PathBuf {
     let key = verifier::keys::PublicKey::load(&log.public).unwrap();
-    let root = serde_json::json!({
-        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
-        "tlogs": [{
-            "baseUrl": "https://rekor.test",
+    let other = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256).public().clone();
+    let tlog = |key: &verifier::keys::PublicKey, url: &str| {
+        serde_json::json!({
+            "baseUrl": url,
             "hashAlgorithm": "SHA2_256",
             "publicKey": { "rawBytes": b64().encode(key.der()), "keyDetails": "PKIX_ECDSA_P256_SHA_256", "validFor": { "start": "2020-01-01T00:00:00Z" } },
             "logId": { "keyId": b64().encode(sha2::Sha256::digest(key.der())) },
-        }],
+        })
+    };
+    let root = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "tlogs": [tlog(&other, "https://another-rekor.test"), tlog(&key, "https://rekor.test")],
         "certificateAuthorities": [{
             "subject": { "organization": "stella-ops.test", "commonName": "test fulcio" },
             "uri": "https://fulcio.test",

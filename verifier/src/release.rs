@@ -161,7 +161,8 @@ pub fn verify(dir: &Path, key: &PublicKey, log: Option<&PublicKey>, fips: Fips) 
 /// Verifies a keyless release in `dir` under `policy` (see [`crate::keyless`]): the
 /// certificate of `release.yaml.sigstore.json` against `root` and the policy, then everything
 /// [`verify_tree`] checks, with the certificate's key, every signature logged at a signed time
-/// within its validity, each entry checked with the trusted root's (first) log key, or `log`.
+/// within its validity, each entry checked with the key of the trusted root's log that holds
+/// release.yaml's entry (else its first), or `log`.
 pub fn verify_keyless(
     dir: &Path,
     root: &crate::keyless::TrustedRoot,
@@ -200,7 +201,16 @@ pub fn verify_keyless(
         schema::model::rfc3339(leaf.not_before),
         schema::model::rfc3339(leaf.not_after)
     ));
-    let log = log.cloned().or_else(|| root.logs.first().cloned());
+    // The trusted root's log that holds release.yaml's entry (a root may list several logs);
+    // any other entry in another log then fails its `logID` check.
+    let logged_by = fs::read(tlog::entry_path(dir, "release.yaml"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|a| a.as_object().and_then(|o| o.values().next()).and_then(|e| e["logID"].as_str()).map(str::to_owned));
+    let log = log
+        .cloned()
+        .or_else(|| root.logs.iter().find(|k| logged_by.as_deref() == Some(k.key_id().as_str())).cloned())
+        .or_else(|| root.logs.first().cloned());
     let tree = Tree::release(dir).with_log(log).certified(leaf.not_before, leaf.not_after);
     r.checks.extend(verify_tree(&tree, &leaf.key, fips).checks);
     r

@@ -445,7 +445,8 @@ const SIGNER: &str = "release-manager@stella-ops.test";
 /// verifies under the identity policy with our `verify` and npm @sigstore/verify; another
 /// subject, another issuer, a chain to another CA (same name, other key) and a flipped byte of
 /// an inclusion proof are refused by both; each envelope's bundle verifies with
-/// @sigstore/verify as well; a release whose log entries are timed after the
+/// @sigstore/verify as well, each image signature carries the certificate (cosign's
+/// annotations); a release whose log entries are timed after the
 /// certificate expired is refused by both. The customer tool verifies it too. Nothing of the
 /// one-time key is on disk.
 #[test]
@@ -492,6 +493,23 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
             serde_json::from_slice(&fs::read(e.to_string_lossy().replace(".dsse.json", ".sigstore.json")).unwrap()).unwrap();
         assert_eq!(b["dsseEnvelope"], serde_json::from_slice::<serde_json::Value>(&fs::read(e).unwrap()).unwrap());
         assert_eq!(b["verificationMaterial"]["certificate"], bundle["verificationMaterial"]["certificate"]);
+    }
+    // Each image signature carries the certificate as cosign annotates it.
+    let leaf_pem =
+        verifier::keyless::der_pem(&b64().decode(bundle["verificationMaterial"]["certificate"]["rawBytes"].as_str().unwrap()).unwrap());
+    let layout = oci::Layout::open(&dir.join("images")).unwrap();
+    let sigs: Vec<oci::Descriptor> = layout
+        .index()
+        .unwrap()
+        .manifests
+        .into_iter()
+        .filter(|d| d.annotations.get(oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")))
+        .collect();
+    assert_eq!(sigs.len(), 24);
+    for d in &sigs {
+        let m: oci::Manifest = layout.read_json(&d.digest, "a signature manifest").unwrap();
+        assert_eq!(m.layers[0].annotations.get(verifier::sign::COSIGN_CERTIFICATE), Some(&leaf_pem), "{}", d.digest);
+        assert_eq!(m.layers[0].annotations.get(verifier::sign::COSIGN_CHAIN), Some(&verifier::keyless::der_pem(&fulcio.ca.der)));
     }
     let keys: Vec<_> = walk(repo.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".key")).collect();
     assert!(keys.is_empty(), "key files written: {keys:?}");

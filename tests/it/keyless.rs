@@ -263,6 +263,10 @@ enum Issue {
     Honest,
     /// Already expired (its validity ended ten minutes ago).
     Expired,
+    /// For another key than the one it was asked to certify.
+    OtherKey,
+    /// Not at all: 503.
+    Unavailable,
 }
 
 /// The test Fulcio (module doc).
@@ -346,11 +350,19 @@ impl Fulcio {
                     ext("1.3.6.1.4.1.57264.1.1", false, trusted.as_bytes().to_vec()),
                     ext("1.3.6.1.4.1.57264.1.8", false, Utf8StringRef::new(&trusted).unwrap().to_der().unwrap()),
                 ];
-                let validity = match *mode2.lock().unwrap() {
-                    Issue::Honest => (now() - 60, now() + 600),
+                let mode = *mode2.lock().unwrap();
+                let validity = match mode {
                     Issue::Expired => (now() - 1200, now() - 600),
+                    Issue::Unavailable => return fail(503, "unavailable".into()),
+                    Issue::Honest | Issue::OtherKey => (now() - 60, now() + 600),
                 };
-                let spki = key.to_public_key_der().unwrap();
+                let spki = match mode {
+                    Issue::OtherKey => p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng)
+                        .verifying_key()
+                        .to_public_key_der()
+                        .unwrap(),
+                    _ => key.to_public_key_der().unwrap(),
+                };
                 let leaf = certify((&ca2.name, &ca2.key), Name::default(), spki.as_bytes(), validity, exts);
                 *issued2.lock().unwrap() += 1;
                 let chain = [verifier::keyless::der_pem(&leaf), verifier::keyless::der_pem(&ca2.der)];
@@ -638,8 +650,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// development key" holds, and it verifies under a pattern policy on the workflow URI. Refused
 /// before any work: a keyless release without a log or with a Rekor v2 log (no signed entry
 /// time), an expired token, no token; refused at the first signature, with nothing released: a
-/// token from an issuer the CA does not trust, a certificate that has already expired; failed
-/// (exit 3), with nothing released: the log down.
+/// token from an issuer the CA does not trust, a certificate that has already expired, one for
+/// another key; failed (exit 3), with nothing released: the log down, the CA down.
 #[test]
 fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_verifies_and_bad_tokens_are_refused() {
     let repo = Repo::new();
@@ -755,5 +767,13 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
         "is outside it",
         "hint: check this machine's clock",
     ]);
+    assert!(!out.exists());
+    // A CA that certifies another key: refused. A CA that is down: the environment (exit 3).
+    fulcio.issue(Issue::OtherKey);
+    github(&["--rekor-url", &log.url, "--out", out.to_str().unwrap()]).refused(&["certified another key than the one it was asked to"]);
+    fulcio.issue(Issue::Unavailable);
+    let run = github(&["--rekor-url", &log.url, "--out", out.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("/api/v2/signingCert`: answered 503"), "{}", run.stderr);
     assert!(!out.exists());
 }

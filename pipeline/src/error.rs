@@ -61,6 +61,8 @@ pub enum Error {
     DevKey { channel: schema::model::Channel, path: PathBuf },
     #[error("a `{channel}` release needs a transparency log (spec §2.3; `release-trains/{channel}.toml` `[transparency-log] required = true`) and none is configured")]
     LogRequired { channel: schema::model::Channel },
+    #[error("a keyless release needs a transparency log that signs its entries' times (Rekor v1's API): they show the one-time key was used while certified; none is configured, or it is a Rekor v2 log (which leaves time to a timestamp authority, not supported here)")]
+    KeylessNeedsLog,
     #[error("`{path}`: {source}")]
     Io {
         path: PathBuf,
@@ -104,12 +106,16 @@ impl Error {
             Error::Source(s) => s.hint(),
             Error::KeyRequired { channel } | Error::DevKey { channel, .. } => Some(format!(
                 "make one once with `cargo xtask keys generate --out release.key` (keep it offline), then \
-                 `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set"
+                 `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set; \
+                 or sign keyless: `--keyless --fulcio-url URL` with an OIDC identity token"
             )),
             Error::LogRequired { channel } => Some(format!(
                 "set `url` under `[transparency-log]` in `release-trains/{channel}.toml`, or pass `--rekor-url URL` \
                  (STELLAOPS_REKOR_URL); a log that is down does not stop the release, its entries wait for `cargo xtask attest resubmit`"
             )),
+            Error::KeylessNeedsLog => {
+                Some("pass `--rekor-url URL` (STELLAOPS_REKOR_URL), or set `url` under `[transparency-log]` of the channel".to_owned())
+            }
             Error::Key(k) | Error::Ops(verifier::ops::OpsError::Key(k)) => k.hint(),
             Error::KeyLoad(k) => k.hint(),
             Error::Pkcs11(k) => k.hint(),
@@ -133,7 +139,7 @@ impl Error {
         match self {
             Error::At { source, .. } => source.exit_code(),
             Error::Plan(p) => p.exit_code(),
-            Error::KeyRequired { .. } | Error::DevKey { .. } | Error::LogRequired { .. } => exit::REJECTED,
+            Error::KeyRequired { .. } | Error::DevKey { .. } | Error::LogRequired { .. } | Error::KeylessNeedsLog => exit::REJECTED,
             Error::Config(_) => exit::REJECTED,
             Error::Source(crate::stages::plan::source::SourceError::Io { .. }) => exit::ENVIRONMENT,
             Error::Source(crate::stages::plan::source::SourceError::Git { .. }) => exit::ENVIRONMENT,

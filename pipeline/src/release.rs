@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// `pkcs11:` URI ([`crate::signer::KeyRef::from_arg`]); `None` for the development key
     /// under `target/keys/` (made on first use).
     pub key: Option<PathBuf>,
+    /// `--keyless`: sign with a one-time key certified by Fulcio for an OIDC identity
+    /// ([`crate::signer::keyless`]) instead of `key`.
+    pub keyless: Option<crate::signer::keyless::KeylessOptions>,
     pub fips: verifier::keys::Fips,
     /// The transparency log (Rekor) to record signatures in; none when `None` (then the
     /// channel's `[transparency-log] url`, if any).
@@ -102,6 +105,10 @@ pub fn is_dev_key(root: &Path, key: &verifier::keys::PublicKey) -> bool {
 }
 
 fn load_key(opts: &RunOptions, root: &Path, reporter: &dyn Reporter) -> Result<Box<dyn verifier::keys::Signer>, Error> {
+    if let Some(k) = &opts.keyless {
+        // The one-time key is ECDSA P-256 (ES256): FIPS mode has nothing to refuse.
+        return Ok(Box::new(crate::signer::keyless::KeylessSigner::new(k)?));
+    }
     signing_key(opts.key.as_deref(), root, opts.fips, reporter)
 }
 
@@ -185,14 +192,16 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     // So is the signing key: a stable or lts release names its key (the development key is
     // for trying the pipeline out), and a wrong passphrase is found before the build, not after.
-    if opts.key.is_none() && matches!(plan.channel, Channel::Stable | Channel::Lts) {
+    if opts.key.is_none() && opts.keyless.is_none() && matches!(plan.channel, Channel::Stable | Channel::Lts) {
         return Err(Error::KeyRequired { channel: plan.channel }.at(Stage::Plan));
     }
     let key = load_key(opts, &plan.root, reporter).map_err(|e| e.at(Stage::Plan))?;
     if matches!(plan.channel, Channel::Stable | Channel::Lts) && is_dev_key(&plan.root, key.public()) {
         return Err(Error::DevKey { channel: plan.channel, path: dev_key_path(&plan.root) }.at(Stage::Plan));
     }
-    if let (true, Some(store)) = (matches!(plan.channel, Channel::Stable | Channel::Lts), &opts.channels) {
+    // A keyless release is vouched for by its identity (the verifier's policy), not by a key
+    // the trust root lists: its key exists for one release only.
+    if let (true, None, Some(store)) = (matches!(plan.channel, Channel::Stable | Channel::Lts), &opts.keyless, &opts.channels) {
         let repo = crate::tuf::Repo::of(store);
         if repo.exists() && !repo.may_sign_targets(key.public()).map_err(|e| Error::from(e).at(Stage::Plan))? {
             return Err(Error::Ops(verifier::ops::OpsError::Refused(format!(
@@ -228,6 +237,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     });
     if rekor.is_none() && log.required {
         return Err(Error::LogRequired { channel: plan.channel }.at(Stage::Plan));
+    }
+    if opts.keyless.is_some() && rekor.as_ref().is_none_or(|l| l.api != crate::stages::sign::tlog::RekorApi::V1) {
+        return Err(Error::KeylessNeedsLog.at(Stage::Plan));
     }
     reporter.event(Event::StageFinished { stage: Stage::Plan });
     let out = plan.output.clone();
@@ -451,7 +463,9 @@ fn log_gate_record(
     let io = |source: std::io::Error| Error::Io { path: path.clone(), source };
     let env: verifier::sign::Envelope = serde_json::from_slice(&fs::read(&path).map_err(io)?).map_err(|e| io(e.into()))?;
     let sent = serde_json::to_string(&env).map_err(|e| io(e.into()))?;
-    let results = tlog::submit_all(log, &[tlog::dsse(rel, &sent, key.public().pem())], dir).map_err(io)?;
+    let results = tlog::submit_all(log, &[tlog::dsse(rel, &sent, &verifier::keys::log_verifier(key))], dir).map_err(io)?;
+    tlog::require_logged(key, log, &results)?;
+    tlog::write_envelope_bundles(key, dir, &results).map_err(io)?;
     if results.iter().any(|(_, l)| matches!(l, tlog::Logged::Pending { .. })) {
         reporter.event(Event::Note {
             message: format!("transparency log `{}`: the gate record `{rel}` is pending (queued in attest/tlog/pending)", log.url),

@@ -19,6 +19,7 @@ mod fuzz_corpus;
 mod hostile;
 mod hostile_engine;
 mod hsm;
+mod keyless;
 mod kills;
 mod kit;
 mod lock_add;

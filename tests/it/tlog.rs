@@ -101,6 +101,8 @@ struct LogState {
     impostor: verifier::keys::SigningKey,
     lie: Lie,
     leaves: Vec<[u8; 32]>,
+    /// Seconds added to the clock for the integrated time of new entries ([`TestLog::shift_time`]).
+    shift: i64,
     /// uuid -> (index, body base64, integrated time)
     entries: BTreeMap<String, (usize, String, i64)>,
 }
@@ -246,7 +248,7 @@ impl TestLog {
         let public = dir.join("rekor.pub");
         fs::write(&public, key.public().pem()).unwrap();
         let impostor = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256);
-        let state = Arc::new(Mutex::new(LogState { key, impostor, lie: Lie::Not, leaves: Vec::new(), entries: BTreeMap::new() }));
+        let state = Arc::new(Mutex::new(LogState { key, impostor, lie: Lie::Not, leaves: Vec::new(), shift: 0, entries: BTreeMap::new() }));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = state.clone();
@@ -290,7 +292,8 @@ impl TestLog {
                             } else {
                                 let index = st.leaves.len();
                                 st.leaves.push(l);
-                                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+                                let now =
+                                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + st.shift;
                                 st.entries.insert(uuid.clone(), (index, b64().encode(&canonical), now));
                                 ("201 Created", String::new(), st.answer(&uuid))
                             }
@@ -330,6 +333,12 @@ impl TestLog {
 
     pub fn size(&self) -> usize {
         self.state.lock().unwrap().leaves.len()
+    }
+
+    /// From now on, new entries are logged at the clock's time plus `secs` (a log whose signed
+    /// entry time lies outside a signing certificate's validity).
+    pub fn shift_time(&self, secs: i64) {
+        self.state.lock().unwrap().shift = secs;
     }
 
     /// From now on, answers lie as `lie` says.

@@ -23,7 +23,8 @@ use verifier::kit::{KitError, KitReport, Target};
     about = "Verify Stella Ops releases and import offline kits",
     long_about = "Verify Stella Ops releases and import offline kits, on a host without the source repository.\n\n\
         Trust comes from the release's public key (SPKI PEM) obtained out of band, and for releases \
-        with transparency-log entries, the log's public key. Nothing is trusted before it verifies.",
+        with transparency-log entries, the log's public key; for a keyless release, from a sigstore \
+        trusted root (the Fulcio CA, the log's key) and an identity policy. Nothing is trusted before it verifies.",
     after_help = "Exit codes: 0 success; 1 refused (a failed check, bad input); 2 internal error; \
         3 environment failure (I/O, registry); 64 usage."
 )]
@@ -116,8 +117,23 @@ enum KitCommand {
 #[derive(Debug, clap::Args)]
 struct Keys {
     /// The release's public key (SPKI PEM), obtained out of band.
-    #[arg(long, value_name = "FILE")]
-    key: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "trusted_root")]
+    key: Option<PathBuf>,
+    /// A keyless release directory (`verify` only): the sigstore trusted root
+    /// (`trusted_root.json`: the Fulcio CA, the transparency log's key) in place of `--key`,
+    /// with the identity policy below.
+    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    trusted_root: Option<PathBuf>,
+    /// With `--trusted-root`: the signer's identity (the certificate's email or URI), exactly.
+    #[arg(long, value_name = "SUBJECT", requires = "trusted_root")]
+    certificate_identity: Option<String>,
+    /// With `--trusted-root`: a regular expression the identity matches (unanchored: anchor it
+    /// with `^...$`).
+    #[arg(long, value_name = "RE", requires = "trusted_root", conflicts_with = "certificate_identity")]
+    certificate_identity_regexp: Option<String>,
+    /// With `--trusted-root`: the OIDC issuer that vouched for the identity, exactly.
+    #[arg(long, value_name = "ISSUER", requires = "trusted_root")]
+    certificate_oidc_issuer: Option<String>,
     /// The transparency log's public key (SPKI PEM): every log entry is checked with it.
     #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
     rekor_key: Option<PathBuf>,
@@ -137,7 +153,13 @@ impl Keys {
             let hint = e.hint().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
             Failure { code: e.exit_code(), message: format!("{e}{hint}") }
         };
-        let key = PublicKey::load(&self.key).map_err(key_failure)?;
+        let Some(key) = &self.key else {
+            return Err(Failure {
+                code: Code::Rejected,
+                message: "a keyless release (`--trusted-root`) is verified as a release directory with `verify`; a kit or an import needs `--key`".into(),
+            });
+        };
+        let key = PublicKey::load(key).map_err(key_failure)?;
         let log = self.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(key_failure)?;
         let fips = if self.fips { Fips::On } else { Fips::Off };
         Ok((key, log, fips))
@@ -180,20 +202,65 @@ fn main() -> ExitCode {
     }
 }
 
+/// `verify PATH --key FILE`: a directory or a registry; a kit is checked and reported here
+/// (`None`).
+fn verify_keyed(
+    cli: &Cli,
+    path: &Path,
+    keys: &Keys,
+    registry: Option<&str>,
+    reporter: &Lines,
+) -> Result<Option<verifier::release::VerifyReport>, Failure> {
+    let (key, log, fips) = keys.load()?;
+    if path.is_file() && registry.is_none() {
+        kit_result(cli.json, "verified", verifier::kit::verify_kit(path, &key, log.as_ref(), fips, None, reporter))?;
+        return Ok(None);
+    }
+    Ok(Some(match registry {
+        Some(r) => {
+            let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
+            verifier::published::verify(path, &key, &target, &oci::push::PushOptions::default())
+        }
+        None => verifier::release::verify(path, &key, log.as_ref(), fips),
+    }))
+}
+
+/// `verify DIR --trusted-root FILE` with an identity policy.
+fn verify_keyless(path: &Path, root: &Path, keys: &Keys) -> Result<verifier::release::VerifyReport, Failure> {
+    let refused = |message: String| Failure { code: Code::Rejected, message };
+    let policy = verifier::keyless::Policy::new(
+        keys.certificate_identity.as_deref(),
+        keys.certificate_identity_regexp.as_deref(),
+        keys.certificate_oidc_issuer.as_deref(),
+    )
+    .map_err(refused)?;
+    let root = verifier::keyless::TrustedRoot::load(root)
+        .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
+    let log =
+        keys.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
+    let fips = if keys.fips { Fips::On } else { Fips::Off };
+    Ok(verifier::release::verify_keyless(path, &root, &policy, log.as_ref(), fips))
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     let reporter = Lines { quiet: cli.json };
     match &cli.command {
         Command::Verify { path, keys, registry } => {
-            let (key, log, fips) = keys.load()?;
-            if path.is_file() && registry.is_none() {
-                return kit_result(cli.json, "verified", verifier::kit::verify_kit(path, &key, log.as_ref(), fips, None, &reporter));
-            }
-            let report = match registry {
-                Some(r) => {
-                    let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
-                    verifier::published::verify(path, &key, &target, &oci::push::PushOptions::default())
+            let report = match (&keys.trusted_root, registry) {
+                (Some(root), None) if path.is_dir() => verify_keyless(path, root, keys)?,
+                (Some(_), _) => {
+                    return Err(Failure {
+                        code: Code::Rejected,
+                        message: format!(
+                            "`{}`: a keyless release is verified as a release directory, without `--registry`",
+                            path.display()
+                        ),
+                    })
                 }
-                None => verifier::release::verify(path, &key, log.as_ref(), fips),
+                (None, _) => match verify_keyed(cli, path, keys, registry.as_deref(), &reporter)? {
+                    Some(report) => report,
+                    None => return Ok(()),
+                },
             };
             if cli.json {
                 println!("{}", serde_json::json!({"verified": report.ok(), "checks": report.checks}));

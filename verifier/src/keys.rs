@@ -50,21 +50,35 @@ pub trait Signer: fmt::Debug + Send + Sync {
     /// Signs `msg` as [`SigningKey::sign`] does: ECDSA over SHA-256 as ASN.1 DER, Ed25519 as
     /// the 64 raw bytes.
     fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, SignerError>;
+    /// The certificate chain (PEM, leaf first) binding the public key to an identity, for a
+    /// keyless signer (a Fulcio certificate); `None` for a key. Asked after a signature was
+    /// made (a keyless signer gets its certificate with its first signature).
+    fn certificate_chain(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// What a transparency-log entry names as the signer: the leaf certificate of a keyless
+/// signer, else the public key (both PEM, as Rekor takes them).
+pub fn log_verifier(key: &dyn Signer) -> String {
+    key.certificate_chain().and_then(|c| c.into_iter().next()).unwrap_or_else(|| key.public().pem().to_owned())
 }
 
 /// A signer that could not sign (a token removed, a session lost): names the key, never a PIN.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("`{key}`: cannot sign: {message}")]
 pub struct SignerError {
     /// The key as the user named it (a path, or a `pkcs11:` URI with its PIN masked).
     pub key: String,
     pub message: String,
     pub hint: Option<String>,
+    /// Environment (a token gone, a service down) or rejected (a certificate refused).
+    pub code: schema::exit::Code,
 }
 
 impl SignerError {
     pub fn exit_code(&self) -> schema::exit::Code {
-        schema::exit::ENVIRONMENT
+        self.code
     }
 }
 
@@ -199,6 +213,27 @@ impl PublicKey {
     fn from_der_doc(kind: KeyKind, doc: pkcs8::Document) -> Result<PublicKey, String> {
         let pem = doc.to_pem("PUBLIC KEY", LineEnding::LF).map_err(|e| e.to_string())?;
         Ok(PublicKey { kind, der: doc.as_bytes().to_vec(), pem })
+    }
+
+    /// A public key from its SPKI DER (as certificates and sigstore trusted roots carry it).
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, String> {
+        use pkcs8::DecodePublicKey;
+        if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(der) {
+            return Self::from_der_doc(KeyKind::EcdsaP256, k.to_public_key_der().map_err(|e| e.to_string())?);
+        }
+        match ed25519_dalek::VerifyingKey::from_public_key_der(der) {
+            Ok(k) => Self::from_der_doc(KeyKind::Ed25519, k.to_public_key_der().map_err(|e| e.to_string())?),
+            Err(e) => Err(format!("neither an ECDSA P-256 nor an Ed25519 key: {e}")),
+        }
+    }
+
+    /// A public key PEM, or the key of a PEM certificate (what a transparency-log entry of a
+    /// keyless signature names).
+    pub fn from_pem_or_certificate(pem: &str) -> Result<PublicKey, String> {
+        if pem.contains("-----BEGIN CERTIFICATE-----") {
+            return crate::keyless::Leaf::from_pem(pem).map(|l| l.key);
+        }
+        Self::from_pem(pem)
     }
 
     pub fn from_pem(pem: &str) -> Result<PublicKey, String> {

@@ -119,18 +119,25 @@ pub fn blob_signature_raw(key: &dyn Signer, bytes: &[u8]) -> Result<(String, Vec
     Ok((base64::engine::general_purpose::STANDARD.encode(&raw), raw))
 }
 
-/// `release.yaml.sigstore.json`: a sigstore bundle v0.3 with a public-key hint.
+/// `release.yaml.sigstore.json`: a sigstore bundle v0.3 with a public-key hint, or, signed
+/// keyless, with the leaf certificate (v0.3 carries the leaf only: the chain is the trusted
+/// root's).
 pub fn bundle(key: &dyn Signer, bytes: &[u8], signature_b64: &str) -> serde_json::Value {
     let digest = sha2::Sha256::digest_bytes(bytes);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut material = serde_json::json!({
+        "tlogEntries": [],
+        "timestampVerificationData": { "rfc3161Timestamps": [] },
+    });
+    match key.certificate_chain().as_ref().and_then(|c| c.first()).and_then(|pem| crate::keyless::pem_der(pem).ok()) {
+        Some(der) => material["certificate"] = serde_json::json!({ "rawBytes": b64.encode(der) }),
+        None => material["publicKey"] = serde_json::json!({ "hint": key.public().key_id() }),
+    }
     serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-        "verificationMaterial": {
-            "publicKey": { "hint": key.public().key_id() },
-            "tlogEntries": [],
-            "timestampVerificationData": { "rfc3161Timestamps": [] },
-        },
+        "verificationMaterial": material,
         "messageSignature": {
-            "messageDigest": { "algorithm": "SHA2_256", "digest": base64::engine::general_purpose::STANDARD.encode(digest) },
+            "messageDigest": { "algorithm": "SHA2_256", "digest": b64.encode(digest) },
             "signature": signature_b64,
         },
     })

@@ -119,14 +119,22 @@ pub struct Tree {
     components: Option<BTreeSet<String>>,
     /// The transparency log's pinned public key (`--rekor-key`), when given.
     log: Option<PublicKey>,
+    /// A keyless release: its certificate's validity (unix seconds). Every signature must then
+    /// be logged, at a signed time within it.
+    certified: Option<(i64, i64)>,
 }
 
 impl Tree {
     pub fn release(dir: &Path) -> Tree {
-        Tree { root: dir.to_owned(), kit: false, components: None, log: None }
+        Tree { root: dir.to_owned(), kit: false, components: None, log: None, certified: None }
     }
     pub fn kit(dir: &Path, components: Option<BTreeSet<String>>) -> Tree {
-        Tree { root: dir.to_owned(), kit: true, components, log: None }
+        Tree { root: dir.to_owned(), kit: true, components, log: None, certified: None }
+    }
+    /// A keyless release whose certificate is valid from `not_before` to `not_after`.
+    pub fn certified(mut self, not_before: i64, not_after: i64) -> Tree {
+        self.certified = Some((not_before, not_after));
+        self
     }
     /// Checks the transparency-log entries against `log`, the log's pinned public key.
     pub fn with_log(mut self, log: Option<PublicKey>) -> Tree {
@@ -148,6 +156,64 @@ impl Tree {
 /// Verifies the release in `dir` with `key`; its transparency-log entries with `log`.
 pub fn verify(dir: &Path, key: &PublicKey, log: Option<&PublicKey>, fips: Fips) -> VerifyReport {
     verify_tree(&Tree::release(dir).with_log(log.cloned()), key, fips)
+}
+
+/// Verifies a keyless release in `dir` under `policy` (see [`crate::keyless`]): the
+/// certificate of `release.yaml.sigstore.json` against `root` and the policy, then everything
+/// [`verify_tree`] checks, with the certificate's key, every signature logged at a signed time
+/// within its validity, each entry checked with the key of the trusted root's log that holds
+/// release.yaml's entry (else its first), or `log`.
+pub fn verify_keyless(
+    dir: &Path,
+    root: &crate::keyless::TrustedRoot,
+    policy: &crate::keyless::Policy,
+    log: Option<&PublicKey>,
+    fips: Fips,
+) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    let path = dir.join("release.yaml.sigstore.json");
+    let what = format!("keyless certificate (`{}`)", path.display());
+    let der = fs::read(&path)
+        .map_err(|e| format!("`{}`: {e}", path.display()))
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("not JSON: {e}")))
+        .and_then(|v| {
+            crate::keyless::bundle_certificate(&v)
+                .unwrap_or_else(|| Err("the bundle carries no certificate: not a keyless release (verify it with `--key`)".to_owned()))
+        });
+    let der = match der {
+        Ok(d) => d,
+        Err(e) => {
+            r.fail(what, e);
+            return r;
+        }
+    };
+    let leaf = match crate::keyless::check_leaf(&der, root, policy) {
+        Ok(l) => l,
+        Err(problems) => {
+            r.fail(what, problems.join("; "));
+            return r;
+        }
+    };
+    r.pass(format!(
+        "{what}: {} from `{}`, issued by a CA of the trusted root, for code signing, valid {} to {}",
+        leaf.identities.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+        leaf.issuer.as_deref().unwrap_or_default(),
+        schema::model::rfc3339(leaf.not_before),
+        schema::model::rfc3339(leaf.not_after)
+    ));
+    // The trusted root's log that holds release.yaml's entry (a root may list several logs);
+    // any other entry in another log then fails its `logID` check.
+    let logged_by = fs::read(tlog::entry_path(dir, "release.yaml"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|a| a.as_object().and_then(|o| o.values().next()).and_then(|e| e["logID"].as_str()).map(str::to_owned));
+    let log = log
+        .cloned()
+        .or_else(|| root.logs.iter().find(|k| logged_by.as_deref() == Some(k.key_id().as_str())).cloned())
+        .or_else(|| root.logs.first().cloned());
+    let tree = Tree::release(dir).with_log(log).certified(leaf.not_before, leaf.not_after);
+    r.checks.extend(verify_tree(&tree, &leaf.key, fips).checks);
+    r
 }
 
 /// Verifies a release directory or an unpacked kit with `key`.
@@ -179,7 +245,7 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
     );
     r.check(
         "release.yaml sigstore bundle (release.yaml.sigstore.json)",
-        check_bundle(&tree.manifest("release.yaml.sigstore.json"), key, &yaml),
+        check_bundle(&tree.manifest("release.yaml.sigstore.json"), key, &yaml, tree.certified.is_some()),
     );
     r.check(
         "release.yaml checksum",
@@ -397,7 +463,9 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
 /// absence judged by the channel: `stable` and `lts` need every entry logged (spec §2.3).
 fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &PublicKey, layout: &Layout, r: &mut VerifyReport) {
     let channel = doc.release.channel;
-    let required = tlog::required_for(channel);
+    // A keyless signature is only good with its log entry (its signed time, within the
+    // certificate's validity).
+    let required = tlog::required_for(channel) || tree.certified.is_some();
     let components: Vec<&manifest::ComponentEntry> =
         doc.components.iter().filter(|c| tree.components.as_ref().is_none_or(|only| only.contains(&c.name))).collect();
     // Entries the log answered (`.rekor.json`); queued ones are under `pending/`.
@@ -474,7 +542,14 @@ fn check_tlog(tree: &Tree, doc: &manifest::ReleaseYaml, yaml: &[u8], key: &Publi
         };
         let checked = serde_json::from_slice::<serde_json::Value>(&bytes)
             .map_err(|e| format!("`{}`: {e}", path.display()))
-            .and_then(|answer| tlog::check_entry(&answer, exp, key, log, None).map_err(|e| format!("`{}`: {e}", path.display())))
+            .and_then(|answer| tlog::check_entry(&answer, exp, key, log, tree.certified).map_err(|e| format!("`{}`: {e}", path.display())))
+            .and_then(|entry| match (tree.certified, entry.integrated_time) {
+                (Some(_), None) => Err(format!(
+                    "`{}`: the entry has no signed time (a Rekor v2 entry), so nothing shows the keyless signature was made while its certificate was valid",
+                    path.display()
+                )),
+                _ => Ok(entry),
+            })
             .and_then(|entry| match in_yaml {
                 None => Ok(entry),
                 Some(tlog::PENDING) => match resubmitted.as_ref().and_then(|m| m.get(id)) {
@@ -549,13 +624,21 @@ fn check_protobuf_attestation(key: &PublicKey, envelope: &Path, digest: &Digest,
     Ok(())
 }
 
-fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8]) -> Result<(), String> {
+fn check_bundle(path: &Path, key: &PublicKey, yaml: &[u8], keyless: bool) -> Result<(), String> {
     use base64::Engine as _;
     let v: serde_json::Value = serde_json::from_slice(&fs::read(path).map_err(|e| format!("missing: {e}"))?).map_err(|e| e.to_string())?;
     if v["mediaType"] != "application/vnd.dev.sigstore.bundle.v0.3+json" {
         return Err(format!("media type `{}`", v["mediaType"]));
     }
-    if v["verificationMaterial"]["publicKey"]["hint"] != key.key_id() {
+    if keyless {
+        // The certificate the key was taken from (`verify_keyless`): it certifies this key.
+        let der = crate::keyless::bundle_certificate(&v).ok_or("it carries no certificate")??;
+        if crate::keyless::Leaf::parse(&der)?.key.der() != key.der() {
+            return Err("its certificate certifies another key".into());
+        }
+    } else if crate::keyless::bundle_certificate(&v).is_some() {
+        return Err("it carries a certificate, not a key hint: a keyless release; verify it with `--trusted-root FILE` and an identity policy (`--certificate-identity`, `--certificate-oidc-issuer`)".into());
+    } else if v["verificationMaterial"]["publicKey"]["hint"] != key.key_id() {
         return Err("its public-key hint names another key".into());
     }
     let b64 = base64::engine::general_purpose::STANDARD;

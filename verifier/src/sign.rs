@@ -13,7 +13,8 @@
 //! - Image signatures: cosign's "simple signing" payload naming the manifest (or index)
 //!   digest, signed, stored as the cosign signature artifact in the OCI layout under the tag
 //!   `sha256-<hex>.sig`: a manifest whose one layer is the payload, with the base64 signature
-//!   in the annotation `dev.cosignproject.cosign/signature`.
+//!   in the annotation `dev.cosignproject.cosign/signature` (signed keyless, with the
+//!   certificate and its chain in `dev.sigstore.cosign/certificate` and `.../chain`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,10 @@ pub const DRIFT_PREDICATE: &str = "https://stella-ops.org/attestations/drift/v1"
 pub const SBOM_PROTOBUF_PREDICATE: &str = "https://stella-ops.org/attestations/cyclonedx-protobuf/v1";
 pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const COSIGN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";
+/// A keyless signature's certificate (PEM), as cosign annotates it.
+pub const COSIGN_CERTIFICATE: &str = "dev.sigstore.cosign/certificate";
+/// The rest of its chain (PEM, concatenated).
+pub const COSIGN_CHAIN: &str = "dev.sigstore.cosign/chain";
 
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
@@ -139,6 +144,13 @@ pub fn sign_image(key: &dyn Signer, layout: &Layout, repository: &str, digest: &
     let sig = b64().encode(&raw);
     let mut layer = layout.put_blob(SIMPLESIGNING, &payload)?;
     layer.annotations.insert(COSIGN_SIGNATURE.to_owned(), sig);
+    // Keyless: cosign's annotations for the certificate and the rest of its chain (PEM).
+    if let Some((leaf, chain)) = key.certificate_chain().as_ref().and_then(|c| c.split_first()) {
+        layer.annotations.insert(COSIGN_CERTIFICATE.to_owned(), leaf.clone());
+        if !chain.is_empty() {
+            layer.annotations.insert(COSIGN_CHAIN.to_owned(), chain.concat());
+        }
+    }
     // cosign's signature images carry an (almost) empty config.
     let config =
         layout.put_blob(oci::MEDIA_CONFIG, br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#)?;

@@ -379,9 +379,16 @@ fn check_entry_v2(
     Ok(LoggedEntry { uuid: hex(&leaf), log_index, integrated_time: None })
 }
 
-/// A Rekor v2 `Verifier` (`publicKey.rawBytes`: SPKI DER, base64) naming `key`.
+/// A Rekor v2 `Verifier` (`publicKey.rawBytes`: SPKI DER, base64; or, keyless,
+/// `x509Certificate.rawBytes`) naming `key`.
 fn same_key_v2(v: &serde_json::Value, key: &PublicKey) -> Result<(), String> {
-    let der = b64().decode(v["publicKey"]["rawBytes"].as_str().unwrap_or_default()).map_err(|e| format!("its public key: {e}"))?;
+    let der = match v["x509Certificate"]["rawBytes"].as_str() {
+        Some(cert) => {
+            let der = b64().decode(cert).map_err(|e| format!("its certificate: {e}"))?;
+            crate::keyless::Leaf::parse(&der).map_err(|e| format!("its certificate: {e}"))?.key.der().to_vec()
+        }
+        None => b64().decode(v["publicKey"]["rawBytes"].as_str().unwrap_or_default()).map_err(|e| format!("its public key: {e}"))?,
+    };
     if der == key.der() {
         Ok(())
     } else {
@@ -391,7 +398,8 @@ fn same_key_v2(v: &serde_json::Value, key: &PublicKey) -> Result<(), String> {
 
 fn same_key(b64_pem: &str, key: &PublicKey) -> Result<(), String> {
     let pem = b64().decode(b64_pem).map_err(|e| format!("its public key is not base64: {e}"))?;
-    let k = PublicKey::from_pem(&String::from_utf8_lossy(&pem)).map_err(|e| format!("its public key: {e}"))?;
+    // A key, or (keyless) the certificate whose key it is.
+    let k = PublicKey::from_pem_or_certificate(&String::from_utf8_lossy(&pem)).map_err(|e| format!("its public key: {e}"))?;
     if k.key_id() == key.key_id() {
         Ok(())
     } else {

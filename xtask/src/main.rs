@@ -177,7 +177,8 @@ enum Command {
     /// Attestations and the transparency log.
     #[command(subcommand)]
     Attest(AttestCommand),
-    /// Verify a release directory or an offline kit offline with a pinned public key:
+    /// Verify a release directory or an offline kit offline with a pinned public key (or a
+    /// keyless release directory with `--trusted-root` and an identity policy):
     /// release.yaml's signature, bundle and checksum, every image blob, signature and label,
     /// every SBOM and provenance envelope; for a kit also every entry against its signed
     /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
@@ -191,8 +192,26 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         base: Option<PathBuf>,
         /// The release's public key (SPKI PEM), obtained out of band.
-        #[arg(long, value_name = "FILE")]
-        key: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "trusted_root", conflicts_with = "trusted_root")]
+        key: Option<PathBuf>,
+        /// A keyless release: the sigstore trusted root (`trusted_root.json`) naming the Fulcio
+        /// CA and the transparency log's key, in place of `--key`. The certificate in
+        /// `release.yaml.sigstore.json` must chain to that CA and name the identity and issuer
+        /// below; every signature is checked with its key and every log entry's signed time
+        /// must lie within its validity.
+        #[arg(long, value_name = "FILE", requires = "certificate_oidc_issuer")]
+        trusted_root: Option<PathBuf>,
+        /// With `--trusted-root`: the signer's identity (the certificate's email or URI), exactly.
+        #[arg(long, value_name = "SUBJECT", requires = "trusted_root", required_unless_present_any = ["key", "certificate_identity_regexp"])]
+        certificate_identity: Option<String>,
+        /// With `--trusted-root`: a regular expression the identity matches (unanchored, as
+        /// cosign's: anchor it, `^https://github\.com/ORG/REPO/\.github/workflows/release\.yml@refs/tags/v.*$`).
+        #[arg(long, value_name = "RE", requires = "trusted_root", conflicts_with = "certificate_identity")]
+        certificate_identity_regexp: Option<String>,
+        /// With `--trusted-root`: the OIDC issuer that vouched for the identity (e.g.
+        /// `https://token.actions.githubusercontent.com`), exactly.
+        #[arg(long, value_name = "ISSUER", requires = "trusted_root")]
+        certificate_oidc_issuer: Option<String>,
         /// FIPS mode: refuse anything but ES256.
         #[arg(long)]
         fips: bool,
@@ -346,8 +365,22 @@ struct BuildFlags {
     /// an RFC 7512 URI, `pkcs11:token=LABEL;object=KEY[?module-path=FILE&pin-source=file:PATH]`
     /// (module default STELLAOPS_PKCS11_MODULE, then Debian's SoftHSM2; PIN default
     /// STELLAOPS_PKCS11_PIN). Default: a development key made under target/keys/ on first use.
-    #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY")]
+    #[arg(long, value_name = "FILE|URI", env = "STELLAOPS_SIGNING_KEY", conflicts_with = "keyless")]
     key: Option<PathBuf>,
+    /// Sign keyless (no key to keep): a one-time ECDSA P-256 key, never written anywhere,
+    /// certified for an OIDC identity by the Fulcio CA at `--fulcio-url`; every signature goes
+    /// to the transparency log (required) and `release.yaml.sigstore.json` carries the
+    /// certificate. The token: `--identity-token FILE`, else SIGSTORE_ID_TOKEN, else, in GitHub
+    /// Actions (a job with `id-token: write`), the workflow's token for audience `sigstore`.
+    /// Verify with `verify --trusted-root FILE --certificate-identity ... --certificate-oidc-issuer ...`.
+    #[arg(long, requires = "fulcio_url")]
+    keyless: bool,
+    /// The Fulcio CA's base URL (`POST /api/v2/signingCert`), for `--keyless`.
+    #[arg(long, value_name = "URL", env = "STELLAOPS_FULCIO_URL")]
+    fulcio_url: Option<String>,
+    /// The OIDC identity token (a JWT, audience `sigstore`) for `--keyless`, in a file.
+    #[arg(long, value_name = "FILE", requires = "keyless")]
+    identity_token: Option<PathBuf>,
     /// FIPS mode: ES256 (ECDSA P-256) keys only.
     #[arg(long)]
     fips: bool,
@@ -631,6 +664,12 @@ fn run_options(
         jobs: build.jobs,
         backend: build.backend(),
         key: build.key.clone(),
+        keyless: match (build.keyless, &build.fulcio_url) {
+            (true, Some(fulcio)) => {
+                Some(pipeline::signer::keyless::KeylessOptions { fulcio: fulcio.clone(), token: build.identity_token.clone() })
+            }
+            _ => None,
+        },
         rekor: build.rekor_url.clone(),
         rekor_api: build.rekor_api.map(Into::into),
         rekor_key: build.rekor_key.clone(),
@@ -652,6 +691,45 @@ fn write_public(path: &Path, pem: &str) -> Result<(), Failure> {
         }
     })?;
     f.write_all(pem.as_bytes()).map_err(io)
+}
+
+/// `verify DIR --trusted-root FILE` and an identity policy: a keyless release directory.
+fn verify_keyless(
+    dir: &Path,
+    root: Option<&Path>,
+    policy: &verifier::keyless::Policy,
+    rekor_key: Option<&Path>,
+    fips: bool,
+    json: bool,
+    unsupported: bool,
+) -> Result<(), Failure> {
+    let refused = |message: String| Failure { code: schema::exit::REJECTED, message };
+    if unsupported || !dir.is_dir() {
+        return Err(refused(format!(
+            "`{}`: a keyless release is verified as a release directory, without `--registry` or `--vsa`\n  hint: `kit import` a kit into a directory first",
+            dir.display()
+        )));
+    }
+    let root_path = root.ok_or_else(|| refused("keyless verification needs `--trusted-root FILE`".into()))?;
+    let root = verifier::keyless::TrustedRoot::load(root_path)
+        .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
+    let log = rekor_key.map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
+    let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
+    let report = verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips);
+    if json {
+        print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
+    } else {
+        progress::out(&report.render());
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "`{}` does not verify under the identity policy ({} failed checks)",
+            dir.display(),
+            report.checks.iter().filter(|c| !c.ok).count()
+        )))
+    }
 }
 
 pub(crate) fn print_json(value: &impl serde::Serialize) {
@@ -927,7 +1005,39 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Kit(cmd) => kit::run(cmd, cli.quiet),
-        Command::Verify { dir, base, key, fips, rekor_key, json, registry, docker_config, vsa, vsa_key } => {
+        Command::Verify {
+            dir,
+            base,
+            key,
+            trusted_root,
+            certificate_identity,
+            certificate_identity_regexp,
+            certificate_oidc_issuer,
+            fips,
+            rekor_key,
+            json,
+            registry,
+            docker_config,
+            vsa,
+            vsa_key,
+        } => {
+            let Some(key) = key else {
+                let policy = verifier::keyless::Policy::new(
+                    certificate_identity.as_deref(),
+                    certificate_identity_regexp.as_deref(),
+                    certificate_oidc_issuer.as_deref(),
+                )
+                .map_err(|message| Failure { code: schema::exit::REJECTED, message })?;
+                return verify_keyless(
+                    &dir,
+                    trusted_root.as_deref(),
+                    &policy,
+                    rekor_key.as_deref(),
+                    fips,
+                    json,
+                    registry.is_some() || vsa.is_some(),
+                );
+            };
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
                 return ops::run(ops::OpsCommand::VerifyPointer {
                     pointer: dir,

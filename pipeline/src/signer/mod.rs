@@ -6,7 +6,9 @@
 //! read by [`verifier::keys::SigningKey::load`]) or an RFC 7512 `pkcs11:` URI naming a key in a
 //! token ([`pkcs11`]: the key never leaves it). Out: a boxed [`Signer`] with its public key.
 //! The signing stages and the channel code take `&dyn Signer` and do not know which it is.
+//! `release --keyless` signs with a one-time key certified by Fulcio instead ([`keyless`]).
 
+pub mod keyless;
 pub mod pkcs11;
 
 use std::fmt;

@@ -528,6 +528,7 @@ impl Pkcs11Signer {
             key: self.shown.clone(),
             message,
             hint: Some("check that the token is present and its session alive, then run the command again".to_owned()),
+            code: schema::exit::ENVIRONMENT,
         }
     }
 }

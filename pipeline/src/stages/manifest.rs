@@ -147,8 +147,9 @@ pub fn write(
     let bundle_path = out.join("release.yaml.sigstore.json");
     sign::write_json(&bundle_path, &manifest::bundle(key, &bytes, &sig)).map_err(io(&bundle_path))?;
     if let Some(log) = &signed.rekor {
-        let pem = key.public().pem().to_owned();
-        tlog::submit_all(log, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+        let pem = verifier::keys::log_verifier(key);
+        let results = tlog::submit_all(log, &[tlog::hashed_rekord("release.yaml", &bytes, &raw, &pem)], out).map_err(io(out))?;
+        tlog::require_logged(key, log, &results)?;
         tlog::record_in_bundle(out).map_err(io(&bundle_path))?;
     }
     Ok(Manifest { path, digest: Digest::of(&bytes), doc })

@@ -11,7 +11,9 @@
 //!    `attest/<component>/<platform>.provenance.dsse.json`, `attest/drift.dsse.json`
 //!    (subjects: every image);
 //! 3. the same documents and signatures as OCI 1.1 referrers in the layout ([`crate::stages::sign::referrers`]);
-//! 4. the transparency log: every signature and envelope entered (or queued when it is down).
+//! 4. the transparency log: every signature and envelope entered (or queued when it is down);
+//!    signed keyless, each envelope also as a sigstore bundle with the certificate and its entry
+//!    (`attest/<component>/<platform>.<kind>.sigstore.json`, `attest/drift.sigstore.json`).
 
 pub mod referrers;
 pub mod tlog;
@@ -128,7 +130,8 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
     let mut index = layout.index()?;
     index.manifests.retain(|d| !d.annotations.get(oci::ANNOTATION_REF_NAME).is_some_and(|n| n.ends_with(".sig")));
     let image_signatures = sigs.len();
-    let pem = key.public().pem().to_owned();
+    // The signer as the log names it: the public key, or a keyless signer's certificate.
+    let pem = verifier::keys::log_verifier(key);
     let mut log_entries: Vec<tlog::Entry> = sigs
         .iter()
         .map(|s| {
@@ -207,6 +210,8 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
         Some(log) => {
             let url = &log.url;
             let results = tlog::submit_all(log, &log_entries, out).map_err(io(out))?;
+            tlog::require_logged(key, log, &results)?;
+            tlog::write_envelope_bundles(key, out, &results).map_err(io(out))?;
             let pending: Vec<(&String, &String)> = results
                 .iter()
                 .filter_map(|(id, l)| match l {

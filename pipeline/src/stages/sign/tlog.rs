@@ -111,7 +111,7 @@ pub fn check(log: &Log, entry: &Entry, answer: &serde_json::Value) -> Result<(),
     let spec = &entry.body["spec"];
     let key_of = |v: &serde_json::Value| -> Result<PublicKey, String> {
         let pem = b64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("the request's public key: {e}"))?;
-        PublicKey::from_pem(&String::from_utf8_lossy(&pem))
+        PublicKey::from_pem_or_certificate(&String::from_utf8_lossy(&pem))
     };
     let (expected, release_key) = match entry.body["kind"].as_str() {
         Some("hashedrekord") => {
@@ -183,13 +183,18 @@ fn submit_v1(url: &str, entry: &Entry) -> Result<(String, serde_json::Value), St
 }
 
 /// A public key as Rekor v2 names it: its DER and `keyDetails`.
+/// A keyless signer's certificate is named as `x509Certificate` (DER).
 fn v2_verifier(pem: &str) -> Result<serde_json::Value, String> {
-    let key = verifier::keys::PublicKey::from_pem(pem)?;
+    let key = verifier::keys::PublicKey::from_pem_or_certificate(pem)?;
     let details = match key.kind {
         verifier::keys::KeyKind::EcdsaP256 => "PKIX_ECDSA_P256_SHA_256",
         verifier::keys::KeyKind::Ed25519 => "PKIX_ED25519",
     };
     let b64 = base64::engine::general_purpose::STANDARD;
+    if pem.contains("-----BEGIN CERTIFICATE-----") {
+        let der = verifier::keyless::pem_der(pem)?;
+        return Ok(serde_json::json!({ "x509Certificate": { "rawBytes": b64.encode(der) }, "keyDetails": details }));
+    }
     Ok(serde_json::json!({ "publicKey": { "rawBytes": b64.encode(key.der()) }, "keyDetails": details }))
 }
 
@@ -279,6 +284,72 @@ pub fn submit_all(log: &Log, entries: &[Entry], release: &Path) -> std::io::Resu
         }
     }
     Ok(out)
+}
+
+/// A keyless signature must be in the log while its certificate is valid (its signed entry
+/// time is the proof the key was used then): an entry the log did not take fails the release
+/// instead of waiting in the queue. Nothing to check for a key.
+pub fn require_logged(
+    key: &dyn verifier::keys::Signer,
+    log: &Log,
+    results: &[(String, Logged)],
+) -> Result<(), verifier::keys::SignerError> {
+    if key.certificate_chain().is_none() {
+        return Ok(());
+    }
+    let pending: Vec<(&String, &String)> = results
+        .iter()
+        .filter_map(|(id, l)| match l {
+            Logged::Pending { reason } => Some((id, reason)),
+            Logged::Logged { .. } => None,
+        })
+        .collect();
+    match pending.first() {
+        None => Ok(()),
+        Some((id, reason)) => Err(verifier::keys::SignerError {
+            key: "keyless".to_owned(),
+            message: format!(
+                "the transparency log `{}` did not take {} of {} keyless entries (the first, `{id}`: {reason}); a keyless signature is only good with its log entry",
+                log.url,
+                pending.len(),
+                results.len()
+            ),
+            hint: Some("bring the log back and run the release again (a new certificate; `attest resubmit` cannot help: the certificate expires in minutes)".to_owned()),
+            code: schema::exit::ENVIRONMENT,
+        }),
+    }
+}
+
+/// Keyless: beside each logged envelope `attest/.../X.dsse.json`, `X.sigstore.json`, a sigstore
+/// bundle v0.3 holding the envelope, the leaf certificate and the log entry, for verifiers that
+/// read bundles (npm `@sigstore/verify`, `cosign verify-blob-attestation --bundle`). A key's
+/// envelopes get none: their verifier holds the key, and the entries stay in `attest/tlog/`.
+/// Returns how many were written.
+pub fn write_envelope_bundles(key: &dyn verifier::keys::Signer, release: &Path, results: &[(String, Logged)]) -> std::io::Result<usize> {
+    let Some(leaf) = key.certificate_chain().and_then(|c| c.into_iter().next()) else { return Ok(0) };
+    let der = verifier::keyless::pem_der(&leaf).map_err(std::io::Error::other)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut written = 0;
+    for (id, _) in results.iter().filter(|(id, l)| matches!(l, Logged::Logged { .. }) && id.ends_with(".dsse.json")) {
+        let answer_path = verifier::tlog::entry_path(release, id);
+        let answer: serde_json::Value = serde_json::from_slice(&fs::read(&answer_path)?).map_err(std::io::Error::other)?;
+        let entry =
+            verifier::tlog::bundle_entry(&answer).map_err(|m| std::io::Error::other(format!("`{}`: {m}", answer_path.display())))?;
+        let envelope: verifier::sign::Envelope = serde_json::from_slice(&fs::read(release.join(id))?).map_err(std::io::Error::other)?;
+        let bundle = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {
+                "certificate": { "rawBytes": b64.encode(&der) },
+                "tlogEntries": [entry],
+                "timestampVerificationData": { "rfc3161Timestamps": [] },
+            },
+            "dsseEnvelope": envelope,
+        });
+        let path = release.join(format!("{}.sigstore.json", id.trim_end_matches(".dsse.json")));
+        verifier::sign::write_json(&path, &bundle)?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// The queue of a release: entries still to send.

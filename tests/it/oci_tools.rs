@@ -87,6 +87,16 @@ fn layer_gzip_2_reproduces_and_its_multi_member_layers_are_read_by_umoci_skopeo_
     let dir = repo.releases().join("2.4.1-edge");
     let layout = dir.join("images");
     let refs = digests(&layout);
+    // The same bytes on one core: the compression pool is as large as the CPUs the process
+    // may use, and `taskset` gives it one.
+    let taskset = tool("taskset").expect("taskset (util-linux)");
+    let one_core = repo.path().join("target/one-core");
+    let mut cmd = Command::new(taskset);
+    cmd.args(["-c", "0"]).arg(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(["release", "--channel", "edge", "--out"]).arg(&one_core).arg("--source").arg(repo.path());
+    cmd.env("STELLAOPS_CACHE", crate::support::cache()).env("NO_COLOR", "1");
+    run_ok(&mut cmd);
+    assert_eq!(digests(&one_core.join("images")), refs, "one core gave other images");
 
     // Recorded: the provenance names the compressor.
     let provenance = std::fs::read_to_string(dir.join("provenance/web-ui/linux-amd64.intoto.json")).unwrap();

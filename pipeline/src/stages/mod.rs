@@ -18,3 +18,4 @@ pub mod manifest;
 pub mod plan;
 pub mod publish;
 pub mod sign;
+pub mod tool;

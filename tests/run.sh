@@ -23,7 +23,10 @@ sudo=""
 # softhsm2, opensc, python3-pykcs11: a PKCS#11 token without hardware to sign releases through,
 # OpenSC's pkcs11-tool and PyKCS11 to ask it, independently of our code, whether the private
 # key can be read (tests/it/hsm.rs).
-packages=(docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support debootstrap softhsm2 opensc python3-pykcs11)
+# openssl and zstd: tests/it/tool.rs does what the README's air-gapped steps do on the host
+# (`tar --zstd -xf KIT tools/`, the tool's signature checked with `openssl`); its container is
+# made of Debian's libc6 and libgcc-s1, fetched with apt-get download (no extra package).
+packages=(openssl zstd docker.io docker-compose docker-registry skopeo umoci strace git curl ca-certificates python3 python3-venv python3-packaging protobuf-compiler libprotobuf-dev apache2-utils qemu-user-static binfmt-support debootstrap softhsm2 opensc python3-pykcs11)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

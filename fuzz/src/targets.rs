@@ -145,6 +145,7 @@ pub fn seed_kit_with(key: &SigningKey, files: &[(&str, &[u8])], requires: Vec<En
         components: Vec::new(),
         charts: Vec::new(),
         compose: ComposeEntry::none(),
+        tools: Vec::new(),
         checksums: Checksums { sha256: String::new() },
     };
     let yaml = manifest::render(&mut doc);

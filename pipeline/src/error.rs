@@ -55,6 +55,8 @@ pub enum Error {
     Gates(#[from] crate::stages::gates::GateError),
     #[error(transparent)]
     Ops(#[from] verifier::ops::OpsError),
+    #[error(transparent)]
+    Tool(#[from] crate::stages::tool::ToolError),
     #[error("a `{channel}` release must be signed with a named release key, not the development key")]
     KeyRequired { channel: schema::model::Channel },
     #[error("a `{channel}` release is never signed with the development key `{path}`")]
@@ -109,6 +111,7 @@ impl Error {
                  `cargo xtask release --channel {channel} --key release.key` with STELLAOPS_KEY_PASSPHRASE set; \
                  or sign keyless: `--keyless --fulcio-url URL` with an OIDC identity token"
             )),
+            Error::Tool(t) => t.hint(),
             Error::LogRequired { channel } => Some(format!(
                 "set `url` under `[transparency-log]` in `release-trains/{channel}.toml`, or pass `--rekor-url URL` \
                  (STELLAOPS_REKOR_URL); a log that is down does not stop the release, its entries wait for `cargo xtask attest resubmit`"
@@ -182,6 +185,7 @@ impl Error {
                 oci::LayoutError::DigestMismatch { .. } | oci::LayoutError::NotALayout(_) | oci::LayoutError::NoSuchRef { .. },
             ) => exit::REJECTED,
             Error::Layout(_) | Error::Io { .. } => exit::ENVIRONMENT,
+            Error::Tool(e) => e.exit_code(),
             Error::Repro(e) => e.exit_code(),
             Error::Evidence(e) => e.exit_code(),
             Error::Sign(e) => e.exit_code(),

@@ -10,6 +10,10 @@
 //!             locks)                        provenance)                rers)
 //! ```
 //!
+//! Beside templates, the tool stage builds the customer tool `stellaops` from the pipeline's
+//! own workspace, with its SBOM, provenance and signatures (`tools/`, listed in release.yaml),
+//! and the channel store's trust repository is copied in (`trust/`); every kit carries both.
+//!
 //! The workspace, bottom up (Cargo enforces the direction):
 //! - `schema`: every document written or read, typed; exit codes; progress events;
 //! - `oci`: the OCI layout, layer writer, registry client and layout push (mechanisms);

@@ -5,7 +5,8 @@
 //! 2. build (every component x platform, one OCI layout) -> `Images`;
 //! 3. gates (audit, tests, budgets; skipped or off by flag) -> `GateReport`;
 //! 4. evidence (SBOMs, scans, drift gate, provenance, per image in parallel) -> `Evidence`;
-//! 5. templates (chart and compose by digest) -> `Deployables`;
+//! 5. templates (chart and compose by digest), the customer tool (`tools/`) and the channel
+//!    store's trust repository (`trust/`) -> `Deployables`;
 //! 6. sign (image signatures, DSSE envelopes, referrers, transparency log) -> `Signed`;
 //! 7. manifest (release.yaml from `Signed`'s digests, its signature and bundle) -> `Manifest`;
 //! 8. the gate record about release.yaml, policy and plugins, the kit -> `KitSummary`;
@@ -313,7 +314,33 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
         staging.path(),
     )
     .map_err(at(Stage::Templates))?;
+    // The customer tool, built from the pipeline's workspace, with its SBOM, provenance and
+    // signatures (`tools/`).
+    reporter.event(Event::StageStarted { stage: Stage::Tool, jobs: 1 });
+    let workspace = crate::stages::tool::workspace();
+    let tool = crate::stages::tool::build(&crate::stages::tool::ToolRequest {
+        workspace: &workspace,
+        source_date_epoch: plan.source_date_epoch,
+        key: key.as_ref(),
+        out: staging.path(),
+        times: &times,
+    })
+    .map_err(at(Stage::Tool))?;
+    reporter.event(Event::JobFinished { stage: Stage::Tool, job: tool.entry.name.clone(), detail: tool.entry.digest.to_string() });
+    reporter.event(Event::StageFinished { stage: Stage::Tool });
+    // The channel store's trust repository as it is now (`trust/`): the kit carries it, so the
+    // air-gapped host checks channels and rotations without the store. Only once published
+    // (`timestamp.json`, written by `promote` or `trust refresh`): a root alone is not a
+    // repository a client can load.
+    if let Some(store) = &opts.channels {
+        let repo = crate::tuf::Repo::of(store);
+        if repo.exists() && repo.metadata().join("timestamp.json").is_file() {
+            copy_tree(&repo.metadata(), &staging.path().join("trust/metadata"))?;
+            copy_tree(&repo.targets(), &staging.path().join("trust/targets"))?;
+        }
+    }
     let deployables = crate::stages::manifest::Deployables {
+        tools: vec![tool.entry.clone()],
         charts: vec![verifier::manifest::ChartEntry {
             name: rendered.chart_name.clone(),
             version: rendered.chart_version.clone(),
@@ -341,6 +368,11 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     // Example policies and restart-time plugins ship as they are at the tag (spec §3.3).
     for dir in ["policy", "plugins"] {
         copy_tree(&plan.root.join(dir), &staging.path().join(dir))?;
+    }
+    // So do the release trains and the bundle's skew rules (with the base lock they are read
+    // with): the customer tool's upgrade preflight checks a kit against them.
+    for file in PREFLIGHT_RULES {
+        copy_tree(&plan.root.join(file), &staging.path().join(file))?;
     }
     // The channel's offline kit, inside the release directory.
     let kit_file = schema::kit::kit_name(&plan.version.version.to_string(), plan.channel.as_str());
@@ -474,6 +506,16 @@ fn log_gate_record(
     Ok(())
 }
 
+/// The configuration files `schema::config::load` reads, shipped in every release (and kit) so
+/// that the upgrade preflight runs where the repository is not.
+pub const PREFLIGHT_RULES: [&str; 5] = [
+    "release-trains/components.toml",
+    "release-trains/edge.toml",
+    "release-trains/stable.toml",
+    "release-trains/lts.toml",
+    "base-images.lock",
+];
+
 /// An invocation id: a UUID derived from the commit, the process and the start time.
 fn uuid_of(seed: &str) -> String {
     let d = schema::model::Digest::of(seed.as_bytes());
@@ -492,8 +534,16 @@ fn publish_dir(staging: PathBuf, dest: &Path) -> Result<(), Error> {
     oci::dirs::replace_dir(&staging, dest).map_err(|source| Error::Io { path: dest.to_owned(), source })
 }
 
-/// Copies the regular files under `from` (if it exists) to `to`, sorted; nothing else.
+/// Copies the regular files under `from` (if it exists; or `from` itself, a file) to `to`,
+/// sorted; nothing else.
 fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    if from.is_file() {
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).map_err(|source| Error::Io { path: p.to_owned(), source })?;
+        }
+        let bytes = fs::read(from).map_err(|source| Error::Io { path: from.to_owned(), source })?;
+        return write_atomic(to, &bytes).map_err(|source| Error::Io { path: to.to_owned(), source });
+    }
     if !from.is_dir() {
         return Ok(());
     }

@@ -146,6 +146,27 @@ fn is_relative_inside(p: &str) -> bool {
 
 /// Loads and validates everything, reporting every problem at once.
 pub fn load(root: &Path) -> Result<Config, ConfigError> {
+    load_checked(root, Sources::Present)
+}
+
+/// Whether the components' source directories must be there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sources {
+    /// In the repository: a `source.path` that is not a directory is a problem.
+    Present,
+    /// A copy of the configuration without the sources (a release's or kit's
+    /// `release-trains/`): the rules are read, paths are checked for shape only.
+    Absent,
+}
+
+/// The configuration as a release ships it (`release-trains/` and `base-images.lock` without
+/// the components' sources): every check of [`load`] but the sources' presence. What the
+/// customer tool's upgrade preflight reads from a kit.
+pub fn load_rules(root: &Path) -> Result<Config, ConfigError> {
+    load_checked(root, Sources::Absent)
+}
+
+fn load_checked(root: &Path, sources: Sources) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
 
@@ -263,7 +284,7 @@ pub fn load(root: &Path) -> Result<Config, ConfigError> {
                         key("source.path"),
                         format!("`{p}` must be relative to the repository, without `..`"),
                     ));
-                } else if !root.join(p).is_dir() {
+                } else if sources == Sources::Present && !root.join(p).is_dir() {
                     problems.push(problem(BUNDLE_FILE, key("source.path"), format!("`{p}` is not a directory")));
                 }
                 if s.rev.is_some() || s.subdir.is_some() {

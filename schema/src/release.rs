@@ -25,6 +25,10 @@ pub struct ReleaseYaml {
     pub components: Vec<ComponentEntry>,
     pub charts: Vec<ChartEntry>,
     pub compose: ComposeEntry,
+    /// The customer tool built with the release (not in §6.1: see [`ToolEntry`]). Empty in a
+    /// release.yaml written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolEntry>,
     pub checksums: Checksums,
 }
 
@@ -69,6 +73,30 @@ pub struct PlatformEntry {
     /// `oci://<repository>/referrers/cdx-protobuf@sha256:...`: the CycloneDX protobuf SBOM.
     pub sbom_protobuf: String,
     /// `oci://<repository>/attest/provenance@sha256:...`: the signed provenance envelope.
+    pub provenance: String,
+}
+
+/// The customer tool (`stellaops`) as the release built it, in an extra key `tools` after
+/// §6.1's `compose` (a reader of §6.1 reads the same document as before, as for `platforms`).
+/// Paths are relative to the release directory (and to a kit's root); `sbom` and `provenance`
+/// name their file's digest as `<path>@sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ToolEntry {
+    /// The program's name: `stellaops`.
+    pub name: String,
+    /// What it runs on: `linux/amd64`.
+    pub platform: Platform,
+    /// `tools/stellaops`.
+    pub file: String,
+    /// sha256 of the program.
+    pub digest: Digest,
+    /// `tools/stellaops.sig`: the release key's raw signature over the program (DER ECDSA over
+    /// SHA-256, or the 64 bytes of Ed25519), checked by `openssl` with the release's public key.
+    pub signature: String,
+    /// `tools/stellaops.cdx.json@sha256:...`: its CycloneDX SBOM (the crates it links).
+    pub sbom: String,
+    /// `tools/stellaops.provenance.dsse.json@sha256:...`: its signed SLSA provenance.
     pub provenance: String,
 }
 

@@ -20,6 +20,8 @@ pub enum Stage {
     Write,
     Publish,
     Compare,
+    /// The customer tool built with the release (`pipeline::stages::tool`).
+    Tool,
 }
 
 impl Stage {
@@ -38,6 +40,7 @@ impl Stage {
             Stage::Write => "write",
             Stage::Publish => "publish",
             Stage::Compare => "compare",
+            Stage::Tool => "tool",
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::support::{run_ok, services, tool, xtask_cmd, Repo, Run, EPOCH};
 
 const KIT: &str = "stellaops-kit-2.4.1-edge.tar.zst";
 
-fn sha256_file(p: &Path) -> String {
+pub(crate) fn sha256_file(p: &Path) -> String {
     use sha2::Digest as _;
     format!("{:x}", sha2::Sha256::digest(fs::read(p).unwrap()))
 }
@@ -43,12 +43,12 @@ fn release(repo: &Repo, out: &Path) -> PathBuf {
 }
 
 /// One tar entry as the test rewrites it: a raw header (any type, any name) and its data.
-struct Raw {
-    header: tar::Header,
-    data: Vec<u8>,
+pub(crate) struct Raw {
+    pub(crate) header: tar::Header,
+    pub(crate) data: Vec<u8>,
 }
 
-fn unpack(kit: &Path) -> Vec<Raw> {
+pub(crate) fn unpack(kit: &Path) -> Vec<Raw> {
     let dec = zstd::stream::read::Decoder::new(fs::File::open(kit).unwrap()).unwrap();
     let mut ar = tar::Archive::new(dec);
     ar.entries()
@@ -74,11 +74,11 @@ fn set_name(h: &mut tar::Header, name: &[u8]) {
     h.set_cksum();
 }
 
-fn name_of(r: &Raw) -> String {
+pub(crate) fn name_of(r: &Raw) -> String {
     String::from_utf8_lossy(&r.header.path_bytes()).into_owned()
 }
 
-fn pack(entries: &[Raw], out: &Path) {
+pub(crate) fn pack(entries: &[Raw], out: &Path) {
     let f = fs::File::create(out).unwrap();
     let enc = zstd::stream::write::Encoder::new(f, 3).unwrap();
     let mut b = tar::Builder::new(enc);

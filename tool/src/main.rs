@@ -112,6 +112,23 @@ enum KitCommand {
         #[command(flatten)]
         keys: Keys,
     },
+    /// The upgrade checklist (spec appendix B) for going from the release running now to the
+    /// kit's, before anything moves: the kit is verified first (as `verify`), then the
+    /// target's signature, Authority/Signer/Attestor on one minor, version skew after every
+    /// step of the rolling order (with the skew rules the kit carries), backup age. Exits 1 on
+    /// any violation.
+    Preflight {
+        /// The kit to install.
+        kit: PathBuf,
+        /// The release running now: its kit, or a release directory or unpacked kit.
+        #[arg(long, value_name = "KIT|DIR")]
+        from: PathBuf,
+        /// Age of the newest database backup (`30h`, `2d`, `90m`); over 24 h warns.
+        #[arg(long, value_name = "AGE", value_parser = verifier::ops::parse_duration)]
+        backup_age: Option<i64>,
+        #[command(flatten)]
+        keys: Keys,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +157,10 @@ struct Keys {
     /// FIPS mode: ES256 keys only.
     #[arg(long)]
     fips: bool,
+    /// The channels' TUF root you trust (`1.root.json`, obtained out of band): the kit's
+    /// `trust/` must verify from it (without it, from the kit's own first root).
+    #[arg(long, value_name = "FILE")]
+    trust_root: Option<PathBuf>,
 }
 
 struct Failure {
@@ -213,7 +234,11 @@ fn verify_keyed(
 ) -> Result<Option<verifier::release::VerifyReport>, Failure> {
     let (key, log, fips) = keys.load()?;
     if path.is_file() && registry.is_none() {
-        kit_result(cli.json, "verified", verifier::kit::verify_kit(path, &key, log.as_ref(), fips, None, reporter))?;
+        kit_result(
+            cli.json,
+            "verified",
+            verifier::kit::verify_kit_pinned(path, &key, log.as_ref(), fips, None, keys.trust_root.as_deref(), reporter),
+        )?;
         return Ok(None);
     }
     Ok(Some(match registry {
@@ -221,7 +246,11 @@ fn verify_keyed(
             let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
             verifier::published::verify(path, &key, &target, &oci::push::PushOptions::default())
         }
-        None => verifier::release::verify(path, &key, log.as_ref(), fips),
+        None => verifier::release::verify_tree(
+            &verifier::release::Tree::release(path).with_log(log.clone()).with_trust_root(keys.trust_root.clone()),
+            &key,
+            fips,
+        ),
     }))
 }
 
@@ -311,7 +340,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Offline { command: Offline::Kit { command } } => match command {
             KitCommand::Verify { kit, keys } => {
                 let (key, log, fips) = keys.load()?;
-                kit_result(cli.json, "verified", verifier::kit::verify_kit(kit, &key, log.as_ref(), fips, None, &reporter))
+                kit_result(
+                    cli.json,
+                    "verified",
+                    verifier::kit::verify_kit_pinned(kit, &key, log.as_ref(), fips, None, keys.trust_root.as_deref(), &reporter),
+                )
             }
             KitCommand::Import { kit, into, docker_config, keys } => {
                 let (key, log, fips) = keys.load()?;
@@ -331,9 +364,59 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     }
                 };
                 let _held = hold(&lock, &what)?;
-                kit_result(cli.json, "imported", verifier::kit::import(kit, &target, &key, log.as_ref(), fips, &reporter))
+                kit_result(
+                    cli.json,
+                    "imported",
+                    verifier::kit::import_pinned(kit, &target, &key, log.as_ref(), fips, keys.trust_root.as_deref(), &reporter),
+                )
             }
+            KitCommand::Preflight { kit, from, backup_age, keys } => preflight(cli.json, kit, from, *backup_age, keys, &reporter),
         },
+    }
+}
+
+/// `offline kit preflight`:
+/// 1. the kit (and `--from` when it is a kit) verified as `verify` does, unpacked into a
+///    temporary directory: nothing is read from an unverified kit;
+/// 2. the skew rules from the kit (`release-trains/`, `base-images.lock`, as released);
+/// 3. the checklist of `verifier::preflight` from `--from` to the kit.
+fn preflight(json: bool, kit: &Path, from: &Path, backup_age: Option<i64>, keys: &Keys, reporter: &Lines) -> Result<(), Failure> {
+    let (key, log, fips) = keys.load()?;
+    let unpack = |k: &Path| {
+        verifier::kit::unpack_verified(k, &key, log.as_ref(), fips, keys.trust_root.as_deref(), &std::env::temp_dir(), reporter)
+            .map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })
+    };
+    let (_, to) = unpack(kit)?;
+    let current = if from.is_file() { Some(unpack(from)?.1) } else { None };
+    let from_dir = current.as_ref().map_or(from, |s| s.path());
+    if !to.path().join("release-trains/components.toml").is_file() {
+        return Err(Failure {
+            code: Code::Rejected,
+            message: format!(
+                "kit `{}` carries no skew rules (`release-trains/components.toml`)\n  hint: it was cut by a pipeline older than the preflight; run `cargo xtask preflight` where its repository is",
+                kit.display()
+            ),
+        });
+    }
+    let req = verifier::preflight::Preflight { root: to.path(), from: from_dir, to: to.path(), key: &key, backup_age };
+    let mut report = verifier::preflight::run(&req).map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
+    // Name what the customer gave, not the temporary directories.
+    report.from = from.display().to_string();
+    report.to = kit.display().to_string();
+    if json {
+        println!("{}", serde_json::json!({ "ok": report.ok(), "preflight": report }));
+    } else {
+        println!("{}", report.render());
+    }
+    if report.ok() {
+        Ok(())
+    } else {
+        let ids: std::collections::BTreeSet<&str> =
+            report.findings.iter().filter(|f| f.severity == verifier::preflight::Severity::Violation).map(|f| f.check).collect();
+        Err(Failure {
+            code: Code::Rejected,
+            message: format!("the upgrade is not safe: {}", ids.into_iter().collect::<Vec<_>>().join(", ")),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! # Format
 //! A zstd stream (level [`ZSTD_LEVEL`], multithreaded mode, frame checksum) of a tar archive
-//! (GNU headers, regular files only, mode 0644, owner 0:0, mtime = the release's
+//! (GNU headers, regular files only, mode 0644 (0755 for `tools/stellaops`), owner 0:0, mtime = the release's
 //! SOURCE_DATE_EPOCH) whose entries are, in this order:
 //! 1. `manifest/release.yaml`, `manifest/release.yaml.sig`, `manifest/release.yaml.sigstore.json`
 //!    (the signed release, spec §6.1) and `manifest/kit.dsse.json`: the kit's inventory, a DSSE
@@ -11,7 +11,9 @@
 //!    and size, the total size, and for a delta kit the blobs the target must already hold;
 //! 2. every other entry sorted by path: `images/` (one OCI layout: every image, its
 //!    signatures and referrers), `sboms/`, `attest/`, `charts/`, `compose/`, `plugins/`,
-//!    `policy/`, as the channel's `[kit]` in release-trains/ selects.
+//!    `policy/`, as the channel's `[kit]` in release-trains/ selects; and in every kit
+//!    `tools/` (the customer tool, mode 0755, its raw signature, SBOM and provenance) and, when
+//!    the release has one, `trust/` (the channels' TUF repository).
 //!
 //! The same release and key give the same kit bytes (ECDSA signatures are RFC 6979).
 //!
@@ -23,7 +25,9 @@
 //!    directories, absolute or `..` paths, duplicates, missing entries, and a stream that
 //!    decompresses past the declared total;
 //! 3. for a delta kit, hash the blobs it requires in the target;
-//! 4. verify every image signature and attestation envelope ([`crate::release::verify_tree`]);
+//! 4. verify every image signature and attestation envelope, the customer tool (`tools/`:
+//!    digest, raw signature, SBOM, provenance) and the trust repository (`trust/`, from the
+//!    customer's pinned TUF root when given) ([`crate::release::verify_tree`]);
 //! 5. only then make the content visible: new blobs renamed into the target layout, the
 //!    release's files into `stellaops/<version>-<channel>/`, `index.json` written last.
 
@@ -164,9 +168,41 @@ pub fn verify_kit(
     base: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
+    verify_kit_pinned(kit, key, log, fips, base, None, reporter)
+}
+
+/// [`verify_kit`], with the kit's `trust/` checked from `trust_root`, a TUF root the customer
+/// pinned (a kit without `trust/` then fails).
+pub fn verify_kit_pinned(
+    kit: &Path,
+    key: &PublicKey,
+    log: Option<&PublicKey>,
+    fips: Fips,
+    base: Option<&Path>,
+    trust_root: Option<&Path>,
+    reporter: &dyn Reporter,
+) -> Result<KitReport, KitError> {
     let tmp = std::env::temp_dir();
-    let checked = check(kit, (key, log), fips, &tmp, ".stellaops-kit-verify-", base, reporter)?;
+    let checked = check(kit, (key, log), fips, &tmp, ".stellaops-kit-verify-", (base, trust_root), reporter)?;
     Ok(report_of(kit, &checked, None, None))
+}
+
+/// Steps 1–4 into a temporary directory under `parent`, kept for the caller while it holds the
+/// returned [`oci::dirs::Scratch`]: the verified release as an unpacked kit (`manifest/`,
+/// `images/`, ...). The tool's preflight reads releases there.
+#[allow(clippy::too_many_arguments)]
+pub fn unpack_verified(
+    kit: &Path,
+    key: &PublicKey,
+    log: Option<&PublicKey>,
+    fips: Fips,
+    trust_root: Option<&Path>,
+    parent: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(KitReport, oci::dirs::Scratch), KitError> {
+    let checked = check(kit, (key, log), fips, parent, ".stellaops-kit-unpacked-", (None, trust_root), reporter)?;
+    let report = report_of(kit, &checked, None, None);
+    Ok((report, checked.staging))
 }
 
 fn report_of(kit: &Path, c: &Checked, target: Option<String>, new_blobs: Option<usize>) -> KitReport {
@@ -192,10 +228,23 @@ pub fn import(
     fips: Fips,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
+    import_pinned(kit, target, key, log, fips, None, reporter)
+}
+
+/// [`import`], with the kit's `trust/` checked from `trust_root` (see [`verify_kit_pinned`]).
+pub fn import_pinned(
+    kit: &Path,
+    target: &Target,
+    key: &PublicKey,
+    log: Option<&PublicKey>,
+    fips: Fips,
+    trust_root: Option<&Path>,
+    reporter: &dyn Reporter,
+) -> Result<KitReport, KitError> {
     let dir = match target {
         Target::Dir(dir) => dir,
         Target::Registry { target, docker_config } => {
-            return import_registry(kit, target, docker_config.clone(), (key, log), fips, reporter)
+            return import_registry(kit, target, docker_config.clone(), (key, log), fips, trust_root, reporter)
         }
     };
     let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir().map_err(io_err(dir))?.join(dir) };
@@ -236,7 +285,7 @@ pub fn import(
         }
     }
     // Staging beside the target (same file system: the final moves are renames).
-    let checked = check(kit, (key, log), fips, &parent, &format!(".{name}.import-"), base, reporter)?;
+    let checked = check(kit, (key, log), fips, &parent, &format!(".{name}.import-"), (base, trust_root), reporter)?;
     let new_blobs = load_dir(&checked, &dir, name, &parent)?;
     Ok(report_of(kit, &checked, Some(dir.display().to_string()), Some(new_blobs)))
 }
@@ -250,9 +299,10 @@ fn import_registry(
     docker_config: Option<PathBuf>,
     keys: (&PublicKey, Option<&PublicKey>),
     fips: Fips,
+    trust_root: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
-    let checked = check(kit, keys, fips, &std::env::temp_dir(), ".stellaops-kit-import-", None, reporter)?;
+    let checked = check(kit, keys, fips, &std::env::temp_dir(), ".stellaops-kit-import-", (None, trust_root), reporter)?;
     if checked.inventory.kind == KitKind::Delta {
         return Err(KitError::Target {
             target: PathBuf::from(format!("docker://{}/{}", target.host, target.namespace)),
@@ -393,7 +443,7 @@ fn check(
     fips: Fips,
     staging_parent: &Path,
     staging_prefix: &str,
-    base: Option<&Path>,
+    (base, trust_root): (Option<&Path>, Option<&Path>),
     reporter: &dyn Reporter,
 ) -> Result<Checked, KitError> {
     let refuse = |reason: String| KitError::Refused { kit: kit.to_owned(), reason };
@@ -616,7 +666,8 @@ fn check(
 
     // 4. Signatures and attestations, as `verify` checks a release.
     let only = Some(inventory.components.iter().cloned().collect());
-    let report = release::verify_tree(&release::Tree::kit(staging.path(), only).with_log(log.cloned()), key, fips);
+    let tree = release::Tree::kit(staging.path(), only).with_log(log.cloned()).with_trust_root(trust_root.map(Path::to_owned));
+    let report = release::verify_tree(&tree, key, fips);
     if !report.ok() {
         return Err(KitError::Unverified { kit: kit.to_owned(), report });
     }

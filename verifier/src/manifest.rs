@@ -85,6 +85,22 @@ fn body(doc: &ReleaseYaml) -> String {
         q(&doc.compose.file),
         q(doc.compose.digest.as_ref().map(Digest::as_str).unwrap_or(""))
     );
+    // Not in §6.1: the customer tool, after §6.1's keys (see `schema::release::ToolEntry`).
+    if !doc.tools.is_empty() {
+        s += "tools:\n";
+        for t in &doc.tools {
+            s += &format!(
+                "  - name: {}\n    platform: {}\n    file: {}\n    digest: {}\n    signature: {}\n    sbom: {}\n    provenance: {}\n",
+                q(&t.name),
+                q(t.platform.as_str()),
+                q(&t.file),
+                q(t.digest.as_str()),
+                q(&t.signature),
+                q(&t.sbom),
+                q(&t.provenance)
+            );
+        }
+    }
     s
 }
 
@@ -199,6 +215,7 @@ mod tests {
             components: vec![authority, component("scanner", "none")],
             charts: vec![ChartEntry { name: "stellaops".to_owned(), version: "2.4.1".to_owned(), digest: Digest::of(b"chart") }],
             compose: ComposeEntry { file: "compose/docker-compose.yaml".to_owned(), digest: Some(Digest::of(b"compose")) },
+            tools: Vec::new(),
             checksums: Checksums { sha256: String::new() },
         }
     }

@@ -165,7 +165,8 @@ fn step_of(name: &str) -> Option<usize> {
 }
 
 pub fn run(req: &Preflight<'_>) -> Result<Report, crate::ops::OpsError> {
-    let cfg = schema::config::load(req.root)?;
+    // The rules only: `root` may be a release's copy of the configuration, without sources.
+    let cfg = schema::config::load_rules(req.root)?;
     let mut findings = Vec::new();
     // 1-2.
     let from = side(req.from, req.key, "current", Severity::Warning, &mut findings);

@@ -122,14 +122,16 @@ pub struct Tree {
     /// A keyless release: its certificate's validity (unix seconds). Every signature must then
     /// be logged, at a signed time within it.
     certified: Option<(i64, i64)>,
+    /// The TUF root the customer pinned (`--root`): `trust/` must verify from it.
+    trust_root: Option<PathBuf>,
 }
 
 impl Tree {
     pub fn release(dir: &Path) -> Tree {
-        Tree { root: dir.to_owned(), kit: false, components: None, log: None, certified: None }
+        Tree { root: dir.to_owned(), kit: false, components: None, log: None, certified: None, trust_root: None }
     }
     pub fn kit(dir: &Path, components: Option<BTreeSet<String>>) -> Tree {
-        Tree { root: dir.to_owned(), kit: true, components, log: None, certified: None }
+        Tree { root: dir.to_owned(), kit: true, components, log: None, certified: None, trust_root: None }
     }
     /// A keyless release whose certificate is valid from `not_before` to `not_after`.
     pub fn certified(mut self, not_before: i64, not_after: i64) -> Tree {
@@ -139,6 +141,12 @@ impl Tree {
     /// Checks the transparency-log entries against `log`, the log's pinned public key.
     pub fn with_log(mut self, log: Option<PublicKey>) -> Tree {
         self.log = log;
+        self
+    }
+    /// Checks `trust/` from `root`, a TUF root the customer pinned, rather than from the
+    /// release's own first root; without `trust/`, that is a failure.
+    pub fn with_trust_root(mut self, root: Option<PathBuf>) -> Tree {
+        self.trust_root = root;
         self
     }
     fn manifest(&self, name: &str) -> PathBuf {
@@ -456,7 +464,109 @@ pub fn verify_tree(tree: &Tree, key: &PublicKey, fips: Fips) -> VerifyReport {
     }
     // 6. The transparency log.
     check_tlog(tree, &doc, &yaml, key, &layout, &mut r);
+    // 7. The customer tool and 8. the trust repository.
+    check_tools(tree, &doc, key, &mut r);
+    check_trust(tree, &mut r);
     r
+}
+
+/// Step 7: the customer tool release.yaml lists (`tools`, see [`schema::release::ToolEntry`]):
+/// the program hashes to the stated digest, its raw signature verifies with the release key
+/// (as `openssl` checks it), its SBOM is the stated file, its provenance envelope is the stated
+/// one, signed, about this program.
+fn check_tools(tree: &Tree, doc: &manifest::ReleaseYaml, key: &PublicKey, r: &mut VerifyReport) {
+    if doc.tools.is_empty() {
+        r.fail(
+            "customer tool listed in release.yaml",
+            "release.yaml lists no `tools`, so the customer tool is not pinned by the signed manifest (a release.yaml \
+             written before it was); hint: cut the release again",
+        );
+        return;
+    }
+    let inside = |rel: &str| -> Result<PathBuf, String> {
+        let plain = rel.starts_with("tools/") && Path::new(rel).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if plain {
+            Ok(tree.join(rel))
+        } else {
+            Err(format!("release.yaml names `{rel}`, which is not a file under `tools/`"))
+        }
+    };
+    for t in &doc.tools {
+        let label = format!("customer tool `{}` ({})", t.file, t.platform);
+        let program = inside(&t.file).and_then(|p| fs::read(&p).map_err(|e| format!("`{}`: {e}", t.file)));
+        r.check(
+            format!("{label}: the sha256 release.yaml states"),
+            program.as_ref().map_err(Clone::clone).and_then(|b| {
+                let d = Digest::of(b);
+                if d == t.digest {
+                    Ok(())
+                } else {
+                    Err(format!("`{}` hashes to `{d}`; release.yaml states `{}`", t.file, t.digest))
+                }
+            }),
+        );
+        r.check(
+            format!("{label}: signature `{}` with the release key", t.signature),
+            program.as_ref().map_err(Clone::clone).and_then(|b| {
+                let sig = inside(&t.signature).and_then(|p| fs::read(&p).map_err(|e| format!("`{}`: {e}", t.signature)))?;
+                if key.verify(b, &sig) {
+                    Ok(())
+                } else {
+                    Err(format!("`{}` does not verify `{}` with the given public key", t.signature, t.file))
+                }
+            }),
+        );
+        r.check(
+            format!("{label}: SBOM `{}`", t.sbom),
+            stated_digest(&t.sbom).and_then(|d| {
+                let rel = t.sbom.rsplit_once('@').map_or(t.sbom.as_str(), |(p, _)| p);
+                file_digest(&inside(rel)?, &d)
+            }),
+        );
+        r.check(
+            format!("{label}: provenance `{}` signed and about this program", t.provenance),
+            stated_digest(&t.provenance).and_then(|d| {
+                let rel = t.provenance.rsplit_once('@').map_or(t.provenance.as_str(), |(p, _)| p);
+                let path = inside(rel)?;
+                file_digest(&path, &d)?;
+                let body = read_envelope(&path).and_then(|env| sign::verify_envelope(key, &env))?;
+                let st: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+                if st["subject"][0]["digest"]["sha256"].as_str() == Some(t.digest.hex()) {
+                    Ok(())
+                } else {
+                    Err(format!("the provenance is about `{}`, not `{}`", st["subject"][0]["digest"]["sha256"], t.digest))
+                }
+            }),
+        );
+    }
+}
+
+/// Step 8: the channels' trust repository the release carries (`trust/metadata`,
+/// `trust/targets`), loaded as a TUF client loads it ([`crate::tuf_client`]): from the root the
+/// customer pinned, else from the repository's own `1.root.json` (which proves the chain of
+/// roots and every signature, threshold and expiry, but not whose the first root is).
+fn check_trust(tree: &Tree, r: &mut VerifyReport) {
+    let metadata = tree.join("trust/metadata");
+    let first = metadata.join("1.root.json");
+    if !first.is_file() {
+        if let Some(root) = &tree.trust_root {
+            r.fail(
+                format!("trust repository `trust/` from the pinned root `{}`", root.display()),
+                "the release carries no trust repository (`trust/metadata/1.root.json`); hint: cut it with `--channels` naming the channel store",
+            );
+        }
+        return;
+    }
+    let (root, whose) = match &tree.trust_root {
+        Some(p) => (p.clone(), format!("the pinned root `{}`", p.display())),
+        None => (first.clone(), "its own `1.root.json`".to_owned()),
+    };
+    r.check(
+        format!("trust repository `trust/` (TUF) from {whose}"),
+        crate::tuf_client::check(&metadata, &tree.join("trust/targets"), &root).map(|_| ()).map_err(|e| {
+            format!("{e}; hint: refresh the channel store's timestamp (`cargo xtask trust refresh`) and cut the kit again if it expired")
+        }),
+    );
 }
 
 /// Step 6: every entry the release sent to the log, checked offline ([`crate::tlog`]), or its

@@ -1,5 +1,9 @@
 //! The kit stage: a release directory to `stellaops-kit-<version>-<channel>.tar.zst`
-//! (format: [`schema::kit`]; the reader and `kit import`: `verifier::kit`).
+//! (format: [`schema::kit`]; the reader and `kit import`: `verifier::kit`). Besides the
+//! channel's `[kit] sections`, every kit carries `tools/` (the customer tool, its signature,
+//! SBOM and provenance), when the release has one, `trust/` (the trust repository), and the
+//! release trains with the base lock (`release-trains/*.toml`, `base-images.lock`: the skew
+//! rules of the customer tool's upgrade preflight).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -128,6 +132,16 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
         }
     }
 
+    // Every kit carries the customer tool with its evidence (`tools/`) and the channels' trust
+    // repository when the release has one (`trust/`), whatever the channel's `[kit] sections`.
+    for always in ["tools", "trust"] {
+        add_tree(&mut files, release, always)?;
+    }
+    // And the release trains and skew rules the customer tool's preflight reads.
+    for file in crate::release::PREFLIGHT_RULES {
+        add_tree(&mut files, release, file)?;
+    }
+
     // A delta kit leaves out the blobs the previous release already has.
     let mut requires = Vec::new();
     let mut delta_from = None;
@@ -251,7 +265,8 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, epoch: i64
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(size);
-    h.set_mode(0o644);
+    // The customer tool is a program: `tar --zstd -xf KIT tools/` gives one that runs.
+    h.set_mode(if path == crate::stages::tool::FILE { 0o755 } else { 0o644 });
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(epoch.max(0) as u64);

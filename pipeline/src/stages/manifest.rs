@@ -58,6 +58,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
 pub struct Deployables {
     pub charts: Vec<ChartEntry>,
     pub compose: Option<ComposeEntry>,
+    /// The customer tool ([`crate::stages::tool`]).
+    pub tools: Vec<schema::release::ToolEntry>,
 }
 
 /// What the stage wrote.
@@ -123,6 +125,7 @@ pub fn document(plan: &Plan, images: &Images, signed: &Signed, deployables: &Dep
         components,
         charts: deployables.charts.clone(),
         compose: deployables.compose.clone().unwrap_or_else(ComposeEntry::none),
+        tools: deployables.tools.clone(),
         checksums: Checksums { sha256: String::new() },
     })
 }

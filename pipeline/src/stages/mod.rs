@@ -19,3 +19,4 @@ pub mod plan;
 pub mod publish;
 pub mod publish_trust;
 pub mod sign;
+pub mod tool;

@@ -193,7 +193,9 @@ fn cargo(text: &str) -> Parsed {
     lock.package
         .into_iter()
         .map(|p| {
-            if p.version.parse::<schema::model::Version>().is_err() && !p.version.contains('-') {
+            // Build metadata (`0.18.8+1.9.7`) is part of semantic versioning: the core is checked.
+            let core = p.version.split('+').next().unwrap_or(&p.version);
+            if core.parse::<schema::model::Version>().is_err() && !core.contains('-') {
                 let at = text.find(&format!("name = \"{}\"", p.name)).unwrap_or(0);
                 return Err((line_at(text, at), format!("package `{}` has version `{}`, not a semantic version", p.name, p.version)));
             }
@@ -392,6 +394,11 @@ mod tests {
         let e = parse("x/Cargo.lock", bad).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
         assert!(e.to_string().contains("`x/Cargo.lock`: line 5"));
+        // Build metadata is semantic versioning (libgit2-sys `0.18.8+1.9.7`, this workspace's own).
+        let meta = "version = 3\n\n[[package]]\nname = \"libgit2-sys\"\nversion = \"0.18.8+1.9.7\"\n";
+        assert_eq!(parse("Cargo.lock", meta).unwrap()[0].version, "0.18.8+1.9.7");
+        let bad = "version = 3\n\n[[package]]\nname = \"a\"\nversion = \"1.0+x\"\n";
+        assert_eq!(parse("Cargo.lock", bad).unwrap_err().line, 4);
     }
 
     #[test]

@@ -523,8 +523,9 @@ fn bulk_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64) -> R
     bundle_release_timed(exe, workspace, dir, bytes, 0)
 }
 
-/// The bundle of `workspace` with `extra` more components (copies of web-ui, `bulk-NN`), the
-/// generated `bytes` spread over web-ui and them (a tree each), released by `exe`.
+/// The bundle of `workspace` with `extra` more components (copies of web-ui, `bulk-NN`, each
+/// with a source directory of its own), the generated `bytes` spread over them (a tree each;
+/// with none, one tree in web-ui), released by `exe`.
 fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, extra: usize) -> Result<(PathBuf, f64, u64), BenchError> {
     let repo = dir.join("repo");
     let _ = fs::remove_dir_all(dir);
@@ -538,14 +539,25 @@ fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, ex
         .rfind("[[component]]\nname = \"web-ui\"")
         .map(|at| toml[at..].to_owned())
         .ok_or_else(|| BenchError::Other("the bundle's last component is not web-ui".into()))?;
-    let share = bytes / (extra as u64 + 1);
-    make_tree(&repo.join("components/standin/bulk"), share)?;
-    toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
+    if extra == 0 {
+        make_tree(&repo.join("components/standin/bulk"), bytes)?;
+        toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
+    }
+    // Each copy has a source directory of its own (the stand-in and its tree): a build
+    // materializes its component's source only.
+    let share = bytes / (extra.max(1) as u64);
     for i in 1..=extra {
         let name = format!("bulk-{i:02}");
-        make_tree(&repo.join(format!("components/standin/{name}")), share)?;
-        toml += &format!("\n{}", web_ui.replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1));
-        toml += &format!("\n[[component.recipe.layer]]\nfrom = \"{name}\"\nto = \"/usr/share/stellaops-bulk\"\n");
+        let src = repo.join("components").join(&name);
+        copy_tree(&workspace.join("components/standin"), &src)?;
+        make_tree(&src.join("bulk"), share)?;
+        let block = web_ui
+            .replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1)
+            .replacen("path = \"components/standin\"", &format!("path = \"components/{name}\""), 1);
+        if !block.contains(&format!("path = \"components/{name}\"")) {
+            return Err(BenchError::Other("web-ui's source is not `components/standin`".into()));
+        }
+        toml += &format!("\n{block}\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n");
     }
     fs::write(repo.join("release-trains/components.toml"), toml)?;
     fs::write(repo.join(".gitignore"), "/target\n")?;

@@ -551,9 +551,11 @@ fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, ex
         let src = repo.join("components").join(&name);
         copy_tree(&workspace.join("components/standin"), &src)?;
         make_tree(&src.join("bulk"), share)?;
-        let block = web_ui
-            .replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1)
-            .replacen("path = \"components/standin\"", &format!("path = \"components/{name}\""), 1);
+        let block = web_ui.replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1).replacen(
+            "path = \"components/standin\"",
+            &format!("path = \"components/{name}\""),
+            1,
+        );
         if !block.contains(&format!("path = \"components/{name}\"")) {
             return Err(BenchError::Other("web-ui's source is not `components/standin`".into()));
         }

@@ -284,6 +284,21 @@ fn a_kit_or_release_whose_tool_was_changed_fails_verify_naming_tools_stellaops_a
     fs::copy(rel.join("stellaops-kit-2.4.1-edge.tar.zst"), h.join("kit.tar.zst")).unwrap();
     on_host(h, &["offline", "kit", "verify", "kit.tar.zst", "--key", "release.pub"]).ok();
 
+    // A kit's `trust/` is an archive read later: a release cut while the channels' timestamp
+    // was fresh still verifies once that timestamp has expired (here: signed in 2026-01, a day
+    // long), while the live repository with that timestamp is refused as expired.
+    repo.xtask(&["trust", "refresh", "--now", "2026-01-01T00:00:00Z"]).ok();
+    let stale = repo.path().join("target/r-stale");
+    repo.xtask(&["release", "--channel", "edge", "--out", stale.to_str().unwrap()]).ok();
+    fs::copy(stale.join("stellaops-kit-2.4.1-edge.tar.zst"), h.join("stale-kit.tar.zst")).unwrap();
+    fs::copy(repo.path().join("target/channels/tuf/metadata/1.root.json"), h.join("root.json")).unwrap();
+    on_host(h, &["offline", "kit", "verify", "stale-kit.tar.zst", "--key", "release.pub", "--trust-root", "root.json"]).ok();
+    let live = repo.path().join("target/channels/tuf");
+    let r = on_host(h, &["channel", "check", live.to_str().unwrap(), "--root", "root.json"]);
+    assert_eq!(r.code, 1, "the live repository with an expired timestamp was accepted:\n{}\n{}", r.stdout, r.stderr);
+    assert!(format!("{}{}", r.stdout, r.stderr).to_lowercase().contains("expired"), "{}\n{}", r.stdout, r.stderr);
+    repo.xtask(&["trust", "refresh", "--now", &schema::model::rfc3339(crate::support::EPOCH)]).ok();
+
     // release.yaml lists the tool (an additive key after §6.1's), signed with the rest.
     let yaml: serde_norway::Value = serde_norway::from_slice(&fs::read(rel.join("release.yaml")).unwrap()).unwrap();
     let t = &yaml["tools"][0];

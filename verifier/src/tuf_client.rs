@@ -78,7 +78,31 @@ pub fn check(metadata: &Path, targets: &Path, trusted_root: &Path) -> Result<Vec
         url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
     };
     let (meta, targets_url) = (url(metadata)?, url(targets)?);
-    load(trusted_root, meta, targets_url, None, &format!("`{}`", metadata.display()))
+    load(trusted_root, meta, targets_url, None, &format!("`{}`", metadata.display()), Expiry::Now)
+}
+
+/// Whether a load checks that the metadata has not expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Now: a client reading the live repository (a stale timestamp may be a freeze attack).
+    Now,
+    /// Not at all: the copy a release or kit carries (`trust/`) is an archive of the metadata
+    /// as it was when the release was cut, and is read days or months later on an air-gapped
+    /// host. Its root chain, signatures, thresholds, versions and hashes are still checked;
+    /// its freshness is a question only the live repository answers (`channel check`).
+    Archived,
+}
+
+/// [`check`] of the archived copy a release or kit carries (`trust/`): everything but expiry
+/// (see [`Expiry::Archived`]).
+pub fn check_archived(metadata: &Path, targets: &Path, trusted_root: &Path) -> Result<Vec<ChannelTarget>, OpsError> {
+    let url = |p: &Path| {
+        let p: PathBuf =
+            if p.is_absolute() { p.to_owned() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_owned()) };
+        url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
+    };
+    let (meta, targets_url) = (url(metadata)?, url(targets)?);
+    load(trusted_root, meta, targets_url, None, &format!("`{}`", metadata.display()), Expiry::Archived)
 }
 
 /// The same check, reading the repository from `<target>/trust` on a registry (see the module
@@ -92,6 +116,7 @@ pub fn check_registry(client: Client, target: &RegistryTarget, trusted_root: &Pa
         base("targets"),
         Some(transport),
         &format!("`{}/{}`", target.host, target.repository(TRUST_REPOSITORY)),
+        Expiry::Now,
     )
 }
 
@@ -101,6 +126,7 @@ fn load(
     targets_url: url::Url,
     transport: Option<RegistryTransport>,
     what: &str,
+    expiry: Expiry,
 ) -> Result<Vec<ChannelTarget>, OpsError> {
     let root_bytes = std::fs::read(trusted_root).map_err(crate::ops::io(trusted_root))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| OpsError::Environment(e.to_string()))?;
@@ -108,6 +134,9 @@ fn load(
         let mut loader = tough::RepositoryLoader::new(&root_bytes, meta, targets_url);
         if let Some(t) = transport {
             loader = loader.transport(t);
+        }
+        if expiry == Expiry::Archived {
+            loader = loader.expiration_enforcement(tough::ExpirationEnforcement::Unsafe);
         }
         let loaded = loader.load().await.map_err(|e| refusal(what, &e))?;
         let mut out = Vec::new();

@@ -72,13 +72,15 @@ pub struct ChannelTarget {
 /// Loads the repository whose metadata and targets are in `metadata` and `targets`, trusting
 /// `trusted_root` (a client's copy of a root it trusts); returns each channel's target.
 pub fn check(metadata: &Path, targets: &Path, trusted_root: &Path) -> Result<Vec<ChannelTarget>, OpsError> {
-    let url = |p: &Path| {
-        let p: PathBuf =
-            if p.is_absolute() { p.to_owned() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_owned()) };
-        url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
-    };
-    let (meta, targets_url) = (url(metadata)?, url(targets)?);
+    let (meta, targets_url) = (dir_url(metadata)?, dir_url(targets)?);
     load(trusted_root, meta, targets_url, None, &format!("`{}`", metadata.display()), Expiry::Now)
+}
+
+/// A directory as the `file:` URL tough reads it from.
+fn dir_url(p: &Path) -> Result<url::Url, OpsError> {
+    let p: PathBuf =
+        if p.is_absolute() { p.to_owned() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_owned()) };
+    url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
 }
 
 /// Whether a load checks that the metadata has not expired.
@@ -96,12 +98,7 @@ enum Expiry {
 /// [`check`] of the archived copy a release or kit carries (`trust/`): everything but expiry
 /// (see [`Expiry::Archived`]).
 pub fn check_archived(metadata: &Path, targets: &Path, trusted_root: &Path) -> Result<Vec<ChannelTarget>, OpsError> {
-    let url = |p: &Path| {
-        let p: PathBuf =
-            if p.is_absolute() { p.to_owned() } else { std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_owned()) };
-        url::Url::from_directory_path(&p).map_err(|_| OpsError::Invalid(format!("`{}`: not an absolute directory", p.display())))
-    };
-    let (meta, targets_url) = (url(metadata)?, url(targets)?);
+    let (meta, targets_url) = (dir_url(metadata)?, dir_url(targets)?);
     load(trusted_root, meta, targets_url, None, &format!("`{}`", metadata.display()), Expiry::Archived)
 }
 

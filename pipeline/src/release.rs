@@ -371,7 +371,7 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     }
     // So do the release trains and the bundle's skew rules (with the base lock they are read
     // with): the customer tool's upgrade preflight checks a kit against them.
-    for file in PREFLIGHT_RULES {
+    for file in crate::stages::kit::PREFLIGHT_RULES {
         copy_tree(&plan.root.join(file), &staging.path().join(file))?;
     }
     // The channel's offline kit, inside the release directory.
@@ -505,16 +505,6 @@ fn log_gate_record(
     }
     Ok(())
 }
-
-/// The configuration files `schema::config::load` reads, shipped in every release (and kit) so
-/// that the upgrade preflight runs where the repository is not.
-pub const PREFLIGHT_RULES: [&str; 5] = [
-    "release-trains/components.toml",
-    "release-trains/edge.toml",
-    "release-trains/stable.toml",
-    "release-trains/lts.toml",
-    "base-images.lock",
-];
 
 /// An invocation id: a UUID derived from the commit, the process and the start time.
 fn uuid_of(seed: &str) -> String {

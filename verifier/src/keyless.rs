@@ -366,6 +366,15 @@ pub fn bundle_certificate(bundle: &serde_json::Value) -> Option<Result<Vec<u8>, 
     Some(b64().decode(raw).map_err(|e| format!("the bundle's certificate is not base64: {e}")))
 }
 
+/// A public key PEM, or the key of a PEM certificate (what a transparency-log entry of a
+/// keyless signature names). Here, not in `keys`, so that `keys` does not depend on this module.
+pub fn key_of_pem(pem: &str) -> Result<PublicKey, String> {
+    if pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Leaf::from_pem(pem).map(|l| l.key);
+    }
+    PublicKey::from_pem(pem)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -227,15 +227,6 @@ impl PublicKey {
         }
     }
 
-    /// A public key PEM, or the key of a PEM certificate (what a transparency-log entry of a
-    /// keyless signature names).
-    pub fn from_pem_or_certificate(pem: &str) -> Result<PublicKey, String> {
-        if pem.contains("-----BEGIN CERTIFICATE-----") {
-            return crate::keyless::Leaf::from_pem(pem).map(|l| l.key);
-        }
-        Self::from_pem(pem)
-    }
-
     pub fn from_pem(pem: &str) -> Result<PublicKey, String> {
         use pkcs8::DecodePublicKey;
         if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_pem(pem) {

@@ -399,7 +399,7 @@ fn same_key_v2(v: &serde_json::Value, key: &PublicKey) -> Result<(), String> {
 fn same_key(b64_pem: &str, key: &PublicKey) -> Result<(), String> {
     let pem = b64().decode(b64_pem).map_err(|e| format!("its public key is not base64: {e}"))?;
     // A key, or (keyless) the certificate whose key it is.
-    let k = PublicKey::from_pem_or_certificate(&String::from_utf8_lossy(&pem)).map_err(|e| format!("its public key: {e}"))?;
+    let k = crate::keyless::key_of_pem(&String::from_utf8_lossy(&pem)).map_err(|e| format!("its public key: {e}"))?;
     if k.key_id() == key.key_id() {
         Ok(())
     } else {

@@ -23,6 +23,16 @@ use verifier::kit::{hash_file, io_err, read_file, KitError};
 use verifier::manifest;
 use verifier::sign::{self, Envelope};
 
+/// The configuration files `schema::config::load` reads, shipped in every release (and kit) so
+/// that the upgrade preflight runs where the repository is not.
+pub const PREFLIGHT_RULES: [&str; 5] = [
+    "release-trains/components.toml",
+    "release-trains/edge.toml",
+    "release-trains/stable.toml",
+    "release-trains/lts.toml",
+    "base-images.lock",
+];
+
 /// A kit to write.
 #[derive(Debug)]
 pub struct KitRequest<'a> {
@@ -138,7 +148,7 @@ pub fn write(req: &KitRequest<'_>, reporter: &dyn Reporter) -> Result<KitSummary
         add_tree(&mut files, release, always)?;
     }
     // And the release trains and skew rules the customer tool's preflight reads.
-    for file in crate::release::PREFLIGHT_RULES {
+    for file in PREFLIGHT_RULES {
         add_tree(&mut files, release, file)?;
     }
 

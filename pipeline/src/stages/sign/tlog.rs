@@ -111,7 +111,7 @@ pub fn check(log: &Log, entry: &Entry, answer: &serde_json::Value) -> Result<(),
     let spec = &entry.body["spec"];
     let key_of = |v: &serde_json::Value| -> Result<PublicKey, String> {
         let pem = b64.decode(v.as_str().unwrap_or_default()).map_err(|e| format!("the request's public key: {e}"))?;
-        PublicKey::from_pem_or_certificate(&String::from_utf8_lossy(&pem))
+        verifier::keyless::key_of_pem(&String::from_utf8_lossy(&pem))
     };
     let (expected, release_key) = match entry.body["kind"].as_str() {
         Some("hashedrekord") => {
@@ -185,7 +185,7 @@ fn submit_v1(url: &str, entry: &Entry) -> Result<(String, serde_json::Value), St
 /// A public key as Rekor v2 names it: its DER and `keyDetails`.
 /// A keyless signer's certificate is named as `x509Certificate` (DER).
 fn v2_verifier(pem: &str) -> Result<serde_json::Value, String> {
-    let key = verifier::keys::PublicKey::from_pem_or_certificate(pem)?;
+    let key = verifier::keyless::key_of_pem(pem)?;
     let details = match key.kind {
         verifier::keys::KeyKind::EcdsaP256 => "PKIX_ECDSA_P256_SHA_256",
         verifier::keys::KeyKind::Ed25519 => "PKIX_ED25519",

@@ -9,7 +9,7 @@
 //!
 //! Reproducible: `--locked`, the `tool` profile (no debug info, symbols stripped), every build
 //! path remapped (`--remap-path-prefix` for rustc, `-ffile-prefix-map` for the C of ring and
-//! zstd), `CARGO_INCREMENTAL=0`, SOURCE_DATE_EPOCH, and none of the cargo variables a
+//! zstd), `CARGO_INCREMENTAL=0`, a fixed SOURCE_DATE_EPOCH, and none of the cargo variables a
 //! `cargo run`/`cargo test` parent sets. The target directory is fixed
 //! (`<workspace>/target/stellaops-tool`): every release after the first reuses it.
 //!
@@ -125,10 +125,13 @@ pub struct BuiltTool {
     pub size: u64,
 }
 
+/// SOURCE_DATE_EPOCH of the tool's build (see [`cargo_cmd`]): 2000-01-01T00:00:00Z.
+const TOOL_SOURCE_DATE_EPOCH: i64 = 946_684_800;
+
 /// The environment of every cargo and rustc run here: without what a `cargo run`/`cargo test`
 /// parent set (build scripts watching it would rebuild), without inherited flags and target
 /// directories, with the path remaps.
-fn cargo_cmd(program: impl AsRef<std::ffi::OsStr>, what: &str, ws: &Path, epoch: i64) -> Cmd {
+fn cargo_cmd(program: impl AsRef<std::ffi::OsStr>, what: &str, ws: &Path, _epoch: i64) -> Cmd {
     let mut cmd = Cmd::new(program, what).current_dir(ws);
     for k in crate::stages::gates::cargo_run_env() {
         cmd = cmd.env_remove(k);
@@ -143,7 +146,12 @@ fn cargo_cmd(program: impl AsRef<std::ffi::OsStr>, what: &str, ws: &Path, epoch:
     cmd.env("RUSTFLAGS", format!("--remap-path-prefix={ws_s}={WORKSPACE_AS} --remap-path-prefix={home_s}={CARGO_HOME_AS}"))
         .env("CFLAGS", format!("-ffile-prefix-map={ws_s}={WORKSPACE_AS} -ffile-prefix-map={home_s}={CARGO_HOME_AS}"))
         .env("CARGO_INCREMENTAL", "0")
-        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        // A fixed epoch, not the release's: it only pins the C compiler's date macros (ring,
+        // aws-lc, zstd), and cc-rs makes their build scripts rerun whenever SOURCE_DATE_EPOCH
+        // changes, so the release's commit time here rebuilt the tool's C crates and everything
+        // above them for every release of another commit. The program depends on its sources
+        // and toolchain, not on when the release was cut.
+        .env("SOURCE_DATE_EPOCH", TOOL_SOURCE_DATE_EPOCH.to_string())
         .env("TZ", "UTC")
         .env("LC_ALL", "C")
 }

@@ -716,6 +716,12 @@ fn verify_keyless(
     let log = rekor_key.map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
     let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
     let report = verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips);
+    verify_result(&report, json, &format!("`{}` does not verify under the identity policy", dir.display()))
+}
+
+/// Prints a verification report (JSON or text) and turns its failures into exit 1, saying
+/// `refusal` and how many checks failed.
+fn verify_result(report: &verifier::release::VerifyReport, json: bool, refusal: &str) -> Result<(), Failure> {
     if json {
         print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
     } else {
@@ -724,11 +730,8 @@ fn verify_keyless(
     if report.ok() {
         Ok(())
     } else {
-        Err(refused(format!(
-            "`{}` does not verify under the identity policy ({} failed checks)",
-            dir.display(),
-            report.checks.iter().filter(|c| !c.ok).count()
-        )))
+        let failed = report.checks.iter().filter(|c| !c.ok).count();
+        Err(Failure { code: schema::exit::REJECTED, message: format!("{refusal} ({failed} failed checks)") })
     }
 }
 
@@ -1087,23 +1090,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     detail: result.err().unwrap_or_default(),
                 });
             }
-            if json {
-                print_json(&serde_json::json!({"event": "result", "verified": report.ok(), "checks": report.checks}));
-            } else {
-                progress::out(&report.render());
-            }
-            if report.ok() {
-                Ok(())
-            } else {
-                Err(Failure {
-                    code: schema::exit::REJECTED,
-                    message: format!(
-                        "`{}` does not verify ({} failed checks)",
-                        dir.display(),
-                        report.checks.iter().filter(|c| !c.ok).count()
-                    ),
-                })
-            }
+            verify_result(&report, json, &format!("`{}` does not verify", dir.display()))
         }
     }
 }

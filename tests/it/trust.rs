@@ -331,7 +331,12 @@ fn release_yaml_has_exactly_the_shape_of_the_spec_and_its_checksum_recomputes() 
     let v: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let keys =
         |m: &serde_norway::Value| -> Vec<String> { m.as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_owned()).collect() };
-    assert_eq!(keys(&v), ["release", "components", "charts", "compose", "checksums"]);
+    // One more top-level key after `compose`: `tools`, the customer tool (README "release.yaml").
+    assert_eq!(keys(&v), ["release", "components", "charts", "compose", "tools", "checksums"]);
+    let tools = v["tools"].as_sequence().unwrap();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(keys(&tools[0]), ["name", "platform", "file", "digest", "signature", "sbom", "provenance"]);
+    assert_eq!(tools[0]["file"].as_str(), Some("tools/stellaops"));
     assert_eq!(keys(&v["release"]), ["version", "channel", "date", "calendar"]);
     assert_eq!(v["release"]["version"].as_str(), Some("2.4.1"));
     assert_eq!(v["release"]["date"].as_str(), Some("2027-06-20T12:00:00Z"));

@@ -15,6 +15,7 @@ pub mod layer;
 pub mod layout;
 pub mod pause;
 pub mod pgzip;
+pub mod pipe;
 pub mod push;
 pub mod referrers;
 pub mod registry;

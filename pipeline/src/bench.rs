@@ -535,12 +535,22 @@ fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, ex
     }
     let mut toml = fs::read_to_string(repo.join("release-trains/components.toml"))?;
     // web-ui is the last component of the bundle: its block is the template of the copies.
-    let web_ui = toml
+    let at = toml
         .rfind("[[component]]\nname = \"web-ui\"")
-        .map(|at| toml[at..].to_owned())
         .ok_or_else(|| BenchError::Other("the bundle's last component is not web-ui".into()))?;
+    let web_ui = toml[at..].to_owned();
+    let standin = "path = \"components/standin\"";
+    if !web_ui.contains(standin) {
+        return Err(BenchError::Other("web-ui's source is not `components/standin`".into()));
+    }
     if extra == 0 {
-        make_tree(&repo.join("components/standin/bulk"), bytes)?;
+        // web-ui gets a source directory of its own with the tree: the stand-in's is every
+        // other component's source too, and each would carry the tree.
+        let src = repo.join("components/web-ui-bulk");
+        copy_tree(&workspace.join("components/standin"), &src)?;
+        make_tree(&src.join("bulk"), bytes)?;
+        toml.truncate(at);
+        toml += &web_ui.replacen(standin, "path = \"components/web-ui-bulk\"", 1);
         toml += "\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n";
     }
     // Each copy has a source directory of its own (the stand-in and its tree): a build
@@ -552,13 +562,10 @@ fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, ex
         copy_tree(&workspace.join("components/standin"), &src)?;
         make_tree(&src.join("bulk"), share)?;
         let block = web_ui.replacen("name = \"web-ui\"", &format!("name = \"{name}\""), 1).replacen(
-            "path = \"components/standin\"",
+            standin,
             &format!("path = \"components/{name}\""),
             1,
         );
-        if !block.contains(&format!("path = \"components/{name}\"")) {
-            return Err(BenchError::Other("web-ui's source is not `components/standin`".into()));
-        }
         toml += &format!("\n{block}\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n");
     }
     fs::write(repo.join("release-trains/components.toml"), toml)?;

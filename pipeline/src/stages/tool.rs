@@ -131,7 +131,7 @@ const TOOL_SOURCE_DATE_EPOCH: i64 = 946_684_800;
 /// The environment of every cargo and rustc run here: without what a `cargo run`/`cargo test`
 /// parent set (build scripts watching it would rebuild), without inherited flags and target
 /// directories, with the path remaps.
-fn cargo_cmd(program: impl AsRef<std::ffi::OsStr>, what: &str, ws: &Path, _epoch: i64) -> Cmd {
+fn cargo_cmd(program: impl AsRef<std::ffi::OsStr>, what: &str, ws: &Path) -> Cmd {
     let mut cmd = Cmd::new(program, what).current_dir(ws);
     for k in crate::stages::gates::cargo_run_env() {
         cmd = cmd.env_remove(k);
@@ -179,7 +179,7 @@ pub fn build(req: &ToolRequest<'_>) -> Result<BuiltTool, ToolError> {
         return Err(ToolError::Workspace { workspace: ws.to_owned(), reason: "holds no `tool/Cargo.toml` and `Cargo.lock`".into() });
     }
     // 1.
-    let vv = cargo_cmd("rustc", "the compiler's version", ws, req.source_date_epoch).arg("-vV").run().map_err(ToolError::Cargo)?;
+    let vv = cargo_cmd("rustc", "the compiler's version", ws).arg("-vV").run().map_err(ToolError::Cargo)?;
     let rustc: BTreeMap<String, String> = String::from_utf8_lossy(&vv.stdout)
         .lines()
         .filter_map(|l| match l.split_once(": ") {
@@ -199,7 +199,7 @@ pub fn build(req: &ToolRequest<'_>) -> Result<BuiltTool, ToolError> {
     }
     // 2.
     let target = target_dir(ws);
-    cargo_cmd(cargo(), "build the customer tool", ws, req.source_date_epoch)
+    cargo_cmd(cargo(), "build the customer tool", ws)
         .args(["build", "--locked", "--quiet", "-p", NAME, "--profile", PROFILE, "--target-dir"])
         .arg(&target)
         .run()
@@ -220,7 +220,7 @@ pub fn build(req: &ToolRequest<'_>) -> Result<BuiltTool, ToolError> {
     let sig_path = req.out.join(SIGNATURE);
     write_atomic(&sig_path, &sig).map_err(io(&sig_path))?;
     // 4.
-    let graph = resolve(ws, req.source_date_epoch)?;
+    let graph = resolve(ws)?;
     let lock_path = ws.join("Cargo.lock");
     let lock_text = fs::read_to_string(&lock_path).map_err(io(&lock_path))?;
     let lock = sbom::locks::parse("Cargo.lock", &lock_text).map_err(|e| ToolError::Metadata(e.to_string()))?;
@@ -274,8 +274,8 @@ struct Graph {
     nodes: BTreeMap<String, Node>,
 }
 
-fn resolve(ws: &Path, epoch: i64) -> Result<Graph, ToolError> {
-    let out = cargo_cmd(cargo(), "list the customer tool's dependencies", ws, epoch)
+fn resolve(ws: &Path) -> Result<Graph, ToolError> {
+    let out = cargo_cmd(cargo(), "list the customer tool's dependencies", ws)
         .args(["metadata", "--locked", "--offline", "--format-version", "1", "--filter-platform", TRIPLE])
         .run()
         .map_err(ToolError::Cargo)?;

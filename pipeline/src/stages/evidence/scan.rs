@@ -179,10 +179,22 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
         let path = layout.blob_path(&layer.digest);
         let read_err = |source| ScanError::Read { path: path.clone(), layer: i, source };
         let f = fs::File::open(&path).map_err(read_err)?;
-        // The blob is checked against its digest while it is read.
-        let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
-        {
-            let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&mut blob));
+        // Two stages on two cores: a thread reads the blob, hashes it and inflates it; this
+        // one reads the tar, hashes every file and catalogs. The queue between them holds
+        // 2 MiB at most.
+        let (feed, drain) = oci::pipe::pipe(256 << 10, 8);
+        let d = std::thread::scope(|s| -> Result<Digest, ScanError> {
+            let inflater = s.spawn(move || -> io::Result<Digest> {
+                // The blob is checked against its digest while it is read.
+                let mut blob = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+                let whole = feed.copy_from(&mut flate2::read::MultiGzDecoder::new(&mut blob))?;
+                drop(feed);
+                if whole {
+                    io::copy(&mut blob, &mut io::sink())?;
+                }
+                Ok(blob.finish().0)
+            });
+            let mut ar = tar::Archive::new(drain);
             for (index, e) in ar.entries().map_err(read_err)?.enumerate() {
                 let mut e = e.map_err(read_err)?;
                 let p = e.path().map_err(read_err)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_owned();
@@ -288,9 +300,8 @@ pub fn scan(layout: &Layout, manifest: &Manifest) -> Result<ScanResult, ScanErro
                 }
             }
             io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(read_err)?;
-        }
-        io::copy(&mut blob, &mut io::sink()).map_err(read_err)?;
-        let (d, _) = blob.finish();
+            inflater.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)).map_err(read_err)
+        })?;
         if d != layer.digest {
             return Err(LayoutError::DigestMismatch { path, expected: layer.digest.clone(), actual: d }.into());
         }
@@ -636,6 +647,35 @@ mod tests {
         // The scan's JSON (the evidence document) does not carry them.
         let json = serde_json::to_value(&s).unwrap();
         assert!(json.get("tree").is_none() && json.get("gone").is_none() && json.get("layers").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_corrupt_or_extended_layer_blob_is_refused_naming_it_never_read_as_if_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = "x".repeat(300_000);
+        let (layout, manifest) = image(tmp.path(), &[&[("etc/motd", Some(text.as_str())), ("etc/group", Some("root:x:0:\n"))]]);
+        let blob = layout.blob_path(&manifest.layers[0].digest);
+        let good = std::fs::read(&blob).unwrap();
+        assert!(scan(&layout, &manifest).is_ok());
+        // A flipped byte inside the deflate stream, one in the gzip trailer, and a byte
+        // after the stream: the inflating thread's error, or the blob's digest, stops it.
+        for change in [Change::Flip(good.len() / 2), Change::Flip(good.len() - 3), Change::Append] {
+            let mut bad = good.clone();
+            match change {
+                Change::Flip(at) => bad[at] ^= 0x55,
+                Change::Append => bad.push(0),
+            }
+            std::fs::write(&blob, &bad).unwrap();
+            let e = scan(&layout, &manifest).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(&blob.display().to_string()) || text.contains(manifest.layers[0].digest.hex()), "{change:?}: {text}");
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Change {
+        Flip(usize),
+        Append,
     }
 
     /// As `dotnet publish` writes `App.deps.json` (abridged).

@@ -452,6 +452,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 const SIGNER: &str = "release-manager@stella-ops.test";
+/// How long the tests' tokens for a release live: the first signature (when the token is read)
+/// comes after the build, which with a cold cache on a loaded machine can take longer than
+/// GitHub's ten minutes.
+const TOKEN_TTL: i64 = 3600;
 
 /// The acceptance case: a keyless edge release with a token of the local issuer (a file)
 /// verifies under the identity policy with our `verify` and npm @sigstore/verify; another
@@ -469,7 +473,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let issuer = Issuer::start();
     let fulcio = Fulcio::start(&issuer.url, Ca::new());
     let token = scratch.path().join("token");
-    fs::write(&token, issuer.token(SIGNER, 600)).unwrap();
+    fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
     let release = |out: &Path| {
         repo.xtask(&[
             "release",
@@ -558,6 +562,8 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     stellaops(SIGNER).ok();
     fails_with(&stellaops("someone-else@stella-ops.test"), &["[FAIL] keyless certificate", "not `someone-else@stella-ops.test`"]);
 
+    keyless_kit_checks(&dir, &root, (&issuer.url, &fulcio.ca.der), (&tool, &log.public), scratch.path());
+
     // Verified with a key instead: refused, saying what the release is; a trusted root that
     // is not there: the environment's failure (exit 3), named.
     let mut cmd = xtask_cmd();
@@ -630,6 +636,118 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         refused(node(&tampered, &root, SIGNER, &issuer.url), "calculated root hash does not match inclusion proof");
         refused(node(&late, &root, SIGNER, &issuer.url), "certificate is not valid or expired");
     }
+}
+
+/// The kit `release` wrote into a keyless release: verified and imported under the identity
+/// policy by `cargo xtask` and by the customer tool (offline kit verify, import); refused for
+/// another subject, with `--key`, and with a flipped byte; not re-made by `kit build` (the
+/// one-time key is gone); and its customer tool checked with openssl alone, as the README's
+/// air-gapped steps say: the certificate beside the signature chains to the pinned CA, names
+/// the signer, and its key verifies the tool's raw signature.
+fn keyless_kit_checks(dir: &Path, root: &Path, (issuer, ca): (&str, &[u8]), (tool, some_key): (&Path, &Path), scratch: &Path) {
+    let kit = dir.join("stellaops-kit-2.4.1-edge.tar.zst");
+    let policy = |subject: &str| {
+        ["--trusted-root", root.to_str().unwrap(), "--certificate-identity", subject, "--certificate-oidc-issuer", issuer]
+            .map(str::to_owned)
+    };
+    let xtask = |args: &[&str], subject: &str| {
+        let mut cmd = xtask_cmd();
+        cmd.args(args).args(policy(subject));
+        Run::of(cmd.output().unwrap())
+    };
+    let stellaops = |args: &[&str], subject: &str| {
+        let mut cmd = std::process::Command::new(tool);
+        cmd.args(args).args(policy(subject));
+        Run::of(cmd.output().unwrap())
+    };
+    let k = kit.to_str().unwrap();
+    let run = xtask(&["verify", k], SIGNER);
+    run.ok();
+    assert!(
+        run.stdout.contains(&format!("[ok  ] keyless certificate (`manifest/release.yaml.sigstore.json`): `{SIGNER}` from `{issuer}`")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.lines().any(|l| l.starts_with("[ok  ] transparency log: `release.yaml`")), "{}", run.stdout);
+    let into = scratch.join("imported-xtask");
+    xtask(&["kit", "import", k, "--into", into.to_str().unwrap()], SIGNER).ok();
+    assert_eq!(fs::read(into.join("stellaops/2.4.1-edge/manifest/release.yaml")).unwrap(), fs::read(dir.join("release.yaml")).unwrap());
+    stellaops(&["offline", "kit", "verify", k], SIGNER).ok();
+    let into = scratch.join("imported-tool");
+    stellaops(&["offline", "kit", "import", k, "--into", into.to_str().unwrap()], SIGNER).ok();
+    assert!(into.join("stellaops/2.4.1-edge/tools/stellaops").is_file());
+
+    // Another subject: refused by both at the certificate, nothing imported.
+    let other = "someone-else@stella-ops.test";
+    let says = ["the release's certificate is refused", &format!("the certificate's identity is `{SIGNER}`, not `{other}`")];
+    fails_with(&xtask(&["verify", k], other), &says);
+    let refused_into = scratch.join("refused");
+    fails_with(&xtask(&["kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);
+    fails_with(&stellaops(&["offline", "kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);
+    assert!(!refused_into.exists());
+    // With a key: refused, saying what the kit is.
+    let mut cmd = std::process::Command::new(tool);
+    cmd.args(["offline", "kit", "verify", k, "--key"]).arg(some_key);
+    Run::of(cmd.output().unwrap()).refused(&["the kit of a keyless release", "hint: verify it with `--trusted-root FILE`"]);
+    // A flipped byte in the kit: refused (exit 1) by both.
+    let mut bytes = fs::read(&kit).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let flipped = scratch.join("flipped.tar.zst");
+    fs::write(&flipped, bytes).unwrap();
+    let f = flipped.to_str().unwrap();
+    fails_with(&xtask(&["verify", f], SIGNER), &["kit `", "refused"]);
+    fails_with(&stellaops(&["offline", "kit", "import", f, "--into", refused_into.to_str().unwrap()], SIGNER), &["refused"]);
+    assert!(!refused_into.exists());
+    // `kit build` of a keyless release: refused, pointing at the kit `release` wrote.
+    let mut cmd = xtask_cmd();
+    cmd.args(["kit", "build"]).arg(dir).arg("--out").arg(scratch.join("rebuilt.tar.zst"));
+    Run::of(cmd.output().unwrap()).refused(&["it is a keyless release", "hint: ship the kit `release` wrote"]);
+    assert!(!scratch.join("rebuilt.tar.zst").exists());
+
+    // The air-gapped bootstrap of the tool, with openssl only (README): the certificate beside
+    // the signature chains to the pinned CA (its validity ended minutes after the release: the
+    // log's signed time is what shows it was used in time, checked by the tool afterwards),
+    // names the signer, and its key verifies the tool.
+    let ca_pem = scratch.join("fulcio-root.pem");
+    fs::write(&ca_pem, verifier::keyless::der_pem(ca)).unwrap();
+    let tools = into.join("stellaops/2.4.1-edge/tools");
+    let cert = tools.join("stellaops.sig.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| Run::of(std::process::Command::new("openssl").args(args).output().unwrap());
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let chain = openssl(&[&os("verify"), &os("-no_check_time"), &os("-CAfile"), ca_pem.as_os_str(), cert.as_os_str()]);
+    chain.ok();
+    assert!(chain.stdout.contains(": OK"), "{chain:?}");
+    let san = openssl(&[&os("x509"), &os("-in"), cert.as_os_str(), &os("-noout"), &os("-ext"), &os("subjectAltName")]);
+    san.ok();
+    assert!(san.stdout.contains(&format!("email:{SIGNER}")), "{san:?}");
+    let public = scratch.join("tool-signer.pem");
+    let run = openssl(&[&os("x509"), &os("-in"), cert.as_os_str(), &os("-noout"), &os("-pubkey"), &os("-out"), public.as_os_str()]);
+    run.ok();
+    let dgst = |file: &Path| {
+        openssl(&[
+            &os("dgst"),
+            &os("-sha256"),
+            &os("-verify"),
+            public.as_os_str(),
+            &os("-signature"),
+            tools.join("stellaops.sig").as_os_str(),
+            file.as_os_str(),
+        ])
+    };
+    let good = dgst(&tools.join("stellaops"));
+    good.ok();
+    assert!(good.stdout.contains("Verified OK"), "{good:?}");
+    // The same steps refuse another CA's root and a changed program.
+    let rogue = scratch.join("rogue-root.pem");
+    fs::write(&rogue, verifier::keyless::der_pem(&Ca::new().der)).unwrap();
+    let refused = openssl(&[&os("verify"), &os("-no_check_time"), &os("-CAfile"), rogue.as_os_str(), cert.as_os_str()]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    let mut program = fs::read(tools.join("stellaops")).unwrap();
+    program[1000] ^= 1;
+    let changed = scratch.join("stellaops-changed");
+    fs::write(&changed, program).unwrap();
+    assert_ne!(dgst(&changed).code, 0);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -776,4 +894,102 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.contains("/api/v2/signingCert`: answered 503"), "{}", run.stderr);
     assert!(!out.exists());
+}
+
+/// Keyless promotion (issue 16, point 2): a keyless edge release (its gates run) is refused by
+/// `promote` while the channel store has no identity policy, and under a policy naming another
+/// identity; under the store's policy (`trust keyless`, a workflow-style pattern) it goes onto
+/// edge, is refused for stable before edge's `min-days`, and after them is proposed for stable
+/// by one release key and completed by a second (the two-person rule on the pointer, signed by
+/// release keys of the TUF root); the kept manifest (with release.yaml's log entry) is what is
+/// checked then. A byte changed in the kept log entry's signed time is refused.
+#[test]
+fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_another_identity_is_refused() {
+    use crate::tuf::day;
+    let repo = Repo::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = TestLog::start(scratch.path());
+    let issuer = Issuer::start();
+    let fulcio = Fulcio::start(&issuer.url, Ca::new());
+    let token = scratch.path().join("token");
+    fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
+    let dir = repo.releases().join("keyless");
+    repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--keyless",
+        "--fulcio-url",
+        &fulcio.url,
+        "--identity-token",
+        token.to_str().unwrap(),
+        "--rekor-url",
+        &log.url,
+        "--out",
+        dir.to_str().unwrap(),
+    ])
+    .ok();
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    // Pointers are signed by release keys of the TUF root: two, for the two-person rule.
+    let alice = repo.release_key();
+    let bob = crate::tuf::keypair(&repo.path().join("target/keys/bob.key"));
+    let (channels, _, _) = crate::tuf::init_trust(&repo, &[&alice, &bob]);
+    let d = dir.to_str().unwrap();
+
+    // No policy: refused, saying how to set one.
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).refused(&[
+        "is signed keyless",
+        "has no identity policy",
+        "hint: `cargo xtask trust keyless --trusted-root FILE",
+    ]);
+    // A policy naming another identity: refused, naming the certificate's.
+    let policy = |identity: (&str, &str)| {
+        repo.xtask(&[
+            "trust",
+            "keyless",
+            "--trusted-root",
+            root.to_str().unwrap(),
+            identity.0,
+            identity.1,
+            "--certificate-oidc-issuer",
+            &issuer.url,
+        ])
+    };
+    policy(("--certificate-identity", "someone-else@stella-ops.test")).ok();
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).refused(&[
+        "does not verify, so it cannot be promoted",
+        "the release's certificate is refused",
+        &format!("the certificate's identity is `{SIGNER}`, not `someone-else@stella-ops.test`"),
+    ]);
+    assert!(!channels.join("edge/pointer.json").exists());
+    // A bad pattern is refused when the policy is written.
+    policy(("--certificate-identity-regexp", "(")).refused(&["`--certificate-identity-regexp`", "not a regular expression"]);
+
+    // Under the store's policy: onto edge, then stable after edge's min-days (7).
+    policy(("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$")).ok();
+    let stored: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("keyless-policy.json")).unwrap()).unwrap();
+    assert_eq!(stored["certificateOidcIssuer"], issuer.url.as_str());
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).ok();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(3.0)]).refused(&["takes releases after 7 days", "eligible from"]);
+    // The kept manifest carries release.yaml's log entry: a changed signed time is refused.
+    let kept = fs::read_dir(channels.join("edge/releases")).unwrap().next().unwrap().unwrap().path();
+    let entry = kept.join("attest/tlog/release.yaml.rekor.json");
+    let good = fs::read(&entry).unwrap();
+    let mut e: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let uuid = e.as_object().unwrap().keys().next().unwrap().clone();
+    e[&uuid]["integratedTime"] = (e[&uuid]["integratedTime"].as_i64().unwrap() + 1).into();
+    fs::write(&entry, e.to_string()).unwrap();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).refused(&["transparency log: `release.yaml`"]);
+    fs::write(&entry, good).unwrap();
+    let proposed = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--json"]);
+    proposed.ok();
+    assert_eq!(proposed.json()["promoted"]["pending"], true, "{}", proposed.stdout);
+    assert!(!channels.join("stable/pointer.json").exists());
+    let bob_key = bob.with_extension("key");
+    repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob_key.to_str().unwrap(), "--now", &day(7.0)]).ok();
+    let pointer: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("stable/pointer.json")).unwrap()).unwrap();
+    assert_eq!(pointer["signatures"].as_array().unwrap().len(), 2, "{pointer}");
+    let history = repo.xtask(&["history", "--channel", "stable", "--key", alice.to_str().unwrap(), "--json"]);
+    history.ok();
+    assert_eq!(history.json()["history"]["kept"][0]["version"], "2.4.1", "{}", history.stdout);
 }

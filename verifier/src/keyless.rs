@@ -366,6 +366,38 @@ pub fn bundle_certificate(bundle: &serde_json::Value) -> Option<Result<Vec<u8>, 
     Some(b64().decode(raw).map_err(|e| format!("the bundle's certificate is not base64: {e}")))
 }
 
+/// What a release must be signed by: a key obtained out of band, or (keyless) a certificate
+/// from a CA of a trusted root naming an identity the policy accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Anchor<'a> {
+    Key(&'a PublicKey),
+    Identity { root: &'a TrustedRoot, policy: &'a Policy },
+}
+
+/// The certificate of a release's sigstore bundle (`release.yaml.sigstore.json`, the bytes),
+/// checked against `root` and `policy` ([`check_leaf`]): its key and validity, or every reason
+/// it is refused, joined.
+pub fn certified(bundle: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Leaf, String> {
+    let v: serde_json::Value = serde_json::from_slice(bundle).map_err(|e| format!("not JSON: {e}"))?;
+    let der = bundle_certificate(&v)
+        .unwrap_or_else(|| Err("the bundle carries no certificate: not a keyless release (verify it with `--key`)".to_owned()))?;
+    check_leaf(&der, root, policy).map_err(|problems| problems.join("; "))
+}
+
+/// The log key to check a keyless release's entries with: `given` (`--rekor-key`), else the
+/// trusted root's log whose key id the release.yaml entry (`entry`, the bytes of
+/// `attest/tlog/release.yaml.rekor.json`) names (a root may list several logs; an entry in
+/// another log then fails its `logID` check), else the root's first log.
+pub fn log_key(root: &TrustedRoot, entry: Option<&[u8]>, given: Option<&PublicKey>) -> Option<PublicKey> {
+    let logged_by = entry
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|a| a.as_object().and_then(|o| o.values().next()).and_then(|e| e["logID"].as_str()).map(str::to_owned));
+    given
+        .cloned()
+        .or_else(|| root.logs.iter().find(|k| logged_by.as_deref() == Some(k.key_id().as_str())).cloned())
+        .or_else(|| root.logs.first().cloned())
+}
+
 /// A public key PEM, or the key of a PEM certificate (what a transparency-log entry of a
 /// keyless signature names). Here, not in `keys`, so that `keys` does not depend on this module.
 pub fn key_of_pem(pem: &str) -> Result<PublicKey, String> {

@@ -220,24 +220,62 @@ fn certify(
     validity: (i64, i64),
     extensions: Vec<Extension>,
 ) -> Vec<u8> {
+    sign_tbs(tbs_of(issuer.0, subject, spki, validity, extensions), issuer.1)
+}
+
+/// The to-be-signed part of [`certify`]'s certificate.
+fn tbs_of(issuer: &Name, subject: Name, spki: &[u8], validity: (i64, i64), extensions: Vec<Extension>) -> TbsCertificate {
     let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap(ECDSA_SHA256), parameters: None };
     let serial: [u8; 16] = sha2::Sha256::digest(format!("{spki:?}{}", now()))[..16].try_into().unwrap();
-    let tbs = TbsCertificate {
+    TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&[&[0x01u8][..], &serial[1..]].concat()).unwrap(),
-        signature: alg.clone(),
-        issuer: issuer.0.clone(),
+        signature: alg,
+        issuer: issuer.clone(),
         validity: Validity { not_before: time(validity.0), not_after: time(validity.1) },
         subject,
         subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki).unwrap(),
         issuer_unique_id: None,
         subject_unique_id: None,
         extensions: Some(extensions),
-    };
-    let sig: p256::ecdsa::DerSignature = issuer.1.sign(&tbs.to_der().unwrap());
+    }
+}
+
+/// `tbs` signed by `key` (ECDSA P-256, SHA-256).
+fn sign_tbs(tbs: TbsCertificate, key: &p256::ecdsa::SigningKey) -> Vec<u8> {
+    let alg = tbs.signature.clone();
+    let sig: p256::ecdsa::DerSignature = key.sign(&tbs.to_der().unwrap());
     Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(sig.as_bytes()).unwrap() }
         .to_der()
         .unwrap()
+}
+
+/// Embeds in `tbs` a signed certificate timestamp of the CT log `ct` (RFC 6962 §3.2, as a CT
+/// log signs a precertificate entry: the TBS without the SCT extension, and the SHA-256 of the
+/// issuer's key `issuer_spki`), in the SCT list extension.
+fn embed_sct(tbs: &mut TbsCertificate, issuer_spki: &[u8], ct: &p256::ecdsa::SigningKey) {
+    let precert = tbs.to_der().unwrap();
+    let timestamp = (now() as u64) * 1000;
+    let mut signed = vec![0u8, 0u8];
+    signed.extend_from_slice(&timestamp.to_be_bytes());
+    signed.extend_from_slice(&1u16.to_be_bytes());
+    signed.extend_from_slice(&sha2::Sha256::digest(issuer_spki));
+    signed.extend_from_slice(&(precert.len() as u32).to_be_bytes()[1..]);
+    signed.extend_from_slice(&precert);
+    signed.extend_from_slice(&0u16.to_be_bytes());
+    let sig: p256::ecdsa::DerSignature = ct.sign(&signed);
+    let mut sct = vec![0u8];
+    sct.extend_from_slice(&sha2::Sha256::digest(ct.verifying_key().to_public_key_der().unwrap().as_bytes()));
+    sct.extend_from_slice(&timestamp.to_be_bytes());
+    sct.extend_from_slice(&0u16.to_be_bytes());
+    sct.extend_from_slice(&[4, 3]);
+    sct.extend_from_slice(&(sig.as_bytes().len() as u16).to_be_bytes());
+    sct.extend_from_slice(sig.as_bytes());
+    let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&(sct.len() as u16).to_be_bytes());
+    list.extend_from_slice(&sct);
+    let value = OctetString::new(list).unwrap().to_der().unwrap();
+    tbs.extensions.as_mut().unwrap().push(ext(verifier::keyless::OID_SCT_LIST, false, value));
 }
 
 impl Ca {
@@ -276,6 +314,8 @@ struct Fulcio {
     mode: Arc<Mutex<Issue>>,
     /// How many certificates it issued.
     issued: Arc<Mutex<usize>>,
+    /// The key of the CT log whose timestamp (SCT) each certificate embeds.
+    ct: Arc<p256::ecdsa::SigningKey>,
 }
 
 /// Fulcio's verification of an OIDC token: the issuer trusted, its JWKS fetched over HTTP,
@@ -315,7 +355,8 @@ impl Fulcio {
         let mode = Arc::new(Mutex::new(Issue::Honest));
         let issued = Arc::new(Mutex::new(0));
         let (l, url) = listener();
-        let (ca2, mode2, issued2, trusted) = (ca.clone(), mode.clone(), issued.clone(), issuer.to_owned());
+        let ct = Arc::new(p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng));
+        let (ca2, mode2, issued2, trusted, ct2) = (ca.clone(), mode.clone(), issued.clone(), issuer.to_owned(), ct.clone());
         serve(
             l,
             Box::new(move |r| {
@@ -363,13 +404,15 @@ impl Fulcio {
                         .unwrap(),
                     _ => key.to_public_key_der().unwrap(),
                 };
-                let leaf = certify((&ca2.name, &ca2.key), Name::default(), spki.as_bytes(), validity, exts);
+                let mut tbs = tbs_of(&ca2.name, Name::default(), spki.as_bytes(), validity, exts);
+                embed_sct(&mut tbs, ca2.key.verifying_key().to_public_key_der().unwrap().as_bytes(), &ct2);
+                let leaf = sign_tbs(tbs, &ca2.key);
                 *issued2.lock().unwrap() += 1;
                 let chain = [verifier::keyless::der_pem(&leaf), verifier::keyless::der_pem(&ca2.der)];
                 (201, serde_json::json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": chain } } }).to_string())
             }),
         );
-        Fulcio { url, ca, mode, issued }
+        Fulcio { url, ca, mode, issued, ct }
     }
 
     fn issue(&self, mode: Issue) {
@@ -379,7 +422,7 @@ impl Fulcio {
 
 /// A sigstore trusted root naming `ca` and the log, after another log (as a root listing
 /// several logs does): the entries' log is found by its key id.
-fn trusted_root(path: &Path, ca: &[u8], log: &TestLog) -> PathBuf {
+fn trusted_root(path: &Path, ca: &[u8], log: &TestLog, ct: &p256::ecdsa::SigningKey) -> PathBuf {
     let key = verifier::keys::PublicKey::load(&log.public).unwrap();
     let other = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256).public().clone();
     let tlog = |key: &verifier::keys::PublicKey, url: &str| {
@@ -399,7 +442,7 @@ fn trusted_root(path: &Path, ca: &[u8], log: &TestLog) -> PathBuf {
             "certChain": { "certificates": [{ "rawBytes": b64().encode(ca) }] },
             "validFor": { "start": "2020-01-01T00:00:00Z" },
         }],
-        "ctlogs": [],
+        "ctlogs": [tlog(&verifier::keys::PublicKey::from_spki_der(ct.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap(), "https://ctfe.test")],
         "timestampAuthorities": [],
     });
     fs::write(path, root.to_string()).unwrap();
@@ -530,7 +573,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let keys: Vec<_> = walk(repo.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".key")).collect();
     assert!(keys.is_empty(), "key files written: {keys:?}");
 
-    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     let exact = ("--certificate-identity", SIGNER);
     let run = verify(&dir, &root, exact, &issuer.url);
     run.ok();
@@ -587,8 +630,15 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         &[&format!("the certificate's OIDC issuer is `{}`, not `https://accounts.example.com`", issuer.url)],
     );
     // A trusted root naming another CA of the same name: the chain does not hold.
-    let rogue = trusted_root(&scratch.path().join("rogue_root.json"), &Ca::new().der, &log);
+    let rogue = trusted_root(&scratch.path().join("rogue_root.json"), &Ca::new().der, &log, &fulcio.ct);
     fails_with(&verify(&dir, &rogue, exact, &issuer.url), &["that CA's key did not sign it (a chain to another CA)"]);
+    // A trusted root naming another CT log: the certificate's SCT is from none of its logs.
+    let other_ct = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let no_ct = trusted_root(&scratch.path().join("other_ct_root.json"), &fulcio.ca.der, &log, &other_ct);
+    fails_with(
+        &verify(&dir, &no_ct, exact, &issuer.url),
+        &["[FAIL] keyless certificate", "certificate transparency: none of its 1 SCT(s) is from a CT log of the trusted root"],
+    );
     // A flipped byte in release.yaml's inclusion proof (the entry file and the bundle's copy).
     let tampered = scratch.path().join("tampered");
     copy_dir(&dir, &tampered);
@@ -633,6 +683,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         refused(node(&dir, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, SIGNER, "https://accounts.example.com"), "invalid certificate extension");
         refused(node(&dir, &rogue, SIGNER, &issuer.url), "certificate");
+        refused(node(&dir, &no_ct, SIGNER, &issuer.url), "SCT");
         refused(node(&tampered, &root, SIGNER, &issuer.url), "calculated root hash does not match inclusion proof");
         refused(node(&late, &root, SIGNER, &issuer.url), "certificate is not valid or expired");
     }
@@ -676,6 +727,17 @@ fn keyless_kit_checks(dir: &Path, root: &Path, (issuer, ca): (&str, &[u8]), (too
     let into = scratch.join("imported-tool");
     stellaops(&["offline", "kit", "import", k, "--into", into.to_str().unwrap()], SIGNER).ok();
     assert!(into.join("stellaops/2.4.1-edge/tools/stellaops").is_file());
+    // The upgrade preflight from the kit to itself: both sides verified under the policy, each
+    // release.yaml's signature checked with its certified key (a note, not a violation).
+    let pre = stellaops(&["offline", "kit", "preflight", k, "--from", k, "--backup-age", "2h", "--json"], SIGNER);
+    pre.ok();
+    let findings = pre.json()["preflight"]["findings"].clone();
+    let signature = |side: &str| {
+        findings.as_array().unwrap().iter().any(|f| {
+            f["check"] == "manifest-signature" && f["severity"] == "note" && f["message"].as_str().unwrap_or_default().starts_with(side)
+        })
+    };
+    assert!(signature("current") && signature("target"), "{findings}");
 
     // Another subject: refused by both at the certificate, nothing imported.
     let other = "someone-else@stella-ops.test";
@@ -810,7 +872,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     // The workflow's token, requested from the runner: released, verified by workflow identity.
     github(&["--rekor-url", &log.url]).ok();
     let dir = repo.releases().join("2.4.1-stable");
-    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     let pattern = r"^https://github\.com/stella-ops/release/\.github/workflows/release\.yml@refs/tags/v";
     let run = verify(&dir, &root, ("--certificate-identity-regexp", pattern), &issuer.url);
     run.ok();
@@ -929,7 +991,7 @@ fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_
         dir.to_str().unwrap(),
     ])
     .ok();
-    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     // Pointers are signed by release keys of the TUF root: two, for the two-person rule.
     let alice = repo.release_key();
     let bob = crate::tuf::keypair(&repo.path().join("target/keys/bob.key"));

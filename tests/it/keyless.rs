@@ -537,7 +537,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let dir = repo.path().join("target/keyless");
     release(&dir).ok();
     assert_eq!(*fulcio.issued.lock().unwrap(), 1, "one certificate for the whole release");
-    assert_eq!(log.size(), 75);
+    assert_eq!(log.size(), 76);
     // The bundle carries the leaf; no key file was written anywhere in the repository.
     let bundle: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("release.yaml.sigstore.json")).unwrap()).unwrap();
     assert!(bundle["verificationMaterial"]["certificate"]["rawBytes"].is_string(), "{bundle}");
@@ -547,6 +547,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let files = walk(&dir.join("attest"));
     let envelopes: Vec<&PathBuf> = files.iter().filter(|p| p.to_string_lossy().ends_with(".dsse.json")).collect();
     assert_eq!(envelopes.len(), 50, "48 SBOM and provenance envelopes, the drift report, the gate record");
+    assert!(dir.join("tools/stellaops.provenance.sigstore.json").is_file(), "the tool's provenance envelope is logged and bundled");
     for e in &envelopes {
         let b: serde_json::Value =
             serde_json::from_slice(&fs::read(e.to_string_lossy().replace(".dsse.json", ".sigstore.json")).unwrap()).unwrap();
@@ -587,7 +588,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         run.stdout
     );
     let logged = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("signed entry timestamp")).count();
-    assert_eq!(logged, 75, "{}", run.stdout);
+    assert_eq!(logged, 76, "{}", run.stdout);
     verify(&dir, &root, ("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$"), &issuer.url).ok();
 
     // The customer tool (built from the consumer crates only) checks the same way.
@@ -679,6 +680,8 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         // An attestation's bundle (the drift report's envelope) too.
         let drift = dir.join("attest/drift.sigstore.json");
         node(&drift, &root, SIGNER, &issuer.url).ok();
+        // The customer tool's provenance envelope is logged and bundled like the others.
+        node(&dir.join("tools/stellaops.provenance.sigstore.json"), &root, SIGNER, &issuer.url).ok();
         refused(node(&drift, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, SIGNER, "https://accounts.example.com"), "invalid certificate extension");
@@ -935,7 +938,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
         out.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 73 of 73 keyless entries")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 74 of 74 keyless entries")), "{}", run.stderr);
     assert!(!out.exists());
 
     // A CA that issues certificates already expired: the first signature is refused, the

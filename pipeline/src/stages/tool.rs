@@ -49,7 +49,7 @@ pub const SIGNATURE: &str = "tools/stellaops.sig";
 pub const CERTIFICATE: &str = "tools/stellaops.sig.pem";
 pub const SBOM: &str = "tools/stellaops.cdx.json";
 pub const PROVENANCE: &str = "tools/stellaops.provenance.intoto.json";
-pub const PROVENANCE_ENVELOPE: &str = "tools/stellaops.provenance.dsse.json";
+pub const PROVENANCE_ENVELOPE: &str = verifier::tlog::TOOL_PROVENANCE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {

@@ -201,6 +201,15 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
     write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
     log_entries.push(tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).map_err(|e| io(out)(e.into()))?, &pem));
     envelopes += 1;
+    // The customer tool's provenance envelope (the tool stage signed it, before this stage):
+    // entered like the others, so a keyless release shows it was signed while certified.
+    let tool_env = out.join(crate::stages::tool::PROVENANCE_ENVELOPE);
+    if tool_env.is_file() {
+        let env: sign::Envelope =
+            serde_json::from_slice(&fs::read(&tool_env).map_err(io(&tool_env))?).map_err(|e| io(&tool_env)(e.into()))?;
+        let sent = serde_json::to_string(&env).map_err(|e| io(&tool_env)(e.into()))?;
+        log_entries.push(tlog::dsse(crate::stages::tool::PROVENANCE_ENVELOPE, &sent, &pem));
+    }
     // Every SBOM, envelope, drift report and signature again as an OCI 1.1 referrer.
     let referrers = referrers::attach(layout, images, evidence, out, plan.source_date_epoch)?.referrers;
     reporter.event(Event::StageFinished { stage: Stage::Sign });

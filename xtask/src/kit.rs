@@ -15,7 +15,8 @@ use crate::{mode_of, print_json, root_of, Failure};
 pub enum KitCommand {
     /// Write the offline kit of a release directory (`cargo xtask release` already writes one
     /// into it): stellaops-kit-<version>-<channel>.tar.zst, holding what the channel's `[kit]`
-    /// in release-trains/ selects. The same release and key give the same bytes.
+    /// in release-trains/ selects. The same release and key give the same bytes. A keyless
+    /// release is refused: its one-time key is gone, and the kit `release` wrote is its kit.
     Build {
         /// The release directory (target/releases/<version>-<channel>).
         release: PathBuf,
@@ -42,7 +43,9 @@ pub enum KitCommand {
     /// closed: release.yaml's signature and checksum first, then every entry against the signed
     /// inventory (digest, size, type, path), then every image signature and attestation; only
     /// then is anything made visible in the target. Connects to nothing but the target registry
-    /// (and to nothing at all for a directory).
+    /// (and to nothing at all for a directory). A keyless release's kit is checked under an
+    /// identity policy (`--trusted-root`, `--certificate-identity[-regexp]`,
+    /// `--certificate-oidc-issuer`) in place of `--key`.
     Import {
         /// The kit (stellaops-kit-<version>-<channel>.tar.zst).
         kit: PathBuf,

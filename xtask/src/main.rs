@@ -178,7 +178,7 @@ enum Command {
     #[command(subcommand)]
     Attest(AttestCommand),
     /// Verify a release directory or an offline kit offline with a pinned public key (or a
-    /// keyless release directory with `--trusted-root` and an identity policy):
+    /// keyless release directory or kit with `--trusted-root` and an identity policy):
     /// release.yaml's signature, bundle and checksum, every image blob, signature and label,
     /// every SBOM and provenance envelope; for a kit also every entry against its signed
     /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
@@ -194,11 +194,12 @@ enum Command {
         /// The release's public key (SPKI PEM), obtained out of band.
         #[arg(long, value_name = "FILE", required_unless_present = "trusted_root", conflicts_with = "trusted_root")]
         key: Option<PathBuf>,
-        /// A keyless release: the sigstore trusted root (`trusted_root.json`) naming the Fulcio
-        /// CA and the transparency log's key, in place of `--key`. The certificate in
-        /// `release.yaml.sigstore.json` must chain to that CA and name the identity and issuer
-        /// below; every signature is checked with its key and every log entry's signed time
-        /// must lie within its validity.
+        /// A keyless release (a directory or its kit): the sigstore trusted root
+        /// (`trusted_root.json`) naming the Fulcio CA, the transparency log's key and any CT
+        /// logs, in place of `--key`. The certificate in `release.yaml.sigstore.json` must chain
+        /// to that CA, name the identity and issuer below (and carry an SCT of a CT log the root
+        /// names, if it names any); every signature is checked with its key and every log
+        /// entry's signed time must lie within its validity.
         #[arg(long, value_name = "FILE", requires = "certificate_oidc_issuer")]
         trusted_root: Option<PathBuf>,
         /// With `--trusted-root`: the signer's identity (the certificate's email or URI), exactly.

@@ -746,6 +746,8 @@ fn keyless_kit_checks(dir: &Path, root: &Path, (issuer, ca): (&str, &[u8]), (too
     let other = "someone-else@stella-ops.test";
     let says = ["the release's certificate is refused", &format!("the certificate's identity is `{SIGNER}`, not `{other}`")];
     fails_with(&xtask(&["verify", k], other), &says);
+    fails_with(&xtask(&["kit", "verify", k], other), &says);
+    xtask(&["kit", "verify", k], SIGNER).ok();
     let refused_into = scratch.join("refused");
     fails_with(&xtask(&["kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);
     fails_with(&stellaops(&["offline", "kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);

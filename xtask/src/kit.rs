@@ -39,6 +39,28 @@ pub enum KitCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Verify a kit without importing it: what `kit import` checks (the same as `verify KIT`).
+    Verify {
+        /// The kit (stellaops-kit-<version>-<channel>.tar.zst).
+        kit: PathBuf,
+        /// For a delta kit: the OCI layout holding the release it applies to.
+        #[arg(long, value_name = "DIR")]
+        base: Option<PathBuf>,
+        /// The release's public key (SPKI PEM), obtained out of band (or, for a keyless
+        /// release's kit, `--trusted-root` and an identity policy).
+        #[arg(long, value_name = "FILE", required_unless_present = "trusted_root", conflicts_with = "trusted_root")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// The transparency log's public key (SPKI PEM), pinned.
+        #[arg(long, value_name = "FILE", env = "STELLAOPS_REKOR_KEY")]
+        rekor_key: Option<PathBuf>,
+        /// FIPS mode: refuse anything but ES256.
+        #[arg(long)]
+        fips: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import a kit into an OCI image layout directory (made if absent) or a registry, failing
     /// closed: release.yaml's signature and checksum first, then every entry against the signed
     /// inventory (digest, size, type, path), then every image signature and attestation; only
@@ -114,6 +136,30 @@ pub fn identity_policy(
     Ok((root, policy))
 }
 
+type Keyless = (verifier::keyless::TrustedRoot, verifier::keyless::Policy);
+
+/// The trusted root and policy of the identity flags, when no key was given.
+fn keyless_of(no_key: bool, identity: &IdentityArgs) -> Result<Option<Keyless>, Failure> {
+    match (no_key, &identity.trusted_root) {
+        (true, Some(root)) => Ok(Some(identity_policy(
+            root,
+            identity.certificate_identity.as_deref(),
+            identity.certificate_identity_regexp.as_deref(),
+            identity.certificate_oidc_issuer.as_deref(),
+        )?)),
+        _ => Ok(None),
+    }
+}
+
+/// What the kit must be signed by: the key, else the identity policy.
+fn anchor_of<'a>(key: Option<&'a PublicKey>, keyless: Option<&'a Keyless>) -> Result<Anchor<'a>, Failure> {
+    match (key, keyless) {
+        (Some(k), _) => Ok(Anchor::Key(k)),
+        (None, Some((root, policy))) => Ok(Anchor::Identity { root, policy }),
+        (None, None) => Err(Failure { code: schema::exit::REJECTED, message: "give `--key FILE` or `--trusted-root FILE`".into() }),
+    }
+}
+
 pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
     match cmd {
         KitCommand::Build { release, out, delta_from, key, source, json } => {
@@ -150,6 +196,13 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
             }
             Ok(())
         }
+        KitCommand::Verify { kit: path, base, key, identity, rekor_key, fips, json } => {
+            let public = key.as_deref().map(PublicKey::load).transpose().map_err(pipeline::Error::from)?;
+            let keyless = keyless_of(public.is_none(), &identity)?;
+            let log = rekor_key.as_deref().map(PublicKey::load).transpose().map_err(pipeline::Error::from)?;
+            let fips = if fips { Fips::On } else { Fips::Off };
+            verify(&path, anchor_of(public.as_ref(), keyless.as_ref())?, log.as_ref(), fips, base.as_deref(), json, quiet)
+        }
         KitCommand::Import { kit: path, into, docker_config, key, identity, rekor_key, fips, json } => {
             let mut into: kit_import::Target =
                 into.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--into: {e}") })?;
@@ -157,25 +210,8 @@ pub fn run(cmd: KitCommand, quiet: bool) -> Result<(), Failure> {
                 *c = docker_config;
             }
             let public = key.as_deref().map(PublicKey::load).transpose().map_err(pipeline::Error::from)?;
-            let keyless = match (&public, &identity.trusted_root) {
-                (None, Some(root)) => Some(identity_policy(
-                    root,
-                    identity.certificate_identity.as_deref(),
-                    identity.certificate_identity_regexp.as_deref(),
-                    identity.certificate_oidc_issuer.as_deref(),
-                )?),
-                _ => None,
-            };
-            let anchor = match (&public, &keyless) {
-                (Some(k), _) => Anchor::Key(k),
-                (None, Some((root, policy))) => Anchor::Identity { root, policy },
-                (None, None) => {
-                    return Err(Failure {
-                        code: schema::exit::REJECTED,
-                        message: "`kit import` needs `--key FILE` or `--trusted-root FILE`".into(),
-                    })
-                }
-            };
+            let keyless = keyless_of(public.is_none(), &identity)?;
+            let anchor = anchor_of(public.as_ref(), keyless.as_ref())?;
             let log = rekor_key.as_deref().map(PublicKey::load).transpose().map_err(pipeline::Error::from)?;
             let fips = if fips { Fips::On } else { Fips::Off };
             let (lock, what) = match &into {

@@ -969,7 +969,8 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
 /// edge, is refused for stable before edge's `min-days`, and after them is proposed for stable
 /// by one release key and completed by a second (the two-person rule on the pointer, signed by
 /// release keys of the TUF root); the kept manifest (with release.yaml's log entry) is what is
-/// checked then. A byte changed in the kept log entry's signed time is refused.
+/// checked then. A byte changed in the kept log entry's signed time is refused. A root rotation
+/// re-checks the kept keyless release under the policy.
 #[test]
 fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_another_identity_is_refused() {
     use crate::tuf::day;
@@ -1059,4 +1060,12 @@ fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_
     let history = repo.xtask(&["history", "--channel", "stable", "--key", alice.to_str().unwrap(), "--json"]);
     history.ok();
     assert_eq!(history.json()["history"]["kept"][0]["version"], "2.4.1", "{}", history.stdout);
+    // A root rotation re-checks every kept release: the keyless one (kept by edge and stable)
+    // under the store's policy.
+    let root_key = repo.path().join("target/keys/root.key");
+    let rotated = repo.xtask(&["trust", "rotate", "--root-key", root_key.to_str().unwrap(), "--now", &day(8.0), "--json"]);
+    rotated.ok();
+    let checked = rotated.json()["rotation"]["checked"].clone();
+    let statuses: Vec<&str> = checked.as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["keyless", "keyless"], "{checked}");
 }

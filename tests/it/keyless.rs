@@ -537,7 +537,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let dir = repo.path().join("target/keyless");
     release(&dir).ok();
     assert_eq!(*fulcio.issued.lock().unwrap(), 1, "one certificate for the whole release");
-    assert_eq!(log.size(), 76);
+    assert_eq!(log.size(), 77);
     // The bundle carries the leaf; no key file was written anywhere in the repository.
     let bundle: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("release.yaml.sigstore.json")).unwrap()).unwrap();
     assert!(bundle["verificationMaterial"]["certificate"]["rawBytes"].is_string(), "{bundle}");
@@ -588,7 +588,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         run.stdout
     );
     let logged = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("signed entry timestamp")).count();
-    assert_eq!(logged, 76, "{}", run.stdout);
+    assert_eq!(logged, 77, "{}", run.stdout);
     verify(&dir, &root, ("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$"), &issuer.url).ok();
 
     // The customer tool (built from the consumer crates only) checks the same way.
@@ -940,7 +940,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
         out.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 74 of 74 keyless entries")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 75 of 75 keyless entries")), "{}", run.stderr);
     assert!(!out.exists());
 
     // A CA that issues certificates already expired: the first signature is refused, the

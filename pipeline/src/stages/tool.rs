@@ -43,8 +43,8 @@ const WORKSPACE_AS: &str = "/stellaops";
 const CARGO_HOME_AS: &str = "/cargo";
 
 /// Files under the release directory.
-pub const FILE: &str = "tools/stellaops";
-pub const SIGNATURE: &str = "tools/stellaops.sig";
+pub const FILE: &str = verifier::tlog::TOOL;
+pub const SIGNATURE: &str = verifier::tlog::TOOL_SIGNATURE;
 /// A keyless release's signing certificate and its chain (PEM, leaf first), for openssl.
 pub const CERTIFICATE: &str = "tools/stellaops.sig.pem";
 pub const SBOM: &str = "tools/stellaops.cdx.json";

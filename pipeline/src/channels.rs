@@ -898,8 +898,12 @@ pub fn cosign(req: &Cosign<'_>) -> Result<Promoted, OpsError> {
 
 /// A release signed by `key` or, with a trust repository, by a release key of one of its root
 /// versions that is not revoked (a release cut before a rotation stays promotable; one signed
-/// by a revoked key is not). Returns the key that verified.
+/// by a revoked key is not); a keyless release under the store's identity policy
+/// ([`crate::keyless_policy`]). Returns the key that verified.
 fn open_release(store: &Store, dir: &Path, key: &PublicKey) -> Result<(SignedRelease, PublicKey), Vec<String>> {
+    if crate::keyless_policy::is_keyless(dir) {
+        return open_keyless(store, dir);
+    }
     let trusted = store.trusted(key).map_err(|e| vec![e.to_string()])?;
     let mut problems = Vec::new();
     for k in trusted.iter().filter(|k| k.revoked.is_none()) {
@@ -915,6 +919,21 @@ fn open_release(store: &Store, dir: &Path, key: &PublicKey) -> Result<(SignedRel
     Err(problems)
 }
 
+/// A keyless release under the store's identity policy: its certificate, its log entry at a
+/// signed time within the certificate's validity, then release.yaml's signature and checksum
+/// with the certified key.
+fn open_keyless(store: &Store, dir: &Path) -> Result<(SignedRelease, PublicKey), Vec<String>> {
+    let Some((root, policy)) = crate::keyless_policy::load(store.root()).map_err(|e| vec![e.to_string()])? else {
+        return Err(vec![format!(
+            "release.yaml is signed keyless (`release.yaml.sigstore.json` carries a certificate) and the channel store `{}` has no identity policy to check it under\n  hint: `cargo xtask trust keyless --trusted-root FILE --certificate-identity-regexp RE --certificate-oidc-issuer URL`",
+            store.root().display()
+        )]);
+    };
+    let key = verifier::release::keyless_manifest(dir, &root, &policy)?;
+    let rel = SignedRelease::open(dir, &key)?;
+    Ok((rel, key))
+}
+
 /// One kept release, re-verified by a rotation.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -924,7 +943,8 @@ pub struct Checked {
     pub release_yaml: Digest,
     /// The key id (sha256 of the SPKI) that signed its release.yaml.
     pub signed_by: String,
-    /// `"trusted"`, or `"revoked-after-signing: <reason>"` (kept by the revocation rule).
+    /// `"trusted"`, `"keyless"` (checked under the identity policy), or
+    /// `"revoked-after-signing: <reason>"` (kept by the revocation rule).
     pub status: String,
 }
 
@@ -958,6 +978,20 @@ pub fn rotate_trust(
     for &c in cfg.trains.keys() {
         let log = store.log(c, key.public())?;
         for k in store.kept(c, &log)? {
+            if crate::keyless_policy::is_keyless(&k.dir) {
+                // Vouched for by its identity, not by a key the rotation changes.
+                match open_keyless(store, &k.dir) {
+                    Ok((_, key)) => checked.push(Checked {
+                        channel: c,
+                        version: k.version,
+                        release_yaml: k.release_yaml.clone(),
+                        signed_by: key.key_id(),
+                        status: "keyless".to_owned(),
+                    }),
+                    Err(p) => problems.push(format!("`{c}` keeps `{}` ({}): {}", k.version, k.dir.display(), p.join("; "))),
+                }
+                continue;
+            }
             let found = trusted.iter().find_map(|t| SignedRelease::open(&k.dir, &t.key).ok().map(|_| t));
             match found {
                 Some(t) => {

@@ -32,6 +32,7 @@ pub mod bench;
 pub mod channels;
 pub mod error;
 pub mod fault;
+pub mod keyless_policy;
 pub mod lock;
 pub mod rebuild;
 pub mod release;

@@ -220,24 +220,62 @@ fn certify(
     validity: (i64, i64),
     extensions: Vec<Extension>,
 ) -> Vec<u8> {
+    sign_tbs(tbs_of(issuer.0, subject, spki, validity, extensions), issuer.1)
+}
+
+/// The to-be-signed part of [`certify`]'s certificate.
+fn tbs_of(issuer: &Name, subject: Name, spki: &[u8], validity: (i64, i64), extensions: Vec<Extension>) -> TbsCertificate {
     let alg = AlgorithmIdentifierOwned { oid: ObjectIdentifier::new_unwrap(ECDSA_SHA256), parameters: None };
     let serial: [u8; 16] = sha2::Sha256::digest(format!("{spki:?}{}", now()))[..16].try_into().unwrap();
-    let tbs = TbsCertificate {
+    TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&[&[0x01u8][..], &serial[1..]].concat()).unwrap(),
-        signature: alg.clone(),
-        issuer: issuer.0.clone(),
+        signature: alg,
+        issuer: issuer.clone(),
         validity: Validity { not_before: time(validity.0), not_after: time(validity.1) },
         subject,
         subject_public_key_info: SubjectPublicKeyInfoOwned::from_der(spki).unwrap(),
         issuer_unique_id: None,
         subject_unique_id: None,
         extensions: Some(extensions),
-    };
-    let sig: p256::ecdsa::DerSignature = issuer.1.sign(&tbs.to_der().unwrap());
+    }
+}
+
+/// `tbs` signed by `key` (ECDSA P-256, SHA-256).
+fn sign_tbs(tbs: TbsCertificate, key: &p256::ecdsa::SigningKey) -> Vec<u8> {
+    let alg = tbs.signature.clone();
+    let sig: p256::ecdsa::DerSignature = key.sign(&tbs.to_der().unwrap());
     Certificate { tbs_certificate: tbs, signature_algorithm: alg, signature: BitString::from_bytes(sig.as_bytes()).unwrap() }
         .to_der()
         .unwrap()
+}
+
+/// Embeds in `tbs` a signed certificate timestamp of the CT log `ct` (RFC 6962 §3.2, as a CT
+/// log signs a precertificate entry: the TBS without the SCT extension, and the SHA-256 of the
+/// issuer's key `issuer_spki`), in the SCT list extension.
+fn embed_sct(tbs: &mut TbsCertificate, issuer_spki: &[u8], ct: &p256::ecdsa::SigningKey) {
+    let precert = tbs.to_der().unwrap();
+    let timestamp = (now() as u64) * 1000;
+    let mut signed = vec![0u8, 0u8];
+    signed.extend_from_slice(&timestamp.to_be_bytes());
+    signed.extend_from_slice(&1u16.to_be_bytes());
+    signed.extend_from_slice(&sha2::Sha256::digest(issuer_spki));
+    signed.extend_from_slice(&(precert.len() as u32).to_be_bytes()[1..]);
+    signed.extend_from_slice(&precert);
+    signed.extend_from_slice(&0u16.to_be_bytes());
+    let sig: p256::ecdsa::DerSignature = ct.sign(&signed);
+    let mut sct = vec![0u8];
+    sct.extend_from_slice(&sha2::Sha256::digest(ct.verifying_key().to_public_key_der().unwrap().as_bytes()));
+    sct.extend_from_slice(&timestamp.to_be_bytes());
+    sct.extend_from_slice(&0u16.to_be_bytes());
+    sct.extend_from_slice(&[4, 3]);
+    sct.extend_from_slice(&(sig.as_bytes().len() as u16).to_be_bytes());
+    sct.extend_from_slice(sig.as_bytes());
+    let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&(sct.len() as u16).to_be_bytes());
+    list.extend_from_slice(&sct);
+    let value = OctetString::new(list).unwrap().to_der().unwrap();
+    tbs.extensions.as_mut().unwrap().push(ext(verifier::keyless::OID_SCT_LIST, false, value));
 }
 
 impl Ca {
@@ -276,6 +314,8 @@ struct Fulcio {
     mode: Arc<Mutex<Issue>>,
     /// How many certificates it issued.
     issued: Arc<Mutex<usize>>,
+    /// The key of the CT log whose timestamp (SCT) each certificate embeds.
+    ct: Arc<p256::ecdsa::SigningKey>,
 }
 
 /// Fulcio's verification of an OIDC token: the issuer trusted, its JWKS fetched over HTTP,
@@ -315,7 +355,8 @@ impl Fulcio {
         let mode = Arc::new(Mutex::new(Issue::Honest));
         let issued = Arc::new(Mutex::new(0));
         let (l, url) = listener();
-        let (ca2, mode2, issued2, trusted) = (ca.clone(), mode.clone(), issued.clone(), issuer.to_owned());
+        let ct = Arc::new(p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng));
+        let (ca2, mode2, issued2, trusted, ct2) = (ca.clone(), mode.clone(), issued.clone(), issuer.to_owned(), ct.clone());
         serve(
             l,
             Box::new(move |r| {
@@ -363,13 +404,15 @@ impl Fulcio {
                         .unwrap(),
                     _ => key.to_public_key_der().unwrap(),
                 };
-                let leaf = certify((&ca2.name, &ca2.key), Name::default(), spki.as_bytes(), validity, exts);
+                let mut tbs = tbs_of(&ca2.name, Name::default(), spki.as_bytes(), validity, exts);
+                embed_sct(&mut tbs, ca2.key.verifying_key().to_public_key_der().unwrap().as_bytes(), &ct2);
+                let leaf = sign_tbs(tbs, &ca2.key);
                 *issued2.lock().unwrap() += 1;
                 let chain = [verifier::keyless::der_pem(&leaf), verifier::keyless::der_pem(&ca2.der)];
                 (201, serde_json::json!({ "signedCertificateEmbeddedSct": { "chain": { "certificates": chain } } }).to_string())
             }),
         );
-        Fulcio { url, ca, mode, issued }
+        Fulcio { url, ca, mode, issued, ct }
     }
 
     fn issue(&self, mode: Issue) {
@@ -379,7 +422,7 @@ impl Fulcio {
 
 /// A sigstore trusted root naming `ca` and the log, after another log (as a root listing
 /// several logs does): the entries' log is found by its key id.
-fn trusted_root(path: &Path, ca: &[u8], log: &TestLog) -> PathBuf {
+fn trusted_root(path: &Path, ca: &[u8], log: &TestLog, ct: &p256::ecdsa::SigningKey) -> PathBuf {
     let key = verifier::keys::PublicKey::load(&log.public).unwrap();
     let other = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256).public().clone();
     let tlog = |key: &verifier::keys::PublicKey, url: &str| {
@@ -399,7 +442,7 @@ fn trusted_root(path: &Path, ca: &[u8], log: &TestLog) -> PathBuf {
             "certChain": { "certificates": [{ "rawBytes": b64().encode(ca) }] },
             "validFor": { "start": "2020-01-01T00:00:00Z" },
         }],
-        "ctlogs": [],
+        "ctlogs": [tlog(&verifier::keys::PublicKey::from_spki_der(ct.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap(), "https://ctfe.test")],
         "timestampAuthorities": [],
     });
     fs::write(path, root.to_string()).unwrap();
@@ -452,6 +495,10 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 const SIGNER: &str = "release-manager@stella-ops.test";
+/// How long the tests' tokens for a release live: the first signature (when the token is read)
+/// comes after the build, which with a cold cache on a loaded machine can take longer than
+/// GitHub's ten minutes.
+const TOKEN_TTL: i64 = 3600;
 
 /// The acceptance case: a keyless edge release with a token of the local issuer (a file)
 /// verifies under the identity policy with our `verify` and npm @sigstore/verify; another
@@ -469,7 +516,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let issuer = Issuer::start();
     let fulcio = Fulcio::start(&issuer.url, Ca::new());
     let token = scratch.path().join("token");
-    fs::write(&token, issuer.token(SIGNER, 600)).unwrap();
+    fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
     let release = |out: &Path| {
         repo.xtask(&[
             "release",
@@ -490,7 +537,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let dir = repo.path().join("target/keyless");
     release(&dir).ok();
     assert_eq!(*fulcio.issued.lock().unwrap(), 1, "one certificate for the whole release");
-    assert_eq!(log.size(), 75);
+    assert_eq!(log.size(), 77);
     // The bundle carries the leaf; no key file was written anywhere in the repository.
     let bundle: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("release.yaml.sigstore.json")).unwrap()).unwrap();
     assert!(bundle["verificationMaterial"]["certificate"]["rawBytes"].is_string(), "{bundle}");
@@ -500,6 +547,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let files = walk(&dir.join("attest"));
     let envelopes: Vec<&PathBuf> = files.iter().filter(|p| p.to_string_lossy().ends_with(".dsse.json")).collect();
     assert_eq!(envelopes.len(), 50, "48 SBOM and provenance envelopes, the drift report, the gate record");
+    assert!(dir.join("tools/stellaops.provenance.sigstore.json").is_file(), "the tool's provenance envelope is logged and bundled");
     for e in &envelopes {
         let b: serde_json::Value =
             serde_json::from_slice(&fs::read(e.to_string_lossy().replace(".dsse.json", ".sigstore.json")).unwrap()).unwrap();
@@ -526,7 +574,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let keys: Vec<_> = walk(repo.path()).into_iter().filter(|p| p.to_string_lossy().ends_with(".key")).collect();
     assert!(keys.is_empty(), "key files written: {keys:?}");
 
-    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     let exact = ("--certificate-identity", SIGNER);
     let run = verify(&dir, &root, exact, &issuer.url);
     run.ok();
@@ -540,7 +588,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         run.stdout
     );
     let logged = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("signed entry timestamp")).count();
-    assert_eq!(logged, 75, "{}", run.stdout);
+    assert_eq!(logged, 77, "{}", run.stdout);
     verify(&dir, &root, ("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$"), &issuer.url).ok();
 
     // The customer tool (built from the consumer crates only) checks the same way.
@@ -557,6 +605,8 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     };
     stellaops(SIGNER).ok();
     fails_with(&stellaops("someone-else@stella-ops.test"), &["[FAIL] keyless certificate", "not `someone-else@stella-ops.test`"]);
+
+    keyless_kit_checks(&dir, &root, (&issuer.url, &fulcio.ca.der), (&tool, &log.public), scratch.path());
 
     // Verified with a key instead: refused, saying what the release is; a trusted root that
     // is not there: the environment's failure (exit 3), named.
@@ -581,8 +631,15 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         &[&format!("the certificate's OIDC issuer is `{}`, not `https://accounts.example.com`", issuer.url)],
     );
     // A trusted root naming another CA of the same name: the chain does not hold.
-    let rogue = trusted_root(&scratch.path().join("rogue_root.json"), &Ca::new().der, &log);
+    let rogue = trusted_root(&scratch.path().join("rogue_root.json"), &Ca::new().der, &log, &fulcio.ct);
     fails_with(&verify(&dir, &rogue, exact, &issuer.url), &["that CA's key did not sign it (a chain to another CA)"]);
+    // A trusted root naming another CT log: the certificate's SCT is from none of its logs.
+    let other_ct = p256::ecdsa::SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let no_ct = trusted_root(&scratch.path().join("other_ct_root.json"), &fulcio.ca.der, &log, &other_ct);
+    fails_with(
+        &verify(&dir, &no_ct, exact, &issuer.url),
+        &["[FAIL] keyless certificate", "certificate transparency: none of its 1 SCT(s) is from a CT log of the trusted root"],
+    );
     // A flipped byte in release.yaml's inclusion proof (the entry file and the bundle's copy).
     let tampered = scratch.path().join("tampered");
     copy_dir(&dir, &tampered);
@@ -623,13 +680,141 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         // An attestation's bundle (the drift report's envelope) too.
         let drift = dir.join("attest/drift.sigstore.json");
         node(&drift, &root, SIGNER, &issuer.url).ok();
+        // The customer tool's provenance envelope is logged and bundled like the others.
+        node(&dir.join("tools/stellaops.provenance.sigstore.json"), &root, SIGNER, &issuer.url).ok();
         refused(node(&drift, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, "someone-else@stella-ops.test", &issuer.url), "certificate identity error");
         refused(node(&dir, &root, SIGNER, "https://accounts.example.com"), "invalid certificate extension");
         refused(node(&dir, &rogue, SIGNER, &issuer.url), "certificate");
+        refused(node(&dir, &no_ct, SIGNER, &issuer.url), "SCT");
         refused(node(&tampered, &root, SIGNER, &issuer.url), "calculated root hash does not match inclusion proof");
         refused(node(&late, &root, SIGNER, &issuer.url), "certificate is not valid or expired");
     }
+}
+
+/// The kit `release` wrote into a keyless release: verified and imported under the identity
+/// policy by `cargo xtask` and by the customer tool (offline kit verify, import); refused for
+/// another subject, with `--key`, and with a flipped byte; not re-made by `kit build` (the
+/// one-time key is gone); and its customer tool checked with openssl alone, as the README's
+/// air-gapped steps say: the certificate beside the signature chains to the pinned CA, names
+/// the signer, and its key verifies the tool's raw signature.
+fn keyless_kit_checks(dir: &Path, root: &Path, (issuer, ca): (&str, &[u8]), (tool, some_key): (&Path, &Path), scratch: &Path) {
+    let kit = dir.join("stellaops-kit-2.4.1-edge.tar.zst");
+    let policy = |subject: &str| {
+        ["--trusted-root", root.to_str().unwrap(), "--certificate-identity", subject, "--certificate-oidc-issuer", issuer]
+            .map(str::to_owned)
+    };
+    let xtask = |args: &[&str], subject: &str| {
+        let mut cmd = xtask_cmd();
+        cmd.args(args).args(policy(subject));
+        Run::of(cmd.output().unwrap())
+    };
+    let stellaops = |args: &[&str], subject: &str| {
+        let mut cmd = std::process::Command::new(tool);
+        cmd.args(args).args(policy(subject));
+        Run::of(cmd.output().unwrap())
+    };
+    let k = kit.to_str().unwrap();
+    let run = xtask(&["verify", k], SIGNER);
+    run.ok();
+    assert!(
+        run.stdout.contains(&format!("[ok  ] keyless certificate (`manifest/release.yaml.sigstore.json`): `{SIGNER}` from `{issuer}`")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.lines().any(|l| l.starts_with("[ok  ] transparency log: `release.yaml`")), "{}", run.stdout);
+    let into = scratch.join("imported-xtask");
+    xtask(&["kit", "import", k, "--into", into.to_str().unwrap()], SIGNER).ok();
+    assert_eq!(fs::read(into.join("stellaops/2.4.1-edge/manifest/release.yaml")).unwrap(), fs::read(dir.join("release.yaml")).unwrap());
+    stellaops(&["offline", "kit", "verify", k], SIGNER).ok();
+    let into = scratch.join("imported-tool");
+    stellaops(&["offline", "kit", "import", k, "--into", into.to_str().unwrap()], SIGNER).ok();
+    assert!(into.join("stellaops/2.4.1-edge/tools/stellaops").is_file());
+    // The upgrade preflight from the kit to itself: both sides verified under the policy, each
+    // release.yaml's signature checked with its certified key (a note, not a violation).
+    let pre = stellaops(&["offline", "kit", "preflight", k, "--from", k, "--backup-age", "2h", "--json"], SIGNER);
+    pre.ok();
+    let findings = pre.json()["preflight"]["findings"].clone();
+    let signature = |side: &str| {
+        findings.as_array().unwrap().iter().any(|f| {
+            f["check"] == "manifest-signature" && f["severity"] == "note" && f["message"].as_str().unwrap_or_default().starts_with(side)
+        })
+    };
+    assert!(signature("current") && signature("target"), "{findings}");
+
+    // Another subject: refused by both at the certificate, nothing imported.
+    let other = "someone-else@stella-ops.test";
+    let says = ["the release's certificate is refused", &format!("the certificate's identity is `{SIGNER}`, not `{other}`")];
+    fails_with(&xtask(&["verify", k], other), &says);
+    fails_with(&xtask(&["kit", "verify", k], other), &says);
+    xtask(&["kit", "verify", k], SIGNER).ok();
+    let refused_into = scratch.join("refused");
+    fails_with(&xtask(&["kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);
+    fails_with(&stellaops(&["offline", "kit", "import", k, "--into", refused_into.to_str().unwrap()], other), &says);
+    assert!(!refused_into.exists());
+    // With a key: refused, saying what the kit is.
+    let mut cmd = std::process::Command::new(tool);
+    cmd.args(["offline", "kit", "verify", k, "--key"]).arg(some_key);
+    Run::of(cmd.output().unwrap()).refused(&["the kit of a keyless release", "hint: verify it with `--trusted-root FILE`"]);
+    // A flipped byte in the kit: refused (exit 1) by both.
+    let mut bytes = fs::read(&kit).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let flipped = scratch.join("flipped.tar.zst");
+    fs::write(&flipped, bytes).unwrap();
+    let f = flipped.to_str().unwrap();
+    fails_with(&xtask(&["verify", f], SIGNER), &["kit `", "refused"]);
+    fails_with(&stellaops(&["offline", "kit", "import", f, "--into", refused_into.to_str().unwrap()], SIGNER), &["refused"]);
+    assert!(!refused_into.exists());
+    // `kit build` of a keyless release: refused, pointing at the kit `release` wrote.
+    let mut cmd = xtask_cmd();
+    cmd.args(["kit", "build"]).arg(dir).arg("--out").arg(scratch.join("rebuilt.tar.zst"));
+    Run::of(cmd.output().unwrap()).refused(&["it is a keyless release", "hint: ship the kit `release` wrote"]);
+    assert!(!scratch.join("rebuilt.tar.zst").exists());
+
+    // The air-gapped bootstrap of the tool, with openssl only (README): the certificate beside
+    // the signature chains to the pinned CA (its validity ended minutes after the release: the
+    // log's signed time is what shows it was used in time, checked by the tool afterwards),
+    // names the signer, and its key verifies the tool.
+    let ca_pem = scratch.join("fulcio-root.pem");
+    fs::write(&ca_pem, verifier::keyless::der_pem(ca)).unwrap();
+    let tools = into.join("stellaops/2.4.1-edge/tools");
+    let cert = tools.join("stellaops.sig.pem");
+    let openssl = |args: &[&std::ffi::OsStr]| Run::of(std::process::Command::new("openssl").args(args).output().unwrap());
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let chain = openssl(&[&os("verify"), &os("-no_check_time"), &os("-CAfile"), ca_pem.as_os_str(), cert.as_os_str()]);
+    chain.ok();
+    assert!(chain.stdout.contains(": OK"), "{chain:?}");
+    let san = openssl(&[&os("x509"), &os("-in"), cert.as_os_str(), &os("-noout"), &os("-ext"), &os("subjectAltName")]);
+    san.ok();
+    assert!(san.stdout.contains(&format!("email:{SIGNER}")), "{san:?}");
+    let public = scratch.join("tool-signer.pem");
+    let run = openssl(&[&os("x509"), &os("-in"), cert.as_os_str(), &os("-noout"), &os("-pubkey"), &os("-out"), public.as_os_str()]);
+    run.ok();
+    let dgst = |file: &Path| {
+        openssl(&[
+            &os("dgst"),
+            &os("-sha256"),
+            &os("-verify"),
+            public.as_os_str(),
+            &os("-signature"),
+            tools.join("stellaops.sig").as_os_str(),
+            file.as_os_str(),
+        ])
+    };
+    let good = dgst(&tools.join("stellaops"));
+    good.ok();
+    assert!(good.stdout.contains("Verified OK"), "{good:?}");
+    // The same steps refuse another CA's root and a changed program.
+    let rogue = scratch.join("rogue-root.pem");
+    fs::write(&rogue, verifier::keyless::der_pem(&Ca::new().der)).unwrap();
+    let refused = openssl(&[&os("verify"), &os("-no_check_time"), &os("-CAfile"), rogue.as_os_str(), cert.as_os_str()]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    let mut program = fs::read(tools.join("stellaops")).unwrap();
+    program[1000] ^= 1;
+    let changed = scratch.join("stellaops-changed");
+    fs::write(&changed, program).unwrap();
+    assert_ne!(dgst(&changed).code, 0);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -692,7 +877,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     // The workflow's token, requested from the runner: released, verified by workflow identity.
     github(&["--rekor-url", &log.url]).ok();
     let dir = repo.releases().join("2.4.1-stable");
-    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log);
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     let pattern = r"^https://github\.com/stella-ops/release/\.github/workflows/release\.yml@refs/tags/v";
     let run = verify(&dir, &root, ("--certificate-identity-regexp", pattern), &issuer.url);
     run.ok();
@@ -755,7 +940,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
         out.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 3, "{run:?}");
-    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 73 of 73 keyless entries")), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 75 of 75 keyless entries")), "{}", run.stderr);
     assert!(!out.exists());
 
     // A CA that issues certificates already expired: the first signature is refused, the
@@ -776,4 +961,111 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.contains("/api/v2/signingCert`: answered 503"), "{}", run.stderr);
     assert!(!out.exists());
+}
+
+/// Keyless promotion (issue 16, point 2): a keyless edge release (its gates run) is refused by
+/// `promote` while the channel store has no identity policy, and under a policy naming another
+/// identity; under the store's policy (`trust keyless`, a workflow-style pattern) it goes onto
+/// edge, is refused for stable before edge's `min-days`, and after them is proposed for stable
+/// by one release key and completed by a second (the two-person rule on the pointer, signed by
+/// release keys of the TUF root); the kept manifest (with release.yaml's log entry) is what is
+/// checked then. A byte changed in the kept log entry's signed time is refused. A root rotation
+/// re-checks the kept keyless release under the policy.
+#[test]
+fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_another_identity_is_refused() {
+    use crate::tuf::day;
+    let repo = Repo::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let log = TestLog::start(scratch.path());
+    let issuer = Issuer::start();
+    let fulcio = Fulcio::start(&issuer.url, Ca::new());
+    let token = scratch.path().join("token");
+    fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
+    let dir = repo.releases().join("keyless");
+    repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--keyless",
+        "--fulcio-url",
+        &fulcio.url,
+        "--identity-token",
+        token.to_str().unwrap(),
+        "--rekor-url",
+        &log.url,
+        "--out",
+        dir.to_str().unwrap(),
+    ])
+    .ok();
+    let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
+    // Pointers are signed by release keys of the TUF root: two, for the two-person rule.
+    let alice = repo.release_key();
+    let bob = crate::tuf::keypair(&repo.path().join("target/keys/bob.key"));
+    let (channels, _, _) = crate::tuf::init_trust(&repo, &[&alice, &bob]);
+    let d = dir.to_str().unwrap();
+
+    // No policy: refused, saying how to set one.
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).refused(&[
+        "is signed keyless",
+        "has no identity policy",
+        "hint: `cargo xtask trust keyless --trusted-root FILE",
+    ]);
+    // A policy naming another identity: refused, naming the certificate's.
+    let policy = |identity: (&str, &str)| {
+        repo.xtask(&[
+            "trust",
+            "keyless",
+            "--trusted-root",
+            root.to_str().unwrap(),
+            identity.0,
+            identity.1,
+            "--certificate-oidc-issuer",
+            &issuer.url,
+        ])
+    };
+    policy(("--certificate-identity", "someone-else@stella-ops.test")).ok();
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).refused(&[
+        "does not verify, so it cannot be promoted",
+        "the release's certificate is refused",
+        &format!("the certificate's identity is `{SIGNER}`, not `someone-else@stella-ops.test`"),
+    ]);
+    assert!(!channels.join("edge/pointer.json").exists());
+    // A bad pattern is refused when the policy is written.
+    policy(("--certificate-identity-regexp", "(")).refused(&["`--certificate-identity-regexp`", "not a regular expression"]);
+
+    // Under the store's policy: onto edge, then stable after edge's min-days (7).
+    policy(("--certificate-identity-regexp", r"^release-manager@stella-ops\.test$")).ok();
+    let stored: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("keyless-policy.json")).unwrap()).unwrap();
+    assert_eq!(stored["certificateOidcIssuer"], issuer.url.as_str());
+    repo.xtask(&["promote", d, "--to", "edge", "--now", &day(0.0)]).ok();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(3.0)]).refused(&["takes releases after 7 days", "eligible from"]);
+    // The kept manifest carries release.yaml's log entry: a changed signed time is refused.
+    let kept = fs::read_dir(channels.join("edge/releases")).unwrap().next().unwrap().unwrap().path();
+    let entry = kept.join("attest/tlog/release.yaml.rekor.json");
+    let good = fs::read(&entry).unwrap();
+    let mut e: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let uuid = e.as_object().unwrap().keys().next().unwrap().clone();
+    e[&uuid]["integratedTime"] = (e[&uuid]["integratedTime"].as_i64().unwrap() + 1).into();
+    fs::write(&entry, e.to_string()).unwrap();
+    repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).refused(&["transparency log: `release.yaml`"]);
+    fs::write(&entry, good).unwrap();
+    let proposed = repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0), "--json"]);
+    proposed.ok();
+    assert_eq!(proposed.json()["promoted"]["pending"], true, "{}", proposed.stdout);
+    assert!(!channels.join("stable/pointer.json").exists());
+    let bob_key = bob.with_extension("key");
+    repo.xtask(&["promote", "--cosign", "--to", "stable", "--key", bob_key.to_str().unwrap(), "--now", &day(7.0)]).ok();
+    let pointer: serde_json::Value = serde_json::from_slice(&fs::read(channels.join("stable/pointer.json")).unwrap()).unwrap();
+    assert_eq!(pointer["signatures"].as_array().unwrap().len(), 2, "{pointer}");
+    let history = repo.xtask(&["history", "--channel", "stable", "--key", alice.to_str().unwrap(), "--json"]);
+    history.ok();
+    assert_eq!(history.json()["history"]["kept"][0]["version"], "2.4.1", "{}", history.stdout);
+    // A root rotation re-checks every kept release: the keyless one (kept by edge and stable)
+    // under the store's policy.
+    let root_key = repo.path().join("target/keys/root.key");
+    let rotated = repo.xtask(&["trust", "rotate", "--root-key", root_key.to_str().unwrap(), "--now", &day(8.0), "--json"]);
+    rotated.ok();
+    let checked = rotated.json()["rotation"]["checked"].clone();
+    let statuses: Vec<&str> = checked.as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["keyless", "keyless"], "{checked}");
 }

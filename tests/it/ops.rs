@@ -487,9 +487,13 @@ fn ops_workflows_are_yaml_pin_every_action_by_sha_and_test_yml_runs_the_readme_c
     assert!(rel["on"]["push"]["tags"].as_sequence().is_some());
     assert_eq!(rel["jobs"]["test"]["uses"], "./.github/workflows/test.yml");
     assert_eq!(rel["jobs"]["release"]["needs"], "test");
-    for needle in
-        ["cargo xtask release --channel", "cargo xtask verify", "cargo xtask publish", "cargo xtask kit build", "actions/upload-artifact@"]
-    {
+    for needle in [
+        "cargo xtask release --channel",
+        "cargo xtask verify",
+        "cargo xtask publish",
+        "stellaops-kit-*.tar.zst",
+        "actions/upload-artifact@",
+    ] {
         assert!(rel_text.contains(needle), "release.yml lacks `{needle}`");
     }
 }
@@ -658,4 +662,79 @@ fn ops_workflows_pin_every_action_image_package_source_and_installer() {
     let mut other = vec![("STELLAOPS_RUSTUP_VERSION".to_owned(), "1.0.0".to_owned())];
     let found = unpinned("drift.yml", "env:\n  STELLAOPS_RUSTUP_VERSION: 1.29.0\njobs: {}\n", &mut other);
     assert!(found.iter().any(|f| f.contains("another workflow says `1.0.0`")), "{found:?}");
+
+    // Keyless by default (issue 16): the release job signs keyless with the workflow's token
+    // and verifies under the identity policy; promote checks under the release workflow's
+    // identity. The checker finds each way back to a key.
+    let promote = fs::read_to_string(dir.join("promote.yml")).unwrap();
+    let found = not_keyless(&release, &promote);
+    assert!(found.is_empty(), "not keyless:\n{}", found.join("\n"));
+    let keyed = release
+        .replace("--keyless --fulcio-url https://fulcio.sigstore.dev", "--key \"$RUNNER_TEMP/release.key\"")
+        .replace("      id-token: write\n", "");
+    let found = not_keyless(&keyed, &promote.replace("cargo xtask trust keyless", "true"));
+    for needle in ["lacks `permissions: id-token: write`", "lacks `--keyless`", "signs with `--key`", "promote.yml: job `promote`"] {
+        assert!(found.iter().any(|f| f.contains(needle)), "`{needle}` not found in {found:?}");
+    }
+    let found = not_keyless(
+        &release.replace("    permissions:\n      # Pushes", "    permissions:\n      id-token: write\n      # Pushes"),
+        &promote,
+    );
+    assert!(found.iter().any(|f| f.contains("job `edge` asks for an OIDC token")), "{found:?}");
+}
+
+/// What keeps the workflows from signing keyless by default: the release job without
+/// `id-token: write`, `release` without `--keyless` and public-good Fulcio and Rekor or with a
+/// key, a `verify` there not under the identity policy (GitHub's issuer), another job asking for
+/// an OIDC token, and a job that moves channels (`edge`, `promote`) without writing the
+/// identity policy of this repository's release workflow at a version tag.
+fn not_keyless(release: &str, promote: &str) -> Vec<String> {
+    const ISSUER: &str = "--certificate-oidc-issuer https://token.actions.githubusercontent.com";
+    let mut found = Vec::new();
+    let runs = |job: &serde_norway::Value| -> String {
+        let steps = job["steps"].as_sequence().map(|s| s.iter().filter_map(|st| st["run"].as_str()).collect::<Vec<_>>());
+        steps.unwrap_or_default().join("\n").replace("\\\n", " ")
+    };
+    let rel: serde_norway::Value = serde_norway::from_str(release).unwrap();
+    let job = &rel["jobs"]["release"];
+    if job["permissions"]["id-token"].as_str() != Some("write") {
+        found.push("release.yml: the release job lacks `permissions: id-token: write`".to_owned());
+    }
+    let commands = runs(job);
+    let cut = commands.lines().find(|l| l.contains("cargo xtask release")).unwrap_or_default();
+    for flag in ["--keyless", "--fulcio-url https://fulcio.sigstore.dev", "--rekor-url https://rekor.sigstore.dev"] {
+        if !cut.contains(flag) {
+            found.push(format!("release.yml: `cargo xtask release` lacks `{flag}`: `{cut}`"));
+        }
+    }
+    if cut.contains("--key ") || serde_norway::to_string(job).unwrap().contains("secrets.STELLAOPS_SIGNING_KEY") {
+        found.push(format!("release.yml: the release job signs with `--key` (or holds the key secret): `{cut}`"));
+    }
+    for l in commands.lines().filter(|l| l.contains("cargo xtask verify")) {
+        if !(l.contains("--trusted-root") && l.contains(ISSUER)) {
+            found.push(format!("release.yml: `{}` is not under the identity policy", l.trim()));
+        }
+    }
+    let policy = |file: &str, name: &str, job: &serde_norway::Value, found: &mut Vec<String>| {
+        let commands = runs(job);
+        let writes = commands
+            .lines()
+            .any(|l| l.contains("cargo xtask trust keyless") && l.contains("--certificate-identity-regexp") && l.contains(ISSUER));
+        let pattern = commands.contains(r"/\.github/workflows/release\.yml@refs/tags/v'");
+        if !(writes && pattern) {
+            found.push(format!("{file}: job `{name}` moves a channel without the release workflow's identity policy (`trust keyless`)"));
+        }
+    };
+    let prom: serde_norway::Value = serde_norway::from_str(promote).unwrap();
+    policy("release.yml", "edge", &rel["jobs"]["edge"], &mut found);
+    policy("promote.yml", "promote", &prom["jobs"]["promote"], &mut found);
+    for (file, doc) in [("release.yml", &rel), ("promote.yml", &prom)] {
+        for (name, job) in doc["jobs"].as_mapping().unwrap() {
+            let name = name.as_str().unwrap_or_default();
+            if (file, name) != ("release.yml", "release") && !job["permissions"]["id-token"].is_null() {
+                found.push(format!("{file}: job `{name}` asks for an OIDC token; only the release job signs keyless"));
+            }
+        }
+    }
+    found
 }

@@ -425,14 +425,14 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     // 2. With the log: every signature and envelope entered (24 image signatures, 48 SBOM and
     //    provenance envelopes, the drift report, release.yaml, the gate record), each verified offline.
     stable(&["--rekor-url", &log.url]).ok();
-    assert_eq!(log.size(), 75);
+    assert_eq!(log.size(), 77);
     let dir = repo.releases().join("2.4.1-stable");
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert!(!yaml.contains("pending") && !yaml.contains("\"none\""), "{yaml}");
     let run = verify(&dir, &public, Some(&log.public));
     run.ok();
     let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("inclusion proof")).count();
-    assert_eq!(checked, 75, "{}", run.stdout);
+    assert_eq!(checked, 77, "{}", run.stdout);
     // release.yaml's rekorUUID is the UUID of the index signature's entry.
     let (_, e) = entry(&dir, &format!("images/sha256-{}.sig", &yaml[yaml.find("authority@sha256:").unwrap() + 17..][..64]));
     let uuid = e.as_object().unwrap().keys().next().unwrap().clone();
@@ -499,7 +499,7 @@ fn tlog_verify_checks_every_entry_of_a_stable_release_against_a_fake_rekor_v1_ed
     let other = TestLog::start(&other_log);
     let run = verify(&dir, &public, Some(&other.public));
     fails_with(&run, &["is not the pinned log key's"]);
-    assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL] transparency log: `")).count(), 75);
+    assert_eq!(run.stdout.lines().filter(|l| l.starts_with("[FAIL] transparency log: `")).count(), 77);
     fails_with(&verify(&dir, &public, None), &["[FAIL] transparency log", "--rekor-key FILE"]);
 
     // 7. Other people's verifier: release.yaml's sigstore bundle carries its log entry
@@ -582,11 +582,11 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{yaml}");
     let queue = || fs::read_dir(dir.join("attest/tlog/pending")).map(|d| d.count()).unwrap_or(0);
-    assert_eq!(queue(), 75);
+    assert_eq!(queue(), 77);
     // Edge does not require a log: nothing logged, the release verifies, saying so.
     let run = verify(&dir, &public, None);
     run.ok();
-    assert!(run.stdout.contains("transparency log: nothing logged, 75 entries pending"), "{}", run.stdout);
+    assert!(run.stdout.contains("transparency log: nothing logged, 77 entries pending"), "{}", run.stdout);
 
     // An edge release cut without a log is promotable on edge, never into stable (which
     // requires a log: `[transparency-log] required` of stable.toml).
@@ -599,7 +599,7 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let d = dir.to_str().unwrap();
     repo.xtask(&["promote", d, "--to", "edge"]).refused(&[
         "cannot be promoted to `edge`",
-        "75 transparency-log entries are pending",
+        "77 transparency-log entries are pending",
         "attest resubmit",
     ]);
 
@@ -618,9 +618,9 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     assert_eq!(log.size(), 0);
     let run = resubmit(&key);
     run.ok();
-    assert_eq!(run.json()["sent"], 75);
+    assert_eq!(run.json()["sent"], 77);
     assert_eq!(queue(), 0);
-    assert_eq!(log.size(), 75);
+    assert_eq!(log.size(), 77);
     assert!(dir.join("attest/tlog/resubmitted.dsse.json").is_file());
 
     // Promotable now; verify checks the new entries, and the record for release.yaml's
@@ -629,7 +629,7 @@ fn tlog_log_down_release_completes_promote_refuses_resubmit_to_a_fake_rekor_v1_e
     let run = verify(&dir, &public, Some(&log.public));
     run.ok();
     let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("inclusion proof")).count();
-    assert_eq!(checked, 75, "{}", run.stdout);
+    assert_eq!(checked, 77, "{}", run.stdout);
     // Without the record, release.yaml's `pending` is not taken as logged.
     let bare = scratch.path().join("no-record");
     copy_dir(&dir, &bare);
@@ -671,7 +671,7 @@ fn tlog_rekor_v2_entries_from_a_fake_rekor_v2_edge_log_verify_offline() {
     let scratch = tempfile::tempdir().unwrap();
     let log = TestLog::start(scratch.path());
     repo.xtask(&["release", "--channel", "edge", "--skip-gates", "--rekor-url", &log.url, "--rekor-api", "v2"]).ok();
-    assert_eq!(log.size(), 75);
+    assert_eq!(log.size(), 77);
     let dir = repo.releases().join("2.4.1-edge");
     let public = repo.path().join("target/keys/dev.pub");
     let (_, answer) = entry(&dir, "release.yaml");
@@ -679,7 +679,7 @@ fn tlog_rekor_v2_entries_from_a_fake_rekor_v2_edge_log_verify_offline() {
     let run = verify(&dir, &public, Some(&log.public));
     run.ok();
     let checked = run.stdout.lines().filter(|l| l.starts_with("[ok  ] transparency log: `") && l.contains("(Rekor v2)")).count();
-    assert_eq!(checked, 75, "{}", run.stdout);
+    assert_eq!(checked, 77, "{}", run.stdout);
     // release.yaml's rekorUUID: the leaf hash of the index signature's entry.
     let yaml = fs::read_to_string(dir.join("release.yaml")).unwrap();
     assert!(!yaml.contains("pending") && !yaml.contains("\"none\""), "{yaml}");
@@ -724,7 +724,7 @@ fn tlog_rekor_v2_entries_from_a_fake_rekor_v2_edge_log_verify_offline() {
         .args(["--rekor-url", &log2.url, "--rekor-api", "v2", "--key"])
         .arg(repo.path().join("target/keys/dev.key"));
     Run::of(cmd.output().unwrap()).ok();
-    assert_eq!(log2.size(), 75);
+    assert_eq!(log2.size(), 77);
     verify(&down_dir, &public, Some(&log2.public)).ok();
 }
 
@@ -767,7 +767,7 @@ fn tlog_a_fake_rekor_v1_edge_log_lying_in_its_proofs_or_signatures_is_not_believ
         }
         // None of its answers kept; every entry queued; release.yaml says `pending`.
         assert_eq!(kept(&out), 0, "{lie:?}: a lying answer was kept");
-        assert_eq!(queued(&out), 75, "{lie:?}");
+        assert_eq!(queued(&out), 77, "{lie:?}");
         let yaml = fs::read_to_string(out.join("release.yaml")).unwrap();
         assert_eq!(yaml.matches("rekorUUID: \"pending\"").count(), 8, "{lie:?}: {yaml}");
         repo.xtask(&["promote", out.to_str().unwrap(), "--to", "edge"])
@@ -780,5 +780,5 @@ fn tlog_a_fake_rekor_v1_edge_log_lying_in_its_proofs_or_signatures_is_not_believ
         repo.xtask(&["release", "--channel", "edge", "--rekor-url", &log.url, "--rekor-key", &pinned, "--out", out.to_str().unwrap()]);
     run.ok();
     assert!(!run.stderr.contains("pending"), "{}", run.stderr);
-    assert_eq!((kept(&out), queued(&out)), (75, 0));
+    assert_eq!((kept(&out), queued(&out)), (77, 0));
 }

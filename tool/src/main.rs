@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use schema::exit::Code;
 use schema::report::{Event, Reporter};
+use verifier::keyless::Anchor;
 use verifier::keys::{Fips, PublicKey};
 use verifier::kit::{KitError, KitReport, Target};
 
@@ -136,10 +137,11 @@ struct Keys {
     /// The release's public key (SPKI PEM), obtained out of band.
     #[arg(long, value_name = "FILE", required_unless_present = "trusted_root")]
     key: Option<PathBuf>,
-    /// A keyless release directory (`verify` only): the sigstore trusted root
+    /// A keyless release (a directory or its kit): the sigstore trusted root
     /// (`trusted_root.json`: the Fulcio CA, the transparency log's key) in place of `--key`,
-    /// with the identity policy below.
-    #[arg(long, value_name = "FILE", conflicts_with = "key")]
+    /// with the identity policy below; every signature is checked with the certificate's key
+    /// and every log entry's signed time must lie within its validity.
+    #[arg(long, value_name = "FILE", conflicts_with = "key", requires = "certificate_oidc_issuer")]
     trusted_root: Option<PathBuf>,
     /// With `--trusted-root`: the signer's identity (the certificate's email or URI), exactly.
     #[arg(long, value_name = "SUBJECT", requires = "trusted_root")]
@@ -168,22 +170,45 @@ struct Failure {
     message: String,
 }
 
+/// What a release must be signed by, loaded: a key, or a trusted root and an identity policy.
+enum Signer {
+    Key(PublicKey),
+    Keyless(verifier::keyless::TrustedRoot, verifier::keyless::Policy),
+}
+
+impl Signer {
+    fn anchor(&self) -> Anchor<'_> {
+        match self {
+            Signer::Key(k) => Anchor::Key(k),
+            Signer::Keyless(root, policy) => Anchor::Identity { root, policy },
+        }
+    }
+}
+
 impl Keys {
-    fn load(&self) -> Result<(PublicKey, Option<PublicKey>, Fips), Failure> {
+    fn load(&self) -> Result<(Signer, Option<PublicKey>, Fips), Failure> {
         let key_failure = |e: verifier::keys::KeyError| {
             let hint = e.hint().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
             Failure { code: e.exit_code(), message: format!("{e}{hint}") }
         };
-        let Some(key) = &self.key else {
-            return Err(Failure {
-                code: Code::Rejected,
-                message: "a keyless release (`--trusted-root`) is verified as a release directory with `verify`; a kit or an import needs `--key`".into(),
-            });
+        let signer = match (&self.key, &self.trusted_root) {
+            (Some(key), _) => Signer::Key(PublicKey::load(key).map_err(key_failure)?),
+            (None, Some(root)) => {
+                let policy = verifier::keyless::Policy::new(
+                    self.certificate_identity.as_deref(),
+                    self.certificate_identity_regexp.as_deref(),
+                    self.certificate_oidc_issuer.as_deref(),
+                )
+                .map_err(|message| Failure { code: Code::Rejected, message })?;
+                let root = verifier::keyless::TrustedRoot::load(root)
+                    .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
+                Signer::Keyless(root, policy)
+            }
+            (None, None) => return Err(Failure { code: Code::Rejected, message: "give `--key FILE` or `--trusted-root FILE`".into() }),
         };
-        let key = PublicKey::load(key).map_err(key_failure)?;
         let log = self.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(key_failure)?;
         let fips = if self.fips { Fips::On } else { Fips::Off };
-        Ok((key, log, fips))
+        Ok((signer, log, fips))
     }
 }
 
@@ -232,15 +257,21 @@ fn verify_keyed(
     registry: Option<&str>,
     reporter: &Lines,
 ) -> Result<Option<verifier::release::VerifyReport>, Failure> {
-    let (key, log, fips) = keys.load()?;
+    let (signer, log, fips) = keys.load()?;
     if path.is_file() && registry.is_none() {
         kit_result(
             cli.json,
             "verified",
-            verifier::kit::verify_kit_pinned(path, &key, log.as_ref(), fips, None, keys.trust_root.as_deref(), reporter),
+            verifier::kit::verify_kit_pinned(path, signer.anchor(), log.as_ref(), fips, None, keys.trust_root.as_deref(), reporter),
         )?;
         return Ok(None);
     }
+    let Signer::Key(key) = signer else {
+        return Err(Failure {
+            code: Code::Rejected,
+            message: format!("`{}`: a keyless release is verified as a release directory or a kit, without `--registry`", path.display()),
+        });
+    };
     Ok(Some(match registry {
         Some(r) => {
             let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
@@ -277,16 +308,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Verify { path, keys, registry } => {
             let report = match (&keys.trusted_root, registry) {
                 (Some(root), None) if path.is_dir() => verify_keyless(path, root, keys)?,
-                (Some(_), _) => {
-                    return Err(Failure {
-                        code: Code::Rejected,
-                        message: format!(
-                            "`{}`: a keyless release is verified as a release directory, without `--registry`",
-                            path.display()
-                        ),
-                    })
-                }
-                (None, _) => match verify_keyed(cli, path, keys, registry.as_deref(), &reporter)? {
+                _ => match verify_keyed(cli, path, keys, registry.as_deref(), &reporter)? {
                     Some(report) => report,
                     None => return Ok(()),
                 },
@@ -339,15 +361,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         }
         Command::Offline { command: Offline::Kit { command } } => match command {
             KitCommand::Verify { kit, keys } => {
-                let (key, log, fips) = keys.load()?;
+                let (signer, log, fips) = keys.load()?;
                 kit_result(
                     cli.json,
                     "verified",
-                    verifier::kit::verify_kit_pinned(kit, &key, log.as_ref(), fips, None, keys.trust_root.as_deref(), &reporter),
+                    verifier::kit::verify_kit_pinned(kit, signer.anchor(), log.as_ref(), fips, None, keys.trust_root.as_deref(), &reporter),
                 )
             }
             KitCommand::Import { kit, into, docker_config, keys } => {
-                let (key, log, fips) = keys.load()?;
+                let (signer, log, fips) = keys.load()?;
                 let mut target: Target =
                     into.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--into {into}`: {e}") })?;
                 if let Target::Registry { docker_config: d, .. } = &mut target {
@@ -367,7 +389,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 kit_result(
                     cli.json,
                     "imported",
-                    verifier::kit::import_pinned(kit, &target, &key, log.as_ref(), fips, keys.trust_root.as_deref(), &reporter),
+                    verifier::kit::import_pinned(kit, &target, signer.anchor(), log.as_ref(), fips, keys.trust_root.as_deref(), &reporter),
                 )
             }
             KitCommand::Preflight { kit, from, backup_age, keys } => preflight(cli.json, kit, from, *backup_age, keys, &reporter),
@@ -381,13 +403,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// 2. the skew rules from the kit (`release-trains/`, `base-images.lock`, as released);
 /// 3. the checklist of `verifier::preflight` from `--from` to the kit.
 fn preflight(json: bool, kit: &Path, from: &Path, backup_age: Option<i64>, keys: &Keys, reporter: &Lines) -> Result<(), Failure> {
-    let (key, log, fips) = keys.load()?;
+    let (signer, log, fips) = keys.load()?;
     let unpack = |k: &Path| {
-        verifier::kit::unpack_verified(k, &key, log.as_ref(), fips, keys.trust_root.as_deref(), &std::env::temp_dir(), reporter)
+        verifier::kit::unpack_verified(k, signer.anchor(), log.as_ref(), fips, keys.trust_root.as_deref(), &std::env::temp_dir(), reporter)
             .map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })
     };
-    let (_, to) = unpack(kit)?;
-    let current = if from.is_file() { Some(unpack(from)?.1) } else { None };
+    let (_, to, key) = unpack(kit)?;
+    let (current, from_key) = if from.is_file() {
+        let (_, dir, key) = unpack(from)?;
+        (Some(dir), key)
+    } else {
+        (None, from_key(&signer, from).unwrap_or_else(|| key.clone()))
+    };
     let from_dir = current.as_ref().map_or(from, |s| s.path());
     if !to.path().join("release-trains/components.toml").is_file() {
         return Err(Failure {
@@ -398,7 +425,7 @@ fn preflight(json: bool, kit: &Path, from: &Path, backup_age: Option<i64>, keys:
             ),
         });
     }
-    let req = verifier::preflight::Preflight { root: to.path(), from: from_dir, to: to.path(), key: &key, backup_age };
+    let req = verifier::preflight::Preflight { root: to.path(), from: from_dir, to: to.path(), key: &key, from_key: &from_key, backup_age };
     let mut report = verifier::preflight::run(&req).map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
     // Name what the customer gave, not the temporary directories.
     report.from = from.display().to_string();
@@ -417,6 +444,20 @@ fn preflight(json: bool, kit: &Path, from: &Path, backup_age: Option<i64>, keys:
             code: Code::Rejected,
             message: format!("the upgrade is not safe: {}", ids.into_iter().collect::<Vec<_>>().join(", ")),
         })
+    }
+}
+
+/// The key the running release (`--from`, a directory) is checked with: the pinned key, or a
+/// keyless release's certified key (its certificate checked under the policy; `None` when it
+/// does not pass, and the preflight then reports its signature as not verifying).
+fn from_key(signer: &Signer, from: &Path) -> Option<PublicKey> {
+    match signer {
+        Signer::Key(k) => Some(k.clone()),
+        Signer::Keyless(root, policy) => ["release.yaml.sigstore.json", "manifest/release.yaml.sigstore.json"]
+            .iter()
+            .find_map(|f| std::fs::read(from.join(f)).ok())
+            .and_then(|b| verifier::keyless::certified(&b, root, policy).ok())
+            .map(|l| l.key),
     }
 }
 

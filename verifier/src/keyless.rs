@@ -17,7 +17,9 @@
 //! 3. one of its subject alternative names (email, URI) is the identity, or matches the
 //!    pattern (unanchored, as cosign's `--certificate-identity-regexp`: anchor it with `^...$`);
 //! 4. its OIDC issuer extension (`1.3.6.1.4.1.57264.1.8`, a UTF8String; else the deprecated
-//!    `1.3.6.1.4.1.57264.1.1`, raw bytes) is the issuer.
+//!    `1.3.6.1.4.1.57264.1.1`, raw bytes) is the issuer;
+//! 5. when the trusted root names certificate transparency logs (`ctlogs`), one of its
+//!    embedded signed certificate timestamps is from one of them and verifies ([`check_scts`]).
 //!
 //! The signing time is checked by [`crate::tlog::check_entry`] (step 6) with the validity
 //! returned here: a certificate says nothing about when it was used; the log's signed entry
@@ -105,6 +107,9 @@ impl Policy {
 pub struct TrustedRoot {
     pub authorities: Vec<Vec<Vec<u8>>>,
     pub logs: Vec<PublicKey>,
+    /// The certificate transparency logs (`ctlogs`): when any is named, a certificate must
+    /// carry a signed certificate timestamp from one of them (step 5).
+    pub ct_logs: Vec<PublicKey>,
 }
 
 impl TrustedRoot {
@@ -137,13 +142,18 @@ impl TrustedRoot {
             let der = raw(&log["publicKey"], &format!("`tlogs[{i}].publicKey`"))?;
             logs.push(PublicKey::from_spki_der(&der).map_err(|e| format!("`tlogs[{i}].publicKey`: {e}"))?);
         }
+        let mut ct_logs = Vec::new();
+        for (i, log) in v["ctlogs"].as_array().map(Vec::as_slice).unwrap_or_default().iter().enumerate() {
+            let der = raw(&log["publicKey"], &format!("`ctlogs[{i}].publicKey`"))?;
+            ct_logs.push(PublicKey::from_spki_der(&der).map_err(|e| format!("`ctlogs[{i}].publicKey`: {e}"))?);
+        }
         if authorities.is_empty() {
             return Err("it names no certificate authority (`certificateAuthorities`)".into());
         }
         if logs.is_empty() {
             return Err("it names no transparency log (`tlogs`): keyless signatures are checked by their log entries".into());
         }
-        Ok(TrustedRoot { authorities, logs })
+        Ok(TrustedRoot { authorities, logs, ct_logs })
     }
 }
 
@@ -265,8 +275,15 @@ pub fn check_leaf(leaf: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Le
     let read = Leaf::parse(leaf).map_err(|e| vec![e])?;
     let mut problems = Vec::new();
     // 1. The chain.
-    if let Err(e) = issued_by_trusted_ca(&cert, root) {
-        problems.push(e);
+    match issued_by_trusted_ca(&cert, root) {
+        Err(e) => problems.push(e),
+        // 5. Certificate transparency, when the trusted root names CT logs.
+        Ok(issuer_spki) if !root.ct_logs.is_empty() => {
+            if let Err(e) = check_scts(&cert, &issuer_spki, &root.ct_logs) {
+                problems.push(e);
+            }
+        }
+        Ok(_) => {}
     }
     if matches!(cert.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) {
         problems.push("the certificate is a CA's, not a signer's".to_owned());
@@ -303,8 +320,9 @@ pub fn check_leaf(leaf: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Le
     }
 }
 
-/// Step 1: some CA chain of the trusted root issued `cert`.
-fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<(), String> {
+/// Step 1: some CA chain of the trusted root issued `cert`; the issuing CA's public key (SPKI
+/// DER).
+fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<Vec<u8>, String> {
     let alg = cert.signature_algorithm.oid.to_string();
     if alg != OID_ECDSA_SHA256 && alg != OID_ECDSA_SHA384 {
         return Err(format!(
@@ -334,7 +352,7 @@ fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<(), St
             Ok(true) if !matches!(ca.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca) => {
                 refused = Some(format!("`{name}` of the trusted root is not a CA (basic constraints)"))
             }
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(spki),
         }
     }
     Err(refused.unwrap_or_else(|| {
@@ -344,6 +362,109 @@ fn issued_by_trusted_ca(cert: &Certificate, root: &TrustedRoot) -> Result<(), St
             seen.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
         )
     }))
+}
+
+/// Step 5: the certificate's embedded signed certificate timestamps (RFC 6962 §3.3, extension
+/// `1.3.6.1.4.1.11129.2.4.2`): at least one is from a log of `logs` (its log id, the SHA-256
+/// of the log's key) and verifies with that log's key over the precertificate entry: the
+/// certificate's TBS without the SCT extension, and the SHA-256 of the issuer's key
+/// (`issuer_spki`). SCTs from logs the root does not name are ignored, as in sigstore's
+/// verifiers.
+pub fn check_scts(cert: &Certificate, issuer_spki: &[u8], logs: &[PublicKey]) -> Result<usize, String> {
+    use sha2::Digest as _;
+    let sct_oid = x509_cert::der::oid::ObjectIdentifier::new_unwrap(OID_SCT_LIST);
+    let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or_default();
+    let ext = exts.iter().find(|e| e.extn_id == sct_oid).ok_or_else(|| {
+        format!("the certificate carries no signed certificate timestamp (extension `{OID_SCT_LIST}`), and the trusted root names CT logs")
+    })?;
+    let list = x509_cert::der::asn1::OctetString::from_der(ext.extn_value.as_bytes())
+        .map_err(|e| format!("its SCT list is not an OCTET STRING: {e}"))?;
+    let scts = parse_sct_list(list.as_bytes())?;
+    // The precertificate's TBS: this one without the SCT extension.
+    let mut tbs = cert.tbs_certificate.clone();
+    tbs.extensions = Some(exts.iter().filter(|e| e.extn_id != sct_oid).cloned().collect());
+    let tbs = tbs.to_der().map_err(|e| e.to_string())?;
+    let issuer_hash = sha2::Sha256::digest(issuer_spki);
+    let mut problems = Vec::new();
+    let mut valid = 0;
+    for (i, sct) in scts.iter().enumerate() {
+        let Some(log) = logs.iter().find(|k| sha2::Sha256::digest(k.der()).as_slice() == sct.log_id) else { continue };
+        let mut signed = vec![0u8, 0u8]; // v1, certificate_timestamp
+        signed.extend_from_slice(&sct.timestamp.to_be_bytes());
+        signed.extend_from_slice(&1u16.to_be_bytes()); // precert_entry
+        signed.extend_from_slice(&issuer_hash);
+        signed.extend_from_slice(&(tbs.len() as u32).to_be_bytes()[1..]);
+        signed.extend_from_slice(&tbs);
+        signed.extend_from_slice(&(sct.extensions.len() as u16).to_be_bytes());
+        signed.extend_from_slice(&sct.extensions);
+        if log.verify(&signed, &sct.signature) {
+            valid += 1;
+        } else {
+            problems.push(format!("SCT {i} of the CT log {} does not verify", &log.key_id()[..16]));
+        }
+    }
+    if valid > 0 {
+        return Ok(valid);
+    }
+    if problems.is_empty() {
+        problems.push(format!("none of its {} SCT(s) is from a CT log of the trusted root", scts.len()));
+    }
+    Err(format!("certificate transparency: {}", problems.join("; ")))
+}
+
+/// The extension holding a certificate's embedded SCTs (RFC 6962).
+pub const OID_SCT_LIST: &str = "1.3.6.1.4.1.11129.2.4.2";
+
+/// One signed certificate timestamp (RFC 6962 §3.2), the parts checked.
+struct Sct {
+    log_id: Vec<u8>,
+    timestamp: u64,
+    extensions: Vec<u8>,
+    /// The DER ECDSA signature (SHA-256).
+    signature: Vec<u8>,
+}
+
+/// A TLS-encoded `SignedCertificateTimestampList`.
+fn parse_sct_list(bytes: &[u8]) -> Result<Vec<Sct>, String> {
+    let bad = |why: &str| format!("its SCT list is malformed: {why}");
+    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
+        if b.len() < n {
+            return Err(bad("truncated"));
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h.to_vec())
+    };
+    let u16_of = |v: &[u8]| usize::from(u16::from_be_bytes([v[0], v[1]]));
+    let mut b = bytes;
+    let total = u16_of(&take(&mut b, 2)?);
+    if total != b.len() {
+        return Err(bad("its length is not the extension's"));
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let n = u16_of(&take(&mut b, 2)?);
+        let mut s: &[u8] = &take(&mut b, n)?;
+        let version = take(&mut s, 1)?[0];
+        if version != 0 {
+            return Err(bad(&format!("version {version}, not v1")));
+        }
+        let log_id = take(&mut s, 32)?;
+        let timestamp = u64::from_be_bytes(take(&mut s, 8)?.try_into().map_err(|_| bad("timestamp"))?);
+        let n = u16_of(&take(&mut s, 2)?);
+        let extensions = take(&mut s, n)?;
+        let algs = take(&mut s, 2)?;
+        if algs != [4, 3] {
+            return Err(bad(&format!("signature algorithm {algs:?}, not ECDSA with SHA-256")));
+        }
+        let n = u16_of(&take(&mut s, 2)?);
+        let signature = take(&mut s, n)?;
+        if !s.is_empty() {
+            return Err(bad("bytes after an SCT"));
+        }
+        out.push(Sct { log_id, timestamp, extensions, signature });
+    }
+    Ok(out)
 }
 
 /// Whether the CA key `spki` (DER) made `sig` over `tbs` with `alg` (an ECDSA OID above).
@@ -364,6 +485,38 @@ pub fn bundle_certificate(bundle: &serde_json::Value) -> Option<Result<Vec<u8>, 
     let m = &bundle["verificationMaterial"];
     let raw = m["certificate"]["rawBytes"].as_str().or_else(|| m["x509CertificateChain"]["certificates"][0]["rawBytes"].as_str())?;
     Some(b64().decode(raw).map_err(|e| format!("the bundle's certificate is not base64: {e}")))
+}
+
+/// What a release must be signed by: a key obtained out of band, or (keyless) a certificate
+/// from a CA of a trusted root naming an identity the policy accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Anchor<'a> {
+    Key(&'a PublicKey),
+    Identity { root: &'a TrustedRoot, policy: &'a Policy },
+}
+
+/// The certificate of a release's sigstore bundle (`release.yaml.sigstore.json`, the bytes),
+/// checked against `root` and `policy` ([`check_leaf`]): its key and validity, or every reason
+/// it is refused, joined.
+pub fn certified(bundle: &[u8], root: &TrustedRoot, policy: &Policy) -> Result<Leaf, String> {
+    let v: serde_json::Value = serde_json::from_slice(bundle).map_err(|e| format!("not JSON: {e}"))?;
+    let der = bundle_certificate(&v)
+        .unwrap_or_else(|| Err("the bundle carries no certificate: not a keyless release (verify it with `--key`)".to_owned()))?;
+    check_leaf(&der, root, policy).map_err(|problems| problems.join("; "))
+}
+
+/// The log key to check a keyless release's entries with: `given` (`--rekor-key`), else the
+/// trusted root's log whose key id the release.yaml entry (`entry`, the bytes of
+/// `attest/tlog/release.yaml.rekor.json`) names (a root may list several logs; an entry in
+/// another log then fails its `logID` check), else the root's first log.
+pub fn log_key(root: &TrustedRoot, entry: Option<&[u8]>, given: Option<&PublicKey>) -> Option<PublicKey> {
+    let logged_by = entry
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|a| a.as_object().and_then(|o| o.values().next()).and_then(|e| e["logID"].as_str()).map(str::to_owned));
+    given
+        .cloned()
+        .or_else(|| root.logs.iter().find(|k| logged_by.as_deref() == Some(k.key_id().as_str())).cloned())
+        .or_else(|| root.logs.first().cloned())
 }
 
 /// A public key PEM, or the key of a PEM certificate (what a transparency-log entry of a
@@ -435,7 +588,7 @@ mod tests {
         let log = crate::keys::SigningKey::generate(crate::keys::KeyKind::EcdsaP256).public().clone();
         let leaf_key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
         let leaf_spki = leaf_key.verifying_key().to_public_key_der().unwrap().as_bytes().to_vec();
-        Fixture { ca_key, ca_name, root: TrustedRoot { authorities: vec![vec![ca]], logs: vec![log] }, leaf_spki }
+        Fixture { ca_key, ca_name, root: TrustedRoot { authorities: vec![vec![ca]], logs: vec![log], ct_logs: vec![] }, leaf_spki }
     }
 
     /// Fulcio's extensions, with `eku` or not, for `who` from `issuer`.
@@ -490,6 +643,61 @@ mod tests {
         assert!(check_leaf(&ca_leaf, &f.root, &policy("a@test")).unwrap_err()[0].contains("is a CA's"));
     }
 
+    /// An SCT list of one SCT by `ct` over the precertificate entry of `exts` (SCT-less).
+    fn sct_ext(f: &Fixture, exts: &[Extension], ct: &p256::ecdsa::SigningKey, tamper: bool) -> Extension {
+        use sha2::Digest as _;
+        // The TBS as `cert` builds it, without the SCT extension.
+        let probe = cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, exts.to_vec());
+        let tbs = Certificate::from_der(&probe).unwrap().tbs_certificate.to_der().unwrap();
+        let ca_spki = f.ca_key.verifying_key().to_public_key_der().unwrap();
+        let mut signed = vec![0u8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
+        signed.extend_from_slice(&sha2::Sha256::digest(ca_spki.as_bytes()));
+        signed.extend_from_slice(&(tbs.len() as u32).to_be_bytes()[1..]);
+        signed.extend_from_slice(&tbs);
+        signed.extend_from_slice(&[0, 0]);
+        let der: p256::ecdsa::DerSignature = ct.sign(&signed);
+        let mut sig = der.as_bytes().to_vec();
+        if tamper {
+            let n = sig.len();
+            sig[n - 1] ^= 1;
+        }
+        let mut sct = vec![0u8];
+        sct.extend_from_slice(&sha2::Sha256::digest(ct.verifying_key().to_public_key_der().unwrap().as_bytes()));
+        sct.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 4, 3]);
+        sct.extend_from_slice(&(sig.len() as u16).to_be_bytes());
+        sct.extend_from_slice(&sig);
+        let mut list = ((sct.len() + 2) as u16).to_be_bytes().to_vec();
+        list.extend_from_slice(&(sct.len() as u16).to_be_bytes());
+        list.extend_from_slice(&sct);
+        ext(OID_SCT_LIST, OctetString::new(list).unwrap().to_der().unwrap())
+    }
+
+    #[test]
+    fn with_ct_logs_in_the_root_a_leaf_needs_a_verifying_sct_from_one_of_them() {
+        let mut f = fixture();
+        let ct = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        f.root.ct_logs = vec![PublicKey::from_spki_der(ct.verifying_key().to_public_key_der().unwrap().as_bytes()).unwrap()];
+        let exts = fulcio_exts("a@test", "https://issuer.test", true);
+        let with = |sct: Extension| {
+            let mut e = exts.clone();
+            e.push(sct);
+            cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, e)
+        };
+        check_leaf(&with(sct_ext(&f, &exts, &ct, false)), &f.root, &policy("a@test")).unwrap();
+        let refused = |leaf: &[u8], says: &str| {
+            let p = check_leaf(leaf, &f.root, &policy("a@test")).unwrap_err();
+            assert!(p.iter().any(|m| m.contains(says)), "`{says}` not in {p:?}");
+        };
+        refused(&with(sct_ext(&f, &exts, &ct, true)), "does not verify");
+        let other = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        refused(&with(sct_ext(&f, &exts, &other, false)), "none of its 1 SCT(s) is from a CT log of the trusted root");
+        refused(&cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, exts.clone()), "carries no signed certificate timestamp");
+        refused(&with(ext(OID_SCT_LIST, OctetString::new(vec![0, 9, 0]).unwrap().to_der().unwrap())), "SCT list is malformed");
+        // Without CT logs in the root, none is needed.
+        f.root.ct_logs.clear();
+        check_leaf(&cert(&f.ca_name, &f.ca_key, Name::default(), &f.leaf_spki, exts.clone()), &f.root, &policy("a@test")).unwrap();
+    }
+
     /// Public-good Fulcio's intermediate is a P-384 CA signing with ecdsa-with-SHA384.
     #[test]
     fn a_leaf_from_a_p384_ca_verifies_and_one_signed_by_another_p384_key_does_not() {
@@ -507,7 +715,7 @@ mod tests {
         let spki = ca_key.verifying_key().to_public_key_der().unwrap();
         let bc = x509_cert::ext::pkix::BasicConstraints { ca: true, path_len_constraint: Some(0) }.to_der().unwrap();
         let ca = cert_by(&name, OID_ECDSA_SHA384, &sign_with(&ca_key), name.clone(), spki.as_bytes(), vec![ext("2.5.29.19", bc)]);
-        let root = TrustedRoot { authorities: vec![vec![ca]], logs: f.root.logs.clone() };
+        let root = TrustedRoot { authorities: vec![vec![ca]], logs: f.root.logs.clone(), ct_logs: vec![] };
         let exts = || fulcio_exts("a@test", "https://issuer.test", true);
         let leaf = cert_by(&name, OID_ECDSA_SHA384, &sign_with(&ca_key), Name::default(), &f.leaf_spki, exts());
         check_leaf(&leaf, &root, &policy("a@test")).unwrap();

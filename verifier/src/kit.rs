@@ -38,6 +38,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::keyless::Anchor;
 use crate::keys::{Fips, PublicKey};
 use crate::manifest;
 use crate::release::{self, VerifyReport};
@@ -119,6 +120,8 @@ struct Checked {
     report: VerifyReport,
     /// Held (`flock`) while in use: a killed import's is removed by the next one.
     staging: oci::dirs::Scratch,
+    /// The key that signed the release: the pinned one, or a keyless release's certified key.
+    key: PublicKey,
 }
 
 /// What `verify <kit>` and `kit import` report.
@@ -168,14 +171,15 @@ pub fn verify_kit(
     base: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
-    verify_kit_pinned(kit, key, log, fips, base, None, reporter)
+    verify_kit_pinned(kit, Anchor::Key(key), log, fips, base, None, reporter)
 }
 
-/// [`verify_kit`], with the kit's `trust/` checked from `trust_root`, a TUF root the customer
-/// pinned (a kit without `trust/` then fails).
+/// [`verify_kit`], with the release signed as `anchor` says (a key, or a keyless release's
+/// identity), and the kit's `trust/` checked from `trust_root`, a TUF root the customer pinned
+/// (a kit without `trust/` then fails).
 pub fn verify_kit_pinned(
     kit: &Path,
-    key: &PublicKey,
+    anchor: Anchor<'_>,
     log: Option<&PublicKey>,
     fips: Fips,
     base: Option<&Path>,
@@ -183,26 +187,26 @@ pub fn verify_kit_pinned(
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
     let tmp = std::env::temp_dir();
-    let checked = check(kit, (key, log), fips, &tmp, ".stellaops-kit-verify-", (base, trust_root), reporter)?;
+    let checked = check(kit, (anchor, log), fips, &tmp, ".stellaops-kit-verify-", (base, trust_root), reporter)?;
     Ok(report_of(kit, &checked, None, None))
 }
 
 /// Steps 1–4 into a temporary directory under `parent`, kept for the caller while it holds the
 /// returned [`oci::dirs::Scratch`]: the verified release as an unpacked kit (`manifest/`,
-/// `images/`, ...). The tool's preflight reads releases there.
+/// `images/`, ...), and the key that signed it. The tool's preflight reads releases there.
 #[allow(clippy::too_many_arguments)]
 pub fn unpack_verified(
     kit: &Path,
-    key: &PublicKey,
+    anchor: Anchor<'_>,
     log: Option<&PublicKey>,
     fips: Fips,
     trust_root: Option<&Path>,
     parent: &Path,
     reporter: &dyn Reporter,
-) -> Result<(KitReport, oci::dirs::Scratch), KitError> {
-    let checked = check(kit, (key, log), fips, parent, ".stellaops-kit-unpacked-", (None, trust_root), reporter)?;
+) -> Result<(KitReport, oci::dirs::Scratch, PublicKey), KitError> {
+    let checked = check(kit, (anchor, log), fips, parent, ".stellaops-kit-unpacked-", (None, trust_root), reporter)?;
     let report = report_of(kit, &checked, None, None);
-    Ok((report, checked.staging))
+    Ok((report, checked.staging, checked.key))
 }
 
 fn report_of(kit: &Path, c: &Checked, target: Option<String>, new_blobs: Option<usize>) -> KitReport {
@@ -228,14 +232,15 @@ pub fn import(
     fips: Fips,
     reporter: &dyn Reporter,
 ) -> Result<KitReport, KitError> {
-    import_pinned(kit, target, key, log, fips, None, reporter)
+    import_pinned(kit, target, Anchor::Key(key), log, fips, None, reporter)
 }
 
-/// [`import`], with the kit's `trust/` checked from `trust_root` (see [`verify_kit_pinned`]).
+/// [`import`], with the release signed as `anchor` says and the kit's `trust/` checked from
+/// `trust_root` (see [`verify_kit_pinned`]).
 pub fn import_pinned(
     kit: &Path,
     target: &Target,
-    key: &PublicKey,
+    anchor: Anchor<'_>,
     log: Option<&PublicKey>,
     fips: Fips,
     trust_root: Option<&Path>,
@@ -244,7 +249,7 @@ pub fn import_pinned(
     let dir = match target {
         Target::Dir(dir) => dir,
         Target::Registry { target, docker_config } => {
-            return import_registry(kit, target, docker_config.clone(), (key, log), fips, trust_root, reporter)
+            return import_registry(kit, target, docker_config.clone(), (anchor, log), fips, trust_root, reporter)
         }
     };
     let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir().map_err(io_err(dir))?.join(dir) };
@@ -285,7 +290,7 @@ pub fn import_pinned(
         }
     }
     // Staging beside the target (same file system: the final moves are renames).
-    let checked = check(kit, (key, log), fips, &parent, &format!(".{name}.import-"), (base, trust_root), reporter)?;
+    let checked = check(kit, (anchor, log), fips, &parent, &format!(".{name}.import-"), (base, trust_root), reporter)?;
     let new_blobs = load_dir(&checked, &dir, name, &parent)?;
     Ok(report_of(kit, &checked, Some(dir.display().to_string()), Some(new_blobs)))
 }
@@ -297,7 +302,7 @@ fn import_registry(
     kit: &Path,
     target: &oci::distribution::RegistryTarget,
     docker_config: Option<PathBuf>,
-    keys: (&PublicKey, Option<&PublicKey>),
+    keys: (Anchor<'_>, Option<&PublicKey>),
     fips: Fips,
     trust_root: Option<&Path>,
     reporter: &dyn Reporter,
@@ -439,7 +444,7 @@ impl<R: Read> Read for Shared<R> {
 /// directory under `staging_parent`, check a delta's base in `base`, verify signatures.
 fn check(
     kit: &Path,
-    (key, log): (&PublicKey, Option<&PublicKey>),
+    (anchor, log): (Anchor<'_>, Option<&PublicKey>),
     fips: Fips,
     staging_parent: &Path,
     staging_prefix: &str,
@@ -447,7 +452,9 @@ fn check(
     reporter: &dyn Reporter,
 ) -> Result<Checked, KitError> {
     let refuse = |reason: String| KitError::Refused { kit: kit.to_owned(), reason };
-    key.check_fips(fips, "the public key").map_err(|e| refuse(e.to_string()))?;
+    if let Anchor::Key(key) = anchor {
+        key.check_fips(fips, "the public key").map_err(|e| refuse(e.to_string()))?;
+    }
     let file = fs::File::open(kit).map_err(io_err(kit))?;
     let dec = zstd::stream::read::Decoder::new(file).map_err(io_err(kit))?;
     let limited = Shared(std::rc::Rc::new(std::cell::RefCell::new(Limited {
@@ -488,6 +495,26 @@ fn check(
         manifest.push(bytes);
     }
     let (yaml, sig, bundle, env) = (&manifest[0], &manifest[1], &manifest[2], &manifest[3]);
+    // The release's key: the pinned one, or the key the release's certificate certifies for an
+    // identity the policy accepts (its chain, identity, issuer and code-signing use checked
+    // here; its signing time in step 4, from the log entries).
+    let keyless_bundle =
+        serde_json::from_slice::<serde_json::Value>(bundle).ok().is_some_and(|v| crate::keyless::bundle_certificate(&v).is_some());
+    let (key, leaf) = match anchor {
+        Anchor::Key(_) if keyless_bundle => {
+            return Err(refuse(
+                "`manifest/release.yaml.sigstore.json` carries a certificate: the kit of a keyless release\n  hint: verify it with `--trusted-root FILE` and an identity policy (`--certificate-identity[-regexp]`, `--certificate-oidc-issuer`) in place of `--key`".into(),
+            ))
+        }
+        Anchor::Key(key) => (key.clone(), None),
+        Anchor::Identity { root, policy } => {
+            let leaf = crate::keyless::certified(bundle, root, policy)
+                .map_err(|e| refuse(format!("`manifest/release.yaml.sigstore.json`: the release's certificate is refused: {e}")))?;
+            leaf.key.check_fips(fips, "the certified key").map_err(|e| refuse(e.to_string()))?;
+            (leaf.key.clone(), Some(leaf))
+        }
+    };
+    let key = &key;
     let sig = String::from_utf8_lossy(sig);
     if !manifest::verify_blob(key, yaml, sig.trim()) {
         return Err(refuse("`manifest/release.yaml.sig` does not verify release.yaml with the given public key".into()));
@@ -666,13 +693,26 @@ fn check(
 
     // 4. Signatures and attestations, as `verify` checks a release.
     let only = Some(inventory.components.iter().cloned().collect());
-    let tree = release::Tree::kit(staging.path(), only).with_log(log.cloned()).with_trust_root(trust_root.map(Path::to_owned));
-    let report = release::verify_tree(&tree, key, fips);
+    let mut tree = release::Tree::kit(staging.path(), only).with_trust_root(trust_root.map(Path::to_owned));
+    let mut report = VerifyReport::default();
+    match (&anchor, &leaf) {
+        (Anchor::Identity { root, .. }, Some(leaf)) => {
+            let entry = fs::read(crate::tlog::entry_path(staging.path(), "release.yaml")).ok();
+            tree = tree.with_log(crate::keyless::log_key(root, entry.as_deref(), log)).certified(leaf.not_before, leaf.not_after);
+            report.checks.push(release::Check {
+                ok: true,
+                what: release::certified_line("keyless certificate (`manifest/release.yaml.sigstore.json`)", leaf),
+                detail: String::new(),
+            });
+        }
+        _ => tree = tree.with_log(log.cloned()),
+    }
+    report.checks.extend(release::verify_tree(&tree, key, fips).checks);
     if !report.ok() {
         return Err(KitError::Unverified { kit: kit.to_owned(), report });
     }
     reporter.event(Event::StageFinished { stage: Stage::Kit });
-    Ok(Checked { inventory, report, staging })
+    Ok(Checked { inventory, report, staging, key: key.clone() })
 }
 
 fn entry_path<R: Read>(e: &tar::Entry<'_, R>) -> Result<String, String> {

@@ -104,6 +104,8 @@ pub const KEPT_FILES: &[&str] = &[
     "attest/gates.dsse.json",
     "plan.json",
     "attest/tlog/resubmitted.dsse.json",
+    // A keyless release's proof that it was signed while its certificate was valid.
+    "attest/tlog/release.yaml.rekor.json",
 ];
 
 /// A release's `release.yaml`, read from a release directory (or an unpacked kit, which

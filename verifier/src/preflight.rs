@@ -88,7 +88,11 @@ pub struct Preflight<'a> {
     pub root: &'a Path,
     pub from: &'a Path,
     pub to: &'a Path,
+    /// The key the target (`to`) is signed with.
     pub key: &'a PublicKey,
+    /// The key the running release (`from`) is signed with (the same, unless keyless: each
+    /// keyless release has its own).
+    pub from_key: &'a PublicKey,
     /// Age of the newest database backup, in seconds, as the operator states it.
     pub backup_age: Option<i64>,
 }
@@ -169,7 +173,7 @@ pub fn run(req: &Preflight<'_>) -> Result<Report, crate::ops::OpsError> {
     let cfg = schema::config::load_rules(req.root)?;
     let mut findings = Vec::new();
     // 1-2.
-    let from = side(req.from, req.key, "current", Severity::Warning, &mut findings);
+    let from = side(req.from, req.from_key, "current", Severity::Warning, &mut findings);
     let to = side(req.to, req.key, "target", Severity::Violation, &mut findings);
     let (Some(from), Some(to)) = (from, to) else {
         findings.push(Finding {

@@ -181,47 +181,68 @@ pub fn verify_keyless(
     let mut r = VerifyReport::default();
     let path = dir.join("release.yaml.sigstore.json");
     let what = format!("keyless certificate (`{}`)", path.display());
-    let der = fs::read(&path)
-        .map_err(|e| format!("`{}`: {e}", path.display()))
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("not JSON: {e}")))
-        .and_then(|v| {
-            crate::keyless::bundle_certificate(&v)
-                .unwrap_or_else(|| Err("the bundle carries no certificate: not a keyless release (verify it with `--key`)".to_owned()))
-        });
-    let der = match der {
-        Ok(d) => d,
-        Err(e) => {
-            r.fail(what, e);
-            return r;
-        }
-    };
-    let leaf = match crate::keyless::check_leaf(&der, root, policy) {
-        Ok(l) => l,
-        Err(problems) => {
-            r.fail(what, problems.join("; "));
-            return r;
-        }
-    };
-    r.pass(format!(
+    let leaf =
+        match fs::read(&path).map_err(|e| format!("`{}`: {e}", path.display())).and_then(|b| crate::keyless::certified(&b, root, policy)) {
+            Ok(l) => l,
+            Err(e) => {
+                r.fail(what, e);
+                return r;
+            }
+        };
+    r.pass(certified_line(&what, &leaf));
+    let entry = fs::read(tlog::entry_path(dir, "release.yaml")).ok();
+    let log = crate::keyless::log_key(root, entry.as_deref(), log);
+    let tree = Tree::release(dir).with_log(log).certified(leaf.not_before, leaf.not_after);
+    r.checks.extend(verify_tree(&tree, &leaf.key, fips).checks);
+    r
+}
+
+/// The manifest of a keyless release, as a channel store keeps it (release.yaml, its signature,
+/// its bundle, its log entry `attest/tlog/release.yaml.rekor.json`), under `policy`:
+/// 1. the bundle's certificate chains to a CA of `root` and names the identity and issuer;
+/// 2. release.yaml's log entry is about release.yaml and its signature, made with the
+///    certified key, in a log of `root` (inclusion proof, checkpoint, signed entry time), at a
+///    signed time within the certificate's validity.
+///
+/// The certified key (release.yaml's signature and checksum are then checked with it by
+/// [`crate::ops::SignedRelease::open`]), or every reason it is refused.
+pub fn keyless_manifest(dir: &Path, root: &crate::keyless::TrustedRoot, policy: &crate::keyless::Policy) -> Result<PublicKey, Vec<String>> {
+    use base64::Engine as _;
+    let read = |name: &str| fs::read(dir.join(name)).map_err(|e| vec![format!("`{}`: {e}", dir.join(name).display())]);
+    // 1.
+    let leaf = crate::keyless::certified(&read("release.yaml.sigstore.json")?, root, policy)
+        .map_err(|e| vec![format!("`release.yaml.sigstore.json`: the release's certificate is refused: {e}")])?;
+    // 2.
+    let yaml = read("release.yaml")?;
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8_lossy(&read("release.yaml.sig")?).trim())
+        .map_err(|e| vec![format!("`release.yaml.sig` is not base64: {e}")])?;
+    let entry_path = tlog::entry_path(dir, "release.yaml");
+    let entry = fs::read(&entry_path).map_err(|e| {
+        vec![format!(
+            "`{}`: {e}: a keyless signature is good only with its log entry (its signed time within the certificate's validity)",
+            entry_path.display()
+        )]
+    })?;
+    let log =
+        crate::keyless::log_key(root, Some(&entry), None).ok_or_else(|| vec!["the trusted root lists no transparency log".to_owned()])?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&entry).map_err(|e| vec![format!("`{}`: not JSON: {e}", entry_path.display())])?;
+    let expected = tlog::Expected::Signature { artifact: Digest::of(&yaml), signature: sig };
+    tlog::check_entry(&answer, &expected, &leaf.key, &log, Some((leaf.not_before, leaf.not_after)))
+        .map_err(|e| vec![format!("transparency log: `release.yaml` ({}): {e}", entry_path.display())])?;
+    Ok(leaf.key)
+}
+
+/// The checklist line of a certificate that passed ([`crate::keyless::check_leaf`]).
+pub fn certified_line(what: &str, leaf: &crate::keyless::Leaf) -> String {
+    format!(
         "{what}: {} from `{}`, issued by a CA of the trusted root, for code signing, valid {} to {}",
         leaf.identities.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
         leaf.issuer.as_deref().unwrap_or_default(),
         schema::model::rfc3339(leaf.not_before),
         schema::model::rfc3339(leaf.not_after)
-    ));
-    // The trusted root's log that holds release.yaml's entry (a root may list several logs);
-    // any other entry in another log then fails its `logID` check.
-    let logged_by = fs::read(tlog::entry_path(dir, "release.yaml"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|a| a.as_object().and_then(|o| o.values().next()).and_then(|e| e["logID"].as_str()).map(str::to_owned));
-    let log = log
-        .cloned()
-        .or_else(|| root.logs.iter().find(|k| logged_by.as_deref() == Some(k.key_id().as_str())).cloned())
-        .or_else(|| root.logs.first().cloned());
-    let tree = Tree::release(dir).with_log(log).certified(leaf.not_before, leaf.not_after);
-    r.checks.extend(verify_tree(&tree, &leaf.key, fips).checks);
-    r
+    )
 }
 
 /// Verifies a release directory or an unpacked kit with `key`.

@@ -474,9 +474,14 @@ fn check_body_v2(v: &serde_json::Value, expected: &Expected, key: &PublicKey) ->
     }
 }
 
+/// The customer tool, its raw signature and its provenance envelope (`pipeline::stages::tool`).
+pub const TOOL: &str = "tools/stellaops";
+pub const TOOL_SIGNATURE: &str = "tools/stellaops.sig";
+pub const TOOL_PROVENANCE: &str = "tools/stellaops.provenance.dsse.json";
+
 /// Every entry a release sends to the log, with what each must be about: each image's and
 /// index's signature (`images/sha256-<hex>.sig`), each envelope of `attest/` the sign stage
-/// writes, release.yaml. `components`: the components to look at (all of release.yaml's, or a
+/// writes, the customer tool's raw signature and provenance envelope, release.yaml. `components`: the components to look at (all of release.yaml's, or a
 /// kit's subset).
 pub fn expected_entries(
     root: &Path,
@@ -523,6 +528,16 @@ pub fn expected_entries(
     // The signed gate record, when the release has one (`build` and `repro` make none).
     if root.join(GATES_RECORD).exists() {
         envelopes.push(GATES_RECORD.into());
+    }
+    // The customer tool's raw signature and provenance envelope, when the release ships it.
+    let (program, signature) = (root.join(TOOL), root.join(TOOL_SIGNATURE));
+    if program.exists() && signature.exists() {
+        let bytes = fs::read(&program).map_err(|e| format!("`{}`: {e}", program.display()))?;
+        let sig = fs::read(&signature).map_err(|e| format!("`{}`: {e}", signature.display()))?;
+        out.push((TOOL.into(), Expected::Signature { artifact: Digest::of(&bytes), signature: sig }));
+    }
+    if root.join(TOOL_PROVENANCE).exists() {
+        envelopes.push(TOOL_PROVENANCE.into());
     }
     for id in envelopes {
         let path = root.join(&id);

@@ -178,7 +178,7 @@ enum Command {
     #[command(subcommand)]
     Attest(AttestCommand),
     /// Verify a release directory or an offline kit offline with a pinned public key (or a
-    /// keyless release directory with `--trusted-root` and an identity policy):
+    /// keyless release directory or kit with `--trusted-root` and an identity policy):
     /// release.yaml's signature, bundle and checksum, every image blob, signature and label,
     /// every SBOM and provenance envelope; for a kit also every entry against its signed
     /// inventory (what `kit import` checks, without importing). Prints a checklist; exits 1 if
@@ -194,11 +194,12 @@ enum Command {
         /// The release's public key (SPKI PEM), obtained out of band.
         #[arg(long, value_name = "FILE", required_unless_present = "trusted_root", conflicts_with = "trusted_root")]
         key: Option<PathBuf>,
-        /// A keyless release: the sigstore trusted root (`trusted_root.json`) naming the Fulcio
-        /// CA and the transparency log's key, in place of `--key`. The certificate in
-        /// `release.yaml.sigstore.json` must chain to that CA and name the identity and issuer
-        /// below; every signature is checked with its key and every log entry's signed time
-        /// must lie within its validity.
+        /// A keyless release (a directory or its kit): the sigstore trusted root
+        /// (`trusted_root.json`) naming the Fulcio CA, the transparency log's key and any CT
+        /// logs, in place of `--key`. The certificate in `release.yaml.sigstore.json` must chain
+        /// to that CA, name the identity and issuer below (and carry an SCT of a CT log the root
+        /// names, if it names any); every signature is checked with its key and every log
+        /// entry's signed time must lie within its validity.
         #[arg(long, value_name = "FILE", requires = "certificate_oidc_issuer")]
         trusted_root: Option<PathBuf>,
         /// With `--trusted-root`: the signer's identity (the certificate's email or URI), exactly.
@@ -693,28 +694,31 @@ fn write_public(path: &Path, pem: &str) -> Result<(), Failure> {
     f.write_all(pem.as_bytes()).map_err(io)
 }
 
-/// `verify DIR --trusted-root FILE` and an identity policy: a keyless release directory.
+/// `verify DIR|KIT --trusted-root FILE` and an identity policy (identity, pattern, issuer): a
+/// keyless release directory or its kit.
 fn verify_keyless(
     dir: &Path,
     root: Option<&Path>,
-    policy: &verifier::keyless::Policy,
+    (identity, pattern, issuer): (Option<&str>, Option<&str>, Option<&str>),
     rekor_key: Option<&Path>,
-    fips: bool,
-    json: bool,
-    unsupported: bool,
+    (fips, json, quiet): (bool, bool, bool),
+    (base, unsupported): (Option<&Path>, bool),
 ) -> Result<(), Failure> {
     let refused = |message: String| Failure { code: schema::exit::REJECTED, message };
-    if unsupported || !dir.is_dir() {
+    if unsupported || !(dir.is_dir() || dir.is_file()) {
         return Err(refused(format!(
-            "`{}`: a keyless release is verified as a release directory, without `--registry` or `--vsa`\n  hint: `kit import` a kit into a directory first",
+            "`{}`: a keyless release is verified as a release directory or a kit, without `--registry` or `--vsa`\n  hint: `kit import` a kit into a directory first",
             dir.display()
         )));
     }
     let root_path = root.ok_or_else(|| refused("keyless verification needs `--trusted-root FILE`".into()))?;
-    let root = verifier::keyless::TrustedRoot::load(root_path)
-        .map_err(|e| Failure { code: e.exit_code(), message: format!("{e}\n  hint: {}", e.hint()) })?;
+    let (root, policy) = kit::identity_policy(root_path, identity, pattern, issuer)?;
+    let policy = &policy;
     let log = rekor_key.map(verifier::keys::PublicKey::load).transpose().map_err(pipeline::Error::from)?;
     let fips = if fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off };
+    if dir.is_file() {
+        return kit::verify(dir, verifier::keyless::Anchor::Identity { root: &root, policy }, log.as_ref(), fips, base, json, quiet);
+    }
     let report = verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips);
     verify_result(&report, json, &format!("`{}` does not verify under the identity policy", dir.display()))
 }
@@ -1025,20 +1029,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             vsa_key,
         } => {
             let Some(key) = key else {
-                let policy = verifier::keyless::Policy::new(
-                    certificate_identity.as_deref(),
-                    certificate_identity_regexp.as_deref(),
-                    certificate_oidc_issuer.as_deref(),
-                )
-                .map_err(|message| Failure { code: schema::exit::REJECTED, message })?;
                 return verify_keyless(
                     &dir,
                     trusted_root.as_deref(),
-                    &policy,
+                    (certificate_identity.as_deref(), certificate_identity_regexp.as_deref(), certificate_oidc_issuer.as_deref()),
                     rekor_key.as_deref(),
-                    fips,
-                    json,
-                    registry.is_some() || vsa.is_some(),
+                    (fips, json, cli.quiet),
+                    (base.as_deref(), registry.is_some() || vsa.is_some()),
                 );
             };
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
@@ -1065,7 +1062,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         ),
                     });
                 }
-                return kit::verify(&dir, &public, log.as_ref(), fips, base.as_deref(), json, cli.quiet);
+                return kit::verify(&dir, verifier::keyless::Anchor::Key(&public), log.as_ref(), fips, base.as_deref(), json, cli.quiet);
             }
             let mut report = match &registry {
                 Some(r) => {

@@ -247,6 +247,32 @@ pub enum TrustCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set the identity policy under which `promote` (and `rollback`, and a rotation's re-check
+    /// of kept releases) accepts keyless releases: the sigstore trusted root (embedded in
+    /// `<channels>/keyless-policy.json`), the signer's identity or a pattern, and the OIDC
+    /// issuer, e.g. `--certificate-identity-regexp
+    /// '^https://github\.com/ORG/REPO/\.github/workflows/release\.yml@refs/tags/v'
+    /// --certificate-oidc-issuer https://token.actions.githubusercontent.com`. Releases signed
+    /// with a key are still checked against the root's release keys; channel pointers are
+    /// still signed by release keys (two of them for stable and lts).
+    Keyless {
+        /// The sigstore trusted root (`trusted_root.json`): the Fulcio CA and the log's key.
+        #[arg(long, value_name = "FILE")]
+        trusted_root: PathBuf,
+        /// The signer's identity (the certificate's email or URI), exactly.
+        #[arg(long, value_name = "SUBJECT", required_unless_present = "certificate_identity_regexp")]
+        certificate_identity: Option<String>,
+        /// A regular expression the identity matches (unanchored: anchor it with `^...$`).
+        #[arg(long, value_name = "RE", conflicts_with = "certificate_identity")]
+        certificate_identity_regexp: Option<String>,
+        /// The OIDC issuer that vouched for the identity, exactly.
+        #[arg(long, value_name = "ISSUER")]
+        certificate_oidc_issuer: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-sign targets, snapshot and timestamp from the store's current pointers.
     Refresh {
         #[command(flatten)]
@@ -512,7 +538,8 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
             let root = root_of(source)?;
             let public = PublicKey::load(&key).map_err(pipeline::Error::from)?;
             let report =
-                preflight::run(&preflight::Preflight { root: &root, from: &from, to: &to, key: &public, backup_age }).map_err(ops)?;
+                preflight::run(&preflight::Preflight { root: &root, from: &from, to: &to, key: &public, from_key: &public, backup_age })
+                    .map_err(ops)?;
             if json {
                 print_json(&serde_json::json!({"event": "result", "ok": report.ok(), "preflight": report}));
             } else {
@@ -654,6 +681,28 @@ fn trust(cmd: TrustCommand) -> Result<(), Failure> {
                         &format!("  {} {} release.yaml {} signed by {}: {}\n", c.channel, c.version, c.release_yaml, c.signed_by, c.status);
                 }
                 progress::out(s.trim_end());
+            }
+            Ok(())
+        }
+        TrustCommand::Keyless { trusted_root, certificate_identity, certificate_identity_regexp, certificate_oidc_issuer, store, json } => {
+            let (_, store) = store_of(&store)?;
+            let policy = pipeline::keyless_policy::KeylessPolicy::new(
+                &trusted_root,
+                certificate_identity.as_deref(),
+                certificate_identity_regexp.as_deref(),
+                &certificate_oidc_issuer,
+            )
+            .map_err(ops)?;
+            let _lock = crate::hold(&store.root().join(".lock"), &format!("the channel store `{}`", store.root().display()))?;
+            let written = pipeline::keyless_policy::write(store.root(), &policy).map_err(ops)?;
+            if json {
+                print_json(&serde_json::json!({"event": "result", "keylessPolicy": written}));
+            } else {
+                let who = certificate_identity
+                    .map(|i| format!("`{i}`"))
+                    .or(certificate_identity_regexp.map(|r| format!("the pattern `{r}`")))
+                    .unwrap_or_default();
+                progress::out(&format!("keyless releases by {who} from `{certificate_oidc_issuer}`: {}", written.display()));
             }
             Ok(())
         }

@@ -455,6 +455,24 @@ pub fn rebuild(req: &RebuildRequest<'_>, reporter: &dyn Reporter) -> Result<KitS
     let doc = verifier::manifest::parse(&yaml)
         .map_err(|reason| Error::Kit(KitError::Release { release: req.release.to_owned(), reason: format!("`release.yaml`: {reason}") }))?;
     let channel = doc.release.channel;
+    // A keyless release's one-time key is gone: its kit (written by `release`, signed while the
+    // certificate was valid) is the only one; a kit signed by another key would not verify
+    // under the release's certificate.
+    let bundle = req.release.join("release.yaml.sigstore.json");
+    let keyless = fs::read(&bundle)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| verifier::keyless::bundle_certificate(&v).is_some());
+    if keyless {
+        return Err(Error::Kit(KitError::Release {
+            release: req.release.to_owned(),
+            reason: format!(
+                "it is a keyless release (`{}` carries a certificate): its one-time key signed its kit during `release` and is gone, so no other kit of it can be signed\n  hint: ship the kit `release` wrote (`{}`); delta kits are made of releases signed with a key (`release --key`)",
+                bundle.display(),
+                req.release.join(schema::kit::kit_name(&doc.release.version.to_string(), doc.release.channel.as_str())).display()
+            ),
+        }));
+    }
     let train = cfg.trains.get(&channel).ok_or_else(|| {
         Error::Kit(KitError::Release { release: req.release.to_owned(), reason: format!("`release-trains/` has no `{channel}` channel") })
     })?;

@@ -43,11 +43,13 @@ const WORKSPACE_AS: &str = "/stellaops";
 const CARGO_HOME_AS: &str = "/cargo";
 
 /// Files under the release directory.
-pub const FILE: &str = "tools/stellaops";
-pub const SIGNATURE: &str = "tools/stellaops.sig";
+pub const FILE: &str = verifier::tlog::TOOL;
+pub const SIGNATURE: &str = verifier::tlog::TOOL_SIGNATURE;
+/// A keyless release's signing certificate and its chain (PEM, leaf first), for openssl.
+pub const CERTIFICATE: &str = "tools/stellaops.sig.pem";
 pub const SBOM: &str = "tools/stellaops.cdx.json";
 pub const PROVENANCE: &str = "tools/stellaops.provenance.intoto.json";
-pub const PROVENANCE_ENVELOPE: &str = "tools/stellaops.provenance.dsse.json";
+pub const PROVENANCE_ENVELOPE: &str = verifier::tlog::TOOL_PROVENANCE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -219,6 +221,14 @@ pub fn build(req: &ToolRequest<'_>) -> Result<BuiltTool, ToolError> {
     let sig = req.key.try_sign(&bytes)?;
     let sig_path = req.out.join(SIGNATURE);
     write_atomic(&sig_path, &sig).map_err(io(&sig_path))?;
+    // A keyless release: the certificate of the one-time key beside the signature, so that a
+    // host without a verified tool checks the tool with openssl alone (README, "Air-gapped
+    // hosts"): the chain to the pinned Fulcio root, the identity, then the signature.
+    if let Some(chain) = req.key.certificate_chain() {
+        let cert_path = req.out.join(CERTIFICATE);
+        let pem: String = chain.iter().map(|c| format!("{}\n", c.trim_end())).collect();
+        write_atomic(&cert_path, pem.as_bytes()).map_err(io(&cert_path))?;
+    }
     // 4.
     let graph = resolve(ws)?;
     let lock_path = ws.join("Cargo.lock");

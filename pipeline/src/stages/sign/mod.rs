@@ -201,6 +201,22 @@ pub fn sign(made: &Made<'_>, key: &dyn Signer, out: &Path, reporter: &dyn Report
     write_envelope(&out.join("attest/drift.dsse.json"), &drift_env)?;
     log_entries.push(tlog::dsse("attest/drift.dsse.json", &serde_json::to_string(&drift_env).map_err(|e| io(out)(e.into()))?, &pem));
     envelopes += 1;
+    // The customer tool's raw signature and provenance envelope (the tool stage signed them,
+    // before this stage): entered like the others, so a keyless release shows they were made
+    // while certified.
+    let (program, signature) = (out.join(crate::stages::tool::FILE), out.join(crate::stages::tool::SIGNATURE));
+    if program.is_file() && signature.is_file() {
+        let bytes = fs::read(&program).map_err(io(&program))?;
+        let sig = fs::read(&signature).map_err(io(&signature))?;
+        log_entries.push(tlog::hashed_rekord(crate::stages::tool::FILE, &bytes, &sig, &pem));
+    }
+    let tool_env = out.join(crate::stages::tool::PROVENANCE_ENVELOPE);
+    if tool_env.is_file() {
+        let env: sign::Envelope =
+            serde_json::from_slice(&fs::read(&tool_env).map_err(io(&tool_env))?).map_err(|e| io(&tool_env)(e.into()))?;
+        let sent = serde_json::to_string(&env).map_err(|e| io(&tool_env)(e.into()))?;
+        log_entries.push(tlog::dsse(crate::stages::tool::PROVENANCE_ENVELOPE, &sent, &pem));
+    }
     // Every SBOM, envelope, drift report and signature again as an OCI 1.1 referrer.
     let referrers = referrers::attach(layout, images, evidence, out, plan.source_date_epoch)?.referrers;
     reporter.event(Event::StageFinished { stage: Stage::Sign });

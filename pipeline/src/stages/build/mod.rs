@@ -69,6 +69,10 @@ pub struct ComponentImages {
     pub repository: String,
     pub index: Descriptor,
     pub images: Vec<BuiltImage>,
+    /// The commit and time its images are stamped with, under `[release] image-epoch =
+    /// "component"` (absent under the default rule: the release's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<crate::stages::plan::source::ComponentEpoch>,
 }
 
 /// Options of the build stage.
@@ -230,8 +234,8 @@ fn build_in_pool(
             media_type: Some(oci::MEDIA_INDEX.to_owned()),
             manifests: images.iter().map(|i| i.manifest.clone()).collect(),
             annotations: BTreeMap::from([
-                (LABEL_CREATED.to_owned(), plan.created.clone()),
-                (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
+                (LABEL_CREATED.to_owned(), c.stamp.created.clone()),
+                (LABEL_REVISION.to_owned(), c.stamp.revision.clone()),
                 (LABEL_VERSION.to_owned(), c.version.clone()),
             ]),
         };
@@ -246,7 +250,8 @@ fn build_in_pool(
             top.push(m);
         }
         desc.annotations.clear();
-        components.insert(c.name.clone(), ComponentImages { repository: c.repository.clone(), index: desc, images });
+        components
+            .insert(c.name.clone(), ComponentImages { repository: c.repository.clone(), index: desc, images, epoch: c.epoch.clone() });
     }
     layout
         .write_index(&Index {

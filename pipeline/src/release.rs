@@ -284,8 +284,11 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     crate::fault::at("plan", staging.path());
     // The build cache, for the daemonless backend: BuildKit's builds are keyed by the engine's
     // own cache (`--build-cache`), not by this one.
-    let build_cache = (opts.build_cache == BuildCacheUse::Use && matches!(opts.backend, BackendChoice::Daemonless))
+    // Nor with a test fault (`crate::fault`), which changes what a build makes behind the key.
+    let faulted = std::env::var_os(crate::fault::VAR).is_some();
+    let build_cache = (opts.build_cache == BuildCacheUse::Use && matches!(opts.backend, BackendChoice::Daemonless) && !faulted)
         .then(|| build::cache::BuildCache::new(&fetch.cache));
+    let scan_cache = build_cache.clone();
     let mut images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs, cache: build_cache }, backend, reporter)
         .map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
@@ -308,7 +311,12 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
-    let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
+    let outputs = crate::stages::evidence::Outputs {
+        dir: staging.path(),
+        failed_report: &failed_report,
+        times: &times,
+        scan_cache: scan_cache.as_ref().map(|c| c.dir.join("scans")),
+    };
     let evidence = crate::stages::evidence::run(&plan, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
     // The gates after the evidence: the audit checks what the scans found in every image.

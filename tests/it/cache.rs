@@ -99,6 +99,13 @@ fn cache_of(result: &serde_json::Value) -> BTreeMap<String, (String, Vec<String>
 /// the same digests.
 fn one_change(setup: impl FnOnce(&Repo), change: impl FnOnce(&Repo), affected: &[&str], part: &str) {
     let repo = Repo::new();
+    // A registry of this test's own: its keys are its own (other tests share the cache and may
+    // edit a release's blobs in place, which a hit's hard link shares with the cache).
+    repo.edit(
+        "release-trains/components.toml",
+        "registry = \"registry.stella-ops.org/stellaops\"",
+        &format!("registry = \"registry.stella-ops.org/cache-{part}\""),
+    );
     setup(&repo);
     repo.commit_all("setup", EPOCH);
     release(&repo, "warm", &[]);
@@ -119,7 +126,23 @@ fn one_change(setup: impl FnOnce(&Repo), change: impl FnOnce(&Repo), affected: &
     assert!(fresh["release"].get("cache").is_none(), "--no-cache used the cache: {fresh}");
     let out = repo.path().join("target/out");
     assert_eq!(digests(&out.join("cached/images")), digests(&out.join("fresh/images")));
-    assert_eq!(std::fs::read(out.join("cached/images.json")).unwrap(), std::fs::read(out.join("fresh/images.json")).unwrap());
+    // The evidence too: SBOMs and scans (kept scans read back as made) and the drift report.
+    for rel in ["images.json", "drift.json"] {
+        assert_eq!(std::fs::read(out.join("cached").join(rel)).unwrap(), std::fs::read(out.join("fresh").join(rel)).unwrap(), "{rel}");
+    }
+    for dir in ["sboms", "scans"] {
+        assert_eq!(files(&out.join("cached").join(dir)), files(&out.join("fresh").join(dir)), "{dir}");
+    }
+}
+
+/// Every file under `dir`: relative path -> bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| (e.path().strip_prefix(dir).unwrap().display().to_string(), std::fs::read(e.path()).unwrap()))
+        .collect()
 }
 
 #[test]

@@ -172,8 +172,11 @@ impl BuildCache {
         //    a blob that does not check is discarded and the entry removed (fail closed).
         let blobs = std::iter::once(&entry.manifest.digest).chain(std::iter::once(&entry.config)).chain(&entry.own_layers);
         for d in blobs {
-            if let Err(why) = copy_checked(&dir.join("blobs/sha256").join(d.hex()), d, layout) {
-                return Err(miss(Some(self.discard(&dir, &why))));
+            match copy_checked(&dir.join("blobs/sha256").join(d.hex()), d, layout) {
+                Ok(()) => {}
+                Err(BringIn::Corrupt(why)) => return Err(miss(Some(self.discard(&dir, &why)))),
+                // The release's side failed (a full disk): the entry is not at fault.
+                Err(BringIn::Io(why)) => return Err(miss(Some(format!("cache entry `{}` not used: {why}", dir.display())))),
             }
         }
         // 2. The base's layers are in the layout already (materialized from the lock); the
@@ -283,14 +286,42 @@ impl BuildCache {
     }
 }
 
-/// Copies the blob at `from` into `layout`, refusing (and leaving nothing in the layout) if
-/// its digest is not `digest`.
-fn copy_checked(from: &Path, digest: &Digest, layout: &Layout) -> Result<(), String> {
-    let mut file = fs::File::open(from).map_err(|e| format!("`{}`: {e}", from.display()))?;
-    let mut w = layout.blob_writer().map_err(|e| e.to_string())?;
-    io::copy(&mut file, &mut w).map_err(|e| format!("`{}`: {e}", from.display()))?;
-    w.commit(Some(digest)).map(|_| ()).map_err(|e| match e {
-        oci::LayoutError::DigestMismatch { actual, .. } => format!("blob `{}` holds `{actual}`, not `{digest}`", from.display()),
-        other => other.to_string(),
-    })
+/// Why a blob of an entry did not come in.
+enum BringIn {
+    /// The entry's blob is missing, unreadable or holds other bytes: the entry goes.
+    Corrupt(String),
+    /// Writing into the release failed: the entry stays.
+    Io(String),
+}
+
+/// Brings the blob at `from` into `layout` if its digest is `digest`: hashed first, then
+/// hard-linked (copied across file systems), so a hit costs one read of each blob, not a copy.
+/// Nothing reaches the layout unless it checks. The link shares the file with the release: a
+/// release blob edited in place changes the entry, which the next hit finds (and rebuilds).
+fn copy_checked(from: &Path, digest: &Digest, layout: &Layout) -> Result<(), BringIn> {
+    let (actual, _) = oci::layer::hash_file(from).map_err(|e| BringIn::Corrupt(format!("`{}`: {e}", from.display())))?;
+    if &actual != digest {
+        return Err(BringIn::Corrupt(format!("blob `{}` holds `{actual}`, not `{digest}`", from.display())));
+    }
+    let dest = layout.blob_path(digest);
+    if dest.exists() {
+        return Ok(());
+    }
+    match fs::hard_link(from, &dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => {
+            // Another file system: a copy, checked again on its way in.
+            let io = |e: &dyn std::fmt::Display| BringIn::Io(format!("`{}`: {e}", dest.display()));
+            let mut file = fs::File::open(from).map_err(|e| BringIn::Corrupt(format!("`{}`: {e}", from.display())))?;
+            let mut w = layout.blob_writer().map_err(|e| io(&e))?;
+            io::copy(&mut file, &mut w).map_err(|e| io(&e))?;
+            w.commit(Some(digest)).map(|_| ()).map_err(|e| match e {
+                oci::LayoutError::DigestMismatch { actual, .. } => {
+                    BringIn::Corrupt(format!("blob `{}` holds `{actual}`, not `{digest}`", from.display()))
+                }
+                other => io(&other),
+            })
+        }
+    }
 }

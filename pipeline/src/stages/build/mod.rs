@@ -221,6 +221,9 @@ fn build_in_pool(
     reporter.event(Event::StageStarted { stage: Stage::Build, jobs: jobs.len() });
     let made: Vec<(BuiltImage, Option<cache::CacheOutcome>)> = jobs
         .par_iter()
+        // One job per split: a free thread takes the next job (a job from the cache takes a
+        // fraction of one built, so halves of the list would leave one thread with the work).
+        .with_max_len(1)
         .map(|job| {
             let name = format!("{} {}", job.component.name, job.image.platform);
             reporter.event(Event::JobStarted { stage: Stage::Build, job: name.clone() });

@@ -193,6 +193,9 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
     reporter.event(Event::StageStarted { stage: Stage::Evidence, jobs: jobs.len() });
     let results: Vec<(ImageEvidence, DriftReport)> = jobs
         .par_iter()
+        // One job per split: a free thread takes the next job (a job from the cache takes a
+        // fraction of one built, so halves of the list would leave one thread with the work).
+        .with_max_len(1)
         .map(|(c, image, index)| {
             let job = format!("{} {}", c.name, image.platform);
             reporter.event(Event::JobStarted { stage: Stage::Evidence, job: job.clone() });

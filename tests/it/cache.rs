@@ -300,3 +300,42 @@ fn a_corrupted_cache_entry_is_rebuilt_and_repro_never_reads_the_cache() {
     let third = release(&repo, "third", &[]);
     assert!(cache_of(&third).values().all(|(s, _)| s == "cached"), "{third}");
 }
+
+#[test]
+fn two_releases_storing_the_same_entries_at_once_leave_whole_entries() {
+    let repo = Repo::new();
+    repo.edit(
+        "release-trains/components.toml",
+        "registry = \"registry.stella-ops.org/stellaops\"",
+        "registry = \"registry.stella-ops.org/cache-race\"",
+    );
+    repo.commit_all("its own registry", fresh_time());
+    // Two releases of one commit into two directories, at once: every key is new to both.
+    // Both sign with one key made beforehand (two first uses of the development key at once
+    // would race to create it).
+    let key = repo.release_key().with_extension("key");
+    let spawn = |name: &str| {
+        let out = repo.path().join("target/out").join(name);
+        crate::support::xtask_cmd()
+            .env("STELLAOPS_SIGNING_KEY", &key)
+            .args(["release", "--channel", "edge", "--skip-gates", "--json", "--out"])
+            .arg(&out)
+            .arg("--source")
+            .arg(repo.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    for child in [a, b] {
+        crate::support::Run::of(child.wait_with_output().unwrap()).ok();
+    }
+    // Whatever the interleaving, the entries are whole: a third release takes every image from
+    // the cache, with the same digests.
+    let third = release(&repo, "third", &[]);
+    assert!(cache_of(&third).values().all(|(s, _)| s == "cached"), "{third}");
+    let out = repo.path().join("target/out");
+    assert_eq!(digests(&out.join("a/images")), digests(&out.join("third/images")));
+    assert_eq!(digests(&out.join("b/images")), digests(&out.join("third/images")));
+}

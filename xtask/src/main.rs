@@ -75,7 +75,7 @@ enum Command {
         /// Build every image instead of reusing unchanged ones from the build cache
         /// (`<cache>/builds`, see `--cache`), and store nothing there. Without it, an image whose
         /// inputs (base digest, source tree, recipe, build arguments, toolchain, image epoch,
-        /// release version and channel, pipeline version) match a cache entry is copied from it,
+        /// release version and channel, pipeline version) match a cache entry is taken from it,
         /// every blob checked against its digest. `build` and `repro` never use the cache.
         #[arg(long)]
         no_cache: bool,

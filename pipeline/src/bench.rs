@@ -698,6 +698,125 @@ pub fn scale(opts: &KitOptions, reporter: &dyn Reporter) -> Result<ScaleReport, 
     Ok(ScaleReport { small, large, growth })
 }
 
+/// What `bench --incremental` found: a release with a cold build cache, then a release of the
+/// next commit, which changed one component of eight.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalReport {
+    pub components: usize,
+    /// Bytes of generated content (a tree per component, in both of its platforms).
+    pub content_bytes: u64,
+    pub cold_seconds: f64,
+    pub incremental_seconds: f64,
+    /// Images the incremental release built and took from the cache.
+    pub built: usize,
+    pub cached: usize,
+    /// `incremental_seconds / cold_seconds`; the target is at most 0.20.
+    pub ratio: f64,
+}
+
+/// `bench --incremental`: the repository's bundle (eight components, one compiled from Go),
+/// each component with a source directory of its own carrying a generated tree (`size_mib` in
+/// all) as one more layer, released with a cold build cache (a commit time no earlier run
+/// used), then one component's source changed, committed a minute later, and released again.
+/// Both releases go through the same steps (gates skipped, the customer tool built, evidence,
+/// signing, the kit); only the build cache differs.
+pub fn incremental(opts: &KitOptions, reporter: &dyn Reporter) -> Result<IncrementalReport, BenchError> {
+    let repo = opts.dir.join("incremental/repo");
+    let _ = fs::remove_dir_all(opts.dir.join("incremental"));
+    fs::create_dir_all(&repo)?;
+    for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
+        copy_tree(&opts.workspace.join(item), &repo.join(item))?;
+    }
+    let toml = fs::read_to_string(repo.join("release-trains/components.toml"))?;
+    let mut blocks: Vec<String> = toml.split("\n[[component]]\n").map(str::to_owned).collect();
+    let components = blocks.len() - 1;
+    let share = (opts.size_mib << 20) / components.max(1) as u64;
+    note(reporter, format!("bench: {components} components, a {} MiB tree each", share >> 20));
+    let mut names = Vec::new();
+    for block in blocks.iter_mut().skip(1) {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \"").and_then(|r| r.strip_suffix('"')))
+            .ok_or_else(|| BenchError::Other("a component without a name".into()))?
+            .to_owned();
+        // A source of its own (a copy of the stand-in where they share it), and its tree.
+        let dir = if block.contains("path = \"components/standin\"") {
+            let own = format!("components/bench-{name}");
+            copy_tree(&opts.workspace.join("components/standin"), &repo.join(&own))?;
+            *block = block.replacen("path = \"components/standin\"", &format!("path = \"{own}\""), 1);
+            own
+        } else {
+            block
+                .split("path = \"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .ok_or_else(|| BenchError::Other(format!("`{name}` is not built from a path of the repository")))?
+                .to_owned()
+        };
+        make_tree(&repo.join(&dir).join("bulk"), share)?;
+        block.push_str("\n[[component.recipe.layer]]\nfrom = \"bulk\"\nto = \"/usr/share/stellaops-bulk\"\n");
+        names.push((name, dir));
+    }
+    fs::write(repo.join("release-trains/components.toml"), blocks.join("\n[[component]]\n"))?;
+    fs::write(repo.join(".gitignore"), "/target\n")?;
+    // A commit time no earlier run used, in the month of the others: every key is new.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let first = 1_813_492_800 + (now % 500_000) as i64;
+    let git = |what: &str, args: &[&str], at: i64| -> Result<(), BenchError> {
+        let date = format!("@{at} +0000");
+        Cmd::new("git", what)
+            .args(["-c", "core.compression=0", "-c", "core.looseCompression=0"])
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"])
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .run()?;
+        Ok(())
+    };
+    git("bench repository: init", &["init", "-q", "-b", "main"], first)?;
+    git("bench repository: add", &["add", "-A"], first)?;
+    git("bench repository: commit", &["commit", "-q", "-m", "bench"], first)?;
+    let release = |name: &str| -> Result<(f64, Vec<u8>), BenchError> {
+        let t = Instant::now();
+        let out = Cmd::new(&opts.exe, "a release of the bench repository")
+            .args(["--quiet", "release", "--skip-gates", "--json", "--channel", "edge", "--source"])
+            .arg(&repo)
+            .arg("--out")
+            .arg(opts.dir.join("incremental").join(name))
+            .arg("--cache")
+            .arg(opts.workspace.join("target/stellaops-cache"))
+            .run()?;
+        Ok((t.elapsed().as_secs_f64(), out.stdout))
+    };
+    note(reporter, "bench: the release with a cold build cache".to_owned());
+    let (cold_seconds, _) = release("cold")?;
+    // One component changes: a file of its source.
+    let (changed, dir) = names.first().ok_or_else(|| BenchError::Other("no component".into()))?;
+    fs::write(repo.join(dir).join("bulk/changed.txt"), format!("changed at {now}\n"))?;
+    git("bench repository: add", &["add", "-A"], first + 60)?;
+    git("bench repository: commit", &["commit", "-q", "-m", "one component changes"], first + 60)?;
+    note(reporter, format!("bench: the release of the next commit (`{changed}` changed)"));
+    let (incremental_seconds, stdout) = release("incremental")?;
+    let text = String::from_utf8_lossy(&stdout);
+    let result: serde_json::Value = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or_else(|| BenchError::Other("the release printed no result".into()))?;
+    let statuses: Vec<&str> =
+        result["release"]["cache"].as_array().map(|a| a.iter().filter_map(|o| o["status"].as_str()).collect()).unwrap_or_default();
+    Ok(IncrementalReport {
+        components,
+        content_bytes: share * components as u64,
+        cold_seconds,
+        incremental_seconds,
+        built: statuses.iter().filter(|s| **s == "built").count(),
+        cached: statuses.iter().filter(|s| **s == "cached").count(),
+        ratio: incremental_seconds / cold_seconds.max(1e-9),
+    })
+}
+
 /// What [`kit`] measures.
 #[derive(Debug, Clone)]
 pub struct KitOptions {

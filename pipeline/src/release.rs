@@ -77,9 +77,21 @@ pub struct RunOptions {
     pub rekor_key: Option<PathBuf>,
     /// Whether the release gates of `release-trains/gates.toml` run (spec §2.4).
     pub gates: Gates,
+    /// Whether the build reads and writes the build cache (`<cache>/builds`).
+    pub build_cache: BuildCacheUse,
     /// The channel store whose trust repository (`<channels>/tuf/`, if any) lists the release
     /// keys: a stable or lts release signed with another key is refused before the build.
     pub channels: Option<PathBuf>,
+}
+
+/// Whether a run uses the build cache ([`crate::stages::build::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildCacheUse {
+    /// `release`: unchanged images come from the cache (daemonless backend).
+    Use,
+    /// `release --no-cache`, `build` (so `repro` and `rebuild`, which run it): every image is
+    /// built, and nothing is stored.
+    Off,
 }
 
 /// The release gates ([`crate::stages::gates`]).
@@ -164,6 +176,9 @@ pub struct Outcome {
     /// sha256 of the release.yaml written.
     pub manifest: schema::model::Digest,
     pub kit: crate::stages::kit::KitSummary,
+    /// What the build cache did for each image (absent when it was not used).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<build::cache::CacheOutcome>,
 }
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
@@ -267,8 +282,15 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let fetch =
         Fetch { debs: opts.debs.clone(), cache: opts.cache.clone().unwrap_or_else(|| default_cache(&plan.root)), root: plan.root.clone() };
     crate::fault::at("plan", staging.path());
-    let images =
-        build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs }, backend, reporter).map_err(at(Stage::Build))?;
+    // The build cache, for the daemonless backend: BuildKit's builds are keyed by the engine's
+    // own cache (`--build-cache`), not by this one.
+    // Nor with a test fault (`crate::fault`), which changes what a build makes behind the key.
+    let faulted = std::env::var_os(crate::fault::VAR).is_some();
+    let build_cache = (opts.build_cache == BuildCacheUse::Use && matches!(opts.backend, BackendChoice::Daemonless) && !faulted)
+        .then(|| build::cache::BuildCache::new(&fetch.cache));
+    let scan_cache = build_cache.clone();
+    let mut images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs, cache: build_cache }, backend, reporter)
+        .map_err(at(Stage::Build))?;
     crate::fault::at("build", staging.path());
     let (_, finished) = now();
     // What runs this release: read once, here, with the run's times.
@@ -289,7 +311,12 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     };
     let failed_report = parent.join(format!("{}.drift-rejected.json", out.file_name().and_then(|n| n.to_str()).unwrap_or("release")));
     let _ = fs::remove_file(&failed_report);
-    let outputs = crate::stages::evidence::Outputs { dir: staging.path(), failed_report: &failed_report, times: &times };
+    let outputs = crate::stages::evidence::Outputs {
+        dir: staging.path(),
+        failed_report: &failed_report,
+        times: &times,
+        scan_cache: scan_cache.as_ref().map(|c| c.dir.join("scans")),
+    };
     let evidence = crate::stages::evidence::run(&plan, &layout, &images, &outputs, reporter).map_err(at(Stage::Evidence))?;
     crate::fault::at("evidence", staging.path());
     // The gates after the evidence: the audit checks what the scans found in every image.
@@ -401,7 +428,9 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     crate::fault::at("write", staging.path());
     publish_dir(staging.keep(), &out).map_err(|e| e.at(Stage::Write))?;
     reporter.event(Event::StageFinished { stage: Stage::Write });
+    let cache = std::mem::take(&mut images.cache);
     Ok(Outcome {
+        cache,
         version: plan.version.to_string(),
         channel: plan.channel.to_string(),
         output: out,

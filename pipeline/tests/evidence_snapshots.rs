@@ -20,7 +20,7 @@ use pipeline::stages::evidence::sbom::locks::{Ecosystem, LockedPackage};
 use pipeline::stages::evidence::sbom::{Bom, ComponentType};
 use pipeline::stages::evidence::scan::{ScanResult, Written};
 use pipeline::stages::plan::source::{RepositoryUrl, SourceFacts, UrlFrom};
-use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource};
+use pipeline::stages::plan::{Plan, PlannedComponent, PlannedImage, PlannedSource, Stamp};
 use schema::model::{Channel, Digest, Platform};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -46,6 +46,9 @@ fn fixture() -> Fixture {
             base_digest: Digest::of(b"base"),
             ref_name: "authority-linux-amd64".to_owned(),
         }],
+        // The default rule (`image-epoch = "release"`): the release's commit stamps the image.
+        epoch: None,
+        stamp: Stamp { epoch: EPOCH, created: schema::model::rfc3339(EPOCH), revision: COMMIT.to_owned() },
         recipe: toml::from_str("entrypoint = [\"/usr/bin/authority\"]").unwrap(),
     };
     let plan = Plan {

@@ -196,6 +196,34 @@ pub struct ReleaseSection {
     /// How the daemonless builder gzips component layers ([`LayerGzip`]): `1` when absent.
     #[serde(default, skip_serializing_if = "LayerGzip::is_v1")]
     pub layer_gzip: LayerGzip,
+    /// Which commit time stamps the images ([`ImageEpoch`]): `release` when absent.
+    #[serde(default, skip_serializing_if = "ImageEpoch::is_release")]
+    pub image_epoch: ImageEpoch,
+}
+
+/// `[release] image-epoch`: the SOURCE_DATE_EPOCH (layer mtimes, `created`) and revision the
+/// images of a component carry. Part of a release's inputs, like [`LayerGzip`]: a tag rebuilds
+/// with the rule it was made with.
+/// - `release` (the default, and what every release made before the key existed used): the
+///   released commit's time and id, for every image. A new commit changes every image.
+/// - `component`: per component, the time and id of the newest commit (first-parent history
+///   from the released commit) that changed one of the component's inputs: its source tree,
+///   its own entry of the bundle, the `[release]` keys images carry, and the bases and
+///   toolchain it uses in `base-images.lock`. An unchanged component keeps its digests from
+///   one commit to the next (what the build cache reuses). Needs the whole history: a shallow
+///   clone is refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageEpoch {
+    #[default]
+    Release,
+    Component,
+}
+
+impl ImageEpoch {
+    pub fn is_release(&self) -> bool {
+        *self == ImageEpoch::Release
+    }
 }
 
 /// `[release] layer-gzip`: the gzip format of the layers the daemonless builder writes. Other

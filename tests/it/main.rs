@@ -9,6 +9,7 @@ mod arm64;
 mod bases;
 mod builders;
 mod buildkit;
+mod cache;
 mod compiled;
 mod disk;
 mod docker;

@@ -72,6 +72,13 @@ enum Command {
         /// performance budgets); the release records them as `skipped` and cannot be promoted.
         #[arg(long)]
         skip_gates: bool,
+        /// Build every image instead of reusing unchanged ones from the build cache
+        /// (`<cache>/builds`, see `--cache`), and store nothing there. Without it, an image whose
+        /// inputs (base digest, source tree, recipe, build arguments, toolchain, image epoch,
+        /// release version and channel, pipeline version) match a cache entry is taken from it,
+        /// every blob checked against its digest. `build` and `repro` never use the cache.
+        #[arg(long)]
+        no_cache: bool,
         /// Emit progress events and the result as JSON lines on stdout (for CI).
         #[arg(long)]
         json: bool,
@@ -676,6 +683,8 @@ fn run_options(
         rekor_key: build.rekor_key.clone(),
         fips: if build.fips { verifier::keys::Fips::On } else { verifier::keys::Fips::Off },
         gates,
+        // `release` turns it on (unless `--no-cache`); `build` (and so `repro`) never uses it.
+        build_cache: release::BuildCacheUse::Off,
         channels: Some(channels),
     })
 }
@@ -768,9 +777,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, skip_gates, json, publish, publishing } => {
+        Command::Release { target, build, out, skip_gates, no_cache, json, publish, publishing } => {
             let gates = if skip_gates { release::Gates::Skip } else { release::Gates::Run };
-            let opts = run_options(&target, &build, Tree::MustBeClean, out, gates)?;
+            let mut opts = run_options(&target, &build, Tree::MustBeClean, out, gates)?;
+            opts.build_cache = if no_cache { release::BuildCacheUse::Off } else { release::BuildCacheUse::Use };
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();

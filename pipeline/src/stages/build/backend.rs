@@ -284,8 +284,8 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
         ]);
         let labels = BTreeMap::from([
             (LABEL_VERSION.to_owned(), c.version.clone()),
-            (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
-            (LABEL_CREATED.to_owned(), plan.created.clone()),
+            (LABEL_REVISION.to_owned(), c.stamp.revision.clone()),
+            (LABEL_CREATED.to_owned(), c.stamp.created.clone()),
             (LABEL_CALENDAR.to_owned(), plan.version.calendar.to_string()),
             (LABEL_CHANNEL.to_owned(), plan.channel.to_string()),
             // The provenance is made after the image and names the image's digest, so the
@@ -320,7 +320,7 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
             }
         };
         let config = oci::ImageConfig {
-            created: plan.created.clone(),
+            created: c.stamp.created.clone(),
             architecture: platform.arch().to_owned(),
             os: platform.os().to_owned(),
             variant: oci::PlatformSpec::from(platform).variant,
@@ -338,7 +338,7 @@ pub(crate) fn assemble(job: &Job<'_>, layout: &Layout, made: Made) -> Result<Bui
             annotations: BTreeMap::from([
                 ("org.opencontainers.image.base.digest".to_owned(), job.base.digest.to_string()),
                 ("org.opencontainers.image.base.name".to_owned(), format!("stellaops-base/{}", job.base.name)),
-                (LABEL_CREATED.to_owned(), plan.created.clone()),
+                (LABEL_CREATED.to_owned(), c.stamp.created.clone()),
             ]),
         };
         let mut desc = layout.put_json(oci::MEDIA_MANIFEST, &manifest).map_err(layout_err)?;

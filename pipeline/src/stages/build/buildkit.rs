@@ -608,7 +608,7 @@ impl<'r> BuildKit<'r> {
             }
         }
         for (k, v) in [
-            ("SOURCE_DATE_EPOCH", plan.source_date_epoch.to_string()),
+            ("SOURCE_DATE_EPOCH", c.stamp.epoch.to_string()),
             ("STELLAOPS_COMPONENT", c.name.clone()),
             ("STELLAOPS_VERSION", c.version.clone()),
             ("STELLAOPS_RELEASE", plan.version.to_string()),
@@ -1100,7 +1100,6 @@ impl Backend for BuildKit<'_> {
         };
         let c = job.component;
         let platform = job.image.platform;
-        let plan = job.plan;
         let job_name = format!("{} {platform}", c.name);
         let io_err = |path: &Path| {
             let path = path.to_owned();
@@ -1115,7 +1114,7 @@ impl Backend for BuildKit<'_> {
             source,
         })?;
         let context = {
-            let mut lw = LayerWriter::new(Vec::new(), plan.source_date_epoch);
+            let mut lw = LayerWriter::new(Vec::new(), c.stamp.epoch);
             lw.add_tree(&src, "/", Modes::Normalize).map_err(|source| BuildError::Layer { component: c.name.clone(), platform, source })?;
             lw.finish().map_err(io_err(&src))?.0
         };
@@ -1195,7 +1194,7 @@ impl Backend for BuildKit<'_> {
         };
 
         // 3. Normalization: the base's layers as pinned, plus the difference as one layer.
-        let diff = rootfs::diff_layer(layout, &job.base.manifest.layers, &export, plan.source_date_epoch)
+        let diff = rootfs::diff_layer(layout, &job.base.manifest.layers, &export, c.stamp.epoch)
             .map_err(|source| BuildKitError::Rootfs { component: c.name.clone(), platform, source })?;
         let mut layers = job.base.manifest.layers.clone();
         let mut diff_ids = job.base.config.rootfs.diff_ids.clone();
@@ -1203,7 +1202,7 @@ impl Backend for BuildKit<'_> {
         layers.push(diff.descriptor.clone());
         diff_ids.push(diff.info.diff_id.clone());
         history.push(oci::History {
-            created: plan.created.clone(),
+            created: c.stamp.created.clone(),
             created_by: format!("stellaops buildkit: {dockerfile} (rootfs difference, normalized)"),
             comment: None,
             empty_layer: false,

@@ -29,7 +29,7 @@ fn build_env(job: &Job<'_>, out: &Path, home: &Path) -> Vec<(String, String)> {
         ("HOME".into(), home.display().to_string()),
         ("TZ".into(), "UTC".into()),
         ("LC_ALL".into(), "C".into()),
-        ("SOURCE_DATE_EPOCH".into(), plan.source_date_epoch.to_string()),
+        ("SOURCE_DATE_EPOCH".into(), job.component.stamp.epoch.to_string()),
         ("OUT".into(), out.display().to_string()),
         ("STELLAOPS_COMPONENT".into(), job.component.name.clone()),
         ("STELLAOPS_VERSION".into(), job.component.version.clone()),
@@ -77,18 +77,8 @@ impl Backend for Daemonless {
             (Some(g), Some(tc)) => {
                 let shown = if job.subdir.is_empty() { ".".to_owned() } else { job.subdir.trim_end_matches('/').to_owned() };
                 Some(
-                    golang::build(
-                        tc,
-                        g,
-                        &golang::Dirs { src: &src, shown: &shown, out: &out, home: &home },
-                        platform,
-                        plan.source_date_epoch,
-                    )
-                    .map_err(|source| BuildError::Go {
-                        component: c.name.clone(),
-                        platform: Some(platform),
-                        source,
-                    })?,
+                    golang::build(tc, g, &golang::Dirs { src: &src, shown: &shown, out: &out, home: &home }, platform, c.stamp.epoch)
+                        .map_err(|source| BuildError::Go { component: c.name.clone(), platform: Some(platform), source })?,
                 )
             }
             _ => None,
@@ -133,7 +123,7 @@ impl Backend for Daemonless {
             }
             let (digest, size, info) = layout
                 .put_blob_with(|w| {
-                    let mut lw = LayerWriter::with_gzip(w, plan.source_date_epoch, plan.layer_gzip);
+                    let mut lw = LayerWriter::with_gzip(w, c.stamp.epoch, plan.layer_gzip);
                     lw.record_files();
                     lw.add_tree(&dir, &spec.to, Modes::Normalize).map_err(io::Error::other)?;
                     for p in stowaways.iter().filter(|_| last) {
@@ -155,7 +145,7 @@ impl Backend for Daemonless {
             layers.push(Descriptor::new(oci::MEDIA_LAYER_GZIP, digest, size));
             diff_ids.push(info.diff_id);
             history.push(oci::History {
-                created: plan.created.clone(),
+                created: c.stamp.created.clone(),
                 created_by: format!("stellaops daemonless: layer {} -> {}", spec.from, spec.to),
                 comment: None,
                 empty_layer: false,

@@ -75,7 +75,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> GoError + '_ {
 }
 
 /// A toolchain's package as the provenance records it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ToolchainPackage {
     pub name: String,
     pub version: String,
@@ -298,7 +298,7 @@ pub fn dirhash(dir: &Path, module: &str, version: &str) -> Result<String, GoErro
 }
 
 /// A required module as the build used it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GoModule {
     pub path: String,
@@ -312,7 +312,7 @@ pub struct GoModule {
 }
 
 /// What a Go build made and used, for `images.json`, the provenance and the SBOM.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GoRecord {
     pub toolchain: String,
@@ -325,10 +325,10 @@ pub struct GoRecord {
     pub package: String,
     pub output: String,
     /// `committed` (the source's `vendor/`) or `toolchain` (made from its packages).
-    pub vendor: &'static str,
+    pub vendor: String,
     pub modules: Vec<GoModule>,
     pub flags: Vec<String>,
-    pub goos: &'static str,
+    pub goos: String,
     pub goarch: String,
     /// `go.sum`, relative to the component's source, and its sha256 (none without requirements).
     #[serde(skip)]
@@ -475,10 +475,10 @@ pub fn build(tc: &GoToolchain, recipe: &GoRecipe, dirs: &Dirs<'_>, platform: Pla
         },
         package,
         output: recipe.output.clone(),
-        vendor: how,
+        vendor: how.to_owned(),
         modules,
         flags: FLAGS.iter().map(|f| f.to_string()).collect(),
-        goos: "linux",
+        goos: "linux".to_owned(),
         goarch,
         go_sum: sums.map(|(_, text)| {
             let m = recipe.module.trim_start_matches("./").trim_end_matches('/');

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod base;
 pub mod buildkit;
+pub mod cache;
 pub mod daemonless;
 pub mod debian;
 pub mod dockerfile;
@@ -48,6 +49,10 @@ pub struct Images {
     /// Every base used, per platform: its pin, the media type of its manifest and what the
     /// release's (always OCI) images carry of each of its layers.
     pub bases: Vec<BaseRecord>,
+    /// What the build cache did for each image (empty without the cache); not in images.json:
+    /// a release made from the cache is the same release.
+    #[serde(skip)]
+    pub cache: Vec<cache::CacheOutcome>,
 }
 
 /// A base as `images.json` records it.
@@ -69,6 +74,10 @@ pub struct ComponentImages {
     pub repository: String,
     pub index: Descriptor,
     pub images: Vec<BuiltImage>,
+    /// The commit and time its images are stamped with, under `[release] image-epoch =
+    /// "component"` (absent under the default rule: the release's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<crate::stages::plan::source::ComponentEpoch>,
 }
 
 /// Options of the build stage.
@@ -77,6 +86,9 @@ pub struct BuildOptions {
     pub fetch: Fetch,
     /// Worker threads; `None` for one per core.
     pub jobs: Option<usize>,
+    /// The build cache, when this build may read and write it (a release without
+    /// `--no-cache`, daemonless backend).
+    pub cache: Option<cache::BuildCache>,
 }
 
 /// Builds every planned image into `layout` and writes its `index.json`.
@@ -207,16 +219,28 @@ fn build_in_pool(
         .collect();
     backend.prepare(cfg, &jobs, layout)?;
     reporter.event(Event::StageStarted { stage: Stage::Build, jobs: jobs.len() });
-    let built: Vec<BuiltImage> = jobs
+    let made: Vec<(BuiltImage, Option<cache::CacheOutcome>)> = jobs
         .par_iter()
+        // One job per split: a free thread takes the next job (a job from the cache takes a
+        // fraction of one built, so halves of the list would leave one thread with the work).
+        .with_max_len(1)
         .map(|job| {
             let name = format!("{} {}", job.component.name, job.image.platform);
             reporter.event(Event::JobStarted { stage: Stage::Build, job: name.clone() });
-            let img = backend.build(job, layout)?;
-            reporter.event(Event::JobFinished { stage: Stage::Build, job: name, detail: img.manifest.digest.to_string() });
-            Ok(img)
+            let (img, outcome) = match &opts.cache {
+                Some(c) => build_cached(c, cfg, job, layout, backend, reporter)?,
+                None => (backend.build(job, layout)?, None),
+            };
+            let detail = match &outcome {
+                Some(o) if o.status == "cached" => format!("{} (cached)", img.manifest.digest),
+                Some(o) if !o.changed.is_empty() => format!("{} (built: {} changed)", img.manifest.digest, o.changed.join(", ")),
+                _ => img.manifest.digest.to_string(),
+            };
+            reporter.event(Event::JobFinished { stage: Stage::Build, job: name, detail });
+            Ok((img, outcome))
         })
         .collect::<Result<_, BuildError>>()?;
+    let (built, outcomes): (Vec<BuiltImage>, Vec<Option<cache::CacheOutcome>>) = made.into_iter().unzip();
     reporter.event(Event::StageFinished { stage: Stage::Build });
 
     // 4. One index per component; the layout's index.json names every index and manifest.
@@ -230,8 +254,8 @@ fn build_in_pool(
             media_type: Some(oci::MEDIA_INDEX.to_owned()),
             manifests: images.iter().map(|i| i.manifest.clone()).collect(),
             annotations: BTreeMap::from([
-                (LABEL_CREATED.to_owned(), plan.created.clone()),
-                (LABEL_REVISION.to_owned(), plan.source.commit.clone()),
+                (LABEL_CREATED.to_owned(), c.stamp.created.clone()),
+                (LABEL_REVISION.to_owned(), c.stamp.revision.clone()),
                 (LABEL_VERSION.to_owned(), c.version.clone()),
             ]),
         };
@@ -246,7 +270,8 @@ fn build_in_pool(
             top.push(m);
         }
         desc.annotations.clear();
-        components.insert(c.name.clone(), ComponentImages { repository: c.repository.clone(), index: desc, images });
+        components
+            .insert(c.name.clone(), ComponentImages { repository: c.repository.clone(), index: desc, images, epoch: c.epoch.clone() });
     }
     layout
         .write_index(&Index {
@@ -268,5 +293,48 @@ fn build_in_pool(
             layers: b.layers.clone(),
         })
         .collect();
-    Ok(Images { components, bases })
+    Ok(Images { components, bases, cache: outcomes.into_iter().flatten().collect() })
+}
+
+/// One job through the build cache: its entry when the key matches and every blob checks,
+/// else built by `backend` and stored. The cache never fails a build: what goes wrong with it
+/// is a note and a build.
+fn build_cached(
+    cache: &cache::BuildCache,
+    cfg: &Config,
+    job: &Job<'_>,
+    layout: &Layout,
+    backend: &dyn Backend,
+    reporter: &dyn Reporter,
+) -> Result<(BuiltImage, Option<cache::CacheOutcome>), BuildError> {
+    let outcome = |status, note| cache::CacheOutcome {
+        component: job.component.name.clone(),
+        platform: job.image.platform,
+        status,
+        changed: Vec::new(),
+        note,
+    };
+    let parts = match cache::parts(job, cfg, backend.name()) {
+        Ok(p) => p,
+        Err(why) => {
+            let note = format!("build cache not used for `{}` ({}): {why}", job.component.name, job.image.platform);
+            reporter.event(Event::Note { message: note.clone() });
+            return Ok((backend.build(job, layout)?, Some(outcome("built", Some(note)))));
+        }
+    };
+    match cache.load(job, &parts, layout) {
+        Ok(img) => Ok((img, Some(outcome("cached", None)))),
+        Err(mut miss) => {
+            if let Some(n) = &miss.note {
+                reporter.event(Event::Note { message: n.clone() });
+            }
+            let img = backend.build(job, layout)?;
+            if let Err(why) = cache.store(job, &parts, &img, layout) {
+                let note = format!("build cache: could not store `{}` ({}): {why}", job.component.name, job.image.platform);
+                reporter.event(Event::Note { message: note.clone() });
+                miss.note.get_or_insert(note);
+            }
+            Ok((img, Some(miss)))
+        }
+    }
 }

@@ -136,12 +136,41 @@ pub struct Outputs<'a> {
     /// Where the drift report goes when the gate stops the release.
     pub failed_report: &'a Path,
     pub times: &'a RunTimes,
+    /// Where scans are kept by image manifest digest (`<cache>/builds/scans`), when the build
+    /// cache is on: an image from the cache is not scanned again.
+    pub scan_cache: Option<PathBuf>,
+}
+
+/// The scan of the image `manifest` (digest `digest`): kept in `cache` by the manifest digest
+/// and the pipeline version (the same manifest is the same bytes: every blob was checked on its
+/// way into the layout), else made and kept. A kept scan that does not read is made again.
+fn scan_kept(
+    layout: &Layout,
+    manifest: &Manifest,
+    digest: &schema::model::Digest,
+    cache: Option<&Path>,
+) -> Result<scan::ScanResult, scan::ScanError> {
+    let Some(dir) = cache else { return scan::scan(layout, manifest) };
+    let path = dir.join(format!("{}-{}.json", env!("CARGO_PKG_VERSION"), digest.hex()));
+    if let Ok(bytes) = fs::read(&path) {
+        if let Ok(kept) = serde_json::from_slice::<scan::KeptScan>(&bytes) {
+            if &kept.manifest == digest {
+                return Ok(kept.into_result());
+            }
+        }
+    }
+    let s = scan::scan(layout, manifest)?;
+    // A scan that cannot be kept costs the next release a scan, never this one.
+    if let Ok(bytes) = serde_json::to_vec(&scan::KeptScan::of(digest, &s)) {
+        let _ = fs::create_dir_all(dir).and_then(|()| write_atomic(&path, &bytes));
+    }
+    Ok(s)
 }
 
 /// Runs the stage for every image; writes under `out`; `failed_report` is where the drift
 /// report goes when the gate stops the release (the release directory is then not made).
 pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, reporter: &dyn Reporter) -> Result<Evidence, EvidenceError> {
-    let (times, failed_report) = (out.times, out.failed_report);
+    let (times, failed_report, scan_cache) = (out.times, out.failed_report, out.scan_cache.as_deref());
     let out = out.dir;
     let policy = &plan.drift.accept;
     // The toolchain is recorded in the provenance: a source tree without `rust-toolchain.toml`
@@ -164,12 +193,15 @@ pub fn run(plan: &Plan, layout: &Layout, images: &Images, out: &Outputs<'_>, rep
     reporter.event(Event::StageStarted { stage: Stage::Evidence, jobs: jobs.len() });
     let results: Vec<(ImageEvidence, DriftReport)> = jobs
         .par_iter()
+        // One job per split: a free thread takes the next job (a job from the cache takes a
+        // fraction of one built, so halves of the list would leave one thread with the work).
+        .with_max_len(1)
         .map(|(c, image, index)| {
             let job = format!("{} {}", c.name, image.platform);
             reporter.event(Event::JobStarted { stage: Stage::Evidence, job: job.clone() });
             let slug = image.platform.slug();
             let manifest: Manifest = layout.read_json(&image.manifest.digest, "an image manifest")?;
-            let (bom, scanned) = rayon::join(|| generate::build_time(plan, c, image, index), || scan::scan(layout, &manifest));
+            let (bom, scanned) = rayon::join(|| generate::build_time(plan, c, image, index), || scan_kept(layout, &manifest, &image.manifest.digest, scan_cache));
             let scanned = scanned.map_err(|source| EvidenceError::Scan {
                 component: c.name.clone(),
                 platform: image.platform.to_string(),

@@ -242,7 +242,7 @@ pub fn statement(
                         // The backend that built this image (with `--backend buildkit`,
                         // components without a Dockerfile are still built daemonless).
                         "builder": if image.buildkit.is_some() { "buildkit" } else { "daemonless" },
-                        "sourceDateEpoch": plan.source_date_epoch,
+                        "sourceDateEpoch": component.stamp.epoch,
                         "compressor": plan.compressor,
                         "recipe": component.recipe,
                     });

@@ -120,10 +120,31 @@ pub struct ScanResult {
 }
 
 /// A regular file of the image: its sha256 and the index of the layer that last wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Written {
     pub sha256: String,
     pub layer: usize,
+}
+
+/// A [`ScanResult`] whole (what the scan's JSON leaves out too), as the build cache keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeptScan {
+    /// The image manifest scanned.
+    pub manifest: Digest,
+    pub result: ScanResult,
+    pub tree: BTreeMap<String, Written>,
+    pub gone: BTreeMap<String, usize>,
+    pub layers: Vec<Digest>,
+}
+
+impl KeptScan {
+    pub fn of(manifest: &Digest, s: &ScanResult) -> KeptScan {
+        KeptScan { manifest: manifest.clone(), result: s.clone(), tree: s.tree.clone(), gone: s.gone.clone(), layers: s.layers.clone() }
+    }
+
+    pub fn into_result(self) -> ScanResult {
+        ScanResult { tree: self.tree, gone: self.gone, layers: self.layers, ..self.result }
+    }
 }
 
 impl ScanResult {

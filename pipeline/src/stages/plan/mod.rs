@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use schema::config::{self, Config, Problem, BUNDLE_FILE};
 use schema::exit;
-use schema::files::{DriftPolicy, KitContents, Recipe};
+use schema::files::{DriftPolicy, ImageEpoch, KitContents, Recipe};
 use schema::model::{rfc3339, Channel, Digest, Platform, ReleaseVersion};
 use source::SourceFacts;
 
@@ -73,8 +73,25 @@ pub struct PlannedComponent {
     /// Whether the channel's kit carries this component.
     pub in_kit: bool,
     pub images: Vec<PlannedImage>,
+    /// When and where its inputs last changed, under `[release] image-epoch = "component"`
+    /// (absent under the default rule: the release's commit stamps every image).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<source::ComponentEpoch>,
+    /// What its images are stamped with: the component's epoch, else the release's.
+    #[serde(skip)]
+    pub stamp: Stamp,
     #[serde(skip)]
     pub recipe: Recipe,
+}
+
+/// The SOURCE_DATE_EPOCH, `created` time and revision a component's images carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub epoch: i64,
+    /// `epoch` as RFC 3339.
+    pub created: String,
+    /// The commit id the images' revision label names.
+    pub revision: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,10 +227,31 @@ pub fn plan(opts: &PlanOptions) -> Result<(Plan, Config), PlanError> {
                         ref_name: format!("{}-{}", c.name, platform.slug()),
                     })
                     .collect(),
+                epoch: None,
+                stamp: Stamp { epoch, created: rfc3339(epoch), revision: facts.commit.clone() },
                 recipe: c.recipe.clone(),
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut components = components;
+    if cfg.bundle.release.image_epoch == ImageEpoch::Component {
+        let inputs: Vec<source::ComponentInputs> = cfg
+            .bundle
+            .components
+            .iter()
+            .map(|c| source::ComponentInputs {
+                name: c.name.clone(),
+                path: c.source.path.clone(),
+                bases: std::iter::once(c.base.clone()).chain(c.recipe.build_bases.iter().cloned()).collect(),
+                toolchain: c.recipe.go.as_ref().map(|g| g.toolchain.clone()),
+            })
+            .collect();
+        let epochs = source::component_epochs(&cfg.root, &facts.commit, &inputs)?;
+        for (c, e) in components.iter_mut().zip(epochs) {
+            c.stamp = Stamp { epoch: e.source_date_epoch, created: rfc3339(e.source_date_epoch), revision: e.commit.clone() };
+            c.epoch = Some(e);
+        }
+    }
     let output = opts.out.clone().unwrap_or_else(|| release_dir(&cfg.root, &version, opts.channel));
     let plan = Plan {
         version,

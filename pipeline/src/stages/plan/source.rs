@@ -44,6 +44,8 @@ pub enum SourceError {
     TagRequired { channel: String, tag: String, commit: String },
     #[error("`{path}` in commit `{commit}` is a {kind}; only files, directories and symlinks can be built")]
     Unsupported { path: String, commit: String, kind: &'static str },
+    #[error("`{path}` is a shallow clone: `[release] image-epoch = \"component\"` dates each component by the newest commit that changed it, which needs the whole history")]
+    Shallow { path: PathBuf },
     #[error("the repository has no canonical URL for the provenance to record: {reason}")]
     NoRepositoryUrl { reason: String },
     #[error("`{path}`: {source}")]
@@ -68,6 +70,9 @@ impl SourceError {
                 "set the URL others clone it from in `{}`: `[release] source = \"https://HOST/PATH\"`, or give the clone an `origin` remote with it",
                 schema::config::BUNDLE_FILE
             )),
+            SourceError::Shallow { .. } => Some(
+                "fetch the whole history (`git fetch --unshallow`; in GitHub Actions, `actions/checkout` with `fetch-depth: 0`)".to_owned(),
+            ),
             SourceError::Git { .. } | SourceError::Unsupported { .. } | SourceError::Io { .. } => None,
         }
     }
@@ -307,4 +312,102 @@ pub fn fetch_git(url: &str, rev: &str, cache: &Path) -> Result<PathBuf, SourceEr
         repo.find_commit(oid).map_err(git(format!("commit `{rev}` is not in `{url}`")))?;
     }
     Ok(path)
+}
+
+/// What a component's images depend on in the repository, besides the epoch: read at each
+/// commit of the history to find the newest commit that changed one of them
+/// ([`component_epochs`]).
+#[derive(Debug, Clone)]
+pub struct ComponentInputs {
+    pub name: String,
+    /// Its source directory in this repository (`None` for a git source, which its bundle
+    /// entry pins by commit).
+    pub path: Option<String>,
+    /// The bases it uses (`base` and `recipe.build-bases`) and its toolchain, by name.
+    pub bases: Vec<String>,
+    pub toolchain: Option<String>,
+}
+
+/// When and where a component's inputs last changed: its images' SOURCE_DATE_EPOCH and
+/// revision under `[release] image-epoch = "component"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ComponentEpoch {
+    pub source_date_epoch: i64,
+    pub commit: String,
+}
+
+/// The `[release]` keys that images carry or are made with (besides the version, the channel
+/// and the calendar, which the build cache keys on): a change re-dates every component.
+const RELEASE_KEYS: &[&str] = &["registry", "layer-gzip", "image-epoch"];
+
+/// For each of `inputs`, the newest commit on the first-parent history of `commit` whose
+/// inputs differ from its parent's (or the root commit), with its committer time. A shallow
+/// repository is refused: a missing parent would date a component wrongly.
+pub fn component_epochs(root: &Path, commit: &str, inputs: &[ComponentInputs]) -> Result<Vec<ComponentEpoch>, SourceError> {
+    let repo = Repository::discover(root).map_err(|source| SourceError::NotARepo { path: root.to_owned(), source })?;
+    if repo.is_shallow() {
+        return Err(SourceError::Shallow { path: repo.workdir().unwrap_or(root).to_owned() });
+    }
+    let oid = Oid::from_str(commit).map_err(git(format!("parse commit id `{commit}`")))?;
+    let head = repo.find_commit(oid).map_err(git(format!("find commit `{commit}`")))?;
+    // The bundle and the lock, parsed once per blob.
+    let mut parsed: BTreeMap<Oid, Option<toml::Table>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let want = fingerprint(&repo, &head, input, &mut parsed)?;
+        let mut at = head.clone();
+        while let Ok(parent) = at.parent(0) {
+            if fingerprint(&repo, &parent, input, &mut parsed)? != want {
+                break;
+            }
+            at = parent;
+        }
+        out.push(ComponentEpoch { source_date_epoch: at.committer().when().seconds(), commit: at.id().to_string() });
+    }
+    Ok(out)
+}
+
+/// The component's inputs at commit `c`, as one digest.
+fn fingerprint(
+    repo: &Repository,
+    c: &git2::Commit<'_>,
+    input: &ComponentInputs,
+    parsed: &mut BTreeMap<Oid, Option<toml::Table>>,
+) -> Result<schema::model::Digest, SourceError> {
+    let tree = c.tree().map_err(git(format!("read the tree of commit `{}`", c.id())))?;
+    let entry_id = |p: &str| tree.get_path(Path::new(p)).map(|e| e.id().to_string()).unwrap_or_else(|_| "absent".to_owned());
+    let mut table = |p: &str| -> Result<Option<toml::Table>, SourceError> {
+        let Ok(entry) = tree.get_path(Path::new(p)) else { return Ok(None) };
+        if let Some(t) = parsed.get(&entry.id()) {
+            return Ok(t.clone());
+        }
+        let blob = repo.find_blob(entry.id()).map_err(git(format!("read `{p}` of commit `{}`", c.id())))?;
+        // A file that does not parse at some older commit is simply different.
+        let t = std::str::from_utf8(blob.content()).ok().and_then(|s| s.parse::<toml::Table>().ok());
+        parsed.insert(entry.id(), t.clone());
+        Ok(t)
+    };
+    let named = |t: &Option<toml::Table>, array: &str, name: &str| -> String {
+        t.as_ref()
+            .and_then(|t| t.get(array))
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.iter().find(|v| v.get("name").and_then(|n| n.as_str()) == Some(name)))
+            .map(|v| serde_json::to_string(v).unwrap_or_default())
+            .unwrap_or_else(|| "absent".to_owned())
+    };
+    let bundle = table(schema::config::BUNDLE_FILE)?;
+    let lock = table("base-images.lock")?;
+    let mut parts = vec![input.path.as_deref().map(entry_id).unwrap_or_default(), named(&bundle, "component", &input.name)];
+    let release = bundle.as_ref().and_then(|t| t.get("release")).and_then(|r| r.as_table());
+    for key in RELEASE_KEYS {
+        parts.push(release.and_then(|r| r.get(*key)).map(|v| v.to_string()).unwrap_or_default());
+    }
+    for b in &input.bases {
+        parts.push(named(&lock, "base", b));
+    }
+    if let Some(t) = &input.toolchain {
+        parts.push(named(&lock, "toolchain", t));
+    }
+    Ok(schema::model::Digest::of(parts.join("\n\0").as_bytes()))
 }

@@ -241,7 +241,7 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
 
     Bom::sealed(
         Metadata {
-            timestamp: plan.created.clone(),
+            timestamp: component.stamp.created.clone(),
             tools: Tools {
                 components: vec![Component {
                     kind: ComponentType::Application,
@@ -271,7 +271,7 @@ pub fn build_time(plan: &Plan, component: &PlannedComponent, image: &BuiltImage,
                     prop("stellaops:release", plan.version.to_string()),
                     prop("stellaops:index-digest", index.as_str()),
                     prop("stellaops:base-digest", image.base.as_str()),
-                    prop("stellaops:revision", plan.source.commit.as_str()),
+                    prop("stellaops:revision", component.stamp.revision.as_str()),
                 ],
             },
             properties: vec![prop("stellaops:sbom-kind", "build-time")],

@@ -101,7 +101,7 @@ pub fn python_name(name: &str) -> String {
     out
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct LockedPackage {
     pub ecosystem: Ecosystem,
     pub name: String,

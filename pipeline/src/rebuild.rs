@@ -5,8 +5,9 @@
 //!    key only: a release directory as `verify` does, a kit as `kit import` does (into a
 //!    temporary layout), a registry release as `verify --registry` does (its signed
 //!    release.yaml given beside it).
-//! 2. **Find the commit**: the images' `org.opencontainers.image.revision` label (every
-//!    component's, which must agree); check it out from `--source`'s repository into a
+//! 2. **Find the commit**: the source commit every component's provenance names (they must
+//!    agree; the images' revision labels name each component's own stamp, see
+//!    [`Opened::revision`]); check it out from `--source`'s repository into a
 //!    temporary clone (tags come along: the plan reads them).
 //! 3. **Rebuild** it in a child process (`build`, signed with a throwaway key, no log, no
 //!    publish; the `.deb` cache of `--source` unless `--cache`/`--deb-dir` is given, so it
@@ -256,28 +257,30 @@ impl Opened {
         }
     }
 
-    /// The commit every component's images were built from (their revision label).
+    /// The commit the release was built from, as every component's provenance (verified in
+    /// step 1) names its source: the `gitCommit` of `resolvedDependencies`. The images'
+    /// revision labels are not enough: under `[release] image-epoch = "component"` each names
+    /// the newest commit that changed its own component, not the released one.
     fn revision(&self, doc: &ReleaseYaml) -> Result<String, ReproError> {
+        use base64::Engine as _;
         let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for c in &doc.components {
-            let manifest = match c.platforms.first() {
-                Some(p) => p.image.digest.clone(),
-                None => {
-                    let index: Index = serde_json::from_slice(&self.manifest_bytes(&c.name, &c.image.digest).map_err(ReproError::Against)?)
-                        .map_err(|e| ReproError::Against(format!("component `{}`: its index: {e}", c.name)))?;
-                    index
-                        .manifests
-                        .first()
-                        .map(|d| d.digest.clone())
-                        .ok_or_else(|| ReproError::Against(format!("component `{}`: its index lists no image", c.name)))?
-                }
-            };
-            let m: Manifest = serde_json::from_slice(&self.manifest_bytes(&c.name, &manifest).map_err(ReproError::Against)?)
-                .map_err(|e| ReproError::Against(format!("component `{}`: its manifest: {e}", c.name)))?;
-            let config: serde_json::Value =
-                serde_json::from_slice(&self.blob(&c.name, &m.config.digest, SMALL).map_err(ReproError::Against)?)
-                    .map_err(|e| ReproError::Against(format!("component `{}`: its config: {e}", c.name)))?;
-            let rev = config["config"]["Labels"][schema::labels::LABEL_REVISION].as_str().unwrap_or_default().to_owned();
+            let what = |e: String| ReproError::Against(format!("component `{}`: its provenance `{}`: {e}", c.name, c.provenance));
+            let digest: Digest =
+                c.provenance.rsplit_once('@').and_then(|(_, d)| d.parse().ok()).ok_or_else(|| what("not a reference by digest".into()))?;
+            let envelope: serde_json::Value =
+                serde_json::from_slice(&self.blob(&c.name, &digest, SMALL).map_err(what)?).map_err(|e| what(e.to_string()))?;
+            let payload = base64::engine::general_purpose::STANDARD
+                .decode(envelope["payload"].as_str().unwrap_or_default())
+                .map_err(|e| what(format!("its payload: {e}")))?;
+            let statement: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| what(format!("its payload: {e}")))?;
+            let rev = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|d| d["digest"]["gitCommit"].as_str())
+                .unwrap_or_default()
+                .to_owned();
             seen.entry(rev).or_default().push(c.name.clone());
         }
         match seen.len() {
@@ -285,15 +288,14 @@ impl Opened {
                 let (rev, _) = seen.into_iter().next().expect("one");
                 if rev.len() < 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ReproError::Against(format!(
-                        "the images name no commit (label `{}` is `{rev}`)\n  hint: only releases made by this pipeline from a git commit can be rebuilt",
-                        schema::labels::LABEL_REVISION
+                        "the provenance names no source commit (`resolvedDependencies` has no `gitCommit`, or `{rev}`)\n  hint: only releases made by this pipeline from a git commit can be rebuilt"
                     )));
                 }
                 Ok(rev)
             }
             0 => Err(ReproError::Against("the release has no components".into())),
             _ => Err(ReproError::Against(format!(
-                "the images were built from different commits ({}): a release is built from one",
+                "the provenance names different source commits ({}): a release is built from one",
                 seen.iter().map(|(r, cs)| format!("`{r}`: {}", cs.join(", "))).collect::<Vec<_>>().join("; ")
             ))),
         }
@@ -373,7 +375,7 @@ fn check_out(source: &Path, commit: &str, into: &Path) -> Result<(), ReproError>
     let oid = git2::Oid::from_str(commit).map_err(git(&format!("`{commit}`")))?;
     let object = repo.find_object(oid, None).map_err(|_| {
         ReproError::Against(format!(
-            "commit `{commit}` (the images' revision) is not in the repository `{}`\n  hint: fetch the release's tag into it (`git fetch --tags`), or pass `--source` a clone that has it",
+            "commit `{commit}` (the provenance's source) is not in the repository `{}`\n  hint: fetch the release's tag into it (`git fetch --tags`), or pass `--source` a clone that has it",
             source.display()
         ))
     })?;

@@ -48,6 +48,12 @@ fn a_published_release_rebuilds_identically_from_a_kit_and_a_registry_and_a_repl
     let Some(host) = registry() else { return };
     let python = verifier("STELLAOPS_VERIFY_PYTHON");
     let repo = Repo::new();
+    // A second commit that changes no component's input: under `image-epoch = "component"`
+    // every image keeps the first commit as its revision label, and only the provenance names
+    // the released commit (which is what must be rebuilt).
+    let first = repo.git(&["rev-parse", "HEAD"]);
+    repo.write("NOTES.md", "release notes\n");
+    repo.commit_all("notes", crate::support::EPOCH + 3600);
     let release_pub = repo.release_key();
     let rebuilder = rebuilder_key(&repo);
     let log = crate::tlog::shared_log();
@@ -64,6 +70,8 @@ fn a_published_release_rebuilds_identically_from_a_kit_and_a_registry_and_a_repl
     assert_eq!(v["reproducible"], true, "{}", r.stdout);
     let head = repo.git(&["rev-parse", "HEAD"]);
     assert_eq!(v["verdict"]["commit"], head.as_str());
+    let images = fs::read_to_string(genuine.join("images.json")).unwrap();
+    assert!(images.contains(&first), "the images are stamped with the first commit: {images}");
     let compared = v["verdict"]["compared"].as_array().unwrap();
     // 8 components: index, SBOM, and per platform image + two SBOM encodings; chart, compose, version.
     assert_eq!(compared.len(), 8 * (2 + 2 * 3) + 3, "{compared:#?}");

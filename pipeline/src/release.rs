@@ -139,6 +139,12 @@ pub fn signing_key(
         Some(p) => crate::signer::load(&crate::signer::KeyRef::from_arg(p)?)?,
         None => {
             let path = dev_key_path(root);
+            // Made once, under a lock: two first releases at once would both make it, and
+            // one could read the other's half-written file.
+            let lock_path = oci::statelock::beside(&path);
+            let _lock =
+                oci::statelock::StateLock::acquire(&lock_path, "the development key", &|message| reporter.event(Event::Note { message }))
+                    .map_err(|source| verifier::keys::KeyError::Io { path: lock_path.clone(), source })?;
             if !path.exists() {
                 SigningKey::generate(KeyKind::EcdsaP256).write(&path, &path.with_extension("pub"), &pass)?;
             }

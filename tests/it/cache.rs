@@ -311,13 +311,12 @@ fn two_releases_storing_the_same_entries_at_once_leave_whole_entries() {
     );
     repo.commit_all("its own registry", fresh_time());
     // Two releases of one commit into two directories, at once: every key is new to both.
-    // Both sign with one key made beforehand (two first uses of the development key at once
-    // would race to create it).
-    let key = repo.release_key().with_extension("key");
+    // Both are the first use of the repository's development key: one makes it, under a
+    // lock, and both sign with it.
+    assert!(!repo.path().join("target/keys/dev.key").exists());
     let spawn = |name: &str| {
         let out = repo.path().join("target/out").join(name);
         crate::support::xtask_cmd()
-            .env("STELLAOPS_SIGNING_KEY", &key)
             .args(["release", "--channel", "edge", "--skip-gates", "--json", "--out"])
             .arg(&out)
             .arg("--source")
@@ -338,4 +337,9 @@ fn two_releases_storing_the_same_entries_at_once_leave_whole_entries() {
     let out = repo.path().join("target/out");
     assert_eq!(digests(&out.join("a/images")), digests(&out.join("third/images")));
     assert_eq!(digests(&out.join("b/images")), digests(&out.join("third/images")));
+    // Both signed with the one development key.
+    let dev = repo.path().join("target/keys/dev.pub");
+    for dir in ["a", "b"] {
+        crate::support::Run::of(crate::support::xtask_cmd().arg("verify").arg(out.join(dir)).arg("--key").arg(&dev).output().unwrap()).ok();
+    }
 }

@@ -136,9 +136,9 @@ grep -q 'flate2 feature "zlib-rs"' <<<"$tree" || { say "flate2 is not on its zli
 if grep -q 'miniz_oxide' <<<"$(cargo tree --locked -e normal -p pipeline 2>/dev/null)"; then
   say "miniz_oxide is linked: another deflate backend would change layer bytes"; exit 1
 fi
-# Layer gzip format 2 is libdeflate 1.26.1's output (oci::layer::COMPRESSOR_V2).
+# Layer gzip formats 2 and 3 are libdeflate 1.26.1's output (oci::layer::COMPRESSOR_V2, _V3).
 grep -q 'libdeflate-sys v1.26.1' <<<"$(cargo tree --locked -e normal -p oci 2>/dev/null)" || {
-  say "libdeflate-sys is not 1.26.1: layer gzip format 2 would change its bytes"; exit 1; }
+  say "libdeflate-sys is not 1.26.1: layer gzip formats 2 and 3 would change their bytes"; exit 1; }
 say "crate boundaries (docs/architecture.md): verifier has no build side; schema depends on nothing of ours"
 boundary() { # crate, forbidden dependencies...
   local crate=$1; shift

@@ -9,7 +9,8 @@
 //! - gzip: [`crate::pgzip`] in the release's layer gzip format (`[release] layer-gzip`):
 //!   format 1, 128 KiB blocks deflated in parallel by flate2's zlib-rs backend at level 6, each
 //!   primed with the previous 32 KiB ([`COMPRESSOR`]); format 2, one libdeflate gzip member per
-//!   128 KiB block ([`COMPRESSOR_V2`]). Header mtime 0, no file name, OS byte 255. The bytes
+//!   128 KiB block ([`COMPRESSOR_V2`]); format 3, format 2 with incompressible blocks stored
+//!   ([`COMPRESSOR_V3`]). Header mtime 0, no file name, OS byte 255. The bytes
 //!   do not depend on the thread count; another deflate implementation, level or block size
 //!   gives other bytes, hence the format number.
 //!
@@ -30,12 +31,16 @@ use schema::model::Digest;
 pub const COMPRESSOR: &str = "gzip level 6, 128 KiB blocks with 32 KiB dictionaries, in parallel (flate2 1.1.11, zlib-rs backend)";
 /// The compressor of layer gzip format 2.
 pub const COMPRESSOR_V2: &str = "gzip, one member per 128 KiB block, in parallel (libdeflate 1.26.1 via libdeflater, level 4)";
+/// The compressor of layer gzip format 3.
+pub const COMPRESSOR_V3: &str =
+    "gzip, one member per 128 KiB block, in parallel (libdeflate 1.26.1 via libdeflater, level 2; blocks whose 4 KiB samples do not shrink stored)";
 
 /// What a release records as its compressor, per layer gzip format.
 pub fn compressor(format: LayerGzip) -> &'static str {
     match format {
         LayerGzip::V1 => COMPRESSOR,
         LayerGzip::V2 => COMPRESSOR_V2,
+        LayerGzip::V3 => COMPRESSOR_V3,
     }
 }
 const GZIP_LEVEL: u32 = 6;
@@ -490,6 +495,45 @@ mod tests {
         let mut tar = Vec::new();
         io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut tar).unwrap();
         assert_eq!(Digest::of(&tar), v1.diff_id);
+    }
+
+    #[test]
+    fn golden_format_3_stores_incompressible_blocks_only_and_is_frozen() {
+        let with = |d: &Path, format| {
+            let mut w = LayerWriter::with_gzip(Vec::new(), 1_700_000_000, format);
+            w.add_tree(d, "/opt/app", Modes::Normalize).unwrap();
+            w.finish().unwrap()
+        };
+        let stored_members = |bytes: &[u8]| bytes.windows(10).filter(|w| *w == [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]).count();
+        // The golden tree: every block is half text, every sample shrinks, nothing is stored.
+        let d = tempfile::tempdir().unwrap();
+        golden_tree(d.path());
+        let (b2, v2) = with(d.path(), LayerGzip::V2);
+        let (b3, v3) = with(d.path(), LayerGzip::V3);
+        assert_eq!(v3.diff_id, v2.diff_id);
+        assert_ne!(v3.digest, v2.digest, "format 3 deflates at its own level");
+        assert_eq!((stored_members(&b2), stored_members(&b3)), (0, 0));
+        // With 600 KiB of noise: those blocks are stored (deflate finds nothing in them); the
+        // same tar; frozen from here on.
+        let mut x: u64 = 88_172_645_463_325_252;
+        let noise: Vec<u8> = (0..600 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(d.path().join("lib/noise.bin"), &noise).unwrap();
+        let (b2, v2) = with(d.path(), LayerGzip::V2);
+        let (b3, v3) = with(d.path(), LayerGzip::V3);
+        assert_eq!(v3.diff_id, v2.diff_id);
+        assert!(stored_members(&b3) >= 3, "{}", stored_members(&b3));
+        assert_eq!(stored_members(&b2), 0);
+        let mut tar = Vec::new();
+        io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&b3[..]), &mut tar).unwrap();
+        assert_eq!(Digest::of(&tar), v3.diff_id);
+        assert_eq!(v3.digest.to_string(), "sha256:58bc64963d82661907479357015326112771817149fd263e87b0cf600bf3f885");
     }
 
     #[test]

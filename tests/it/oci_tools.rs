@@ -58,15 +58,16 @@ fn gzip_members(blob: &[u8]) -> usize {
 }
 
 #[test]
-fn layer_gzip_2_reproduces_and_its_multi_member_layers_are_read_by_umoci_skopeo_and_docker() {
+fn layer_gzip_3_reproduces_and_its_multi_member_layers_with_stored_blocks_are_read_by_umoci_skopeo_and_docker() {
     let Some((_, registry)) = crate::support::services() else { return };
     let (Some(umoci), Some(skopeo), Some(docker)) = (tool("umoci"), tool("skopeo"), tool("docker")) else {
         return;
     };
     let repo = Repo::new();
-    // The repository's own bundle uses format 2 (the fixture copies it).
-    assert!(repo.read("release-trains/components.toml").contains("\nlayer-gzip = 2\n"));
-    // A web asset that spans several 128 KiB blocks, half text and half noise.
+    // The repository's own bundle uses format 3 (the fixture copies it).
+    assert!(repo.read("release-trains/components.toml").contains("\nlayer-gzip = 3\n"));
+    // A web asset that spans several 128 KiB blocks, half text and half noise, then 512 KiB
+    // of noise alone (blocks format 3 stores).
     let mut x: u32 = 11;
     let asset: Vec<u8> = (0..600 * 1024 + 17)
         .map(|i| {
@@ -77,9 +78,17 @@ fn layer_gzip_2_reproduces_and_its_multi_member_layers_are_read_by_umoci_skopeo_
                 (x >> 24) as u8
             }
         })
+        .collect::<Vec<u8>>()
+        .into_iter()
+        .chain((0..512 * 1024).scan(0x2545_f491_4f6c_dd1d_u64, |y, _| {
+            *y ^= *y << 13;
+            *y ^= *y >> 7;
+            *y ^= *y << 17;
+            Some(*y as u8)
+        }))
         .collect();
     std::fs::write(repo.path().join("components/standin/www/app.bin"), &asset).unwrap();
-    repo.commit_all("layer gzip format 2, and a large asset", crate::support::EPOCH + 60);
+    repo.commit_all("layer gzip format 3, and a large asset", crate::support::EPOCH + 60);
 
     // Two builds at once, byte for byte the same.
     repo.xtask(&["repro"]).ok();
@@ -100,20 +109,24 @@ fn layer_gzip_2_reproduces_and_its_multi_member_layers_are_read_by_umoci_skopeo_
 
     // Recorded: the provenance names the compressor.
     let provenance = std::fs::read_to_string(dir.join("provenance/web-ui/linux-amd64.intoto.json")).unwrap();
-    assert!(provenance.contains("libdeflate"), "the provenance does not name format 2's compressor");
+    assert!(provenance.contains("incompressible") || provenance.contains("stored"), "the provenance does not name format 3's compressor");
 
     // The asset's layer is several gzip members; its diff_id is the tar's digest.
     let manifest: serde_json::Value = {
         let d = &refs["web-ui-linux-amd64"];
         serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&d[7..])).unwrap()).unwrap()
     };
-    let members: Vec<usize> = manifest["layers"]
+    let blobs: Vec<Vec<u8>> = manifest["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| gzip_members(&std::fs::read(layout.join("blobs/sha256").join(&l["digest"].as_str().unwrap()[7..])).unwrap()))
+        .map(|l| std::fs::read(layout.join("blobs/sha256").join(&l["digest"].as_str().unwrap()[7..])).unwrap())
         .collect();
+    let members: Vec<usize> = blobs.iter().map(|b| gzip_members(b)).collect();
     assert!(members.iter().any(|&n| n >= 5), "no layer of several members: {members:?}");
+    // Some of them stored (libdeflate's header for level 0 says "fastest", XFL 4).
+    let stored = blobs.iter().map(|b| b.windows(10).filter(|w| *w == [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255]).count()).sum::<usize>();
+    assert!(stored >= 3, "{stored} stored members");
 
     // umoci unpacks it (checking every digest and diff_id).
     let scratch = tempfile::tempdir().unwrap();

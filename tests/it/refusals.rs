@@ -151,9 +151,9 @@ fn an_unknown_key_in_any_config_file_is_refused() {
 #[test]
 fn an_unknown_layer_gzip_format_is_refused_naming_the_known_ones() {
     let repo = Repo::new();
-    repo.edit("release-trains/components.toml", "layer-gzip = 2", "layer-gzip = 3");
+    repo.edit("release-trains/components.toml", "layer-gzip = 3", "layer-gzip = 4");
     repo.commit_all("a format that does not exist", EPOCH);
-    refused(&repo, &["`release-trains/components.toml`", "layer-gzip `3` is not a known format", "use 1", "or 2", "(line "]);
+    refused(&repo, &["`release-trains/components.toml`", "layer-gzip `4` is not a known format", "use 1", "2 (", "or 3", "(line "]);
 }
 
 #[test]

@@ -614,7 +614,9 @@ fn bundle_release_timed(exe: &Path, workspace: &Path, dir: &Path, bytes: u64, ex
     let (seconds, kib) = measured(
         Cmd::new(exe, "the release")
             // The bench measures kits; the repository's gates (tests, budgets) are not its subject.
-            .args(["--quiet", "release", "--skip-gates", "--channel", "edge", "--source"])
+            // Every build is made (`--no-cache`): the bench bundle is the same from one run to
+            // the next, and a release that reused the last run's images would measure nothing.
+            .args(["--quiet", "release", "--skip-gates", "--no-cache", "--channel", "edge", "--source"])
             .arg(&repo)
             .arg("--out")
             .arg(&release)

@@ -508,6 +508,15 @@ const TOKEN_TTL: i64 = 3600;
 /// annotations); a release whose log entries are timed after the
 /// certificate expired is refused by both. The customer tool verifies it too. Nothing of the
 /// one-time key is on disk.
+/// `release --channel edge --keyless` of `repo` into `out`: a certificate from the Fulcio at
+/// `fulcio` for `token`, every entry in the log at `rekor`; `extra` arguments after them.
+fn keyless_edge(repo: &Repo, fulcio: &str, token: &Path, rekor: &str, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["release", "--channel", "edge", "--keyless", "--fulcio-url", fulcio];
+    args.extend(["--identity-token", token.to_str().unwrap(), "--rekor-url", rekor, "--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    repo.xtask(&args)
+}
+
 #[test]
 fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_verifies_under_an_identity_policy() {
     let repo = Repo::new();
@@ -517,23 +526,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let fulcio = Fulcio::start(&issuer.url, Ca::new());
     let token = scratch.path().join("token");
     fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
-    let release = |out: &Path| {
-        repo.xtask(&[
-            "release",
-            "--channel",
-            "edge",
-            "--skip-gates",
-            "--keyless",
-            "--fulcio-url",
-            &fulcio.url,
-            "--identity-token",
-            token.to_str().unwrap(),
-            "--rekor-url",
-            &log.url,
-            "--out",
-            out.to_str().unwrap(),
-        ])
-    };
+    let release = |out: &Path| keyless_edge(&repo, &fulcio.url, &token, &log.url, &out, &["--skip-gates"]);
     let dir = repo.path().join("target/keyless");
     release(&dir).ok();
     assert_eq!(*fulcio.issued.lock().unwrap(), 1, "one certificate for the whole release");
@@ -903,21 +896,11 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     let token = scratch.path().join("stranger.jwt");
     fs::write(&token, stranger.token(SIGNER, 600)).unwrap();
     let out = repo.path().join("target/stranger");
-    repo.xtask(&[
-        "release",
-        "--channel",
-        "edge",
-        "--keyless",
-        "--fulcio-url",
-        &fulcio.url,
-        "--identity-token",
-        token.to_str().unwrap(),
-        "--rekor-url",
-        &log.url,
-        "--out",
-        out.to_str().unwrap(),
-    ])
-    .refused(&["refused to certify the identity of `", "(401)", &format!("issuer `{}` is not trusted", stranger.url)]);
+    keyless_edge(&repo, &fulcio.url, &token, &log.url, &out, &[]).refused(&[
+        "refused to certify the identity of `",
+        "(401)",
+        &format!("issuer `{}` is not trusted", stranger.url),
+    ]);
     assert!(!out.exists());
     // The log down: a keyless signature is only good with its entry, so the release fails
     // (environment, exit 3) rather than queueing what could never be logged in time.
@@ -925,20 +908,7 @@ fn keyless_stable_release_in_github_actions_from_a_fake_runner_token_endpoint_ve
     let down_url = format!("http://{}", down.local_addr().unwrap());
     drop(down);
     fs::write(&token, issuer.token(SIGNER, 600)).unwrap();
-    let run = repo.xtask(&[
-        "release",
-        "--channel",
-        "edge",
-        "--keyless",
-        "--fulcio-url",
-        &fulcio.url,
-        "--identity-token",
-        token.to_str().unwrap(),
-        "--rekor-url",
-        &down_url,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = keyless_edge(&repo, &fulcio.url, &token, &down_url, &out, &[]);
     assert_eq!(run.code, 3, "{run:?}");
     assert!(run.stderr.contains(&format!("the transparency log `{down_url}` did not take 75 of 75 keyless entries")), "{}", run.stderr);
     assert!(!out.exists());
@@ -982,21 +952,7 @@ fn keyless_edge_release_promotes_to_stable_under_the_stores_identity_policy_and_
     let token = scratch.path().join("token");
     fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
     let dir = repo.releases().join("keyless");
-    repo.xtask(&[
-        "release",
-        "--channel",
-        "edge",
-        "--keyless",
-        "--fulcio-url",
-        &fulcio.url,
-        "--identity-token",
-        token.to_str().unwrap(),
-        "--rekor-url",
-        &log.url,
-        "--out",
-        dir.to_str().unwrap(),
-    ])
-    .ok();
+    keyless_edge(&repo, &fulcio.url, &token, &log.url, &dir, &[]).ok();
     let root = trusted_root(&scratch.path().join("trusted_root.json"), &fulcio.ca.der, &log, &fulcio.ct);
     // Pointers are signed by release keys of the TUF root: two, for the two-person rule.
     let alice = repo.release_key();

@@ -239,8 +239,10 @@ impl<W: Write> ParallelGzEncoder<W> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
         let dict = std::mem::take(&mut self.dict);
         // Every block but the last is BLOCK long (> DICT), so the next dictionary is the tail
-        // of this block alone.
-        self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
+        // of this block alone. Formats 2 and 3 use none.
+        if self.format.is_v1() {
+            self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let tx = self.tx.clone();

@@ -526,7 +526,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     let fulcio = Fulcio::start(&issuer.url, Ca::new());
     let token = scratch.path().join("token");
     fs::write(&token, issuer.token(SIGNER, TOKEN_TTL)).unwrap();
-    let release = |out: &Path| keyless_edge(&repo, &fulcio.url, &token, &log.url, &out, &["--skip-gates"]);
+    let release = |out: &Path| keyless_edge(&repo, &fulcio.url, &token, &log.url, out, &["--skip-gates"]);
     let dir = repo.path().join("target/keyless");
     release(&dir).ok();
     assert_eq!(*fulcio.issued.lock().unwrap(), 1, "one certificate for the whole release");

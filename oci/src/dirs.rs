@@ -135,7 +135,7 @@ impl Scratch {
 }
 
 /// Removes the directories `<parent>/<prefix>*` that no live process holds locked.
-fn remove_orphans(parent: &Path, prefix: &str) -> io::Result<()> {
+pub fn remove_orphans(parent: &Path, prefix: &str) -> io::Result<()> {
     let entries = match fs::read_dir(parent) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -390,12 +390,69 @@ pub struct SbomReport {
     /// The same scan against the machine's floor: the blob hashed, inflated and its content
     /// hashed by openssl and gzip (no parsing, no catalog, no SBOM).
     pub floor: Measurement,
+    /// The least time any scan of this layer can take on this machine (see [`WorkBound`]).
+    pub bound: WorkBound,
     pub ours_packages: usize,
     pub syft_packages: usize,
     /// Per package type: (ours, syft).
     pub packages_by_type: BTreeMap<String, (usize, usize)>,
     pub sbom_json_bytes: usize,
     pub sbom_protobuf_bytes: usize,
+}
+
+/// The work a scan of the layer cannot skip, each part timed alone on one core by the fastest
+/// tool here: the blob's digest and the content's digest (`diff_id`) by openssl (SHA-NI), every
+/// regular file's digest (the drift gate compares them; openssl's rate over the content, scaled
+/// to the files' bytes), and the inflate by our own decoder. No scan can finish sooner than the
+/// longest chain (the inflate is one stream) or than all of it spread over every core.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkBound {
+    pub blob_sha256_seconds: f64,
+    pub content_sha256_seconds: f64,
+    pub files_sha256_seconds: f64,
+    pub inflate_seconds: f64,
+    pub cores: usize,
+    /// `max(inflate, sum / cores)`.
+    pub seconds: f64,
+}
+
+/// Times the parts of [`WorkBound`] for `blob` (whose files are under `rootfs`), writing the
+/// inflated content beside it under `dir` for openssl and removing it after.
+fn work_bound(dir: &Path, blob: &Path, rootfs: &Path) -> Result<WorkBound, BenchError> {
+    let openssl = |path: &Path, what: &str| -> Result<f64, BenchError> {
+        let t = Instant::now();
+        Cmd::new("openssl", what).args(["dgst", "-sha256"]).arg(path).run()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let blob_sha256_seconds = openssl(blob, "openssl: the blob's sha256")?;
+    let content = dir.join("layer.tar");
+    let t = Instant::now();
+    let mut inflater = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, fs::File::open(blob)?));
+    let content_bytes = io::copy(&mut inflater, &mut io::sink())?;
+    let inflate_seconds = t.elapsed().as_secs_f64();
+    let mut inflater = flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, fs::File::open(blob)?));
+    io::copy(&mut inflater, &mut io::BufWriter::new(fs::File::create(&content)?))?;
+    let content_sha256_seconds = openssl(&content, "openssl: the content's sha256");
+    let _ = fs::remove_file(&content);
+    let content_sha256_seconds = content_sha256_seconds?;
+    let file_bytes: u64 = walkdir::WalkDir::new(rootfs)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let files_sha256_seconds = content_sha256_seconds * file_bytes as f64 / content_bytes.max(1) as f64;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let sum = blob_sha256_seconds + content_sha256_seconds + files_sha256_seconds + inflate_seconds;
+    Ok(WorkBound {
+        blob_sha256_seconds,
+        content_sha256_seconds,
+        files_sha256_seconds,
+        inflate_seconds,
+        cores,
+        seconds: inflate_seconds.max(sum / cores as f64),
+    })
 }
 
 /// `$STELLAOPS_VERIFY_SYFT`, else the one tests/run.sh installs, else `/usr/local/bin/syft`.
@@ -480,6 +537,7 @@ pub fn sbom(opts: &SbomOptions, _reporter: &dyn Reporter) -> Result<SbomReport, 
         .arg(&blob)
         .run()?;
     let floor = t.elapsed().as_secs_f64();
+    let bound = work_bound(dir, &blob, &rootfs)?;
     let Some(syft) = &opts.syft else {
         return Err(BenchError::Other(
             "syft is not installed: run tests/run.sh once (it installs the verifiers into target/verifiers)".into(),
@@ -522,6 +580,7 @@ pub fn sbom(opts: &SbomOptions, _reporter: &dyn Reporter) -> Result<SbomReport, 
             ours,
             floor,
         ),
+        bound,
         ours_packages: ours_count,
         syft_packages: theirs_count,
         packages_by_type: by_type,

@@ -79,6 +79,9 @@ pub struct RunOptions {
     pub gates: Gates,
     /// Whether the build reads and writes the build cache (`<cache>/builds`).
     pub build_cache: BuildCacheUse,
+    /// What the build cache's entries are pruned to after the build (least recently used
+    /// first; never this release's).
+    pub build_cache_max: u64,
     /// The channel store whose trust repository (`<channels>/tuf/`, if any) lists the release
     /// keys: a stable or lts release signed with another key is refused before the build.
     pub channels: Option<PathBuf>,
@@ -185,6 +188,12 @@ pub struct Outcome {
     /// What the build cache did for each image (absent when it was not used).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<build::cache::CacheOutcome>,
+    /// What the prune after the build removed (absent when the cache was not used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_pruned: Option<build::cache::Pruned>,
+    /// What went wrong with the cache without failing the release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_notes: Vec<String>,
 }
 
 /// The wall clock, as RFC 3339: read only for provenance run times.
@@ -293,10 +302,19 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     // Nor with a test fault (`crate::fault`), which changes what a build makes behind the key.
     let faulted = std::env::var_os(crate::fault::VAR).is_some();
     let build_cache = (opts.build_cache == BuildCacheUse::Use && matches!(opts.backend, BackendChoice::Daemonless) && !faulted)
-        .then(|| build::cache::BuildCache::new(&fetch.cache));
+        .then(|| build::cache::BuildCache { max_bytes: opts.build_cache_max, ..build::cache::BuildCache::new(&fetch.cache) });
     let scan_cache = build_cache.clone();
+    let build_started = std::time::SystemTime::now();
     let mut images = build::build(&plan, &cfg, &layout, &BuildOptions { fetch, jobs: opts.jobs, cache: build_cache }, backend, reporter)
         .map_err(at(Stage::Build))?;
+    // Entries this build used or stored are newer than its start: the prune keeps them.
+    let cache_pruned = scan_cache.as_ref().map(|c| match c.prune(build_started) {
+        Ok(p) => p,
+        Err(why) => {
+            images.cache_notes.push(format!("build cache: not pruned: {why}"));
+            build::cache::Pruned::default()
+        }
+    });
     crate::fault::at("build", staging.path());
     let (_, finished) = now();
     // What runs this release: read once, here, with the run's times.
@@ -437,6 +455,8 @@ pub fn release(opts: &RunOptions, reporter: &dyn Reporter) -> Result<Outcome, Er
     let cache = std::mem::take(&mut images.cache);
     Ok(Outcome {
         cache,
+        cache_pruned,
+        cache_notes: std::mem::take(&mut images.cache_notes),
         version: plan.version.to_string(),
         channel: plan.channel.to_string(),
         output: out,

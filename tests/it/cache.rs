@@ -343,3 +343,123 @@ fn two_releases_storing_the_same_entries_at_once_leave_whole_entries() {
         crate::support::Run::of(crate::support::xtask_cmd().arg("verify").arg(out.join(dir)).arg("--key").arg(&dev).output().unwrap()).ok();
     }
 }
+
+/// The entries of a build cache (`<cache>/builds/<64 hex>`): name -> bytes (entry.json and blobs).
+fn entry_sizes(builds: &Path) -> BTreeMap<String, u64> {
+    std::fs::read_dir(builds)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().len() == 64)
+        .map(|e| {
+            let bytes = walkdir::WalkDir::new(e.path())
+                .into_iter()
+                .map(|f| f.unwrap())
+                .filter(|f| f.file_type().is_file())
+                .map(|f| f.metadata().unwrap().len())
+                .sum();
+            (e.file_name().to_string_lossy().into_owned(), bytes)
+        })
+        .collect()
+}
+
+/// A hand-made entry `name` of `bytes` (one blob), last used `age_days` ago.
+fn planted_entry(builds: &Path, name: &str, bytes: usize, age_days: u64) {
+    let dir = builds.join(name);
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("blobs/sha256").join(name), vec![7u8; bytes]).unwrap();
+    std::fs::write(dir.join("entry.json"), "{}").unwrap();
+    let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age_days * 86_400);
+    std::fs::File::options().append(true).open(dir.join("entry.json")).unwrap().set_modified(when).unwrap();
+}
+
+#[test]
+fn the_cache_is_pruned_to_its_size_least_recently_used_first_never_this_release_s_and_leftovers_go() {
+    let repo = Repo::new();
+    repo.edit(
+        "release-trains/components.toml",
+        "registry = \"registry.stella-ops.org/stellaops\"",
+        "registry = \"registry.stella-ops.org/cache-prune\"",
+    );
+    repo.commit_all("its own registry", fresh_time());
+    // A cache of its own (a limit on the shared one would prune other tests' entries), holding
+    // the shared one's packages and toolchains by hard link.
+    let own = tempfile::tempdir().unwrap();
+    let cache = own.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    for e in std::fs::read_dir(crate::support::cache()).unwrap().map(|e| e.unwrap()) {
+        if e.file_name() != "builds" {
+            crate::support::run_ok(std::process::Command::new("cp").arg("-al").arg(e.path()).arg(cache.join(e.file_name())));
+        }
+    }
+    let builds = cache.join("builds");
+    let c = cache.to_str().unwrap();
+    let warm = release(&repo, "warm", &["--cache", c]);
+    assert!(cache_of(&warm).values().all(|(s, _)| s == "built"), "{warm}");
+    let first = entry_sizes(&builds);
+    assert_eq!(first.len(), 16, "{first:?}");
+
+    // 1. A commit that changes authority, released with `--cache-max-size 0`: its two new
+    //    entries are stored, the 14 reused ones are this release's too, and only authority's
+    //    two old entries (not used by it) go.
+    repo.edit("release-trains/components.toml", "env = { PORT = \"8440\" }", "env = { PORT = \"8442\" }");
+    repo.commit_all("authority moves", fresh_time());
+    let pruned = release(&repo, "pruned", &["--cache", c, "--cache-max-size", "0"]);
+    let got = cache_of(&pruned);
+    assert!(got.iter().all(|(n, (s, _))| s == if n == "authority" { "built" } else { "cached" }), "{got:?}");
+    let after = entry_sizes(&builds);
+    let gone: Vec<&String> = first.keys().filter(|k| !after.contains_key(*k)).collect();
+    assert_eq!(gone.len(), 2, "{first:?}\n{after:?}");
+    assert_eq!(after.len(), 16, "{after:?}");
+    let p = &pruned["release"]["cache_pruned"];
+    assert_eq!(p["entries"], 2, "{p}");
+    assert_eq!(p["bytes"], gone.iter().map(|k| first[*k]).sum::<u64>(), "{p}");
+    assert_eq!(p["kept_bytes"], after.values().sum::<u64>(), "{p}");
+    assert_eq!(p["max_bytes"], 0, "{p}");
+    // Their scans went with them; the kept images' scans stay.
+    assert_eq!(std::fs::read_dir(builds.join("scans")).unwrap().count(), 16);
+
+    // 2. Two entries last used 3 and 2 days ago (1 MiB each), a temporary entry and a discarded
+    //    one left by killed runs, and a temporary entry a live run holds locked. With room for
+    //    this release's entries and one MiB more, the older planted entry goes, the younger
+    //    stays, the leftovers go and the held one stays.
+    let (old, young) = ("a".repeat(64), "b".repeat(64));
+    planted_entry(&builds, &old, 1 << 20, 3);
+    planted_entry(&builds, &young, 1 << 20, 2);
+    std::fs::create_dir_all(builds.join(".tmp-killed/blobs")).unwrap();
+    std::fs::create_dir_all(builds.join(format!(".discard-1-{}", "c".repeat(64)))).unwrap();
+    std::fs::create_dir_all(builds.join(".tmp-live")).unwrap();
+    let held = std::fs::File::open(builds.join(".tmp-live")).unwrap();
+    held.lock().unwrap();
+    let limit = after.values().sum::<u64>() + (1 << 20) + 4096;
+    let third = release(&repo, "third", &["--cache", c, "--cache-max-size", &limit.to_string()]);
+    assert!(cache_of(&third).values().all(|(s, _)| s == "cached"), "{third}");
+    let p = &third["release"]["cache_pruned"];
+    assert_eq!((p["entries"].as_u64(), p["leftovers"].as_u64()), (Some(1), Some(2)), "{p}");
+    assert!(!builds.join(&old).exists() && builds.join(&young).exists());
+    assert!(!builds.join(".tmp-killed").exists());
+    assert!(builds.join(".tmp-live").exists(), "a live run's temporary entry was removed");
+    drop(held);
+    // The summary a person reads says it: with 1 MiB allowed, the younger planted entry goes
+    //    too, and this release's 16 stay (more than the limit).
+    let out = repo.path().join("target/out/text");
+    let text = repo.xtask(&[
+        "release",
+        "--channel",
+        "edge",
+        "--skip-gates",
+        "--cache",
+        c,
+        "--cache-max-size",
+        "1MiB",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let line = text.ok().stdout.lines().find(|l| l.contains("build cache")).map(str::to_owned);
+    let line = line.unwrap_or_else(|| panic!("no build cache line: {}", text.stdout));
+    assert!(
+        line.contains("16 of 16 images reused; 1 least recently used entries removed (1 MiB)") && line.contains("of 1 MiB allowed"),
+        "{line}"
+    );
+    assert!(!builds.join(&young).exists());
+    assert_eq!(entry_sizes(&builds).len(), 16);
+}

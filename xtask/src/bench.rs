@@ -221,6 +221,7 @@ fn print_sbom(r: &SbomReport, json: bool) {
             "rootfs_files": files,
             "ours_seconds": ours, "syft_seconds": theirs, "speedup_vs_syft": s.ratio,
             "floor_seconds": r.floor.peer_seconds, "floor": r.floor.peer, "speedup_vs_floor": r.floor.ratio,
+            "bound": r.bound, "syft_over_bound": theirs / r.bound.seconds,
             "ours_packages": ours_count, "syft_packages": theirs_count, "packages_by_type_ours_syft": r.packages_by_type,
             "sbom_json_bytes": r.sbom_json_bytes, "sbom_protobuf_bytes": r.sbom_protobuf_bytes,
         });
@@ -235,6 +236,17 @@ fn print_sbom(r: &SbomReport, json: bool) {
     println!(
         "floor        inflate + sha256 of the same layer by gzip and openssl: {:.2} s | ours {:.2}x of it",
         r.floor.peer_seconds, r.floor.ratio
+    );
+    let b = &r.bound;
+    println!(
+        "bound        no scan here can beat {:.3} s = max(inflate {:.3}, (blob sha256 {:.3} + content sha256 {:.3} + files sha256 {:.3} + inflate) / {} cores)",
+        b.seconds, b.inflate_seconds, b.blob_sha256_seconds, b.content_sha256_seconds, b.files_sha256_seconds, b.cores
+    );
+    println!(
+        "             so at most {:.1}x syft on this machine (ours is {:.1}x; 50x would need {:.3} s)",
+        theirs / b.seconds,
+        s.ratio,
+        theirs / 50.0
     );
     println!("SBOM size    JSON {} KiB, protobuf {} KiB", r.sbom_json_bytes / 1024, r.sbom_protobuf_bytes / 1024);
     for (t, (o, s)) in &r.packages_by_type {

@@ -79,6 +79,11 @@ enum Command {
         /// every blob checked against its digest. `build` and `repro` never use the cache.
         #[arg(long)]
         no_cache: bool,
+        /// After the build, remove the build cache's least recently used entries until the
+        /// rest fit in SIZE (`10GiB`, `512MiB`, `0` keeps only this release's); this release's
+        /// entries are never removed. Leftovers of killed releases go too.
+        #[arg(long, value_name = "SIZE", default_value = "10GiB", value_parser = parse_size)]
+        cache_max_size: u64,
         /// Emit progress events and the result as JSON lines on stdout (for CI).
         #[arg(long)]
         json: bool,
@@ -685,8 +690,27 @@ fn run_options(
         gates,
         // `release` turns it on (unless `--no-cache`); `build` (and so `repro`) never uses it.
         build_cache: release::BuildCacheUse::Off,
+        build_cache_max: pipeline::stages::build::cache::DEFAULT_MAX_BYTES,
         channels: Some(channels),
     })
+}
+
+/// A size as `--cache-max-size` takes it: a whole number of bytes, or one with a binary unit
+/// (`KiB`, `MiB`, `GiB`, `TiB`; `K`, `M`, `G`, `T` mean the same). Ten lines, so no crate.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a size: give a number and a unit, such as `10GiB`"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        other => return Err(format!("`{other}` is not a size unit: use KiB, MiB, GiB or TiB")),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// Writes a public key PEM to a new file (never over an existing one).
@@ -777,10 +801,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Release { target, build, out, skip_gates, no_cache, json, publish, publishing } => {
+        Command::Release { target, build, out, skip_gates, no_cache, cache_max_size, json, publish, publishing } => {
             let gates = if skip_gates { release::Gates::Skip } else { release::Gates::Run };
             let mut opts = run_options(&target, &build, Tree::MustBeClean, out, gates)?;
             opts.build_cache = if no_cache { release::BuildCacheUse::Off } else { release::BuildCacheUse::Use };
+            opts.build_cache_max = cache_max_size;
             let reporter = Progress::new(mode(json));
             let outcome = release::release(&opts, &reporter);
             reporter.finish();
@@ -1116,5 +1141,17 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory as _;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_others() {
+        use super::parse_size;
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("3 g"), Ok(3 << 30));
+        assert!(parse_size("10GB").unwrap_err().contains("KiB, MiB, GiB or TiB"));
+        assert!(parse_size("GiB").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
     }
 }

@@ -167,5 +167,23 @@ pub fn render_outcome(o: &Outcome) -> String {
         s += &format!("  {:<16} {}@{}\n", name, c.repository, c.index.digest);
     }
     s += &format!("  offline kit      {} ({} bytes)\n", o.kit.path.display(), o.kit.size);
+    if !o.cache.is_empty() {
+        let cached = o.cache.iter().filter(|c| c.status == "cached").count();
+        s += &format!("  build cache      {cached} of {} images reused", o.cache.len());
+        if let Some(p) = &o.cache_pruned {
+            let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+            if p.entries > 0 {
+                s += &format!("; {} least recently used entries removed ({:.0} MiB)", p.entries, mib(p.bytes));
+            }
+            s += &format!("; {:.0} MiB kept of {:.0} MiB allowed", mib(p.kept_bytes), mib(p.max_bytes));
+            if p.leftovers > 0 {
+                s += &format!("; {} leftovers of killed runs removed", p.leftovers);
+            }
+        }
+        s += "\n";
+    }
+    for note in o.cache.iter().filter_map(|c| c.note.as_deref()).chain(o.cache_notes.iter().map(String::as_str)) {
+        s += &format!("  note: {note}\n");
+    }
     s.trim_end().to_owned()
 }

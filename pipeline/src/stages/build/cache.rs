@@ -38,6 +38,24 @@ const FORMAT: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct BuildCache {
     pub dir: PathBuf,
+    /// The size the entries are pruned to after a release ([`BuildCache::prune`]).
+    pub max_bytes: u64,
+}
+
+/// The default of `release --cache-max-size`: 10 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
+
+/// What [`BuildCache::prune`] did, for `--json` and the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pruned {
+    /// Entries removed, least recently used first, and their bytes.
+    pub entries: usize,
+    pub bytes: u64,
+    /// What the cache's entries hold after the prune, and its limit.
+    pub kept_bytes: u64,
+    pub max_bytes: u64,
+    /// Leftovers of killed runs removed: unlocked `.tmp-*` and `.discard-*` directories.
+    pub leftovers: usize,
 }
 
 /// What the cache did for one image, for `--json` and the progress display.
@@ -127,13 +145,95 @@ fn source_tree(repo: &Path, commit: &str, subdir: &str) -> Result<String, String
     tree.get_path(Path::new(sub)).map(|e| e.id().to_string()).map_err(|e| format!("find `{sub}` in `{commit}`: {e}"))
 }
 
+fn count_prefixed(dir: &Path, prefix: &str) -> usize {
+    fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count()
+}
+
 fn key_of(parts: &Parts) -> Digest {
     Digest::of(json(parts).as_bytes())
 }
 
 impl BuildCache {
     pub fn new(cache: &Path) -> BuildCache {
-        BuildCache { dir: cache.join("builds") }
+        BuildCache { dir: cache.join("builds"), max_bytes: DEFAULT_MAX_BYTES }
+    }
+
+    /// Removes the least recently used entries (by the time of their `entry.json`, which a hit
+    /// refreshes) until the rest fit in `max_bytes`, never one used since `since` (this
+    /// release's), with the scans of the images removed; then the leftovers of killed runs.
+    /// An entry is renamed aside before it is removed: a release reading it meanwhile finds it
+    /// gone and builds the image (a miss, never a wrong hit). Errors are notes, as in
+    /// [`BuildCache::store`].
+    pub fn prune(&self, since: std::time::SystemTime) -> Result<Pruned, String> {
+        let io = |p: &Path| {
+            let p = p.to_owned();
+            move |e: io::Error| format!("`{}`: {e}", p.display())
+        };
+        let mut pruned = Pruned { max_bytes: self.max_bytes, ..Pruned::default() };
+        let read = match fs::read_dir(&self.dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(pruned),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        // (last use, bytes, name, manifest hex) of every whole entry.
+        let mut entries = Vec::new();
+        for e in read.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".discard-") {
+                // Renamed aside by a run that died before removing it: nobody reads it.
+                if fs::remove_dir_all(e.path()).is_ok() {
+                    pruned.leftovers += 1;
+                }
+                continue;
+            }
+            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(meta) = fs::metadata(e.path().join("entry.json")) else { continue };
+            let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            let blobs: Vec<(String, u64)> = fs::read_dir(e.path().join("blobs/sha256"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|b| Some((b.file_name().to_string_lossy().into_owned(), b.metadata().ok()?.len())))
+                .collect();
+            let bytes = meta.len() + blobs.iter().map(|(_, n)| n).sum::<u64>();
+            let manifest = fs::read(e.path().join("entry.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                .map(|entry| entry.manifest.digest.hex().to_owned());
+            entries.push((used, bytes, name, manifest));
+        }
+        entries.sort();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        for (used, bytes, name, manifest) in &entries {
+            if total <= self.max_bytes || *used >= since {
+                break;
+            }
+            let dir = self.dir.join(name);
+            let aside = self.dir.join(format!(".discard-{}-{name}", std::process::id()));
+            if fs::rename(&dir, &aside).is_err() {
+                continue;
+            }
+            fs::remove_dir_all(&aside).map_err(io(&aside))?;
+            if let Some(hex) = manifest {
+                let scans = self.dir.join("scans");
+                for s in fs::read_dir(&scans).into_iter().flatten().flatten() {
+                    if s.file_name().to_string_lossy().ends_with(&format!("-{hex}.json")) {
+                        let _ = fs::remove_file(s.path());
+                    }
+                }
+            }
+            total -= bytes;
+            pruned.entries += 1;
+            pruned.bytes += bytes;
+        }
+        pruned.kept_bytes = total;
+        // Temporary entries of runs that were killed (a live run holds its lock).
+        let before = count_prefixed(&self.dir, ".tmp-");
+        oci::dirs::remove_orphans(&self.dir, ".tmp-").map_err(io(&self.dir))?;
+        pruned.leftovers += before.saturating_sub(count_prefixed(&self.dir, ".tmp-"));
+        Ok(pruned)
     }
 
     fn entry_dir(&self, key: &Digest) -> PathBuf {
@@ -185,6 +285,10 @@ impl BuildCache {
         let expected: Vec<&Digest> = base.iter().map(|l| &l.digest).chain(&entry.own_layers).collect();
         if entry.layers.iter().collect::<Vec<_>>() != expected {
             return Err(miss(Some(self.discard(&dir, "its layers are not its base's followed by its own"))));
+        }
+        // A hit is a use: the entry is the last the prune removes.
+        if let Ok(f) = fs::File::options().append(true).open(dir.join("entry.json")) {
+            let _ = f.set_modified(std::time::SystemTime::now());
         }
         Ok(BuiltImage {
             component: job.component.name.clone(),
@@ -241,7 +345,8 @@ impl BuildCache {
         fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let own_layers: Vec<Digest> = img.layers[img.known.base_layers.min(img.layers.len())..].to_vec();
         if !dest.join("entry.json").is_file() {
-            let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&self.dir).map_err(io(&self.dir))?;
+            // Locked while in use: a prune removes only those of killed runs.
+            let tmp = oci::dirs::Scratch::new_in(&self.dir, ".tmp-").map_err(io(&self.dir))?;
             let blobs = tmp.path().join("blobs/sha256");
             fs::create_dir_all(&blobs).map_err(io(&blobs))?;
             for d in std::iter::once(&img.manifest.digest).chain(std::iter::once(&img.config)).chain(&own_layers) {

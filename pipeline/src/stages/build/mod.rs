@@ -53,6 +53,9 @@ pub struct Images {
     /// a release made from the cache is the same release.
     #[serde(skip)]
     pub cache: Vec<cache::CacheOutcome>,
+    /// What went wrong with the cache without failing the build (not in images.json).
+    #[serde(skip)]
+    pub cache_notes: Vec<String>,
 }
 
 /// A base as `images.json` records it.
@@ -293,7 +296,7 @@ fn build_in_pool(
             layers: b.layers.clone(),
         })
         .collect();
-    Ok(Images { components, bases, cache: outcomes.into_iter().flatten().collect() })
+    Ok(Images { components, bases, cache: outcomes.into_iter().flatten().collect(), cache_notes: Vec::new() })
 }
 
 /// One job through the build cache: its entry when the key matches and every blob checks,

@@ -221,7 +221,7 @@ fn print_sbom(r: &SbomReport, json: bool) {
             "rootfs_files": files,
             "ours_seconds": ours, "syft_seconds": theirs, "speedup_vs_syft": s.ratio,
             "floor_seconds": r.floor.peer_seconds, "floor": r.floor.peer, "speedup_vs_floor": r.floor.ratio,
-            "bound": r.bound, "syft_over_bound": theirs / r.bound.seconds,
+            "bound": r.bound, "syft_over_bound": theirs / r.bound.seconds, "syft_over_hash_bound": theirs / r.bound.hash_seconds,
             "ours_packages": ours_count, "syft_packages": theirs_count, "packages_by_type_ours_syft": r.packages_by_type,
             "sbom_json_bytes": r.sbom_json_bytes, "sbom_protobuf_bytes": r.sbom_protobuf_bytes,
         });
@@ -239,12 +239,14 @@ fn print_sbom(r: &SbomReport, json: bool) {
     );
     let b = &r.bound;
     println!(
-        "bound        no scan here can beat {:.3} s = max(inflate {:.3}, (blob sha256 {:.3} + content sha256 {:.3} + files sha256 {:.3} + inflate) / {} cores)",
+        "bound        {:.3} s = max(inflate by our decoder {:.3}, (blob sha256 {:.3} + content sha256 {:.3} + files sha256 {:.3} + inflate) / {} cores)",
         b.seconds, b.inflate_seconds, b.blob_sha256_seconds, b.content_sha256_seconds, b.files_sha256_seconds, b.cores
     );
     println!(
-        "             so at most {:.1}x syft on this machine (ours is {:.1}x; 50x would need {:.3} s)",
+        "             so at most {:.1}x syft here with our decoder, {:.1}x with a free inflate (the digests alone: {:.3} s); ours is {:.1}x, 50x would need {:.3} s",
         theirs / b.seconds,
+        theirs / b.hash_seconds,
+        b.hash_seconds,
         s.ratio,
         theirs / 50.0
     );

@@ -1104,13 +1104,67 @@ pub struct History {
     pub current: Option<Pointer>,
     pub kept: Vec<Kept>,
     pub log: Vec<Pointer>,
+    /// What TUF clients see of the channel, when the store has a trust repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<PublishedChannel>,
+}
+
+/// A channel as the store's trust repository publishes it, read back by `tough`'s client from
+/// the repository's first root (following every rotation since), as a client would.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedChannel {
+    /// The channel target's custom metadata (version, sequence, releaseYaml, rollback,
+    /// supportEnds, emergency); none when the repository has no target for the channel, or
+    /// does not read (then `clientsRefuse` says why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<BTreeMap<String, serde_json::Value>>,
+    /// Whether the target names the log's newest pointer (same sequence and release.yaml).
+    pub current: bool,
+    /// Why a client reading the repository now refuses it (an expired timestamp: run `trust
+    /// refresh`), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients_refuse: Option<String>,
+    /// The version of a move signed by one key, waiting for `promote --cosign`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed: Option<String>,
 }
 
 pub fn history(root: &Path, store: &Store, channel: Channel, key: &PublicKey) -> Result<History, OpsError> {
     let cfg = schema::config::load(root)?;
     let log = store.log(channel, key)?;
     let kept = store.kept(channel, &log)?;
-    Ok(History { channel, keep: cfg.train(channel).history_keep, current: log.last().cloned(), kept, log })
+    let published = published(store, channel, log.last());
+    Ok(History { channel, keep: cfg.train(channel).history_keep, current: log.last().cloned(), kept, log, published })
+}
+
+/// [`PublishedChannel`] of `channel`, whose log's newest pointer is `newest`; `None` without a
+/// trust repository.
+fn published(store: &Store, channel: Channel, newest: Option<&Pointer>) -> Option<PublishedChannel> {
+    let repo = crate::tuf::Repo::of(store.root());
+    if !repo.exists() {
+        return None;
+    }
+    let first = repo.metadata().join("1.root.json");
+    let (custom, clients_refuse) = match verifier::tuf_client::check_archived(&repo.metadata(), &repo.targets(), &first) {
+        Ok(targets) => {
+            let custom = targets.into_iter().find(|t| t.channel == channel).map(|t| t.custom);
+            (custom, crate::tuf::check(&repo, &first).err().map(|e| e.to_string()))
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let current = match (&custom, newest) {
+        (Some(c), Some(p)) => {
+            c.get("sequence").and_then(serde_json::Value::as_u64) == Some(p.sequence)
+                && c.get("releaseYaml").and_then(serde_json::Value::as_str) == Some(p.release_yaml.to_string().as_str())
+        }
+        _ => false,
+    };
+    let proposed = fs::read(store.proposal_path(channel)).ok().and_then(|b| serde_json::from_slice::<Proposal>(&b).ok()).and_then(|p| {
+        let name = format!("channel-{}.json", channel.as_str());
+        p.role.signed["targets"][name.as_str()]["custom"]["version"].as_str().map(str::to_owned)
+    });
+    Some(PublishedChannel { custom, current, clients_refuse, proposed })
 }
 
 #[derive(Debug)]

@@ -123,6 +123,22 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
     let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
     check.ok();
     assert_eq!(check.json()["channels"][0]["custom"]["version"], "2.4.1");
+    // `history` shows what clients see beside the log.
+    let history = |json: bool| {
+        let mut args = vec!["history", "--channel", "edge", "--key", release_pub.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let run = repo.xtask(&args);
+        run.ok();
+        run
+    };
+    let h = history(true).json();
+    let published = &h["history"]["published"];
+    assert_eq!((&published["custom"]["version"], &published["custom"]["sequence"]), (&"2.4.1".into(), &1.into()), "{h}");
+    assert_eq!(published["current"], true, "{h}");
+    assert!(published.get("clientsRefuse").is_none(), "{h}");
+    assert!(history(false).stdout.contains("what TUF clients see): version 2.4.1, sequence 1, the newest pointer"));
 
     // Keep the first timestamp and snapshot, then move the channel.
     let old_timestamp = fs::read(meta.join("timestamp.json")).unwrap();
@@ -148,6 +164,10 @@ fn python_tuf_reads_channel_pointers_and_refuses_a_replayed_snapshot_an_expired_
     assert_ne!(expired.code, 0, "an expired timestamp was accepted: {}", expired.stdout);
     assert!(expired.stderr.contains("ExpiredMetadataError"), "{}", expired.stderr);
     repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap()]).refused(&["does not verify"]);
+    let h = history(true).json();
+    assert!(h["history"]["published"]["clientsRefuse"].as_str().is_some_and(|w| w.contains("does not verify")), "{h}");
+    assert_eq!(h["history"]["published"]["custom"]["version"], "2.4.2", "{h}");
+    assert!(history(false).stdout.contains("clients refuse it now:"));
     repo.xtask(&["trust", "refresh", "--now", &day(1.0)]).ok();
     ngclient(&py, &scripts, &served.url, &client, &trusted_root, &["channel-edge.json"]).ok();
 
@@ -339,6 +359,14 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     let proposal = channels.join("stable/proposal.json");
     assert!(proposal.is_file());
     repo.xtask(&["promote", "2.4.1", "--to", "stable", "--now", &day(7.0)]).refused(&["already proposed", "--cosign"]);
+    let stable_history = || {
+        let run = repo.xtask(&["history", "--channel", "stable", "--key", alice_pub.to_str().unwrap(), "--json"]);
+        run.ok();
+        run.json()["history"]["published"].clone()
+    };
+    let pending = stable_history();
+    assert_eq!((&pending["proposed"], &pending["current"]), (&"2.4.1".into(), &false.into()), "{pending}");
+    assert!(pending.get("custom").is_none(), "{pending}");
     // The same key cannot be the second person.
     repo.xtask(&["promote", "--cosign", "--to", "stable", "--now", &day(7.0)]).refused(&["already signed the proposal", "two people"]);
 
@@ -417,9 +445,9 @@ fn a_stable_move_needs_two_release_keys_one_signature_is_refused_by_clients() {
     let by_tool = channel_check("stable");
     by_tool.ok();
     assert_eq!(by_tool.json()["channels"][0]["custom"]["version"], "2.4.1", "{}", by_tool.stdout);
-    let by_tool = channel_check("stable");
-    by_tool.ok();
-    assert_eq!(by_tool.json()["channels"][0]["custom"]["version"], "2.4.1", "{}", by_tool.stdout);
+    let moved = stable_history();
+    assert_eq!((&moved["custom"]["version"], &moved["current"]), (&"2.4.1".into(), &true.into()), "{moved}");
+    assert!(moved.get("proposed").is_none(), "{moved}");
     let check = repo.xtask(&["trust", "check", "--root", trusted_root.to_str().unwrap(), "--json"]);
     check.ok();
     let mut seen: Vec<String> =

@@ -95,7 +95,9 @@ pub enum OpsCommand {
         json: bool,
     },
     /// List the release manifests a channel keeps (its last `history-keep`) and every pointer
-    /// it signed.
+    /// it signed; with a trust repository, also what TUF clients see of the channel (its target,
+    /// read back with tough from the repository's first root), whether a client reading it now
+    /// refuses it (an expired timestamp), and a move waiting for `promote --cosign`.
     History {
         #[arg(long, value_enum)]
         channel: ChannelArg,
@@ -452,6 +454,26 @@ pub fn run(cmd: OpsCommand) -> Result<(), Failure> {
                 s += "pointers:\n";
                 for p in &h.log {
                     s += &format!("  {}\n", describe(p));
+                }
+                if let Some(p) = &h.published {
+                    let field =
+                        |k: &str| p.custom.as_ref().and_then(|c| c.get(k)).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                    s += &match (field("version"), field("sequence")) {
+                        (Some(v), Some(q)) => format!(
+                            "trust repository (what TUF clients see): version {v}, sequence {q}{}\n",
+                            if p.current { ", the newest pointer" } else { ", NOT the newest pointer of the log" }
+                        ),
+                        _ => "trust repository (what TUF clients see): no target for this channel\n".to_owned(),
+                    };
+                    if let Some(why) = &p.clients_refuse {
+                        s += &format!("  clients refuse it now: {why}\n");
+                    }
+                    if let Some(v) = &p.proposed {
+                        s += &format!(
+                            "  proposed: {v}, signed by one release key (a second completes it: `promote --cosign --to {}`)\n",
+                            h.channel
+                        );
+                    }
                 }
                 progress::out(s.trim_end());
             }

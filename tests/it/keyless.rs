@@ -600,6 +600,7 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
     fails_with(&stellaops("someone-else@stella-ops.test"), &["[FAIL] keyless certificate", "not `someone-else@stella-ops.test`"]);
 
     keyless_kit_checks(&dir, &root, (&issuer.url, &fulcio.ca.der), (&tool, &log.public), scratch.path());
+    keyless_registry_and_vsa_checks(&dir, &root, &issuer.url, &tool, scratch.path());
 
     // Verified with a key instead: refused, saying what the release is; a trusted root that
     // is not there: the environment's failure (exit 3), named.
@@ -683,6 +684,82 @@ fn keyless_release_with_a_token_from_a_local_oidc_issuer_and_fake_fulcio_edge_ve
         refused(node(&tampered, &root, SIGNER, &issuer.url), "calculated root hash does not match inclusion proof");
         refused(node(&late, &root, SIGNER, &issuer.url), "certificate is not valid or expired");
     }
+}
+
+/// A keyless release published to the loopback registry: `verify DIR --registry` (xtask) and
+/// the customer tool's `verify DIR --registry` accept it under the identity policy (the
+/// certificate and release.yaml's log entry give the key the registry's images and signatures
+/// are checked with) and refuse another subject; a kit with `--registry` is refused with a hint;
+/// `verify DIR --vsa` takes a rebuilder's verdict about this release.yaml and refuses one about
+/// another release.
+fn keyless_registry_and_vsa_checks(dir: &Path, root: &Path, issuer: &str, tool: &Path, scratch: &Path) {
+    let Some(registry) = crate::support::registry() else { return };
+    let ns = format!("{registry}/keyless-{}", std::process::id());
+    let mut cmd = xtask_cmd();
+    cmd.arg("publish").arg(dir).args(["--registry", &ns]);
+    Run::of(cmd.output().unwrap()).ok();
+    let policy = |subject: &str| {
+        ["--trusted-root", root.to_str().unwrap(), "--certificate-identity", subject, "--certificate-oidc-issuer", issuer]
+            .map(str::to_owned)
+    };
+    let xtask = |extra: &[&str], subject: &str| {
+        let mut cmd = xtask_cmd();
+        cmd.arg("verify").arg(dir).args(policy(subject)).args(extra);
+        Run::of(cmd.output().unwrap())
+    };
+    let by_tool = |subject: &str| {
+        let mut cmd = std::process::Command::new(tool);
+        cmd.arg("verify").arg(dir).args(policy(subject)).args(["--registry", &ns]);
+        Run::of(cmd.output().unwrap())
+    };
+    let run = xtask(&["--registry", &ns], SIGNER);
+    run.ok();
+    assert!(
+        run.stdout.contains("[ok  ] keyless: the certificate of `release.yaml.sigstore.json` is under the identity policy"),
+        "{}",
+        run.stdout
+    );
+    let signatures = run.stdout.lines().filter(|l| l.starts_with("[ok  ]") && l.contains("signature")).count();
+    assert!(signatures >= 24, "{}", run.stdout);
+    by_tool(SIGNER).ok();
+    let other = "someone-else@stella-ops.test";
+    let says = ["[FAIL] keyless: the release's certificate and log entry", &format!("not `{other}`")];
+    fails_with(&xtask(&["--registry", &ns], other), &says);
+    fails_with(&by_tool(other), &says);
+    // A kit with --registry: refused with the way to do it.
+    let mut cmd = xtask_cmd();
+    cmd.arg("verify").arg(dir.join("stellaops-kit-2.4.1-edge.tar.zst")).args(policy(SIGNER)).args(["--registry", &ns]);
+    Run::of(cmd.output().unwrap()).refused(&["are checked against a release directory", "hint: `kit import`"]);
+
+    // A rebuilder's verdict (its own key) about this release.yaml, then about another.
+    let rebuilder = scratch.join("rebuilder.key");
+    let rebuilder_key = verifier::keys::SigningKey::generate(verifier::keys::KeyKind::EcdsaP256);
+    rebuilder_key.write(&rebuilder, &rebuilder.with_extension("pub"), &verifier::keys::Secret::new(String::new())).unwrap();
+    let verdict = |release_yaml: schema::model::Digest| {
+        let v = pipeline::rebuild::Verdict {
+            version: "2.4.1".into(),
+            channel: "edge".into(),
+            commit: "0".repeat(40),
+            resource_uri: format!("file://{}", dir.display()),
+            release_yaml,
+            compared: Vec::new(),
+            masked: &[],
+            passed: true,
+            kept: None,
+        };
+        let statement = pipeline::rebuild::vsa_statement(&v, "https://rebuilder.stella-ops.test", "2027-06-21T00:00:00Z");
+        let env = verifier::sign::sign_envelope(&rebuilder_key, verifier::sign::PAYLOAD_TYPE, &statement).unwrap();
+        serde_json::to_vec(&env).unwrap()
+    };
+    let (good, bad) = (scratch.join("good.vsa.json"), scratch.join("other.vsa.json"));
+    fs::write(&good, verdict(schema::model::Digest::of(&fs::read(dir.join("release.yaml")).unwrap()))).unwrap();
+    fs::write(&bad, verdict(schema::model::Digest::of(b"another release.yaml"))).unwrap();
+    let vsa =
+        |file: &Path| xtask(&["--vsa", file.to_str().unwrap(), "--vsa-key", rebuilder.with_extension("pub").to_str().unwrap()], SIGNER);
+    let run = vsa(&good);
+    run.ok();
+    assert!(run.stdout.contains("[ok  ] rebuild verdict"), "{}", run.stdout);
+    fails_with(&vsa(&bad), &["[FAIL] rebuild verdict"]);
 }
 
 /// The kit `release` wrote into a keyless release: verified and imported under the identity

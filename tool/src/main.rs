@@ -269,7 +269,10 @@ fn verify_keyed(
     let Signer::Key(key) = signer else {
         return Err(Failure {
             code: Code::Rejected,
-            message: format!("`{}`: a keyless release is verified as a release directory or a kit, without `--registry`", path.display()),
+            message: format!(
+                "`{}`: a keyless release is verified as a release directory (also with `--registry`) or a kit\n  hint: `offline kit import` a kit into a directory first",
+                path.display()
+            ),
         });
     };
     Ok(Some(match registry {
@@ -285,8 +288,9 @@ fn verify_keyed(
     }))
 }
 
-/// `verify DIR --trusted-root FILE` with an identity policy.
-fn verify_keyless(path: &Path, root: &Path, keys: &Keys) -> Result<verifier::release::VerifyReport, Failure> {
+/// `verify DIR --trusted-root FILE` with an identity policy: the directory, or (with
+/// `--registry`) the release as published there.
+fn verify_keyless(path: &Path, root: &Path, keys: &Keys, registry: Option<&str>) -> Result<verifier::release::VerifyReport, Failure> {
     let refused = |message: String| Failure { code: Code::Rejected, message };
     let policy = verifier::keyless::Policy::new(
         keys.certificate_identity.as_deref(),
@@ -299,6 +303,10 @@ fn verify_keyless(path: &Path, root: &Path, keys: &Keys) -> Result<verifier::rel
     let log =
         keys.rekor_key.as_deref().map(PublicKey::load).transpose().map_err(|e| Failure { code: e.exit_code(), message: e.to_string() })?;
     let fips = if keys.fips { Fips::On } else { Fips::Off };
+    if let Some(r) = registry {
+        let target = r.parse().map_err(|e| Failure { code: Code::Rejected, message: format!("`--registry {r}`: {e}") })?;
+        return Ok(verifier::published::verify_keyless(path, &root, &policy, &target, &oci::push::PushOptions::default()));
+    }
     Ok(verifier::release::verify_keyless(path, &root, &policy, log.as_ref(), fips))
 }
 
@@ -307,7 +315,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Verify { path, keys, registry } => {
             let report = match (&keys.trusted_root, registry) {
-                (Some(root), None) if path.is_dir() => verify_keyless(path, root, keys)?,
+                (Some(root), registry) if path.is_dir() => verify_keyless(path, root, keys, registry.as_deref())?,
                 _ => match verify_keyed(cli, path, keys, registry.as_deref(), &reporter)? {
                     Some(report) => report,
                     None => return Ok(()),

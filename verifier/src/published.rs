@@ -42,6 +42,35 @@ fn push(r: &mut VerifyReport, what: impl Into<String>, result: Result<(), String
     r.checks.push(Check { ok, what: what.into(), detail });
 }
 
+/// A keyless release in `dir` as published on `target`: the release's certificate under
+/// `policy` and release.yaml's log entry in a log of `root` give the key that signed everything
+/// (one-time, certified: [`crate::release::keyless_manifest`]); the registry is then checked
+/// with it as [`verify`] does.
+pub fn verify_keyless(
+    dir: &Path,
+    root: &crate::keyless::TrustedRoot,
+    policy: &crate::keyless::Policy,
+    target: &RegistryTarget,
+    opts: &PushOptions,
+) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    match crate::release::keyless_manifest(dir, root, policy) {
+        Ok(key) => {
+            r.pass(format!(
+                "keyless: the certificate of `release.yaml.sigstore.json` is under the identity policy and release.yaml's log entry checks (key `{}`)",
+                key.key_id()
+            ));
+            r.checks.extend(verify(dir, &key, target, opts).checks);
+        }
+        Err(reasons) => {
+            for why in reasons {
+                r.fail("keyless: the release's certificate and log entry", why);
+            }
+        }
+    }
+    r
+}
+
 /// Verifies the release in `dir` as published on `target`.
 pub fn verify(dir: &Path, key: &PublicKey, target: &RegistryTarget, opts: &PushOptions) -> VerifyReport {
     let mut r = VerifyReport::default();

@@ -49,10 +49,10 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.checks.iter().all(|c| c.ok)
     }
-    fn pass(&mut self, what: impl Into<String>) {
+    pub fn pass(&mut self, what: impl Into<String>) {
         self.checks.push(Check { ok: true, what: what.into(), detail: String::new() });
     }
-    fn fail(&mut self, what: impl Into<String>, detail: impl Into<String>) {
+    pub fn fail(&mut self, what: impl Into<String>, detail: impl Into<String>) {
         self.checks.push(Check { ok: false, what: what.into(), detail: detail.into() });
     }
     fn check(&mut self, what: impl Into<String>, r: Result<(), String>) {

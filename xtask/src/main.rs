@@ -729,18 +729,27 @@ fn write_public(path: &Path, pem: &str) -> Result<(), Failure> {
 
 /// `verify DIR|KIT --trusted-root FILE` and an identity policy (identity, pattern, issuer): a
 /// keyless release directory or its kit.
+/// What `verify` checks beyond the release itself: its images on a registry (`--registry`,
+/// with the registry's credentials) and a rebuild verdict (`--vsa FILE`, `--vsa-key PUB`).
+struct Also<'a> {
+    registry: Option<&'a str>,
+    docker_config: Option<PathBuf>,
+    vsa: Option<(&'a Path, &'a Path)>,
+}
+
 fn verify_keyless(
     dir: &Path,
     root: Option<&Path>,
     (identity, pattern, issuer): (Option<&str>, Option<&str>, Option<&str>),
     rekor_key: Option<&Path>,
     (fips, json, quiet): (bool, bool, bool),
-    (base, unsupported): (Option<&Path>, bool),
+    base: Option<&Path>,
+    also: Also<'_>,
 ) -> Result<(), Failure> {
     let refused = |message: String| Failure { code: schema::exit::REJECTED, message };
-    if unsupported || !(dir.is_dir() || dir.is_file()) {
+    if !(dir.is_dir() || dir.is_file()) || (dir.is_file() && (also.registry.is_some() || also.vsa.is_some())) {
         return Err(refused(format!(
-            "`{}`: a keyless release is verified as a release directory or a kit, without `--registry` or `--vsa`\n  hint: `kit import` a kit into a directory first",
+            "`{}`: `--registry` and `--vsa` are checked against a release directory (the signed release.yaml, its bundle and log entry)\n  hint: `kit import` a kit into a directory first, then verify `DIR/stellaops/<version>-<channel>`",
             dir.display()
         )));
     }
@@ -752,8 +761,46 @@ fn verify_keyless(
     if dir.is_file() {
         return kit::verify(dir, verifier::keyless::Anchor::Identity { root: &root, policy }, log.as_ref(), fips, base, json, quiet);
     }
-    let report = verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips);
+    // The release's certificate under the policy and release.yaml's log entry give the key that
+    // signed everything (one-time, certified); the registry and the verdict are then checked
+    // as for a keyed release, with that key.
+    let mut report = match also.registry {
+        Some(registry) => {
+            publish::verify_registry(dir, verifier::keyless::Anchor::Identity { root: &root, policy }, registry, also.docker_config)?
+        }
+        None => verifier::release::verify_keyless(dir, &root, policy, log.as_ref(), fips),
+    };
+    if let Some(vsa) = also.vsa {
+        match verifier::release::keyless_manifest(dir, &root, policy) {
+            Ok(key) => check_vsa(&mut report, dir, vsa, &key)?,
+            Err(reasons) => report.fail("rebuild verdict (VSA): the release it is about", reasons.join("; ")),
+        }
+    }
     verify_result(&report, json, &format!("`{}` does not verify under the identity policy", dir.display()))
+}
+
+/// Adds to `report` whether the rebuild verdict `vsa` (signed by `vsa_key`, not by the release's
+/// own key `release`) passes for the release.yaml of `dir`.
+fn check_vsa(
+    report: &mut verifier::release::VerifyReport,
+    dir: &Path,
+    (vsa, vsa_key): (&Path, &Path),
+    release: &verifier::keys::PublicKey,
+) -> Result<(), Failure> {
+    let rebuilder = verifier::keys::PublicKey::load(vsa_key).map_err(pipeline::Error::from)?;
+    let result = std::fs::read(vsa).map_err(|e| format!("`{}`: {e}", vsa.display())).and_then(|bytes| {
+        let yaml = std::fs::read(dir.join("release.yaml")).map_err(|e| format!("`{}`: {e}", dir.join("release.yaml").display()))?;
+        if rebuilder.key_id() == release.key_id() {
+            return Err("it is signed by the release key itself: a rebuild verdict is a second party's".to_owned());
+        }
+        verifier::vsa::check(&bytes, &rebuilder, &schema::model::Digest::of(&yaml))
+    });
+    report.checks.push(verifier::release::Check {
+        ok: result.is_ok(),
+        what: format!("rebuild verdict `{}` (VSA) passes, signed by `{}`", vsa.display(), vsa_key.display()),
+        detail: result.err().unwrap_or_default(),
+    });
+    Ok(())
 }
 
 /// Prints a verification report (JSON or text) and turns its failures into exit 1, saying
@@ -1070,7 +1117,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     (certificate_identity.as_deref(), certificate_identity_regexp.as_deref(), certificate_oidc_issuer.as_deref()),
                     rekor_key.as_deref(),
                     (fips, json, cli.quiet),
-                    (base.as_deref(), registry.is_some() || vsa.is_some()),
+                    base.as_deref(),
+                    Also { registry: registry.as_deref(), docker_config, vsa: vsa.as_deref().zip(vsa_key.as_deref()) },
                 );
             };
             if dir.is_file() && dir.extension().is_some_and(|e| e == "json") && registry.is_none() {
@@ -1102,25 +1150,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut report = match &registry {
                 Some(r) => {
                     public.check_fips(fips, "the public key").map_err(pipeline::Error::from)?;
-                    publish::verify_registry(&dir, &public, r, docker_config)?
+                    publish::verify_registry(&dir, verifier::keyless::Anchor::Key(&public), r, docker_config)?
                 }
                 None => verifier::release::verify(&dir, &public, log.as_ref(), fips),
             };
             if let (Some(vsa), Some(vsa_key)) = (&vsa, &vsa_key) {
-                let rebuilder = verifier::keys::PublicKey::load(vsa_key).map_err(pipeline::Error::from)?;
-                let result = std::fs::read(vsa).map_err(|e| format!("`{}`: {e}", vsa.display())).and_then(|bytes| {
-                    let yaml =
-                        std::fs::read(dir.join("release.yaml")).map_err(|e| format!("`{}`: {e}", dir.join("release.yaml").display()))?;
-                    if rebuilder.key_id() == public.key_id() {
-                        return Err("it is signed by the release key itself: a rebuild verdict is a second party's".to_owned());
-                    }
-                    verifier::vsa::check(&bytes, &rebuilder, &schema::model::Digest::of(&yaml))
-                });
-                report.checks.push(verifier::release::Check {
-                    ok: result.is_ok(),
-                    what: format!("rebuild verdict `{}` (VSA) passes, signed by `{}`", vsa.display(), vsa_key.display()),
-                    detail: result.err().unwrap_or_default(),
-                });
+                check_vsa(&mut report, &dir, (vsa, vsa_key), &public)?;
             }
             verify_result(&report, json, &format!("`{}` does not verify", dir.display()))
         }

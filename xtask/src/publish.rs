@@ -226,12 +226,15 @@ pub fn run_doctor(cmd: DoctorCommand, root: &Path) -> Result<(), Failure> {
 /// `verify DIR --key K --registry R`.
 pub fn verify_registry(
     dir: &Path,
-    key: &verifier::keys::PublicKey,
+    anchor: verifier::keyless::Anchor<'_>,
     registry: &str,
     docker_config: Option<PathBuf>,
 ) -> Result<verifier::release::VerifyReport, Failure> {
     let target: RegistryTarget =
         registry.parse().map_err(|e: String| Failure { code: schema::exit::Code::Usage, message: format!("--registry: {e}") })?;
     let opts = PushOptions { docker_config, ..PushOptions::default() };
-    Ok(verifier::published::verify(dir, key, &target, &opts))
+    Ok(match anchor {
+        verifier::keyless::Anchor::Key(key) => verifier::published::verify(dir, key, &target, &opts),
+        verifier::keyless::Anchor::Identity { root, policy } => verifier::published::verify_keyless(dir, root, policy, &target, &opts),
+    })
 }

@@ -19,7 +19,10 @@ pub fn cache() -> PathBuf {
 /// A scratch repository: `release-trains/`, `base-images.lock` and `components/` copied from
 /// the workspace and committed at a fixed time.
 pub struct Repo {
-    pub dir: tempfile::TempDir,
+    /// Under `$TMPDIR`, locked while this process lives: removed when dropped, and by the next
+    /// test run when this one did not drop it (a repository shared by a module is leaked on
+    /// purpose; a killed run drops nothing).
+    pub dir: oci::dirs::Scratch,
     /// Set by [`Repo::release_key`]: the key every later `xtask` call signs with.
     key: std::cell::RefCell<Option<PathBuf>>,
 }
@@ -33,7 +36,7 @@ pub const EPOCH: i64 = 1_813_492_800;
 
 impl Repo {
     pub fn new() -> Repo {
-        let dir = tempfile::Builder::new().prefix("stellaops-it-").tempdir().expect("temp dir");
+        let dir = oci::dirs::Scratch::new("stellaops-it-").expect("temp dir");
         let root = workspace();
         for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
             copy(&root.join(item), &dir.path().join(item));

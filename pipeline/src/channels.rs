@@ -1262,8 +1262,11 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let cut_for: Channel = rel.doc.release.channel;
     let parent = req.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging = tempfile::Builder::new().prefix(".rollback-").tempdir_in(parent).map_err(io(parent))?;
-    let sources = tempfile::Builder::new().prefix(".templates-").tempdir_in(parent).map_err(io(parent))?;
+    // Locked while in use (`oci::dirs::Scratch`): those of a rollback that was killed are
+    // removed here, by the next one.
+    let staging = oci::dirs::Scratch::new_in(parent, ".rollback-").map_err(io(parent))?;
+    let sources = oci::dirs::Scratch::new_in(parent, ".templates-").map_err(io(parent))?;
+    oci::dirs::recover(req.out).map_err(io(req.out))?;
     let (template_root, templates) = match commit_of(&rel.dir).and_then(|c| templates_at(req.root, &c, sources.path()).ok().map(|_| c)) {
         Some(c) => (sources.path().to_owned(), format!("commit {c}")),
         None => (req.root.to_owned(), "working tree".to_owned()),
@@ -1278,10 +1281,9 @@ pub fn rollback(req: &Rollback<'_>) -> Result<RolledBack, OpsError> {
     let compose_matches_release = rel.doc.compose.digest.as_ref() == Some(&rendered.compose_digest);
     let chart_matches_release = rel.doc.charts.iter().any(|c| c.digest == rendered.chart_digest);
     let staged = staging.keep();
-    if req.out.exists() {
-        fs::remove_dir_all(req.out).map_err(io(req.out))?;
-    }
-    fs::rename(&staged, req.out).map_err(io(req.out))?;
+    // In one step where the file system allows: a reader of `out` sees the previous rollback
+    // or this one, never a mix.
+    oci::dirs::replace_dir(&staged, req.out).map_err(io(req.out))?;
 
     // 4.
     let p = next_pointer(req.channel, &rel, req.to, Some(&current), req.now, cfg.train(req.channel), true);

@@ -145,8 +145,20 @@ fn ops_verify_pointer_refuses_lower_sequence_and_expired_accepts_a_signed_rollba
 
     // A deliberate rollback to 2.4.1: rendered by digest, then signed with the marker.
     let out = repo.path().join("target/rb");
+    // What a killed rollback leaves beside `out` (its staging and template directories, not
+    // locked by any live process), and an earlier rollback's output at `out`: the leftovers
+    // are removed, `out` is replaced whole.
+    for leftover in [".rollback-killed", ".templates-killed"] {
+        fs::create_dir_all(repo.path().join("target").join(leftover).join("sub")).unwrap();
+    }
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("stale.txt"), "an earlier rollback").unwrap();
     let rb = repo.xtask(&["rollback", "--channel", "edge", "--to", "2.4.1", "--out", out.to_str().unwrap(), "--now", &day(2.0), "--json"]);
     rb.ok();
+    let beside: Vec<String> =
+        fs::read_dir(repo.path().join("target")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!beside.iter().any(|n| n.starts_with(".rollback-") || n.starts_with(".templates-") || n.starts_with(".rb")), "{beside:?}");
+    assert!(!out.join("stale.txt").exists() && out.join("values.yaml").is_file());
     let done = &rb.json()["rollback"];
     assert_eq!(done["pointer"]["sequence"], 3);
     assert_eq!(done["pointer"]["rollback"], true);

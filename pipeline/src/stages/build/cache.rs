@@ -145,6 +145,13 @@ fn source_tree(repo: &Path, commit: &str, subdir: &str) -> Result<String, String
     tree.get_path(Path::new(sub)).map(|e| e.id().to_string()).map_err(|e| format!("find `{sub}` in `{commit}`: {e}"))
 }
 
+/// Marks the entry at `dir` used now (its `entry.json`'s time): a prune removes it last.
+fn touch(dir: &Path) {
+    if let Ok(f) = fs::File::options().append(true).open(dir.join("entry.json")) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
 fn count_prefixed(dir: &Path, prefix: &str) -> usize {
     fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count()
 }
@@ -215,7 +222,11 @@ impl BuildCache {
             if fs::rename(&dir, &aside).is_err() {
                 continue;
             }
-            fs::remove_dir_all(&aside).map_err(io(&aside))?;
+            match fs::remove_dir_all(&aside) {
+                // Another release's prune swept it first (a `.discard-*` is nobody's).
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io(&aside)(e)),
+                _ => {}
+            }
             if let Some(hex) = manifest {
                 let scans = self.dir.join("scans");
                 for s in fs::read_dir(&scans).into_iter().flatten().flatten() {
@@ -286,10 +297,7 @@ impl BuildCache {
         if entry.layers.iter().collect::<Vec<_>>() != expected {
             return Err(miss(Some(self.discard(&dir, "its layers are not its base's followed by its own"))));
         }
-        // A hit is a use: the entry is the last the prune removes.
-        if let Ok(f) = fs::File::options().append(true).open(dir.join("entry.json")) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
+        touch(&dir);
         Ok(BuiltImage {
             component: job.component.name.clone(),
             platform: job.image.platform,
@@ -383,6 +391,8 @@ impl BuildCache {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
+        // Stored now, or by another release meanwhile: used by this one either way.
+        touch(&dest);
         let pointer = self.pointer(job);
         if let Some(p) = pointer.parent() {
             fs::create_dir_all(p).map_err(io(p))?;

@@ -36,7 +36,7 @@ pub const EPOCH: i64 = 1_813_492_800;
 
 impl Repo {
     pub fn new() -> Repo {
-        let dir = oci::dirs::Scratch::new("stellaops-it-").expect("temp dir");
+        let dir = oci::dirs::Scratch::new("stellaops-it-repo-").expect("temp dir");
         let root = workspace();
         for item in ["release-trains", "components", "templates", "policy", "base-images.lock"] {
             copy(&root.join(item), &dir.path().join(item));

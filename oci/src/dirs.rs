@@ -134,11 +134,13 @@ impl Scratch {
     }
 }
 
-/// Removes the directories `<parent>/<prefix>*` that no live process holds locked.
-pub fn remove_orphans(parent: &Path, prefix: &str) -> io::Result<()> {
+/// Removes the directories `<parent>/<prefix>*` that no live process holds locked; returns
+/// how many it removed.
+pub fn remove_orphans(parent: &Path, prefix: &str) -> io::Result<usize> {
+    let mut removed = 0;
     let entries = match fs::read_dir(parent) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
         Err(e) => return Err(e),
     };
     for e in entries.flatten() {
@@ -150,10 +152,12 @@ pub fn remove_orphans(parent: &Path, prefix: &str) -> io::Result<()> {
         if f.try_lock().is_ok() {
             // Its process is gone (or has not locked it yet: it sees the removal and makes
             // another). Removed while locked, so that such a process waits for the end.
-            let _ = fs::remove_dir_all(e.path());
+            if fs::remove_dir_all(e.path()).is_ok() {
+                removed += 1;
+            }
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -152,10 +152,6 @@ fn touch(dir: &Path) {
     }
 }
 
-fn count_prefixed(dir: &Path, prefix: &str) -> usize {
-    fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count()
-}
-
 fn key_of(parts: &Parts) -> Digest {
     Digest::of(json(parts).as_bytes())
 }
@@ -182,7 +178,7 @@ impl BuildCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(pruned),
             Err(e) => return Err(io(&self.dir)(e)),
         };
-        // (last use, bytes, name, manifest hex) of every whole entry.
+        // (last use, bytes, name) of every whole entry.
         let mut entries = Vec::new();
         for e in read.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -198,26 +194,27 @@ impl BuildCache {
             }
             let Ok(meta) = fs::metadata(e.path().join("entry.json")) else { continue };
             let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            let blobs: Vec<(String, u64)> = fs::read_dir(e.path().join("blobs/sha256"))
+            let blobs: u64 = fs::read_dir(e.path().join("blobs/sha256"))
                 .into_iter()
                 .flatten()
                 .flatten()
-                .filter_map(|b| Some((b.file_name().to_string_lossy().into_owned(), b.metadata().ok()?.len())))
-                .collect();
-            let bytes = meta.len() + blobs.iter().map(|(_, n)| n).sum::<u64>();
-            let manifest = fs::read(e.path().join("entry.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
-                .map(|entry| entry.manifest.digest.hex().to_owned());
-            entries.push((used, bytes, name, manifest));
+                .filter_map(|b| Some(b.metadata().ok()?.len()))
+                .sum();
+            let bytes = meta.len() + blobs;
+            entries.push((used, bytes, name));
         }
         entries.sort();
         let mut total: u64 = entries.iter().map(|e| e.1).sum();
-        for (used, bytes, name, manifest) in &entries {
+        for (used, bytes, name) in &entries {
             if total <= self.max_bytes || *used >= since {
                 break;
             }
             let dir = self.dir.join(name);
+            // Read only for an entry that goes: its image's scan goes with it.
+            let manifest = fs::read(dir.join("entry.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Entry>(&b).ok())
+                .map(|entry| entry.manifest.digest.hex().to_owned());
             let aside = self.dir.join(format!(".discard-{}-{name}", std::process::id()));
             if fs::rename(&dir, &aside).is_err() {
                 continue;
@@ -241,9 +238,7 @@ impl BuildCache {
         }
         pruned.kept_bytes = total;
         // Temporary entries of runs that were killed (a live run holds its lock).
-        let before = count_prefixed(&self.dir, ".tmp-");
-        oci::dirs::remove_orphans(&self.dir, ".tmp-").map_err(io(&self.dir))?;
-        pruned.leftovers += before.saturating_sub(count_prefixed(&self.dir, ".tmp-"));
+        pruned.leftovers += oci::dirs::remove_orphans(&self.dir, ".tmp-").map_err(io(&self.dir))?;
         Ok(pruned)
     }
 
